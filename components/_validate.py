@@ -45,13 +45,17 @@ class Errors:
 
 # Kubernetes resource.Quantity: a signed decimal number followed by a binary-SI
 # (Ki..Ei), decimal-SI (m, k, M..E) suffix or a decimal exponent.
-_QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")
+_QUANTITY = re.compile(
+    r"^[+-]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?\d+)?$"
+)
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {"m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
 # RFC 1123 label: what Kubernetes accepts for namespaces and most object names.
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # RFC 1123 subdomain: StorageClass, Secret and other object names.
-DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS_SUBDOMAIN = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 
 
 def quantity_value(text: str) -> float:
@@ -106,7 +110,8 @@ class Reader:
         if value is None:
             return default
         if value not in options:
-            self.errors.add(self.key(name), value, f"must be one of {', '.join(map(repr, options))}")
+            allowed = ", ".join(map(repr, options))
+            self.errors.add(self.key(name), value, f"must be one of {allowed}")
             return default
         return value  # type: ignore[no-any-return]
 
@@ -127,7 +132,8 @@ class Reader:
             return default
         options = list(choices) if choices is not None else None
         if options is not None and value not in options:
-            self.errors.add(self.key(name), value, f"must be one of {', '.join(map(str, options))}")
+            allowed = ", ".join(map(str, options))
+            self.errors.add(self.key(name), value, f"must be one of {allowed}")
             return default
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             bounds = (f"between {minimum} and {maximum}" if minimum is not None and maximum is not None

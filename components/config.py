@@ -18,6 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import pulumi
+from pulumi.runtime import config as runtime_config
+
 from components._validate import DNS_LABEL, DNS_SUBDOMAIN, ConfigError, Errors, Reader
 from components.mysql.flavor import FLAVORS, Flavor
 
@@ -359,9 +362,6 @@ def parse(raw: Mapping[str, Any], *, stack: str, project: str = PROJECT) -> Stac
 
 def load() -> StackConfig:
     """Read the running program's config through the Pulumi runtime."""
-    import pulumi
-    from pulumi.runtime import config as runtime_config
-
     raw = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     return parse(raw, stack=pulumi.get_stack(), project=pulumi.get_project())
 

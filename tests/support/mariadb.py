@@ -17,7 +17,14 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
-from tests.support.procs import LOCALHOST, ManagedProcess, free_port, require_binary, run, wait_until
+from tests.support.procs import (
+    LOCALHOST,
+    ManagedProcess,
+    free_port,
+    require_binary,
+    run,
+    wait_until,
+)
 
 BINARIES = ("mariadbd", "mariadb-install-db", "mariadb", "mariadb-backup", "mbstream")
 
@@ -67,7 +74,7 @@ class MariaDBServer:
         """mariadb-install-db, then a root password and no anonymous users (as the image does)."""
         run(["mariadb-install-db", f"--defaults-file={self.defaults_file}", "--user=root",
              "--auth-root-authentication-method=normal", "--skip-test-db"], timeout=120)
-        self.start(password=None)
+        self.start(password="")
         try:
             self._secure_accounts()
         except BaseException:
@@ -76,7 +83,7 @@ class MariaDBServer:
         return self
 
     def _secure_accounts(self) -> None:
-        with self.connect(password=None, user="root", host=None) as conn, conn.cursor() as cur:
+        with self.connect(password="", host=None) as conn, conn.cursor() as cur:
             cur.execute("DELETE FROM mysql.global_priv WHERE User='' OR "
                         "(User='root' AND Host NOT IN ('localhost', '127.0.0.1'))")
             cur.execute("FLUSH PRIVILEGES")
@@ -86,14 +93,14 @@ class MariaDBServer:
             cur.execute("GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION")
             cur.execute("FLUSH PRIVILEGES")
 
-    def start(self, *, password: str | None = "root", timeout: float = 60) -> MariaDBServer:
+    def start(self, *, password: str | None = None, timeout: float = 60) -> MariaDBServer:
+        """Start and wait until root can connect (``password=""`` before initialization)."""
         self.process.start()
-        pw = self.root_password if password == "root" else password
 
         def ready() -> bool:
             if not self.process.running():
                 raise RuntimeError(f"{self.name} exited:\n{self.error_log_tail()}")
-            with self.connect(password=pw, host=None):
+            with self.connect(password=password, host=None):
                 return True
 
         wait_until(ready, timeout=timeout, what=f"{self.name} to accept connections")
@@ -114,11 +121,14 @@ class MariaDBServer:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
-    def connect(self, *, user: str = "root", password: str | None = "root",
+    def connect(self, *, user: str = "root", password: str | None = None,
                 host: str | None = LOCALHOST, database: str | None = None,
                 autocommit: bool = True) -> pymysql.connections.Connection[Any]:
-        """TCP on 127.0.0.1 by default; ``host=None`` uses the unix socket."""
-        pw = self.root_password if password == "root" else (password or "")
+        """TCP on 127.0.0.1 by default; ``host=None`` uses the unix socket.
+
+        ``password=None`` means root's own password (only meaningful for root).
+        """
+        pw = self.root_password if password is None else password
         kwargs: dict[str, Any] = {"user": user, "password": pw, "database": database,
                                   "autocommit": autocommit, "connect_timeout": 5}
         if host is None:
