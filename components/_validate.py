@@ -136,8 +136,10 @@ class Reader:
             self.errors.add(self.key(name), value, f"must be one of {allowed}")
             return default
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            bounds = (f"between {minimum} and {maximum}" if minimum is not None and maximum is not None
-                      else f"at least {minimum}" if minimum is not None else f"at most {maximum}")
+            if minimum is not None and maximum is not None:
+                bounds = f"between {minimum} and {maximum}"
+            else:
+                bounds = f"at least {minimum}" if minimum is not None else f"at most {maximum}"
             self.errors.add(self.key(name), value, f"must be {bounds}")
             return default
         return value
