@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian/Ubuntu machine and run every check and test.
+#
+# Idempotent: installs only what is missing, so a developer can run it again and again.
+# Installs (as root, or through sudo): the real servers the integration tests start
+# (MariaDB with mariadb-backup, etcd, ncat, socat), shellcheck, and a Python virtualenv
+# ./venv with the pinned requirements (the same ./venv `pulumi up` uses).
+# Arguments are passed to pytest, e.g. `scripts/test.sh tests/unit -k config`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(mariadb-server mariadb-backup etcd-server etcd-client ncat socat shellcheck
+              python3-venv python3-dev)
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+missing=()
+for package in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+    || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  echo "==> installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  # policy-rc.d or the lack of systemd keeps the packaged services from starting in
+  # containers; on a full machine they may start, which the tests do not mind: every
+  # test server runs on its own free port and data dir.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}"
+fi
+
+python=${PYTHON:-python3}
+if [[ ! -x venv/bin/python ]]; then
+  echo "==> creating ./venv with $($python --version)"
+  "$python" -m venv venv
+fi
+# A stamp of the requirement files: reinstall only when they change.
+stamp=venv/.requirements.sha256
+want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+  echo "==> installing Python requirements into ./venv"
+  venv/bin/python -m pip install -q --upgrade pip
+  venv/bin/python -m pip install -q -r requirements-dev.txt
+  echo "$want" > "$stamp"
+fi
+
+echo "==> ruff"
+venv/bin/ruff check .
+echo "==> mypy"
+venv/bin/mypy .
+echo "==> pytest"
+venv/bin/pytest "$@"
