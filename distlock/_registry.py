@@ -1,0 +1,35 @@
+"""Backends by name, imported only when chosen.
+
+The CLI and :func:`open_backend` look a backend up here, so that ``--backend etcd``
+never imports the Kubernetes client (and vice versa) and a new backend is one line:
+its name and the module that defines ``from_options(BackendOptions) -> LockBackend``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Protocol, cast
+
+from distlock._backend import BackendOptions, LockBackend
+
+BACKENDS: dict[str, str] = {
+    "etcd": "distlock.etcd",
+    "kubernetes": "distlock.kube",
+}
+
+
+class _BackendModule(Protocol):
+    def from_options(self, options: BackendOptions) -> LockBackend: ...
+
+
+def open_backend(kind: str, options: BackendOptions) -> LockBackend:
+    """Start a client session with the backend called ``kind`` ("etcd", "kubernetes")."""
+    try:
+        module_name = BACKENDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown lock backend {kind!r}; known: {', '.join(BACKENDS)}") from None
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        raise ValueError(f"lock backend {kind!r} is not available: {error}") from error
+    return cast(_BackendModule, module).from_options(options)
