@@ -37,6 +37,19 @@ RETENTIONS: tuple[Retention, ...] = ("Retain", "Delete")
 # host:port where host is a DNS name or an IPv4 address.
 _ENDPOINT = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?:\d{1,5}$")
 _ENDPOINT_TEXT = "must be a list of host:port strings, such as 127.0.0.1:13306"
+# An image reference pinned to an exact tag or digest: "repo[:port]/path:tag" or "...@sha256:...".
+# "latest" and tagless references are refused: a pod restarted next month must run the same bits.
+_PINNED_IMAGE = re.compile(
+    r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:\d+)?(/[a-z0-9]([-a-z0-9._]*[a-z0-9])?)*"
+    r"(:(?!latest$)[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[a-f0-9]{64})$"
+)
+_PINNED_TEXT = ("must be an image pinned to an exact tag or digest, such as mariadb:11.4.8 "
+                "or registry.example.com/mysql@sha256:<64 hex> ('latest' is not pinned)")
+# Names derived from the cluster name must stay valid: pod "<name>-<ordinal>" and the
+# StatefulSet's controller-revision-hash label "<name>-<10 chars>" are limited to 63.
+_CLUSTER_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
+KUBECTL_DEFAULT_IMAGE = "registry.k8s.io/kubectl:v1.32.4"
+
 # Five-field cron, or a @-macro; Kubernetes CronJob accepts both.
 _CRON = re.compile(r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$")
 
@@ -91,6 +104,8 @@ class ReplicationInitConfig:
 
 @dataclass(frozen=True)
 class MySQLConfig:
+    # The StatefulSet's name; pods are <name>-0 (the primary), <name>-1...
+    name: str
     flavor: Flavor
     version: str
     replicas: int
@@ -99,6 +114,8 @@ class MySQLConfig:
     resources: Resources
     server_image: str
     backup_image: str
+    # Labels each pod with its role; distroless, no shell (see components/mysql/cluster.py).
+    kubectl_image: str
     max_replica_lag_seconds: int
     spread: Spread
     server_id_base: int | None
@@ -107,6 +124,8 @@ class MySQLConfig:
     binlog_expire_seconds: int
     extra_server_config: tuple[tuple[str, str], ...]
     node_selector: tuple[tuple[str, str], ...]
+    # Namespaces (besides the cluster's own) whose pods may connect to the MySQL port.
+    client_namespaces: tuple[str, ...]
     replication_init: ReplicationInitConfig
 
 
@@ -207,8 +226,12 @@ def _mysql(reader: Reader) -> MySQLConfig:
     version = version or flavor.default_version
     replicas = reader.integer("replicas", 2, minimum=1, maximum=9)
     images = reader.child("images")
-    server_image = images.string("server", flavor.server_image(version)) or ""
-    backup_image = images.string("backup", flavor.backup_image(version)) or ""
+    server_image = images.string("server", flavor.server_image(version), pattern=_PINNED_IMAGE,
+                                 allowed_text=_PINNED_TEXT) or ""
+    backup_image = images.string("backup", flavor.backup_image(version), pattern=_PINNED_IMAGE,
+                                 allowed_text=_PINNED_TEXT) or ""
+    kubectl_image = images.string("kubectl", KUBECTL_DEFAULT_IMAGE, pattern=_PINNED_IMAGE,
+                                  allowed_text=_PINNED_TEXT) or KUBECTL_DEFAULT_IMAGE
     images.finish()
     pvc = reader.child("pvcRetention")
     when_deleted = pvc.choice("whenDeleted", "Retain", RETENTIONS)
@@ -228,6 +251,9 @@ def _mysql(reader: Reader) -> MySQLConfig:
                           "(the primary first, then each replica by ordinal)")
     init.finish()
     config = MySQLConfig(
+        name=reader.string("name", "mysql", pattern=_CLUSTER_NAME,
+                           allowed_text="must be a lowercase RFC 1123 label of at most 40 "
+                           "characters starting with a letter, such as orders-db") or "mysql",
         flavor=flavor_name,
         version=version,
         replicas=replicas,
@@ -238,6 +264,7 @@ def _mysql(reader: Reader) -> MySQLConfig:
                              Resources("500m", "1Gi", None, "2Gi")),
         server_image=server_image,
         backup_image=backup_image,
+        kubectl_image=kubectl_image,
         max_replica_lag_seconds=reader.integer("maxReplicaLagSeconds", 30, minimum=1,
                                                maximum=86400),
         spread=reader.choice("spread", "preferred", SPREADS),
@@ -249,6 +276,9 @@ def _mysql(reader: Reader) -> MySQLConfig:
         binlog_expire_seconds=reader.integer("binlogExpireSeconds", 7 * 86400, minimum=3600),
         extra_server_config=reader.string_map("extraServerConfig"),
         node_selector=reader.string_map("nodeSelector"),
+        client_namespaces=reader.string_list(
+            "clientNamespaces", pattern=DNS_LABEL,
+            allowed_text="must be a list of namespace names (lowercase RFC 1123 labels)"),
         replication_init=init_config,
     )
     reader.finish()
