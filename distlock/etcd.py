@@ -1,0 +1,448 @@
+"""The etcd backend: etcd's own Mutex algorithm, spoken over the v3 JSON gateway.
+
+This is the algorithm of Go's ``concurrency.Mutex`` (the one ``etcdctl lock`` uses), so
+that a lock held through either excludes the other:
+
+- One session lease per :class:`EtcdBackend`, kept alive every TTL/3 by a thread.
+  We choose the lease ID ourselves, so a grant whose response was lost is retried
+  with the same ID ("already exists" then means "it worked"), and no lease leaks.
+- Lock ``NAME`` is the key prefix ``NAME/``; a waiter is the key ``NAME/<lease-id-hex>``
+  attached to the session lease, created by a transaction whose compare is
+  ``create_revision == 0``. Retrying that transaction after a lost response finds our
+  own key and reuses its revision, so a retry never takes a second queue slot.
+- Waiters are ordered by create revision (FIFO). A waiter watches only the key just
+  before it (the highest create revision below its own) for deletion, then re-checks:
+  no thundering herd, and a waiter that gives up in the middle of the queue just
+  deletes its key, which its successor sees as a deletion and moves on.
+- The fencing token is the waiter key's create revision: etcd's revision only grows,
+  so every later grant of the same name has a higher token.
+
+Lost: when a keepalive says the lease is gone, or keepalives fail until the TTL we
+last had confirmed has run out on our monotonic clock (measured from when that
+keepalive was *sent*, so we never believe in the lease longer than etcd does), every
+grant's :class:`~distlock.LostSignal` fires. A holder paused past its TTL learns this
+only when it runs again, which is why guarded writes (:class:`EtcdFencedStore`) exist.
+
+Failover is the gateway's (every request fails over to the next endpoint until its
+deadline). A watch on a member that dies ends, and the waiter re-reads and re-watches
+through another member; waiters also re-check every ``recheck`` seconds so that a
+member that hangs instead of dying delays a handoff but cannot lose it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from distlock._backend import BackendOptions, Grant, LockBackend, LockState
+from distlock._errors import BackendUnavailable, LockLost, StaleTokenError
+from distlock._etcd_gateway import EtcdError, Gateway, Stream, b64, prefix_end, unb64
+from distlock._fencing import check_token
+
+__all__ = ["EtcdBackend", "EtcdFencedStore", "from_options"]
+
+_log = logging.getLogger("distlock.etcd")
+
+_GRPC_ALREADY_EXISTS = 9
+_GRPC_NOT_FOUND = 5
+_LEASE_EXISTS = "lease already exists"
+_LEASE_NOT_FOUND = "lease not found"
+
+
+def from_options(options: BackendOptions) -> EtcdBackend:
+    return EtcdBackend(options.endpoints, ttl=options.ttl)
+
+
+class EtcdBackend(LockBackend):
+    """One etcd session (one lease); thread-safe, may hold many named locks."""
+
+    def __init__(self, endpoints: Sequence[str] | str, *, ttl: float = 10.0,
+                 request_timeout: float = 2.0, recheck: float = 1.0) -> None:
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl < 1:
+            raise ValueError(f"etcd lock ttl must be a number of seconds >= 1, got {ttl!r}")
+        self._gateway = Gateway(endpoints, request_timeout=request_timeout)
+        self._recheck = recheck
+        self._mutex = threading.Lock()
+        self._closed = threading.Event()
+        self._lost_reason: str | None = None
+        self._grants: dict[str, Grant] = {}
+        self._busy: set[str] = set()  # keys of acquires in progress
+        self._lease_id, self._ttl = self._grant_lease(round(ttl + 0.49))
+        self._expires = time.monotonic() + self._ttl
+        self._keepalive = threading.Thread(target=self._keep_alive, daemon=True,
+                                           name=f"distlock-etcd-keepalive-{self._lease_id:x}")
+        self._keepalive.start()
+
+    @property
+    def identity(self) -> str:
+        return f"{self._lease_id:x}"
+
+    @property
+    def lease_id(self) -> int:
+        return self._lease_id
+
+    @property
+    def ttl(self) -> int:
+        """The TTL etcd granted (it may raise a small request to its minimum)."""
+        return self._ttl
+
+    # -- acquire / release ----------------------------------------------------------
+
+    def acquire(self, name: str, *, timeout: float | None,
+                cancel: threading.Event | None = None) -> Grant | None:
+        prefix = _prefix(name)
+        key = f"{prefix}{self._lease_id:x}"
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0)
+        with self._mutex:
+            self._check_alive()
+            if key in self._grants or key in self._busy:
+                raise RuntimeError(f"this etcd session already holds or waits for {name!r}; "
+                                   "a second waiter needs its own session")
+            self._busy.add(key)
+        granted = False
+        try:
+            revision = self._enqueue(key, prefix)
+            if timeout is not None and timeout <= 0:
+                granted = self._is_first(prefix, revision)
+            else:
+                granted = self._wait_turn(key, prefix, revision, deadline, cancel)
+            if not granted:
+                return None
+            grant = Grant(name=name, token=revision, holder=key)
+            with self._mutex:
+                self._grants[key] = grant
+                lost = self._lost_reason
+            if lost is not None:  # the session died between the last check and now
+                grant.lost.fire(lost)
+            return grant
+        finally:
+            with self._mutex:
+                self._busy.discard(key)
+            if not granted:
+                self._delete_quietly(key)
+
+    def release(self, grant: Grant) -> None:
+        with self._mutex:
+            if self._grants.get(grant.holder) is not grant:
+                return
+        self._gateway.call("kv/deleterange", {"key": b64(grant.holder)},
+                           timeout=self._request_deadline())
+        with self._mutex:
+            self._grants.pop(grant.holder, None)
+
+    def inspect(self, name: str) -> LockState:
+        prefix = _prefix(name)
+        kvs = self._range_prefix(prefix, timeout=self._request_deadline())
+        keys = [(int(kv.get("create_revision", 0)), unb64(kv["key"]).decode()) for kv in kvs]
+        keys.sort()
+        if not keys:
+            return LockState(name=name, holder=None, token=None, waiters=())
+        return LockState(name=name, holder=keys[0][1], token=keys[0][0],
+                         waiters=tuple(k for _, k in keys[1:]))
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with self._mutex:
+            grants = list(self._grants.values())
+            self._grants.clear()
+        try:
+            # Revoking the lease deletes every key attached to it in one step.
+            self._gateway.call("lease/revoke", {"ID": str(self._lease_id)},
+                               timeout=self._request_deadline())
+        except EtcdError as error:
+            if _LEASE_NOT_FOUND not in error.message:
+                raise
+        except BackendUnavailable:
+            _log.warning("could not revoke lease %x; etcd drops it within %ss",
+                         self._lease_id, self._ttl)
+        finally:
+            for grant in grants:
+                grant.lost.fire("the etcd session was closed")
+            self._gateway.close()
+
+    # -- the Mutex algorithm ---------------------------------------------------------
+
+    def _enqueue(self, key: str, prefix: str) -> int:
+        """Create our waiter key (or find it after a retry) and return its revision."""
+        response = self._gateway.call("kv/txn", {
+            "compare": [{"key": b64(key), "target": "CREATE", "result": "EQUAL",
+                         "create_revision": "0"}],
+            "success": [{"request_put": {"key": b64(key), "value": "",
+                                         "lease": str(self._lease_id)}}],
+            "failure": [{"request_range": {"key": b64(key)}}],
+        }, timeout=self._request_deadline())
+        if response.get("succeeded"):
+            return int(response["header"]["revision"])
+        kvs = response["responses"][0]["response_range"].get("kvs", [])
+        if not kvs:  # deleted between compare and read: cannot be, a txn is atomic
+            raise BackendUnavailable(f"etcd lost the waiter key {key!r} inside a transaction")
+        return int(kvs[0]["create_revision"])
+
+    def _is_first(self, prefix: str, revision: int) -> bool:
+        return self._predecessor(prefix, revision) is None
+
+    def _predecessor(self, prefix: str, revision: int) -> tuple[str, int] | None:
+        """The waiter just ahead of ``revision`` (key, header revision of the read)."""
+        start, end = prefix.encode(), prefix_end(prefix.encode())
+        response = self._gateway.call("kv/range", {
+            "key": b64(start), "range_end": b64(end), "limit": 1,
+            "sort_order": "DESCEND", "sort_target": "CREATE",
+            "max_create_revision": str(revision - 1), "keys_only": True,
+        }, timeout=self._request_deadline())
+        kvs = response.get("kvs", [])
+        if not kvs:
+            return None
+        return unb64(kvs[0]["key"]).decode(), int(response["header"]["revision"])
+
+    def _wait_turn(self, key: str, prefix: str, revision: int, deadline: float | None,
+                   cancel: threading.Event | None) -> bool:
+        while True:
+            self._check_alive()
+            ahead = self._predecessor(prefix, revision)
+            if ahead is None:
+                break
+            predecessor, seen_at = ahead
+            if not self._wait_deleted(predecessor, seen_at + 1, deadline, cancel):
+                return False
+        # Our key may have gone with our lease while we waited; then we hold nothing.
+        response = self._gateway.call("kv/range", {"key": b64(key)},
+                                      timeout=self._request_deadline())
+        kvs = response.get("kvs", [])
+        if not kvs or int(kvs[0]["create_revision"]) != revision:
+            raise LockLost(f"waiter key {key!r} vanished while queued (lease expired?)")
+        return True
+
+    def _wait_deleted(self, key: str, from_revision: int, deadline: float | None,
+                      cancel: threading.Event | None) -> bool:
+        """Watch ``key`` until deleted or ``recheck`` passes; False on timeout/cancel."""
+        watch = _DeletionWatch(self._gateway, key, from_revision)
+        recheck_at = time.monotonic() + self._recheck
+        try:
+            while not watch.fired.is_set():
+                now = time.monotonic()
+                if (deadline is not None and now >= deadline) or (cancel and cancel.is_set()):
+                    return False
+                self._check_alive()
+                if now >= recheck_at:
+                    return True  # re-read: a hung member must not stall us forever
+                until = recheck_at if deadline is None else min(recheck_at, deadline)
+                # Short slices only so that a cancel event (which cannot wake us) is seen.
+                watch.fired.wait(min(until - now, 0.1))
+            return True
+        finally:
+            watch.stop()
+
+    def _delete_quietly(self, key: str) -> None:
+        """Give up a queue slot; if etcd is unreachable the lease takes it with it."""
+        if self._closed.is_set():
+            return
+        try:
+            self._gateway.call("kv/deleterange", {"key": b64(key)},
+                               timeout=self._request_deadline())
+        except (BackendUnavailable, EtcdError) as error:
+            _log.warning("could not delete waiter key %s (%s); it goes with the lease", key,
+                         error)
+
+    def _range_prefix(self, prefix: str, *, timeout: float) -> list[dict[str, Any]]:
+        start = prefix.encode()
+        response = self._gateway.call("kv/range", {
+            "key": b64(start), "range_end": b64(prefix_end(start)), "keys_only": True,
+            "sort_order": "ASCEND", "sort_target": "CREATE",
+        }, timeout=timeout)
+        kvs: list[dict[str, Any]] = response.get("kvs", [])
+        return kvs
+
+    # -- the session lease -----------------------------------------------------------
+
+    def _grant_lease(self, ttl: int) -> tuple[int, int]:
+        lease_id = secrets.randbits(63) or 1
+        deadline = time.monotonic() + max(ttl, 5)
+        retried = False
+        while True:
+            try:
+                response = self._gateway.call("lease/grant", {"TTL": str(ttl), "ID": str(lease_id)},
+                                              timeout=max(deadline - time.monotonic(), 0.1))
+            except EtcdError as error:
+                if _LEASE_EXISTS not in error.message:
+                    raise BackendUnavailable(f"etcd refused a lease: {error}") from error
+                if retried:
+                    # Our earlier attempt was applied and only its response was lost.
+                    return lease_id, self._current_ttl(lease_id, ttl)
+                lease_id = secrets.randbits(63) or 1  # a collision with someone else's
+                continue
+            except BackendUnavailable:
+                self._gateway.close()
+                raise
+            retried = True
+            if "ID" in response:
+                return int(response["ID"]), int(response.get("TTL", ttl))
+
+    def _current_ttl(self, lease_id: int, fallback: int) -> int:
+        response = self._gateway.call("lease/timetolive", {"ID": str(lease_id)},
+                                      timeout=self._gateway_timeout())
+        return int(response.get("grantedTTL", fallback))
+
+    def _keep_alive(self) -> None:
+        interval = self._ttl / 3
+        while not self._closed.wait(max(0.0, min(interval, self._expires - time.monotonic()))):
+            sent = time.monotonic()
+            if sent >= self._expires:
+                self._session_lost("the lease's TTL ran out without a confirmed keepalive")
+                return
+            try:
+                response = self._gateway.call("lease/keepalive", {"ID": str(self._lease_id)},
+                                              timeout=self._expires - sent)
+            except (BackendUnavailable, EtcdError) as error:
+                if self._closed.is_set():
+                    return
+                self._session_lost(f"keepalive failed until the lease's TTL ran out: {error}")
+                return
+            # A keepalive is a stream on the gateway: its one answer comes as "result".
+            ttl = int(response.get("result", response).get("TTL", 0))
+            if ttl <= 0:
+                if not self._closed.is_set():
+                    self._session_lost("etcd says the lease has expired")
+                return
+            self._expires = sent + ttl
+
+    def _session_lost(self, reason: str) -> None:
+        with self._mutex:
+            if self._lost_reason is None:
+                self._lost_reason = reason
+            grants = list(self._grants.values())
+        for grant in grants:
+            grant.lost.fire(reason)
+
+    def _check_alive(self) -> None:
+        if self._closed.is_set():
+            raise LockLost("the etcd session is closed")
+        if self._lost_reason is not None:
+            raise LockLost(f"the etcd session was lost: {self._lost_reason}; "
+                           "open a new backend to lock again")
+
+    def _request_deadline(self) -> float:
+        """How long one logical request may keep failing over: long enough to ride out
+        an election (~1-2 s), never longer than the lease could still last."""
+        return max(self._gateway_timeout(), 5.0)
+
+    def _gateway_timeout(self) -> float:
+        return max(self._ttl, 1)
+
+
+class _DeletionWatch:
+    """A watch for one key's deletion, on its own thread, so the waiter never blocks on
+    a member that accepts connections but does not answer."""
+
+    def __init__(self, gateway: Gateway, key: str, from_revision: int) -> None:
+        self.fired = threading.Event()
+        self._gateway = gateway
+        self._body = {"create_request": {"key": b64(key), "start_revision": str(from_revision),
+                                         "filters": ["NOPUT"]}}
+        self._mutex = threading.Lock()
+        self._stream: Stream | None = None
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="distlock-etcd-watch")
+        self._thread.start()
+
+    def _run(self) -> None:
+        stream = self._gateway.stream("watch", self._body, timeout=self._gateway.request_timeout)
+        with self._mutex:
+            if self._stopped:
+                stream.abort()
+                return
+            self._stream = stream
+        for message in stream:
+            if message.get("canceled") or any(event.get("type") == "DELETE"
+                                              for event in message.get("events", ())):
+                break
+        # Deleted, or the stream ended (member died, compaction): the waiter re-reads.
+        self.fired.set()
+
+    def stop(self) -> None:
+        with self._mutex:
+            self._stopped = True
+            stream = self._stream
+        if stream is not None:
+            stream.abort()
+
+
+class EtcdFencedStore:
+    """A :class:`~distlock.FencedStore` in etcd: data and fence change in one transaction.
+
+    Under ``prefix``: ``<prefix>/fence`` holds the highest token accepted (zero-padded
+    decimal) and ``<prefix>/data/<key>`` the values. A put reads the fence, refuses a
+    lower token, and writes data + fence in a transaction that compares the fence's
+    mod revision with the one it read, retrying if another writer got in between.
+    """
+
+    def __init__(self, endpoints: Sequence[str] | str, prefix: str, *,
+                 timeout: float = 10.0) -> None:
+        if not prefix or prefix.endswith("/"):
+            raise ValueError(f"fence prefix must be non-empty without a trailing '/', "
+                             f"got {prefix!r}")
+        self._gateway = Gateway(endpoints)
+        self._prefix = prefix
+        self._fence = f"{prefix}/fence".encode()
+        self._timeout = timeout
+
+    def put(self, token: int, key: str, value: bytes) -> None:
+        check_token(token)
+        data = self._data_key(key)
+        while True:
+            seen, mod_revision = self._read_fence()
+            if token < seen:
+                raise StaleTokenError(token, seen, f"etcd {self._prefix}/data/{key}")
+            compare: dict[str, Any] = (
+                {"key": b64(self._fence), "target": "CREATE", "result": "EQUAL",
+                 "create_revision": "0"} if mod_revision == 0 else
+                {"key": b64(self._fence), "target": "MOD", "result": "EQUAL",
+                 "mod_revision": str(mod_revision)})
+            response = self._gateway.call("kv/txn", {
+                "compare": [compare],
+                "success": [{"request_put": {"key": b64(self._fence),
+                                             "value": b64(f"{max(token, seen):020d}")}},
+                            {"request_put": {"key": b64(data), "value": b64(value)}}],
+            }, timeout=self._timeout)
+            if response.get("succeeded"):
+                return
+
+    def get(self, key: str) -> bytes | None:
+        response = self._gateway.call("kv/range", {"key": b64(self._data_key(key))},
+                                      timeout=self._timeout)
+        kvs = response.get("kvs", [])
+        return unb64(kvs[0].get("value")) if kvs else None
+
+    def highest_token(self) -> int:
+        return self._read_fence()[0]
+
+    def close(self) -> None:
+        self._gateway.close()
+
+    def _read_fence(self) -> tuple[int, int]:
+        response = self._gateway.call("kv/range", {"key": b64(self._fence)},
+                                      timeout=self._timeout)
+        kvs = response.get("kvs", [])
+        if not kvs:
+            return 0, 0
+        return int(unb64(kvs[0].get("value")) or b"0"), int(kvs[0]["mod_revision"])
+
+    def _data_key(self, key: str) -> bytes:
+        if not key:
+            raise ValueError("fenced store key must be non-empty")
+        return f"{self._prefix}/data/{key}".encode()
+
+
+def _prefix(name: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"lock name must be a non-empty string, got {name!r}")
+    if "\0" in name:
+        raise ValueError(f"lock name must not contain NUL bytes, got {name!r}")
+    return f"{name}/"
+
