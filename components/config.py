@@ -153,13 +153,26 @@ class EtcdMembershipConfig:
     enabled: bool
     access: Access
     endpoints: tuple[Endpoint, ...]
+    # How long one membership change may wait for etcd (a restarted cluster refuses
+    # "member add" for its first 5 seconds).
+    timeout_seconds: int
+    # Client TLS files on the machine that runs `pulumi up` (client TLS only).
+    ca_file: str | None
+    cert_file: str | None
+    key_file: str | None
 
 
 @dataclass(frozen=True)
 class EtcdConfig:
+    # The StatefulSet's name; pods are <name>-0, <name>-1...
+    name: str
+    # Odd sizes tolerate (replicas-1)/2 failures; even sizes are only steps while scaling
+    # one member at a time (3 -> 4 -> 5).
     replicas: int
     version: str
     image: str
+    # A pinned busybox: the etcd image is distroless, its start-up script needs a shell.
+    shell_image: str
     storage: str
     storage_class: str | None
     resources: Resources
@@ -189,6 +202,8 @@ class StackConfig:
 
 
 ETCD_DEFAULT_VERSION = "3.5.17"
+# The uclibc variant is statically linked, so the copied binary runs in a distroless image.
+ETCD_SHELL_DEFAULT_IMAGE = "busybox:1.36.1-uclibc"
 _ETCD_VERSION = re.compile(r"^3\.(5\.([3-9]|[1-9]\d)|6\.\d+)$")
 _USER = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
@@ -286,7 +301,7 @@ def _mysql(reader: Reader) -> MySQLConfig:
 
 
 def _etcd(reader: Reader) -> EtcdConfig:
-    replicas = reader.integer("replicas", 3, choices=(1, 3, 5, 7))
+    replicas = reader.integer("replicas", 3, minimum=1, maximum=9)
     version = reader.string("version", ETCD_DEFAULT_VERSION, pattern=_ETCD_VERSION,
                             allowed_text="must be an etcd release 3.5.3 or later, such as "
                             f"{ETCD_DEFAULT_VERSION} (3.5.0-3.5.2 can corrupt data)")
@@ -320,19 +335,33 @@ def _etcd(reader: Reader) -> EtcdConfig:
         enabled=membership.boolean("enabled", True),
         access=membership.choice("access", "in-cluster", ACCESSES),
         endpoints=_endpoints(membership, "endpoints"),
+        timeout_seconds=membership.integer("timeoutSeconds", 120, minimum=10, maximum=3600),
+        ca_file=membership.string("caFile", None),
+        cert_file=membership.string("certFile", None),
+        key_file=membership.string("keyFile", None),
     )
+    if membership_config.key_file and not membership_config.cert_file:
+        reader.errors.add(membership.key("keyFile"), membership_config.key_file,
+                          "needs membership.certFile as well")
     if (membership_config.enabled and membership_config.access == "port-forward"
             and not membership_config.endpoints):
         reader.errors.add(membership.key("endpoints"), [],
                           "port-forward access needs at least one client endpoint")
     membership.finish()
     images = reader.child("images")
-    image = images.string("etcd", f"gcr.io/etcd-development/etcd:v{version}") or ""
+    image = images.string("etcd", f"gcr.io/etcd-development/etcd:v{version}",
+                          pattern=_PINNED_IMAGE, allowed_text=_PINNED_TEXT) or ""
+    shell_image = images.string("shell", ETCD_SHELL_DEFAULT_IMAGE, pattern=_PINNED_IMAGE,
+                                allowed_text=_PINNED_TEXT) or ETCD_SHELL_DEFAULT_IMAGE
     images.finish()
     config = EtcdConfig(
+        name=reader.string("name", "etcd", pattern=_CLUSTER_NAME,
+                           allowed_text="must be a lowercase RFC 1123 label of at most 40 "
+                           "characters starting with a letter, such as locks-etcd") or "etcd",
         replicas=replicas,
         version=version,
         image=image,
+        shell_image=shell_image,
         storage=reader.quantity("storage", "2Gi") or "2Gi",
         storage_class=reader.string("storageClass", None, pattern=DNS_SUBDOMAIN,
                                     allowed_text="must be a StorageClass name (RFC 1123)"),

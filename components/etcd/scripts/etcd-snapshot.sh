@@ -1,0 +1,46 @@
+#!/bin/sh
+# Save one etcd snapshot to the snapshot volume and keep only the newest SNAPSHOT_RETAIN.
+#
+# A snapshot is written under a temporary name and renamed only after etcdctl verified
+# it, so a failed or interrupted run never leaves a file that looks like a good snapshot
+# and never pushes a good one out of the retention window.
+set -eu
+
+: "${SNAPSHOT_ENDPOINT:?SNAPSHOT_ENDPOINT is required (one client URL)}"
+: "${SNAPSHOT_DIR:?SNAPSHOT_DIR is required}"
+: "${SNAPSHOT_RETAIN:?SNAPSHOT_RETAIN is required}"
+ETCDCTL=${SNAPSHOT_ETCDCTL:-/usr/local/bin/etcdctl}
+
+if [ -n "${SNAPSHOT_BUSYBOX:-}" ]; then
+    tools=${SNAPSHOT_BUSYBOX%/*}
+    "$SNAPSHOT_BUSYBOX" --install -s "$tools"
+    PATH="$tools:$PATH"
+    export PATH
+fi
+
+case "$SNAPSHOT_RETAIN" in
+    '' | *[!0-9]* | 0) echo "SNAPSHOT_RETAIN must be a positive whole number" >&2; exit 2 ;;
+esac
+
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+final="$SNAPSHOT_DIR/etcd-$stamp.db"
+partial="$SNAPSHOT_DIR/.etcd-$stamp.db.partial"
+trap 'rm -f "$partial"' EXIT
+
+# etcdctl snapshot save needs exactly one endpoint and checks the file's hash itself.
+"$ETCDCTL" --endpoints="$SNAPSHOT_ENDPOINT" --command-timeout=300s snapshot save "$partial"
+mv "$partial" "$final"
+echo "saved $final"
+
+# Names are fixed-width UTC timestamps, so the glob lists them oldest first.
+total=0
+for snapshot in "$SNAPSHOT_DIR"/etcd-*.db; do
+    [ -e "$snapshot" ] && total=$((total + 1))
+done
+excess=$((total - SNAPSHOT_RETAIN))
+for snapshot in "$SNAPSHOT_DIR"/etcd-*.db; do
+    [ "$excess" -gt 0 ] || break
+    rm -f "$snapshot"
+    echo "deleted $snapshot (keeping the newest $SNAPSHOT_RETAIN)"
+    excess=$((excess - 1))
+done
