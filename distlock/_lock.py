@@ -89,12 +89,20 @@ class Lock:
         if grant.lost.is_set():
             raise LockLost(f"lock {self._name!r} was lost: {grant.lost.reason}")
 
-    def acquire(self, timeout: float | _Unset | None = _UNSET) -> int:
-        """Wait for the lock (``timeout`` seconds; None = forever) and return its token."""
+    def acquire(self, timeout: float | _Unset | None = _UNSET, *,
+                cancel: threading.Event | None = None) -> int:
+        """Wait for the lock and return its fencing token.
+
+        ``timeout``: seconds to wait (None = forever; default: the Lock's own timeout).
+        ``cancel``: set it from another thread (a signal handler, a shutdown path) to
+        stop waiting; the wait then ends with :class:`LockTimeout` and leaves no slot.
+        """
         wait = self._timeout if timeout is _UNSET else _checked_timeout(timeout)
-        grant = self._acquire(wait, None)
+        grant = self._acquire(wait, cancel)
         if grant is None:
-            raise LockTimeout(f"lock {self._name!r} not granted within {wait}s")
+            cancelled = cancel is not None and cancel.is_set()
+            raise LockTimeout(f"lock {self._name!r} not granted: " + (
+                "cancelled" if cancelled else f"still held after {wait}s"))
         return grant.token
 
     def try_acquire(self) -> bool:
@@ -124,7 +132,7 @@ class Lock:
                 self.release()
             raise
         if grant is None:
-            raise LockTimeout(f"lock {self._name!r} not granted within {wait}s")
+            raise LockTimeout(f"lock {self._name!r} not granted: still held after {wait}s")
         return grant.token
 
     async def release_async(self) -> None:

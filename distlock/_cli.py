@@ -1,0 +1,247 @@
+"""``python -m distlock``: run a command while holding a lock, or show a lock's state.
+
+    python -m distlock run --backend etcd --endpoints URL[,URL...] [--ttl SECONDS]
+                           [--timeout SECONDS] NAME -- COMMAND [ARG...]
+    python -m distlock status --backend etcd --endpoints URL[,URL...] NAME
+
+``run`` waits for NAME (FIFO), starts COMMAND with ``DISTLOCK_TOKEN`` (the fencing
+token), ``DISTLOCK_NAME`` and ``DISTLOCK_HOLDER`` in its environment, releases when it
+exits and exits with COMMAND's code. Its own outcomes have distinct codes (sysexits
+where one fits), so a script can tell "the job failed" from "the job never ran":
+
+====  =====================================================================
+code  meaning
+====  =====================================================================
+2     bad arguments (nothing was locked)
+69    the lock service is unreachable, or the session died while waiting
+75    ``--timeout`` passed before the lock was granted (COMMAND never ran)
+76    the lock was lost while COMMAND ran; COMMAND was sent SIGTERM (SIGKILL
+      after ``--kill-after`` seconds) because it no longer had exclusive access
+126   COMMAND is not executable; 127: COMMAND was not found
+128+N distlock (waiting) or COMMAND was ended by signal N
+====  =====================================================================
+
+SIGTERM, SIGINT and SIGHUP stop a wait cleanly (the queue slot is deleted) and are
+forwarded to a running COMMAND. If distlock itself is SIGKILLed, COMMAND is not told
+(as with ``etcdctl lock``); run both in one process group or container so that they
+die together, and let fencing tokens reject anything that outlives the lease.
+
+Backends are looked up by name in :mod:`distlock._registry`, so a new one needs no
+change here beyond the options it reads (add a flag to ``_backend_flags``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict
+from types import FrameType
+
+from distlock._backend import BackendOptions, LockBackend
+from distlock._errors import BackendUnavailable, DistlockError, LockLost, LockTimeout
+from distlock._lock import Lock
+from distlock._registry import BACKENDS, open_backend
+
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 69
+EXIT_TIMEOUT = 75
+EXIT_LOST = 76
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        options = _options(args)
+    except ValueError as error:
+        print(f"distlock: {error}", file=sys.stderr)  # noqa: T201 - a CLI reports on stderr
+        return EXIT_USAGE
+    if args.subcommand == "status":
+        return _status(args, options)
+    return _run(args, options)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m distlock",
+                                     description="Fair, fenced distributed locks.")
+    commands = parser.add_subparsers(dest="subcommand", required=True)
+    run = commands.add_parser("run", help="run COMMAND while holding lock NAME")
+    _backend_flags(run)
+    run.add_argument("--timeout", type=_seconds, default=None,
+                     help="give up (exit 75) if not granted within SECONDS; default: wait")
+    run.add_argument("--kill-after", type=_seconds, default=10.0,
+                     help="after the lock is lost, SIGKILL COMMAND if it outlives SIGTERM "
+                          "by SECONDS (default 10)")
+    run.add_argument("name", metavar="NAME")
+    run.add_argument("command", metavar="COMMAND", nargs=argparse.REMAINDER,
+                     help="after --: the command and its arguments")
+    status = commands.add_parser("status", help="print NAME's holder and queue as JSON")
+    _backend_flags(status)
+    status.add_argument("name", metavar="NAME")
+    return parser
+
+
+def _backend_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", required=True, choices=sorted(BACKENDS))
+    parser.add_argument("--endpoints", default="",
+                        help="etcd: comma-separated client URLs (http://host:2379,...)")
+    parser.add_argument("--ttl", type=_seconds, default=10.0,
+                        help="seconds a crashed holder keeps the lock (default 10)")
+    parser.add_argument("--namespace", default=None, help="kubernetes: Lock namespace")
+    parser.add_argument("--kubeconfig", default=None,
+                        help="kubernetes: kubeconfig path (default: $KUBECONFIG, "
+                             "~/.kube/config or in-cluster)")
+    parser.add_argument("--identity", default=None, help="a readable holder name")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"seconds must be a finite number >= 0: {text!r}")
+    return value
+
+
+def _options(args: argparse.Namespace) -> BackendOptions:
+    endpoints = tuple(e.strip() for e in args.endpoints.split(",") if e.strip())
+    if args.backend == "etcd" and not endpoints:
+        raise ValueError("--backend etcd needs --endpoints http://host:2379[,...]")
+    if args.subcommand == "run":
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if not command:
+            raise ValueError("no COMMAND given: python -m distlock run ... NAME -- COMMAND")
+        args.command = command
+    return BackendOptions(endpoints=endpoints, ttl=args.ttl, namespace=args.namespace,
+                          kubeconfig=args.kubeconfig, identity=args.identity)
+
+
+def _open(args: argparse.Namespace, options: BackendOptions) -> LockBackend | int:
+    try:
+        return open_backend(args.backend, options)
+    except ValueError as error:
+        print(f"distlock: {error}", file=sys.stderr)  # noqa: T201
+        return EXIT_USAGE
+    except Exception as error:  # noqa: BLE001 - each backend's client fails its own way
+        print(f"distlock: cannot start a {args.backend} session: {error}",  # noqa: T201
+              file=sys.stderr)
+        return EXIT_UNAVAILABLE
+
+
+def _status(args: argparse.Namespace, options: BackendOptions) -> int:
+    backend = _open(args, options)
+    if isinstance(backend, int):
+        return backend
+    with backend:
+        try:
+            state = backend.inspect(args.name)
+        except DistlockError as error:
+            print(f"distlock: {error}", file=sys.stderr)  # noqa: T201
+            return EXIT_UNAVAILABLE
+    print(json.dumps(asdict(state)))  # noqa: T201 - the command's output
+    return 0
+
+
+class _Runner:
+    """Signal and lost-lock handling around one COMMAND."""
+
+    def __init__(self, kill_after: float) -> None:
+        self.cancel = threading.Event()
+        self.signalled: int | None = None
+        self.lost: str | None = None
+        self.child: subprocess.Popen[bytes] | None = None
+        self._kill_after = kill_after
+
+    def on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.signalled = signum
+        self.cancel.set()
+        child = self.child
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    def on_lost(self, reason: str) -> None:
+        self.lost = reason
+        child = self.child
+        print(f"distlock: lock lost ({reason}); terminating COMMAND",  # noqa: T201
+              file=sys.stderr)
+        if child is not None and child.poll() is None:
+            child.terminate()
+            timer = threading.Timer(self._kill_after, self._kill)
+            timer.daemon = True
+            timer.start()
+
+    def _kill(self) -> None:
+        child = self.child
+        if child is not None and child.poll() is None:
+            child.kill()
+
+
+def _run(args: argparse.Namespace, options: BackendOptions) -> int:
+    runner = _Runner(args.kill_after)
+    previous = {sig: signal.signal(sig, runner.on_signal) for sig in _FORWARDED}
+    try:
+        backend = _open(args, options)
+        if isinstance(backend, int):
+            return backend
+        with backend:
+            return _hold_and_run(args, backend, runner)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _hold_and_run(args: argparse.Namespace, backend: LockBackend, runner: _Runner) -> int:
+    lock = backend.lock(args.name, on_lost=runner.on_lost)
+    try:
+        token = lock.acquire(args.timeout, cancel=runner.cancel)
+    except LockTimeout as error:
+        if runner.signalled is not None:
+            return 128 + runner.signalled
+        print(f"distlock: {error}", file=sys.stderr)  # noqa: T201
+        return EXIT_TIMEOUT
+    except (LockLost, BackendUnavailable) as error:
+        print(f"distlock: gave up waiting for {args.name!r}: {error}",  # noqa: T201
+              file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    try:
+        code = _run_command(args, lock, token, runner)
+    finally:
+        try:
+            lock.release()
+        except DistlockError as error:
+            # The lease (etcd) or renewal deadline (Kubernetes) frees it anyway.
+            print(f"distlock: release failed, the lock expires on its own: {error}",  # noqa: T201
+                  file=sys.stderr)
+    if runner.lost is not None:
+        return EXIT_LOST
+    return code
+
+
+def _run_command(args: argparse.Namespace, lock: Lock, token: int, runner: _Runner) -> int:
+    grant = lock.grant
+    assert grant is not None  # acquire returned, so this Lock holds a grant
+    env = {**os.environ, "DISTLOCK_TOKEN": str(token), "DISTLOCK_NAME": args.name,
+           "DISTLOCK_HOLDER": grant.holder}
+    try:
+        runner.child = subprocess.Popen(args.command, env=env)
+    except FileNotFoundError:
+        print(f"distlock: command not found: {args.command[0]}", file=sys.stderr)  # noqa: T201
+        return EXIT_NOT_FOUND
+    except PermissionError:
+        print(f"distlock: command not executable: {args.command[0]}",  # noqa: T201
+              file=sys.stderr)
+        return EXIT_NOT_EXECUTABLE
+    if lock.lost.is_set():  # lost before there was a child to terminate
+        runner.on_lost(lock.lost.reason or "lost")
+    code = runner.child.wait()
+    return 128 - code if code < 0 else code
