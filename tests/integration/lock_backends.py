@@ -94,8 +94,60 @@ def etcd_backend(base: Path) -> Iterator[BackendHarness]:
         cluster.stop()
 
 
+@contextlib.contextmanager
+def kube_backend(base: Path) -> Iterator[BackendHarness]:
+    """The Kubernetes backend against the in-process fake API server (tests/support/fake_kube.py).
+
+    The Lock CRD is installed the way the Pulumi program installs it (apply, then wait
+    for Established); clients, including CLI subprocesses, reach the fake over HTTP
+    through a kubeconfig whose context names the namespace.
+    """
+    from components.locks.crd import apply_crd, lock_crd_manifest  # noqa: PLC0415
+    from distlock.kube import api_client  # noqa: PLC0415
+    from tests.support.fake_kube import FakeKubeServer  # noqa: PLC0415
+
+    namespace = "locks-test"
+    with FakeKubeServer() as fake:
+        fake.create_namespace(namespace)
+        base.mkdir(parents=True, exist_ok=True)
+        kubeconfig = str(fake.write_kubeconfig(base / "kubeconfig", namespace=namespace))
+        apply_crd(api_client(kubeconfig), lock_crd_manifest(), owner="tests/conformance")
+        yield BackendHarness(
+            kind="kubernetes",
+            options=BackendOptions(kubeconfig=kubeconfig, namespace=namespace),
+            cli_options=[],
+            cli_env={"KUBECONFIG": kubeconfig},
+        )
+
+
+@contextlib.contextmanager
+def real_kube_backend(base: Path) -> Iterator[BackendHarness]:
+    """The Kubernetes backend against the real cluster $KUBECONFIG points at, if any.
+
+    Not a server binary we could install, so it is skipped (even under CI) without
+    KUBECONFIG. The CRD is applied (and left installed); locks go to the current
+    context's namespace, which CLI subprocesses pick up from the same kubeconfig.
+    """
+    import pytest  # noqa: PLC0415
+
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if not kubeconfig:
+        pytest.skip("KUBECONFIG is not set: no real cluster to run the Kubernetes backend on")
+    from components.locks.crd import apply_crd, lock_crd_manifest  # noqa: PLC0415
+    from distlock.kube import api_client, default_namespace  # noqa: PLC0415
+
+    namespace = default_namespace(kubeconfig)
+    apply_crd(api_client(kubeconfig), lock_crd_manifest(), owner="tests/conformance")
+    yield BackendHarness(
+        kind="kubernetes",
+        options=BackendOptions(kubeconfig=kubeconfig, namespace=namespace),
+        cli_options=[],
+        cli_env={"KUBECONFIG": kubeconfig},
+    )
+
+
 FACTORIES: dict[str, Callable[[Path], AbstractContextManager[BackendHarness]]] = {
     "etcd": etcd_backend,
-    # "kubernetes": kube_backend,  <- the Kubernetes-lock engineer registers the
-    # in-process fake API server here (and a real cluster when KUBECONFIG is set).
+    "kubernetes": kube_backend,
+    "kubernetes-real": real_kube_backend,
 }
