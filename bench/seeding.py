@@ -1,0 +1,324 @@
+"""Replica seeding: the project's clone path against a raw copy and a logical dump.
+
+A new replica is useless until it holds the primary's data, so the time to seed it is
+the time a scale-up or a lost-PVC rebuild leaves the cluster one replica short. We
+measure, on the same primary holding ``size_mb`` of InnoDB data, in one run:
+
+* **raw copy**: ``tar | ncat -l`` -> ``ncat | tar -x`` of the primary's data dir. No
+  tool can move the files faster through the same kind of pipe: the physical limit.
+* **mariadb-backup, hand-wired**: ``mariadb-backup --stream | ncat`` -> ``ncat | mbstream
+  -x`` then ``--prepare``: what the project scripts wrap, without the scripts.
+* **project clone path**: the real ``backup-server.sh`` serving and ``clone.sh``
+  cloning, as the pod harness (``tests/integration/pods.py``) runs them.
+* **dump and restore**: ``mariadb-dump | mariadb``, what many charts do.
+
+Every method starts from the same warm page cache (the primary's files are read once
+before each), and its clock stops only after ``sync``: a seed is done when it is on
+disk, and a method that leaves gigabytes dirty in memory must not look faster for it.
+Throughput is bytes that landed in the new data dir per second (a backup moves only
+the redo tail, a raw copy the whole redo log: each is credited what it moved); the
+dump/restore comparison is by time, since a logical copy moves different bytes.
+
+The data is one InnoDB table with a secondary index, rows of ~1 KB of random text,
+generated with the Sequence engine in 100k-row statements and ``sql_log_bin=0`` (the
+benchmark is the copy, not the load; binary logs would add bytes only the raw copy
+moves). All servers share one configuration, so the restore target is as tuned as the
+primary (``innodb_flush_log_at_trx_commit=2``: that favours dump and restore).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench._procs import (
+    BenchUnavailable,
+    finish_pipeline,
+    listening,
+    need,
+    read_through,
+    start_pipeline,
+    stop_all,
+    tree_bytes,
+)
+from bench._report import Cell, Report, Table, Target, ratio
+from tests.support.mariadb import MariaDBServer
+from tests.support.procs import LOCALHOST, free_port, wait_until
+
+MB = 1024 * 1024
+# Shared by every server here: big enough that the load is not flush-bound, the same
+# for the primary and the restore target so the dump/restore baseline is not starved.
+SERVER_CONFIG = """
+innodb-buffer-pool-size=512M
+innodb-log-file-size=128M
+innodb-flush-log-at-trx-commit=2
+log-bin=mysql-bin
+binlog-format=ROW
+"""
+_BINLOG_PREFIX = "mysql-bin"
+_ROWS_PER_STATEMENT = 100_000
+_FIRST_GUESS_ROW_BYTES = 1300  # measured: ~1.25 KB of .ibd per row with its index
+_COPY_TIMEOUT = 1800.0
+
+RAW = "raw copy (tar | ncat)"
+HAND = "mariadb-backup | ncat (hand-wired)"
+PROJECT = "project clone path (clone.sh + backup-server.sh)"
+DUMP = "mariadb-dump | mariadb"
+
+
+@dataclass(frozen=True)
+class SeedingOptions:
+    size_mb: int = 1024
+    """InnoDB data on the primary, in MiB (the table's .ibd; the data dir is larger)."""
+    workdir: Path | None = None
+    """Where the servers and copies live; a fresh temp dir under /tmp by default."""
+
+    def __post_init__(self) -> None:
+        if self.size_mb < 1:
+            raise ValueError(f"seeding size must be at least 1 MiB, got {self.size_mb}")
+
+
+@dataclass(frozen=True)
+class _Seeded:
+    seconds: float
+    landed_bytes: int
+
+
+class _NotLanded(Exception):
+    """The project path this row measures is not in the tree yet (or cannot run)."""
+
+
+def run(options: SeedingOptions) -> Report:
+    need("mariadbd", "mariadb-install-db", "mariadb", "mariadb-dump", "mariadb-backup",
+         "mbstream", "ncat", "tar")
+    base = Path(tempfile.mkdtemp(prefix="bench-seeding-", dir=options.workdir))
+    try:
+        _check_disk(base, options.size_mb)
+        return _run(base, options)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _check_disk(base: Path, size_mb: int) -> None:
+    # primary (data + redo + ibdata) + one copy at a time + the restore target.
+    needed = 4 * size_mb * MB + 512 * MB
+    free = shutil.disk_usage(base).free
+    if free < needed:
+        raise BenchUnavailable(f"seeding {size_mb} MiB needs about {needed // MB} MiB free "
+                               f"under {base}, only {free // MB} MiB free; pass --size-mb "
+                               "smaller or --workdir on a bigger disk")
+
+
+def _run(base: Path, options: SeedingOptions) -> Report:
+    primary = MariaDBServer(base / "primary", name="primary", server_id=1,
+                            extra_config=SERVER_CONFIG)
+    primary.initialize()
+    try:
+        started = time.monotonic()
+        rows = _generate(primary, options.size_mb * MB)
+        generate_seconds = time.monotonic() - started
+        data_bytes = tree_bytes(primary.data_dir, exclude_prefixes=(_BINLOG_PREFIX,))
+        methods: list[tuple[str, Callable[[Path], _Seeded]]] = [
+            (RAW, lambda target: _raw_copy(primary, target)),
+            (HAND, lambda target: _backup_copy(primary, target, base)),
+            (PROJECT, lambda target: _project_clone(primary, target, base)),
+            (DUMP, lambda target: _dump_restore(primary, target)),
+        ]
+        results: dict[str, _Seeded] = {}
+        skipped: dict[str, str] = {}
+        for name, method in methods:
+            target = base / "target"
+            read_through(primary.data_dir)
+            try:
+                results[name] = method(target)
+            except _NotLanded as reason:
+                skipped[name] = str(reason)
+            finally:
+                shutil.rmtree(target, ignore_errors=True)
+    finally:
+        primary.stop()
+    return _report(options, rows, generate_seconds, data_bytes, results=results,
+                   skipped=skipped)
+
+
+def _generate(primary: MariaDBServer, size_bytes: int) -> int:
+    """Insert 100k-row batches until the table's .ibd reaches ``size_bytes``."""
+    ibd = primary.data_dir / "bench" / "seed_rows.ibd"
+    rows = 0
+    with primary.connect() as conn, conn.cursor() as cur:
+        cur.execute("SET SESSION sql_log_bin = 0")
+        cur.execute("CREATE DATABASE bench")
+        cur.execute("CREATE TABLE bench.seed_rows (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
+                    "k INT NOT NULL, pad CHAR(32) NOT NULL, body VARCHAR(800) NOT NULL, "
+                    "KEY k (k)) ENGINE=InnoDB DEFAULT CHARSET=latin1")
+        while ibd.stat().st_size < size_bytes:
+            # Size the last batch from the bytes per row seen so far, so a 1 GiB request
+            # lands near 1 GiB instead of overshooting by a whole batch.
+            batch = min(_ROWS_PER_STATEMENT, max(1000, size_bytes // _FIRST_GUESS_ROW_BYTES))
+            if rows:
+                per_row = ibd.stat().st_size / rows
+                batch = max(1000, min(batch, int((size_bytes - ibd.stat().st_size) / per_row)))
+            # The Sequence engine's table name carries the row count: an int, not input.
+            statement = ("INSERT INTO bench.seed_rows (k, pad, body) "  # noqa: S608
+                         "SELECT FLOOR(RAND() * 1000000000), MD5(RAND()), "
+                         f"REPEAT(SHA2(RAND(), 256), 11) FROM bench.seq_1_to_{int(batch)}")
+            cur.execute(statement)
+            rows += batch
+        # Write the dirty pages now: every method then copies a checkpointed data set, and
+        # the backup is not charged for applying a load it did not have to copy.
+        cur.execute("FLUSH TABLES bench.seed_rows FOR EXPORT")
+        cur.execute("UNLOCK TABLES")
+    return rows
+
+
+def _raw_copy(primary: MariaDBServer, target: Path) -> _Seeded:
+    target.mkdir(parents=True)
+    port = free_port()
+    log = target.parent / "raw-copy.log"
+    started = time.monotonic()
+    sender = start_pipeline(
+        [["tar", "-C", str(primary.data_dir), "--warning=no-file-changed", "-cf", "-", "."],
+         ["ncat", "-l", LOCALHOST, str(port), "--send-only"]], log=log)
+    receiver: list[subprocess.Popen[bytes]] = []
+    try:
+        wait_until(lambda: listening(port), timeout=30, what="the raw-copy sender to listen")
+        receiver = start_pipeline([["ncat", "--recv-only", LOCALHOST, str(port)],
+                                   ["tar", "-C", str(target), "-xf", "-"]], log=log)
+        # tar exits 1 when a file changed while read: the idle primary's logs may be touched.
+        finish_pipeline(sender, what="raw copy sender", log=log, timeout=_COPY_TIMEOUT,
+                        ok_codes={0: frozenset({0, 1})})
+        finish_pipeline(receiver, what="raw copy receiver", log=log, timeout=_COPY_TIMEOUT)
+        os.sync()
+    finally:
+        stop_all([*sender, *receiver])
+    return _Seeded(time.monotonic() - started, tree_bytes(target))
+
+
+def _backup_options(primary: MariaDBServer, base: Path) -> Path:
+    """The server's option file plus a [client] section: the password never in argv."""
+    path = base / "backup-client.cnf"
+    path.write_text(primary.defaults_file.read_text() +
+                    f"\n[client]\nuser=root\npassword={primary.root_password}\n"
+                    f"socket={primary.socket}\n")
+    path.chmod(0o600)
+    return path
+
+
+def _backup_copy(primary: MariaDBServer, target: Path, base: Path) -> _Seeded:
+    target.mkdir(parents=True)
+    options = _backup_options(primary, base)
+    scratch = base / "backup-scratch"
+    scratch.mkdir(exist_ok=True)
+    port = free_port()
+    log = target.parent / "backup-copy.log"
+    started = time.monotonic()
+    sender = start_pipeline(
+        [["mariadb-backup", f"--defaults-file={options}", "--backup", "--stream=xbstream",
+          f"--target-dir={scratch}"],
+         ["ncat", "-l", LOCALHOST, str(port), "--send-only"]], log=log)
+    receiver: list[subprocess.Popen[bytes]] = []
+    try:
+        wait_until(lambda: listening(port), timeout=30, what="the backup sender to listen")
+        receiver = start_pipeline([["ncat", "--recv-only", LOCALHOST, str(port)],
+                                   ["mbstream", "-x", "-C", str(target)]], log=log)
+        finish_pipeline(sender, what="mariadb-backup sender", log=log, timeout=_COPY_TIMEOUT)
+        finish_pipeline(receiver, what="mbstream receiver", log=log, timeout=_COPY_TIMEOUT)
+        prepare = start_pipeline([["mariadb-backup", "--prepare", f"--target-dir={target}"]],
+                                 log=log)
+        finish_pipeline(prepare, what="mariadb-backup --prepare", log=log,
+                        timeout=_COPY_TIMEOUT)
+        os.sync()
+    finally:
+        stop_all([*sender, *receiver])
+        shutil.rmtree(scratch, ignore_errors=True)
+    return _Seeded(time.monotonic() - started, tree_bytes(target))
+
+
+def _project_clone(primary: MariaDBServer, target: Path, base: Path) -> _Seeded:
+    try:
+        pods = importlib.import_module("tests.integration.pods")
+    except ModuleNotFoundError as error:
+        raise _NotLanded(f"pod harness not in the tree yet ({error.name})") from None
+    scripts = Path(__file__).resolve().parents[1] / "components" / "mysql" / "scripts"
+    missing = [s for s in ("clone.sh", "backup-server.sh") if not (scripts / s).exists()]
+    if missing:
+        raise _NotLanded(f"not in the tree yet: {', '.join(missing)}")
+    raise _NotLanded(f"pod harness {pods.__name__} landed; wiring pending")
+
+
+def _dump_restore(primary: MariaDBServer, target: Path) -> _Seeded:
+    restored = MariaDBServer(target, name="restore-target", server_id=2,
+                             extra_config=SERVER_CONFIG)
+    restored.initialize()
+    try:
+        log = target / "dump-restore.log"
+        started = time.monotonic()
+        stages = start_pipeline(
+            [["mariadb-dump", "--user=root", "--protocol=TCP", "--single-transaction",
+              "--master-data=2", "--gtid", "--databases", "bench"],
+             ["mariadb", "--user=root", "--protocol=TCP"]],
+            envs=[primary.client_env(), restored.client_env()],
+            log=log)
+        try:
+            finish_pipeline(stages, what="dump and restore", log=log, timeout=_COPY_TIMEOUT)
+            os.sync()
+        finally:
+            stop_all(stages)
+        seconds = time.monotonic() - started
+        landed = tree_bytes(restored.data_dir / "bench")
+    finally:
+        restored.stop()
+    return _Seeded(seconds, landed)
+
+
+def _report(options: SeedingOptions, rows: int, generate_seconds: float, data_bytes: int,
+            *, results: dict[str, _Seeded], skipped: dict[str, str]) -> Report:
+    raw = results.get(RAW)
+    table_rows: list[tuple[Cell, ...]] = []
+    for name in (RAW, HAND, PROJECT, DUMP):
+        seeded = results.get(name)
+        if seeded is None:
+            table_rows.append((name, None, None, None, None, None, skipped.get(name, "")))
+            continue
+        landed_mbps = seeded.landed_bytes / MB / seeded.seconds
+        raw_mbps = raw.landed_bytes / MB / raw.seconds if raw else None
+        table_rows.append((name, seeded.seconds, seeded.landed_bytes / MB, landed_mbps,
+                           ratio(landed_mbps, raw_mbps), ratio(raw.seconds if raw else None,
+                                                               seeded.seconds), ""))
+    table = Table(f"seeding a replica from a primary with {data_bytes / MB:.0f} MiB of data dir "
+                  f"({rows} rows, generated in {generate_seconds:.1f} s)",
+                  ("method", "seconds", "landed MiB", "MiB/s", "MiB/s vs raw", "speed vs raw",
+                   "not measured because"), tuple(table_rows))
+    report = Report("seeding", {"size_mb": options.size_mb, "data_dir_mib":
+                                round(data_bytes / MB), "rows": rows}, [table])
+
+    def targets_for(path: str) -> list[Target]:
+        seeded = results.get(path)
+        dump = results.get(DUMP)
+        throughput = speedup = None
+        if seeded and raw:
+            throughput = ratio(seeded.landed_bytes / seeded.seconds,
+                               raw.landed_bytes / raw.seconds)
+        if seeded and dump:
+            speedup = ratio(dump.seconds, seeded.seconds)
+        why = skipped.get(path, "")
+        return [Target(f"{path}: MiB/s vs raw copy", throughput, 0.8, True, "x", why),
+                Target(f"{path}: speed vs dump and restore", speedup, 5.0, True, "x", why)]
+
+    report.targets = targets_for(PROJECT)
+    if PROJECT not in results:
+        report.notes.append("the hand-wired mariadb-backup rows show what the tool the clone "
+                            "path wraps achieves: " + ", ".join(
+                                f"{t.name.split(': ')[1]} {t.measured:.2f}x"
+                                for t in targets_for(HAND) if t.measured is not None))
+    return report
+
+
+__all__ = ["SeedingOptions", "run"]
