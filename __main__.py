@@ -1,0 +1,36 @@
+"""The Pulumi program: stack config in, components out, then what clients need exported.
+
+Thin on purpose. All checking happens in :func:`components.config.load`, which raises
+before the first resource is registered, so a bad stack file changes nothing. Every
+component is one block below (build it, export its outputs); adding a component means
+adding a block, never touching another's.
+
+Passwords are exported only as secrets: ``pulumi stack output --show-secrets`` reveals
+them to whoever holds the stack's encryption key, and nothing else prints them.
+"""
+
+import pulumi
+
+from components.config import load
+from components.mysql.cluster import MySQLCluster, MySQLClusterArgs
+
+config = load()
+pulumi.export("namespace", config.namespace)
+
+# etcd client URLs: ReplicationInit holds a per-cluster lock in etcd while it configures
+# replication. Empty: no lock (a single `pulumi up` at a time is then the operator's job).
+lock_endpoints: tuple[str, ...] = ()
+
+# MySQL / MariaDB: ordinal 0 is the primary, every other pod a replica of it.
+mysql = MySQLCluster(
+    config.mysql.name,
+    MySQLClusterArgs(namespace=config.namespace, config=config.mysql,
+                     lock_endpoints=lock_endpoints),
+)
+pulumi.export("mysqlPrimaryHost", mysql.primary_host)
+pulumi.export("mysqlReadHost", mysql.read_host)
+pulumi.export("mysqlPort", mysql.port)
+pulumi.export("mysqlSecretName", mysql.secret_name)
+pulumi.export("mysqlServerIdBase", mysql.server_id_base)
+pulumi.export("mysqlAdminPassword", mysql.admin_password)
+pulumi.export("mysqlRootPassword", mysql.root_password)

@@ -1,0 +1,616 @@
+"""MySQLCluster: a replicated MySQL 8.4 or MariaDB StatefulSet with one primary.
+
+Topology. Ordinal 0 is always the primary and every other ordinal a replica of it (GTID
+replication). There is no automatic failover: a primary that moves by itself is how
+split brain and errant GTIDs happen, and the pod scripts never reset replication on a
+primary. What each pod does is fixed by the pod contract
+(``components/mysql/scripts/CONTRACT.md``): this module gives the scripts exactly the
+names, environment, mounts and invocations written there, and nothing else.
+
+Objects, all children of the component (providers flow down from it):
+
+- ``Secret`` ``<name>-credentials``: root, admin, replication, monitor and backup
+  passwords from pulumi-random (32 alphanumerics: no quoting hazards in option files or
+  SQL). The string data is an Output marked secret, so state holds only ciphertext;
+  containers get the passwords through ``secretKeyRef``, never as literal values.
+- ``ConfigMap`` ``<name>-config``: every ``scripts/*.sh`` and every file of
+  ``conf/<flavor>/``, globbed at run time so new scripts ship without touching this
+  module. A hash of its contents is a pod-template annotation: a changed script or
+  server config rolls the pods, which only read them at start.
+- ``Service`` ``<name>-headless`` (headless, ``publishNotReadyAddresses``: a replica
+  being cloned must resolve its peers before anything is ready), ``<name>-primary``
+  (writes) and ``<name>-read`` (replicas only).
+- ``StatefulSet`` ``<name>``, ``PodDisruptionBudget`` (one voluntary disruption at a
+  time) and ``NetworkPolicy`` (MySQL port from pods of the namespace and of
+  ``clientNamespaces``; backup port from peers only).
+- ``ServiceAccount``/``Role``/``RoleBinding`` for role labels (below).
+
+Role labels. Services select pods by label, and a StatefulSet's pod template, shared by
+every ordinal, cannot carry a per-ordinal role. Each pod therefore labels *itself* in
+two init containers running the distroless ``registry.k8s.io/kubectl`` image (no shell,
+so no scripting to get wrong)::
+
+    kubectl label pods --field-selector metadata.name=$(POD_NAME)
+        --selector 'apps.kubernetes.io/pod-index=0'            mysql-cluster.io/role=primary
+        --selector 'apps.kubernetes.io/pod-index,apps.kubernetes.io/pod-index!=0'  ...=replica
+
+Exactly one of the two matches the pod; the other is a no-op. ``apps.kubernetes.io/
+pod-index`` is set by the StatefulSet controller (Kubernetes 1.28+). A pod missing it
+matches neither and stays unlabelled: outside both Services, never a primary posing as
+a replica. Init containers run again on every pod (re)creation, so a rescheduled pod is
+labelled before its server starts, and a label cannot go stale while the pod lives
+because roles never move. RBAC: a Role allowing ``get``, ``list`` and ``patch`` on pods
+whose names are this StatefulSet's pod names only (a ``list`` with a
+``metadata.name`` field selector is authorised against ``resourceNames``); the
+ServiceAccount token is not automounted but projected into the two label containers
+alone, so the database and backup containers hold no API credentials.
+
+server-id. Replication breaks silently when two servers in one topology share a
+server-id, and clusters are cloned or chained across stacks (a prod replica seeded
+into a staging cluster). Each cluster takes a block of 1000 ids for its ordinals:
+``base = 1000 * (1 + sha256("project/stack/namespace/name") mod 4_294_966)``, stable
+across runs and machines, spread over the whole 32-bit space (two clusters collide
+with probability 1 in 4.3 million). ``serverIdBase`` in config overrides it when a
+topology needs hand-assigned blocks.
+
+ReplicationInit. When ``replicationInit.enabled`` and there is more than one pod, a
+dynamic resource configures and verifies replication after the StatefulSet is ready
+(``depends_on``), reaching the pods by pod DNS (in-cluster runner) or by the configured
+port-forward endpoints, with the admin and replication passwords as secrets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from components import _kube
+from components.config import MySQLConfig, Resources
+from components.mysql.flavor import FLAVORS, FlavorSpec
+
+CONFIG_DIR = "/mnt/config-map"
+CONF_DIR = "/etc/mysql/conf.d"
+DATA_DIR = "/var/lib/mysql"
+RUN_DIR = "/run/mysql-cluster"
+INITDB_DIR = "/docker-entrypoint-initdb.d"
+MYSQL_PORT = 3306
+BACKUP_PORT = 3307
+ROLE_LABEL = "mysql-cluster.io/role"
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
+CONFIG_HASH_ANNOTATION = "mysql-cluster.io/config-sha256"
+_TMP = "/tmp"  # noqa: S108 (an emptyDir of the pod's own, not a shared host directory)
+
+SCRIPTS_DIR = Path(__file__).parent / "scripts"
+CONF_ROOT = Path(__file__).parent / "conf"
+# What the contract says each pod runs; a missing one would only surface as a crash loop.
+REQUIRED_SCRIPTS = ("init-config.sh", "clone.sh", "backup-server.sh", "probe.sh",
+                    "bootstrap-users.sh")
+REQUIRED_CONF = ("primary.cnf", "replica.cnf")
+
+ADMIN_USER = "admin"
+REPLICATION_USER = "repl"
+MONITOR_USER = "monitor"
+BACKUP_USER = "backup"
+# Secret key and env var of each password, in the contract's spelling.
+PASSWORDS = {
+    "root": "ROOT_PASSWORD",
+    "admin": "ADMIN_PASSWORD",
+    "replication": "REPLICATION_PASSWORD",
+    "monitor": "MONITOR_PASSWORD",
+    "backup": "BACKUP_PASSWORD",
+}
+T = TypeVar("T")
+_SERVER_ID_BLOCK = 1000
+_SERVER_ID_BLOCKS = 4_294_966  # base + 999 stays below 2**32
+
+
+class MissingPodFilesError(RuntimeError):
+    """The pod scripts or server configs the contract names are not in the package."""
+
+
+@dataclass(frozen=True)
+class MySQLClusterArgs:
+    namespace: str
+    config: MySQLConfig
+    # etcd client URLs for ReplicationInit's per-cluster lock; empty: no lock.
+    lock_endpoints: tuple[str, ...] = ()
+
+
+def server_id_base(project: str, stack: str, namespace: str, name: str) -> int:
+    """The first server-id of a cluster's 1000-id block (see the module docstring)."""
+    digest = hashlib.sha256(f"{project}/{stack}/{namespace}/{name}".encode()).digest()
+    return _SERVER_ID_BLOCK * (1 + int.from_bytes(digest[:8], "big") % _SERVER_ID_BLOCKS)
+
+
+def pod_files(flavor: str) -> dict[str, str]:
+    """ConfigMap data: every script and every server config of ``flavor``, by file name."""
+    files = sorted(SCRIPTS_DIR.glob("*.sh")) + sorted(
+        p for p in (CONF_ROOT / flavor).glob("*") if p.is_file())
+    data: dict[str, str] = {}
+    for path in files:
+        if path.name in data:
+            raise MissingPodFilesError(
+                f"{path.name} exists both in {SCRIPTS_DIR} and {CONF_ROOT / flavor}; "
+                "ConfigMap keys must be unique")
+        data[path.name] = path.read_text(encoding="utf-8")
+    missing = [n for n in (*REQUIRED_SCRIPTS, *REQUIRED_CONF) if n not in data]
+    if missing:
+        raise MissingPodFilesError(
+            f"pod files missing for flavor {flavor!r}: {', '.join(missing)} "
+            f"(expected in {SCRIPTS_DIR} and {CONF_ROOT / flavor}; see CONTRACT.md)")
+    return data
+
+
+@dataclass(frozen=True)
+class _Names:
+    """Every Kubernetes name the cluster uses, derived once from the cluster name."""
+
+    cluster: str
+
+    @property
+    def statefulset(self) -> str:
+        return self.cluster
+
+    @property
+    def headless(self) -> str:
+        return f"{self.cluster}-headless"
+
+    @property
+    def primary(self) -> str:
+        return f"{self.cluster}-primary"
+
+    @property
+    def read(self) -> str:
+        return f"{self.cluster}-read"
+
+    @property
+    def secret(self) -> str:
+        return f"{self.cluster}-credentials"
+
+    @property
+    def config_map(self) -> str:
+        return f"{self.cluster}-config"
+
+    @property
+    def labeler(self) -> str:
+        return f"{self.cluster}-pod-labeler"
+
+    @property
+    def peer_host_template(self) -> str:
+        return f"{self.statefulset}-{{ordinal}}.{self.headless}"
+
+    def pod(self, ordinal: int) -> str:
+        return f"{self.cluster}-{ordinal}"
+
+    def pod_host(self, ordinal: int, namespace: str | None = None) -> str:
+        host = f"{self.pod(ordinal)}.{self.headless}"
+        return f"{host}.{namespace}.svc" if namespace else host
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything the object builders need, computed once from the arguments."""
+
+    namespace: str
+    config: MySQLConfig
+    flavor: FlavorSpec
+    names: _Names
+    labels: _kube.AppLabels
+    server_id_base: int
+    files: dict[str, str]
+
+
+def _secret(value: pulumi.Output[T]) -> pulumi.Output[T]:
+    # Output.secret's signature defeats mypy's inference (Input[U] is a union).
+    return pulumi.Output.secret(value)
+
+
+class MySQLCluster(pulumi.ComponentResource):
+    """A primary and ``replicas - 1`` replicas; see the module docstring for the design."""
+
+    secret_name: pulumi.Output[str]
+    primary_host: pulumi.Output[str]
+    read_host: pulumi.Output[str]
+    port: pulumi.Output[int]
+    server_id_base: pulumi.Output[int]
+    admin_password: pulumi.Output[str]
+    root_password: pulumi.Output[str]
+
+    def __init__(self, name: str, args: MySQLClusterArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mysql-cluster:index:MySQLCluster", name, None, opts)
+        config = args.config
+        names = _Names(config.name)
+        namespace = args.namespace
+        labels = _kube.AppLabels(name=config.flavor, instance=config.name, component="database",
+                                 version=config.version)
+        plan = _Plan(
+            namespace=namespace, config=config, flavor=FLAVORS[config.flavor], names=names,
+            labels=labels,
+            server_id_base=config.server_id_base or server_id_base(
+                pulumi.get_project(), pulumi.get_stack(), namespace, config.name),
+            files=pod_files(config.flavor),
+        )
+        child = pulumi.ResourceOptions(parent=self)
+
+        passwords = {
+            key: random.RandomPassword(
+                f"{name}-{key}-password", length=32, special=False, min_lower=1, min_upper=1,
+                min_numeric=1, opts=child).result
+            for key in PASSWORDS
+        }
+        secret = k8s.core.v1.Secret(
+            f"{name}-credentials",
+            metadata=_kube.metadata(names.secret, namespace, labels),
+            type="Opaque",
+            string_data=_secret(pulumi.Output.all(**passwords).apply(
+                lambda values: {f"{key}-password": values[key] for key in PASSWORDS})),
+            opts=pulumi.ResourceOptions(parent=self,
+                                        additional_secret_outputs=["data", "stringData"]),
+        )
+        config_map = k8s.core.v1.ConfigMap(
+            f"{name}-config",
+            metadata=_kube.metadata(names.config_map, namespace, labels),
+            data=plan.files,
+            opts=child,
+        )
+        self._services(name, plan, child)
+        self._labeler_rbac(name, plan, child)
+
+        statefulset = k8s.apps.v1.StatefulSet(
+            f"{name}-statefulset",
+            metadata=_kube.metadata(names.statefulset, namespace, labels),
+            spec=_statefulset_spec(plan),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[secret, config_map],
+                # The await covers cloning every replica in turn; large data takes a while.
+                custom_timeouts=pulumi.CustomTimeouts(create="30m", update="30m")),
+        )
+        _kube.pod_disruption_budget(
+            f"{name}-pdb", name=names.statefulset, namespace=namespace, labels=labels,
+            max_unavailable=1, opts=child)
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-network-policy",
+            metadata=_kube.metadata(names.statefulset, namespace, labels),
+            spec=_network_policy_spec(labels, config.client_namespaces),
+            opts=child,
+        )
+
+        # ReplicationInit (components/mysql/replication.py) is wired in once it lands.
+        del statefulset
+
+        self.secret_name = secret.metadata.apply(lambda m: m["name"] if m else names.secret)
+        self.primary_host = pulumi.Output.from_input(f"{names.primary}.{namespace}.svc")
+        self.read_host = pulumi.Output.from_input(f"{names.read}.{namespace}.svc")
+        self.port = pulumi.Output.from_input(MYSQL_PORT)
+        self.server_id_base = pulumi.Output.from_input(plan.server_id_base)
+        self.admin_password = _secret(passwords["admin"])
+        self.root_password = _secret(passwords["root"])
+        self.register_outputs({
+            "secret_name": self.secret_name,
+            "primary_host": self.primary_host,
+            "read_host": self.read_host,
+            "port": self.port,
+            "server_id_base": self.server_id_base,
+            "admin_password": self.admin_password,
+            "root_password": self.root_password,
+        })
+
+    def _services(self, name: str, plan: _Plan, child: pulumi.ResourceOptions) -> None:
+        names, namespace, labels = plan.names, plan.namespace, plan.labels
+        mysql_port: k8s.core.v1.ServicePortArgsDict = {
+            "name": "mysql", "port": MYSQL_PORT, "target_port": "mysql", "protocol": "TCP"}
+        k8s.core.v1.Service(
+            f"{name}-headless",
+            metadata=_kube.metadata(names.headless, namespace, labels),
+            spec={
+                "cluster_ip": "None",
+                "publish_not_ready_addresses": True,
+                "selector": labels.selector(),
+                "ports": [mysql_port, {"name": "backup", "port": BACKUP_PORT,
+                                       "target_port": "backup", "protocol": "TCP"}],
+            },
+            opts=child,
+        )
+        for role, service_name in (("primary", names.primary), ("replica", names.read)):
+            k8s.core.v1.Service(
+                f"{name}-{'read' if role == 'replica' else role}",
+                metadata=_kube.metadata(service_name, namespace, labels),
+                spec={
+                    "type": "ClusterIP",
+                    "selector": {**labels.selector(), ROLE_LABEL: role},
+                    "ports": [mysql_port],
+                },
+                opts=child,
+            )
+
+    def _labeler_rbac(self, name: str, plan: _Plan, child: pulumi.ResourceOptions) -> None:
+        names, namespace, labels = plan.names, plan.namespace, plan.labels
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-pod-labeler",
+            metadata=_kube.metadata(names.labeler, namespace, labels),
+            automount_service_account_token=False,
+            opts=child,
+        )
+        role = k8s.rbac.v1.Role(
+            f"{name}-pod-labeler",
+            metadata=_kube.metadata(names.labeler, namespace, labels),
+            rules=[{
+                "api_groups": [""],
+                "resources": ["pods"],
+                "verbs": ["get", "list", "patch"],
+                "resource_names": [names.pod(i) for i in range(plan.config.replicas)],
+            }],
+            opts=child,
+        )
+        k8s.rbac.v1.RoleBinding(
+            f"{name}-pod-labeler",
+            metadata=_kube.metadata(names.labeler, namespace, labels),
+            role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "Role",
+                      "name": names.labeler},
+            subjects=[{"kind": "ServiceAccount", "name": names.labeler,
+                       "namespace": namespace}],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[account, role]),
+        )
+
+
+def _config_hash(files: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(files):
+        digest.update(key.encode() + b"\0" + files[key].encode() + b"\0")
+    return digest.hexdigest()
+
+
+def _environment(plan: _Plan) -> list[k8s.core.v1.EnvVarArgsDict]:
+    """The contract's environment, identical in every container."""
+    config, names = plan.config, plan.names
+    env = [
+        _kube.field_env("POD_NAME", "metadata.name"),
+        _kube.field_env("POD_NAMESPACE", "metadata.namespace"),
+        _kube.value_env("MYSQL_FLAVOR", config.flavor),
+        _kube.value_env("SERVER_ID_BASE", plan.server_id_base),
+        _kube.value_env("PEER_HOST_TEMPLATE", names.peer_host_template),
+        _kube.value_env("MYSQL_PORT", MYSQL_PORT),
+        _kube.value_env("BACKUP_PORT", BACKUP_PORT),
+        _kube.value_env("PORT_STRIDE", 0),
+        _kube.value_env("DATA_DIR", DATA_DIR),
+        _kube.value_env("CONF_DIR", CONF_DIR),
+        _kube.value_env("CONFIG_DIR", CONFIG_DIR),
+        _kube.value_env("RUN_DIR", RUN_DIR),
+        _kube.value_env("MAX_REPLICA_LAG_SECONDS", config.max_replica_lag_seconds),
+        _kube.value_env("ADMIN_USER", ADMIN_USER),
+        _kube.value_env("REPLICATION_USER", REPLICATION_USER),
+        _kube.value_env("MONITOR_USER", MONITOR_USER),
+        _kube.value_env("BACKUP_USER", BACKUP_USER),
+    ]
+    env += [_kube.secret_env(variable, names.secret, f"{key}-password")
+            for key, variable in PASSWORDS.items()]
+    return env
+
+
+def _volumes(names: _Names) -> list[k8s.core.v1.VolumeArgsDict]:
+    token: k8s.core.v1.VolumeArgsDict = {
+        # What automounting would give every container, given to the label steps only.
+        "name": "kube-api-access",
+        "projected": {"default_mode": 0o444, "sources": [
+            {"service_account_token": {"path": "token", "expiration_seconds": 3600}},
+            {"config_map": {"name": "kube-root-ca.crt",
+                            "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downward_api": {"items": [{"path": "namespace",
+                                         "field_ref": {"field_path": "metadata.namespace"}}]}},
+        ]},
+    }
+    return [
+        {"name": "config-map", "config_map": {"name": names.config_map, "default_mode": 0o444}},
+        {"name": "initdb", "config_map": {
+            "name": names.config_map, "default_mode": 0o444,
+            "items": [{"key": "bootstrap-users.sh", "path": "bootstrap-users.sh"}]}},
+        _kube.empty_dir("conf", size_limit="16Mi"),
+        # Client option files hold passwords: memory, never the node's disk.
+        _kube.empty_dir("run", memory=True, size_limit="16Mi"),
+        _kube.empty_dir("socket", memory=True, size_limit="16Mi"),
+        # mysqld's tmpdir (large sorts) and the backup tools' scratch space.
+        _kube.empty_dir("tmp"),
+        token,
+    ]
+
+
+def _mount(name: str, path: str, *, read_only: bool = False,
+           sub_path: str | None = None) -> k8s.core.v1.VolumeMountArgsDict:
+    mount: k8s.core.v1.VolumeMountArgsDict = {"name": name, "mount_path": path,
+                                              "read_only": read_only}
+    if sub_path:
+        mount["sub_path"] = sub_path
+    return mount
+
+
+def _probe(kind: str, *, period: int, failures: int) -> k8s.core.v1.ProbeArgsDict:
+    return {
+        "exec_": {"command": ["bash", f"{CONFIG_DIR}/probe.sh", kind]},
+        "period_seconds": period,
+        "timeout_seconds": 5,
+        "failure_threshold": failures,
+    }
+
+
+def _label_container(image: str, role: str, selector: str) -> k8s.core.v1.ContainerArgsDict:
+    return {
+        "name": f"label-{role}",
+        "image": image,
+        "args": [
+            "label", "pods", "--namespace=$(POD_NAMESPACE)",
+            "--field-selector=metadata.name=$(POD_NAME)", f"--selector={selector}",
+            "--overwrite", f"{ROLE_LABEL}={role}",
+        ],
+        # kubectl caches API discovery under $HOME; the root filesystem is read-only.
+        "env": [_kube.field_env("POD_NAME", "metadata.name"),
+                _kube.field_env("POD_NAMESPACE", "metadata.namespace"),
+                _kube.value_env("HOME", _TMP)],
+        "volume_mounts": [
+            _mount("tmp", _TMP),
+            _mount("kube-api-access", "/var/run/secrets/kubernetes.io/serviceaccount",
+                   read_only=True),
+        ],
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
+                      "limits": {"memory": "128Mi"}},
+        "security_context": _kube.container_security_context(),
+    }
+
+
+_BACKUP_RESOURCES: k8s.core.v1.ResourceRequirementsArgsDict = {
+    "requests": {"cpu": "100m", "memory": "256Mi"},
+    "limits": {"memory": "1Gi"},
+}
+
+
+def _requirements(resources: Resources) -> k8s.core.v1.ResourceRequirementsArgsDict:
+    spec = resources.to_kubernetes()
+    requirements: k8s.core.v1.ResourceRequirementsArgsDict = {"requests": spec["requests"]}
+    if "limits" in spec:
+        requirements["limits"] = spec["limits"]
+    return requirements
+
+
+def _script(file: str) -> list[str]:
+    # The contract: scripts run through bash, so the ConfigMap needs no exec bit.
+    return ["bash", f"{CONFIG_DIR}/{file}"]
+
+
+def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
+    config, flavor, names = plan.config, plan.flavor, plan.names
+    env = _environment(plan)
+    secure = _kube.container_security_context()
+    config_map = _mount("config-map", CONFIG_DIR, read_only=True)
+    data = _mount("data", DATA_DIR, sub_path="mysql")
+    run = _mount("run", RUN_DIR)
+    tmp = _mount("tmp", _TMP)
+    socket = _mount("socket", flavor.socket_dir)
+    server_env = [
+        *env,
+        _kube.secret_env(flavor.root_password_env, names.secret, "root-password"),
+        # root is break-glass, reachable only from inside the pod.
+        _kube.value_env(flavor.root_host_env, "localhost"),
+    ]
+    primary_selector = f"{POD_INDEX_LABEL}=0"
+    replica_selector = f"{POD_INDEX_LABEL},{POD_INDEX_LABEL}!=0"
+    spec: k8s.core.v1.PodSpecArgsDict = {
+        "service_account_name": names.labeler,
+        "automount_service_account_token": False,
+        "enable_service_links": False,
+        # A clean InnoDB shutdown flushes the buffer pool; killing it means crash recovery.
+        "termination_grace_period_seconds": 120,
+        "security_context": _kube.pod_security_context(user=flavor.uid, group=flavor.gid),
+        "init_containers": [
+            _label_container(config.kubectl_image, "primary", primary_selector),
+            _label_container(config.kubectl_image, "replica", replica_selector),
+            {
+                "name": "init-config",
+                "image": config.server_image,
+                "command": _script("init-config.sh"),
+                "env": env,
+                "volume_mounts": [_mount("conf", CONF_DIR), config_map, tmp],
+                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
+                              "limits": {"memory": "128Mi"}},
+                "security_context": secure,
+            },
+            {
+                "name": "clone",
+                "image": config.backup_image,
+                "command": _script("clone.sh"),
+                "env": env,
+                "volume_mounts": [data, _mount("conf", CONF_DIR), config_map, run, tmp],
+                "resources": _BACKUP_RESOURCES,
+                "security_context": secure,
+            },
+        ],
+        "containers": [
+            {
+                "name": "mysql",
+                "image": config.server_image,
+                "env": server_env,
+                "ports": [{"name": "mysql", "container_port": MYSQL_PORT, "protocol": "TCP"}],
+                "volume_mounts": [
+                    data, _mount("conf", CONF_DIR, read_only=True), config_map, run, tmp, socket,
+                    _mount("initdb", INITDB_DIR, read_only=True),
+                ],
+                "resources": _requirements(config.resources),
+                # Crash recovery of a large instance can take minutes: 10 minutes to start.
+                "startup_probe": _probe("startup", period=5, failures=120),
+                "liveness_probe": _probe("liveness", period=10, failures=6),
+                "readiness_probe": _probe("readiness", period=5, failures=2),
+                "security_context": secure,
+            },
+            {
+                "name": "backup",
+                "image": config.backup_image,
+                "command": _script("backup-server.sh"),
+                "env": env,
+                "ports": [{"name": "backup", "container_port": BACKUP_PORT, "protocol": "TCP"}],
+                "volume_mounts": [data, _mount("conf", CONF_DIR, read_only=True), config_map,
+                                  run, tmp, socket],
+                "resources": _BACKUP_RESOURCES,
+                "security_context": secure,
+            },
+        ],
+        "volumes": _volumes(names),
+    }
+    spec.update(_kube.placement(config.spread, plan.labels.selector(),  # type: ignore[typeddict-item]
+                                config.node_selector))
+    return spec
+
+
+def _statefulset_spec(plan: _Plan) -> k8s.apps.v1.StatefulSetSpecArgsDict:
+    config, names, labels = plan.config, plan.names, plan.labels
+    claim: k8s.core.v1.PersistentVolumeClaimSpecArgsDict = {
+        "access_modes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": config.storage}},
+    }
+    if config.storage_class:
+        claim["storage_class_name"] = config.storage_class
+    return {
+        "service_name": names.headless,
+        "replicas": config.replicas,
+        # Replicas clone from a ready peer: start them one at a time, in order.
+        "pod_management_policy": "OrderedReady",
+        "update_strategy": {"type": "RollingUpdate"},
+        "selector": {"match_labels": labels.selector()},
+        "persistent_volume_claim_retention_policy": {
+            "when_deleted": config.pvc_retention_when_deleted,
+            "when_scaled": config.pvc_retention_when_scaled,
+        },
+        "template": {
+            "metadata": {
+                "labels": labels.all(),
+                "annotations": {CONFIG_HASH_ANNOTATION: _config_hash(plan.files)},
+            },
+            "spec": _pod_spec(plan),
+        },
+        "volume_claim_templates": [{
+            # Selector labels only: any change here forces the StatefulSet to be replaced.
+            "metadata": {"name": "data", "labels": labels.selector()},
+            "spec": claim,
+        }],
+    }
+
+
+def _network_policy_spec(
+    labels: _kube.AppLabels, client_namespaces: tuple[str, ...]
+) -> k8s.networking.v1.NetworkPolicySpecArgsDict:
+    clients: list[k8s.networking.v1.NetworkPolicyPeerArgsDict] = [{"pod_selector": {}}]
+    clients += [{"namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": ns}}}
+                for ns in client_namespaces]
+    return {
+        "pod_selector": {"match_labels": labels.selector()},
+        "policy_types": ["Ingress"],
+        "ingress": [
+            {"ports": [{"port": MYSQL_PORT, "protocol": "TCP"}], "from_": clients},
+            {"ports": [{"port": BACKUP_PORT, "protocol": "TCP"}],
+             "from_": [{"pod_selector": {"match_labels": labels.selector()}}]},
+        ],
+    }

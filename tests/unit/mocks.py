@@ -1,0 +1,228 @@
+"""The one Pulumi mocks module: run the real program, record what it registers.
+
+Every unit test of a component goes through :func:`run_program`, which runs the real
+``__main__.py`` for a given stack config map, exactly as ``pulumi up`` would, minus the
+engine: config goes in through ``set_all_config`` and is parsed by the real
+``components.config.load``; resources are recorded by :class:`Mocks`; stack outputs come
+back resolved with their secretness. Each run gets a fresh event loop and a fresh root
+stack, so tests are independent and order does not matter.
+
+What the mocks do that the engine would, and nothing more:
+
+- Kubernetes objects get ``metadata.name`` back (mocks do not auto-name; reading
+  ``.metadata.name`` of an unnamed object would otherwise fail), and a namespace.
+- ``RandomPassword.result`` comes back as a *secret* value of the requested length, as the
+  real provider's does, so secretness propagates through the program as in a real run.
+- Secret inputs arrive wrapped; they are unwrapped for assertions, and the path of each
+  one is remembered in :attr:`Recorded.secret_paths` ("stringData", "spec.password"...).
+
+:func:`manifests` turns every recorded Kubernetes object into the plain dict a
+``kubectl apply`` would send (apiVersion, kind, metadata, spec...), for schema
+validation and policy checks (Checkov).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import runpy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi.runtime
+from pulumi.runtime import rpc, settings
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROGRAM = REPO_ROOT / "__main__.py"
+PROJECT = "mysql-cluster"
+_SECRET_SIG = rpc._special_sig_key  # noqa: SLF001 (the wire format of a secret value)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One registered resource: its type token, logical name and unwrapped inputs."""
+
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    secret_paths: frozenset[str]
+    provider: str | None
+    custom: bool
+
+    @property
+    def kind(self) -> str | None:
+        kind = self.inputs.get("kind")
+        return kind if isinstance(kind, str) else None
+
+    @property
+    def metadata_name(self) -> str | None:
+        metadata = self.inputs.get("metadata") or {}
+        name = metadata.get("name")
+        return name if isinstance(name, str) else None
+
+    def is_secret(self, path: str) -> bool:
+        """Whether the input at ``path`` (or an enclosing value) arrived as a secret."""
+        return any(path == p or path.startswith(p + ".") for p in self.secret_paths)
+
+
+@dataclass(frozen=True)
+class StackOutput:
+    value: Any
+    secret: bool
+
+
+@dataclass
+class ProgramResult:
+    resources: list[Recorded]
+    outputs: dict[str, StackOutput]
+    urns: list[str] = field(default_factory=list)
+
+    def of_type(self, type_token: str) -> list[Recorded]:
+        return [r for r in self.resources if r.type == type_token]
+
+    def kubernetes(self, kind: str) -> list[Recorded]:
+        return [r for r in self.resources if r.type.startswith("kubernetes:") and r.kind == kind]
+
+    def one(self, kind: str, name: str | None = None) -> Recorded:
+        """The single Kubernetes object of ``kind`` (named ``name``, if given)."""
+        found = [r for r in self.kubernetes(kind) if name is None or r.metadata_name == name]
+        if len(found) != 1:
+            names = [r.metadata_name for r in self.kubernetes(kind)]
+            raise AssertionError(f"expected one {kind} {name or ''}, found {names}")
+        return found[0]
+
+    def index(self, resource: Recorded) -> int:
+        """Registration order: a resource that depends on another registers after it."""
+        return self.resources.index(resource)
+
+
+def _unwrap(value: Any, path: str, secrets: set[str]) -> Any:
+    if isinstance(value, dict):
+        if value.get(_SECRET_SIG) == rpc._special_secret_sig:  # noqa: SLF001
+            secrets.add(path)
+            return _unwrap(value.get("value"), path, secrets)
+        return {k: _unwrap(v, f"{path}.{k}" if path else k, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap(v, f"{path}[{i}]", secrets) for i, v in enumerate(value)]
+    return value
+
+
+def _secret(value: Any) -> dict[str, Any]:
+    return {_SECRET_SIG: rpc._special_secret_sig, "value": value}  # noqa: SLF001
+
+
+class Mocks(pulumi.runtime.Mocks):
+    """Records every resource; answers as the engine and providers would (see module doc)."""
+
+    def __init__(self) -> None:
+        self.resources: list[Recorded] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        secrets: set[str] = set()
+        inputs = _unwrap(args.inputs, "", secrets)
+        self.resources.append(Recorded(
+            type=args.typ, name=args.name, inputs=inputs, secret_paths=frozenset(secrets),
+            provider=args.provider, custom=bool(args.custom)))
+        outputs = dict(args.inputs)
+        if args.typ.startswith("kubernetes:"):
+            metadata = dict(inputs.get("metadata") or {})
+            metadata.setdefault("name", args.name)
+            metadata.setdefault("namespace", "default")
+            outputs["metadata"] = metadata
+        if args.typ == "random:index/randomPassword:RandomPassword":
+            length = int(inputs.get("length", 16))
+            digest = hashlib.sha256(args.name.encode()).hexdigest()
+            outputs["result"] = _secret(("Pw" + digest * 4)[:length])
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
+        return {}, None
+
+
+def config_map(stack_config: Mapping[str, Any]) -> dict[str, str]:
+    """The engine's config map: object values as JSON text, scalars as text."""
+    return {
+        key: value if isinstance(value, str) else json.dumps(value)
+        for key, value in stack_config.items()
+    }
+
+
+def load_stack_file(stack: str) -> dict[str, Any]:
+    """The ``config:`` map of ``Pulumi.<stack>.yaml``."""
+    import yaml  # noqa: PLC0415 (PyYAML comes with pulumi; only tests read stack files)
+
+    text = (REPO_ROOT / f"Pulumi.{stack}.yaml").read_text(encoding="utf-8")
+    loaded = yaml.safe_load(text) or {}
+    config = loaded.get("config") or {}
+    assert isinstance(config, dict), f"Pulumi.{stack}.yaml: config must be a mapping"
+    return config
+
+
+def run_program(stack_config: Mapping[str, Any], *, stack: str = "dev",
+                project: str = PROJECT) -> ProgramResult:
+    """Run ``__main__.py`` under mocks with ``stack_config`` (``{"mysql-cluster:key": v}``).
+
+    Exceptions from the program (a ConfigError, say) propagate; ``last_mocks`` then
+    still holds what was registered before it, which tests use to prove nothing was.
+    """
+    global last_mocks  # noqa: PLW0603 (lets a test inspect a run that raised)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        mocks = Mocks()
+        last_mocks = mocks
+        settings.ROOT.set(None)
+        pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False)
+        pulumi.runtime.set_all_config(config_map(stack_config))
+        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(PROGRAM), run_name="__main__")))
+        root = settings.get_root_resource()
+        raw_outputs: dict[str, Any] = dict(getattr(root, "outputs", {}) or {})
+        outputs = {name: _resolve(value) for name, value in raw_outputs.items()}
+        return ProgramResult(resources=list(mocks.resources), outputs=outputs)
+    finally:
+        settings.ROOT.set(None)
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def run_stack(stack: str, **overrides: Any) -> ProgramResult:
+    """Run the program with ``Pulumi.<stack>.yaml`` (top-level keys replaced by overrides,
+    spelled without the project prefix)."""
+    config = load_stack_file(stack)
+    config.update({f"{PROJECT}:{key}": value for key, value in overrides.items()})
+    return run_program(config, stack=stack)
+
+
+def _resolve(value: Any) -> StackOutput:
+    output = pulumi.Output.from_input(value)
+    resolved = _sync_await(output.future())
+    secret = bool(_sync_await(output.is_secret()))
+    return StackOutput(value=resolved, secret=secret)
+
+
+last_mocks: Mocks | None = None
+
+
+def manifests(result: ProgramResult) -> list[dict[str, Any]]:
+    """Every Kubernetes object the program creates, as the plain manifest ``kubectl`` sends."""
+    objects = []
+    for resource in result.resources:
+        if not resource.type.startswith("kubernetes:") or resource.kind is None:
+            continue
+        objects.append(_prune(resource.inputs))
+    return objects
+
+
+def _prune(value: Any) -> Any:
+    # The SDK leaves unset optional fields as None; a manifest simply omits them.
+    if isinstance(value, dict):
+        return {k: _prune(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
