@@ -14,7 +14,15 @@
 # keeps it out of quorum, so a slow catch-up never costs availability.
 #
 # Runs under busybox sh in the pod (the etcd image is distroless) and under any POSIX sh
-# in tests. Environment: see CONTRACT.md next to this file.
+# in tests. Environment (set by components/etcd/cluster.py):
+#   MEMBER_NAME               this member's name (the pod name)
+#   MEMBER_PEER_URL           this member's advertised peer URL
+#   MEMBER_DATA_DIR           etcd's --data-dir
+#   MEMBER_BOOTSTRAP_CLUSTER  --initial-cluster of the first deployment (name=url,...)
+#   MEMBER_CLUSTER_ENDPOINTS  client URLs to find the running cluster (comma-separated)
+#   MEMBER_BUSYBOX            path of the busybox binary, if that is the only shell
+#   MEMBER_ETCD, MEMBER_ETCDCTL, MEMBER_RETRY_SECONDS  overrides (tests)
+#   ETCDCTL_CACERT, ETCDCTL_CERT, ETCDCTL_KEY          client TLS, read by etcdctl
 set -eu
 
 : "${MEMBER_NAME:?MEMBER_NAME is required (the pod name)}"

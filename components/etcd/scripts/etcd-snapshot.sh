@@ -22,9 +22,15 @@ case "$SNAPSHOT_RETAIN" in
     '' | *[!0-9]* | 0) echo "SNAPSHOT_RETAIN must be a positive whole number" >&2; exit 2 ;;
 esac
 
+# etcd-<UTC time>-<sequence>.db: fixed width, so names sort by age; the sequence keeps two
+# runs within one second (a manual run next to the scheduled one) from overwriting.
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-final="$SNAPSHOT_DIR/etcd-$stamp.db"
-partial="$SNAPSHOT_DIR/.etcd-$stamp.db.partial"
+sequence=10
+while [ -e "$SNAPSHOT_DIR/etcd-$stamp-$sequence.db" ]; do
+    sequence=$((sequence + 1))
+done
+final="$SNAPSHOT_DIR/etcd-$stamp-$sequence.db"
+partial="$SNAPSHOT_DIR/.etcd-$stamp-$sequence.db.partial"
 trap 'rm -f "$partial"' EXIT
 
 # etcdctl snapshot save needs exactly one endpoint and checks the file's hash itself.

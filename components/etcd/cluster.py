@@ -1,0 +1,534 @@
+"""EtcdCluster: an etcd StatefulSet whose membership changes safely.
+
+The image problem. The official etcd 3.5 images (``gcr.io/etcd-development/etcd``,
+``quay.io/coreos/etcd``) are distroless since 3.5.7: no shell. Everything about a member
+that is the same for every pod or derives from its pod name is therefore plain etcd
+flags with Kubernetes ``$(VAR)`` expansion, which needs no shell: ``--name=$(POD_NAME)``,
+``--initial-advertise-peer-urls=http://$(POD_NAME).<peer-service>.<ns>.svc:2380``...
+What cannot be a flag is the *decision* how a member with an empty data dir joins:
+bootstrap with the initial members (``new``), join a running cluster (``existing``,
+with a member list that must match etcd's exactly), or, when a member that had started
+before lost its data dir, remove its old ID and re-add it (etcd refuses to restart an ID
+without its data: "has already been bootstrapped", or a raft panic). That decision is a
+real, shellcheck-clean script (``scripts/etcd-member.sh``) run by a statically linked
+busybox that an init container copies out of a pinned ``busybox`` image into an
+``emptyDir``. The etcd container keeps the official image and its read-only root.
+
+Why the membership is not only ``replicas``: see :mod:`components.etcd.membership`. The
+StatefulSet depends on the EtcdMembership resource, so a scale-up adds the new member
+(as a learner) before its pod exists and a scale-down removes members before their pods
+go. The bootstrap member list is recorded by that resource at creation and never
+changes, so scaling changes nothing in the pod template but ``replicas``: no rolling
+restart of healthy members.
+
+Objects, all children of the component:
+
+- ``ConfigMap`` ``<name>-scripts``: ``scripts/*.sh``; their hash is a pod-template
+  annotation, so a changed script rolls the pods (which only read it at start).
+- ``Service`` ``<name>-peer``: headless, ``publishNotReadyAddresses`` (members must find
+  each other before any is ready); ``<name>-client``: ClusterIP over ready members.
+- ``StatefulSet`` ``<name>``: ``Parallel`` pod management (every initial member must be
+  up before any becomes ready: ``OrderedReady`` would deadlock the bootstrap); PVC
+  retention ``whenScaled: Delete`` because a removed member's data dir is useless (the
+  cluster holds the data) and harmful (its old ID was removed: a later scale-up at that
+  ordinal would crash-loop on it), ``whenDeleted: Retain`` so destroying the stack keeps
+  the data. Service links are disabled: Kubernetes would inject ``ETCD_*`` variables
+  for Services named ``etcd...``, and etcd reads ``ETCD_*`` as its own flags.
+- ``PodDisruptionBudget``: ``maxUnavailable = replicas - quorum``, so a drain never
+  costs quorum (0 for a single member: any disruption is an outage).
+- Snapshots: a ``PersistentVolumeClaim`` and a ``CronJob`` running
+  ``scripts/etcd-snapshot.sh`` (``etcdctl snapshot save``, keep the newest N).
+- ``EtcdMembership`` (dynamic) unless ``membership.enabled`` is false.
+
+TLS (optional): peer and client certificates come from cert-manager Secrets
+(``tls.crt``, ``tls.key``, ``ca.crt``) with client-certificate auth on both. The client
+certificate is also what the start-up script and the snapshot job present, so it needs
+both the server-auth and client-auth usages. Health probes use the plain-HTTP metrics
+listener (as kubeadm does): a kubelet cannot present a client certificate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from components import _kube
+from components._validate import quantity_value
+from components.config import EtcdConfig
+from components.etcd.membership import EtcdMembership, EtcdMembershipArgs
+
+SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
+MEMBER_SCRIPT = "etcd-member.sh"
+SNAPSHOT_SCRIPT = "etcd-snapshot.sh"
+
+CLIENT_PORT = 2379
+PEER_PORT = 2380
+METRICS_PORT = 2381
+DATA_MOUNT = "/var/lib/etcd"
+DATA_DIR = f"{DATA_MOUNT}/data"
+SCRIPTS_MOUNT = "/scripts"
+SHELL_MOUNT = "/shell"
+BUSYBOX = f"{SHELL_MOUNT}/busybox"
+SNAPSHOT_MOUNT = "/snapshots"
+PEER_TLS_DIR = "/etc/etcd/tls/peer"
+CLIENT_TLS_DIR = "/etc/etcd/tls/client"
+SCRIPTS_HASH_ANNOTATION = "mysql-cluster.io/scripts-hash"
+# The distroless images' "nonroot" user; any non-root id works, fsGroup owns the volumes.
+ETCD_USER = 65532
+# etcd's backend quota must leave room on the volume for the WAL and raft snapshots.
+_QUOTA_SHARE = 0.5
+_QUOTA_MAX = 8 * 2**30
+
+
+@dataclass(frozen=True)
+class EtcdClusterArgs:
+    namespace: str
+    config: EtcdConfig
+
+
+@dataclass(frozen=True)
+class _Names:
+    """Every Kubernetes name and URL the cluster uses, derived once."""
+
+    cluster: str
+    namespace: str
+    tls: bool
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
+    def peer_service(self) -> str:
+        return f"{self.cluster}-peer"
+
+    @property
+    def client_service(self) -> str:
+        return f"{self.cluster}-client"
+
+    @property
+    def scripts(self) -> str:
+        return f"{self.cluster}-scripts"
+
+    @property
+    def snapshots(self) -> str:
+        return f"{self.cluster}-snapshots"
+
+    def pod(self, ordinal: int) -> str:
+        return f"{self.cluster}-{ordinal}"
+
+    def host(self, pod: str) -> str:
+        return f"{pod}.{self.peer_service}.{self.namespace}.svc"
+
+    def peer_url(self, pod: str) -> str:
+        return f"{self.scheme}://{self.host(pod)}:{PEER_PORT}"
+
+    def client_url(self, pod: str) -> str:
+        return f"{self.scheme}://{self.host(pod)}:{CLIENT_PORT}"
+
+    @property
+    def service_url(self) -> str:
+        return f"{self.scheme}://{self.client_service}.{self.namespace}.svc:{CLIENT_PORT}"
+
+
+def quorum(members: int) -> int:
+    return members // 2 + 1
+
+
+def script_files() -> dict[str, str]:
+    return {name: (SCRIPTS_DIR / name).read_text(encoding="utf-8")
+            for name in (MEMBER_SCRIPT, SNAPSHOT_SCRIPT)}
+
+
+def bootstrap_cluster(names: _Names, replicas: int) -> str:
+    """``--initial-cluster`` of the first deployment: ``name=peer-url`` for every ordinal."""
+    return ",".join(f"{names.pod(i)}={names.peer_url(names.pod(i))}" for i in range(replicas))
+
+
+def discovery_endpoints(names: _Names, bootstrap: str) -> str:
+    """Client URLs of the initial members, by pod DNS (resolvable before they are ready).
+
+    Scale-down removes the highest ordinals first, so member 0 of the bootstrap is always
+    still a member: a joining pod always reaches the running cluster through this list.
+    """
+    pods = [entry.split("=", 1)[0] for entry in bootstrap.split(",") if entry]
+    return ",".join(names.client_url(pod) for pod in pods)
+
+
+def backend_quota_bytes(storage: str) -> int:
+    return min(_QUOTA_MAX, int(quantity_value(storage) * _QUOTA_SHARE))
+
+
+def etcd_flags(config: EtcdConfig, names: _Names,
+               token: pulumi.Input[str]) -> list[pulumi.Input[str]]:
+    """The etcd flags every member gets; ``$(VAR)`` is expanded by Kubernetes."""
+    me = "$(POD_NAME)"
+    flags: list[pulumi.Input[str]] = [
+        f"--name={me}",
+        f"--data-dir={DATA_DIR}",
+        f"--listen-peer-urls={names.scheme}://0.0.0.0:{PEER_PORT}",
+        f"--listen-client-urls={names.scheme}://0.0.0.0:{CLIENT_PORT}",
+        f"--listen-metrics-urls=http://0.0.0.0:{METRICS_PORT}",
+        f"--advertise-client-urls={names.client_url(me)}",
+        f"--initial-advertise-peer-urls={names.peer_url(me)}",
+        pulumi.Output.concat("--initial-cluster-token=", token),
+        # Lock and lease traffic creates revisions fast; keep one hour of history.
+        "--auto-compaction-mode=periodic",
+        "--auto-compaction-retention=1h",
+        f"--quota-backend-bytes={backend_quota_bytes(config.storage)}",
+        # Refuse to serve from a member whose data differs from its peers'.
+        "--experimental-initial-corrupt-check=true",
+        "--experimental-compact-hash-check-enabled=true",
+    ]
+    if config.tls.enabled:
+        flags += [
+            f"--cert-file={CLIENT_TLS_DIR}/tls.crt",
+            f"--key-file={CLIENT_TLS_DIR}/tls.key",
+            f"--trusted-ca-file={CLIENT_TLS_DIR}/ca.crt",
+            "--client-cert-auth=true",
+            f"--peer-cert-file={PEER_TLS_DIR}/tls.crt",
+            f"--peer-key-file={PEER_TLS_DIR}/tls.key",
+            f"--peer-trusted-ca-file={PEER_TLS_DIR}/ca.crt",
+            "--peer-client-cert-auth=true",
+        ]
+    return flags
+
+
+def _etcdctl_tls_env(config: EtcdConfig) -> list[k8s.core.v1.EnvVarArgsDict]:
+    if not config.tls.enabled:
+        return []
+    return [_kube.value_env("ETCDCTL_CACERT", f"{CLIENT_TLS_DIR}/ca.crt"),
+            _kube.value_env("ETCDCTL_CERT", f"{CLIENT_TLS_DIR}/tls.crt"),
+            _kube.value_env("ETCDCTL_KEY", f"{CLIENT_TLS_DIR}/tls.key")]
+
+
+def member_env(config: EtcdConfig, names: _Names,
+               bootstrap: pulumi.Input[str]) -> list[k8s.core.v1.EnvVarArgsDict]:
+    """The start-up script's environment (its header documents each variable)."""
+    bootstrap_output = pulumi.Output.from_input(bootstrap)
+    return [
+        _kube.field_env("POD_NAME", "metadata.name"),
+        _kube.value_env("MEMBER_NAME", "$(POD_NAME)"),
+        _kube.value_env("MEMBER_PEER_URL", names.peer_url("$(POD_NAME)")),
+        _kube.value_env("MEMBER_DATA_DIR", DATA_DIR),
+        {"name": "MEMBER_BOOTSTRAP_CLUSTER", "value": bootstrap_output},
+        {"name": "MEMBER_CLUSTER_ENDPOINTS",
+         "value": bootstrap_output.apply(lambda b: discovery_endpoints(names, b))},
+        _kube.value_env("MEMBER_BUSYBOX", BUSYBOX),
+        *_etcdctl_tls_env(config),
+    ]
+
+
+def _mount(name: str, path: str, *, read_only: bool = False) -> k8s.core.v1.VolumeMountArgsDict:
+    return {"name": name, "mount_path": path, "read_only": read_only}
+
+
+def _shell_init_container(image: str) -> k8s.core.v1.ContainerArgsDict:
+    # busybox applets run by name: "busybox cp" needs no shell in this image either.
+    return {
+        "name": "shell",
+        "image": image,
+        "command": ["/bin/busybox", "cp", "/bin/busybox", BUSYBOX],
+        "volume_mounts": [_mount("shell", SHELL_MOUNT)],
+        "security_context": _kube.container_security_context(),
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
+                      "limits": {"memory": "32Mi"}},
+    }
+
+
+def _tls_volumes(config: EtcdConfig, *, peer: bool) -> list[k8s.core.v1.VolumeArgsDict]:
+    if not config.tls.enabled:
+        return []
+    secrets = [("client-tls", config.tls.client_secret)]
+    if peer:
+        secrets.append(("peer-tls", config.tls.peer_secret))
+    return [{"name": name, "secret": {"secret_name": secret, "default_mode": 0o440}}
+            for name, secret in secrets if secret]
+
+
+def _tls_mounts(config: EtcdConfig, *, peer: bool) -> list[k8s.core.v1.VolumeMountArgsDict]:
+    if not config.tls.enabled:
+        return []
+    mounts = [_mount("client-tls", CLIENT_TLS_DIR, read_only=True)]
+    if peer:
+        mounts.append(_mount("peer-tls", PEER_TLS_DIR, read_only=True))
+    return mounts
+
+
+def _probe(path: str, *, period: int, failures: int) -> k8s.core.v1.ProbeArgsDict:
+    return {"http_get": {"path": path, "port": "metrics"}, "period_seconds": period,
+            "timeout_seconds": 5, "failure_threshold": failures}
+
+
+def _scripts_volume(names: _Names) -> k8s.core.v1.VolumeArgsDict:
+    return {"name": "scripts", "config_map": {"name": names.scripts, "default_mode": 0o555}}
+
+
+def _pod_spec(config: EtcdConfig, names: _Names, labels: _kube.AppLabels,
+              token: pulumi.Input[str],
+              bootstrap: pulumi.Input[str]) -> k8s.core.v1.PodSpecArgsDict:
+    container: k8s.core.v1.ContainerArgsDict = {
+        "name": "etcd",
+        "image": config.image,
+        "command": [BUSYBOX, "sh", f"{SCRIPTS_MOUNT}/{MEMBER_SCRIPT}"],
+        "args": etcd_flags(config, names, token),
+        "env": member_env(config, names, bootstrap),
+        "ports": [
+            {"name": "client", "container_port": CLIENT_PORT, "protocol": "TCP"},
+            {"name": "peer", "container_port": PEER_PORT, "protocol": "TCP"},
+            {"name": "metrics", "container_port": METRICS_PORT, "protocol": "TCP"},
+        ],
+        # A member waiting to be added, or a learner catching up, is not dead: give start-up
+        # five minutes. Liveness checks only this member; readiness needs a quorum read, so
+        # a member cut off from the leader leaves the client Service.
+        "startup_probe": _probe("/health?serializable=true", period=5, failures=60),
+        "liveness_probe": _probe("/health?serializable=true", period=10, failures=6),
+        "readiness_probe": _probe("/health", period=5, failures=3),
+        "resources": cast(k8s.core.v1.ResourceRequirementsArgsDict,
+                          config.resources.to_kubernetes()),
+        "security_context": _kube.container_security_context(),
+        "volume_mounts": [
+            _mount("data", DATA_MOUNT),
+            _mount("scripts", SCRIPTS_MOUNT, read_only=True),
+            _mount("shell", SHELL_MOUNT, read_only=True),
+            *_tls_mounts(config, peer=True),
+        ],
+    }
+    spec: k8s.core.v1.PodSpecArgsDict = {
+        "automount_service_account_token": False,
+        "enable_service_links": False,
+        "termination_grace_period_seconds": 30,
+        "security_context": _kube.pod_security_context(user=ETCD_USER, group=ETCD_USER),
+        "init_containers": [_shell_init_container(config.shell_image)],
+        "containers": [container],
+        "volumes": [
+            _scripts_volume(names),
+            _kube.empty_dir("shell", size_limit="16Mi"),
+            *_tls_volumes(config, peer=True),
+        ],
+    }
+    spec.update(_kube.placement(config.spread, labels.selector()))  # type: ignore[typeddict-item]
+    return spec
+
+
+def _scripts_hash(files: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name].encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def statefulset_spec(config: EtcdConfig, names: _Names, labels: _kube.AppLabels,
+                     token: pulumi.Input[str],
+                     bootstrap: pulumi.Input[str]) -> k8s.apps.v1.StatefulSetSpecArgsDict:
+    claim: k8s.core.v1.PersistentVolumeClaimSpecArgsDict = {
+        "access_modes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": config.storage}},
+    }
+    if config.storage_class:
+        claim["storage_class_name"] = config.storage_class
+    return {
+        "service_name": names.peer_service,
+        "replicas": config.replicas,
+        "pod_management_policy": "Parallel",
+        "update_strategy": {"type": "RollingUpdate"},
+        "selector": {"match_labels": labels.selector()},
+        "persistent_volume_claim_retention_policy": {"when_deleted": "Retain",
+                                                      "when_scaled": "Delete"},
+        "template": {
+            "metadata": {
+                "labels": labels.all(),
+                "annotations": {SCRIPTS_HASH_ANNOTATION: _scripts_hash(script_files())},
+            },
+            "spec": _pod_spec(config, names, labels, token, bootstrap),
+        },
+        "volume_claim_templates": [{
+            # Selector labels only: any change here forces the StatefulSet to be replaced.
+            "metadata": {"name": "data", "labels": labels.selector()},
+            "spec": claim,
+        }],
+    }
+
+
+def _snapshot_job_spec(config: EtcdConfig, names: _Names) -> k8s.batch.v1.JobSpecArgsDict:
+    container: k8s.core.v1.ContainerArgsDict = {
+        "name": "snapshot",
+        "image": config.image,
+        "command": [BUSYBOX, "sh", f"{SCRIPTS_MOUNT}/{SNAPSHOT_SCRIPT}"],
+        "env": [
+            _kube.value_env("SNAPSHOT_ENDPOINT", names.service_url),
+            _kube.value_env("SNAPSHOT_DIR", SNAPSHOT_MOUNT),
+            _kube.value_env("SNAPSHOT_RETAIN", config.snapshot.retain),
+            _kube.value_env("SNAPSHOT_BUSYBOX", BUSYBOX),
+            *_etcdctl_tls_env(config),
+        ],
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                      "limits": {"memory": "256Mi"}},
+        "security_context": _kube.container_security_context(),
+        "volume_mounts": [
+            _mount("snapshots", SNAPSHOT_MOUNT),
+            _mount("scripts", SCRIPTS_MOUNT, read_only=True),
+            _mount("shell", SHELL_MOUNT, read_only=True),
+            *_tls_mounts(config, peer=False),
+        ],
+    }
+    return {
+        "backoff_limit": 2,
+        "active_deadline_seconds": 900,
+        "template": {
+            "metadata": {"labels": {"app.kubernetes.io/component": "etcd-snapshot"}},
+            "spec": {
+                "restart_policy": "OnFailure",
+                "automount_service_account_token": False,
+                "enable_service_links": False,
+                "security_context": _kube.pod_security_context(user=ETCD_USER,
+                                                                group=ETCD_USER),
+                "init_containers": [_shell_init_container(config.shell_image)],
+                "containers": [container],
+                "volumes": [
+                    {"name": "snapshots",
+                     "persistent_volume_claim": {"claim_name": names.snapshots}},
+                    _scripts_volume(names),
+                    _kube.empty_dir("shell", size_limit="16Mi"),
+                    *_tls_volumes(config, peer=False),
+                ],
+            },
+        },
+    }
+
+
+def membership_endpoints(config: EtcdConfig, names: _Names) -> list[str]:
+    if config.membership.access == "port-forward":
+        return [f"{names.scheme}://{e}" for e in config.membership.endpoints]
+    return [names.service_url]
+
+
+def members(names: _Names, replicas: int) -> list[dict[str, str]]:
+    return [{"name": names.pod(i), "peer_url": names.peer_url(names.pod(i))}
+            for i in range(replicas)]
+
+
+class EtcdCluster(pulumi.ComponentResource):
+    """``replicas`` etcd members; see the module docstring for the design."""
+
+    client_url: pulumi.Output[str]
+    member_client_urls: pulumi.Output[list[str]]
+    cluster_token: pulumi.Output[str]
+
+    def __init__(self, name: str, args: EtcdClusterArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mysql-cluster:index:EtcdCluster", name, None, opts)
+        config = args.config
+        namespace = args.namespace
+        names = _Names(config.name, namespace, config.tls.enabled)
+        labels = _kube.AppLabels(name="etcd", instance=config.name, component="lock-store",
+                                 version=config.version)
+        child = pulumi.ResourceOptions(parent=self)
+        files = script_files()
+
+        # Unique per stack and stable across runs: two clusters that can reach each other
+        # never mistake the other's members for their own.
+        suffix = random.RandomString(f"{name}-token", length=12, special=False, upper=False,
+                                     opts=child)
+        token = suffix.result.apply(lambda s: f"{config.name}-{s}")
+
+        scripts = k8s.core.v1.ConfigMap(
+            f"{name}-scripts", metadata=_kube.metadata(names.scripts, namespace, labels),
+            data=files, opts=child)
+        self._services(name, names, labels, child)
+
+        depends: list[pulumi.Resource] = [scripts]
+        bootstrap: pulumi.Input[str] = bootstrap_cluster(names, config.replicas)
+        if config.membership.enabled:
+            membership = EtcdMembership(
+                f"{name}-membership",
+                EtcdMembershipArgs(
+                    members=members(names, config.replicas),
+                    endpoints=membership_endpoints(config, names),
+                    timeout_seconds=config.membership.timeout_seconds,
+                    tls_ca_file=config.membership.ca_file,
+                    tls_cert_file=config.membership.cert_file,
+                    tls_key_file=config.membership.key_file),
+                opts=child)
+            bootstrap = membership.bootstrap_cluster
+            depends.append(membership)
+
+        k8s.apps.v1.StatefulSet(
+            f"{name}-statefulset",
+            metadata=_kube.metadata(config.name, namespace, labels),
+            spec=statefulset_spec(config, names, labels, token, bootstrap),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends))
+        _kube.pod_disruption_budget(
+            f"{name}-pdb", name=config.name, namespace=namespace, labels=labels,
+            max_unavailable=config.replicas - quorum(config.replicas), opts=child)
+        if config.snapshot.enabled:
+            self._snapshots(name, config, names, labels, scripts)
+
+        self.client_url = pulumi.Output.from_input(names.service_url)
+        self.member_client_urls = pulumi.Output.from_input(
+            [names.client_url(names.pod(i)) for i in range(config.replicas)])
+        self.cluster_token = token
+        self.register_outputs({
+            "client_url": self.client_url,
+            "member_client_urls": self.member_client_urls,
+            "cluster_token": self.cluster_token,
+        })
+
+    def _services(self, name: str, names: _Names, labels: _kube.AppLabels,
+                  child: pulumi.ResourceOptions) -> None:
+        client_port: k8s.core.v1.ServicePortArgsDict = {
+            "name": "client", "port": CLIENT_PORT, "target_port": "client", "protocol": "TCP"}
+        k8s.core.v1.Service(
+            f"{name}-peer",
+            metadata=_kube.metadata(names.peer_service, names.namespace, labels),
+            spec={
+                "cluster_ip": "None",
+                "publish_not_ready_addresses": True,
+                "selector": labels.selector(),
+                "ports": [client_port, {"name": "peer", "port": PEER_PORT,
+                                        "target_port": "peer", "protocol": "TCP"}],
+            },
+            opts=child)
+        k8s.core.v1.Service(
+            f"{name}-client",
+            metadata=_kube.metadata(names.client_service, names.namespace, labels),
+            spec={"type": "ClusterIP", "selector": labels.selector(), "ports": [client_port]},
+            opts=child)
+
+    def _snapshots(self, name: str, config: EtcdConfig, names: _Names,
+                   labels: _kube.AppLabels, scripts: k8s.core.v1.ConfigMap) -> None:
+        claim: k8s.core.v1.PersistentVolumeClaimSpecArgsDict = {
+            "access_modes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": config.snapshot.storage}},
+        }
+        if config.storage_class:
+            claim["storage_class_name"] = config.storage_class
+        volume = k8s.core.v1.PersistentVolumeClaim(
+            f"{name}-snapshots",
+            # WaitForFirstConsumer classes bind only when the first job runs: do not wait.
+            metadata=_kube.metadata(names.snapshots, names.namespace, labels,
+                                    annotations={"pulumi.com/skipAwait": "true"}),
+            spec=claim,
+            # Snapshots are the way back from a lost cluster: never delete them with it.
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True))
+        k8s.batch.v1.CronJob(
+            f"{name}-snapshot",
+            metadata=_kube.metadata(f"{config.name}-snapshot", names.namespace, labels),
+            spec={
+                "schedule": config.snapshot.schedule,
+                "concurrency_policy": "Forbid",
+                "starting_deadline_seconds": 600,
+                "successful_jobs_history_limit": 3,
+                "failed_jobs_history_limit": 3,
+                "job_template": {"spec": _snapshot_job_spec(config, names)},
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[volume, scripts]))
+
+
+__all__ = ["EtcdCluster", "EtcdClusterArgs"]

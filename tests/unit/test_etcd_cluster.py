@@ -1,0 +1,390 @@
+"""EtcdCluster under Pulumi mocks: every resource and the properties that make it safe.
+
+:func:`render` builds the component under mocks and returns every registered resource
+with its inputs in Kubernetes spelling; the integration tests take the StatefulSet's
+exact command line and environment from it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pulumi
+import pytest
+
+from components import config as stack_config
+from components.etcd.cluster import (
+    BUSYBOX,
+    SCRIPTS_DIR,
+    EtcdCluster,
+    EtcdClusterArgs,
+    backend_quota_bytes,
+)
+from components.etcd.membership import (
+    EtcdMembershipProvider,
+    MembershipError,
+    _add,
+    _Gateway,
+    _Member,
+    _remove,
+)
+from tests.support.procs import require_binary
+
+NAMESPACE = "db"
+TOKEN_SUFFIX = "abcdefghijkl"
+DYNAMIC = "pulumi-python:dynamic:Resource"
+
+
+@dataclass
+class Rendered:
+    resources: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+    def of_type(self, typ: str) -> list[dict[str, Any]]:
+        return [inputs for t, _, inputs in self.resources if t == typ]
+
+    def one(self, typ: str) -> dict[str, Any]:
+        found = self.of_type(typ)
+        assert len(found) == 1, f"expected one {typ}, found {len(found)}"
+        return found[0]
+
+    @property
+    def statefulset(self) -> dict[str, Any]:
+        return self.one("kubernetes:apps/v1:StatefulSet")
+
+    @property
+    def etcd_container(self) -> dict[str, Any]:
+        containers = self.statefulset["spec"]["template"]["spec"]["containers"]
+        return next(c for c in containers if c["name"] == "etcd")
+
+    def env(self, container: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        container = container or self.etcd_container
+        return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+class _Mocks(pulumi.runtime.Mocks):
+    def __init__(self, rendered: Rendered) -> None:
+        self.rendered = rendered
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        inputs = dict(args.inputs)
+        outputs = dict(inputs)
+        if args.typ.startswith("kubernetes:"):
+            # Mocks do not emulate Kubernetes auto-naming.
+            outputs.setdefault("metadata", {}).setdefault("name", args.name)
+        if args.typ == "random:index/randomString:RandomString":
+            outputs["result"] = TOKEN_SUFFIX
+        if args.typ == DYNAMIC:
+            # What Create returns (it makes no call to etcd).
+            outputs = EtcdMembershipProvider().create(inputs).outs or {}
+        self.rendered.resources.append((args.typ, args.name, inputs))
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[Any]]:
+        return {}, []
+
+
+def etcd_config(**etcd: Any) -> stack_config.EtcdConfig:
+    raw = {"mysql-cluster:namespace": NAMESPACE, "mysql-cluster:etcd": etcd}
+    return stack_config.parse(raw, stack="dev").etcd
+
+
+def render(**etcd: Any) -> Rendered:
+    """Build an EtcdCluster from ``etcd`` stack config under mocks; return what it registered."""
+    rendered = Rendered()
+    pulumi.runtime.set_mocks(_Mocks(rendered), project="mysql-cluster", stack="dev",
+                             preview=False)
+    config = etcd_config(**etcd)
+
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]
+    def build() -> pulumi.Output[Any]:
+        cluster = EtcdCluster("locks", EtcdClusterArgs(namespace=NAMESPACE, config=config))
+        return pulumi.Output.all(cluster.client_url, cluster.cluster_token)
+
+    build()
+    return rendered
+
+
+def test_statefulset_runs_parallel_members_on_pvcs_from_the_pinned_image() -> None:
+    rendered = render(replicas=3)
+    sts = rendered.statefulset
+    spec = sts["spec"]
+    assert sts["metadata"]["name"] == "etcd"
+    assert spec["replicas"] == 3
+    assert spec["podManagementPolicy"] == "Parallel"
+    assert spec["serviceName"] == "etcd-peer"
+    assert spec["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain",
+                                                             "whenScaled": "Delete"}
+    claim = spec["volumeClaimTemplates"][0]
+    assert claim["metadata"]["name"] == "data"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    pod = spec["template"]["spec"]
+    assert pod["enableServiceLinks"] is False
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    container = rendered.etcd_container
+    assert container["image"] == "gcr.io/etcd-development/etcd:v3.5.17"
+    assert container["command"] == [BUSYBOX, "sh", "/scripts/etcd-member.sh"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts == {"data": "/var/lib/etcd", "scripts": "/scripts", "shell": "/shell"}
+    (init,) = pod["initContainers"]
+    assert init["image"] == "busybox:1.36.1-uclibc"
+    assert init["command"] == ["/bin/busybox", "cp", "/bin/busybox", BUSYBOX]
+
+
+def test_member_name_and_urls_derive_from_the_pod_name_and_headless_dns() -> None:
+    rendered = render(replicas=3)
+    args = rendered.etcd_container["args"]
+    host = "$(POD_NAME).etcd-peer.db.svc"
+    assert "--name=$(POD_NAME)" in args
+    assert f"--initial-advertise-peer-urls=http://{host}:2380" in args
+    assert f"--advertise-client-urls=http://{host}:2379" in args
+    assert "--listen-peer-urls=http://0.0.0.0:2380" in args
+    assert "--listen-client-urls=http://0.0.0.0:2379" in args
+    assert "--data-dir=/var/lib/etcd/data" in args
+    assert f"--initial-cluster-token=etcd-{TOKEN_SUFFIX}" in args
+    # The start-up script decides new/existing; the template never hard-codes it.
+    assert not any(a.startswith("--initial-cluster-state") for a in args)
+    assert f"--quota-backend-bytes={backend_quota_bytes('2Gi')}" in args
+    env = rendered.env()
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["MEMBER_NAME"] == "$(POD_NAME)"
+    assert env["MEMBER_PEER_URL"] == f"http://{host}:2380"
+
+
+def test_initial_cluster_is_computed_from_replicas_and_recorded_by_membership() -> None:
+    env = render(replicas=5).env()
+    expected = ",".join(f"etcd-{i}=http://etcd-{i}.etcd-peer.db.svc:2380" for i in range(5))
+    assert env["MEMBER_BOOTSTRAP_CLUSTER"] == expected
+    assert env["MEMBER_CLUSTER_ENDPOINTS"] == ",".join(
+        f"http://etcd-{i}.etcd-peer.db.svc:2379" for i in range(5))
+
+
+def test_cluster_token_comes_from_a_random_resource_per_stack() -> None:
+    rendered = render()
+    (token,) = rendered.of_type("random:index/randomString:RandomString")
+    assert token["length"] == 12
+    assert token["special"] is False
+
+
+def test_services_peer_headless_publishes_not_ready_and_client_selects_members() -> None:
+    rendered = render()
+    services = {s["metadata"]["name"]: s["spec"]
+                for s in rendered.of_type("kubernetes:core/v1:Service")}
+    peer, client = services["etcd-peer"], services["etcd-client"]
+    assert peer["clusterIP"] == "None"
+    assert peer["publishNotReadyAddresses"] is True
+    assert {p["port"] for p in peer["ports"]} == {2379, 2380}
+    assert client["type"] == "ClusterIP"
+    assert [p["port"] for p in client["ports"]] == [2379]
+    selector = rendered.statefulset["spec"]["selector"]["matchLabels"]
+    assert peer["selector"] == selector == client["selector"]
+
+
+@pytest.mark.parametrize(("replicas", "max_unavailable"), [(1, 0), (3, 1), (4, 1), (5, 2),
+                                                           (7, 3)])
+def test_pdb_never_allows_losing_quorum(replicas: int, max_unavailable: int) -> None:
+    pdb = render(replicas=replicas).one("kubernetes:policy/v1:PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == max_unavailable
+    # The remaining members always form a quorum of the full cluster.
+    assert replicas - max_unavailable >= replicas // 2 + 1
+
+
+def test_probes_use_the_plain_http_metrics_listener() -> None:
+    container = render().etcd_container
+    assert "--listen-metrics-urls=http://0.0.0.0:2381" in container["args"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health?serializable=true",
+                                                     "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": "metrics"}
+    assert container["startupProbe"]["failureThreshold"] * \
+        container["startupProbe"]["periodSeconds"] >= 300
+
+
+def test_required_spread_means_hard_anti_affinity() -> None:
+    pod = render(spread="required").statefulset["spec"]["template"]["spec"]
+    term = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term[0]["topologyKey"] == "kubernetes.io/hostname"
+    preferred = render(spread="preferred").statefulset["spec"]["template"]["spec"]
+    assert "affinity" not in preferred
+    assert preferred["topologySpreadConstraints"]
+
+
+def test_tls_uses_cert_manager_secrets_for_peers_and_clients() -> None:
+    rendered = render(tls={"enabled": True, "peerSecret": "etcd-peer-tls",
+                           "clientSecret": "etcd-client-tls"})
+    container = rendered.etcd_container
+    args = container["args"]
+    assert "--client-cert-auth=true" in args
+    assert "--peer-client-cert-auth=true" in args
+    assert "--peer-trusted-ca-file=/etc/etcd/tls/peer/ca.crt" in args
+    assert "--listen-client-urls=https://0.0.0.0:2379" in args
+    env = rendered.env()
+    assert env["MEMBER_PEER_URL"].startswith("https://")
+    assert env["ETCDCTL_CERT"] == "/etc/etcd/tls/client/tls.crt"
+    volumes = {v["name"]: v for v in rendered.statefulset["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["peer-tls"]["secret"]["secretName"] == "etcd-peer-tls"
+    assert volumes["client-tls"]["secret"]["secretName"] == "etcd-client-tls"
+    membership = rendered.one(DYNAMIC)
+    assert membership["endpoints"] == ["https://etcd-client.db.svc:2379"]
+
+
+def test_snapshot_cronjob_saves_to_a_volume_with_retention() -> None:
+    rendered = render(snapshot={"schedule": "*/30 * * * *", "retain": 5, "storage": "3Gi"})
+    cron = rendered.one("kubernetes:batch/v1:CronJob")
+    assert cron["spec"]["schedule"] == "*/30 * * * *"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == [BUSYBOX, "sh", "/scripts/etcd-snapshot.sh"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["SNAPSHOT_RETAIN"] == "5"
+    assert env["SNAPSHOT_ENDPOINT"] == "http://etcd-client.db.svc:2379"
+    claim = rendered.one("kubernetes:core/v1:PersistentVolumeClaim")
+    assert claim["spec"]["resources"]["requests"]["storage"] == "3Gi"
+    assert {v["name"]: v.get("persistentVolumeClaim") for v in pod["volumes"]}["snapshots"] == {
+        "claimName": "etcd-snapshots"}
+    assert not render(snapshot={"enabled": False}).of_type("kubernetes:batch/v1:CronJob")
+
+
+def test_scripts_ship_in_a_config_map_and_roll_the_pods_when_changed() -> None:
+    rendered = render()
+    config_map = rendered.one("kubernetes:core/v1:ConfigMap")
+    assert set(config_map["data"]) == {"etcd-member.sh", "etcd-snapshot.sh"}
+    assert config_map["data"]["etcd-member.sh"] == (SCRIPTS_DIR / "etcd-member.sh").read_text()
+    annotations = rendered.statefulset["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["mysql-cluster.io/scripts-hash"]
+
+
+def test_membership_resource_gets_every_ordinal_and_the_client_service() -> None:
+    membership = render(replicas=3).one(DYNAMIC)
+    assert membership["members"] == [
+        {"name": f"etcd-{i}", "peer_url": f"http://etcd-{i}.etcd-peer.db.svc:2380"}
+        for i in range(3)]
+    assert membership["endpoints"] == ["http://etcd-client.db.svc:2379"]
+    forwarded = render(membership={"access": "port-forward",
+                                   "endpoints": ["127.0.0.1:12379"]}).one(DYNAMIC)
+    assert forwarded["endpoints"] == ["http://127.0.0.1:12379"]
+    disabled = render(membership={"enabled": False})
+    assert not disabled.of_type(DYNAMIC)
+    assert disabled.env()["MEMBER_BOOTSTRAP_CLUSTER"].count("=http://") == 3
+
+
+def test_every_manifest_is_valid_kubernetes() -> None:
+    rendered = render(tls={"enabled": True, "peerSecret": "p", "clientSecret": "c"},
+                      spread="required")
+    kinds = []
+    for typ, _, inputs in rendered.resources:
+        if typ.startswith("kubernetes:"):
+            kubernetes_validate.validate(inputs, "1.30", strict=True)
+            kinds.append(inputs["kind"])
+    assert sorted(kinds) == ["ConfigMap", "CronJob", "PersistentVolumeClaim",
+                             "PodDisruptionBudget", "Service", "Service", "StatefulSet"]
+
+
+def test_config_rejects_bad_etcd_settings_with_clear_messages() -> None:
+    with pytest.raises(stack_config.ConfigError) as error:
+        etcd_config(replicas=11, images={"etcd": "gcr.io/etcd-development/etcd:latest"},
+                    membership={"keyFile": "/k"}, name="Bad_Name")
+    text = str(error.value)
+    assert "mysql-cluster:etcd.replicas: got 11" in text
+    assert "mysql-cluster:etcd.images.etcd" in text
+    assert "needs membership.certFile" in text
+    assert "mysql-cluster:etcd.name" in text
+
+
+def test_scripts_are_shellcheck_clean() -> None:
+    require_binary("shellcheck")
+    scripts = sorted(str(p) for p in Path(SCRIPTS_DIR).glob("*.sh"))
+    result = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stdout
+
+
+# --- EtcdMembershipProvider decisions that need no etcd ---------------------------------
+
+def _members(count: int) -> list[dict[str, str]]:
+    return [{"name": f"etcd-{i}", "peer_url": f"http://etcd-{i}.p:2380"} for i in range(count)]
+
+
+def test_check_refuses_adding_more_than_one_member_at_once() -> None:
+    provider = EtcdMembershipProvider()
+    news = {"members": _members(5), "endpoints": ["http://c:2379"], "timeout_seconds": 30.0}
+    result = provider.check({"members": _members(3)}, news)
+    assert [f.property for f in result.failures] == ["members"]
+    assert "from 3 to 5" in result.failures[0].reason
+    assert "set replicas to 4" in result.failures[0].reason
+    # One step up, any step down, and floats from the engine are fine.
+    assert not provider.check({"members": _members(3)}, {**news, "members": _members(4)}).failures
+    down = provider.check({"members": _members(5)}, {**news, "members": _members(3)})
+    assert not down.failures
+    assert down.inputs["timeout_seconds"] == 30
+
+
+def test_check_refuses_moving_a_member_and_bad_input() -> None:
+    provider = EtcdMembershipProvider()
+    moved = [{**m, "peer_url": m["peer_url"].replace(".p:", ".q:")} for m in _members(3)]
+    result = provider.check({"members": _members(3)},
+                            {"members": moved, "endpoints": ["http://c:2379"]})
+    assert "cannot move" in result.failures[0].reason
+    bad = provider.check({}, {"members": [{"name": "x"}], "endpoints": ["ftp://c"],
+                              "timeout_seconds": -1})
+    assert {f.property for f in bad.failures} == {"members", "endpoints", "timeout_seconds"}
+
+
+class _FakeGateway(_Gateway):
+    def __init__(self, members: list[_Member]) -> None:
+        super().__init__(["http://unused:2379"], timeout=1, tls={})
+        self.listed = members
+        self.calls: list[tuple[str, str]] = []
+
+    def members(self) -> list[_Member]:
+        return list(self.listed)
+
+    def remove(self, member_id: str) -> None:
+        self.calls.append(("remove", member_id))
+        self.listed = [m for m in self.listed if m.id != member_id]
+
+    def add_learner(self, peer_url: str) -> None:
+        self.calls.append(("add", peer_url))
+
+    def promote(self, member_id: str) -> None:
+        raise MembershipError("etcdserver: can only promote a learner member which is in sync")
+
+
+def _member(i: int, *, started: bool = True, learner: bool = False) -> _Member:
+    return _Member(str(100 + i), f"etcd-{i}" if started else "", (f"http://etcd-{i}.p:2380",),
+                   learner)
+
+
+def test_remove_refuses_when_the_rest_could_not_form_a_quorum() -> None:
+    # Five voters of which two never started: removing a started one leaves 4 voters
+    # (quorum 3) with only 2 started.
+    gateway = _FakeGateway([_member(0), _member(1), _member(2), _member(3, started=False),
+                            _member(4, started=False)])
+    with pytest.raises(MembershipError, match="need 3 for quorum, but only 2"):
+        _remove(gateway, {"name": "etcd-2", "peer_url": "http://etcd-2.p:2380"}, 0.0)
+    assert gateway.calls == []
+    healthy = _FakeGateway([_member(i) for i in range(5)])
+    _remove(healthy, {"name": "etcd-4", "peer_url": "http://etcd-4.p:2380"}, 0.0)
+    assert healthy.calls == [("remove", "104")]
+    # Idempotent: a member already gone is not an error.
+    _remove(healthy, {"name": "etcd-4", "peer_url": "http://etcd-4.p:2380"}, 0.0)
+    assert healthy.calls == [("remove", "104")]
+
+
+def test_add_waits_for_the_previous_learner_and_never_adds_twice() -> None:
+    pending = _FakeGateway([_member(0), _member(1), _member(2), _member(3, learner=True)])
+    with pytest.raises(MembershipError, match="one learner at a time"):
+        _add(pending, {"name": "etcd-4", "peer_url": "http://etcd-4.p:2380"}, 0.0)
+    ready = _FakeGateway([_member(0), _member(1), _member(2)])
+    _add(ready, {"name": "etcd-3", "peer_url": "http://etcd-3.p:2380"}, 0.0)
+    assert ready.calls == [("add", "http://etcd-3.p:2380")]
+    already = _FakeGateway([_member(0), _member(1), _member(2), _member(3, started=False,
+                                                                        learner=True)])
+    _add(already, {"name": "etcd-3", "peer_url": "http://etcd-3.p:2380"}, 0.0)
+    assert already.calls == []
