@@ -49,6 +49,17 @@ _PINNED_TEXT = ("must be an image pinned to an exact tag or digest, such as mari
 # StatefulSet's controller-revision-hash label "<name>-<10 chars>" are limited to 63.
 _CLUSTER_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 KUBECTL_DEFAULT_IMAGE = "registry.k8s.io/kubectl:v1.32.4"
+# Server options the cluster itself manages: replication, durability and networking break
+# if a stack overrides them, so extraServerConfig may not (compared with "-" as "_").
+_MANAGED_SERVER_OPTIONS = frozenset({
+    "server_id", "read_only", "super_read_only", "log_bin", "log_bin_index", "gtid_mode",
+    "enforce_gtid_consistency", "gtid_strict_mode", "log_slave_updates", "log_replica_updates",
+    "relay_log", "relay_log_index", "relay_log_recovery", "binlog_format", "sync_binlog",
+    "innodb_flush_log_at_trx_commit", "port", "datadir", "socket", "bind_address",
+    "skip_networking", "binlog_expire_logs_seconds", "expire_logs_days", "skip_log_bin",
+    "disable_log_bin",
+})
+_SERVER_OPTION = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 # Five-field cron, or a @-macro; Kubernetes CronJob accepts both.
 _CRON = re.compile(r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$")
@@ -189,6 +200,8 @@ class LocksConfig:
     force_delete: bool
     # ServiceAccounts ("namespace/name") bound to the lock-user ClusterRole.
     users: tuple[str, ...]
+    # How long `pulumi up` waits for the CRD's Established condition before failing.
+    establish_timeout_seconds: int = 60
 
 
 @dataclass(frozen=True)
@@ -231,6 +244,23 @@ def _endpoints(reader: Reader, name: str) -> tuple[Endpoint, ...]:
         if not 1 <= endpoint.port <= 65535:
             reader.errors.add(reader.key(name), str(endpoint), "ports must be between 1 and 65535")
     return endpoints
+
+
+def _server_options(reader: Reader, name: str) -> tuple[tuple[str, str], ...]:
+    options = reader.string_map(name)
+    for key, value in options:
+        if not _SERVER_OPTION.match(key):
+            reader.errors.add(f"{reader.key(name)}.{key}", value,
+                              "option names are lowercase server variables such as "
+                              "max_connections (quote numbers: \"500\")")
+        elif key.replace("-", "_") in _MANAGED_SERVER_OPTIONS:
+            reader.errors.add(f"{reader.key(name)}.{key}", value,
+                              "is managed by the cluster (replication, durability or "
+                              "networking) and cannot be overridden")
+        elif not value.strip() or "\n" in value:
+            reader.errors.add(f"{reader.key(name)}.{key}", value,
+                              "must be a non-empty single-line value")
+    return options
 
 
 def _mysql(reader: Reader) -> MySQLConfig:
@@ -289,7 +319,7 @@ def _mysql(reader: Reader) -> MySQLConfig:
         pvc_retention_when_deleted=when_deleted,
         pvc_retention_when_scaled=when_scaled,
         binlog_expire_seconds=reader.integer("binlogExpireSeconds", 7 * 86400, minimum=3600),
-        extra_server_config=reader.string_map("extraServerConfig"),
+        extra_server_config=_server_options(reader, "extraServerConfig"),
         node_selector=reader.string_map("nodeSelector"),
         client_namespaces=reader.string_list(
             "clientNamespaces", pattern=DNS_LABEL,
@@ -381,6 +411,8 @@ def _locks(reader: Reader) -> LocksConfig:
         force_delete=reader.boolean("forceDelete", False),
         users=reader.string_list("users", pattern=_USER,
                                  allowed_text="must be a list of 'namespace/serviceaccount'"),
+        establish_timeout_seconds=reader.integer("establishTimeoutSeconds", 60, minimum=5,
+                                                 maximum=3600),
     )
     reader.finish()
     return config

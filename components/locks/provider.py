@@ -178,7 +178,8 @@ class LockCRD(Resource):
             "owner": args.owner,
             "forceDelete": args.force_delete,
             "establishTimeoutSeconds": args.establish_timeout_seconds,
-            "kubeconfig": pulumi.Output.secret(args.kubeconfig) if args.kubeconfig else None,
+            "kubeconfig": (pulumi.Output.secret(args.kubeconfig)
+                           if args.kubeconfig is not None else None),
             "context": args.context,
             "established": None,
             "storedVersions": None,
