@@ -1,0 +1,713 @@
+"""ReplicationInit: a dynamic resource that makes live replication match the stack.
+
+Why a dynamic provider and not a Job or an init script: the pod scripts configure
+replication once, from a clone, and cannot see the stack. Rotating the replication
+password, repointing a replica that drifted, or noticing that one stopped are stack-level
+decisions that should happen, and be previewed, on every ``pulumi up``. A provider that
+talks to the servers over pymysql from where ``pulumi up`` runs does exactly that, and
+its Read/Diff make ``pulumi refresh`` and ``pulumi preview`` show the live state.
+
+How ``pulumi up`` reaches the servers (``primary`` and ``replicas`` endpoints):
+
+- from a laptop: ``kubectl port-forward pod/<name>-<ordinal> <local>:3306`` per pod and
+  endpoints ``127.0.0.1:<local>``;
+- from an in-cluster GitOps runner: the pods' DNS names
+  (``<name>-<ordinal>.<headless>.<namespace>.svc``), port 3306.
+
+Either way replicas reach the primary through ``source_host`` (its pod DNS), which is
+the same for both, so switching between laptop and runner changes no server.
+
+Design rules this module keeps:
+
+- Nothing unpicklable is captured: the provider is stateless, lives in an importable
+  module (dill pickles it by reference, the provider process imports current code),
+  and every method opens and closes its own connections.
+- Numbers arrive from the engine as floats (``3306.0``); :func:`_whole` accepts only
+  integral numbers and every method parses its properties through :func:`_parse`.
+- Passwords are outputs only because Diff and Delete need them; they are secret via
+  ``additional_secret_outputs`` and never appear in an error (statements show ``***``).
+- Converge changes only what is wrong. It never resets anything on the primary and
+  writes nothing there but the replication account. On replicas it stops, repoints and
+  starts replication; it never skips transactions or touches data.
+- ``read_only`` on replicas comes from the replica's server config; the admin account
+  deliberately lacks READ ONLY ADMIN/SUPER, so the provider verifies and reports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi.dynamic
+import pymysql
+import pymysql.cursors
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    UpdateResult,
+)
+
+from components.config import Endpoint
+from components.mysql._replication_sql import (
+    DIALECTS,
+    Desired,
+    Dialect,
+    ReplicaStatus,
+    Statement,
+    replica_drift,
+    replica_repair,
+)
+from components.mysql.flavor import FLAVORS, Flavor
+
+# The engine's placeholder for a value not known yet (preview before a secret exists).
+_UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+_SECRET_OUTPUTS = ("admin_password", "replication_password")
+_INPUT_KEYS = ("flavor", "primary", "replicas", "source_host", "source_port", "admin_user",
+               "admin_password", "replication_user", "replication_password",
+               "max_lag_seconds", "timeout_seconds", "lock_endpoints")
+_OUTPUT_KEYS = ("replica_status", "primary_gtid_position", "in_sync")
+_HOST = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$")
+_USER = re.compile(r"^[A-Za-z0-9_][-A-Za-z0-9_.]*$")
+_URL = re.compile(r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:\d{1,5})?/?$")
+_CONNECT_TIMEOUT = 10
+# A blocking GTID wait is cut into slices so a replica whose threads stop while we wait
+# is reported at once with its error, not after the whole timeout.
+_WAIT_SLICE_SECONDS = 2
+
+
+@dataclass(frozen=True)
+class ReplicationInitArgs:
+    flavor: str                        # "mysql" | "mariadb"
+    primary: Endpoint                  # reachable from where `pulumi up` runs
+    replicas: tuple[Endpoint, ...]     # same, ordinals 1..n-1 in order
+    source_host: str                   # how replicas reach the primary (pod DNS of ordinal 0)
+    source_port: int
+    admin_user: str
+    admin_password: pulumi.Input[str]  # a secret Output
+    replication_user: str
+    replication_password: pulumi.Input[str]  # a secret Output
+    max_lag_seconds: int
+    timeout_seconds: int
+    lock_endpoints: tuple[str, ...] = ()     # etcd client URLs for the per-cluster lock, if any
+
+
+class ReplicationError(RuntimeError):
+    """Converge, read or delete failed; the message names the server, statement and error."""
+
+
+@dataclass(frozen=True)
+class _Spec:
+    flavor: Flavor
+    primary: Endpoint
+    replicas: tuple[Endpoint, ...]
+    source_host: str
+    source_port: int
+    admin_user: str
+    admin_password: str = field(repr=False)
+    replication_user: str
+    replication_password: str = field(repr=False)
+    max_lag_seconds: int
+    timeout_seconds: int
+    lock_endpoints: tuple[str, ...]
+
+    @property
+    def dialect(self) -> Dialect:
+        return DIALECTS[self.flavor]
+
+    @property
+    def desired(self) -> Desired:
+        return Desired(self.source_host, self.source_port, self.replication_user,
+                       self.max_lag_seconds)
+
+    @property
+    def primary_label(self) -> str:
+        return f"primary {self.primary}"
+
+    def replica_label(self, index: int) -> str:
+        return f"replica {index + 1} ({self.replicas[index]})"
+
+    @property
+    def lock_name(self) -> str:
+        # The source address is the cluster's identity as every runner sees it: a laptop
+        # and a GitOps runner use different endpoints but the same pod DNS name.
+        return f"mysql-cluster/{self.source_host}:{self.source_port}/replication"
+
+    def to_props(self) -> dict[str, Any]:
+        return {
+            "flavor": self.flavor,
+            "primary": _endpoint_props(self.primary),
+            "replicas": [_endpoint_props(r) for r in self.replicas],
+            "source_host": self.source_host,
+            "source_port": self.source_port,
+            "admin_user": self.admin_user,
+            "admin_password": self.admin_password,
+            "replication_user": self.replication_user,
+            "replication_password": self.replication_password,
+            "max_lag_seconds": self.max_lag_seconds,
+            "timeout_seconds": self.timeout_seconds,
+            "lock_endpoints": list(self.lock_endpoints),
+        }
+
+
+def _endpoint_props(endpoint: Endpoint) -> dict[str, Any]:
+    return {"host": endpoint.host, "port": endpoint.port}
+
+
+# --- input validation ----------------------------------------------------------------
+
+
+def _whole(value: object) -> int | None:
+    """An integral number as int (the engine sends 3306 as 3306.0); None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+class _Checker:
+    """Collects CheckFailures; unknown values (preview) are accepted and left unchecked."""
+
+    def __init__(self, props: Mapping[str, Any]) -> None:
+        self.props = props
+        self.failures: list[CheckFailure] = []
+        self.unknown = False
+
+    def fail(self, name: str, reason: str) -> None:
+        self.failures.append(CheckFailure(name, reason))
+
+    def _present(self, name: str, value: object) -> bool:
+        if value == _UNKNOWN:
+            self.unknown = True
+            return False
+        if value is None:
+            self.fail(name, "is required")
+            return False
+        return True
+
+    def string(self, name: str, value: object, *, pattern: re.Pattern[str] | None = None,
+               max_length: int = 255, what: str = "a non-empty string") -> str:
+        if not self._present(name, value):
+            return ""
+        if (not isinstance(value, str) or not value or len(value) > max_length
+                or (pattern is not None and not pattern.match(value))):
+            self.fail(name, f"must be {what} of at most {max_length} characters; "
+                            f"got {value!r}")
+            return ""
+        return value
+
+    def secret(self, name: str, value: object, *, max_length: int) -> str:
+        if not self._present(name, value):
+            return ""
+        # The value itself is never echoed: it is a password.
+        if not isinstance(value, str) or not value:
+            self.fail(name, "must be a non-empty string (passwords are never empty)")
+            return ""
+        if len(value) > max_length:
+            self.fail(name, f"is {len(value)} characters; the server accepts at most "
+                            f"{max_length} for this flavor")
+            return ""
+        if "\0" in value:
+            self.fail(name, "must not contain NUL characters")
+            return ""
+        return value
+
+    def integer(self, name: str, value: object, *, minimum: int, maximum: int) -> int:
+        if not self._present(name, value):
+            return 0
+        number = _whole(value)
+        if number is None or not minimum <= number <= maximum:
+            self.fail(name, f"must be a whole number between {minimum} and {maximum}; "
+                            f"got {value!r}")
+            return 0
+        return number
+
+    def endpoint(self, name: str, value: object) -> Endpoint | None:
+        if not self._present(name, value):
+            return None
+        if not isinstance(value, Mapping):
+            self.fail(name, f"must be an object with host and port; got {value!r}")
+            return None
+        extra = sorted(set(value) - {"host", "port"})
+        if extra:
+            self.fail(name, f"has unknown keys {extra}; only host and port are allowed")
+        host = self.string(f"{name}.host", value.get("host"), pattern=_HOST,
+                           what="a DNS name or IPv4 address")
+        port = self.integer(f"{name}.port", value.get("port"), minimum=1, maximum=65535)
+        return Endpoint(host, port) if host and port else None
+
+    def flavor(self, name: str, value: object) -> Flavor | None:
+        if not self._present(name, value):
+            return None
+        for flavor in FLAVORS:
+            if value == flavor:
+                return flavor
+        self.fail(name, f"must be one of {sorted(FLAVORS)}; got {value!r}")
+        return None
+
+    def _list(self, name: str, value: object, what: str) -> Sequence[object]:
+        if not self._present(name, value):
+            return ()
+        if not isinstance(value, Sequence) or isinstance(value, str):
+            self.fail(name, f"must be a list of {what}; got {value!r}")
+            return ()
+        return value
+
+    def replicas(self, name: str, value: object, primary: Endpoint | None) -> list[Endpoint]:
+        replicas: list[Endpoint] = []
+        for index, item in enumerate(self._list(name, value, "endpoints")):
+            endpoint = self.endpoint(f"{name}[{index}]", item)
+            if endpoint is None:
+                continue
+            if endpoint == primary:
+                self.fail(f"{name}[{index}]", f"{endpoint} is the primary's endpoint")
+            elif endpoint in replicas:
+                self.fail(f"{name}[{index}]", f"{endpoint} is listed twice")
+            replicas.append(endpoint)
+        return replicas
+
+    def urls(self, name: str, value: object) -> list[str]:
+        return [self.string(f"{name}[{index}]", url, pattern=_URL,
+                            what="an etcd client URL such as http://etcd-0.etcd:2379")
+                for index, url in enumerate(self._list(name, value, "URLs"))]
+
+
+def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, list[CheckFailure]]:
+    """Validate a property bag; the spec is None when anything is wrong or unknown.
+
+    ``strict`` (Check) also rejects unknown keys; state written by this provider carries
+    outputs beside the inputs, so the other methods read leniently.
+    """
+    check = _Checker(props)
+    flavor = check.flavor("flavor", props.get("flavor"))
+    limits = DIALECTS[flavor or "mysql"].limits  # the stricter limits until flavor is known
+    primary = check.endpoint("primary", props.get("primary"))
+    replicas = check.replicas("replicas", props.get("replicas"), primary)
+    source_host = check.string("source_host", props.get("source_host"), pattern=_HOST,
+                               max_length=limits.host, what="a DNS name or IPv4 address")
+    source_port = check.integer("source_port", props.get("source_port"),
+                                minimum=1, maximum=65535)
+    admin_user = check.string("admin_user", props.get("admin_user"), pattern=_USER,
+                              max_length=limits.user, what="an account name")
+    replication_user = check.string("replication_user", props.get("replication_user"),
+                                    pattern=_USER, max_length=limits.user, what="an account name")
+    if admin_user and admin_user == replication_user:
+        check.fail("replication_user", "must differ from admin_user: the replication account "
+                                       "gets exactly REPLICATION SLAVE and nothing else")
+    admin_password = check.secret("admin_password", props.get("admin_password"),
+                                  max_length=1024)
+    replication_password = check.secret("replication_password",
+                                        props.get("replication_password"),
+                                        max_length=limits.password)
+    max_lag = check.integer("max_lag_seconds", props.get("max_lag_seconds"),
+                            minimum=1, maximum=86400)
+    timeout = check.integer("timeout_seconds", props.get("timeout_seconds"),
+                            minimum=1, maximum=86400)
+    lock_endpoints = check.urls("lock_endpoints", props.get("lock_endpoints", []))
+    if strict:
+        for key in sorted(set(props) - set(_INPUT_KEYS) - set(_OUTPUT_KEYS) - {"__provider"}):
+            check.fail(key, f"is not a ReplicationInit property; known: {', '.join(_INPUT_KEYS)}")
+    if check.failures or check.unknown or flavor is None or primary is None:
+        return None, check.failures
+    return _Spec(flavor, primary, tuple(replicas), source_host, source_port, admin_user,
+                 admin_password, replication_user, replication_password, max_lag, timeout,
+                 tuple(lock_endpoints)), []
+
+
+def _spec(props: Mapping[str, Any]) -> _Spec:
+    spec, failures = _parse(props, strict=False)
+    if spec is None:
+        reasons = "; ".join(f"{f.property} {f.reason}" for f in failures) or "unknown values"
+        raise ReplicationError(f"invalid ReplicationInit properties: {reasons}")
+    return spec
+
+
+def _has_unknowns(value: object) -> bool:
+    if value == _UNKNOWN:
+        return True
+    if isinstance(value, Mapping):
+        return any(_has_unknowns(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_unknowns(v) for v in value)
+    return False
+
+
+# --- talking to servers ----------------------------------------------------------------
+
+
+def _server_message(error: pymysql.MySQLError) -> str:
+    if len(error.args) >= 2:
+        return f"error {error.args[0]}: {error.args[1]}"
+    return str(error)
+
+
+def _errno(error: pymysql.MySQLError) -> int | None:
+    first = error.args[0] if error.args else None
+    return first if isinstance(first, int) else None
+
+
+class _Session:
+    """One connection to one server, labelled so every error says where it happened."""
+
+    def __init__(self, label: str, connection: pymysql.connections.Connection[Any]) -> None:
+        self.label = label
+        self.connection = connection
+
+    def run(self, statement: Statement) -> list[dict[str, Any]]:
+        try:
+            with self.connection.cursor(pymysql.cursors.DictCursor) as cursor:
+                cursor.execute(statement.sql, statement.args or None)
+                return list(cursor.fetchall())
+        except pymysql.MySQLError as error:
+            raise ReplicationError(f"{self.label}: {statement.display()} failed: "
+                                   f"{_server_message(error)}") from None
+
+    def one(self, statement: Statement) -> dict[str, Any] | None:
+        rows = self.run(statement)
+        return rows[0] if rows else None
+
+
+def _connect(endpoint: Endpoint, user: str, password: str,
+             read_timeout: int) -> pymysql.connections.Connection[Any]:
+    return pymysql.connect(host=endpoint.host, port=endpoint.port, user=user, password=password,
+                           connect_timeout=_CONNECT_TIMEOUT, read_timeout=read_timeout,
+                           write_timeout=read_timeout, autocommit=True)
+
+
+@contextlib.contextmanager
+def _session(label: str, endpoint: Endpoint, user: str, password: str,
+             *, read_timeout: int = 60) -> Iterator[_Session]:
+    try:
+        connection = _connect(endpoint, user, password, read_timeout)
+    except pymysql.MySQLError as error:
+        raise ReplicationError(f"{label}: cannot connect as {user!r}: "
+                               f"{_server_message(error)}") from None
+    try:
+        yield _Session(label, connection)
+    finally:
+        connection.close()
+
+
+def _admin(spec: _Spec, label: str, endpoint: Endpoint, **kwargs: Any) -> Any:
+    return _session(label, endpoint, spec.admin_user, spec.admin_password, **kwargs)
+
+
+def _replication_account_grants(spec: _Spec) -> list[str] | None:
+    """Log in to the primary as the replication user; its grants, or None if refused.
+
+    Logging in is the only check of the password that needs no privilege on the mysql
+    schema, and an account may always list its own grants.
+    """
+    label = f"{spec.primary_label} as {spec.replication_user!r}"
+    try:
+        connection = _connect(spec.primary, spec.replication_user, spec.replication_password,
+                              read_timeout=30)
+    except pymysql.MySQLError as error:
+        if _errno(error) == 1045:  # access denied: no such account or another password
+            return None
+        raise ReplicationError(f"{label}: cannot connect: {_server_message(error)}") from None
+    try:
+        rows = _Session(label, connection).run(spec.dialect.own_grants)
+    finally:
+        connection.close()
+    return [str(next(iter(row.values()))) for row in rows]
+
+
+def _account_problems(spec: _Spec) -> list[str]:
+    grants = _replication_account_grants(spec)
+    if grants is None:
+        return [f"{spec.primary_label}: {spec.replication_user!r} cannot log in with the "
+                "current replication password (missing account or another password)"]
+    if not spec.dialect.grants_exact(grants):
+        return [f"{spec.primary_label}: {spec.replication_user!r} holds privileges other than "
+                "exactly REPLICATION SLAVE on *.*"]
+    return []
+
+
+def _ensure_replication_account(spec: _Spec) -> bool:
+    """Make the account exist with the current password and exactly REPLICATION SLAVE.
+
+    Returns whether anything was changed. Each change is a statement on the primary
+    that replicates to the replicas; an account already right is left untouched, so a
+    no-op run writes nothing to the binary log.
+    """
+    dialect = spec.dialect
+    user, password = spec.replication_user, spec.replication_password
+    grants = _replication_account_grants(spec)
+    if grants is not None and dialect.grants_exact(grants):
+        return False
+    with _admin(spec, spec.primary_label, spec.primary) as primary:
+        if grants is None:
+            primary.run(dialect.create_user(user, password))
+            primary.run(dialect.set_password(user, password))
+            grants = _replication_account_grants(spec)
+            if grants is None:
+                raise ReplicationError(
+                    f"{spec.primary_label}: {user!r} still cannot log in after its password "
+                    "was set: another account (such as an anonymous ''@host one) shadows it")
+        if not dialect.grants_exact(grants):
+            primary.run(dialect.revoke_all(user))
+            primary.run(dialect.grant_replication(user))
+    return True
+
+
+def _replica_status(session: _Session, dialect: Dialect) -> ReplicaStatus:
+    row = session.one(dialect.status)
+    variables = session.one(dialect.replica_variables) or {}
+    return dialect.parse_status(row, variables)
+
+
+def _repair_replica(spec: _Spec, index: int, *, rewrite_password: bool) -> None:
+    dialect = spec.dialect
+    with _admin(spec, spec.replica_label(index), spec.replicas[index]) as replica:
+        status = _replica_status(replica, dialect)
+        repair = replica_repair(status, spec.desired, rewrite_password=rewrite_password)
+        if repair.set_source:
+            if status.configured:
+                replica.run(dialect.stop)
+            replica.run(dialect.change_source(spec.source_host, spec.source_port,
+                                              spec.replication_user, spec.replication_password))
+        if repair.start:
+            replica.run(dialect.start)
+
+
+def _primary_position(spec: _Spec) -> str:
+    with _admin(spec, spec.primary_label, spec.primary) as primary:
+        return spec.dialect.position_from(primary.one(spec.dialect.primary_position))
+
+
+def _wait_caught_up(spec: _Spec, index: int, position: str, deadline: float) -> None:
+    """Block until the replica has applied ``position``; fail fast if its threads stop."""
+    dialect = spec.dialect
+    label = spec.replica_label(index)
+    read_timeout = _WAIT_SLICE_SECONDS + 30
+    with _admin(spec, label, spec.replicas[index], read_timeout=read_timeout) as replica:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                problems = replica_drift(_replica_status(replica, dialect), spec.desired)
+                raise ReplicationError(
+                    f"{label}: did not apply the primary's GTID position {position!r} within "
+                    f"timeout_seconds={spec.timeout_seconds}"
+                    + (f": {'; '.join(problems)}" if problems else ""))
+            seconds = max(1, min(_WAIT_SLICE_SECONDS, int(remaining)))
+            row = replica.one(dialect.wait_for(position, seconds)) or {}
+            if dialect.wait_reached(row.get("result")):
+                return
+            status = _replica_status(replica, dialect)
+            if not status.sql_running or status.io_state == "No":
+                raise ReplicationError(
+                    f"{label}: replication stopped before reaching the primary's position "
+                    f"{position!r}: {'; '.join(replica_drift(status, spec.desired))}. The "
+                    "provider never skips transactions; fix the cause (or re-clone the replica) "
+                    "and run `pulumi up` again")
+
+
+@dataclass(frozen=True)
+class _Observation:
+    primary_position: str
+    replicas: tuple[dict[str, Any], ...]
+    problems: tuple[str, ...]
+
+    def outputs(self) -> dict[str, Any]:
+        return {"replica_status": list(self.replicas),
+                "primary_gtid_position": self.primary_position,
+                "in_sync": not self.problems}
+
+
+def _observe_replica(spec: _Spec, index: int) -> tuple[dict[str, Any], list[str]]:
+    label = spec.replica_label(index)
+    base: dict[str, Any] = {"ordinal": index + 1, "endpoint": str(spec.replicas[index])}
+    try:
+        with _admin(spec, label, spec.replicas[index]) as replica:
+            status = _replica_status(replica, spec.dialect)
+    except ReplicationError as error:
+        return {**base, "reachable": False, "error": str(error), "drift": [str(error)]}, [
+            str(error)]
+    drift = replica_drift(status, spec.desired)
+    return ({**base, "reachable": True, "error": "", **status.to_output(), "drift": drift},
+            [f"{label}: {d}" for d in drift])
+
+
+def _observe(spec: _Spec, *, with_position: bool) -> _Observation:
+    """Read-only look at the cluster: the account, each replica, the primary's position."""
+    problems: list[str] = []
+    try:
+        problems += _account_problems(spec)
+    except ReplicationError as error:
+        problems.append(str(error))
+    replicas = []
+    for index in range(len(spec.replicas)):
+        output, drift = _observe_replica(spec, index)
+        replicas.append(output)
+        problems += drift
+    position = ""
+    if with_position:
+        try:
+            position = _primary_position(spec)
+        except ReplicationError as error:
+            problems.append(str(error))
+    return _Observation(position, tuple(replicas), tuple(problems))
+
+
+@contextlib.contextmanager
+def _cluster_lock(spec: _Spec) -> Iterator[None]:
+    """Hold the per-cluster lock so two concurrent `pulumi up` never repoint one replica.
+
+    SEAM (issue 6): the ``distlock`` package (etcd backend) provides the lock. Until its
+    API lands, a non-empty ``lock_endpoints`` is refused instead of silently unlocked.
+    """
+    if not spec.lock_endpoints:
+        yield
+        return
+    raise ReplicationError(
+        f"lock_endpoints is set ({', '.join(spec.lock_endpoints)}) but the distlock "
+        f"integration for lock {spec.lock_name!r} is not available in this version")
+
+
+def _converge(spec: _Spec, *, rewrite_password: bool, old: _Spec | None) -> dict[str, Any]:
+    """Make the live cluster match ``spec``, wait for the replicas, return the outputs."""
+    deadline = time.monotonic() + spec.timeout_seconds
+    with _cluster_lock(spec):
+        account_changed = _ensure_replication_account(spec)
+        failures: list[str] = []
+        healthy: list[int] = []
+        for index in range(len(spec.replicas)):
+            try:
+                # A changed account means the replicas' stored password may be stale too.
+                _repair_replica(spec, index, rewrite_password=rewrite_password or account_changed)
+                healthy.append(index)
+            except ReplicationError as error:
+                failures.append(str(error))
+        position = _primary_position(spec)
+        for index in healthy:
+            try:
+                _wait_caught_up(spec, index, position, deadline)
+            except ReplicationError as error:
+                failures.append(str(error))
+        if (not failures and old is not None
+                and old.replication_user != spec.replication_user):
+            # Every replica now uses the new account; the old one is ours to remove.
+            with _admin(spec, spec.primary_label, spec.primary) as primary:
+                primary.run(spec.dialect.drop_user(old.replication_user))
+        observation = _observe(spec, with_position=False)
+    for output in observation.replicas:
+        if output.get("reachable") and not output.get("read_only"):
+            failures.append(
+                f"replica {output['ordinal']} ({output['endpoint']}): read_only is OFF. It "
+                "comes from the replica's server config (replica.cnf); the admin account "
+                "cannot change it by design: fix the pod's configuration")
+    if failures:
+        raise ReplicationError("replication did not converge:\n  - " + "\n  - ".join(failures))
+    return {**observation.outputs(), "primary_gtid_position": position}
+
+
+def _teardown(spec: _Spec) -> None:
+    """Stop and forget replication on every replica, then drop the replication account."""
+    dialect = spec.dialect
+    failures: list[str] = []
+    with _cluster_lock(spec):
+        for index in range(len(spec.replicas)):
+            try:
+                with _admin(spec, spec.replica_label(index), spec.replicas[index]) as replica:
+                    if _replica_status(replica, dialect).configured:
+                        replica.run(dialect.stop)
+                        replica.run(dialect.reset_all)
+            except ReplicationError as error:
+                failures.append(str(error))
+        if failures:
+            # The account stays while any replica may still use it; a retry finishes.
+            raise ReplicationError("could not stop replication:\n  - " + "\n  - ".join(failures))
+        with _admin(spec, spec.primary_label, spec.primary) as primary:
+            primary.run(dialect.drop_user(spec.replication_user))
+
+
+class _ReplicationProvider(pulumi.dynamic.ResourceProvider):
+    """Stateless: every method parses its properties and opens its own connections."""
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        spec, failures = _parse(news, strict=True)
+        inputs = spec.to_props() if spec is not None else dict(news)
+        inputs.pop("__provider", None)
+        return CheckResult(inputs, failures)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        spec = _spec(props)
+        outputs = _converge(spec, rewrite_password=True, old=None)
+        return CreateResult(f"replication-{uuid.uuid4().hex[:12]}",
+                            {**spec.to_props(), **outputs})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        if _has_unknowns(news):
+            return DiffResult(changes=True, replaces=[], delete_before_replace=False)
+        old, _ = _parse(olds, strict=False)
+        spec = _spec(news)
+        if old != spec:
+            return DiffResult(changes=True, replaces=[], delete_before_replace=False)
+        # Inputs unchanged: the live cluster decides. Unreachable servers count as drift,
+        # so the update runs and reports the connection error with its context.
+        drifted = bool(_observe(spec, with_position=False).problems)
+        return DiffResult(changes=drifted, replaces=[], delete_before_replace=False)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        spec = _spec(news)
+        old, _ = _parse(olds, strict=False)
+        rewrite = old is None or old.replication_password != spec.replication_password
+        outputs = _converge(spec, rewrite_password=rewrite, old=old)
+        return UpdateResult({**spec.to_props(), **outputs})
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        spec = _spec(props)
+        observation = _observe(spec, with_position=True)
+        return ReadResult(id_, {**spec.to_props(), **observation.outputs()})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        _teardown(_spec(props))
+
+
+class ReplicationInit(pulumi.dynamic.Resource, module="mysql", name="ReplicationInit"):
+    """Replication of one MySQLCluster, converged and verified on every `pulumi up`.
+
+    Outputs: ``replica_status`` (per replica, in ordinal order: threads, lag, GTID
+    position, last errors, read_only and a ``drift`` list), ``primary_gtid_position``
+    (what the replicas were waited for) and ``in_sync``.
+    """
+
+    replica_status: pulumi.Output[list[dict[str, Any]]]
+    primary_gtid_position: pulumi.Output[str]
+    in_sync: pulumi.Output[bool]
+
+    def __init__(self, name: str, args: ReplicationInitArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        props: dict[str, Any] = {
+            "flavor": args.flavor,
+            "primary": _endpoint_props(args.primary),
+            "replicas": [_endpoint_props(r) for r in args.replicas],
+            "source_host": args.source_host,
+            "source_port": args.source_port,
+            "admin_user": args.admin_user,
+            "admin_password": pulumi.Output.secret(args.admin_password),
+            "replication_user": args.replication_user,
+            "replication_password": pulumi.Output.secret(args.replication_password),
+            "max_lag_seconds": args.max_lag_seconds,
+            "timeout_seconds": args.timeout_seconds,
+            "lock_endpoints": list(args.lock_endpoints),
+            **dict.fromkeys(_OUTPUT_KEYS),
+        }
+        secret_opts = pulumi.ResourceOptions(additional_secret_outputs=list(_SECRET_OUTPUTS))
+        super().__init__(_ReplicationProvider(), name, props,
+                         pulumi.ResourceOptions.merge(opts, secret_opts))
+
+
+__all__ = ["ReplicationError", "ReplicationInit", "ReplicationInitArgs"]

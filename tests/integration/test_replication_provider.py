@@ -1,0 +1,385 @@
+"""ReplicationInit through the real provider server against a real MariaDB primary and two replicas.
+
+Every call goes through ``python -m pulumi.dynamic`` exactly as ``pulumi up``, ``preview``,
+``refresh`` and ``destroy`` make it (numbers as floats, secrets stripped, the provider
+unpickled in another process). The servers are real mariadbd processes on 127.0.0.1.
+
+The cluster is seeded the way a clone leaves it: the accounts exist on every server
+(created with sql_log_bin=0, as if copied by the clone), the replicas' own binary logs
+are empty and their gtid_slave_pos is the primary's position at the "clone". Replication
+itself is not configured: that is the provider's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+
+from components.mysql.replication import _ReplicationProvider
+from tests.support.mariadb import MariaDBServer, random_password
+from tests.support.procs import LOCALHOST, free_port, wait_until
+from tests.support.provider_server import (
+    CheckFailedError,
+    ProviderError,
+    ProviderServer,
+    ResourceDriver,
+)
+
+pytestmark = pytest.mark.integration
+
+ADMIN_USER = "admin"
+REPLICATION_USER = "repl"
+# What CONTRACT.md's admin account holds on MariaDB 10.11: exactly what the provider needs.
+ADMIN_PRIVILEGES = ("CREATE USER, REPLICATION SLAVE, REPLICATION SLAVE ADMIN, SLAVE MONITOR, "
+                    "RELOAD")
+SECRET_INPUTS = frozenset({"admin_password", "replication_password"})
+TYPE_NAME = "pulumi-python:dynamic/mysql:ReplicationInit"
+
+
+@dataclass
+class Cluster:
+    primary: MariaDBServer
+    replicas: list[MariaDBServer]
+    admin_password: str
+
+    @property
+    def servers(self) -> list[MariaDBServer]:
+        return [self.primary, *self.replicas]
+
+    def inputs(self, *, replication_password: str, **overrides: Any) -> dict[str, Any]:
+        inputs: dict[str, Any] = {
+            "flavor": "mariadb",
+            "primary": {"host": LOCALHOST, "port": self.primary.port},
+            "replicas": [{"host": LOCALHOST, "port": r.port} for r in self.replicas],
+            "source_host": LOCALHOST,
+            "source_port": self.primary.port,
+            "admin_user": ADMIN_USER,
+            "admin_password": self.admin_password,
+            "replication_user": REPLICATION_USER,
+            "replication_password": replication_password,
+            "max_lag_seconds": 30,
+            "timeout_seconds": 60,
+            "lock_endpoints": [],
+        }
+        inputs.update(overrides)
+        return inputs
+
+    def replica_status(self, replica: MariaDBServer) -> dict[str, Any]:
+        rows = replica.query("SHOW REPLICA STATUS")
+        return rows[0] if rows else {}
+
+    def write_and_wait(self, marker: str) -> None:
+        """A row written on the primary shows up on every replica (replication runs)."""
+        self.primary.query("CREATE DATABASE IF NOT EXISTS app")
+        self.primary.query("CREATE TABLE IF NOT EXISTS app.markers (name VARCHAR(64) PRIMARY KEY)")
+        self.primary.query("INSERT INTO app.markers VALUES (%s)", (marker,))
+        for replica in self.replicas:
+            wait_until(lambda r=replica: r.query(  # type: ignore[misc]
+                "SELECT 1 FROM app.markers WHERE name=%s", (marker,)),
+                timeout=30, what=f"{marker!r} to reach {replica.name}")
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a converge could change: positions, replication config, connections."""
+        state: dict[str, Any] = {}
+        for server in self.servers:
+            state[server.name] = server.query(
+                "SELECT @@GLOBAL.gtid_binlog_pos AS binlog, @@GLOBAL.gtid_current_pos AS cur, "
+                "@@GLOBAL.gtid_slave_pos AS slave")[0]
+        for replica in self.replicas:
+            status = self.replica_status(replica)
+            state[f"{replica.name}-replication"] = {k: status.get(k) for k in (
+                "Master_Host", "Master_Port", "Master_User", "Using_Gtid", "Slave_IO_Running",
+                "Slave_SQL_Running", "Relay_Log_File", "Master_Log_File")}
+        # The primary's binlog dump threads: a replica that reconnected gets a new one.
+        state["dump_threads"] = sorted(r["ID"] for r in self.primary.query(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%%'"))
+        state["repl_account"] = self.primary.query(
+            "SELECT authentication_string AS a FROM mysql.user WHERE User=%s",
+            (REPLICATION_USER,))
+        return state
+
+
+def _admin_account(server: MariaDBServer, password: str) -> None:
+    with server.cursor() as cur:
+        cur.execute("SET SESSION sql_log_bin=0")
+        cur.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (ADMIN_USER, password))
+        cur.execute(f"GRANT {ADMIN_PRIVILEGES} ON *.* TO %s@'%%' WITH GRANT OPTION",
+                    (ADMIN_USER,))
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    admin_password = random_password()
+    primary = MariaDBServer(tmp_path / "m0", name="m0", server_id=1,
+                            extra_config="log-bin=mysql-bin\nlog-slave-updates\n")
+    replicas = [MariaDBServer(tmp_path / f"m{i}", name=f"m{i}", server_id=1 + i,
+                              extra_config="log-bin=mysql-bin\nlog-slave-updates\nread-only=ON\n")
+                for i in (1, 2)]
+    started: list[MariaDBServer] = []
+    try:
+        for server in (primary, *replicas):
+            server.initialize()
+            started.append(server)
+            _admin_account(server, admin_password)
+        clone_position = primary.query("SELECT @@GLOBAL.gtid_binlog_pos AS p")[0]["p"]
+        for replica in replicas:
+            # What a finished clone leaves: no local binlog history, the source's position.
+            replica.query("RESET MASTER")
+            replica.query("SET GLOBAL gtid_slave_pos=%s", (clone_position,))
+        yield Cluster(primary, replicas, admin_password)
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderServer]:
+    log = tmp_path_factory.mktemp("provider") / "provider.log"
+    with ProviderServer(log_path=log) as srv:
+        srv.configure()
+        yield srv
+
+
+def _driver(server: ProviderServer) -> ResourceDriver:
+    return ResourceDriver(server, _ReplicationProvider(), type_name=TYPE_NAME,
+                          name="orders-replication", secret_inputs=SECRET_INPUTS,
+                          additional_secret_outputs=SECRET_INPUTS)
+
+
+def _login(server: MariaDBServer, user: str, password: str) -> bool:
+    try:
+        with server.connect(user=user, password=password):
+            return True
+    except pymysql.err.OperationalError as error:
+        if error.args[0] == 1045:
+            return False
+        raise
+
+
+def test_create_configures_gtid_replication_with_exact_grants(
+        server: ProviderServer, cluster: Cluster) -> None:
+    password = random_password()
+    driver = _driver(server)
+    result = driver.up(cluster.inputs(replication_password=password))
+    assert result.operation == "create"
+    for replica in cluster.replicas:
+        status = cluster.replica_status(replica)
+        assert (status["Master_Host"], status["Master_Port"]) == (LOCALHOST, cluster.primary.port)
+        assert status["Master_User"] == REPLICATION_USER
+        assert status["Using_Gtid"] == "Slave_Pos"
+        assert (status["Slave_IO_Running"], status["Slave_SQL_Running"]) == ("Yes", "Yes")
+    grants = cluster.primary.query("SHOW GRANTS FOR %s@'%%'", (REPLICATION_USER,))
+    assert len(grants) == 1
+    assert next(iter(grants[0].values())).startswith(
+        f"GRANT REPLICATION SLAVE ON *.* TO `{REPLICATION_USER}`@`%`")
+    # The account creation replicated, so the replicas applied the primary's position.
+    position = cluster.primary.query("SELECT @@GLOBAL.gtid_binlog_pos AS p")[0]["p"]
+    assert result.outputs["primary_gtid_position"] == position
+    assert result.outputs["in_sync"] is True
+    statuses = result.outputs["replica_status"]
+    assert [s["endpoint"] for s in statuses] == [f"{LOCALHOST}:{r.port}" for r in cluster.replicas]
+    for status in statuses:
+        assert status["io_thread"] == "Yes"
+        assert status["sql_thread_running"] is True
+        assert status["gtid_position"] == position
+        assert status["read_only"] is True
+        assert status["drift"] == []
+    cluster.write_and_wait("after-create")
+    driver.assert_no_plaintext([password, cluster.admin_password])
+    assert {"admin_password", "replication_password"} <= driver.state.secret_outputs  # type: ignore[union-attr]
+
+
+def test_second_up_changes_nothing_on_any_server(server: ProviderServer, cluster: Cluster) -> None:
+    password = random_password()
+    driver = _driver(server)
+    inputs = cluster.inputs(replication_password=password)
+    driver.up(inputs)
+    before = cluster.snapshot()
+    again = driver.up(inputs)
+    assert again.operation == "same"
+    assert again.diff is not None and again.diff.changes is False
+    assert cluster.snapshot() == before
+    # Even a forced update (as after a targeted up) leaves a converged cluster untouched.
+    assert driver.state is not None
+    outputs = server.update(driver.urn, driver.state.id, driver.state.outputs,
+                            driver.check(inputs).inputs)
+    assert outputs["in_sync"] is True
+    assert cluster.snapshot() == before
+
+
+def test_password_rotation_reconnects_replicas_with_the_new_password(
+        server: ProviderServer, cluster: Cluster) -> None:
+    old, new = random_password(), random_password()
+    driver = _driver(server)
+    driver.up(cluster.inputs(replication_password=old))
+    dump_threads = cluster.snapshot()["dump_threads"]
+    assert _login(cluster.primary, REPLICATION_USER, old)
+    preview = driver.preview(cluster.inputs(replication_password=new))
+    assert preview is not None and preview.changes is True
+    assert _login(cluster.primary, REPLICATION_USER, old), "preview must not change anything"
+    assert driver.up(cluster.inputs(replication_password=new)).operation == "update"
+    assert not _login(cluster.primary, REPLICATION_USER, old)
+    assert _login(cluster.primary, REPLICATION_USER, new)
+    # Both replicas logged in again (new dump threads), necessarily with the new password.
+    after = cluster.snapshot()["dump_threads"]
+    assert len(after) == 2 and not set(after) & set(dump_threads)
+    cluster.write_and_wait("after-rotation")
+    driver.assert_no_plaintext([old, new, cluster.admin_password])
+
+
+def test_stopped_replica_is_repaired(server: ProviderServer, cluster: Cluster) -> None:
+    driver = _driver(server)
+    inputs = cluster.inputs(replication_password=random_password())
+    driver.up(inputs)
+    stopped = cluster.replicas[0]
+    stopped.query("STOP REPLICA")
+    cluster.primary.query("CREATE DATABASE while_stopped")
+    preview = driver.preview(inputs)
+    assert preview is not None and preview.changes is True
+    assert cluster.replica_status(stopped)["Slave_IO_Running"] == "No", "preview repaired"
+    result = driver.up(inputs)
+    assert result.operation == "update"
+    status = cluster.replica_status(stopped)
+    assert (status["Slave_IO_Running"], status["Slave_SQL_Running"]) == ("Yes", "Yes")
+    # The update waited for the replica to apply what was written while it was stopped.
+    assert stopped.query("SHOW DATABASES LIKE 'while_stopped'")
+    assert result.outputs["in_sync"] is True
+    cluster.write_and_wait("after-repair")
+
+
+def test_replica_pointed_at_the_wrong_source_is_repointed(
+        server: ProviderServer, cluster: Cluster) -> None:
+    driver = _driver(server)
+    inputs = cluster.inputs(replication_password=random_password())
+    driver.up(inputs)
+    wrong = cluster.replicas[1]
+    wrong.query("STOP REPLICA")
+    wrong.query("CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%s",
+                (LOCALHOST, free_port()))
+    wrong.query("START REPLICA")
+    assert driver.up(inputs).operation == "update"
+    status = cluster.replica_status(wrong)
+    assert status["Master_Port"] == cluster.primary.port
+    assert (status["Slave_IO_Running"], status["Slave_SQL_Running"]) == ("Yes", "Yes")
+    assert status["Using_Gtid"] == "Slave_Pos"
+    cluster.write_and_wait("after-repoint")
+
+
+def test_refresh_reports_drift_without_repairing(server: ProviderServer, cluster: Cluster) -> None:
+    driver = _driver(server)
+    driver.up(cluster.inputs(replication_password=random_password()))
+    drifted, healthy = cluster.replicas
+    drifted.query("STOP REPLICA SQL_THREAD")
+    outputs = driver.refresh()
+    assert outputs["in_sync"] is False
+    first, second = outputs["replica_status"]
+    assert first["sql_thread_running"] is False
+    assert any("SQL thread is stopped" in d for d in first["drift"])
+    assert second["drift"] == []
+    assert second["io_thread"] == "Yes"
+    assert cluster.replica_status(drifted)["Slave_SQL_Running"] == "No", "refresh repaired"
+    # Read output numbers cross as floats; the next diff still parses its olds.
+    preview = driver.preview(cluster.inputs(replication_password=driver.state.outputs[  # type: ignore[union-attr]
+        "replication_password"]))
+    assert preview is not None and preview.changes is True
+
+
+def test_delete_stops_replication_and_drops_the_account_keeping_data(
+        server: ProviderServer, cluster: Cluster) -> None:
+    driver = _driver(server)
+    password = random_password()
+    driver.up(cluster.inputs(replication_password=password))
+    cluster.write_and_wait("before-delete")
+    primary_position = cluster.primary.query("SELECT @@GLOBAL.gtid_binlog_pos AS p")[0]["p"]
+    driver.destroy()
+    for replica in cluster.replicas:
+        assert replica.query("SHOW REPLICA STATUS") == []
+        assert replica.query("SELECT name FROM app.markers") == [{"name": "before-delete"}]
+    assert not _login(cluster.primary, REPLICATION_USER, password)
+    assert cluster.primary.query("SELECT name FROM app.markers") == [{"name": "before-delete"}]
+    # Only the DROP USER was written on the primary.
+    after = cluster.primary.query("SELECT @@GLOBAL.gtid_binlog_pos AS p")[0]["p"]
+    domain, server_id, seq = primary_position.split("-")
+    assert after == f"{domain}-{server_id}-{int(seq) + 1}"
+
+
+def test_bad_inputs_are_refused_by_check_before_anything_changes(
+        server: ProviderServer, cluster: Cluster) -> None:
+    driver = _driver(server)
+    before = cluster.snapshot()
+    bad = cluster.inputs(
+        replication_password="",
+        flavor="postgres",
+        primary={"host": LOCALHOST, "port": 70000},
+        replicas=[{"host": LOCALHOST, "port": cluster.primary.port}],
+        max_lag_seconds=2.5,
+        replication_user=ADMIN_USER,
+    )
+    with pytest.raises(CheckFailedError) as refused:
+        driver.up(bad)
+    properties = {f.property for f in refused.value.failures}
+    assert {"flavor", "primary.port", "replication_password", "max_lag_seconds",
+            "replication_user"} <= properties
+    assert driver.calls == ["check"]
+    assert cluster.snapshot() == before
+
+
+def test_errors_name_the_replica_the_statement_and_the_server_message(
+        server: ProviderServer, cluster: Cluster) -> None:
+    driver = _driver(server)
+    password = random_password()
+    broken = cluster.replicas[1]
+    with broken.cursor() as cur:
+        cur.execute("SET SESSION sql_log_bin=0")
+        cur.execute("REVOKE REPLICATION SLAVE ADMIN ON *.* FROM %s@'%%'", (ADMIN_USER,))
+    with pytest.raises(ProviderError) as failed:
+        driver.up(cluster.inputs(replication_password=password))
+    message = failed.value.details
+    assert f"replica 2 ({LOCALHOST}:{broken.port})" in message
+    assert "CHANGE MASTER TO MASTER_HOST=" in message
+    assert "MASTER_PASSWORD='***'" in message
+    assert "error 1227" in message
+    assert password not in message
+    assert cluster.admin_password not in message
+    # The healthy replica was still converged.
+    assert cluster.replica_status(cluster.replicas[0])["Slave_IO_Running"] == "Yes"
+
+
+def test_replica_that_cannot_apply_fails_with_its_sql_error(
+        server: ProviderServer, cluster: Cluster) -> None:
+    driver = _driver(server)
+    inputs = cluster.inputs(replication_password=random_password(), timeout_seconds=30)
+    driver.up(inputs)
+    cluster.write_and_wait("seed")
+    conflicted = cluster.replicas[0]
+    # An errant row on the replica (root bypasses read_only) makes the next insert collide.
+    with conflicted.cursor() as cur:
+        cur.execute("SET SESSION sql_log_bin=0")
+        cur.execute("INSERT INTO app.markers VALUES ('collides')")
+    cluster.primary.query("INSERT INTO app.markers VALUES ('collides')")
+    wait_until(lambda: cluster.replica_status(conflicted)["Slave_SQL_Running"] == "No",
+               timeout=30, what="the SQL thread to stop on the duplicate key")
+    with pytest.raises(ProviderError) as failed:
+        driver.up({**inputs, "timeout_seconds": 31})
+    message = failed.value.details
+    assert f"replica 1 ({LOCALHOST}:{conflicted.port})" in message
+    assert "1062" in message
+    assert "never skips transactions" in message
+    # Nothing was skipped: the replica is still stopped on the same transaction.
+    assert cluster.replica_status(conflicted)["Last_SQL_Errno"] == 1062
+
+
+def test_update_to_new_endpoints_changes_no_server(server: ProviderServer, cluster: Cluster) -> None:
+    """Switching from a laptop's port-forward to pod DNS only changes how we connect."""
+    driver = _driver(server)
+    inputs = cluster.inputs(replication_password=random_password())
+    driver.up(inputs)
+    before = cluster.snapshot()
+    moved = {**inputs, "primary": {"host": "localhost", "port": cluster.primary.port}}
+    assert driver.up(moved).operation == "update"
+    assert cluster.snapshot() == before
