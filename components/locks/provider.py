@@ -56,6 +56,21 @@ def _client(props: Mapping[str, Any]) -> Any:
     return api_client(props.get("kubeconfig") or None, context=props.get("context") or None)
 
 
+def _integral(value: Any) -> Any:
+    """Undo the wire's floats: 1024.0 back to 1024 (the API server wants int64 there).
+
+    A CRD manifest has no number that is meant to be a whole float, so every integral
+    float is an integer that crossed the engine as a float.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
 def _manifest_digest(manifest: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -101,7 +116,7 @@ class LockCRDProvider(ResourceProvider):
         return CheckResult(checked, [])
 
     def _apply(self, props: Mapping[str, Any], *, drop_owner: str | None) -> dict[str, Any]:
-        crd = apply_crd(_client(props), props["manifest"], owner=props["owner"],
+        crd = apply_crd(_client(props), _integral(props["manifest"]), owner=props["owner"],
                         drop_owner=drop_owner,
                         timeout=float(props.get("establishTimeoutSeconds",
                                                 _DEFAULT_TIMEOUT_SECONDS)))
@@ -109,7 +124,7 @@ class LockCRDProvider(ResourceProvider):
         return {**props, "established": True,
                 "storedVersions": list(status.get("storedVersions") or []),
                 "uid": crd["metadata"].get("uid"),
-                "manifestDigest": _manifest_digest(props["manifest"])}
+                "manifestDigest": _manifest_digest(_integral(props["manifest"]))}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         outs = self._apply(props, drop_owner=None)
