@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# backup-server.sh: sidecar container `backup` (see CONTRACT.md).
+#
+#   backup-server.sh          replicas: configure replication once from the clone's recorded
+#                             position; then serve one backup stream per connection on BACKUP_PORT
+#   backup-server.sh stream   run by the listener for each connection: the backup tool, to stdout
+#
+# Replication is configured once per clone, in two steps that each leave a marker in DATA_DIR:
+#   1. position + source (idempotent while replication has never run)  -> .replication-configured
+#   2. START REPLICA                                                    -> .replication-started
+# A container restart finds the markers and does neither again; a crash between a step and its
+# marker re-runs only that step, which is safe. A pod restart keeps DATA_DIR, so the server itself
+# resumes replication from its crash-safe GTID state; nothing is cloned or reconfigured. Nothing
+# here ever touches the primary.
+#
+# Credentials: replication is configured as root@localhost through the server's unix socket
+# (MYSQL_SOCKET, on a volume shared by the mysql and backup containers). Root is needed: MariaDB
+# refuses SET GLOBAL gtid_slave_pos on a read_only server to every account without READ ONLY
+# ADMIN (ERROR 1290, seen in tests), and MySQL requires SYSTEM_VARIABLES_ADMIN for gtid_purged;
+# the admin account must hold neither, or it could write on replicas. The socket keeps root
+# reachable only inside the pod. The backup account runs the backup tool. Passwords reach the
+# tools through 0600 option files in RUN_DIR, never argv; the replication password reaches the
+# server only as SQL on stdin.
+set -euo pipefail
+SCRIPT_NAME="backup-server"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "${CONFIG_DIR:?CONFIG_DIR must name the ConfigMap mount}/lib.sh"
+
+local_mysql_port() {
+    peer_port "$MYSQL_PORT" "$(pod_ordinal)"
+}
+
+backup_options_file() {
+    printf '%s\n' "$RUN_DIR/backup-client.cnf"
+}
+
+# One backup, streamed to stdout (the listener connects stdout to the peer).
+stream_backup() {
+    require_vars POD_NAME DATA_DIR RUN_DIR
+    local ordinal target is_replica=no status=0
+    ordinal=$(pod_ordinal)
+    ((ordinal == 0)) || is_replica=yes
+    target=$(mktemp -d "$RUN_DIR/stream.XXXXXX")
+    local -a backup
+    backup_stream_command backup "$(backup_options_file)" "$target" "$is_replica"
+    log "streaming a backup to ${NCAT_REMOTE_ADDR:-${SOCAT_PEERADDR:-a peer}}"
+    "${backup[@]}" || status=$?
+    rm -rf -- "$target"
+    ((status == 0)) || die "${backup[0]} exited $status"
+    log "backup stream finished"
+}
+
+wait_for_server() {
+    local options=$1 deadline=$((SECONDS + ${SERVER_WAIT_SECONDS:-600}))
+    until run_sql "$options" <<<'SELECT 1' >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || die "the local server did not accept connections in time"
+        sleep 0.5
+    done
+}
+
+configure_replication_once() {
+    local configured="$DATA_DIR/$REPLICATION_CONFIGURED_MARKER"
+    local started="$DATA_DIR/$REPLICATION_STARTED_MARKER"
+    if [[ -f "$configured" && -f "$started" ]]; then
+        log "replication was configured for this clone already: leaving it to the server"
+        return 0
+    fi
+    [[ -f "$DATA_DIR/$CLONE_COMPLETE_MARKER" ]] \
+        || die "no completed clone in $DATA_DIR: the clone init container must run first"
+    require_vars ROOT_PASSWORD MYSQL_SOCKET REPLICATION_USER REPLICATION_PASSWORD
+    local options="$RUN_DIR/root-client.cnf"
+    write_client_options "$options" root "$ROOT_PASSWORD" socket "$MYSQL_SOCKET"
+    log "waiting for the local server"
+    wait_for_server "$options"
+
+    if [[ ! -f "$configured" ]]; then
+        local gtid source_host source_port
+        gtid=$(backup_gtid "$DATA_DIR")
+        if [[ $MYSQL_FLAVOR == mysql ]]; then
+            # Auto-positioning starts from gtid_executed; only what the restore lacks is added.
+            gtid=$(missing_gtids_sql "$gtid" | run_sql "$options")
+            gtid=${gtid//[[:space:]]/}
+        fi
+        source_host=$(peer_host 0)
+        source_port=$(peer_port "$MYSQL_PORT" 0)
+        log "configuring replication from $source_host:$source_port at '$gtid'"
+        replication_configure_sql "$gtid" "$source_host" "$source_port" \
+            "$REPLICATION_USER" "$REPLICATION_PASSWORD" | run_sql "$options"
+        write_marker "$configured" "gtid=$gtid" "source=$source_host:$source_port" \
+            "at=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    fi
+    replication_start_sql | run_sql "$options"
+    write_marker "$started" "at=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    rm -f "$options"
+    log "replication started"
+}
+
+serve() {
+    require_vars POD_NAME DATA_DIR RUN_DIR CONFIG_DIR MYSQL_PORT BACKUP_PORT BACKUP_USER BACKUP_PASSWORD
+    require_flavor
+    local ordinal
+    ordinal=$(pod_ordinal)
+    mkdir -p "$RUN_DIR"
+    # Leftovers of streams whose peer went away mid-way.
+    find "$RUN_DIR" -mindepth 1 -maxdepth 1 -name 'stream.*' -exec rm -rf -- {} +
+    if ((ordinal > 0)); then
+        require_vars PEER_HOST_TEMPLATE
+        configure_replication_once
+    fi
+    write_client_options "$(backup_options_file)" "$BACKUP_USER" "$BACKUP_PASSWORD" \
+        host 127.0.0.1 "$(local_mysql_port)"
+    local port
+    port=$(peer_port "$BACKUP_PORT" "$ordinal")
+    local -a listener
+    # CONFIG_DIR is expanded by the per-connection shell, from this environment, so no path has
+    # to survive the listener's own argument syntax (socat treats ':' and ',' specially).
+    # shellcheck disable=SC2016
+    serve_command listener "$port" 'exec bash "$CONFIG_DIR/backup-server.sh" stream'
+    log "serving backups on port $port with ${listener[0]}"
+    exec "${listener[@]}"
+}
+
+case "${1:-serve}" in
+    serve) serve ;;
+    stream) stream_backup ;;
+    *) die "usage: backup-server.sh [serve|stream]" ;;
+esac

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# bootstrap-users.sh: the primary's accounts (see CONTRACT.md, Accounts).
+#
+# Runs from the image's /docker-entrypoint-initdb.d on the primary's first start, while the
+# entrypoint's temporary server listens on its unix socket only (SOCKET, set by both the MariaDB
+# and the MySQL entrypoint) and root already has ROOT_PASSWORD. The entrypoints *source* *.sh files
+# that are not executable (a ConfigMap mount is not), so when sourced this file runs itself in a
+# child bash: its strict mode and its exit cannot leak into the entrypoint, and a failure still
+# fails the entrypoint. Test harnesses run it directly with SOCKET pointing at their server.
+#
+# Replicas get these accounts through their clone; nothing here runs on a replica.
+if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then
+    SOCKET="${SOCKET:-}" bash "${BASH_SOURCE[0]}"
+    # shellcheck disable=SC2317  # reached only when sourced
+    return
+fi
+set -euo pipefail
+SCRIPT_NAME="bootstrap-users"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "${CONFIG_DIR:?CONFIG_DIR must name the ConfigMap mount}/lib.sh"
+
+main() {
+    require_flavor
+    require_vars SOCKET RUN_DIR ROOT_PASSWORD
+    local options="$RUN_DIR/root-client.cnf"
+    write_client_options "$options" root "$ROOT_PASSWORD" socket "$SOCKET"
+    # Validate every variable before the first statement, so bad input changes nothing.
+    local sql
+    sql=$(bootstrap_users_sql)
+    run_sql "$options" <<<"$sql"
+    rm -f "$options"
+    log "created accounts $ADMIN_USER, $REPLICATION_USER, $MONITOR_USER, $BACKUP_USER"
+}
+
+main "$@"

@@ -1,0 +1,380 @@
+# shellcheck shell=bash
+# Shared code for the pod scripts (see CONTRACT.md). Sourced, never run.
+#
+# Why the pieces look the way they do:
+# - Everything flavor-specific (tool names, SQL dialect, backup file names) is decided here, in
+#   functions that only print, so tests/unit/test_pod_scripts_sql.py can source this file with
+#   MYSQL_FLAVOR=mysql and assert the exact statements and commands MySQL 8.4 pods would run
+#   without a MySQL server being available.
+# - Passwords come from the environment (the Secret) and reach the tools only through option
+#   files in RUN_DIR (mode 0600) or SQL on stdin: never argv, which any process can read.
+# - Positions recorded by the backup tool are parsed field by field and validated against a
+#   strict character set before they go anywhere near SQL; the backup's own SQL is never pasted.
+
+# Markers in DATA_DIR, written atomically (temp file + rename), that say what the data dir holds.
+# (Used by the scripts that source this file.)
+# shellcheck disable=SC2034
+CLONE_IN_PROGRESS_MARKER=".clone-in-progress"
+CLONE_COMPLETE_MARKER=".clone-complete"
+REPLICATION_CONFIGURED_MARKER=".replication-configured"
+REPLICATION_STARTED_MARKER=".replication-started"
+
+log() {
+    printf '%s %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${SCRIPT_NAME:-${0##*/}}" "$*" >&2
+}
+
+die() {
+    log "FATAL: $*"
+    exit 1
+}
+
+# Fails naming every variable that is unset or empty: an empty password must never reach a server.
+require_vars() {
+    local name missing=()
+    for name in "$@"; do
+        [[ -n "${!name:-}" ]] || missing+=("$name")
+    done
+    ((${#missing[@]} == 0)) || die "required environment variable(s) empty or unset: ${missing[*]}"
+}
+
+require_uint() {
+    local name=$1 value=$2
+    [[ "$value" =~ ^[0-9]+$ ]] || die "$name must be a non-negative integer, got '$value'"
+}
+
+# The StatefulSet ordinal: the number after the last '-' of POD_NAME (e.g. orders-mysql-2 -> 2).
+pod_ordinal() {
+    require_vars POD_NAME
+    [[ "$POD_NAME" =~ ^[a-z0-9]([-a-z0-9.]*[a-z0-9])?-([0-9]+)$ ]] \
+        || die "cannot read the ordinal from POD_NAME='$POD_NAME' (expected <statefulset>-<number>)"
+    printf '%d\n' "$((10#${BASH_REMATCH[2]}))"
+}
+
+peer_host() {
+    require_vars PEER_HOST_TEMPLATE
+    printf '%s\n' "${PEER_HOST_TEMPLATE//\{ordinal\}/$1}"
+}
+
+# A pod's port: PORT + ordinal * PORT_STRIDE (stride 0 in Kubernetes, where every pod has its own IP).
+peer_port() {
+    local base=$1 ordinal=$2 stride=${PORT_STRIDE:-0}
+    require_uint PORT_STRIDE "$stride"
+    require_uint port "$base"
+    printf '%d\n' "$((base + ordinal * stride))"
+}
+
+require_flavor() {
+    require_vars MYSQL_FLAVOR
+    case "$MYSQL_FLAVOR" in
+        mysql | mariadb) ;;
+        *) die "MYSQL_FLAVOR must be 'mysql' or 'mariadb', got '$MYSQL_FLAVOR'" ;;
+    esac
+}
+
+# Tool names per flavor: MySQL 8.4 pairs with Percona XtraBackup 8.4 (xbstream); MariaDB ships
+# mariadb-backup and mbstream in its server image.
+sql_client_tool() { require_flavor; [[ $MYSQL_FLAVOR == mysql ]] && echo mysql || echo mariadb; }
+admin_tool() { require_flavor; [[ $MYSQL_FLAVOR == mysql ]] && echo mysqladmin || echo mariadb-admin; }
+backup_tool() { require_flavor; [[ $MYSQL_FLAVOR == mysql ]] && echo xtrabackup || echo mariadb-backup; }
+stream_tool() { require_flavor; [[ $MYSQL_FLAVOR == mysql ]] && echo xbstream || echo mbstream; }
+
+# A single-quoted SQL string literal (the server runs without NO_BACKSLASH_ESCAPES).
+sql_quote() {
+    local value=$1
+    value=${value//\\/\\\\}
+    value=${value//\'/\\\'}
+    printf "'%s'" "$value"
+}
+
+# A double-quoted option-file value: the option-file parser unescapes \\ and \" inside quotes,
+# and the quotes keep '#' from starting a comment.
+option_quote() {
+    local value=$1
+    [[ "$value" != *$'\n'* ]] || die "a credential contains a newline, which option files cannot hold"
+    value=${value//\\/\\\\}
+    value=${value//\"/\\\"}
+    printf '"%s"' "$value"
+}
+
+# write_client_options PATH USER PASSWORD (host HOST PORT | socket SOCKET)
+# Atomic and created 0600 from the start, so the password is never readable by others, even briefly.
+write_client_options() {
+    local path=$1 user=$2 password=$3 kind=$4 tmp
+    [[ -n "$password" ]] || die "empty password for account '$user'"
+    mkdir -p "$(dirname "$path")"
+    tmp=$(umask 077 && mktemp "$path.XXXXXX")
+    {
+        printf '[client]\n'
+        printf 'user=%s\n' "$(option_quote "$user")"
+        printf 'password=%s\n' "$(option_quote "$password")"
+        case "$kind" in
+            host)
+                printf 'host=%s\n' "$(option_quote "$5")"
+                printf 'port=%d\n' "$6"
+                printf 'protocol=TCP\n'
+                ;;
+            socket) printf 'socket=%s\n' "$(option_quote "$5")" ;;
+            *) die "write_client_options: unknown connection kind '$kind'" ;;
+        esac
+    } >"$tmp"
+    mv -f "$tmp" "$path"
+}
+
+# run_sql OPTION_FILE [client args...]: statements on stdin, tab-separated rows on stdout.
+run_sql() {
+    local options=$1
+    shift
+    "$(sql_client_tool)" --defaults-file="$options" --batch --skip-column-names \
+        --connect-timeout=10 "$@"
+}
+
+# Atomically writes a marker file in DATA_DIR with the given content lines.
+write_marker() {
+    local path=$1 tmp
+    shift
+    tmp=$(mktemp "$path.XXXXXX")
+    printf '%s\n' "$@" >"$tmp"
+    sync "$tmp" 2>/dev/null || true
+    mv -f "$tmp" "$path"
+}
+
+# --- backup metadata ---------------------------------------------------------------------------
+
+# backup_meta_file DIR KIND: the file the backup tool wrote for KIND (binlog_info, slave_info,
+# checkpoints, info). MariaDB 11.1+ names them mariadb_backup_*, older ones and XtraBackup xtrabackup_*.
+backup_meta_file() {
+    local dir=$1 kind=$2 name
+    for name in "mariadb_backup_$kind" "xtrabackup_$kind"; do
+        if [[ -f "$dir/$name" ]]; then
+            printf '%s\n' "$dir/$name"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# Only the characters a GTID set can contain reach SQL; anything else means the file is not what
+# the backup tool writes, and we stop instead of guessing.
+validate_gtid_set() {
+    local gtid=$1 element
+    [[ -z "$gtid" ]] && return 0
+    local -a elements
+    IFS=, read -r -a elements <<<"$gtid"
+    for element in "${elements[@]}"; do
+        if [[ $MYSQL_FLAVOR == mariadb ]]; then
+            [[ "$element" =~ ^[0-9]+-[0-9]+-[0-9]+$ ]] || return 1
+        else
+            # source UUID, then tags (8.4) and intervals: 3E11FA47-...:1-5:tag:7
+            [[ "$element" =~ ^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}(:([A-Za-z_][A-Za-z0-9_]{0,31}|[0-9]+(-[0-9]+)?))+$ ]] \
+                || return 1
+        fi
+    done
+}
+
+# parse_binlog_info FILE: prints the GTID set. The file holds "file<TAB>position<TAB>gtid"; MySQL's
+# GTID set is printed with ",\n" between source UUIDs, so continuation lines belong to the third
+# field. (The design this replaces split MariaDB's three fields with a greedy regex.)
+parse_binlog_info() {
+    local path=$1 file position gtid line
+    {
+        IFS=$' \t' read -r file position gtid || [[ -n "${file:-}" ]]
+        while IFS= read -r line || [[ -n "$line" ]]; do
+            gtid+=$line
+        done
+    } <"$path"
+    gtid=${gtid//[[:space:]]/}
+    [[ -n "${file:-}" && "${position:-}" =~ ^[0-9]+$ ]] \
+        || die "$path: expected 'file position gtid', got file='${file:-}' position='${position:-}'"
+    validate_gtid_set "$gtid" || die "$path: '$gtid' is not a $MYSQL_FLAVOR GTID set"
+    printf '%s\n' "$gtid"
+}
+
+# parse_slave_info FILE: prints the GTID set named in the replica info the backup tool writes when
+# the donor is itself a replica (MariaDB: SET GLOBAL gtid_slave_pos = '...'; XtraBackup:
+# SET GLOBAL gtid_purged='...'). Returns 1 when the file names no GTID (position-based donor).
+parse_slave_info() {
+    local path=$1 content gtid
+    content=$(<"$path")
+    [[ "$content" =~ gtid_(slave_pos|purged)[[:space:]]*=[[:space:]]*\'([^\']*)\' ]] || return 1
+    gtid=${BASH_REMATCH[2]}
+    gtid=${gtid//[[:space:]]/}
+    validate_gtid_set "$gtid" || die "$path: '$gtid' is not a $MYSQL_FLAVOR GTID set"
+    printf '%s\n' "$gtid"
+}
+
+# backup_gtid DIR: the GTID set the clone in DIR corresponds to. A backup taken from a replica
+# carries the replica's applied position in the replica info: that is what the primary knows
+# about, so it is preferred over the donor's own binary-log position.
+backup_gtid() {
+    local dir=$1 info gtid
+    require_flavor
+    if info=$(backup_meta_file "$dir" slave_info) && gtid=$(parse_slave_info "$info"); then
+        log "position from the donor's replica info ${info##*/}: '$gtid'"
+        printf '%s\n' "$gtid"
+        return 0
+    fi
+    info=$(backup_meta_file "$dir" binlog_info) \
+        || die "$dir holds no binlog info (xtrabackup_binlog_info / mariadb_backup_binlog_info)"
+    gtid=$(parse_binlog_info "$info")
+    log "position from the donor's binlog info ${info##*/}: '$gtid'"
+    printf '%s\n' "$gtid"
+}
+
+# --- SQL ---------------------------------------------------------------------------------------
+
+# MySQL only: the part of the backup's GTID set the restored server does not already have. Since
+# 8.0.17 gtid_executed is persisted with every InnoDB commit, so after a restore this is normally
+# empty; only what is missing is added to gtid_purged.
+missing_gtids_sql() {
+    printf 'SELECT GTID_SUBTRACT(%s, @@GLOBAL.gtid_executed);\n' "$(sql_quote "$1")"
+}
+
+# replication_configure_sql GTID SOURCE_HOST SOURCE_PORT USER PASSWORD
+# Idempotent until replication is first started (the marker files guarantee it never runs after).
+# MariaDB: GTID is the backup's position, set as gtid_slave_pos. MySQL: GTID is what the restored
+# server lacks (see missing_gtids_sql); positioning itself is automatic.
+replication_configure_sql() {
+    local gtid=$1 host=$2 port=$3 user=$4 password=$5
+    require_flavor
+    require_uint "replication source port" "$port"
+    validate_gtid_set "$gtid" || die "refusing to put '$gtid' into SQL: not a $MYSQL_FLAVOR GTID set"
+    printf 'STOP REPLICA;\n'
+    if [[ $MYSQL_FLAVOR == mariadb ]]; then
+        printf 'SET GLOBAL gtid_slave_pos = %s;\n' "$(sql_quote "$gtid")"
+        printf 'CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = %d, MASTER_USER = %s, MASTER_PASSWORD = %s, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 10;\n' \
+            "$(sql_quote "$host")" "$port" "$(sql_quote "$user")" "$(sql_quote "$password")"
+    else
+        if [[ -n "$gtid" ]]; then
+            printf 'SET GLOBAL gtid_purged = %s;\n' "$(sql_quote "+$gtid")"
+        fi
+        printf 'CHANGE REPLICATION SOURCE TO SOURCE_HOST = %s, SOURCE_PORT = %d, SOURCE_USER = %s, SOURCE_PASSWORD = %s, SOURCE_AUTO_POSITION = 1, GET_SOURCE_PUBLIC_KEY = 1, SOURCE_CONNECT_RETRY = 10;\n' \
+            "$(sql_quote "$host")" "$port" "$(sql_quote "$user")" "$(sql_quote "$password")"
+    fi
+}
+
+replication_start_sql() {
+    printf 'START REPLICA;\n'
+}
+
+# Explicit privileges only. The admin account never gets ALL, SUPER, READ ONLY ADMIN (MariaDB) or
+# CONNECTION_ADMIN / SYSTEM_VARIABLES_ADMIN (MySQL): any of them lets it write on a read-only
+# replica, which is how errant GTIDs are born.
+bootstrap_users_sql() {
+    require_flavor
+    require_vars ADMIN_USER ADMIN_PASSWORD REPLICATION_USER REPLICATION_PASSWORD \
+        MONITOR_USER MONITOR_PASSWORD BACKUP_USER BACKUP_PASSWORD
+    local admin_privileges repl_privileges monitor_privileges backup_privileges host
+    local common="SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, RELOAD, PROCESS, REFERENCES, INDEX, ALTER, SHOW DATABASES, CREATE TEMPORARY TABLES, LOCK TABLES, EXECUTE, CREATE VIEW, SHOW VIEW, CREATE ROUTINE, ALTER ROUTINE, CREATE USER, EVENT, TRIGGER"
+    repl_privileges="REPLICATION SLAVE"
+    if [[ $MYSQL_FLAVOR == mariadb ]]; then
+        admin_privileges="$common, BINLOG MONITOR, SLAVE MONITOR, REPLICATION SLAVE ADMIN"
+        monitor_privileges="SLAVE MONITOR"
+        backup_privileges="RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR, SLAVE MONITOR"
+    else
+        admin_privileges="$common, REPLICATION CLIENT, REPLICATION_SLAVE_ADMIN"
+        monitor_privileges="REPLICATION CLIENT"
+        backup_privileges="BACKUP_ADMIN, PROCESS, RELOAD, LOCK TABLES, REPLICATION CLIENT"
+    fi
+    _account_sql "$ADMIN_USER" % "$ADMIN_PASSWORD"
+    printf 'GRANT %s ON *.* TO %s@%s WITH GRANT OPTION;\n' "$admin_privileges" \
+        "$(sql_quote "$ADMIN_USER")" "'%'"
+    _account_sql "$REPLICATION_USER" % "$REPLICATION_PASSWORD"
+    printf 'GRANT %s ON *.* TO %s@%s;\n' "$repl_privileges" "$(sql_quote "$REPLICATION_USER")" "'%'"
+    for host in localhost 127.0.0.1; do
+        _account_sql "$MONITOR_USER" "$host" "$MONITOR_PASSWORD"
+        printf 'GRANT %s ON *.* TO %s@%s;\n' "$monitor_privileges" \
+            "$(sql_quote "$MONITOR_USER")" "$(sql_quote "$host")"
+        _account_sql "$BACKUP_USER" "$host" "$BACKUP_PASSWORD"
+        printf 'GRANT %s ON *.* TO %s@%s;\n' "$backup_privileges" \
+            "$(sql_quote "$BACKUP_USER")" "$(sql_quote "$host")"
+        if [[ $MYSQL_FLAVOR == mysql ]]; then
+            local table
+            for table in log_status keyring_component_status replication_group_members; do
+                printf 'GRANT SELECT ON performance_schema.%s TO %s@%s;\n' "$table" \
+                    "$(sql_quote "$BACKUP_USER")" "$(sql_quote "$host")"
+            done
+        fi
+    done
+}
+
+# CREATE IF NOT EXISTS then ALTER: a re-run converges on the Secret's password instead of failing.
+_account_sql() {
+    local user host password
+    user=$(sql_quote "$1")
+    host=$(sql_quote "$2")
+    password=$(sql_quote "$3")
+    printf 'CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s;\n' "$user" "$host" "$password"
+    printf 'ALTER USER %s@%s IDENTIFIED BY %s;\n' "$user" "$host" "$password"
+}
+
+# --- commands ----------------------------------------------------------------------------------
+
+# backup_stream_command ARRAY OPTION_FILE TARGET_DIR IS_REPLICA: the backup tool streaming xbstream
+# to stdout. --slave-info records the donor replica's applied position for the recipient.
+backup_stream_command() {
+    local -n _backup_stream_command=$1
+    local options=$2 target=$3 is_replica=$4
+    require_vars DATA_DIR
+    _backup_stream_command=("$(backup_tool)" --defaults-file="$options" --backup --stream=xbstream
+        --datadir="$DATA_DIR" --target-dir="$target")
+    if [[ "$is_replica" == yes ]]; then
+        _backup_stream_command+=(--slave-info)
+    fi
+}
+
+extract_command() {
+    local -n _extract_command=$1
+    _extract_command=("$(stream_tool)" -x -C "$2")
+}
+
+prepare_command() {
+    local -n _prepare_command=$1
+    _prepare_command=("$(backup_tool)" --prepare --target-dir="$2")
+}
+
+# The backup_type the tool writes into its checkpoints file once --prepare has succeeded.
+prepared_backup_type() {
+    require_flavor
+    [[ $MYSQL_FLAVOR == mysql ]] && echo full-prepared || echo log-applied
+}
+
+# --- transport: ncat when present, else socat (the MariaDB and XtraBackup images ship socat only) --
+
+transport_tool() {
+    if command -v ncat >/dev/null 2>&1; then
+        echo ncat
+    elif command -v socat >/dev/null 2>&1; then
+        echo socat
+    else
+        die "neither ncat nor socat is installed: no way to stream a backup"
+    fi
+}
+
+# receive_command ARRAY HOST PORT: connects and copies the stream to stdout.
+receive_command() {
+    local -n _receive_command=$1
+    local host=$2 port=$3
+    case "$(transport_tool)" in
+        ncat) _receive_command=(ncat --recv-only "$host" "$port") ;;
+        socat) _receive_command=(socat -u "TCP:$host:$port" STDOUT) ;;
+    esac
+}
+
+# serve_command ARRAY PORT SHELL_COMMAND: listens on PORT and runs SHELL_COMMAND (via sh -c) for
+# each connection, sending its stdout to the peer; one connection at a time, so two recipients
+# never run two backups on one donor at once.
+serve_command() {
+    local -n _serve_command=$1
+    local port=$2 shell_serve_command=$3
+    case "$(transport_tool)" in
+        ncat)
+            _serve_command=(ncat --listen --keep-open --send-only --max-conns=1 --sh-exec "$shell_serve_command"
+                "$port")
+            ;;
+        socat)
+            # -U: data flows only from the command to the peer; the peer's input is ignored.
+            _serve_command=(socat -U "TCP-LISTEN:$port,reuseaddr,fork,max-children=1"
+                "SYSTEM:$shell_serve_command")
+            ;;
+    esac
+}

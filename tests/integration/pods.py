@@ -1,0 +1,443 @@
+"""MySQL cluster pods as local processes: the pod scripts run unmodified against real MariaDB.
+
+A Kubernetes pod of the cluster is, for the scripts, nothing but an environment (CONTRACT.md),
+a few directories and a sequence of containers. This module provides exactly that, on one
+machine: each :class:`Pod` gets its own data dir (the PVC), conf.d and run dirs (emptyDirs), a
+copy of the scripts and flavor config as the ConfigMap mount, the contract's environment with
+``POD_NAME`` injected as the downward API would, and ports ``PORT + ordinal * PORT_STRIDE`` on
+127.0.0.1 (``PEER_HOST_TEMPLATE=127.0.0.1``). The container sequence is emulated in order:
+``init-config.sh``, ``clone.sh``, the server (mariadbd reading conf.d through ``!includedir``),
+then the ``backup-server.sh`` sidecar. For the primary, the image entrypoint's first
+initialisation is emulated: mariadb-install-db, the root password, then ``bootstrap-users.sh``
+against the server's unix socket.
+
+Every process is started here, in its own process group, and stopped by that group's id: a
+"container" killed with SIGKILL takes the backup tool it was running with it, as a container's
+cgroup would.
+
+The module is importable outside pytest (the issue-7 benchmark seeds a large replica through
+:meth:`Pod.clone`); it only needs the Debian MariaDB tools and ncat or socat on PATH.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tests.support.mariadb import MariaDBServer
+from tests.support.procs import LOCALHOST, ManagedProcess, require_binary, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS_DIR = REPO_ROOT / "components" / "mysql" / "scripts"
+CONF_ROOT = REPO_ROOT / "components" / "mysql" / "conf"
+
+Transport = Literal["ncat", "socat"]
+
+# Markers the scripts keep in DATA_DIR (lib.sh).
+CLONE_IN_PROGRESS = ".clone-in-progress"
+CLONE_COMPLETE = ".clone-complete"
+REPLICATION_CONFIGURED = ".replication-configured"
+REPLICATION_STARTED = ".replication-started"
+
+
+def _password() -> str:
+    # Characters that break naive quoting in option files (#, ", \) and SQL (', \), so every
+    # test run proves the credentials survive both.
+    return secrets.token_urlsafe(12) + "#'\" \\x"
+
+
+@dataclass(frozen=True)
+class ClusterSecrets:
+    """The cluster Secret's keys, as the StatefulSet maps them into every container."""
+
+    root: str = field(default_factory=_password)
+    admin: str = field(default_factory=_password)
+    replication: str = field(default_factory=_password)
+    monitor: str = field(default_factory=_password)
+    backup: str = field(default_factory=_password)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "ROOT_PASSWORD": self.root, "ADMIN_PASSWORD": self.admin,
+            "REPLICATION_PASSWORD": self.replication, "MONITOR_PASSWORD": self.monitor,
+            "BACKUP_PASSWORD": self.backup,
+            "ADMIN_USER": "admin", "REPLICATION_USER": "repl", "MONITOR_USER": "monitor",
+            "BACKUP_USER": "backup",
+        }
+
+
+def _port_block(count: int) -> int:
+    """The first of ``count`` consecutive ports free on every address, below the ephemeral range.
+
+    Consecutive because the contract derives a pod's ports as ``PORT + ordinal * PORT_STRIDE``;
+    below 32768 so that outgoing connections (which take ephemeral ports) never grab one.
+    """
+    for _ in range(200):
+        base = random.randrange(20000, 32000 - count)  # noqa: S311 - not security relevant
+        held: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                held.append(sock)
+                sock.bind(("", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise RuntimeError(f"no block of {count} consecutive free ports found")
+
+
+def _process_group(pgid: int) -> list[tuple[int, str]]:
+    """(pid, command name) of every live process in process group ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # comm is parenthesised and may contain spaces; the fields after it are fixed.
+        comm = stat[stat.index("(") + 1: stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append((int(entry.name), comm))
+    return members
+
+
+def _signal_group(process: ManagedProcess, signum: int) -> None:
+    """Signal the process group we started, only while its leader (our child) is alive."""
+    if process.running():
+        os.killpg(process.pid, signum)
+
+
+def listening(port: int) -> bool:
+    """A TCP socket listens on ``port``, read from /proc: connecting would start a backup."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+def directory_bytes(path: Path) -> int:
+    """Bytes of regular files under ``path``: what a recipient has received so far."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += (Path(root) / name).lstat().st_size
+            except OSError:
+                continue
+    return total
+
+
+class PodCluster:
+    """The pods of one StatefulSet, sharing a ConfigMap, a Secret and a port block."""
+
+    def __init__(self, base: Path, *, name: str = "orders-mysql", max_pods: int = 6,
+                 server_id_base: int = 7000, transport: Transport = "ncat",
+                 max_replica_lag_seconds: int = 30) -> None:
+        require_binary("mariadbd", "mariadb-install-db", "mariadb", "mariadb-backup", "mbstream",
+                       "bash", transport)
+        self.base = base
+        self.name = name
+        self.max_pods = max_pods
+        self.server_id_base = server_id_base
+        self.transport: Transport = transport
+        self.max_replica_lag_seconds = max_replica_lag_seconds
+        self.secrets = ClusterSecrets()
+        self.mysql_port = _port_block(2 * max_pods)
+        self.backup_port = self.mysql_port + 1
+        self.port_stride = 2
+        self.config_dir = base / "config-map"
+        self._write_config_map()
+        self.script_path = self._script_path()
+        self.pods: dict[int, Pod] = {}
+
+    def _write_config_map(self) -> None:
+        """The ConfigMap mount: every script and the flavor's .cnf files under their own names."""
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        sources = [*SCRIPTS_DIR.glob("*.sh"), *(CONF_ROOT / "mariadb").glob("*.cnf")]
+        for source in sources:
+            shutil.copyfile(source, self.config_dir / source.name)
+            (self.config_dir / source.name).chmod(0o444)
+
+    def _script_path(self) -> str:
+        """PATH for the scripts: the real one, or with ncat hidden to exercise the socat path."""
+        path = os.environ.get("PATH", "/usr/bin:/bin")
+        if self.transport == "ncat":
+            return path
+        shadow = self.base / "bin-without-ncat"
+        shadow.mkdir(exist_ok=True)
+        seen: set[str] = set()
+        for directory in path.split(os.pathsep):
+            if not directory or not Path(directory).is_dir():
+                continue
+            for entry in Path(directory).iterdir():
+                if entry.name in seen or entry.name == "ncat":
+                    continue
+                seen.add(entry.name)
+                (shadow / entry.name).symlink_to(entry)
+        return str(shadow)
+
+    def pod(self, ordinal: int) -> Pod:
+        if ordinal not in self.pods:
+            if ordinal >= self.max_pods:
+                raise ValueError(f"ordinal {ordinal} is beyond max_pods={self.max_pods}")
+            self.pods[ordinal] = Pod(self, ordinal)
+        return self.pods[ordinal]
+
+    def start_pod(self, ordinal: int) -> Pod:
+        return self.pod(ordinal).start()
+
+    @property
+    def primary(self) -> Pod:
+        return self.pod(0)
+
+    def close(self) -> None:
+        errors: list[BaseException] = []
+        for pod in reversed(list(self.pods.values())):
+            try:
+                pod.stop()
+            except BaseException as error:  # noqa: BLE001 - stop every pod, report the first failure
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> PodCluster:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class Pod:
+    """One StatefulSet pod: its volumes, its environment and its containers as processes."""
+
+    def __init__(self, cluster: PodCluster, ordinal: int) -> None:
+        self.cluster = cluster
+        self.ordinal = ordinal
+        self.name = f"{cluster.name}-{ordinal}"
+        self.dir = cluster.base / self.name
+        self.data_dir = self.dir / "data"  # the PVC: survives pod restarts
+        self.logs = self.dir / "logs"
+        self.mysql_port = cluster.mysql_port + ordinal * cluster.port_stride
+        self.backup_port = cluster.backup_port + ordinal * cluster.port_stride
+        self.generation = 0
+        self._new_pod_volumes()
+        # A private tmpdir: servers of other tests must never see (or clean) our temp tables.
+        (self.dir / "tmp").mkdir()
+        self.server = MariaDBServer(self.dir / "server", name=f"{self.name}-mysqld",
+                                    port=self.mysql_port, include_dir=self.conf_dir,
+                                    data_dir=self.data_dir,
+                                    extra_config=f"tmpdir={self.dir / 'tmp'}")
+        # Replicas inherit the primary's root account through their clone.
+        self.server.root_password = cluster.secrets.root
+        self.sidecar: ManagedProcess | None = None
+        self.clone_process: ManagedProcess | None = None
+
+    def _new_pod_volumes(self) -> None:
+        """emptyDirs live as long as the pod: a pod restart gets fresh ones, the PVC stays."""
+        self.generation += 1
+        self.conf_dir = self.dir / "conf.d"
+        self.run_dir = self.dir / "run"
+        for empty_dir in (self.conf_dir, self.run_dir):
+            if empty_dir.exists():
+                shutil.rmtree(empty_dir)
+        self.conf_dir.mkdir(parents=True)
+        self.run_dir.mkdir(mode=0o700)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+
+    def env(self) -> dict[str, str]:
+        c = self.cluster
+        return {
+            "POD_NAME": self.name,
+            "MYSQL_FLAVOR": "mariadb",
+            "SERVER_ID_BASE": str(c.server_id_base),
+            "PEER_HOST_TEMPLATE": LOCALHOST,
+            "MYSQL_PORT": str(c.mysql_port),
+            "BACKUP_PORT": str(c.backup_port),
+            "PORT_STRIDE": str(c.port_stride),
+            "DATA_DIR": str(self.data_dir),
+            "CONF_DIR": str(self.conf_dir),
+            "CONFIG_DIR": str(c.config_dir),
+            "RUN_DIR": str(self.run_dir),
+            "MYSQL_SOCKET": str(self.server.socket),
+            "MAX_REPLICA_LAG_SECONDS": str(c.max_replica_lag_seconds),
+            "PATH": c.script_path,
+            **c.secrets.env(),
+        }
+
+    def _script(self, name: str, *args: str) -> list[str]:
+        return ["bash", str(self.cluster.config_dir / name), *args]
+
+    def run_script(self, name: str, *args: str, extra_env: dict[str, str] | None = None,
+                   timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run a script to completion (an init container or a probe); never raises on failure."""
+        env = {**os.environ, **self.env(), **(extra_env or {})}
+        return subprocess.run(self._script(name, *args), env=env, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+
+    def _checked(self, name: str, *args: str, extra_env: dict[str, str] | None = None
+                 ) -> subprocess.CompletedProcess[str]:
+        result = self.run_script(name, *args, extra_env=extra_env)
+        self._append_log(name, result)
+        if result.returncode != 0:
+            raise RuntimeError(f"{self.name}: {name} exited {result.returncode}:\n{result.stderr}")
+        return result
+
+    def _append_log(self, name: str, result: subprocess.CompletedProcess[str]) -> None:
+        with (self.logs / f"{Path(name).stem}.log").open("a") as log:
+            log.write(result.stdout + result.stderr)
+
+    # --- containers ---------------------------------------------------------------------------
+
+    def init_config(self) -> None:
+        self._checked("init-config.sh")
+
+    def start_clone(self) -> ManagedProcess:
+        """The clone init container, in the background (to interrupt it on purpose)."""
+        self.clone_process = ManagedProcess(
+            f"clone-{self.generation}", self._script("clone.sh"), log_dir=self.logs,
+            env=self.env()).start()
+        return self.clone_process
+
+    def clone(self, timeout: float = 600) -> int:
+        """Run the clone init container to completion; returns its exit code."""
+        process = self.start_clone()
+        assert process.process is not None
+        try:
+            return process.process.wait(timeout)
+        finally:
+            process.stop()
+
+    def clone_log(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("clone-*.log")))
+
+    def initialize_primary(self) -> None:
+        """The image entrypoint's first start: install, root password, then the initdb.d script."""
+        self.server.initialize()
+        self._checked("bootstrap-users.sh", extra_env={"SOCKET": str(self.server.socket)})
+        # MARIADB_ROOT_HOST=localhost: root is reachable through the socket only.
+        self.query("DROP USER IF EXISTS 'root'@'127.0.0.1'")
+
+    def start_server(self) -> None:
+        self.server.start()
+
+    def start_sidecar(self) -> ManagedProcess:
+        self.sidecar = ManagedProcess(f"backup-{self.generation}", self._script("backup-server.sh"),
+                                      log_dir=self.logs, env=self.env()).start()
+        return self.sidecar
+
+    def start(self, *, wait: bool = True) -> Pod:
+        """The whole pod: init-config, clone (replicas), server, sidecar; waits until serving."""
+        self.init_config()
+        if self.ordinal == 0 and not (self.data_dir / "mysql").exists():
+            self.initialize_primary()
+        else:
+            if self.ordinal > 0:
+                code = self.clone()
+                if code != 0:
+                    raise RuntimeError(f"{self.name}: clone.sh exited {code}:\n{self.clone_log()}")
+            self.start_server()
+        self.start_sidecar()
+        if wait:
+            self.wait_serving()
+        return self
+
+    def wait_serving(self, timeout: float = 120) -> None:
+        """The sidecar has configured replication (replicas) and listens for backups."""
+        def serving() -> str | None:
+            if self.sidecar is None or not self.sidecar.running():
+                return "exited"
+            if self.ordinal > 0 and not (self.data_dir / REPLICATION_STARTED).exists():
+                return None
+            return "serving" if listening(self.backup_port) else None
+
+        state = wait_until(serving, timeout=timeout, what=f"{self.name} backup sidecar to serve")
+        if state == "exited":
+            tail = self.sidecar.log_tail() if self.sidecar else ""
+            raise RuntimeError(f"{self.name}: backup sidecar exited:\n{tail}")
+
+    def kill_sidecar(self) -> None:
+        """SIGKILL the sidecar container: the listener and any backup it is streaming."""
+        if self.sidecar is not None:
+            _signal_group(self.sidecar, signal.SIGKILL)
+            self.sidecar.kill()
+
+    def sidecar_group(self) -> list[tuple[int, str]]:
+        return _process_group(self.sidecar.pid) if self.sidecar and self.sidecar.running() else []
+
+    def kill(self) -> None:
+        """The node dies: every container of the pod is SIGKILLed."""
+        self.kill_sidecar()
+        if self.clone_process is not None:
+            _signal_group(self.clone_process, signal.SIGKILL)
+            self.clone_process.kill()
+        self.server.kill()
+
+    def restart(self, *, wait: bool = True) -> Pod:
+        """A new pod with the same name and PVC: fresh emptyDirs, every container again."""
+        self.kill()
+        self._new_pod_volumes()
+        return self.start(wait=wait)
+
+    def stop(self) -> None:
+        if self.sidecar is not None:
+            _signal_group(self.sidecar, signal.SIGTERM)
+            self.sidecar.stop()
+        if self.clone_process is not None:
+            _signal_group(self.clone_process, signal.SIGCONT)
+            _signal_group(self.clone_process, signal.SIGKILL)
+            self.clone_process.stop()
+        self.server.stop()
+
+    # --- SQL ------------------------------------------------------------------------------------
+
+    def query(self, sql: str, args: Any = None, **connect: Any) -> list[dict[str, Any]]:
+        """As root through the socket by default (root@localhost only, as in the image)."""
+        connect.setdefault("host", None)
+        return self.server.query(sql, args, **connect)
+
+    def query_as(self, user: str, sql: str, args: Any = None) -> list[dict[str, Any]]:
+        """As a cluster account over TCP, the way applications and operators connect."""
+        password = {"admin": self.cluster.secrets.admin,
+                    "monitor": self.cluster.secrets.monitor}[user]
+        return self.server.query(sql, args, user=user, password=password, host=LOCALHOST)
+
+    def gtid_binlog_pos(self) -> str:
+        return str(self.query("SELECT @@GLOBAL.gtid_binlog_pos AS g")[0]["g"])
+
+    def wait_for_gtid(self, gtid: str, timeout: int = 120) -> None:
+        """MASTER_GTID_WAIT: returns once this replica has applied ``gtid``, fails on timeout."""
+        result = self.query("SELECT MASTER_GTID_WAIT(%s, %s) AS r", (gtid, timeout))[0]["r"]
+        if result != 0:
+            status = self.query("SHOW REPLICA STATUS")
+            raise AssertionError(f"{self.name} did not reach {gtid} in {timeout}s: {status}")
+
+    def checksum(self, table: str) -> int:
+        return int(self.query(f"CHECKSUM TABLE {table}")[0]["Checksum"])
+
+    def markers(self) -> Iterator[str]:
+        for marker in (CLONE_IN_PROGRESS, CLONE_COMPLETE, REPLICATION_CONFIGURED,
+                       REPLICATION_STARTED):
+            if (self.data_dir / marker).exists():
+                yield marker
