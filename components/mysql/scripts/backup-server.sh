@@ -14,13 +14,13 @@
 # here ever touches the primary.
 #
 # Credentials: replication is configured as root@localhost through the server's unix socket
-# (MYSQL_SOCKET, on a volume shared by the mysql and backup containers). Root is needed: MariaDB
-# refuses SET GLOBAL gtid_slave_pos on a read_only server to every account without READ ONLY
-# ADMIN (ERROR 1290, seen in tests), and MySQL requires SYSTEM_VARIABLES_ADMIN for gtid_purged;
-# the admin account must hold neither, or it could write on replicas. The socket keeps root
-# reachable only inside the pod. The backup account runs the backup tool. Passwords reach the
-# tools through 0600 option files in RUN_DIR, never argv; the replication password reaches the
-# server only as SQL on stdin.
+# (server_socket in lib.sh; the socket directory is shared by the mysql and backup containers).
+# Root is needed: MariaDB refuses SET GLOBAL gtid_slave_pos on a read_only server to every
+# account without READ ONLY ADMIN (ERROR 1290, seen in tests), and MySQL requires
+# SYSTEM_VARIABLES_ADMIN for gtid_purged; the admin account must hold neither, or it could write
+# on replicas. The socket keeps root reachable only inside the pod. The backup account runs the
+# backup tool. Passwords reach the tools through 0600 option files in RUN_DIR, never argv; the
+# replication password reaches the server only as SQL on stdin.
 set -euo pipefail
 SCRIPT_NAME="backup-server"
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -67,9 +67,9 @@ configure_replication_once() {
     fi
     [[ -f "$DATA_DIR/$CLONE_COMPLETE_MARKER" ]] \
         || die "no completed clone in $DATA_DIR: the clone init container must run first"
-    require_vars ROOT_PASSWORD MYSQL_SOCKET REPLICATION_USER REPLICATION_PASSWORD
+    require_vars ROOT_PASSWORD REPLICATION_USER REPLICATION_PASSWORD
     local options="$RUN_DIR/root-client.cnf"
-    write_client_options "$options" root "$ROOT_PASSWORD" socket "$MYSQL_SOCKET"
+    write_client_options "$options" root "$ROOT_PASSWORD" socket "$(server_socket)"
     log "waiting for the local server"
     wait_for_server "$options"
 

@@ -71,6 +71,19 @@ require_flavor() {
     esac
 }
 
+# The server's unix socket, in the socket directory the StatefulSet shares between the mysql and
+# backup containers (the images' own locations). MYSQL_SOCKET overrides it (test harnesses).
+server_socket() {
+    require_flavor
+    if [[ -n "${MYSQL_SOCKET:-}" ]]; then
+        printf '%s\n' "$MYSQL_SOCKET"
+    elif [[ $MYSQL_FLAVOR == mysql ]]; then
+        echo /var/run/mysqld/mysqld.sock
+    else
+        echo /run/mysqld/mysqld.sock
+    fi
+}
+
 # Tool names per flavor: MySQL 8.4 pairs with Percona XtraBackup 8.4 (xbstream); MariaDB ships
 # mariadb-backup and mbstream in its server image.
 sql_client_tool() { require_flavor; [[ $MYSQL_FLAVOR == mysql ]] && echo mysql || echo mariadb; }
