@@ -1,0 +1,130 @@
+"""``venv/bin/python -m bench [seeding|locks|refresh|program|all] [--quick] [...]``
+
+One command runs every benchmark (or the ones named) at its default size, prints each
+report's tables and targets, and writes them as JSON under ``bench/results/``.
+``--quick`` shrinks every benchmark to a size that finishes in seconds: the smoke test
+runs it so the benchmarks do not rot, but its figures are not the ones to quote.
+
+Exit status: 0 when everything ran (a missed target is a finding, not a crash), 1 when
+a benchmark could not run, 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bench._procs import BenchUnavailable
+from bench._report import RESULTS_DIR, Report, machine
+
+NAMES = ("seeding", "locks", "refresh", "program")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("benchmarks", nargs="*", choices=[*NAMES, "all"], default=["all"],
+                        metavar="BENCHMARK", help=f"any of {', '.join(NAMES)}, or all "
+                        "(default)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes (seconds, not minutes): checks the benchmarks run")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
+                        help="where JSON results go (default: bench/results)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where servers and copies live (default: a temp dir in /tmp)")
+    seeding = parser.add_argument_group("seeding")
+    seeding.add_argument("--size-mb", type=_positive, default=None,
+                         help="InnoDB data on the primary, MiB (default 1024; quick 32)")
+    locks = parser.add_argument_group("locks")
+    locks.add_argument("--contenders", type=_positive, default=None,
+                       help="clients fighting for one lock (default 8)")
+    locks.add_argument("--handoffs", type=_positive, default=None,
+                       help="handoffs measured per contended run (default 400; quick 40)")
+    refresh = parser.add_argument_group("refresh")
+    refresh.add_argument("--replicas", type=_positive, default=None,
+                         help="replicas behind the primary (default 2)")
+    program = parser.add_argument_group("program")
+    program.add_argument("--runs", type=_positive, default=None,
+                         help="program runs, each in a fresh interpreter (default 5; quick 2)")
+    return parser
+
+
+def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Report]]:
+    quick: bool = args.quick
+
+    def pick(value: int | None, default: int, tiny: int) -> int:
+        return value if value is not None else (tiny if quick else default)
+
+    def seeding() -> Report:
+        from bench.seeding import SeedingOptions, run  # noqa: PLC0415 - only what is asked
+
+        return run(SeedingOptions(size_mb=pick(args.size_mb, 1024, 32), workdir=args.workdir))
+
+    def locks() -> Report:
+        from bench.locks import LocksOptions, run  # noqa: PLC0415
+
+        return run(LocksOptions(contenders=pick(args.contenders, 8, 4),
+                                handoffs=pick(args.handoffs, 400, 40),
+                                workdir=args.workdir))
+
+    def refresh() -> Report:
+        from bench.refresh import RefreshOptions, run  # noqa: PLC0415
+
+        return run(RefreshOptions(replicas=pick(args.replicas, 2, 1),
+                                  rounds=pick(None, 20, 3), workdir=args.workdir))
+
+    def program() -> Report:
+        from bench.program import ProgramOptions, run  # noqa: PLC0415
+
+        return run(ProgramOptions(runs=pick(args.runs, 5, 2)))
+
+    return {"seeding": seeding, "locks": locks, "refresh": refresh, "program": program}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    names = NAMES if "all" in args.benchmarks else tuple(dict.fromkeys(args.benchmarks))
+    runners = _runners(args)
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in machine().items()), flush=True)
+    failed = []
+    for name in names:
+        print(f"\n... running {name}", flush=True)
+        load_before = os.getloadavg()[0]
+        try:
+            report = runners[name]()
+        except BenchUnavailable as error:
+            print(f"{name}: cannot run here: {error}", file=sys.stderr)
+            failed.append(name)
+            continue
+        except Exception:  # noqa: BLE001 - report it and go on with the other benchmarks
+            traceback.print_exc()
+            failed.append(name)
+            continue
+        if args.quick:
+            report.parameters["quick"] = True
+        # Other work on the machine skews every figure; the load says how much to trust it.
+        report.parameters["load_1m"] = f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}"
+        print(report.render(), flush=True)
+        print(f"\nresults: {report.save(args.results_dir)}", flush=True)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

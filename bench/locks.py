@@ -1,0 +1,345 @@
+"""Locks on the etcd backend: the project's lock against raw transactions and etcdctl lock.
+
+A lock handoff on etcd needs about two raft commits (the holder deletes its key; the
+next waiter, woken by its watch, confirms it now has the lowest create revision), so
+the rate of single compare-and-swap transactions, measured against the same 3-member
+cluster in the same run, is the yardstick: half of it is the best a handoff can do,
+and one transaction's latency is the unit a handoff's latency is judged in.
+``etcdctl lock`` (etcd's own Go ``concurrency.Mutex``) is the usual alternative.
+
+Contenders are separate processes, as lock clients in pods would be, each with its own
+session (its own lease), all started before the clock starts. A holder records the
+wall-clock times it got and gave up the lock and its fencing token; the time from one
+holder giving up to the next holding is the handoff latency (release RPC, watch
+notification and the waiter's check, i.e. the time the lock is idle between holders).
+Grants are FIFO when tokens (the waiters' create revisions, their queue positions)
+strictly increase in grant order; they are exclusive when no grant starts before the
+previous holder finished.
+
+All clients talk to the leader's member, so no run is charged the extra follower hop
+that another run avoided.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import multiprocessing
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench._procs import need
+from bench._report import Report, Table, Target, percentile, ratio
+from tests.support.etcd import EtcdCluster
+
+_LOCK_NAME = "bench/handoff"
+_TTL = 10.0
+_RUN_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class LocksOptions:
+    contenders: int = 8
+    """Processes fighting for one lock."""
+    handoffs: int = 400
+    """Acquisitions measured per contended run (and uncontended acquire+release cycles)."""
+    workdir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.contenders < 2:
+            raise ValueError(f"a contended run needs at least 2 contenders, got "
+                             f"{self.contenders}")
+        if self.handoffs < 10:
+            raise ValueError(f"need at least 10 handoffs to say anything, got {self.handoffs}")
+
+
+@dataclass(frozen=True)
+class _Hold:
+    acquired: float
+    released: float
+    token: int
+
+
+@dataclass(frozen=True)
+class _Contended:
+    holds: int
+    handoffs_per_second: float
+    p50_ms: float
+    p99_ms: float
+    fifo: bool
+    exclusive: bool
+
+
+@dataclass(frozen=True)
+class _Txns:
+    per_second: float
+    p50_ms: float
+    p99_ms: float
+
+
+class _NotLanded(Exception):
+    """The project's etcd lock backend is not in the tree yet (or cannot open)."""
+
+
+def run(options: LocksOptions) -> Report:
+    need("etcd", "etcdctl")
+    base = Path(tempfile.mkdtemp(prefix="bench-locks-", dir=options.workdir))
+    cluster = EtcdCluster(base / "etcd", size=3, token="bench-locks")
+    try:
+        cluster.start()
+        endpoint = cluster.leader().client_url
+        return _measure(endpoint, base, options)
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _measure(endpoint: str, base: Path, options: LocksOptions) -> Report:
+    cycles = options.handoffs
+    txns = _raw_txns(endpoint, max(200, cycles))
+    etcdctl_rate = _etcdctl_uncontended(endpoint, max(10, cycles // 10))
+    etcdctl = _etcdctl_contended(endpoint, base, options)
+    skipped = ""
+    project_rate: float | None = None
+    project: _Contended | None = None
+    try:
+        project_rate = _project_uncontended(endpoint, cycles)
+        project = _project_contended(endpoint, base, options)
+    except _NotLanded as reason:
+        skipped = str(reason)
+
+    limit = txns.per_second / 2
+    uncontended = Table(
+        "uncontended: one client, acquire + release in a loop",
+        ("client", "cycles/s", "vs txn rate / 2", "note"),
+        (("raw CAS txn (1 commit, the unit)", txns.per_second, None,
+          f"p50 {txns.p50_ms:.2f} ms, p99 {txns.p99_ms:.2f} ms"),
+         ("project lock (distlock, etcd)", project_rate, ratio(project_rate, limit), skipped),
+         ("etcdctl lock -- true", etcdctl_rate, ratio(etcdctl_rate, limit),
+          "a process, a session and a lease per cycle")))
+
+    def row(name: str, result: _Contended | None, note: str) -> tuple[Any, ...]:
+        if result is None:
+            return (name, None, None, None, None, None, None, None, note)
+        return (name, result.holds, result.handoffs_per_second,
+                ratio(result.handoffs_per_second, txns.per_second), result.p50_ms,
+                result.p99_ms, ratio(result.p99_ms, txns.p50_ms),
+                f"{'yes' if result.fifo else 'NO'}/{'yes' if result.exclusive else 'NO'}", note)
+
+    contended = Table(
+        f"one lock, {options.contenders} contending processes",
+        ("client", "holds", "handoffs/s", "vs txn rate", "p50 ms", "p99 ms",
+         "p99 vs txn p50", "FIFO/exclusive", "note"),
+        (row("project lock (distlock, etcd)", project, skipped),
+         row("etcdctl lock", etcdctl, "each hold is a new etcdctl process")))
+    report = Report("locks", {"contenders": options.contenders, "handoffs": options.handoffs,
+                              "cluster": "3 etcd members on loopback", "endpoint": "leader"},
+                    [uncontended, contended])
+    report.targets = [
+        Target("handoffs/s vs raw txn rate", ratio(project.handoffs_per_second,
+                                                   txns.per_second) if project else None,
+               0.5, True, "x", skipped),
+        Target("p99 handoff vs one txn (p50)", ratio(project.p99_ms, txns.p50_ms)
+               if project else None, 3.0, False, "x", skipped),
+    ]
+    if project is not None and not (project.fifo and project.exclusive):
+        report.notes.append("the project lock broke FIFO or exclusion in this run: a bug, "
+                            "not a performance figure")
+    return report
+
+
+class _Gateway:
+    """etcd's v3 JSON gateway over one keep-alive HTTP connection."""
+
+    def __init__(self, endpoint: str) -> None:
+        self._endpoint = endpoint
+        self._session = requests.Session()
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = self._session.post(f"{self._endpoint}{path}", json=body, timeout=10)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _raw_txns(endpoint: str, count: int) -> _Txns:
+    """Sequential compare-and-swap: put only if the key is unchanged since our last put."""
+    gateway = _Gateway(endpoint)
+    try:
+        key = _b64("bench/cas")
+        revision = int(gateway.post("/v3/kv/put", {"key": key, "value": _b64("0")})
+                       ["header"]["revision"])
+        latencies = []
+        started = time.monotonic()
+        for i in range(count):
+            before = time.monotonic()
+            answer = gateway.post("/v3/kv/txn", {
+                "compare": [{"key": key, "target": "MOD", "result": "EQUAL",
+                             "mod_revision": str(revision)}],
+                "success": [{"request_put": {"key": key, "value": _b64(str(i + 1))}}],
+            })
+            latencies.append(time.monotonic() - before)
+            if not answer.get("succeeded"):
+                raise RuntimeError(f"raw CAS txn {i} did not succeed: {answer}")
+            revision = int(answer["header"]["revision"])
+        elapsed = time.monotonic() - started
+    finally:
+        gateway.close()
+    return _Txns(count / elapsed, percentile(latencies, 50) * 1000,
+                 percentile(latencies, 99) * 1000)
+
+
+def _etcdctl(endpoint: str) -> list[str]:
+    return ["etcdctl", f"--endpoints={endpoint}", "--dial-timeout=5s"]
+
+
+def _etcdctl_uncontended(endpoint: str, cycles: int) -> float:
+    started = time.monotonic()
+    for _ in range(cycles):
+        subprocess.run([*_etcdctl(endpoint), "lock", f"{_LOCK_NAME}-solo", "--", "true"],
+                       check=True, capture_output=True, timeout=60)
+    return cycles / (time.monotonic() - started)
+
+
+# Runs inside the lock: a timestamp on entry and on exit, and the fencing revision.
+# EPOCHREALTIME is a bash builtin, so no process is spawned inside the hold.
+_ETCDCTL_HOLD = 'a=$EPOCHREALTIME; printf "%s %s %s\\n" "$a" "$EPOCHREALTIME" ' \
+                '"$ETCD_LOCK_REV" >> "$HOLDS_FILE"'
+
+
+def _etcdctl_contended(endpoint: str, base: Path, options: LocksOptions) -> _Contended:
+    holds_file = base / "etcdctl-holds.txt"
+    remaining = [options.handoffs]
+    guard = threading.Lock()
+    errors: list[str] = []
+
+    def contender() -> None:
+        while True:
+            with guard:
+                if remaining[0] <= 0 or errors:
+                    return
+                remaining[0] -= 1
+            result = subprocess.run(
+                [*_etcdctl(endpoint), "lock", _LOCK_NAME, "--", "bash", "-c", _ETCDCTL_HOLD],
+                capture_output=True, text=True, timeout=120, check=False,
+                env={"HOLDS_FILE": str(holds_file), "PATH": "/usr/bin:/bin"})
+            if result.returncode != 0:
+                with guard:
+                    errors.append(result.stderr.strip())
+                return
+
+    threads = [threading.Thread(target=contender) for _ in range(options.contenders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(f"etcdctl lock failed: {errors[0]}")
+    holds = []
+    for line in holds_file.read_text().splitlines():
+        acquired, released, token = line.split()
+        holds.append(_Hold(float(acquired), float(released), int(token)))
+    return _summarize(holds)
+
+
+def _summarize(holds: Sequence[_Hold]) -> _Contended:
+    ordered = sorted(holds, key=lambda h: h.acquired)
+    gaps = [b.acquired - a.released for a, b in itertools.pairwise(ordered)]
+    span = ordered[-1].acquired - ordered[0].acquired
+    fifo = all(a.token < b.token for a, b in itertools.pairwise(ordered))
+    exclusive = all(gap >= 0 for gap in gaps)
+    return _Contended(len(ordered), len(gaps) / span if span > 0 else float("nan"),
+                      percentile(gaps, 50) * 1000, percentile(gaps, 99) * 1000, fifo, exclusive)
+
+
+def _open_project_backend(endpoint: str) -> Any:
+    from distlock import BackendOptions, open_backend  # noqa: PLC0415 - may not exist yet
+
+    try:
+        return open_backend("etcd", BackendOptions(endpoints=(endpoint,), ttl=_TTL))
+    except ValueError as error:
+        raise _NotLanded(str(error)) from None
+
+
+def _project_uncontended(endpoint: str, cycles: int) -> float:
+    backend = _open_project_backend(endpoint)
+    try:
+        lock = backend.lock(f"{_LOCK_NAME}-solo")
+        started = time.monotonic()
+        for _ in range(cycles):
+            lock.acquire()
+            lock.release()
+        return cycles / (time.monotonic() - started)
+    finally:
+        backend.close()
+
+
+def _project_contended(endpoint: str, base: Path, options: LocksOptions) -> _Contended:
+    context = multiprocessing.get_context("spawn")
+    remaining = context.Value("i", options.handoffs)
+    barrier = context.Barrier(options.contenders + 1)
+    outputs = [base / f"project-holds-{i}.json" for i in range(options.contenders)]
+    processes = [context.Process(target=_contend, args=(endpoint, remaining, barrier, out),
+                                 name=f"bench-lock-contender-{i}")
+                 for i, out in enumerate(outputs)]
+    for process in processes:
+        process.start()
+    try:
+        barrier.wait(timeout=120)  # every contender has its session: start the clock
+        deadline = time.monotonic() + _RUN_TIMEOUT
+        for process in processes:
+            process.join(max(0.1, deadline - time.monotonic()))
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join()
+    failed = [p.name for p in processes if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"lock contenders failed: {', '.join(failed)}")
+    holds = [_Hold(*record) for out in outputs for record in json.loads(out.read_text())]
+    return _summarize(holds)
+
+
+def _contend(endpoint: str, remaining: Synchronized[int], barrier: Barrier, out: Path) -> None:
+    """One contender process: its own session, acquire/release until the budget is spent."""
+    backend = _open_project_backend(endpoint)
+    records: list[tuple[float, float, int]] = []
+    try:
+        lock = backend.lock(_LOCK_NAME)
+        barrier.wait(timeout=120)
+        while True:
+            with remaining.get_lock():
+                if remaining.value <= 0:
+                    break
+                remaining.value -= 1
+            token = lock.acquire()
+            acquired = time.time()
+            released = time.time()
+            lock.release()
+            records.append((acquired, released, token))
+    finally:
+        backend.close()
+    out.write_text(json.dumps(records))
+
+
+__all__ = ["LocksOptions", "run"]

@@ -1,0 +1,246 @@
+"""Provider refresh: ReplicationInit's Read and Diff per replica, for a no-op `pulumi up`.
+
+A converged cluster should cost a `pulumi up` or `pulumi refresh` next to nothing, yet
+ReplicationInit's Diff and Read deliberately look at the live servers (a stopped or
+repointed replica is drift even when the inputs did not change). So each of them opens
+connections and reads replica status; this measures what that costs per replica.
+
+Everything goes through the real provider server (``python -m pulumi.dynamic``, driven
+by ``tests/support/provider_server.py`` exactly as the engine drives it) against a real
+MariaDB primary and ``replicas`` real replicas that the provider itself configured
+(Create). A no-op `pulumi up` is Check then Diff (answering "no changes"); a refresh is
+Read. Per replica = the call's time / replicas, so the primary's share is charged to
+the replicas too (the honest reading for a 3-pod cluster).
+
+Floors measured in the same run, to tell provider cost from unavoidable cost:
+
+* the trivial echo provider's Diff and Read through the same server: gRPC, property
+  (de)serialization and unpickling the provider, with no work at all;
+* a fresh pymysql connection per replica plus ``SHOW REPLICA STATUS``: what any Read
+  that connects per call must pay.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pymysql
+
+from bench._procs import need
+from bench._report import Report, Table, Target, ratio
+from tests.support.mariadb import MariaDBServer, random_password
+from tests.support.procs import LOCALHOST
+from tests.support.provider_server import ProviderServer, ResourceDriver
+
+_PRIMARY_CONFIG = "log-bin=mysql-bin\nlog-slave-updates\n"
+_REPLICA_CONFIG = "log-bin=mysql-bin\nlog-slave-updates\nread-only=ON\n"
+
+
+@dataclass(frozen=True)
+class RefreshOptions:
+    replicas: int = 2
+    """Replicas behind the primary (prod runs 3 pods: 2 replicas)."""
+    rounds: int = 20
+    """Timed calls of each kind (median reported)."""
+    workdir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1 or self.rounds < 1:
+            raise ValueError(f"need at least 1 replica and 1 round, got replicas="
+                             f"{self.replicas}, rounds={self.rounds}")
+
+
+class _NotLanded(Exception):
+    """ReplicationInit (or its integration test's fixtures) is not in the tree yet."""
+
+
+def run(options: RefreshOptions) -> Report:
+    need("mariadbd", "mariadb-install-db", "mariadb")
+    base = Path(tempfile.mkdtemp(prefix="bench-refresh-", dir=options.workdir))
+    try:
+        with ProviderServer(log_path=base / "provider.log") as server:
+            server.configure()
+            floor = _echo_floor(server, options.rounds)
+            skipped = ""
+            project: dict[str, float] = {}
+            connect_floor: float | None = None
+            try:
+                with _cluster(base, options.replicas) as (replicas, inputs):
+                    connect_floor = _connect_floor(replicas, inputs["admin_password"],
+                                                   options.rounds)
+                    project = _project(server, inputs, options.rounds)
+            except _NotLanded as reason:
+                skipped = str(reason)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return _report(options, floor, connect_floor, project, skipped)
+
+
+def _median_ms(call: Callable[[], object], rounds: int) -> float:
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples) * 1000
+
+
+def _echo_floor(server: ProviderServer, rounds: int) -> dict[str, float]:
+    from tests.unit._echo_provider import EchoProvider  # noqa: PLC0415 - test helper
+
+    driver = ResourceDriver(server, EchoProvider(), name="bench-echo")
+    inputs = {"count": 1}
+    driver.up(inputs)
+    assert driver.state is not None
+    state = driver.state
+    checked = driver.check(inputs).inputs
+    return {
+        "check": _median_ms(lambda: driver.check(inputs), rounds),
+        "diff": _median_ms(lambda: server.diff(driver.urn, state.id, state.outputs, checked),
+                           rounds),
+        "read": _median_ms(lambda: server.read(driver.urn, state.id, state.outputs,
+                                               state.inputs), rounds),
+    }
+
+
+def _fixtures() -> Any:
+    """The provider test's account names and privileges: one definition of the contract."""
+    try:
+        from tests.integration import test_replication_provider as fixtures  # noqa: PLC0415
+    except ImportError as error:
+        raise _NotLanded(f"ReplicationInit or its integration test not in the tree yet "
+                         f"({error})") from None
+    return fixtures
+
+
+@contextmanager
+def _cluster(base: Path, count: int) -> Iterator[tuple[list[MariaDBServer], dict[str, Any]]]:
+    """A primary and replicas as a finished clone leaves them; yields the provider inputs.
+
+    Same accounts everywhere (created without binary logging, as if cloned), empty
+    binary logs on the replicas and the primary's position as their gtid_slave_pos.
+    """
+    fixtures = _fixtures()
+    admin_password = random_password()
+    primary = MariaDBServer(base / "m0", name="m0", server_id=1, extra_config=_PRIMARY_CONFIG)
+    replicas = [MariaDBServer(base / f"m{i}", name=f"m{i}", server_id=1 + i,
+                              extra_config=_REPLICA_CONFIG) for i in range(1, count + 1)]
+    with ExitStack() as stack:
+        for server in (primary, *replicas):
+            server.initialize()
+            stack.callback(server.stop)
+            with server.cursor() as cur:
+                cur.execute("SET SESSION sql_log_bin=0")
+                cur.execute("CREATE USER %s@'%%' IDENTIFIED BY %s",
+                            (fixtures.ADMIN_USER, admin_password))
+                cur.execute(f"GRANT {fixtures.ADMIN_PRIVILEGES} ON *.* TO %s@'%%' "
+                            "WITH GRANT OPTION", (fixtures.ADMIN_USER,))
+        position = primary.query("SELECT @@GLOBAL.gtid_binlog_pos AS p")[0]["p"]
+        for replica in replicas:
+            replica.query("RESET MASTER")
+            replica.query("SET GLOBAL gtid_slave_pos=%s", (position,))
+        yield replicas, {
+            "flavor": "mariadb",
+            "primary": {"host": LOCALHOST, "port": primary.port},
+            "replicas": [{"host": LOCALHOST, "port": r.port} for r in replicas],
+            "source_host": LOCALHOST,
+            "source_port": primary.port,
+            "admin_user": fixtures.ADMIN_USER,
+            "admin_password": admin_password,
+            "replication_user": fixtures.REPLICATION_USER,
+            "replication_password": random_password(),
+            "max_lag_seconds": 30,
+            "timeout_seconds": 60,
+            "lock_endpoints": [],
+        }
+
+
+def _connect_floor(replicas: list[MariaDBServer], admin_password: str, rounds: int) -> float:
+    admin_user = _fixtures().ADMIN_USER
+
+    def look() -> None:
+        for replica in replicas:
+            connection = pymysql.connect(host=LOCALHOST, port=replica.port, user=admin_user,
+                                         password=admin_password, connect_timeout=5)
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SHOW REPLICA STATUS")
+                    cursor.fetchall()
+            finally:
+                connection.close()
+
+    return _median_ms(look, rounds) / len(replicas)
+
+
+def _project(server: ProviderServer, inputs: dict[str, Any], rounds: int) -> dict[str, float]:
+    from components.mysql.replication import _ReplicationProvider  # noqa: PLC0415
+
+    fixtures = _fixtures()
+
+    driver = ResourceDriver(server, _ReplicationProvider(), type_name=fixtures.TYPE_NAME,
+                            name="bench-replication", secret_inputs=fixtures.SECRET_INPUTS,
+                            additional_secret_outputs=fixtures.SECRET_INPUTS)
+    created = driver.up(inputs)
+    if created.operation != "create" or created.outputs.get("in_sync") is not True:
+        raise RuntimeError(f"ReplicationInit create did not converge: {created.outputs}")
+    if driver.up(inputs).operation != "same":
+        raise RuntimeError("a second `pulumi up` was not a no-op: nothing to measure")
+    assert driver.state is not None
+    state = driver.state
+    checked = driver.check(inputs).inputs
+
+    def diff() -> None:
+        if server.diff(driver.urn, state.id, state.outputs, checked).changes is not False:
+            raise RuntimeError("Diff of a converged cluster reported changes")
+
+    return {
+        "check": _median_ms(lambda: driver.check(inputs), rounds),
+        "diff": _median_ms(diff, rounds),
+        "read": _median_ms(lambda: server.read(driver.urn, state.id, state.outputs,
+                                               state.inputs), rounds),
+        "up": _median_ms(lambda: driver.up(inputs), rounds),
+    }
+
+
+def _report(options: RefreshOptions, floor: dict[str, float], connect_floor: float | None,
+            project: dict[str, float], skipped: str) -> Report:
+    n = options.replicas
+
+    def per_replica(key: str) -> float | None:
+        return project[key] / n if key in project else None
+
+    rows = (
+        ("no-op up: Check", project.get("check"), per_replica("check"), floor["check"],
+         ratio(per_replica("check"), floor["check"]), skipped),
+        ("no-op up: Diff (no changes)", project.get("diff"), per_replica("diff"), floor["diff"],
+         ratio(per_replica("diff"), floor["diff"]), skipped),
+        ("no-op up: Check + Diff", project.get("up"), per_replica("up"),
+         floor["check"] + floor["diff"], ratio(per_replica("up"), floor["check"] + floor["diff"]),
+         skipped),
+        ("refresh: Read", project.get("read"), per_replica("read"), floor["read"],
+         ratio(per_replica("read"), floor["read"]), skipped),
+        ("floor: connect + SHOW REPLICA STATUS", None, connect_floor, None, None,
+         "pymysql, a fresh connection per replica"),
+    )
+    table = Table(f"ReplicationInit through the provider server, {n} replica(s), median of "
+                  f"{options.rounds}", ("call", "ms per call", "ms per replica",
+                                        "echo provider ms", "per replica vs echo", "note"),
+                  rows)
+    report = Report("refresh", {"replicas": n, "rounds": options.rounds,
+                                "servers": "real mariadbd on 127.0.0.1"}, [table])
+    report.targets = [
+        Target("Diff per replica (no-op up)", per_replica("diff"), 50.0, False, " ms", skipped),
+        Target("Read per replica (refresh)", per_replica("read"), 50.0, False, " ms", skipped),
+    ]
+    return report
+
+
+__all__ = ["RefreshOptions", "run"]
