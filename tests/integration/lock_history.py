@@ -20,8 +20,8 @@ Run as a program it is the critical section the tests hand to the CLI or etcdctl
 
     python -m tests.integration.lock_history hold --history F --who W [--hold S]
         [--token-env DISTLOCK_TOKEN] [--until-fifo PATH]
-    python -m tests.integration.lock_history fenced --history F --who W --fence DIR
-        [--token-env DISTLOCK_TOKEN]
+    python -m tests.integration.lock_history fenced --history F --who W
+        (--fence DIR | --etcd-fence URL[,URL...]@PREFIX) [--token-env DISTLOCK_TOKEN]
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distlock import FileFencedStore, StaleTokenError
+from distlock import FencedStore, FileFencedStore, StaleTokenError
+from distlock.etcd import EtcdFencedStore
 
 ACQUIRED = "acquired"
 RELEASED = "released"
@@ -152,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="hold until the test opens and closes this FIFO (or kills us); "
                              "not stdin, because etcdctl lock gives its command /dev/null")
     parser.add_argument("--fence", type=Path, help="fenced mode: FileFencedStore directory")
+    parser.add_argument("--etcd-fence", help="fenced mode: EtcdFencedStore as URLS@PREFIX")
     args = parser.parse_args(argv)
     history = History(args.history)
     token = _token(args.token_env)
@@ -167,10 +169,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def fenced_store(directory: Path | None, etcd: str | None) -> FencedStore:
+    """The store a fenced holder and the test both write to: a directory or etcd."""
+    if etcd:
+        endpoints, _, prefix = etcd.partition("@")
+        return EtcdFencedStore(endpoints, prefix)
+    if directory is None:
+        raise SystemExit("lock_history fenced: give --fence DIR or --etcd-fence URLS@PREFIX")
+    return FileFencedStore(directory)
+
+
 def _fenced(args: argparse.Namespace, history: History, token: int) -> int:
     """Write once under the token, then write again each time a line arrives on stdin,
     recording whether the fenced store accepted it."""
-    store = FileFencedStore(args.fence)
+    store = fenced_store(args.fence, args.etcd_fence)
     store.put(token, "data", f"{args.who}:{token}".encode())
     history.record(args.who, "write", token, accepted=True)
     for _line in sys.stdin:

@@ -34,10 +34,10 @@ from typing import IO, Any
 
 import pytest
 
-from distlock import FileFencedStore, Lock, LockBackend, LockLost, LockTimeout, StaleTokenError
+from distlock import Lock, LockBackend, LockLost, LockTimeout, StaleTokenError
 from distlock._cli import EXIT_LOST
 from tests.integration.lock_backends import FACTORIES, BackendHarness
-from tests.integration.lock_history import ACQUIRED, ENDED, RELEASED, History, check
+from tests.integration.lock_history import ACQUIRED, ENDED, RELEASED, History, check, fenced_store
 from tests.support.etcd import gateway
 from tests.support.procs import wait_until
 
@@ -303,24 +303,33 @@ def test_sigkilled_holder_is_replaced_within_ttl_plus_one_second(  # noqa: PLR09
     check(history.events())
 
 
+@pytest.mark.parametrize("fence_kind", ["file", "etcd"])
 def test_sigstopped_holder_is_fenced_after_its_ttl(  # noqa: PLR0917 - fixtures
         harness: BackendHarness, procs: Processes, sessions: Callable[..., LockBackend],
-        name: str, history: History, tmp_path: Path) -> None:
+        name: str, history: History, tmp_path: Path, fence_kind: str) -> None:
+    """A holder paused past its TTL loses the lock; its next guarded write is refused.
+
+    The fence is a directory (any backend) or an etcd fence key (when etcd is there),
+    so both FencedStore implementations are shown to reject the stale token.
+    """
     ttl = 2.0
-    fence = tmp_path / "fence"
+    if fence_kind == "etcd":
+        fence_args = ["--etcd-fence", f"{','.join(etcd_only(harness))}@{name}-fence"]
+    else:
+        fence_args = ["--fence", str(tmp_path / "fence")]
+    store = fenced_store(tmp_path / "fence", fence_args[1] if fence_kind == "etcd" else None)
     holder = procs.start(harness.cli(name, [*HISTORY_MODULE, "fenced", "--history",
-                                            str(history.path), "--who", "sleeper", "--fence",
-                                            str(fence)], ttl=ttl), stdin=True)
+                                            str(history.path), "--who", "sleeper",
+                                            *fence_args], ttl=ttl), stdin=True)
     started = wait_until(lambda: acquired_by(history, "sleeper"), timeout=WAIT,
-                         what="the sleeper to hold and write")
-    wait_until(lambda: FileFencedStore(fence).get("data"), timeout=WAIT, what="its first write")
+                         what="the sleeper to hold")
+    wait_until(lambda: store.get("data"), timeout=WAIT, what="the sleeper's first write")
     procs.signal_group(holder, signal.SIGSTOP)  # the whole client: CLI, keepalive, command
     history.record("sleeper", ENDED)
 
     successor = sessions().lock(name)
     token = successor.acquire(timeout=WAIT)  # granted once the sleeper's lease runs out
     history.record("successor", ACQUIRED, token)
-    store = FileFencedStore(fence)
     store.put(token, "data", b"successor")
 
     # Worst case: the paused command resumes work before its own CLI (and keepalive)
@@ -333,6 +342,7 @@ def test_sigstopped_holder_is_fenced_after_its_ttl(  # noqa: PLR0917 - fixtures
                                if e["who"] == "sleeper" and e["event"] == "write"][1:],
                       timeout=WAIT, what="the sleeper's late write attempt")
     assert late[0]["accepted"] is False, "a write with a stale token was accepted"
+    assert late[0]["highest"] == token
     assert store.get("data") == b"successor"
     with pytest.raises(StaleTokenError):
         store.put(int(started["token"]), "data", b"stale")
