@@ -71,8 +71,9 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components import _kube
-from components.config import MySQLConfig, Resources
+from components.config import Endpoint, MySQLConfig, Resources
 from components.mysql.flavor import FLAVORS, FlavorSpec
+from components.mysql.replication import ReplicationInit, ReplicationInitArgs
 
 CONFIG_DIR = "/mnt/config-map"
 CONF_DIR = "/etc/mysql/conf.d"
@@ -282,8 +283,8 @@ class MySQLCluster(pulumi.ComponentResource):
             opts=child,
         )
 
-        # ReplicationInit (components/mysql/replication.py) is wired in once it lands.
-        del statefulset
+        if config.replication_init.enabled and config.replicas > 1:
+            self._replication_init(name, plan, args.lock_endpoints, passwords, statefulset)
 
         self.secret_name = secret.metadata.apply(lambda m: m["name"] if m else names.secret)
         self.primary_host = pulumi.Output.from_input(f"{names.primary}.{namespace}.svc")
@@ -357,6 +358,35 @@ class MySQLCluster(pulumi.ComponentResource):
             subjects=[{"kind": "ServiceAccount", "name": names.labeler,
                        "namespace": namespace}],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[account, role]),
+        )
+
+    def _replication_init(self, name: str, plan: _Plan, lock_endpoints: tuple[str, ...],
+                          passwords: dict[str, pulumi.Output[str]],
+                          statefulset: k8s.apps.v1.StatefulSet) -> None:
+        init = plan.config.replication_init
+        names = plan.names
+        if init.access == "port-forward":
+            endpoints = init.endpoints
+        else:
+            endpoints = tuple(Endpoint(names.pod_host(i, plan.namespace), MYSQL_PORT)
+                              for i in range(plan.config.replicas))
+        ReplicationInit(
+            f"{name}-replication-init",
+            ReplicationInitArgs(
+                flavor=plan.flavor.name,
+                primary=endpoints[0],
+                replicas=endpoints[1:],
+                source_host=names.pod_host(0),
+                source_port=MYSQL_PORT,
+                admin_user=ADMIN_USER,
+                admin_password=_secret(passwords["admin"]),
+                replication_user=REPLICATION_USER,
+                replication_password=_secret(passwords["replication"]),
+                max_lag_seconds=plan.config.max_replica_lag_seconds,
+                timeout_seconds=init.timeout_seconds,
+                lock_endpoints=lock_endpoints,
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[statefulset]),
         )
 
 
@@ -477,6 +507,14 @@ def _requirements(resources: Resources) -> k8s.core.v1.ResourceRequirementsArgsD
     return requirements
 
 
+def _server_options(config: MySQLConfig) -> list[str]:
+    """Settings from stack config, as server options: they override the conf.d files,
+    need no change to the pod scripts, and reach the image's first-start bootstrap too."""
+    options = [f"--binlog-expire-logs-seconds={config.binlog_expire_seconds}"]
+    options += [f"--{key}={value}" for key, value in config.extra_server_config]
+    return options
+
+
 def _script(file: str) -> list[str]:
     # The contract: scripts run through bash, so the ConfigMap needs no exec bit.
     return ["bash", f"{CONFIG_DIR}/{file}"]
@@ -533,6 +571,8 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
             {
                 "name": "mysql",
                 "image": config.server_image,
+                # Options only: the image entrypoint prepends the server binary.
+                "args": _server_options(config),
                 "env": server_env,
                 "ports": [{"name": "mysql", "container_port": MYSQL_PORT, "protocol": "TCP"}],
                 "volume_mounts": [

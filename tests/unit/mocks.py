@@ -25,23 +25,25 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import json
 import runpy
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pulumi
 import pulumi.runtime
 from pulumi.runtime import rpc, settings
+from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = REPO_ROOT / "__main__.py"
 PROJECT = "mysql-cluster"
-_SECRET_SIG = rpc._special_sig_key  # noqa: SLF001 (the wire format of a secret value)
+_SECRET_SIG = rpc._special_sig_key
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,10 @@ class Recorded:
     secret_paths: frozenset[str]
     provider: str | None
     custom: bool
+    urn: str = ""
+    parent: str = ""
+    # URNs this resource was registered as depending on (depends_on and input dependencies).
+    dependencies: frozenset[str] = frozenset()
 
     @property
     def kind(self) -> str | None:
@@ -81,7 +87,6 @@ class StackOutput:
 class ProgramResult:
     resources: list[Recorded]
     outputs: dict[str, StackOutput]
-    urns: list[str] = field(default_factory=list)
 
     def of_type(self, type_token: str) -> list[Recorded]:
         return [r for r in self.resources if r.type == type_token]
@@ -97,6 +102,13 @@ class ProgramResult:
             raise AssertionError(f"expected one {kind} {name or ''}, found {names}")
         return found[0]
 
+    def by_name(self, name: str) -> Recorded:
+        """The resource registered under the logical ``name``."""
+        found = [r for r in self.resources if r.name == name]
+        if len(found) != 1:
+            raise AssertionError(f"expected one resource named {name!r}, found {len(found)}")
+        return found[0]
+
     def index(self, resource: Recorded) -> int:
         """Registration order: a resource that depends on another registers after it."""
         return self.resources.index(resource)
@@ -104,7 +116,7 @@ class ProgramResult:
 
 def _unwrap(value: Any, path: str, secrets: set[str]) -> Any:
     if isinstance(value, dict):
-        if value.get(_SECRET_SIG) == rpc._special_secret_sig:  # noqa: SLF001
+        if value.get(_SECRET_SIG) == rpc._special_secret_sig:
             secrets.add(path)
             return _unwrap(value.get("value"), path, secrets)
         return {k: _unwrap(v, f"{path}.{k}" if path else k, secrets) for k, v in value.items()}
@@ -114,7 +126,23 @@ def _unwrap(value: Any, path: str, secrets: set[str]) -> Any:
 
 
 def _secret(value: Any) -> dict[str, Any]:
-    return {_SECRET_SIG: rpc._special_secret_sig, "value": value}  # noqa: SLF001
+    return {_SECRET_SIG: rpc._special_secret_sig, "value": value}
+
+
+class _Monitor(MockMonitor):
+    """The SDK's mock monitor, also keeping what only the request carries: the parent, the
+    dependencies and the URN (the mocks' ``new_resource`` sees none of them)."""
+
+    def __init__(self, mocks: Mocks) -> None:
+        super().__init__(mocks)
+        self.requests: dict[tuple[str, str], tuple[str, frozenset[str]]] = {}
+
+    def RegisterResource(self, request: Any) -> Any:
+        deps = set(request.dependencies)
+        for property_deps in request.propertyDependencies.values():
+            deps.update(property_deps.urns)
+        self.requests[(request.type, request.name)] = (request.parent, frozenset(deps))
+        return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 
 
 class Mocks(pulumi.runtime.Mocks):
@@ -155,8 +183,8 @@ def config_map(stack_config: Mapping[str, Any]) -> dict[str, str]:
 
 def load_stack_file(stack: str) -> dict[str, Any]:
     """The ``config:`` map of ``Pulumi.<stack>.yaml``."""
-    import yaml  # noqa: PLC0415 (PyYAML comes with pulumi; only tests read stack files)
-
+    # PyYAML comes with pulumi (no type stubs in the venv): imported as a plain module.
+    yaml: Any = importlib.import_module("yaml")
     text = (REPO_ROOT / f"Pulumi.{stack}.yaml").read_text(encoding="utf-8")
     loaded = yaml.safe_load(text) or {}
     config = loaded.get("config") or {}
@@ -164,9 +192,15 @@ def load_stack_file(stack: str) -> dict[str, Any]:
     return config
 
 
+def _run_main() -> None:
+    runpy.run_path(str(PROGRAM), run_name="__main__")
+
+
 def run_program(stack_config: Mapping[str, Any], *, stack: str = "dev",
-                project: str = PROJECT) -> ProgramResult:
-    """Run ``__main__.py`` under mocks with ``stack_config`` (``{"mysql-cluster:key": v}``).
+                project: str = PROJECT,
+                program: Callable[[], None] = _run_main) -> ProgramResult:
+    """Run ``__main__.py`` (or ``program``) under mocks with ``stack_config``
+    (``{"mysql-cluster:key": value}``).
 
     Exceptions from the program (a ConfigError, say) propagate; ``last_mocks`` then
     still holds what was registered before it, which tests use to prove nothing was.
@@ -176,15 +210,24 @@ def run_program(stack_config: Mapping[str, Any], *, stack: str = "dev",
     asyncio.set_event_loop(loop)
     try:
         mocks = Mocks()
+        monitor = _Monitor(mocks)
         last_mocks = mocks
         settings.ROOT.set(None)
-        pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False)
+        pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False,
+                                 monitor=monitor)
         pulumi.runtime.set_all_config(config_map(stack_config))
-        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(PROGRAM), run_name="__main__")))
+        _sync_await(run_pulumi_func(program))
         root = settings.get_root_resource()
         raw_outputs: dict[str, Any] = dict(getattr(root, "outputs", {}) or {})
         outputs = {name: _resolve(value) for name, value in raw_outputs.items()}
-        return ProgramResult(resources=list(mocks.resources), outputs=outputs)
+        urns = {(urn.split("::")[-2].split("$")[-1], urn.split("::")[-1]): urn
+                for urn in monitor.resources}
+        resources = []
+        for recorded in mocks.resources:
+            parent, deps = monitor.requests.get((recorded.type, recorded.name), ("", frozenset()))
+            resources.append(replace(recorded, parent=parent, dependencies=deps,
+                                     urn=urns.get((recorded.type, recorded.name), "")))
+        return ProgramResult(resources=resources, outputs=outputs)
     finally:
         settings.ROOT.set(None)
         asyncio.set_event_loop(None)

@@ -1,0 +1,50 @@
+"""Shared fixtures for the unit tests: program runs under the mocks in tests/unit/mocks.py.
+
+A run of the whole program takes a fraction of a second, but dozens of tests inspect
+the same stacks, so each stack's run is shared per session. A run's result is plain
+recorded data: sharing it cannot leak state between tests (every run has its own event
+loop and root stack).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.unit.mocks import ProgramResult, load_stack_file, run_program
+
+
+def stack_with(stack: str, **mysql: Any) -> dict[str, Any]:
+    """``Pulumi.<stack>.yaml``'s config with keys of the ``mysql`` object replaced."""
+    config = load_stack_file(stack)
+    config["mysql-cluster:mysql"] = {**config["mysql-cluster:mysql"], **mysql}
+    return config
+
+
+@pytest.fixture(scope="session")
+def dev() -> ProgramResult:
+    return run_program(load_stack_file("dev"), stack="dev")
+
+
+@pytest.fixture(scope="session")
+def prod() -> ProgramResult:
+    return run_program(load_stack_file("prod"), stack="prod")
+
+
+@pytest.fixture(scope="session")
+def prod_mysql() -> ProgramResult:
+    """The prod stack with the MySQL 8.4 flavor: both flavors go through every check."""
+    return run_program(stack_with("prod", flavor="mysql", version="8.4.5"), stack="prod")
+
+
+@pytest.fixture(scope="session")
+def dev_mysql() -> ProgramResult:
+    return run_program(stack_with("dev", flavor="mysql", version="8.4.5"), stack="dev")
+
+
+@pytest.fixture(scope="session", params=["dev", "prod", "dev_mysql", "prod_mysql"])
+def any_stack(request: pytest.FixtureRequest) -> ProgramResult:
+    """Each stack file with each flavor."""
+    result: ProgramResult = request.getfixturevalue(request.param)
+    return result
