@@ -56,6 +56,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
+import distlock
 from components.config import Endpoint
 from components.mysql._replication_sql import (
     DIALECTS,
@@ -82,6 +83,8 @@ _CONNECT_TIMEOUT = 10
 # A blocking GTID wait is cut into slices so a replica whose threads stop while we wait
 # is reported at once with its error, not after the whole timeout.
 _WAIT_SLICE_SECONDS = 2
+# A crashed provider keeps the cluster locked this long; a live one renews well before.
+_LOCK_TTL_SECONDS = 15
 
 
 @dataclass(frozen=True)
@@ -435,7 +438,7 @@ def _account_problems(spec: _Spec) -> list[str]:
     return []
 
 
-def _ensure_replication_account(spec: _Spec) -> bool:
+def _ensure_replication_account(spec: _Spec, guard: _Guard) -> bool:
     """Make the account exist with the current password and exactly REPLICATION SLAVE.
 
     Returns whether anything was changed. Each change is a statement on the primary
@@ -447,6 +450,7 @@ def _ensure_replication_account(spec: _Spec) -> bool:
     grants = _replication_account_grants(spec)
     if grants is not None and dialect.grants_exact(grants):
         return False
+    guard.check(f"changing {user!r} on the {spec.primary_label}")
     with _admin(spec, spec.primary_label, spec.primary) as primary:
         if grants is None:
             primary.run(dialect.create_user(user, password))
@@ -468,11 +472,13 @@ def _replica_status(session: _Session, dialect: Dialect) -> ReplicaStatus:
     return dialect.parse_status(row, variables)
 
 
-def _repair_replica(spec: _Spec, index: int, *, rewrite_password: bool) -> None:
+def _repair_replica(spec: _Spec, index: int, guard: _Guard, *, rewrite_password: bool) -> None:
     dialect = spec.dialect
     with _admin(spec, spec.replica_label(index), spec.replicas[index]) as replica:
         status = _replica_status(replica, dialect)
         repair = replica_repair(status, spec.desired, rewrite_password=rewrite_password)
+        if not repair.noop:
+            guard.check(f"changing {spec.replica_label(index)}")
         if repair.set_source:
             if status.configured:
                 replica.run(dialect.stop)
@@ -561,32 +567,71 @@ def _observe(spec: _Spec, *, with_position: bool) -> _Observation:
     return _Observation(position, tuple(replicas), tuple(problems))
 
 
+class _Guard:
+    """Checked before every change: a converge that lost its lock stops changing things.
+
+    MySQL cannot check a fencing token, so the lock's lost signal is the fence: after a
+    lost lease (keepalive failed, provider paused past the TTL) no further statement that
+    changes a server is sent, and the error says what was and was not done.
+    """
+
+    def __init__(self, lock: distlock.Lock | None = None) -> None:
+        self.lock = lock
+
+    def check(self, before: str) -> None:
+        if self.lock is None:
+            return
+        try:
+            self.lock.check()
+        except distlock.DistlockError as error:
+            raise ReplicationError(f"{error}; stopped before {before}. Run `pulumi up` again "
+                                   "to finish converging") from None
+
+
 @contextlib.contextmanager
-def _cluster_lock(spec: _Spec) -> Iterator[None]:
+def _cluster_lock(spec: _Spec) -> Iterator[_Guard]:
     """Hold the per-cluster lock so two concurrent `pulumi up` never repoint one replica.
 
-    SEAM (issue 6): the ``distlock`` package (etcd backend) provides the lock. Until its
-    API lands, a non-empty ``lock_endpoints`` is refused instead of silently unlocked.
+    Without ``lock_endpoints`` there is no lock (a single runner, or locks disabled).
+    The wait for the lock is bounded by ``timeout_seconds``; the converge's own timeout
+    starts once the lock is held.
     """
     if not spec.lock_endpoints:
-        yield
+        yield _Guard()
         return
-    raise ReplicationError(
-        f"lock_endpoints is set ({', '.join(spec.lock_endpoints)}) but the distlock "
-        f"integration for lock {spec.lock_name!r} is not available in this version")
+    options = distlock.BackendOptions(endpoints=spec.lock_endpoints, ttl=_LOCK_TTL_SECONDS,
+                                      identity="pulumi-replication-init")
+    try:
+        backend = distlock.open_backend("etcd", options)
+    except distlock.DistlockError as error:
+        raise ReplicationError(f"lock {spec.lock_name!r}: cannot open an etcd session on "
+                               f"{', '.join(spec.lock_endpoints)}: {error}") from None
+    with backend:
+        lock = backend.lock(spec.lock_name)
+        try:
+            lock.acquire(timeout=spec.timeout_seconds)
+        except distlock.DistlockError as error:
+            raise ReplicationError(f"lock {spec.lock_name!r}: {error} (another `pulumi up` is "
+                                   "converging this cluster); nothing was changed") from None
+        try:
+            yield _Guard(lock)
+        finally:
+            lock.release()
 
 
 def _converge(spec: _Spec, *, rewrite_password: bool, old: _Spec | None) -> dict[str, Any]:
     """Make the live cluster match ``spec``, wait for the replicas, return the outputs."""
-    deadline = time.monotonic() + spec.timeout_seconds
-    with _cluster_lock(spec):
-        account_changed = _ensure_replication_account(spec)
+    with _cluster_lock(spec) as guard:
+        # The converge's own deadline starts once the lock is held.
+        deadline = time.monotonic() + spec.timeout_seconds
+        account_changed = _ensure_replication_account(spec, guard)
         failures: list[str] = []
         healthy: list[int] = []
         for index in range(len(spec.replicas)):
             try:
                 # A changed account means the replicas' stored password may be stale too.
-                _repair_replica(spec, index, rewrite_password=rewrite_password or account_changed)
+                _repair_replica(spec, index, guard,
+                                rewrite_password=rewrite_password or account_changed)
                 healthy.append(index)
             except ReplicationError as error:
                 failures.append(str(error))
@@ -599,6 +644,7 @@ def _converge(spec: _Spec, *, rewrite_password: bool, old: _Spec | None) -> dict
         if (not failures and old is not None
                 and old.replication_user != spec.replication_user):
             # Every replica now uses the new account; the old one is ours to remove.
+            guard.check(f"dropping {old.replication_user!r}")
             with _admin(spec, spec.primary_label, spec.primary) as primary:
                 primary.run(spec.dialect.drop_user(old.replication_user))
         observation = _observe(spec, with_position=False)
@@ -617,11 +663,12 @@ def _teardown(spec: _Spec) -> None:
     """Stop and forget replication on every replica, then drop the replication account."""
     dialect = spec.dialect
     failures: list[str] = []
-    with _cluster_lock(spec):
+    with _cluster_lock(spec) as guard:
         for index in range(len(spec.replicas)):
             try:
                 with _admin(spec, spec.replica_label(index), spec.replicas[index]) as replica:
                     if _replica_status(replica, dialect).configured:
+                        guard.check(f"stopping {spec.replica_label(index)}")
                         replica.run(dialect.stop)
                         replica.run(dialect.reset_all)
             except ReplicationError as error:
@@ -629,6 +676,7 @@ def _teardown(spec: _Spec) -> None:
         if failures:
             # The account stays while any replica may still use it; a retry finishes.
             raise ReplicationError("could not stop replication:\n  - " + "\n  - ".join(failures))
+        guard.check(f"dropping {spec.replication_user!r}")
         with _admin(spec, spec.primary_label, spec.primary) as primary:
             primary.run(dialect.drop_user(spec.replication_user))
 
