@@ -13,6 +13,7 @@ provider's job.
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,9 @@ from typing import Any
 import pymysql
 import pytest
 
+import distlock
 from components.mysql.replication import _ReplicationProvider
+from tests.support.etcd import EtcdCluster
 from tests.support.mariadb import MariaDBServer, random_password
 from tests.support.procs import LOCALHOST, free_port, wait_until
 from tests.support.provider_server import (
@@ -409,3 +412,62 @@ def test_update_to_new_endpoints_changes_no_server(server: ProviderServer,
     moved = {**inputs, "primary": {"host": "localhost", "port": cluster.primary.port}}
     assert driver.up(moved).operation == "update"
     assert cluster.snapshot() == before
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
+    members = EtcdCluster(tmp_path / "etcd", size=1).start()
+    try:
+        yield members
+    finally:
+        members.stop()
+
+
+def _lock_name(cluster: Cluster) -> str:
+    return f"mysql-cluster/{LOCALHOST}:{cluster.primary.port}/replication"
+
+
+def test_concurrent_ups_wait_for_the_cluster_lock(server: ProviderServer, cluster: Cluster,
+                                                  etcd: EtcdCluster) -> None:
+    """Two `pulumi up` queue behind whoever holds the cluster's lock and touch nothing."""
+    inputs = cluster.inputs(replication_password=random_password(),
+                            lock_endpoints=etcd.endpoints)
+    errors: list[BaseException] = []
+
+    def up() -> None:
+        try:
+            _driver(server).up(inputs)
+        except BaseException as error:  # noqa: BLE001 - asserted below
+            errors.append(error)
+
+    options = distlock.BackendOptions(endpoints=tuple(etcd.endpoints), ttl=10)
+    with distlock.open_backend("etcd", options) as session:
+        runs = [threading.Thread(target=up) for _ in range(2)]
+        with session.lock(_lock_name(cluster), timeout=10):
+            for run in runs:
+                run.start()
+            wait_until(lambda: len(session.inspect(_lock_name(cluster)).waiters) == 2,
+                       timeout=30, what="both converges to queue for the cluster lock")
+            # Queued, so nothing was changed yet on any server.
+            assert not _login(cluster.primary, REPLICATION_USER, inputs["replication_password"])
+            assert all(r.query("SHOW REPLICA STATUS") == [] for r in cluster.replicas)
+        for run in runs:
+            run.join()
+        assert session.inspect(_lock_name(cluster)).holder is None, "a lock was left behind"
+    assert not errors, errors
+    cluster.write_and_wait("after-locked-ups")
+
+
+def test_up_gives_up_when_the_lock_stays_held(server: ProviderServer, cluster: Cluster,
+                                              etcd: EtcdCluster) -> None:
+    inputs = cluster.inputs(replication_password=random_password(),
+                            lock_endpoints=etcd.endpoints, timeout_seconds=1)
+    options = distlock.BackendOptions(endpoints=tuple(etcd.endpoints), ttl=10)
+    with distlock.open_backend("etcd", options) as session, session.lock(
+            _lock_name(cluster), timeout=10):
+        with pytest.raises(ProviderError) as refused:
+            _driver(server).up(inputs)
+        assert "another `pulumi up` is converging this cluster" in refused.value.details
+        assert session.inspect(_lock_name(cluster)).waiters == (), "a queue slot was left"
+    assert not _login(cluster.primary, REPLICATION_USER, inputs["replication_password"])
+    assert all(r.query("SHOW REPLICA STATUS") == [] for r in cluster.replicas)
