@@ -22,11 +22,10 @@ source "${CONFIG_DIR:?CONFIG_DIR must name the ConfigMap mount}/lib.sh"
 main() {
     require_flavor
     require_vars SOCKET RUN_DIR ROOT_PASSWORD
-    local options="$RUN_DIR/root-client.cnf"
-    write_client_options "$options" root "$ROOT_PASSWORD" socket "$SOCKET"
-    # Validate every variable before the first statement, so bad input changes nothing.
-    local sql
+    # Every variable is validated before anything is written or run: bad input changes nothing.
+    local sql options="$RUN_DIR/root-client.cnf"
     sql=$(bootstrap_users_sql)
+    write_client_options "$options" root "$ROOT_PASSWORD" socket "$SOCKET"
     run_sql "$options" <<<"$sql"
     rm -f "$options"
     log "created accounts $ADMIN_USER, $REPLICATION_USER, $MONITOR_USER, $BACKUP_USER"

@@ -1,0 +1,348 @@
+"""The pod scripts, run unmodified against real MariaDB, mariadb-backup, mbstream and ncat/socat.
+
+Each pod is a set of local processes (tests/integration/pods.py) with its own data dir, its
+pod name injected as the StatefulSet would, and only addresses and paths supplied from
+outside. Catch-up is awaited with MASTER_GTID_WAIT, never with sleeps, and consistency is
+checked both ways: CHECKSUM TABLE against the primary, and the exact list of rows a writer
+committed (nothing missing, nothing twice).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+
+from tests.integration.pods import (
+    CLONE_COMPLETE,
+    CLONE_IN_PROGRESS,
+    REPLICATION_CONFIGURED,
+    REPLICATION_STARTED,
+    Pod,
+    PodCluster,
+    Transport,
+    directory_bytes,
+)
+from tests.support.procs import LOCALHOST, wait_until
+
+pytestmark = pytest.mark.integration
+
+TABLE = "app.events"
+READ_ONLY_ERROR = 1290  # ER_OPTION_PREVENTS_STATEMENT: "running with the --read-only option"
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[Callable[..., PodCluster]]:
+    clusters: list[PodCluster] = []
+
+    def make(**options: Any) -> PodCluster:
+        cluster = PodCluster(tmp_path / f"cluster-{len(clusters)}", **options)
+        clusters.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in clusters:
+        cluster.close()
+
+
+def create_schema(primary: Pod) -> None:
+    # seq is deliberately not unique: a row applied twice would show up as a duplicate seq.
+    primary.query_as("admin", "CREATE DATABASE app")
+    primary.query_as("admin", "CREATE TABLE app.events (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
+                              "seq BIGINT NOT NULL, payload VARCHAR(255) NOT NULL, KEY (seq))")
+
+
+def bulk_load(primary: Pod, rows: int, *, first_seq: int, batch: int = 10_000) -> list[int]:
+    """Rows with a wide payload, so that a clone stream is tens of megabytes."""
+    payload = "x" * 200
+    seqs = list(range(first_seq, first_seq + rows))
+    with primary.server.connect(user="admin", password=primary.cluster.secrets.admin,
+                                host=LOCALHOST) as conn, conn.cursor() as cur:
+        for start in range(0, rows, batch):
+            cur.executemany("INSERT INTO app.events (seq, payload) VALUES (%s, %s)",
+                            [(seq, payload) for seq in seqs[start:start + batch]])
+    return seqs
+
+
+class Writer(threading.Thread):
+    """An application inserting into the primary, one transaction per row, as admin over TCP."""
+
+    def __init__(self, primary: Pod, *, first_seq: int = 1_000_000) -> None:
+        super().__init__(name="writer", daemon=True)
+        self.primary = primary
+        self.next_seq = first_seq
+        self.committed: list[int] = []
+        self.error: BaseException | None = None
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        try:
+            password = self.primary.cluster.secrets.admin
+            with self.primary.server.connect(user="admin", host=LOCALHOST,
+                                             password=password) as conn, conn.cursor() as cur:
+                while not self._halt.is_set():
+                    cur.execute("INSERT INTO app.events (seq, payload) VALUES (%s, 'w')",
+                                (self.next_seq,))
+                    self.committed.append(self.next_seq)
+                    self.next_seq += 1
+        except BaseException as error:  # noqa: BLE001 - reported by stop()
+            self.error = error
+
+    def wait_for_more(self, rows: int = 50) -> None:
+        target = len(self.committed) + rows
+        wait_until(lambda: self.error is not None or len(self.committed) >= target,
+                   timeout=60, what=f"the writer to commit {rows} more rows")
+        assert self.error is None, f"writer failed: {self.error!r}"
+
+    def stop(self) -> list[int]:
+        self._halt.set()
+        self.join(timeout=60)
+        assert not self.is_alive(), "writer did not stop"
+        assert self.error is None, f"writer failed: {self.error!r}"
+        return self.committed
+
+
+def assert_consistent(primary: Pod, replicas: list[Pod], expected_seqs: list[int]) -> None:
+    """Every replica has applied everything, byte for byte, with no row missing or doubled."""
+    gtid = primary.gtid_binlog_pos()
+    primary_checksum = primary.checksum(TABLE)
+    primary_seqs = [row["seq"] for row in primary.query("SELECT seq FROM app.events ORDER BY seq")]
+    assert primary_seqs == sorted(expected_seqs), "the primary lost or doubled committed rows"
+    for replica in replicas:
+        replica.wait_for_gtid(gtid)
+        assert replica.checksum(TABLE) == primary_checksum, f"{replica.name} differs"
+        seqs = [row["seq"] for row in replica.query("SELECT seq FROM app.events ORDER BY seq")]
+        assert len(seqs) == len(set(seqs)), f"{replica.name} applied rows twice"
+        assert seqs == primary_seqs, f"{replica.name} is missing rows"
+        ready = replica.run_script("probe.sh", "readiness")
+        assert ready.returncode == 0, f"{replica.name} not ready: {ready.stderr}"
+
+
+def clone_marker(pod: Pod) -> dict[str, str]:
+    text = (pod.data_dir / CLONE_COMPLETE).read_text()
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def streams_served(donor: Pod) -> int:
+    """Backups the donor's sidecar has started, from its logs (every generation)."""
+    return sum(log.read_text(errors="replace").count("streaming a backup to")
+               for log in donor.logs.glob("backup-*.log"))
+
+
+# --- the issue's scenarios ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("transport", ["ncat", "socat"])
+def test_three_pods_from_empty_clone_in_chain_under_writes(
+        make_cluster: Callable[..., PodCluster], transport: Transport) -> None:
+    cluster = make_cluster(transport=transport)
+    primary = cluster.start_pod(0)
+    assert primary.run_script("probe.sh", "readiness").returncode == 0
+    create_schema(primary)
+    writer = Writer(primary)
+    writer.start()
+    try:
+        writer.wait_for_more()
+        for ordinal in (1, 2):
+            before = len(writer.committed)
+            cluster.start_pod(ordinal)
+            # The primary kept taking writes while this replica was being seeded.
+            assert len(writer.committed) > before
+            writer.wait_for_more()
+    finally:
+        committed = writer.stop()
+
+    pod1, pod2 = cluster.pod(1), cluster.pod(2)
+    assert clone_marker(pod1)["donor"] == "0"
+    assert clone_marker(pod2)["donor"] == "1", "pod 2 must clone from the previous ordinal"
+    assert streams_served(pod1) == 1
+    assert "streaming a backup from ordinal 1" in pod2.clone_log()
+    # The position came from pod 1's replica info, parsed, not pasted.
+    assert (pod2.data_dir / "xtrabackup_slave_info").exists()
+    assert "position from the donor's replica info" in pod2.clone_log()
+    assert_consistent(primary, [pod1, pod2], committed)
+    for pod in (pod1, pod2):
+        assert sorted(pod.markers()) == sorted([CLONE_COMPLETE, REPLICATION_CONFIGURED,
+                                                REPLICATION_STARTED])
+        server_id = pod.query("SELECT @@server_id AS s")[0]["s"]
+        assert server_id == cluster.server_id_base + pod.ordinal
+    for pod in (primary, pod1, pod2):
+        assert pod.run_script("probe.sh", "liveness").returncode == 0
+        assert pod.run_script("probe.sh", "startup").returncode == 0
+
+
+def test_killed_replica_restarts_without_reclone_and_resumes(
+        make_cluster: Callable[..., PodCluster]) -> None:
+    cluster = make_cluster()
+    primary = cluster.start_pod(0)
+    create_schema(primary)
+    replica = cluster.start_pod(1)
+    # Not something a clone would bring back: if it survives, the data dir was not re-cloned.
+    sentinel = replica.data_dir / "sentinel-from-before-the-crash"
+    sentinel.write_text("kept")
+    marker_before = (replica.data_dir / CLONE_COMPLETE).read_text()
+    served_before = streams_served(primary)
+
+    writer = Writer(primary)
+    writer.start()
+    try:
+        writer.wait_for_more()
+        replica.kill()  # kill -9 of every container of the pod
+        assert replica.run_script("probe.sh", "readiness").returncode != 0
+        assert replica.run_script("probe.sh", "liveness").returncode != 0
+        writer.wait_for_more()  # the replica falls behind while it is down
+        replica.restart()
+        writer.wait_for_more()
+    finally:
+        committed = writer.stop()
+
+    assert sentinel.read_text() == "kept"
+    assert (replica.data_dir / CLONE_COMPLETE).read_text() == marker_before
+    assert streams_served(primary) == served_before, "the restarted pod streamed a new clone"
+    assert "holds a completed clone" in replica.clone_log()
+    assert "configured for this clone already" in (replica.logs / "backup-2.log").read_text()
+    assert_consistent(primary, [replica], committed)
+
+
+def test_donor_killed_mid_stream_partial_clone_is_wiped_and_redone(
+        make_cluster: Callable[..., PodCluster]) -> None:
+    cluster = make_cluster()
+    primary = cluster.start_pod(0)
+    create_schema(primary)
+    seqs = bulk_load(primary, 100_000, first_seq=1)
+    donor = cluster.start_pod(1)
+    recipient = cluster.pod(2)
+    recipient.init_config()
+
+    clone = recipient.start_clone()
+    # Freeze the recipient once it holds real data: the donor then blocks on a full socket,
+    # so it is certainly in the middle of its stream when it is killed.
+    threshold = 2 * 1024 * 1024
+    wait_until(lambda: directory_bytes(recipient.data_dir) >= threshold or not clone.running(),
+               timeout=120, what="the recipient to receive 2 MiB", interval=0.002)
+    os.killpg(clone.pid, signal.SIGSTOP)
+    received = directory_bytes(recipient.data_dir)
+    assert clone.running(), f"the clone ended before it was interrupted:\n{clone.log_tail()}"
+    assert any(comm == "mariadb-backup" for _pid, comm in donor.sidecar_group()), \
+        "the donor's backup was not running: the stream was not interrupted in the middle"
+    donor.kill_sidecar()
+    os.killpg(clone.pid, signal.SIGCONT)
+    assert clone.process is not None
+    assert clone.process.wait(120) != 0, "a clone from a killed donor must not succeed"
+    assert (recipient.data_dir / CLONE_IN_PROGRESS).exists()
+    assert not (recipient.data_dir / CLONE_COMPLETE).exists()
+    assert received < directory_bytes(donor.data_dir), "the whole data dir had arrived"
+
+    # The next start of the init container: wipe the partial clone and clone again. Pod 1's
+    # sidecar is gone, so it falls back to the primary.
+    assert recipient.clone() == 0, recipient.clone_log()
+    log = recipient.clone_log()
+    assert "clone that never completed: wiping it" in log
+    assert "ordinal 1 could not be reached" in log
+    assert clone_marker(recipient)["donor"] == "0"
+    assert not (recipient.data_dir / CLONE_IN_PROGRESS).exists()
+    recipient.start_server()
+    recipient.start_sidecar()
+    recipient.wait_serving()
+    more = bulk_load(primary, 1_000, first_seq=200_000)
+    assert_consistent(primary, [donor, recipient], seqs + more)
+
+
+def test_scale_up_fourth_pod_joins_after_100k_rows(
+        make_cluster: Callable[..., PodCluster]) -> None:
+    cluster = make_cluster()
+    primary = cluster.start_pod(0)
+    create_schema(primary)
+    cluster.start_pod(1)
+    cluster.start_pod(2)
+    seqs = bulk_load(primary, 100_000, first_seq=1)
+    assert primary.query("SELECT COUNT(*) AS n FROM app.events")[0]["n"] == 100_000
+
+    writer = Writer(primary)
+    writer.start()
+    try:
+        fourth = cluster.start_pod(3)
+        writer.wait_for_more()
+    finally:
+        committed = writer.stop()
+    assert clone_marker(fourth)["donor"] == "2"
+    assert_consistent(primary, [cluster.pod(1), cluster.pod(2), fourth], seqs + committed)
+
+
+def test_replica_refuses_writes_from_admin_and_application_accounts(
+        make_cluster: Callable[..., PodCluster]) -> None:
+    cluster = make_cluster()
+    primary = cluster.start_pod(0)
+    create_schema(primary)
+    # An application account as an operator would create it with admin; it replicates.
+    primary.query_as("admin", "CREATE USER 'app'@'%' IDENTIFIED BY 'app-secret-1'")
+    primary.query_as("admin", "GRANT SELECT, INSERT, UPDATE, DELETE ON app.* TO 'app'@'%'")
+    primary.query_as("admin", "INSERT INTO app.events (seq, payload) VALUES (1, 'primary')")
+    replica = cluster.start_pod(1)
+    replica.wait_for_gtid(primary.gtid_binlog_pos())
+    gtid_before = replica.query("SELECT @@GLOBAL.gtid_binlog_pos AS g")[0]["g"]
+
+    def write_refused(user: str, password: str, sql: str) -> int:
+        conn = replica.server.connect(user=user, password=password, host=LOCALHOST)
+        with conn, pytest.raises(pymysql.err.MySQLError) as refused:
+            conn.cursor().execute(sql)
+        return int(refused.value.args[0])
+
+    admin = cluster.secrets.admin
+    insert = "INSERT INTO app.events (seq, payload) VALUES (2, 'replica')"
+    assert write_refused("admin", admin, insert) == READ_ONLY_ERROR
+    assert write_refused("admin", admin, "CREATE DATABASE errant") == READ_ONLY_ERROR
+    assert write_refused("admin", admin, "CREATE USER 'x'@'%' IDENTIFIED BY 'y-secret-1'") \
+        == READ_ONLY_ERROR
+    assert write_refused("app", "app-secret-1", insert) == READ_ONLY_ERROR
+    # Nor can admin lift read_only: it holds no SUPER / READ ONLY ADMIN.
+    assert write_refused("admin", admin, "SET GLOBAL read_only = OFF") in (1227, 1045)
+
+    grants = " ".join(next(iter(row.values())) for row in primary.query_as(
+        "admin", "SHOW GRANTS FOR 'admin'@'%'"))
+    for forbidden in ("ALL PRIVILEGES", "SUPER", "READ ONLY ADMIN"):
+        assert forbidden not in grants
+    assert replica.query("SELECT COUNT(*) AS n FROM app.events")[0]["n"] == 1
+    assert replica.query("SELECT @@GLOBAL.gtid_binlog_pos AS g")[0]["g"] == gtid_before, \
+        "an errant transaction reached the replica's binary log"
+
+
+# --- refusals: bad input changes nothing ----------------------------------------------------------
+
+def test_init_config_fails_loudly_without_an_ordinal(
+        make_cluster: Callable[..., PodCluster]) -> None:
+    pod = make_cluster().pod(1)
+    result = pod.run_script("init-config.sh", extra_env={"POD_NAME": "orders-mysql"})
+    assert result.returncode != 0
+    assert "cannot read the ordinal from POD_NAME='orders-mysql'" in result.stderr
+    assert list(pod.conf_dir.iterdir()) == []
+
+    assert pod.run_script("init-config.sh").returncode == 0
+    assert "server_id = 7001" in (pod.conf_dir / "server-id.cnf").read_text()
+    assert sorted(p.name for p in pod.conf_dir.iterdir()) == ["replica.cnf", "server-id.cnf"]
+
+
+def test_clone_refuses_a_data_dir_it_did_not_make(
+        make_cluster: Callable[..., PodCluster]) -> None:
+    pod = make_cluster().pod(1)
+    precious = pod.data_dir / "ibdata1"
+    precious.write_text("somebody's data")
+    result = pod.run_script("clone.sh")
+    assert result.returncode != 0
+    assert "refusing to touch it" in result.stderr
+    assert precious.read_text() == "somebody's data"
+    assert sorted(p.name for p in pod.data_dir.iterdir()) == ["ibdata1"]
+
+
+def test_scripts_refuse_empty_secrets(make_cluster: Callable[..., PodCluster]) -> None:
+    pod = make_cluster().pod(0)
+    result = pod.run_script("bootstrap-users.sh",
+                            extra_env={"SOCKET": "/nonexistent.sock", "ADMIN_PASSWORD": ""})
+    assert result.returncode != 0
+    assert "ADMIN_PASSWORD" in result.stderr
+    assert not list(pod.run_dir.iterdir()), "nothing may be written before the input is valid"
