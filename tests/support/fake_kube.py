@@ -238,6 +238,8 @@ class _Store:
     revision: int = 1
     # Events with a resourceVersion at or below this are compacted away.
     compacted: int = 0
+    # How many watches were answered with 410 Expired (tests prove a re-list happened).
+    expired_watches: int = 0
     objects: dict[tuple[tuple[str, str], str, str], JSON] = field(default_factory=dict)
     history: list[_Event] = field(default_factory=list)
     watches: list[_Watch] = field(default_factory=list)
@@ -283,6 +285,7 @@ class FakeKubeServer:
         self._httpd: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.requests: list[tuple[str, str]] = []
+        self._connections: set[Any] = set()
         with self._cond:
             for namespace in ("default", "kube-system"):
                 self.create_namespace(namespace)
@@ -310,11 +313,21 @@ class FakeKubeServer:
         return self
 
     def stop(self) -> None:
+        """Stop serving and cut every open connection, as a dead API server would.
+
+        Closing the listener alone is not enough: clients keep pooled keep-alive
+        connections, and their handler threads would go on answering.
+        """
         self.close_watches()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+        with self._cond:
+            connections, self._connections = set(self._connections), set()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(2)
 
     def __enter__(self) -> FakeKubeServer:
         return self.start()
@@ -366,6 +379,18 @@ class FakeKubeServer:
             for watch in self._store.watches:
                 watch.closed = True
             self._cond.notify_all()
+
+    @property
+    def expired_watches(self) -> int:
+        """How many watches were ended with a 410 Expired event so far."""
+        with self._cond:
+            return self._store.expired_watches
+
+    @property
+    def pending_lost_responses(self) -> int:
+        """Writes still to be applied-but-unanswered from :meth:`lose_next_responses`."""
+        with self._cond:
+            return self._faults.lose_responses
 
     def open_watches(self) -> int:
         with self._cond:
@@ -694,6 +719,8 @@ class FakeKubeServer:
                                  if ours(e.kind_key, e.object["metadata"].get("namespace", ""),
                                          e.object)]
                 if expired is not None:
+                    with self._cond:
+                        store.expired_watches += 1
                     yield {"type": "ERROR", "object": ApiError(
                         410, "Expired",
                         f"too old resource version: {position} ({expired + 1})").status()}
@@ -806,6 +833,16 @@ _GROUP = re.compile(
 class _Handler(http.server.BaseHTTPRequestHandler):
     fake: FakeKubeServer
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        with self.fake._cond:
+            self.fake._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.fake._cond:
+            self.fake._connections.discard(self.connection)
+        super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: pytest captures failures through the client's exceptions instead."""
