@@ -122,10 +122,22 @@ fi
 
 # A first start that died before writing its WAL leaves nothing worth keeping.
 rm -rf "${MEMBER_DATA_DIR:?}/member"
+# Set between removing our lost ID and adding ourselves back, on the data volume, so a
+# restart in between still re-adds instead of waiting for EtcdMembership forever.
+readd_marker="$MEMBER_DATA_DIR.re-adding"
 
 while :; do
     if list=$(member_list) && [ -n "$list" ]; then
         entry=$(own_entry "$list")
+        if [ -z "$entry" ] && [ -e "$readd_marker" ]; then
+            if ctl member add "$MEMBER_NAME" --peer-urls="$MEMBER_PEER_URL" --learner >&2; then
+                rm -f "$readd_marker"
+            else
+                log "re-adding as a learner failed (will retry)"
+                sleep "$RETRY_SECONDS"
+            fi
+            continue
+        fi
         if [ -z "$entry" ]; then
             log "not a member of the running cluster yet; waiting for EtcdMembership to add $MEMBER_PEER_URL"
             sleep "$RETRY_SECONDS"
@@ -137,9 +149,8 @@ while :; do
         learner=${rest#* }
         if [ "$status" = "started" ]; then
             log "member $id has started before but the data dir is empty (lost): removing it to re-add it"
-            ctl member remove "$id" >&2 || { sleep "$RETRY_SECONDS"; continue; }
-            ctl member add "$MEMBER_NAME" --peer-urls="$MEMBER_PEER_URL" --learner >&2 ||
-                log "re-adding as a learner failed (will retry)"
+            : >"$readd_marker"
+            ctl member remove "$id" >&2 || sleep "$RETRY_SECONDS"
             continue
         fi
         # Only EtcdMembership adds members, always as learners: an unstarted voter is a
@@ -148,6 +159,7 @@ while :; do
             log "the initial cluster is still forming: bootstrapping with it"
             exec "$ETCD" "$@" --initial-cluster-state=new --initial-cluster="$MEMBER_BOOTSTRAP_CLUSTER"
         fi
+        rm -f "$readd_marker"
         cluster=$(cluster_from_list "$list")
         log "joining the running cluster as member $id (learner: $learner)"
         run_etcd "$id" "$learner" "$@" --initial-cluster-state=existing --initial-cluster="$cluster"

@@ -1,0 +1,397 @@
+"""EtcdCluster for real: the StatefulSet's exact member command line on a local etcd cluster.
+
+Each "pod" is started from the command, arguments and environment of the StatefulSet
+rendered under mocks (:func:`tests.unit.test_etcd_cluster.render`), expanded the way the
+kubelet expands ``$(VAR)``, with pod DNS names replaced by 127.0.0.1 ports. Two things
+differ from the pod and are adapted in exactly one place, :func:`adapt_for_debian_etcd`:
+the image's etcd 3.5 versus Debian's 3.4 (flags and binary paths) and the busybox shell
+the pod copies in versus the machine's ``sh``. Membership changes go through the real
+provider server (``python -m pulumi.dynamic``), as ``pulumi up`` drives them, while this
+test plays the StatefulSet controller: it starts a pod only after the provider returned,
+and stops one only after the provider removed it.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.etcd.cluster import BUSYBOX, DATA_DIR, SCRIPTS_DIR
+from components.etcd.membership import EtcdMembershipProvider
+from tests.support.etcd import BINARIES, EtcdMember, gateway, healthy
+from tests.support.procs import LOCALHOST, free_ports, require_binary, run, wait_until
+from tests.support.provider_server import CheckFailedError, ProviderServer, ResourceDriver
+from tests.unit.test_etcd_cluster import DYNAMIC, NAMESPACE, Rendered, render
+
+pytestmark = pytest.mark.integration
+
+MAX_MEMBERS = 5
+TYPE_NAME = "pulumi-python:dynamic:Resource"
+_VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def adapt_for_debian_etcd(command: list[str], args: list[str], env: dict[str, str]) -> list[str]:
+    """Every difference between the pod (etcd 3.5 image + busybox) and this machine.
+
+    - The pod runs the script with the busybox binary its init container copied in; here
+      the machine's ``sh`` runs the same file from the repository, with the machine's
+      ``awk``/``sleep``/``date`` (so no ``MEMBER_BUSYBOX`` applet installation).
+    - The image has ``/usr/local/bin/etcd[ctl]``; Debian puts them on ``PATH``.
+    - ``--experimental-compact-hash-check-enabled`` exists from etcd 3.5.5; 3.4 rejects it.
+    - The pod waits ``MEMBER_RETRY_SECONDS`` (2 s) between membership checks; tests pace
+      their polling faster. Waiting is still on a condition: the member list.
+    """
+    script = command[-1].rsplit("/", 1)[-1]
+    assert command[:2] == [BUSYBOX, "sh"], command
+    env.pop("MEMBER_BUSYBOX", None)
+    env.pop("SNAPSHOT_BUSYBOX", None)
+    env.update({"MEMBER_ETCD": "etcd", "MEMBER_ETCDCTL": "etcdctl", "SNAPSHOT_ETCDCTL": "etcdctl",
+                "MEMBER_RETRY_SECONDS": "0.2"})
+    etcd_35_only = ("--experimental-compact-hash-check-enabled",)
+    return ["sh", str(SCRIPTS_DIR / script), *(a for a in args if not a.startswith(etcd_35_only))]
+
+
+def expand(text: str, values: Mapping[str, str]) -> str:
+    """Kubernetes ``$(VAR)`` expansion: defined variables are replaced, others left as is."""
+    return _VAR.sub(lambda m: values.get(m.group(1), m.group(0)), text)
+
+
+def container_env(container: Mapping[str, Any], pod_name: str) -> dict[str, str]:
+    """The container's environment as the kubelet builds it (in order, with expansion)."""
+    env: dict[str, str] = {}
+    for entry in container.get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = expand(str(entry["value"]), env)
+        elif entry.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name":
+            env[entry["name"]] = pod_name
+        else:
+            raise AssertionError(f"unexpected env source in the pod template: {entry}")
+    return env
+
+
+@dataclass(frozen=True)
+class Ports:
+    client: int
+    peer: int
+    metrics: int
+
+
+class LocalStatefulSet:
+    """The StatefulSet controller and cluster DNS for one etcd StatefulSet, on 127.0.0.1."""
+
+    def __init__(self, base: Path, rendered: Rendered) -> None:
+        require_binary(*BINARIES, "sh", "awk")
+        self.base = base
+        self.rendered = rendered
+        container = rendered.etcd_container
+        self.command = list(container["command"])
+        self.args = list(container["args"])
+        self.template_container = container
+        ports = free_ports(3 * MAX_MEMBERS)
+        self.ports = [Ports(*ports[3 * i:3 * i + 3]) for i in range(MAX_MEMBERS)]
+        self.members: dict[int, EtcdMember] = {}
+
+    def pod(self, ordinal: int) -> str:
+        return f"etcd-{ordinal}"
+
+    def client_url(self, ordinal: int) -> str:
+        return f"http://{LOCALHOST}:{self.ports[ordinal].client}"
+
+    def peer_url(self, ordinal: int) -> str:
+        return f"http://{LOCALHOST}:{self.ports[ordinal].peer}"
+
+    def data_dir(self, ordinal: int) -> Path:
+        return self.base / self.pod(ordinal) / "data"
+
+    def dns(self, text: str, ordinal: int | None = None) -> str:
+        """Pod DNS names to loopback ports; a member's own 0.0.0.0 listeners to its ports."""
+        for i in range(MAX_MEMBERS):
+            host = f"{self.pod(i)}.etcd-peer.{NAMESPACE}.svc"
+            text = text.replace(f"{host}:2380", f"{LOCALHOST}:{self.ports[i].peer}")
+            text = text.replace(f"{host}:2379", f"{LOCALHOST}:{self.ports[i].client}")
+        if ordinal is not None:
+            own = self.ports[ordinal]
+            for port, local in ((2379, own.client), (2380, own.peer), (2381, own.metrics)):
+                text = text.replace(f"0.0.0.0:{port}", f"{LOCALHOST}:{local}")
+            text = text.replace(DATA_DIR, str(self.data_dir(ordinal)))
+        return text
+
+    def argv_env(self, ordinal: int) -> tuple[list[str], dict[str, str]]:
+        env = container_env(self.template_container, self.pod(ordinal))
+        args = [expand(a, env) for a in self.args]
+        env = {k: self.dns(v, ordinal) for k, v in env.items()}
+        args = [self.dns(a, ordinal) for a in args]
+        return adapt_for_debian_etcd(self.command, args, env), env
+
+    def start(self, ordinal: int) -> EtcdMember:
+        argv, env = self.argv_env(ordinal)
+        self.data_dir(ordinal).parent.mkdir(parents=True, exist_ok=True)
+        member = EtcdMember(self.pod(ordinal), argv, client_url=self.client_url(ordinal),
+                            data_dir=self.data_dir(ordinal), log_dir=self.base, env=env)
+        self.members[ordinal] = member.start()
+        return member
+
+    def signal(self, ordinal: int, signum: int) -> None:
+        """Signal the pod's whole process group: the script and the etcd it started."""
+        member = self.members[ordinal]
+        if member.running():
+            os.killpg(member.process.pid, signum)
+
+    def kill(self, ordinal: int) -> None:
+        self.signal(ordinal, signal.SIGKILL)
+        self.members[ordinal].process.process.wait()  # type: ignore[union-attr]
+
+    def stop(self, ordinal: int) -> None:
+        member = self.members.get(ordinal)
+        if member is None or member.process.process is None:
+            return
+        self.signal(ordinal, signal.SIGTERM)
+        try:
+            member.process.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.kill(ordinal)
+
+    def stop_all(self) -> None:
+        for ordinal in list(self.members):
+            self.stop(ordinal)
+
+    def wait_healthy(self, *ordinals: int) -> None:
+        for ordinal in ordinals:
+            wait_until(lambda o=ordinal: healthy(self.client_url(o)), timeout=60,  # type: ignore[misc]
+                       what=f"{self.pod(ordinal)} to report healthy\n"
+                            f"{self.members[ordinal].process.log_tail()}")
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def member_list(endpoint: str) -> list[dict[str, Any]]:
+    members: list[dict[str, Any]] = gateway(endpoint, "/v3/cluster/member/list", {})["members"]
+    return members
+
+
+def voters(endpoint: str) -> list[str]:
+    return sorted(m.get("name", "") for m in member_list(endpoint) if not m.get("isLearner"))
+
+
+def put(endpoint: str, key: str, value: str) -> None:
+    gateway(endpoint, "/v3/kv/put", {"key": _b64(key), "value": _b64(value)})
+
+
+def read_prefix(endpoint: str, prefix: str, *, serializable: bool = False) -> dict[str, str]:
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    answer = gateway(endpoint, "/v3/kv/range", {"key": _b64(prefix), "range_end": _b64(end),
+                                               "serializable": serializable}, timeout=10)
+    return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv["value"]).decode()
+            for kv in answer.get("kvs", [])}
+
+
+class Writer(threading.Thread):
+    """Writes w/000000, w/000001... round-robin over endpoints; records acknowledged keys."""
+
+    def __init__(self, endpoints: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.endpoints = endpoints
+        self.acknowledged: list[str] = []
+        self.failures = 0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        sequence = 0
+        while not self.stopping.is_set():
+            key = f"w/{sequence:06d}"
+            try:
+                put(self.endpoints[sequence % len(self.endpoints)], key, str(sequence))
+            except OSError:
+                # Unacknowledged: the key may or may not exist; it is never asserted on.
+                self.failures += 1
+                self.stopping.wait(0.02)
+            else:
+                self.acknowledged.append(key)
+            sequence += 1
+
+    def count(self) -> int:
+        return len(self.acknowledged)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(30)
+
+
+@pytest.fixture
+def statefulset(tmp_path: Path) -> Iterator[LocalStatefulSet]:
+    pods = LocalStatefulSet(tmp_path, render(replicas=3))
+    try:
+        yield pods
+    finally:
+        pods.stop_all()
+
+
+def start_initial(pods: LocalStatefulSet) -> None:
+    for ordinal in range(3):
+        pods.start(ordinal)
+    pods.wait_healthy(0, 1, 2)
+
+
+def test_members_bootstrap_from_the_statefulset_command_line_and_survive_a_kill(
+        statefulset: LocalStatefulSet, tmp_path: Path) -> None:
+    pods = statefulset
+    argv, env = pods.argv_env(1)
+    assert f"--name={pods.pod(1)}" in argv
+    assert f"--initial-advertise-peer-urls={pods.peer_url(1)}" in argv
+    assert env["MEMBER_BOOTSTRAP_CLUSTER"].count(f"http://{LOCALHOST}:") == 3
+    start_initial(pods)
+    endpoint = pods.client_url(0)
+    assert voters(endpoint) == ["etcd-0", "etcd-1", "etcd-2"]
+    for i in range(20):
+        put(pods.client_url(i % 3), f"k/{i:03d}", str(i))
+
+    leader = next(o for o in range(3) if pods.members[o].is_leader())
+    ids_before = {m["name"]: m["ID"] for m in member_list(endpoint)}
+    pods.kill(leader)
+    survivors = [o for o in range(3) if o != leader]
+    # Two of three keep a quorum: writes resume once they elect a new leader.
+    def write_after_kill() -> bool:
+        put(pods.client_url(survivors[0]), "k/after-kill", "x")
+        return True
+
+    wait_until(write_after_kill, timeout=30, what="a write after the leader was killed")
+    for i in range(20, 40):
+        put(pods.client_url(survivors[i % 2]), f"k/{i:03d}", str(i))
+
+    # Restarted on its data dir, the member rejoins under the same ID and catches up.
+    pods.start(leader)
+    pods.wait_healthy(leader)
+    wait_until(lambda: len(read_prefix(pods.client_url(leader), "k/", serializable=True)) == 41,
+               timeout=30, what="the restarted member to serve every key")
+    assert {m["name"]: m["ID"] for m in member_list(endpoint)} == ids_before
+    assert "restarting on the existing data dir" in pods.members[leader].process.log_tail(200)
+
+    # The snapshot CronJob's script against the same cluster: three runs, two retained.
+    job = render(replicas=3, snapshot={"retain": 2}).one("kubernetes:batch/v1:CronJob")
+    container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    job_env = container_env(container, "etcd-snapshot-1")
+    snapshots = tmp_path / "snapshots"
+    snapshots.mkdir()
+    job_env.update({"SNAPSHOT_ENDPOINT": endpoint, "SNAPSHOT_DIR": str(snapshots)})
+    command = adapt_for_debian_etcd(list(container["command"]), [], job_env)
+    for _ in range(3):
+        run(command, env=job_env, timeout=60)
+    kept = sorted(p.name for p in snapshots.iterdir())
+    assert len(kept) == 2, kept
+    assert all(re.fullmatch(r"etcd-\d{8}T\d{6}Z-\d{2}\.db", name) for name in kept), kept
+    status = run(["etcdctl", "snapshot", "status", str(snapshots / kept[-1]), "-w", "json"])
+    assert '"totalKey"' in status.stdout
+
+
+def membership_inputs(pods: LocalStatefulSet, replicas: int) -> dict[str, Any]:
+    """The EtcdMembership inputs the component renders for ``replicas``, DNS replaced."""
+    inputs = render(replicas=replicas).one(DYNAMIC)
+    return {
+        "members": [{"name": m["name"], "peer_url": pods.dns(m["peer_url"])}
+                    for m in inputs["members"]],
+        # The client Service: any member; the initial ones are always members.
+        "endpoints": [pods.client_url(o) for o in range(3)],
+        "timeout_seconds": 60,
+        "tls": inputs.get("tls"),
+    }
+
+
+def wait_voter(pods: LocalStatefulSet, ordinal: int) -> None:
+    name = pods.pod(ordinal)
+    wait_until(lambda: name in voters(pods.client_url(0)), timeout=60,
+               what=f"{name} to be promoted to a voting member\n"
+                    f"{pods.members[ordinal].process.log_tail()}")
+
+
+def test_scale_3_to_5_to_3_through_the_provider_loses_no_acknowledged_write(
+        statefulset: LocalStatefulSet, tmp_path: Path) -> None:
+    pods = statefulset
+    start_initial(pods)
+    writer = Writer([pods.client_url(o) for o in range(3)])
+    with ProviderServer(log_path=tmp_path / "provider.log") as server:
+        server.configure()
+        driver = ResourceDriver(server, EtcdMembershipProvider(), type_name=TYPE_NAME,
+                                name="locks-membership")
+        created = driver.up(membership_inputs(pods, 3))
+        assert created.operation == "create"
+        bootstrap = created.outputs["bootstrap_cluster"]
+        assert bootstrap == pods.argv_env(0)[1]["MEMBER_BOOTSTRAP_CLUSTER"]
+
+        writer.start()
+        # Two members at once is refused before anything changes.
+        with pytest.raises(CheckFailedError, match="one member at a time"):
+            driver.up(membership_inputs(pods, 5))
+        assert voters(pods.client_url(0)) == ["etcd-0", "etcd-1", "etcd-2"]
+
+        for ordinal in (3, 4):
+            before = writer.count()
+            assert driver.up(membership_inputs(pods, ordinal + 1)).operation == "update"
+            added = [m for m in member_list(pods.client_url(0))
+                     if m["peerURLs"] == [pods.peer_url(ordinal)]]
+            assert len(added) == 1, added
+            assert added[0].get("isLearner"), added
+            pods.start(ordinal)  # the StatefulSet grows only after the provider returned
+            wait_voter(pods, ordinal)
+            wait_until(lambda b=before: writer.count() > b + 50, timeout=30,  # type: ignore[misc]
+                       what="writes to continue while the member joined")
+        assert voters(pods.client_url(0)) == [f"etcd-{i}" for i in range(5)]
+        # The bootstrap list is recorded once: scaling never changes the pod template.
+        assert driver.state is not None
+        assert driver.state.outputs["bootstrap_cluster"] == bootstrap
+
+        before = writer.count()
+        assert driver.up(membership_inputs(pods, 3)).operation == "update"
+        assert voters(pods.client_url(0)) == ["etcd-0", "etcd-1", "etcd-2"]
+        pods.stop(4)  # the StatefulSet shrinks only after the members were removed
+        pods.stop(3)
+        wait_until(lambda: writer.count() > before + 50, timeout=30,
+                   what="writes to continue after the scale-down")
+    writer.stop()
+    assert writer.is_alive() is False
+
+    stored = read_prefix(pods.client_url(0), "w/")
+    lost = [key for key in writer.acknowledged if key not in stored]
+    assert not lost, f"{len(lost)} acknowledged writes lost, first {lost[:5]}"
+    assert len(writer.acknowledged) > 150
+
+
+def test_a_member_whose_data_dir_was_lost_is_removed_and_re_added(
+        statefulset: LocalStatefulSet) -> None:
+    pods = statefulset
+    start_initial(pods)
+    for i in range(30):
+        put(pods.client_url(i % 3), f"d/{i:03d}", str(i))
+    old_id = next(m["ID"] for m in member_list(pods.client_url(0)) if m.get("name") == "etcd-2")
+
+    pods.stop(2)
+    shutil.rmtree(pods.data_dir(2))
+    pods.start(2)  # the same pod, the same command line, an empty volume
+
+    def rejoined() -> bool:
+        entry = next((m for m in member_list(pods.client_url(0))
+                      if m["peerURLs"] == [pods.peer_url(2)]), None)
+        return bool(entry and entry.get("name") == "etcd-2" and entry["ID"] != old_id
+                    and not entry.get("isLearner"))
+
+    wait_until(rejoined, timeout=60,
+               what=f"etcd-2 to be re-added under a new ID\n{pods.members[2].process.log_tail()}")
+    pods.wait_healthy(2)
+    wait_until(lambda: len(read_prefix(pods.client_url(2), "d/", serializable=True)) == 30,
+               timeout=30, what="the re-added member to hold every key")
+    log = pods.members[2].process.log_tail(400)
+    assert "removing it to re-add it" in log
+    assert "promoted from learner to voting member" in log
+    assert voters(pods.client_url(0)) == ["etcd-0", "etcd-1", "etcd-2"]
