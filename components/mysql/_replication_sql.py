@@ -87,6 +87,7 @@ class ReplicaStatus:
     last_sql_error: str
     read_only: bool
     super_read_only: bool | None  # MySQL only; MariaDB has no such variable
+    server_id: int
 
     @property
     def running(self) -> bool:
@@ -198,6 +199,8 @@ def _optional_int(value: object) -> int | None:
     return None if value is None or value == "" else int(str(value))
 
 
+# MariaDB accepts REPLICATION REPLICA as a synonym and may print either.
+_PRIVILEGE_SYNONYMS = {"REPLICATION REPLICA": "REPLICATION SLAVE"}
 _GRANT = re.compile(r"^GRANT (?P<privileges>.+?) ON (?P<scope>\S+) TO ", re.IGNORECASE)
 
 
@@ -245,6 +248,7 @@ class Dialect:
 
     # The replication account lists its own grants (no privilege on mysql.* needed).
     own_grants = Statement("SHOW GRANTS")
+    server_id = Statement("SELECT @@GLOBAL.server_id AS server_id")
     reset_all = Statement("RESET REPLICA ALL")
 
     @staticmethod
@@ -259,7 +263,8 @@ class Dialect:
                 return False
             scope = match["scope"].replace("`", "")
             for privilege in match["privileges"].split(","):
-                name = privilege.strip().upper()
+                name = _PRIVILEGE_SYNONYMS.get(privilege.strip().upper(),
+                                               privilege.strip().upper())
                 if name != "USAGE":
                     found.add((name, scope))
         return found == {("REPLICATION SLAVE", "*.*")}
@@ -307,6 +312,7 @@ class Dialect:
             last_sql_error=str(row.get("Last_SQL_Error") or ""),
             read_only=bool(_int(variables.get("read_only"))),
             super_read_only=None if super_read_only is None else bool(_int(super_read_only)),
+            server_id=_int(variables.get("server_id")),
         )
 
 
@@ -322,7 +328,8 @@ class MariaDB(Dialect):
     limits = Limits(user=80, password=96)
     primary_position = Statement("SELECT @@GLOBAL.gtid_binlog_pos AS position")
     replica_variables = Statement(
-        "SELECT @@GLOBAL.read_only AS read_only, @@GLOBAL.gtid_slave_pos AS gtid_position")
+        "SELECT @@GLOBAL.read_only AS read_only, @@GLOBAL.gtid_slave_pos AS gtid_position, "
+        "@@GLOBAL.server_id AS server_id")
     _port_column = "Master_Port"
     _user_column = "Master_User"
 
@@ -348,7 +355,7 @@ class MySQL(Dialect):
     limits = Limits(user=32, password=32)
     replica_variables = Statement(
         "SELECT @@GLOBAL.read_only AS read_only, @@GLOBAL.super_read_only AS super_read_only, "
-        "@@GLOBAL.gtid_executed AS gtid_position")
+        "@@GLOBAL.gtid_executed AS gtid_position, @@GLOBAL.server_id AS server_id")
     _port_column = "Source_Port"
     _user_column = "Source_User"
 

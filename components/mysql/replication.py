@@ -349,13 +349,18 @@ def _has_unknowns(value: object) -> bool:
 # --- talking to servers ----------------------------------------------------------------
 
 
-def _server_message(error: pymysql.MySQLError) -> str:
-    if len(error.args) >= 2:
+# pymysql raises RuntimeError when caching_sha2_password needs RSA and `cryptography` is
+# missing, and lets some socket errors through unwrapped.
+_CONNECT_ERRORS = (pymysql.MySQLError, OSError, RuntimeError)
+
+
+def _server_message(error: Exception) -> str:
+    if isinstance(error, pymysql.MySQLError) and len(error.args) >= 2:
         return f"error {error.args[0]}: {error.args[1]}"
     return str(error)
 
 
-def _errno(error: pymysql.MySQLError) -> int | None:
+def _errno(error: Exception) -> int | None:
     first = error.args[0] if error.args else None
     return first if isinstance(first, int) else None
 
@@ -393,7 +398,7 @@ def _session(label: str, endpoint: Endpoint, user: str, password: str,
              *, read_timeout: int = 60) -> Iterator[_Session]:
     try:
         connection = _connect(endpoint, user, password, read_timeout)
-    except pymysql.MySQLError as error:
+    except _CONNECT_ERRORS as error:
         raise ReplicationError(f"{label}: cannot connect as {user!r}: "
                                f"{_server_message(error)}") from None
     try:
@@ -416,7 +421,7 @@ def _replication_account_grants(spec: _Spec) -> list[str] | None:
     try:
         connection = _connect(spec.primary, spec.replication_user, spec.replication_password,
                               read_timeout=30)
-    except pymysql.MySQLError as error:
+    except _CONNECT_ERRORS as error:
         if _errno(error) == 1045:  # access denied: no such account or another password
             return None
         raise ReplicationError(f"{label}: cannot connect: {_server_message(error)}") from None
@@ -472,10 +477,21 @@ def _replica_status(session: _Session, dialect: Dialect) -> ReplicaStatus:
     return dialect.parse_status(row, variables)
 
 
-def _repair_replica(spec: _Spec, index: int, guard: _Guard, *, rewrite_password: bool) -> None:
+def _refuse_primary(label: str, status: ReplicaStatus, primary_server_id: int) -> None:
+    """Two port-forwards to one pod, or a shuffled endpoint list: never touch the primary."""
+    if status.server_id == primary_server_id:
+        raise ReplicationError(
+            f"{label} is the primary itself (both have server_id {primary_server_id}): "
+            "check the endpoints; nothing was changed on it")
+
+
+def _repair_replica(spec: _Spec, index: int, guard: _Guard, primary_server_id: int, *,
+                    rewrite_password: bool) -> None:
     dialect = spec.dialect
-    with _admin(spec, spec.replica_label(index), spec.replicas[index]) as replica:
+    label = spec.replica_label(index)
+    with _admin(spec, label, spec.replicas[index]) as replica:
         status = _replica_status(replica, dialect)
+        _refuse_primary(label, status, primary_server_id)
         repair = replica_repair(status, spec.desired, rewrite_password=rewrite_password)
         if not repair.noop:
             guard.check(f"changing {spec.replica_label(index)}")
@@ -486,6 +502,11 @@ def _repair_replica(spec: _Spec, index: int, guard: _Guard, *, rewrite_password:
                                               spec.replication_user, spec.replication_password))
         if repair.start:
             replica.run(dialect.start)
+
+
+def _primary_server_id(spec: _Spec) -> int:
+    with _admin(spec, spec.primary_label, spec.primary) as primary:
+        return int((primary.one(spec.dialect.server_id) or {}).get("server_id") or 0)
 
 
 def _primary_position(spec: _Spec) -> str:
@@ -624,13 +645,14 @@ def _converge(spec: _Spec, *, rewrite_password: bool, old: _Spec | None) -> dict
     with _cluster_lock(spec) as guard:
         # The converge's own deadline starts once the lock is held.
         deadline = time.monotonic() + spec.timeout_seconds
+        primary_server_id = _primary_server_id(spec)
         account_changed = _ensure_replication_account(spec, guard)
         failures: list[str] = []
         healthy: list[int] = []
         for index in range(len(spec.replicas)):
             try:
                 # A changed account means the replicas' stored password may be stale too.
-                _repair_replica(spec, index, guard,
+                _repair_replica(spec, index, guard, primary_server_id,
                                 rewrite_password=rewrite_password or account_changed)
                 healthy.append(index)
             except ReplicationError as error:
@@ -664,10 +686,14 @@ def _teardown(spec: _Spec) -> None:
     dialect = spec.dialect
     failures: list[str] = []
     with _cluster_lock(spec) as guard:
+        primary_server_id = _primary_server_id(spec)
         for index in range(len(spec.replicas)):
+            label = spec.replica_label(index)
             try:
-                with _admin(spec, spec.replica_label(index), spec.replicas[index]) as replica:
-                    if _replica_status(replica, dialect).configured:
+                with _admin(spec, label, spec.replicas[index]) as replica:
+                    status = _replica_status(replica, dialect)
+                    _refuse_primary(label, status, primary_server_id)
+                    if status.configured:
                         guard.check(f"stopping {spec.replica_label(index)}")
                         replica.run(dialect.stop)
                         replica.run(dialect.reset_all)

@@ -378,6 +378,20 @@ def test_errors_name_the_replica_the_statement_and_the_server_message(
     assert cluster.replica_status(cluster.replicas[0])["Slave_IO_Running"] == "Yes"
 
 
+def test_the_primary_listed_as_a_replica_is_never_touched(
+        server: ProviderServer, cluster: Cluster) -> None:
+    """Two port-forwards to the primary pod: the second address must not be repointed."""
+    driver = _driver(server)
+    inputs = cluster.inputs(replication_password=random_password())
+    inputs["replicas"] = [inputs["replicas"][0], {"host": "localhost",
+                                                  "port": cluster.primary.port}]
+    with pytest.raises(ProviderError) as refused:
+        driver.up(inputs)
+    assert f"replica 2 (localhost:{cluster.primary.port}) is the primary itself" in (
+        refused.value.details)
+    assert cluster.primary.query("SHOW REPLICA STATUS") == []
+
+
 def test_replica_that_cannot_apply_fails_with_its_sql_error(
         server: ProviderServer, cluster: Cluster) -> None:
     driver = _driver(server)

@@ -258,6 +258,7 @@ def test_displayed_statements_hide_the_password(flavor: str) -> None:
 @pytest.mark.parametrize(("lines", "exact"), [
     (["GRANT REPLICATION SLAVE ON *.* TO `repl`@`%` IDENTIFIED BY PASSWORD '*AB12'"], True),
     (["GRANT REPLICATION SLAVE ON *.* TO `repl`@`%`"], True),
+    (["GRANT REPLICATION REPLICA ON *.* TO `repl`@`%`"], True),
     (["GRANT USAGE ON *.* TO `repl`@`%`"], False),
     (["GRANT REPLICATION SLAVE, SELECT ON *.* TO `repl`@`%`"], False),
     (["GRANT REPLICATION SLAVE ON *.* TO `repl`@`%`", "GRANT ALL PRIVILEGES ON `app`.* TO "
@@ -287,7 +288,8 @@ DESIRED = Desired("orders-mysql-0.orders-mysql", 3306, "repl", max_lag_seconds=3
 
 def test_status_rows_of_both_flavors_normalize_the_same() -> None:
     mysql = DIALECTS["mysql"].parse_status(
-        MYSQL_ROW, {"read_only": 1, "super_read_only": 1, "gtid_position": "a:1-5"})
+        MYSQL_ROW, {"read_only": 1, "super_read_only": 1, "gtid_position": "a:1-5",
+                    "server_id": 2001})
     mariadb = DIALECTS["mariadb"].parse_status(
         MARIADB_ROW, {"read_only": 1, "gtid_position": "0-1-5"})
     for status in (mysql, mariadb):
@@ -296,6 +298,7 @@ def test_status_rows_of_both_flavors_normalize_the_same() -> None:
         assert replica_drift(status, DESIRED) == []
         assert replica_repair(status, DESIRED, rewrite_password=False).noop
     assert mysql.super_read_only is True
+    assert mysql.server_id == 2001
     assert mariadb.super_read_only is None
     assert DIALECTS["mariadb"].parse_status(None, {"read_only": 1}).configured is False
 
