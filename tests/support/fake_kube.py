@@ -307,7 +307,7 @@ class FakeKubeServer:
 
         self._httpd = http.server.ThreadingHTTPServer((LOCALHOST, 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
                                         name="fake-kube", daemon=True)
         self._thread.start()
         return self
