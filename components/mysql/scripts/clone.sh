@@ -29,7 +29,8 @@ data_dir_state() {
         echo complete
     elif [[ -f "$DATA_DIR/$CLONE_IN_PROGRESS_MARKER" ]]; then
         echo in-progress
-    elif [[ -z "$(find "$DATA_DIR" -mindepth 1 -maxdepth 1 ! -name lost+found -print -quit)" ]]; then
+    elif [[ -z "$(find "$DATA_DIR" -mindepth 1 -maxdepth 1 ! -name lost+found -print -quit)" ]]
+    then
         echo empty
     else
         echo foreign
@@ -99,7 +100,9 @@ main() {
         return 0
     fi
     mkdir -p "$DATA_DIR"
-    case "$(data_dir_state)" in
+    local state
+    state=$(data_dir_state)
+    case "$state" in
         complete)
             log "data dir holds a completed clone ($(tr '\n' ' ' <"$DATA_DIR/$CLONE_COMPLETE_MARKER")): keeping it"
             return 0

@@ -24,6 +24,9 @@ main() {
     if ((ordinal == 0)); then role=primary; else role=replica; fi
     [[ -f "$CONFIG_DIR/$role.cnf" ]] || die "$CONFIG_DIR/$role.cnf is missing from the ConfigMap"
 
+    local report_host report_port
+    report_host=$(peer_host "$ordinal")
+    report_port=$(peer_port "$MYSQL_PORT" "$ordinal")
     mkdir -p "$CONF_DIR"
     local tmp
     tmp=$(mktemp "$CONF_DIR/.server-id.XXXXXX")
@@ -32,8 +35,8 @@ main() {
         printf '[mysqld]\n'
         printf 'server_id = %d\n' "$server_id"
         # What SHOW REPLICAS on the primary lists for this pod.
-        printf 'report_host = %s\n' "$(peer_host "$ordinal")"
-        printf 'report_port = %d\n' "$(peer_port "$MYSQL_PORT" "$ordinal")"
+        printf 'report_host = %s\n' "$report_host"
+        printf 'report_port = %d\n' "$report_port"
     } >"$tmp"
     chmod 0644 "$tmp"
     mv -f "$tmp" "$CONF_DIR/server-id.cnf"

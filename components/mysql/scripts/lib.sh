@@ -11,13 +11,18 @@
 # - Positions recorded by the backup tool are parsed field by field and validated against a
 #   strict character set before they go anywhere near SQL; the backup's own SQL is never pasted.
 
+# Command substitutions obey `set -e` too: a failure inside $(...) must not yield a silent "".
+shopt -s inherit_errexit
+
 # Markers in DATA_DIR, written atomically (temp file + rename), that say what the data dir holds.
 # (Used by the scripts that source this file.)
 # shellcheck disable=SC2034
-CLONE_IN_PROGRESS_MARKER=".clone-in-progress"
-CLONE_COMPLETE_MARKER=".clone-complete"
-REPLICATION_CONFIGURED_MARKER=".replication-configured"
-REPLICATION_STARTED_MARKER=".replication-started"
+{
+    CLONE_IN_PROGRESS_MARKER=".clone-in-progress"
+    CLONE_COMPLETE_MARKER=".clone-complete"
+    REPLICATION_CONFIGURED_MARKER=".replication-configured"
+    REPLICATION_STARTED_MARKER=".replication-started"
+}
 
 log() {
     printf '%s %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${SCRIPT_NAME:-${0##*/}}" "$*" >&2
@@ -112,24 +117,24 @@ option_quote() {
 # write_client_options PATH USER PASSWORD (host HOST PORT | socket SOCKET)
 # Atomic and created 0600 from the start, so the password is never readable by others, even briefly.
 write_client_options() {
-    local path=$1 user=$2 password=$3 kind=$4 tmp
+    local path=$1 user=$2 password=$3 kind=$4 tmp quoted_user quoted_password location
     [[ -n "$password" ]] || die "empty password for account '$user'"
+    # Quoted into variables first: a failure inside a command substitution that is only an
+    # argument of printf would not stop the script, and an empty password would be written.
+    quoted_user=$(option_quote "$user")
+    quoted_password=$(option_quote "$password")
+    case "$kind" in
+        host)
+            require_uint port "$6"
+            location=$(printf 'host=%s\nport=%d\nprotocol=TCP' "$(option_quote "$5")" "$6")
+            ;;
+        socket) location=$(printf 'socket=%s' "$(option_quote "$5")") ;;
+        *) die "write_client_options: unknown connection kind '$kind'" ;;
+    esac
     mkdir -p "$(dirname "$path")"
     tmp=$(umask 077 && mktemp "$path.XXXXXX")
-    {
-        printf '[client]\n'
-        printf 'user=%s\n' "$(option_quote "$user")"
-        printf 'password=%s\n' "$(option_quote "$password")"
-        case "$kind" in
-            host)
-                printf 'host=%s\n' "$(option_quote "$5")"
-                printf 'port=%d\n' "$6"
-                printf 'protocol=TCP\n'
-                ;;
-            socket) printf 'socket=%s\n' "$(option_quote "$5")" ;;
-            *) die "write_client_options: unknown connection kind '$kind'" ;;
-        esac
-    } >"$tmp"
+    printf '[client]\nuser=%s\npassword=%s\n%s\n' "$quoted_user" "$quoted_password" \
+        "$location" >"$tmp"
     mv -f "$tmp" "$path"
 }
 
@@ -326,6 +331,7 @@ _account_sql() {
 # to stdout. --slave-info records the donor replica's applied position for the recipient.
 backup_stream_command() {
     local -n _backup_stream_command=$1
+    require_flavor
     local options=$2 target=$3 is_replica=$4
     require_vars DATA_DIR
     _backup_stream_command=("$(backup_tool)" --defaults-file="$options" --backup --stream=xbstream
@@ -337,11 +343,13 @@ backup_stream_command() {
 
 extract_command() {
     local -n _extract_command=$1
+    require_flavor
     _extract_command=("$(stream_tool)" -x -C "$2")
 }
 
 prepare_command() {
     local -n _prepare_command=$1
+    require_flavor
     _prepare_command=("$(backup_tool)" --prepare --target-dir="$2")
 }
 

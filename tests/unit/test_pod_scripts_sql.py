@@ -1,0 +1,343 @@
+"""What the pod scripts would run on a MySQL 8.4 pod: exact SQL, commands and parsing.
+
+No MySQL server or XtraBackup can be had here, so the flavor's statements and commands are
+pinned where they are decided: the functions in lib.sh (and probe.sh) are sourced by a real
+bash with MYSQL_FLAVOR=mysql and fixed inputs, and their output is compared with what MySQL
+8.4 and Percona XtraBackup 8.4 accept. The same functions run for real against MariaDB in
+tests/integration/test_pod_scripts.py; a few MariaDB cases here pin the parsing the old design
+got wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "components" / "mysql" / "scripts"
+UUID_A = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
+UUID_B = "8a94f357-aab4-11df-86ab-c80aa9429562"
+UUID_C = "b5e7c1d2-0f3a-11ef-9c1b-0242ac120002"
+PASSWORD = "p'w\\d#\"x"  # quote, backslash, hash, double quote: all must survive
+
+
+def bash(snippet: str, *, flavor: str = "mysql", env: dict[str, str] | None = None,
+         source: str = "lib.sh") -> subprocess.CompletedProcess[str]:
+    """Source ``source`` from the scripts dir in strict mode, then run ``snippet``."""
+    bash_path = shutil.which("bash")
+    assert bash_path is not None
+    full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MYSQL_FLAVOR": flavor,
+                "CONFIG_DIR": str(SCRIPTS), **(env or {})}
+    return subprocess.run([bash_path, "-c", f'set -euo pipefail; source "$CONFIG_DIR/{source}"\n'
+                           f"{snippet}"], env=full_env, capture_output=True, text=True,
+                          check=False, timeout=30)
+
+
+def output(snippet: str, **kwargs: object) -> str:
+    result = bash(snippet, **kwargs)  # type: ignore[arg-type]
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def argv(function: str, *args: str, env: dict[str, str] | None = None) -> list[str]:
+    """The command a lib.sh *_command function builds, one argument per line."""
+    quoted = " ".join(f"'{arg}'" for arg in args)
+    text = output(f"declare -a cmd; {function} cmd {quoted}; printf '%s\\n' \"${{cmd[@]}}\"",
+                  env=env)
+    return text.splitlines()
+
+
+# --- recorded positions ------------------------------------------------------------------------
+
+def test_xtrabackup_binlog_info_gtid_set_spanning_lines(tmp_path: Path) -> None:
+    # XtraBackup 8.4 prints gtid_executed as MySQL does: ",\n" between source UUIDs.
+    (tmp_path / "xtrabackup_binlog_info").write_text(
+        f"mysql-bin.000003\t1234\t{UUID_A}:1-5,\n{UUID_B}:1-3:7-9,\n{UUID_C}:tag_1:1-4\n")
+    assert output(f"backup_gtid '{tmp_path}' 2>/dev/null") == \
+        f"{UUID_A}:1-5,{UUID_B}:1-3:7-9,{UUID_C}:tag_1:1-4\n"
+
+
+def test_replica_info_is_parsed_and_preferred_over_the_donor_binlog(tmp_path: Path) -> None:
+    (tmp_path / "xtrabackup_binlog_info").write_text(
+        f"mysql-bin.000009\t77\t{UUID_A}:1-20,\n{UUID_B}:1-2\n")  # the donor's own, with errant B
+    (tmp_path / "xtrabackup_slave_info").write_text(
+        f"SET GLOBAL gtid_purged='{UUID_A}:1-20';\n"
+        "CHANGE REPLICATION SOURCE TO SOURCE_AUTO_POSITION=1;\n")
+    result = bash(f"backup_gtid '{tmp_path}'")
+    assert result.stdout == f"{UUID_A}:1-20\n"
+    assert "replica info xtrabackup_slave_info" in result.stderr
+
+
+def test_position_based_replica_info_falls_back_to_the_binlog_gtid(tmp_path: Path) -> None:
+    (tmp_path / "xtrabackup_binlog_info").write_text(f"mysql-bin.000002\t155\t{UUID_A}:1-9\n")
+    (tmp_path / "xtrabackup_slave_info").write_text(
+        "CHANGE REPLICATION SOURCE TO SOURCE_LOG_FILE='mysql-bin.000001', SOURCE_LOG_POS=4;\n")
+    assert output(f"backup_gtid '{tmp_path}' 2>/dev/null") == f"{UUID_A}:1-9\n"
+
+
+@pytest.mark.parametrize("content", [
+    f"mysql-bin.000001\t4\t{UUID_A}:1-3'; DROP DATABASE app; --\n",
+    "mysql-bin.000001\tnot-a-number\t\n",
+    "\n",
+])
+def test_anything_but_a_recorded_position_stops_before_sql(tmp_path: Path, content: str) -> None:
+    (tmp_path / "xtrabackup_binlog_info").write_text(content)
+    result = bash(f"backup_gtid '{tmp_path}'")
+    assert result.returncode != 0
+    assert "xtrabackup_binlog_info" in result.stderr
+    assert result.stdout == ""
+
+
+def test_missing_binlog_info_is_an_error_naming_it(tmp_path: Path) -> None:
+    result = bash(f"backup_gtid '{tmp_path}'")
+    assert result.returncode != 0
+    assert "no binlog info" in result.stderr
+
+
+@pytest.mark.parametrize(("name", "content", "gtid"), [
+    # The three tab-separated fields the old design's regex split wrongly.
+    ("xtrabackup_binlog_info", "mysql-bin.000001\t191544\t0-100-8\n", "0-100-8"),
+    ("mariadb_backup_binlog_info", "mysql-bin.000002\t42\t0-7000-9,1-7001-3\n",
+     "0-7000-9,1-7001-3"),
+    ("xtrabackup_binlog_info", "mysql-bin.000001\t329\t\n", ""),
+])
+def test_mariadb_binlog_info(tmp_path: Path, name: str, content: str, gtid: str) -> None:
+    (tmp_path / name).write_text(content)
+    assert output(f"backup_gtid '{tmp_path}' 2>/dev/null", flavor="mariadb") == f"{gtid}\n"
+
+
+def test_mariadb_replica_info_two_statements_are_parsed_not_pasted(tmp_path: Path) -> None:
+    (tmp_path / "xtrabackup_binlog_info").write_text("mysql-bin.000001\t900\t0-7001-2\n")
+    (tmp_path / "xtrabackup_slave_info").write_text(
+        "SET GLOBAL gtid_slave_pos = '0-7000-28';\nCHANGE MASTER TO master_use_gtid = slave_pos;\n")
+    assert output(f"backup_gtid '{tmp_path}' 2>/dev/null", flavor="mariadb") == "0-7000-28\n"
+
+
+# --- replication SQL ---------------------------------------------------------------------------
+
+def test_mysql_replication_sql_with_gtids_to_purge() -> None:
+    sql = output(f"replication_configure_sql '{UUID_A}:1-5' orders-mysql-0.orders-mysql 3306 "
+                 "repl \"$PW\"", env={"PW": PASSWORD})
+    assert sql.splitlines() == [
+        "STOP REPLICA;",
+        f"SET GLOBAL gtid_purged = '+{UUID_A}:1-5';",
+        "CHANGE REPLICATION SOURCE TO SOURCE_HOST = 'orders-mysql-0.orders-mysql', "
+        "SOURCE_PORT = 3306, SOURCE_USER = 'repl', SOURCE_PASSWORD = 'p\\'w\\\\d#\"x', "
+        "SOURCE_AUTO_POSITION = 1, GET_SOURCE_PUBLIC_KEY = 1, SOURCE_CONNECT_RETRY = 10;",
+    ]
+    assert output("replication_start_sql") == "START REPLICA;\n"
+
+
+def test_mysql_replication_sql_when_the_restore_already_has_every_gtid() -> None:
+    sql = output("replication_configure_sql '' db-0.db 3306 repl secret-pw")
+    assert "gtid_purged" not in sql
+    assert sql.splitlines()[0] == "STOP REPLICA;"
+    assert "SOURCE_AUTO_POSITION = 1, GET_SOURCE_PUBLIC_KEY = 1" in sql
+
+
+def test_mysql_missing_gtids_query() -> None:
+    assert output(f"missing_gtids_sql '{UUID_A}:1-5,{UUID_B}:1-2'") == (
+        f"SELECT GTID_SUBTRACT('{UUID_A}:1-5,{UUID_B}:1-2', @@GLOBAL.gtid_executed);\n")
+
+
+def test_mariadb_replication_sql() -> None:
+    sql = output("replication_configure_sql 0-7000-28 db-0.db 3306 repl secret-pw",
+                 flavor="mariadb")
+    assert sql.splitlines() == [
+        "STOP REPLICA;",
+        "SET GLOBAL gtid_slave_pos = '0-7000-28';",
+        "CHANGE MASTER TO MASTER_HOST = 'db-0.db', MASTER_PORT = 3306, MASTER_USER = 'repl', "
+        "MASTER_PASSWORD = 'secret-pw', MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 10;",
+    ]
+
+
+def test_replication_sql_refuses_a_gtid_that_is_not_one() -> None:
+    result = bash("replication_configure_sql \"x'; DROP TABLE t; --\" db-0.db 3306 repl pw")
+    assert result.returncode != 0
+    assert "refusing to put" in result.stderr
+    assert "DROP" not in result.stdout
+
+
+ACCOUNT_ENV = {
+    "ADMIN_USER": "admin", "ADMIN_PASSWORD": "a-pw", "REPLICATION_USER": "repl",
+    "REPLICATION_PASSWORD": "r-pw", "MONITOR_USER": "monitor", "MONITOR_PASSWORD": "m-pw",
+    "BACKUP_USER": "backup", "BACKUP_PASSWORD": PASSWORD,
+}
+
+
+def test_mysql_accounts_have_explicit_privileges() -> None:
+    backup_pw = "'p\\'w\\\\d#\"x'"
+    admin_privileges = (
+        "SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, RELOAD, PROCESS, REFERENCES, INDEX, "
+        "ALTER, SHOW DATABASES, CREATE TEMPORARY TABLES, LOCK TABLES, EXECUTE, CREATE VIEW, "
+        "SHOW VIEW, CREATE ROUTINE, ALTER ROUTINE, CREATE USER, EVENT, TRIGGER, "
+        "REPLICATION CLIENT, REPLICATION_SLAVE_ADMIN")
+    expected = [
+        "CREATE USER IF NOT EXISTS 'admin'@'%' IDENTIFIED BY 'a-pw';",
+        "ALTER USER 'admin'@'%' IDENTIFIED BY 'a-pw';",
+        f"GRANT {admin_privileges} ON *.* TO 'admin'@'%' WITH GRANT OPTION;",
+        "CREATE USER IF NOT EXISTS 'repl'@'%' IDENTIFIED BY 'r-pw';",
+        "ALTER USER 'repl'@'%' IDENTIFIED BY 'r-pw';",
+        "GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%';",
+    ]
+    for host in ("localhost", "127.0.0.1"):
+        expected += [
+            f"CREATE USER IF NOT EXISTS 'monitor'@'{host}' IDENTIFIED BY 'm-pw';",
+            f"ALTER USER 'monitor'@'{host}' IDENTIFIED BY 'm-pw';",
+            f"GRANT REPLICATION CLIENT ON *.* TO 'monitor'@'{host}';",
+            f"CREATE USER IF NOT EXISTS 'backup'@'{host}' IDENTIFIED BY {backup_pw};",
+            f"ALTER USER 'backup'@'{host}' IDENTIFIED BY {backup_pw};",
+            "GRANT BACKUP_ADMIN, PROCESS, RELOAD, LOCK TABLES, REPLICATION CLIENT ON *.* TO "
+            f"'backup'@'{host}';",
+            f"GRANT SELECT ON performance_schema.log_status TO 'backup'@'{host}';",
+            f"GRANT SELECT ON performance_schema.keyring_component_status TO 'backup'@'{host}';",
+            f"GRANT SELECT ON performance_schema.replication_group_members TO 'backup'@'{host}';",
+        ]
+    assert output("bootstrap_users_sql", env=ACCOUNT_ENV).splitlines() == expected
+
+
+@pytest.mark.parametrize("flavor", ["mysql", "mariadb"])
+def test_admin_never_gets_what_bypasses_read_only(flavor: str) -> None:
+    sql = output("bootstrap_users_sql", flavor=flavor, env=ACCOUNT_ENV)
+    admin_grant = next(line for line in sql.splitlines() if "TO 'admin'" in line
+                       and line.startswith("GRANT"))
+    for forbidden in ("ALL", "SUPER", "READ ONLY ADMIN", "CONNECTION_ADMIN",
+                      "SYSTEM_VARIABLES_ADMIN"):
+        assert forbidden not in admin_grant.replace("ALTER", "").replace("CALL", "")
+
+
+def test_accounts_refuse_an_empty_password() -> None:
+    result = bash("bootstrap_users_sql", env={**ACCOUNT_ENV, "MONITOR_PASSWORD": ""})
+    assert result.returncode != 0
+    assert "MONITOR_PASSWORD" in result.stderr
+    assert result.stdout == ""
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+def test_mysql_backup_commands() -> None:
+    env = {"DATA_DIR": "/var/lib/mysql"}
+    assert argv("backup_stream_command", "/run/mc/backup-client.cnf", "/run/mc/stream.1", "yes",
+                env=env) == [
+        "xtrabackup", "--defaults-file=/run/mc/backup-client.cnf", "--backup",
+        "--stream=xbstream", "--datadir=/var/lib/mysql", "--target-dir=/tmp/stream.1",
+        "--slave-info",
+    ]
+    assert "--slave-info" not in argv("backup_stream_command", "/o.cnf", "/t", "no", env=env)
+    assert argv("extract_command", "/var/lib/mysql") == ["xbstream", "-x", "-C", "/var/lib/mysql"]
+    assert argv("prepare_command", "/var/lib/mysql") == [
+        "xtrabackup", "--prepare", "--target-dir=/var/lib/mysql"]
+    assert output("prepared_backup_type") == "full-prepared\n"
+    assert output("sql_client_tool; admin_tool; server_socket") == (
+        "mysql\nmysqladmin\n/var/run/mysqld/mysqld.sock\n")
+
+
+def _fake_tools(directory: Path, *names: str) -> dict[str, str]:
+    directory.mkdir()
+    for name in names:
+        tool = directory / name
+        tool.write_text("#!/bin/sh\nexit 0\n")
+        tool.chmod(stat.S_IRWXU)
+    return {"PATH": str(directory)}
+
+
+def test_transport_prefers_ncat(tmp_path: Path) -> None:
+    env = _fake_tools(tmp_path / "bin", "ncat", "socat")
+    assert argv("receive_command", "db-1.db", "3307", env=env) == [
+        "ncat", "--recv-only", "db-1.db", "3307"]
+    assert argv("serve_command", "3307", 'exec bash "$CONFIG_DIR/backup-server.sh" stream',
+                env=env) == [
+        "ncat", "--listen", "--keep-open", "--send-only", "--max-conns=1", "--sh-exec",
+        'exec bash "$CONFIG_DIR/backup-server.sh" stream', "3307"]
+
+
+def test_transport_falls_back_to_socat(tmp_path: Path) -> None:
+    env = _fake_tools(tmp_path / "bin", "socat")
+    assert argv("receive_command", "db-1.db", "3307", env=env) == [
+        "socat", "-u", "TCP:db-1.db:3307", "STDOUT"]
+    assert argv("serve_command", "3307", "exec bash x.sh stream", env=env) == [
+        "socat", "-U", "TCP-LISTEN:3307,reuseaddr,fork,max-children=1",
+        "SYSTEM:exec bash x.sh stream"]
+
+
+def test_no_transport_is_a_clear_error(tmp_path: Path) -> None:
+    result = bash("transport_tool", env=_fake_tools(tmp_path / "bin"))
+    assert result.returncode != 0
+    assert "neither ncat nor socat" in result.stderr
+
+
+# --- probes, identity, option files ------------------------------------------------------------
+
+MYSQL_REPLICA_STATUS = """*************************** 1. row ***************************
+             Replica_IO_State: Waiting for source to send event
+                  Source_Host: orders-mysql-0.orders-mysql
+           Replica_IO_Running: {io}
+          Replica_SQL_Running: Yes
+        Seconds_Behind_Source: {lag}
+"""
+
+
+@pytest.mark.parametrize(("io", "lag", "ready", "reason"), [
+    ("Yes", "3", True, ""),
+    ("Yes", "31", False, "lag 31s exceeds 30s"),
+    ("Yes", "NULL", False, "lag is unknown ('NULL')"),
+    ("Connecting", "0", False, "IO thread is 'Connecting'"),
+])
+def test_mysql_replica_readiness(io: str, lag: str, ready: bool, reason: str) -> None:
+    status = MYSQL_REPLICA_STATUS.format(io=io, lag=lag)
+    result = bash('replica_status_ready 30 <<<"$STATUS"', source="probe.sh",
+                  env={"STATUS": status})
+    assert (result.returncode == 0) is ready
+    assert result.stdout.strip() == reason
+
+
+def test_readiness_without_replication_configured() -> None:
+    result = bash('replica_status_ready 30 <<<""', source="probe.sh")
+    assert result.returncode != 0
+    assert result.stdout.strip() == "replication is not configured"
+
+
+def test_mariadb_readiness_reads_slave_columns() -> None:
+    status = ("Slave_IO_Running: Yes\nSlave_SQL_Running: No\nSeconds_Behind_Master: NULL\n")
+    result = bash('replica_status_ready 30 <<<"$STATUS"', source="probe.sh", flavor="mariadb",
+                  env={"STATUS": status})
+    assert result.returncode != 0
+    assert result.stdout.strip() == "SQL thread is 'No'"
+
+
+@pytest.mark.parametrize(("pod_name", "ordinal"), [
+    ("orders-mysql-0", "0"), ("orders-mysql-12", "12"), ("a-b-c-3", "3"), ("db-07", "7")])
+def test_ordinal_from_pod_name(pod_name: str, ordinal: str) -> None:
+    assert output("pod_ordinal", env={"POD_NAME": pod_name}) == f"{ordinal}\n"
+
+
+@pytest.mark.parametrize("pod_name", ["orders-mysql", "mysql-", "-3", "Orders-1", ""])
+def test_unreadable_ordinal_fails_loudly(pod_name: str) -> None:
+    result = bash("pod_ordinal", env={"POD_NAME": pod_name})
+    assert result.returncode != 0
+    assert "POD_NAME" in result.stderr
+
+
+def test_peer_addresses() -> None:
+    env = {"PEER_HOST_TEMPLATE": "orders-mysql-{ordinal}.orders-mysql-headless",
+           "PORT_STRIDE": "0"}
+    assert output("peer_host 2; peer_port 3306 2", env=env) == (
+        "orders-mysql-2.orders-mysql-headless\n3306\n")
+    assert output("peer_port 20000 3", env={"PORT_STRIDE": "2"}) == "20006\n"
+
+
+def test_client_option_file_is_private_and_quoted(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "client.cnf"
+    output(f"write_client_options '{path}' backup \"$PW\" host 127.0.0.1 3306",
+           env={"PW": PASSWORD})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text() == ('[client]\nuser="backup"\npassword="p\'w\\\\d#\\"x"\n'
+                                'host="127.0.0.1"\nport=3306\nprotocol=TCP\n')
+    result = bash(f"write_client_options '{path}.2' backup $'a\\nb' socket /s.sock")
+    assert result.returncode != 0
+    assert "newline" in result.stderr
+    assert not Path(f"{path}.2").exists()
