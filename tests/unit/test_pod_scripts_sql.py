@@ -224,7 +224,7 @@ def test_mysql_backup_commands() -> None:
     assert argv("backup_stream_command", "/run/mc/backup-client.cnf", "/run/mc/stream.1", "yes",
                 env=env) == [
         "xtrabackup", "--defaults-file=/run/mc/backup-client.cnf", "--backup",
-        "--stream=xbstream", "--datadir=/var/lib/mysql", "--target-dir=/tmp/stream.1",
+        "--stream=xbstream", "--datadir=/var/lib/mysql", "--target-dir=/run/mc/stream.1",
         "--slave-info",
     ]
     assert "--slave-info" not in argv("backup_stream_command", "/o.cnf", "/t", "no", env=env)
