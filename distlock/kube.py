@@ -63,7 +63,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -218,12 +218,13 @@ class _Observer:
     now, so a fresh observer is never early.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._seen: dict[tuple[str, str, str], tuple[object, float]] = {}
         self._mutex = threading.Lock()
 
     def observe(self, name: str, status: Mapping[str, Any]) -> None:
-        now = time.monotonic()
+        now = self._clock()
         with self._mutex:
             holder = status.get("holder")
             if holder:
@@ -243,7 +244,7 @@ class _Observer:
             seen = self._seen.get((name, role, identity))
         if seen is None:
             return lease
-        return seen[1] + lease - time.monotonic()
+        return seen[1] + lease - self._clock()
 
 
 # ---------------------------------------------------------------------------------

@@ -1,0 +1,147 @@
+"""The Kubernetes lock backend's pure parts: timing ratios, name mapping, local expiry.
+
+The expiry tests give the observer a hand-moved clock in place of time.monotonic (the
+only clock the backend consults for expiry), so moving it is exactly "time passing"
+from the backend's point of view; no wall-clock value is consulted anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distlock import kube
+
+VALID_NAME = kube._OBJECT_NAME
+
+
+@pytest.mark.parametrize("ttl", [1, 2.0, 10, 15, 60, 3600])
+def test_lease_exceeds_renew_deadline_exceeds_retry_period(ttl: float) -> None:
+    timing = kube.Timing.from_ttl(ttl)
+    assert timing.lease_seconds >= ttl
+    assert timing.lease_seconds > timing.renew_deadline > timing.retry_period > 0
+    # A waiter refreshes its queue entry several times per lease.
+    assert timing.waiter_renew_period * 2 < timing.lease_seconds
+    assert timing.request_timeout < timing.renew_deadline
+
+
+def test_client_go_defaults_for_a_fifteen_second_ttl() -> None:
+    timing = kube.Timing.from_ttl(15)
+    assert (timing.lease_seconds, timing.renew_deadline, timing.retry_period) == (15, 10, 2)
+
+
+@pytest.mark.parametrize("ttl", [0, 0.5, -1, True, "10", 100000])
+def test_bad_ttl_is_refused(ttl: object) -> None:
+    with pytest.raises(ValueError, match="ttl must be between 1 and 86400"):
+        kube.Timing.from_ttl(ttl)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["orders", "shop.orders", "a-1", "x" * 200])
+def test_object_names_are_kept_when_valid(name: str) -> None:
+    assert kube.object_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["Shop/Orders", "shop/orders", "a b", "x" * 201, "-lead",
+                                  "trail-", "a..b", "ünïcode", "/"])
+def test_other_names_map_to_distinct_valid_object_names(name: str) -> None:
+    mapped = kube.object_name(name)
+    assert mapped != name
+    assert VALID_NAME.match(mapped)
+    assert len(mapped) <= 253
+    assert kube.object_name(name) == mapped, "the mapping must be stable"
+
+
+def test_similar_names_do_not_collide() -> None:
+    names = ["shop/orders", "shop-orders", "Shop/Orders", "shop//orders", "shop/orders/"]
+    assert len({kube.object_name(n) for n in names}) == len(names)
+
+
+@pytest.mark.parametrize("name", ["", "tab\there", "x" * 1025, "nul\x00"])
+def test_unusable_names_are_value_errors(name: str) -> None:
+    with pytest.raises(ValueError, match="lock name"):
+        kube.object_name(name)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def _status(holder: str, token: int, renewals: int) -> dict[str, object]:
+    return {"holder": holder, "fencingToken": token, "renewals": renewals, "waiters": [
+        {"identity": "w", "leaseDurationSeconds": 5, "renewals": renewals}]}
+
+
+def test_holder_expires_only_after_a_lease_without_a_renewal(clock: Clock) -> None:
+    observer = kube._Observer(clock)
+    observer.observe("n", _status("h", 1, 0))
+    clock.now += 4.9
+    assert observer.remaining("n", "holder", "h", 5) > 0
+    observer.observe("n", _status("h", 1, 1))  # a renewal: the clock starts again
+    clock.now += 4.9
+    assert observer.remaining("n", "holder", "h", 5) > 0
+    observer.observe("n", _status("h", 1, 1))  # same value again: no renewal
+    clock.now += 0.2
+    assert observer.remaining("n", "holder", "h", 5) <= 0
+
+
+def test_a_new_grant_is_a_new_observation_even_with_equal_renewals(clock: Clock) -> None:
+    observer = kube._Observer(clock)
+    observer.observe("n", _status("h", 1, 0))
+    clock.now += 10
+    observer.observe("n", _status("h", 2, 0))
+    assert observer.remaining("n", "holder", "h", 5) == pytest.approx(5)
+
+
+def test_a_fresh_observer_waits_a_whole_lease(clock: Clock) -> None:
+    """Whatever wall-clock time the object says, a newcomer starts its own clock now."""
+    observer = kube._Observer(clock)
+    status = _status("h", 7, 123)
+    status["renewTime"] = "2000-01-01T00:00:00Z"  # ancient, and ignored
+    observer.observe("n", status)
+    assert observer.remaining("n", "holder", "h", 5) == pytest.approx(5)
+    assert observer.remaining("n", "waiter", "w", 5) == pytest.approx(5)
+    assert observer.remaining("n", "holder", "never-seen", 5) == 5
+
+
+def test_waiters_are_judged_by_their_own_renewals(clock: Clock) -> None:
+    observer = kube._Observer(clock)
+    observer.observe("n", _status("h", 1, 0))
+    clock.now += 3
+    observer.observe("n", {**_status("h", 1, 0), "waiters": [
+        {"identity": "w", "leaseDurationSeconds": 5, "renewals": 1}]})
+    clock.now += 3
+    assert observer.remaining("n", "holder", "h", 5) <= 0
+    assert observer.remaining("n", "waiter", "w", 5) > 0
+
+
+def test_namespace_and_client_from_kubeconfig_text_or_path(tmp_path: Path) -> None:
+    document = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "a",
+        "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "a", "context": {"cluster": "c", "user": "u", "namespace": "shop"}},
+                     {"name": "b", "context": {"cluster": "c", "user": "u"}}],
+    }
+    text = json.dumps(document, indent=1)
+    path = tmp_path / "config"
+    path.write_text(text)
+    assert kube.default_namespace(text) == "shop"
+    assert kube.default_namespace(str(path)) == "shop"
+    assert kube.default_namespace(str(path), context="b") == "default"
+    for source in (text, str(path)):
+        client = kube.api_client(source)
+        assert client.configuration.host == "http://127.0.0.1:1"
+        assert client.configuration.retries == 0
+    with pytest.raises(ValueError, match="not a kubeconfig document"):
+        kube.api_client("just: yaml\nno: clusters\n")
