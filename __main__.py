@@ -12,6 +12,7 @@ them to whoever holds the stack's encryption key, and nothing else prints them.
 import pulumi
 
 from components.config import load
+from components.locks import Locks, LocksArgs
 from components.mysql.cluster import MySQLCluster, MySQLClusterArgs
 
 config = load()
@@ -34,3 +35,12 @@ pulumi.export("mysqlSecretName", mysql.secret_name)
 pulumi.export("mysqlServerIdBase", mysql.server_id_base)
 pulumi.export("mysqlAdminPassword", mysql.admin_password)
 pulumi.export("mysqlRootPassword", mysql.root_password)
+
+# Distributed locks on Kubernetes (locks.enabled): the Lock CRD, installed by a provider
+# that waits until it is Established and will not delete it while a lock is in use, and
+# the roles (plus a binding for locks.users) that lock clients need.
+if config.locks.enabled:
+    locks = Locks("locks", LocksArgs(namespace=config.namespace, config=config.locks,
+                                     owner=f"{pulumi.get_project()}/{pulumi.get_stack()}"))
+    pulumi.export("lockCrdName", locks.crd_name)
+    pulumi.export("lockUserRole", locks.user_role)
