@@ -28,7 +28,7 @@ from components.locks import Locks, LocksArgs, lock_crd_manifest
 from components.locks.rbac import lock_user_binding
 from distlock import kube
 from tests.support.fake_kube import prune, validate_schema
-from tests.unit.mocks import Mocks, Recorded, config_map
+from tests.unit.mocks import Mocks, ProgramResult, Recorded, config_map, run_stack
 
 DYNAMIC = "pulumi-python:dynamic:Resource"
 
@@ -248,3 +248,36 @@ def test_bad_locks_config_names_the_key(locks: Mapping[str, Any], message: str) 
     with pytest.raises(ConfigError) as error:
         _parse(locks)
     assert message in str(error.value)
+
+
+# -- the program ---------------------------------------------------------------------------
+
+
+def _lock_resources(result: ProgramResult) -> list[Recorded]:
+    return [r for r in result.resources
+            if r.type == "mysql-cluster:index:Locks"
+            or (r.type == DYNAMIC and r.inputs.get("crdName") == kube.CRD_NAME)
+            or (r.metadata_name or "").endswith(":lock-user")]
+
+
+def test_program_installs_nothing_for_locks_unless_enabled() -> None:
+    result = run_stack("dev", locks={"enabled": False})
+    assert _lock_resources(result) == []
+    assert "lockCrdName" not in result.outputs
+
+
+def test_program_wires_locks_when_enabled() -> None:
+    result = run_stack("dev", locks={"enabled": True, "users": ["shop/api"]})
+    types = sorted({r.type for r in _lock_resources(result)})
+    assert types == ["kubernetes:rbac.authorization.k8s.io/v1:ClusterRole",
+                     "mysql-cluster:index:Locks", DYNAMIC]
+    [crd] = [r for r in result.resources if r.type == DYNAMIC
+             and r.inputs.get("crdName") == kube.CRD_NAME]
+    assert crd.inputs["owner"] == "mysql-cluster/dev"
+    assert result.outputs["lockCrdName"].value == kube.CRD_NAME
+    namespace = result.outputs["namespace"].value
+    assert result.outputs["lockUserRole"].value == f"mysql-cluster:{namespace}:lock-user"
+    bindings = [r for r in result.kubernetes("RoleBinding")
+                if r.inputs["roleRef"]["name"] == f"mysql-cluster:{namespace}:lock-user"]
+    assert [b.inputs["subjects"] for b in bindings] == [
+        [{"kind": "ServiceAccount", "name": "api", "namespace": "shop"}]]
