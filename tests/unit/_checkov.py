@@ -79,20 +79,29 @@ def _file_name(index: int, manifest: Mapping[str, Any]) -> str:
     return f"{index:03d}-{manifest['kind'].lower()}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.yaml"
 
 
-def _findings(results: Mapping[str, Any], key: str) -> tuple[Finding, ...]:
-    return tuple(
-        Finding(check_id=c["check_id"], check_name=c["check_name"], resource=c["resource"],
-                file=Path(c["file_path"]).name)
-        for c in results.get(key) or []
-    )
+def _findings(results: Mapping[str, Any], key: str) -> list[tuple[str, Finding]]:
+    """(group, finding) pairs; the group is the finding's directory under the scan root."""
+    found = []
+    for check in results.get(key) or []:
+        path = Path(check["file_path"])
+        group = path.parts[1] if path.is_absolute() and len(path.parts) > 2 else ""
+        found.append((group, Finding(check_id=check["check_id"], check_name=check["check_name"],
+                                     resource=check["resource"], file=path.name)))
+    return found
 
 
-def scan(manifests: Sequence[Mapping[str, Any]], workdir: Path) -> Report:
-    """Write ``manifests`` into ``workdir`` (one file each) and run every Kubernetes check."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    for index, manifest in enumerate(manifests):
-        (workdir / _file_name(index, manifest)).write_text(
-            yaml.safe_dump(dict(manifest), sort_keys=False))
+def scan_groups(groups: Mapping[str, Sequence[Mapping[str, Any]]], workdir: Path
+                ) -> dict[str, Report]:
+    """One Checkov run over several sets of manifests (one directory each), one report each.
+
+    Checkov's start-up dominates a small scan, so the stacks and the self-test share a run.
+    """
+    for group, manifests in groups.items():
+        directory = workdir / group
+        directory.mkdir(parents=True, exist_ok=True)
+        for index, manifest in enumerate(manifests):
+            (directory / _file_name(index, manifest)).write_text(
+                yaml.safe_dump(dict(manifest), sort_keys=False))
     result = subprocess.run(
         [checkov_command(), "--directory", str(workdir), "--framework", "kubernetes",
          "--output", "json", "--compact", "--skip-download"],
@@ -104,10 +113,19 @@ def scan(manifests: Sequence[Mapping[str, Any]], workdir: Path) -> Report:
     document = json.loads(result.stdout)
     if isinstance(document, list):
         (document,) = [d for d in document if d.get("check_type") == "kubernetes"]
-    if "results" not in document:
-        # Checkov reports a bare summary when it found nothing to check.
-        return Report(failed=(), passed=(), parsing_errors=())
-    results = document["results"]
-    return Report(failed=_findings(results, "failed_checks"),
-                  passed=_findings(results, "passed_checks"),
-                  parsing_errors=tuple(results.get("parsing_errors") or ()))
+    # Checkov reports a bare summary (no "results") when it found nothing to check.
+    results = document.get("results") or {}
+    failed = _findings(results, "failed_checks")
+    passed = _findings(results, "passed_checks")
+    errors = [str(e) for e in results.get("parsing_errors") or ()]
+    return {
+        group: Report(failed=tuple(f for g, f in failed if g == group),
+                      passed=tuple(f for g, f in passed if g == group),
+                      parsing_errors=tuple(e for e in errors if f"/{group}/" in e))
+        for group in groups
+    }
+
+
+def scan(manifests: Sequence[Mapping[str, Any]], workdir: Path) -> Report:
+    """Write ``manifests`` into ``workdir`` (one file each) and run every Kubernetes check."""
+    return scan_groups({"manifests": manifests}, workdir)["manifests"]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -125,6 +124,14 @@ TO_FIX: tuple[PendingFix, ...] = (
             "Mount the credentials Secret as a read-only volume (defaultMode 0440 with the "
             "pod's fsGroup), point the scripts at the files, and use the images' "
             "MARIADB_ROOT_PASSWORD_FILE / MYSQL_ROOT_PASSWORD_FILE."),
+    PendingFix(
+        "CKV2_K8S_6", r"Pod\.[^.]+\.etcd\..*",
+        owner="components/etcd/cluster.py",
+        fix="the etcd pods have no NetworkPolicy: any pod in the cluster can reach the peer "
+            "port 2380 (and join or disrupt Raft) and the client port 2379 (and take or "
+            "break locks). Add one like MySQL's: 2380 from the etcd pods only; 2379 from "
+            "the namespace's pods and configured client namespaces (the operator's "
+            "mysql-cluster-gitops, see docs/gitops.md)."),
 )
 
 
@@ -149,11 +156,16 @@ def stack_manifests() -> dict[str, list[Manifest]]:
 
 
 @pytest.fixture(scope="module")
-def reports(stack_manifests: dict[str, list[Manifest]],
-            tmp_path_factory: pytest.TempPathFactory) -> dict[str, _checkov.Report]:
-    root = tmp_path_factory.mktemp("checkov")
-    return {stack: _checkov.scan(objects, root / stack) for stack, objects in
-            stack_manifests.items()}
+def all_reports(stack_manifests: dict[str, list[Manifest]],
+                tmp_path_factory: pytest.TempPathFactory) -> dict[str, _checkov.Report]:
+    """Both stacks and the careless pod below, in one Checkov run."""
+    return _checkov.scan_groups({**stack_manifests, _CARELESS: [_BAD_POD]},
+                                tmp_path_factory.mktemp("checkov"))
+
+
+@pytest.fixture(scope="module")
+def reports(all_reports: dict[str, _checkov.Report]) -> dict[str, _checkov.Report]:
+    return {stack: all_reports[stack] for stack in STACKS}
 
 
 def _all_findings(reports: Mapping[str, _checkov.Report]) -> Iterator[_checkov.Finding]:
@@ -215,6 +227,9 @@ def test_partial_allowances_hold_for_every_other_container(
 @pytest.mark.parametrize("pending", TO_FIX, ids=lambda p: f"{p.check_id}-{p.resource}")
 @pytest.mark.xfail(strict=True, reason="known defect in another component; see TO_FIX")
 def test_pending_fix(pending: PendingFix, reports: dict[str, _checkov.Report]) -> None:
+    checked = {r for report in reports.values() for r in report.resources}
+    if not any(re.fullmatch(pending.resource, r) for r in checked):
+        pytest.skip(f"the program does not create {pending.resource} (yet)")
     still_failing = [f for f in _all_findings(reports) if pending.matches(f)]
     assert still_failing == [], f"{pending.owner}: {pending.fix}"
 
@@ -231,6 +246,7 @@ def test_nothing_in_the_default_namespace(stack: str,
     assert misplaced == []
 
 
+_CARELESS = "careless"
 # A pod that breaks every rule this suite exists for: proves Checkov runs, checks what we
 # rely on, and that its findings reach the assertions above.
 _BAD_POD: Manifest = {
@@ -258,8 +274,8 @@ _RULES_WE_RELY_ON = {
 }
 
 
-def test_checkov_catches_a_careless_pod(tmp_path: Path) -> None:
-    report = _checkov.scan([_BAD_POD], tmp_path / "bad")
+def test_checkov_catches_a_careless_pod(all_reports: dict[str, _checkov.Report]) -> None:
+    report = all_reports[_CARELESS]
     failed = {f.check_id for f in report.failed if f.resource == "Deployment.default.careless"}
     missing = {rule: what for rule, what in _RULES_WE_RELY_ON.items() if rule not in failed}
     assert missing == {}

@@ -315,6 +315,13 @@ def test_actions_are_pinned_to_a_release(workflows: dict[str, Workflow]) -> None
 
 
 def _repository_files() -> list[Path]:
+    """What would be committed: tracked and untracked-but-not-ignored files."""
+    if not (ROOT / ".git").exists():
+        # A source export without git metadata: everything outside virtualenvs and caches.
+        skip = {"venv", ".venv", ".git", "__pycache__", ".mypy_cache", ".ruff_cache",
+                ".pytest_cache"}
+        return [p for p in ROOT.rglob("*")
+                if p.is_file() and not skip & set(p.relative_to(ROOT).parts)]
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
     return [ROOT / name for name in listed.split("\0") if name and (ROOT / name).is_file()]
@@ -359,3 +366,17 @@ def test_workflows_use_the_projects_python(workflows: dict[str, Workflow]) -> No
                 if str(s.get("uses", "")).startswith("actions/setup-python@")]
     assert versions == [want]
 
+
+
+def test_credential_patterns_recognise_real_shapes() -> None:
+    """The scan above would pass vacuously if a pattern could never match."""
+    samples = {
+        "private key": "-----BEGIN " + "OPENSSH PRIVATE KEY-----",
+        "Pulumi access token": "pul-" + "0123456789abcdef" * 2 + "01234567",
+        "GitHub token": "ghp_" + "A1b2C3d4E5f6" * 3,
+        "AWS access key id": "AKIA" + "ABCDEFGHIJKLMNOP",
+        "kubeconfig client key": "client-key-data: " + "QUJD" * 12,
+    }
+    assert set(samples) == set(_LEAKED_CREDENTIALS)
+    for what, sample in samples.items():
+        assert _LEAKED_CREDENTIALS[what].search(sample), what
