@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,6 +28,22 @@ def need(*binaries: str) -> None:
     if missing:
         raise BenchUnavailable(f"missing binaries: {', '.join(missing)} "
                                "(scripts/test.sh installs them)")
+
+
+# mariadbd's socket lives a few levels under the work dir, and a unix socket path must
+# fit in 108 bytes: a deep --workdir fails inside mariadb-install-db with no useful hint.
+_MAX_WORKDIR = 48
+
+
+def workdir(prefix: str, parent: Path | None) -> Path:
+    """A fresh temp dir for one benchmark run, short enough for the servers' sockets."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    if len(str(base)) > _MAX_WORKDIR:
+        shutil.rmtree(base, ignore_errors=True)
+        raise BenchUnavailable(f"work dir {base} is {len(str(base))} characters long; servers "
+                               f"need a path of at most {_MAX_WORKDIR} for their unix sockets: "
+                               "pass a shorter --workdir")
+    return base
 
 
 def listening(port: int) -> bool:
@@ -119,4 +136,4 @@ def read_through(root: Path) -> None:
 
 
 __all__ = ["BenchUnavailable", "finish_pipeline", "listening", "need", "read_through",
-           "start_pipeline", "stop_all", "tail", "tree_bytes"]
+           "start_pipeline", "stop_all", "tail", "tree_bytes", "workdir"]

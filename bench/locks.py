@@ -28,7 +28,6 @@ import json
 import multiprocessing
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -40,7 +39,7 @@ from typing import Any
 
 import requests
 
-from bench._procs import need
+from bench._procs import need, workdir
 from bench._report import Report, Table, Target, percentile, ratio
 from tests.support.etcd import EtcdCluster
 
@@ -95,7 +94,7 @@ class _NotLanded(Exception):
 
 def run(options: LocksOptions) -> Report:
     need("etcd", "etcdctl")
-    base = Path(tempfile.mkdtemp(prefix="bench-locks-", dir=options.workdir))
+    base = workdir("bench-locks-", options.workdir)
     cluster = EtcdCluster(base / "etcd", size=3, token="bench-locks")
     try:
         cluster.start()

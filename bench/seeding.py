@@ -8,8 +8,10 @@ measure, on the same primary holding ``size_mb`` of InnoDB data, in one run:
   tool can move the files faster through the same kind of pipe: the physical limit.
 * **mariadb-backup, hand-wired**: ``mariadb-backup --stream | ncat`` -> ``ncat | mbstream
   -x`` then ``--prepare``: what the project scripts wrap, without the scripts.
-* **project clone path**: the real ``backup-server.sh`` serving and ``clone.sh``
-  cloning, as the pod harness (``tests/integration/pods.py``) runs them.
+* **project clone path**: the real ``backup-server.sh`` sidecar of the primary pod
+  serving and a new replica pod's ``clone.sh`` init container cloning (stream, extract,
+  prepare, verify, completion marker), as the pod harness (``tests/integration/pods.py``)
+  runs them.
 * **dump and restore**: ``mariadb-dump | mariadb``, what many charts do.
 
 Every method starts from the same warm page cache (the primary's files are read once
@@ -19,24 +21,29 @@ Throughput is bytes that landed in the new data dir per second (a backup moves o
 the redo tail, a raw copy the whole redo log: each is credited what it moved); the
 dump/restore comparison is by time, since a logical copy moves different bytes.
 
+The primary is the project's primary pod (init-config.sh, the image's first start with
+bootstrap-users.sh, the backup sidecar), so all four methods copy the same data dir.
 The data is one InnoDB table with a secondary index, rows of ~1 KB of random text,
 generated with the Sequence engine in 100k-row statements and ``sql_log_bin=0`` (the
 benchmark is the copy, not the load; binary logs would add bytes only the raw copy
-moves). All servers share one configuration, so the restore target is as tuned as the
-primary (``innodb_flush_log_at_trx_commit=2``: that favours dump and restore).
+moves). The restore target gets a larger buffer pool and redo log and
+``innodb_flush_log_at_trx_commit=2``, which favours dump and restore: the comparison
+is, if anything, generous to the alternative.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench._procs import (
     BenchUnavailable,
@@ -47,14 +54,15 @@ from bench._procs import (
     start_pipeline,
     stop_all,
     tree_bytes,
+    workdir,
 )
 from bench._report import Cell, Report, Table, Target, ratio
-from tests.support.mariadb import MariaDBServer
+from tests.support.mariadb import MariaDBServer, random_password
 from tests.support.procs import LOCALHOST, free_port, wait_until
 
 MB = 1024 * 1024
-# Shared by every server here: big enough that the load is not flush-bound, the same
-# for the primary and the restore target so the dump/restore baseline is not starved.
+# The restore target's (and, without the pod harness, the primary's): big enough that
+# loading is not flush-bound, so the dump/restore baseline is not starved.
 SERVER_CONFIG = """
 innodb-buffer-pool-size=512M
 innodb-log-file-size=128M
@@ -62,6 +70,9 @@ innodb-flush-log-at-trx-commit=2
 log-bin=mysql-bin
 binlog-format=ROW
 """
+# The primary pod keeps its own server config (conf/mariadb/primary.cnf: durable commits);
+# only memory and redo size are raised so that generating the data is quick.
+_POD_TUNING = "innodb_buffer_pool_size = 512M\ninnodb_log_file_size = 128M\n"
 _BINLOG_PREFIX = "mysql-bin"
 _ROWS_PER_STATEMENT = 100_000
 _FIRST_GUESS_ROW_BYTES = 1300  # measured: ~1.25 KB of .ibd per row with its index
@@ -98,7 +109,7 @@ class _NotLanded(Exception):
 def run(options: SeedingOptions) -> Report:
     need("mariadbd", "mariadb-install-db", "mariadb", "mariadb-dump", "mariadb-backup",
          "mbstream", "ncat", "tar")
-    base = Path(tempfile.mkdtemp(prefix="bench-seeding-", dir=options.workdir))
+    base = workdir("bench-seeding-", options.workdir)
     try:
         _check_disk(base, options.size_mb)
         return _run(base, options)
@@ -116,43 +127,92 @@ def _check_disk(base: Path, size_mb: int) -> None:
                                "smaller or --workdir on a bigger disk")
 
 
+@dataclass
+class _Primary:
+    server: MariaDBServer
+    bench_password: str
+    """Of ``bench``@localhost/127.0.0.1: the baselines' account (pods keep root on the socket)."""
+    clone: Callable[[], _Seeded] | None
+    """Seed a new replica pod through clone.sh; None when the pod harness could not run."""
+    clone_unavailable: str = ""
+
+
+@contextmanager
+def _primary(base: Path) -> Iterator[_Primary]:
+    """The primary pod as the project runs it, or a plain server if the pods cannot run."""
+    with ExitStack() as stack:
+        clone: Callable[[], _Seeded] | None = None
+        why = ""
+        try:
+            pods = importlib.import_module("tests.integration.pods")
+            cluster = stack.enter_context(pods.PodCluster(base / "pods", max_pods=2))
+            pod = cluster.pod(0)
+            pod.init_config()
+            # Sorted after init-config's files, so these win; sized for the load only.
+            (pod.conf_dir / "zz-bench.cnf").write_text(f"[mysqld]\n{_POD_TUNING}")
+            pod.initialize_primary()
+            pod.start_sidecar()
+            pod.wait_serving()
+            server: MariaDBServer = pod.server
+            clone = functools.partial(_project_clone, cluster.pod(1))
+        except ModuleNotFoundError as error:
+            why = f"pod harness not in the tree ({error.name})"
+        except Exception as error:  # noqa: BLE001 - reported in the table, baselines still run
+            why = f"pod harness failed: {str(error).splitlines()[0][:200]}"
+        if clone is None:
+            stack.close()
+            server = MariaDBServer(base / "primary", name="primary", server_id=1,
+                                   extra_config=SERVER_CONFIG)
+            server.initialize()
+            stack.callback(server.stop)
+        password = random_password()
+        with server.connect(host=None) as conn, conn.cursor() as cur:
+            cur.execute("SET SESSION sql_log_bin = 0")
+            for host in ("localhost", LOCALHOST):
+                cur.execute("CREATE USER %s@%s IDENTIFIED BY %s", ("bench", host, password))
+                cur.execute("GRANT ALL PRIVILEGES ON *.* TO %s@%s", ("bench", host))
+        yield _Primary(server, password, clone, why)
+
+
 def _run(base: Path, options: SeedingOptions) -> Report:
-    primary = MariaDBServer(base / "primary", name="primary", server_id=1,
-                            extra_config=SERVER_CONFIG)
-    primary.initialize()
-    try:
+    with _primary(base) as primary:
         started = time.monotonic()
-        rows = _generate(primary, options.size_mb * MB)
+        rows = _generate(primary.server, options.size_mb * MB)
         generate_seconds = time.monotonic() - started
-        data_bytes = tree_bytes(primary.data_dir, exclude_prefixes=(_BINLOG_PREFIX,))
+        data_dir = primary.server.data_dir
+        data_bytes = tree_bytes(data_dir, exclude_prefixes=(_BINLOG_PREFIX,))
+        clone = primary.clone
         methods: list[tuple[str, Callable[[Path], _Seeded]]] = [
-            (RAW, lambda target: _raw_copy(primary, target)),
+            (RAW, lambda target: _raw_copy(data_dir, target)),
             (HAND, lambda target: _backup_copy(primary, target, base)),
-            (PROJECT, lambda target: _project_clone(primary, target, base)),
+            (PROJECT, lambda _target: _unavailable(primary.clone_unavailable)
+             if clone is None else clone()),
             (DUMP, lambda target: _dump_restore(primary, target)),
         ]
         results: dict[str, _Seeded] = {}
         skipped: dict[str, str] = {}
         for name, method in methods:
             target = base / "target"
-            read_through(primary.data_dir)
+            read_through(data_dir)
             try:
                 results[name] = method(target)
             except _NotLanded as reason:
                 skipped[name] = str(reason)
             finally:
                 shutil.rmtree(target, ignore_errors=True)
-    finally:
-        primary.stop()
     return _report(options, rows, generate_seconds, data_bytes, results=results,
                    skipped=skipped)
+
+
+def _unavailable(why: str) -> _Seeded:
+    raise _NotLanded(why)
 
 
 def _generate(primary: MariaDBServer, size_bytes: int) -> int:
     """Insert 100k-row batches until the table's .ibd reaches ``size_bytes``."""
     ibd = primary.data_dir / "bench" / "seed_rows.ibd"
     rows = 0
-    with primary.connect() as conn, conn.cursor() as cur:
+    with primary.connect(host=None) as conn, conn.cursor() as cur:
         cur.execute("SET SESSION sql_log_bin = 0")
         cur.execute("CREATE DATABASE bench")
         cur.execute("CREATE TABLE bench.seed_rows (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
@@ -178,13 +238,13 @@ def _generate(primary: MariaDBServer, size_bytes: int) -> int:
     return rows
 
 
-def _raw_copy(primary: MariaDBServer, target: Path) -> _Seeded:
+def _raw_copy(data_dir: Path, target: Path) -> _Seeded:
     target.mkdir(parents=True)
     port = free_port()
     log = target.parent / "raw-copy.log"
     started = time.monotonic()
     sender = start_pipeline(
-        [["tar", "-C", str(primary.data_dir), "--warning=no-file-changed", "-cf", "-", "."],
+        [["tar", "-C", str(data_dir), "--warning=no-file-changed", "-cf", "-", "."],
          ["ncat", "-l", LOCALHOST, str(port), "--send-only"]], log=log)
     receiver: list[subprocess.Popen[bytes]] = []
     try:
@@ -201,17 +261,18 @@ def _raw_copy(primary: MariaDBServer, target: Path) -> _Seeded:
     return _Seeded(time.monotonic() - started, tree_bytes(target))
 
 
-def _backup_options(primary: MariaDBServer, base: Path) -> Path:
+def _backup_options(primary: _Primary, base: Path) -> Path:
     """The server's option file plus a [client] section: the password never in argv."""
     path = base / "backup-client.cnf"
-    path.write_text(primary.defaults_file.read_text() +
-                    f"\n[client]\nuser=root\npassword={primary.root_password}\n"
-                    f"socket={primary.socket}\n")
+    server = primary.server
+    path.write_text(server.defaults_file.read_text() +
+                    f"\n[client]\nuser=bench\npassword={primary.bench_password}\n"
+                    f"socket={server.socket}\n")
     path.chmod(0o600)
     return path
 
 
-def _backup_copy(primary: MariaDBServer, target: Path, base: Path) -> _Seeded:
+def _backup_copy(primary: _Primary, target: Path, base: Path) -> _Seeded:
     target.mkdir(parents=True)
     options = _backup_options(primary, base)
     scratch = base / "backup-scratch"
@@ -241,19 +302,22 @@ def _backup_copy(primary: MariaDBServer, target: Path, base: Path) -> _Seeded:
     return _Seeded(time.monotonic() - started, tree_bytes(target))
 
 
-def _project_clone(primary: MariaDBServer, target: Path, base: Path) -> _Seeded:
-    try:
-        pods = importlib.import_module("tests.integration.pods")
-    except ModuleNotFoundError as error:
-        raise _NotLanded(f"pod harness not in the tree yet ({error.name})") from None
-    scripts = Path(__file__).resolve().parents[1] / "components" / "mysql" / "scripts"
-    missing = [s for s in ("clone.sh", "backup-server.sh") if not (scripts / s).exists()]
-    if missing:
-        raise _NotLanded(f"not in the tree yet: {', '.join(missing)}")
-    raise _NotLanded(f"pod harness {pods.__name__} landed; wiring pending")
+def _project_clone(replica: Any) -> _Seeded:
+    """A new replica pod's init containers: init-config, then clone.sh from the primary's
+    backup-server.sh sidecar (streaming, extracting, preparing, marking complete)."""
+    replica.init_config()
+    started = time.monotonic()
+    code = replica.clone(timeout=_COPY_TIMEOUT)
+    if code != 0:
+        raise RuntimeError(f"clone.sh exited {code}:\n{replica.clone_log()[-3000:]}")
+    os.sync()
+    seconds = time.monotonic() - started
+    landed = tree_bytes(replica.data_dir)
+    shutil.rmtree(replica.data_dir)  # the next method needs the disk space
+    return _Seeded(seconds, landed)
 
 
-def _dump_restore(primary: MariaDBServer, target: Path) -> _Seeded:
+def _dump_restore(primary: _Primary, target: Path) -> _Seeded:
     restored = MariaDBServer(target, name="restore-target", server_id=2,
                              extra_config=SERVER_CONFIG)
     restored.initialize()
@@ -261,10 +325,11 @@ def _dump_restore(primary: MariaDBServer, target: Path) -> _Seeded:
         log = target / "dump-restore.log"
         started = time.monotonic()
         stages = start_pipeline(
-            [["mariadb-dump", "--user=root", "--protocol=TCP", "--single-transaction",
+            [["mariadb-dump", "--user=bench", "--protocol=TCP", "--single-transaction",
               "--master-data=2", "--gtid", "--databases", "bench"],
              ["mariadb", "--user=root", "--protocol=TCP"]],
-            envs=[primary.client_env(), restored.client_env()],
+            envs=[{**primary.server.client_env(), "MYSQL_PWD": primary.bench_password},
+                  restored.client_env()],
             log=log)
         try:
             finish_pipeline(stages, what="dump and restore", log=log, timeout=_COPY_TIMEOUT)
