@@ -1,12 +1,13 @@
 # The workspace image for the Pulumi Kubernetes Operator: what `pulumi up` of this
 # program needs inside the cluster, and nothing it would have to fetch at run time.
 #
-# Build from the repository root (the requirements are the program's own pins):
+# .github/workflows/workspace-image.yml builds it from the repository root whenever
+# requirements.txt changes, tagged <CLI version>-<sha256(requirements.txt)[:12]>. By hand:
 #   docker build -f deploy/operator/workspace.Dockerfile \
-#     -t ghcr.io/<org>/mysql-cluster-workspace:3.272.0 .
-# Rebuild whenever requirements.txt changes: the workspace installs from the wheels
-# baked here with PIP_NO_INDEX, so a stale image fails `pulumi install` loudly instead of
-# pulling unpinned packages from the internet.
+#     -t ghcr.io/<org>/mysql-cluster-workspace:3.272.0-$(sha256sum requirements.txt | cut -c1-12) .
+# The workspace installs from the wheels baked here with PIP_NO_INDEX, so an image that
+# does not match requirements.txt fails `pulumi install` loudly instead of pulling
+# unpinned packages from the internet.
 #
 # Why not the operator's default pulumi/pulumi:*-nonroot: it is 2 GB of every language,
 # and the program's Python dependencies (pymysql for ReplicationInit, kubernetes for the

@@ -21,6 +21,7 @@ What a cluster would reject, or accept and then fail on, is checked here:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -215,9 +216,15 @@ def test_workspace_image_matches_the_pinned_cli(documents: list[tuple[str, Manif
     assert f"ARG PULUMI_VERSION={pins['pulumi']}" in dockerfile
     for plugin, package in (("kubernetes", "pulumi-kubernetes"), ("random", "pulumi-random")):
         assert f"pulumi plugin install resource {plugin} v{pins[package]}" in dockerfile
+    # The tag workspace-image.yml pushes: a new set of pins is a new tag, never a
+    # re-pushed one, so nodes cannot keep running a stale cached image.
+    pins_digest = hashlib.sha256((ROOT / "requirements.txt").read_bytes()).hexdigest()[:12]
+    want = f"{pins['pulumi']}-{pins_digest}"
     for document in _of_kind(documents, "Stack"):
         image = document["spec"]["workspaceTemplate"]["spec"]["image"]
-        assert image.rpartition(":")[2] == pins["pulumi"], image
+        assert image.rpartition(":")[2] == want, (
+            f"{document['metadata']['name']}: requirements.txt changed; point the image at "
+            f"the tag the workspace-image workflow builds for it, {want}")
 
 
 def test_prod_waits_for_dev_and_never_auto_corrects(documents: list[tuple[str, Manifest]]

@@ -45,6 +45,11 @@ _LEAKED_CREDENTIALS = {
     "kubeconfig client key": re.compile(r"client-key-data:\s*[A-Za-z0-9+/=]{40,}"),
 }
 
+# The only write scopes any job gets: previews comment on pull requests, the workspace
+# image build pushes to the repository's container registry.
+_WRITES_ALLOWED = {("pull-request.yml", "preview"): ("pull-requests",),
+                   ("workspace-image.yml", "build"): ("packages",)}
+
 Workflow = dict[str, Any]
 
 
@@ -178,10 +183,12 @@ def _secret_problems(all_workflows: dict[str, Workflow]) -> list[str]:
             key = path.rsplit(".", 1)[-1]
             if key == "secrets" and value == "inherit":
                 problems.append(f"{file}{path}: `secrets: inherit` hands every secret over")
-            if isinstance(value, dict | list):
+            if isinstance(value, dict | list | bool):
+                # Structure, or a flag such as `persist-credentials: false`.
                 continue
-            under_env = ".env." in path or path.startswith(".env.")
-            if under_env and _SECRET_NAME.search(key) and not (
+            # Environment variables and action inputs (`password:`, `github-token:`).
+            parent = path.rsplit(".", 2)[-2] if path.count(".") >= 2 else ""
+            if parent in ("env", "with") and _SECRET_NAME.search(key) and not (
                     isinstance(value, str) and _FROM_SECRET_STORE.match(value)):
                 problems.append(f"{file}{path}: {key} is not taken from the secret store")
         if (workflow.get("on") or {}).get("pull_request_target") is not None:
@@ -201,8 +208,7 @@ def _permission_problems(all_workflows: dict[str, Workflow]) -> list[str]:
         for name, job in _jobs(workflow).items():
             granted = job.get("permissions") or {}
             writes = {scope for scope, level in granted.items() if level == "write"}
-            previews = job.get("with", {}).get("command") == "preview"
-            allowed = {"pull-requests"} if previews else set()
+            allowed = set(_WRITES_ALLOWED.get((file, name), ()))
             if writes - allowed:
                 problems.append(f"{file}: job {name} may write {sorted(writes - allowed)}")
     return problems
@@ -286,6 +292,10 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[Workflow], None], str]] = {
     "fork secrets": ("secrets", "pull-request.yml",
                      lambda w: w["on"].__setitem__("pull_request_target", {}),
                      "pull_request_target"),
+    "registry password in the file": ("secrets", "workspace-image.yml",
+                                      lambda w: _job(w, "build")["steps"][3]["with"]
+                                      .__setitem__("password", "hunter2"),
+                                      "password is not taken from the secret store"),
     "write-all": ("permissions", "deploy.yml",
                   lambda w: _job(w, "up-prod").__setitem__("permissions", {"contents": "write"}),
                   "may write ['contents']"),
