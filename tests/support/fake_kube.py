@@ -48,7 +48,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -286,6 +286,7 @@ class FakeKubeServer:
         self._thread: threading.Thread | None = None
         self.requests: list[tuple[str, str]] = []
         self._connections: set[Any] = set()
+        self._refusing = False
         with self._cond:
             for namespace in ("default", "kube-system"):
                 self.create_namespace(namespace)
@@ -372,6 +373,26 @@ class FakeKubeServer:
             self._store.compacted = self._store.revision
             self._store.history.clear()
             return self._store.compacted
+
+    @contextlib.contextmanager
+    def unreachable(self) -> Iterator[None]:
+        """While inside: every open connection is cut and new ones are closed at once.
+
+        A network partition or a dead API server as the client sees it; leaving the
+        block makes the same server (and everything stored) reachable again.
+        """
+        with self._cond:
+            self._refusing = True
+            connections = set(self._connections)
+        self.close_watches()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(2)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._refusing = False
 
     def close_watches(self) -> None:
         """End every open watch stream, as an API server restart or a timeout does."""
@@ -833,11 +854,19 @@ _GROUP = re.compile(
 class _Handler(http.server.BaseHTTPRequestHandler):
     fake: FakeKubeServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle's algorithm and the
+    # client's delayed ACK every keep-alive response would stall about 40 ms.
+    disable_nagle_algorithm = True
 
     def setup(self) -> None:
         super().setup()
         with self.fake._cond:
             self.fake._connections.add(self.connection)
+            refusing = self.fake._refusing
+        if refusing:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(2)
 
     def finish(self) -> None:
         with self.fake._cond:
@@ -881,6 +910,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _dispatch(self, method: str) -> None:
+        if self.fake._refusing:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(2)
+            return
         parsed = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(parsed.query))
         self.fake.requests.append((method, parsed.path))
