@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,8 +30,9 @@ from tests.integration.pods import (
     PodCluster,
     Transport,
     directory_bytes,
+    listening,
 )
-from tests.support.procs import LOCALHOST, wait_until
+from tests.support.procs import LOCALHOST, ManagedProcess, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -251,6 +254,61 @@ def test_donor_killed_mid_stream_partial_clone_is_wiped_and_redone(
     recipient.wait_serving()
     more = bulk_load(primary, 1_000, first_seq=200_000)
     assert_consistent(primary, [donor, recipient], seqs + more)
+
+
+def _chunk_offset(stream: bytes, path: bytes) -> int:
+    """Offset of the first xbstream chunk for ``path`` (magic, flags, type, path length, path)."""
+    offset = 0
+    while (offset := stream.find(b"XBSTCK01", offset)) >= 0:
+        (length,) = struct.unpack("<I", stream[offset + 10:offset + 14])
+        if stream[offset + 14:offset + 14 + length] == path:
+            return offset
+        offset += 8
+    raise AssertionError(f"no chunk for {path!r} in the stream")
+
+
+def test_stream_cut_at_a_chunk_boundary_is_not_taken_for_a_clone(
+        make_cluster: Callable[..., PodCluster], tmp_path: Path) -> None:
+    cluster = make_cluster()
+    primary = cluster.start_pod(0)
+    create_schema(primary)
+    seqs = bulk_load(primary, 2_000, first_seq=1)
+    stream = subprocess.run(["ncat", "--recv-only", LOCALHOST, str(primary.backup_port)],
+                            capture_output=True, check=True, timeout=120).stdout
+    # Everything but the file the backup tool writes last, cut cleanly between chunks.
+    truncated = tmp_path / "truncated.xbstream"
+    truncated.write_bytes(stream[:_chunk_offset(stream, b"xtrabackup_info")])
+    extracted = tmp_path / "extracted"
+    extracted.mkdir()
+    with truncated.open("rb") as source:
+        mbstream = subprocess.run(["mbstream", "-x", "-C", str(extracted)], stdin=source,
+                                  capture_output=True, check=False, timeout=120)
+    assert mbstream.returncode == 0, "premise: the extractor does not notice such a cut"
+
+    # A donor at ordinal 1 that serves the cut stream once, then is gone.
+    donor_port = cluster.pod(1).backup_port
+    fake_donor = ManagedProcess("cut-donor", ["bash", "-c", 'exec ncat --listen --send-only '
+                                              f'{LOCALHOST} {donor_port} < "$0"', str(truncated)],
+                                log_dir=tmp_path)
+    recipient = cluster.pod(2)
+    try:
+        fake_donor.start()
+        wait_until(lambda: listening(donor_port), timeout=30, what="the cut-stream donor")
+        recipient.init_config()
+        assert recipient.clone() != 0
+        assert "stream incomplete: no info file" in recipient.clone_log()
+        assert (recipient.data_dir / CLONE_IN_PROGRESS).exists()
+        assert not (recipient.data_dir / CLONE_COMPLETE).exists()
+    finally:
+        fake_donor.stop()
+
+    assert recipient.clone() == 0, recipient.clone_log()
+    assert "clone that never completed: wiping it" in recipient.clone_log()
+    assert clone_marker(recipient)["donor"] == "0"
+    recipient.start_server()
+    recipient.start_sidecar()
+    recipient.wait_serving()
+    assert_consistent(primary, [recipient], seqs)
 
 
 def test_scale_up_fourth_pod_joins_after_100k_rows(
