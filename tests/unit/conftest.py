@@ -8,6 +8,8 @@ loop and root stack).
 
 from __future__ import annotations
 
+import asyncio
+import warnings
 from typing import Any
 
 import pytest
@@ -20,6 +22,21 @@ def stack_with(stack: str, **mysql: Any) -> dict[str, Any]:
     config = load_stack_file(stack)
     config["mysql-cluster:mysql"] = {**config["mysql-cluster:mysql"], **mysql}
     return config
+
+
+@pytest.fixture(autouse=True)
+def _usable_event_loop() -> None:
+    """Pulumi's runtime creates futures on the current event loop at resource creation.
+    A test that ran ``asyncio.run`` leaves none behind (it sets the loop to None), which
+    would fail the next test that registers resources; give every test a usable one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            loop = asyncio.get_event_loop()
+        except RuntimeError:
+            loop = None
+    if loop is None or loop.is_closed():
+        asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 @pytest.fixture(scope="session")

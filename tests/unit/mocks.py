@@ -102,6 +102,14 @@ class ProgramResult:
             raise AssertionError(f"expected one {kind} {name or ''}, found {names}")
         return found[0]
 
+    def component(self, type_token: str) -> ProgramResult:
+        """Only the component of ``type_token`` and its direct children: the view a test of
+        one component needs once the program builds several."""
+        (parent,) = [r for r in self.resources if r.type == type_token]
+        return ProgramResult(
+            resources=[r for r in self.resources if r is parent or r.parent == parent.urn],
+            outputs=self.outputs)
+
     def by_name(self, name: str) -> Recorded:
         """The resource registered under the logical ``name``."""
         found = [r for r in self.resources if r.name == name]
@@ -206,6 +214,9 @@ def run_program(stack_config: Mapping[str, Any], *, stack: str = "dev",
     still holds what was registered before it, which tests use to prove nothing was.
     """
     global last_mocks  # noqa: PLW0603 (lets a test inspect a run that raised)
+    # Restored afterwards: code that runs later in the same process (other tests' own
+    # set_mocks, pytest plugins) expects the loop it had.
+    previous = _current_loop()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
@@ -230,8 +241,16 @@ def run_program(stack_config: Mapping[str, Any], *, stack: str = "dev",
         return ProgramResult(resources=resources, outputs=outputs)
     finally:
         settings.ROOT.set(None)
-        asyncio.set_event_loop(None)
         loop.close()
+        asyncio.set_event_loop(previous if previous and not previous.is_closed()
+                               else asyncio.new_event_loop())
+
+
+def _current_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_event_loop()
+    except RuntimeError:
+        return None
 
 
 def run_stack(stack: str, **overrides: Any) -> ProgramResult:

@@ -25,7 +25,8 @@ from components.mysql.cluster import (
 )
 from components.mysql.flavor import FLAVORS
 from tests.unit.conftest import stack_with
-from tests.unit.mocks import ProgramResult, Recorded, load_stack_file, run_program
+from tests.unit.mocks import ProgramResult, Recorded, load_stack_file
+from tests.unit.mocks import run_program as run_whole_program
 
 CONTRACT_ENV = {
     "POD_NAME", "MYSQL_FLAVOR", "SERVER_ID_BASE", "PEER_HOST_TEMPLATE", "MYSQL_PORT",
@@ -41,6 +42,35 @@ SCRIPT_CONTAINERS = {"init-config": "init-config.sh", "clone": "clone.sh",
 
 
 # ---------------------------------------------------------------- helpers
+
+COMPONENT = "mysql-cluster:index:MySQLCluster"
+
+
+def run_program(*args: Any, **kwargs: Any) -> ProgramResult:
+    """The program's run, seen through the MySQLCluster: other components are not ours."""
+    return run_whole_program(*args, **kwargs).component(COMPONENT)
+
+
+# The shared stack runs (tests/unit/conftest.py), narrowed the same way.
+@pytest.fixture(scope="session")
+def dev(dev: ProgramResult) -> ProgramResult:
+    return dev.component(COMPONENT)
+
+
+@pytest.fixture(scope="session")
+def prod(prod: ProgramResult) -> ProgramResult:
+    return prod.component(COMPONENT)
+
+
+@pytest.fixture(scope="session")
+def prod_mysql(prod_mysql: ProgramResult) -> ProgramResult:
+    return prod_mysql.component(COMPONENT)
+
+
+@pytest.fixture(scope="session")
+def any_stack(any_stack: ProgramResult) -> ProgramResult:
+    return any_stack.component(COMPONENT)
+
 
 def statefulset(result: ProgramResult) -> dict[str, Any]:
     return result.one("StatefulSet").inputs
@@ -105,13 +135,15 @@ def test_program_runs_for_both_stacks_and_registers_every_object(any_stack: Prog
     assert len(any_stack.of_type("random:index/randomPassword:RandomPassword")) == 5
 
 
-def test_every_child_is_parented_to_the_component(any_stack: ProgramResult) -> None:
-    component = any_stack.of_type("mysql-cluster:index:MySQLCluster")
-    assert len(component) == 1
-    for resource in any_stack.resources:
-        if resource is not component[0] and resource.type.split(":")[0] in (
-                "kubernetes", "random", "pulumi-python"):
-            assert resource.parent == component[0].urn, resource.name
+def test_every_child_is_parented_to_the_component() -> None:
+    """Over the whole program: every resource named after the cluster is its child."""
+    result = run_whole_program(load_stack_file("prod"), stack="prod")
+    (component,) = result.of_type(COMPONENT)
+    children = [r for r in result.resources
+                if r is not component and r.name.startswith(f"{component.name}-")]
+    assert len(children) >= 17
+    for child in children:
+        assert child.parent == component.urn, child.name
 
 
 def test_namespace_and_names_come_from_config(dev: ProgramResult, prod: ProgramResult) -> None:
@@ -493,7 +525,11 @@ def test_network_policy_mysql_from_namespace_backup_from_peers(any_stack: Progra
     assert spec["policyTypes"] == ["Ingress"]
     mysql_rule, backup_rule = spec["ingress"]
     assert mysql_rule["ports"] == [{"port": 3306, "protocol": "TCP"}]
-    assert mysql_rule["from"] == [{"podSelector": {}}]
+    namespace = any_stack.one("StatefulSet").inputs["metadata"]["namespace"]
+    clients = ["mysql-cluster-gitops"] if namespace == "mysql-prod" else []
+    assert mysql_rule["from"] == [{"podSelector": {}}] + [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+        for ns in clients]
     assert backup_rule["ports"] == [{"port": 3307, "protocol": "TCP"}]
     assert backup_rule["from"] == [{"podSelector": {"matchLabels": peers}}]
 
