@@ -33,7 +33,8 @@ import yaml  # type: ignore[import-untyped]  # PyYAML ships with kubernetes; no 
 
 from components.config import StackConfig, parse
 from tests.unit import _checkov
-from tests.unit.mocks import PROJECT, load_stack_file, manifests, run_stack
+from tests.unit._objects import stack_objects
+from tests.unit.mocks import PROJECT, load_stack_file
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR = ROOT / "deploy" / "operator"
@@ -75,8 +76,7 @@ CLUSTER_SCOPED = frozenset({"ClusterRole", "ClusterRoleBinding", "CustomResource
                             "Namespace"})
 # What the Kubernetes provider does to an object it manages (server-side apply is a patch).
 MANAGE_VERBS = ("get", "create", "patch", "delete")
-# The Lock CRD is applied by the locks provider (not registered as a Kubernetes resource).
-LOCK_CRD = "locks.locks.mysql-cluster.io"
+# The locks provider replaces the CRD (update) when its schema changes.
 CRD_VERBS = ("get", "create", "update", "patch", "delete")
 
 _CREDENTIAL = re.compile(r"(?i)(password|passphrase|token|secret|private_key|credential)")
@@ -118,7 +118,7 @@ def stack_configs() -> dict[str, StackConfig]:
 
 @pytest.fixture(scope="module")
 def program_objects() -> dict[str, list[Manifest]]:
-    return {stack: manifests(run_stack(stack)) for stack in STACKS}
+    return {stack: stack_objects(stack) for stack in STACKS}
 
 
 # ------------------------------------------------------------------------------ structure
@@ -298,10 +298,7 @@ def test_rbac_covers_every_object_the_program_creates(
     in_namespace = _bound_roles(documents, account, kind="RoleBinding", namespace=target)
     cluster_wide = _bound_roles(documents, account, kind="ClusterRoleBinding", namespace=None)
     missing = []
-    objects = list(program_objects[stack])
-    if stack_configs[stack].locks.enabled:
-        objects.append({"kind": "CustomResourceDefinition", "metadata": {"name": LOCK_CRD}})
-    for obj in objects:
+    for obj in program_objects[stack]:
         kind, name = obj["kind"], obj["metadata"]["name"]
         assert kind in KIND_RESOURCES, f"add {kind} to KIND_RESOURCES and to the RBAC"
         group, resource = KIND_RESOURCES[kind]
@@ -371,17 +368,7 @@ def _admits(policy: Manifest, namespace: str, port: int) -> bool:
     return False
 
 
-def _workspace_reach(stack: str) -> Any:
-    marks: tuple[pytest.MarkDecorator, ...] = ()
-    if stack == "prod":
-        marks = (pytest.mark.xfail(strict=True, reason=(
-            "Pulumi.prod.yaml runs ReplicationInit in-cluster but its mysql.clientNamespaces "
-            "does not list mysql-cluster-gitops, so the MySQL NetworkPolicy drops the "
-            "operator workspace (owner: the stack files)")),)
-    return pytest.param(stack, marks=marks)
-
-
-@pytest.mark.parametrize("stack", [_workspace_reach(s) for s in STACKS])
+@pytest.mark.parametrize("stack", STACKS)
 def test_workspace_can_reach_the_servers_its_providers_use(
         stack: str, documents: list[tuple[str, Manifest]],
         stack_configs: dict[str, StackConfig],

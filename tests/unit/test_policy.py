@@ -1,7 +1,8 @@
 """Policy: Checkov's Kubernetes checks over every object the program creates, per stack.
 
 The objects are the ones ``pulumi up`` would send, taken from a run of the real program
-under mocks with the real ``Pulumi.<stack>.yaml`` (tests/unit/mocks.py), so a component
+under mocks with the real ``Pulumi.<stack>.yaml`` (tests/unit/_objects.py: Kubernetes
+resources and manifests handed to dynamic providers, such as the Lock CRD), so a component
 change that weakens a pod (root user, writable image, no limits, no probe, an object in
 the default namespace) fails here before it reaches a cluster.
 
@@ -28,7 +29,7 @@ from typing import Any
 import pytest
 
 from tests.unit import _checkov
-from tests.unit.mocks import manifests, run_stack
+from tests.unit._objects import stack_objects
 
 STACKS = ("dev", "prod")
 # Kinds that live outside namespaces; everything else must name its namespace.
@@ -152,7 +153,7 @@ _CONTAINER_RULES: dict[str, Callable[[dict[str, Any]], bool]] = {
 
 @pytest.fixture(scope="module")
 def stack_manifests() -> dict[str, list[Manifest]]:
-    return {stack: manifests(run_stack(stack)) for stack in STACKS}
+    return {stack: stack_objects(stack) for stack in STACKS}
 
 
 @pytest.fixture(scope="module")
