@@ -181,6 +181,19 @@ def placement(spread: Spread, selector: Mapping[str, str],
     return spec
 
 
+def place(spec: _core.PodSpecArgsDict, spread: Spread, selector: Mapping[str, str],
+          node_selector: Sequence[tuple[str, str]] = ()) -> None:
+    """Set the scheduling fields of ``spec`` in place: :func:`placement`, fully typed."""
+    constraints = topology_spread(spread, selector)
+    if constraints:
+        spec["topology_spread_constraints"] = constraints
+    affinity = anti_affinity(spread, selector)
+    if affinity:
+        spec["affinity"] = affinity
+    if node_selector:
+        spec["node_selector"] = dict(node_selector)
+
+
 def field_env(name: str, field_path: str) -> _core.EnvVarArgsDict:
     """An env var from the downward API (``metadata.name``, ``metadata.namespace``...)."""
     return {"name": name, "value_from": {"field_ref": {"field_path": field_path}}}
@@ -240,6 +253,7 @@ __all__ = [
     "empty_dir",
     "field_env",
     "metadata",
+    "place",
     "placement",
     "pod_disruption_budget",
     "pod_security_context",

@@ -600,8 +600,7 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
         ],
         "volumes": _volumes(names),
     }
-    spec.update(_kube.placement(config.spread, plan.labels.selector(),  # type: ignore[typeddict-item]
-                                config.node_selector))
+    _kube.place(spec, config.spread, plan.labels.selector(), config.node_selector)
     return spec
 
 
