@@ -390,3 +390,14 @@ def test_credential_patterns_recognise_real_shapes() -> None:
     assert set(samples) == set(_LEAKED_CREDENTIALS)
     for what, sample in samples.items():
         assert _LEAKED_CREDENTIALS[what].search(sample), what
+
+
+def test_workflow_installs_the_program_where_pulumi_yaml_expects_it(
+        workflows: dict[str, Workflow]) -> None:
+    """Pulumi.yaml runs the program from its virtualenv; the workflow must fill that one."""
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    virtualenv = project["runtime"]["options"]["virtualenv"]
+    scripts = [str(s.get("run", "")) for s in _job(workflows["pulumi.yml"], "pulumi")["steps"]]
+    assert any(f"python -m venv {virtualenv}\n" in s
+               and f"{virtualenv}/bin/python -m pip install --quiet --requirement requirements.txt"
+               in s for s in scripts), scripts
