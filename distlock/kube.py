@@ -347,10 +347,12 @@ class _LockObjects:
         self._namespace = namespace
         self._timeout = timing.request_timeout
 
-    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, method: str, *args: Any, timeout: float | None = None,
+              **kwargs: Any) -> Any:
         try:
             return getattr(self._api, method)(GROUP, VERSION, self._namespace, PLURAL, *args,
-                                              _request_timeout=self._timeout, **kwargs)
+                                              _request_timeout=timeout or self._timeout,
+                                              **kwargs)
         except ApiException as error:
             if error.status in _TRANSIENT_STATUS:
                 raise _Transient(f"{error.status} {_reason(error)}") from error
@@ -374,8 +376,8 @@ class _LockObjects:
         return DistlockError(f"the API server rejected a write to {where}: "
                              f"{error.status} {_reason(error)}")
 
-    def read(self, obj_name: str) -> _Read:
-        listing = self._call("list_namespaced_custom_object",
+    def read(self, obj_name: str, *, timeout: float | None = None) -> _Read:
+        listing = self._call("list_namespaced_custom_object", timeout=timeout,
                              field_selector=f"metadata.name={obj_name}")
         items = listing.get("items") or []
         return _Read(items[0] if items else None, listing["metadata"]["resourceVersion"])
@@ -389,10 +391,10 @@ class _LockObjects:
         with contextlib.suppress(_Conflict):
             self._call("create_namespaced_custom_object", body)
 
-    def write_status(self, obj: JSON, status: JSON) -> JSON:
+    def write_status(self, obj: JSON, status: JSON, *, timeout: float | None = None) -> JSON:
         body = dict(obj, status=status)
         result: JSON = self._call("replace_namespaced_custom_object_status",
-                                  obj["metadata"]["name"], body)
+                                  obj["metadata"]["name"], body, timeout=timeout)
         return result
 
     def next_change(self, obj_name: str, since: str, wait: float) -> JSON | None:
@@ -531,20 +533,33 @@ class KubeLockBackend(LockBackend):
     # -- renewal ---------------------------------------------------------------------
 
     def _renew_loop(self) -> None:
-        while not self._closed.wait(self._timing.retry_period):
+        timing = self._timing
+        pause = timing.retry_period
+        while not self._closed.wait(pause):
             with self._mutex:
                 held = list(self._held.values())
             for entry in held:
                 self._renew(entry)
+            # Wake no later than the earliest renew deadline, so a lost grant is
+            # signalled when its deadline passes, not up to a retry period later.
+            with self._mutex:
+                deadlines = [e.last_renewed + timing.renew_deadline for e in self._held.values()]
+            pause = min([timing.retry_period,
+                         *(d - time.monotonic() + 0.001 for d in deadlines)])
+            pause = max(pause, 0.001)
 
     def _renew(self, entry: _Held) -> None:
         grant = entry.grant
         for _ in range(3):
             started = time.monotonic()
-            if started - entry.last_renewed > self._timing.renew_deadline:
+            # No request may outlast the renew deadline: a hung API server must not
+            # keep the holder believing it holds the lock past it.
+            left = entry.last_renewed + self._timing.renew_deadline - started
+            if left <= 0:
                 break
+            budget = min(left, self._timing.request_timeout)
             try:
-                read = self._objects.read(entry.obj_name)
+                read = self._objects.read(entry.obj_name, timeout=budget)
                 status = _status(read.obj)
                 if read.obj is None or status.get("holder") != self._identity or int(
                         status["fencingToken"]) != grant.token:
@@ -552,7 +567,11 @@ class KubeLockBackend(LockBackend):
                                f"taken over by {status.get('holder') or 'nobody'} "
                                f"(token {status['fencingToken']})")
                     return
-                self._objects.write_status(read.obj, _holder_renewed(status))
+                budget = entry.last_renewed + self._timing.renew_deadline - time.monotonic()
+                if budget <= 0:
+                    break
+                self._objects.write_status(read.obj, _holder_renewed(status),
+                                           timeout=min(budget, self._timing.request_timeout))
                 entry.last_renewed = started
                 return
             except _Conflict:

@@ -146,19 +146,23 @@ def test_waiter_survives_410_gone_by_relisting(
     assert grant.token == held.token + 1
 
 
+@pytest.mark.parametrize("hang", [True, False], ids=["hung", "refusing"])
 def test_lost_fires_when_renewals_cannot_reach_the_api_server(
-        fake: FakeKubeServer, sessions: Callable[..., KubeLockBackend]) -> None:
+        fake: FakeKubeServer, sessions: Callable[..., KubeLockBackend], hang: bool) -> None:
     session = sessions(ttl=2.0)
     kept = session.acquire("kept", timeout=WAIT)
     released = session.acquire("released", timeout=WAIT)
     assert kept is not None
     assert released is not None
     session.release(released)
-    fake.stop()  # every renewal now fails to connect
-    assert kept.lost.wait(WAIT), "the lost signal never fired"
+    with fake.unreachable(hang=hang):  # every renewal now hangs, or is cut off
+        assert kept.lost.wait(WAIT), "the lost signal never fired"
     assert kept.lost.reason is not None
     assert "renew deadline" in kept.lost.reason
     assert not released.lost.is_set(), "release must never fire the lost signal"
+    # The server is back, but the grant stays lost: the session gave it up.
+    assert session.inspect("kept").holder == session.identity
+    assert kept.lost.is_set()
 
 
 def test_lost_fires_when_another_holder_took_over(

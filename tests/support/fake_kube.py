@@ -287,6 +287,7 @@ class FakeKubeServer:
         self.requests: list[tuple[str, str]] = []
         self._connections: set[Any] = set()
         self._refusing = False
+        self._hanging = False
         with self._cond:
             for namespace in ("default", "kube-system"):
                 self.create_namespace(namespace)
@@ -375,24 +376,38 @@ class FakeKubeServer:
             return self._store.compacted
 
     @contextlib.contextmanager
-    def unreachable(self) -> Iterator[None]:
-        """While inside: every open connection is cut and new ones are closed at once.
+    def unreachable(self, *, hang: bool = True) -> Iterator[None]:
+        """While inside, no client gets an answer; on exit the same server serves again.
 
-        A network partition or a dead API server as the client sees it; leaving the
-        block makes the same server (and everything stored) reachable again.
+        ``hang=True`` (the default, and the nastier case, like a frozen process):
+        connections are accepted and requests read, but nothing is answered until the
+        block ends, when those connections are closed; a client must give up on its
+        own timeouts. ``hang=False``: open connections are cut and new ones closed at
+        once (a crashed server, connection refused/reset). Nothing stored is lost.
         """
         with self._cond:
             self._refusing = True
+            self._hanging = hang
             connections = set(self._connections)
-        self.close_watches()
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(2)
+        if not hang:
+            self.close_watches()
+            for connection in connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(2)
         try:
             yield
         finally:
             with self._cond:
                 self._refusing = False
+                self._cond.notify_all()
+
+    def _turn_away(self, connection: Any) -> None:
+        """Handle a connection while unreachable: hang until reachable, or cut it now."""
+        with self._cond:
+            while self._refusing and self._hanging and self._httpd is not None:
+                self._cond.wait(0.5)
+        with contextlib.suppress(OSError):
+            connection.shutdown(2)
 
     def close_watches(self) -> None:
         """End every open watch stream, as an API server restart or a timeout does."""
@@ -865,8 +880,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             refusing = self.fake._refusing
         if refusing:
             self.close_connection = True
-            with contextlib.suppress(OSError):
-                self.connection.shutdown(2)
+            self.fake._turn_away(self.connection)
 
     def finish(self) -> None:
         with self.fake._cond:
@@ -912,8 +926,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         if self.fake._refusing:
             self.close_connection = True
-            with contextlib.suppress(OSError):
-                self.connection.shutdown(2)
+            self.fake._turn_away(self.connection)
             return
         parsed = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(parsed.query))

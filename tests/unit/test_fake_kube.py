@@ -348,13 +348,15 @@ def test_watch_from_a_compacted_version_is_a_410_expired_event(objects: Any,
     assert _watch(objects, resource_version=listing["metadata"]["resourceVersion"]) == []
 
 
-def test_unreachable_cuts_clients_off_and_recovers_with_the_data(objects: Any,
-                                                                 fake: FakeKubeServer) -> None:
+@pytest.mark.parametrize("hang", [True, False])
+def test_unreachable_answers_nothing_and_recovers_with_the_data(objects: Any,
+                                                                fake: FakeKubeServer,
+                                                                hang: bool) -> None:
     _create(objects, "a")
-    with fake.unreachable():
+    with fake.unreachable(hang=hang):
         with pytest.raises(Exception) as error:  # noqa: PT011 - whatever urllib3 raises
             objects.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "a",
-                                                 _request_timeout=2)
+                                                 _request_timeout=0.5)
         assert not isinstance(error.value, ApiException), "got an HTTP answer"
     again = objects.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "a")
     assert again["metadata"]["name"] == "a"
