@@ -335,8 +335,9 @@ def test_client_option_file_is_private_and_quoted(tmp_path: Path) -> None:
     output(f"write_client_options '{path}' backup \"$PW\" host 127.0.0.1 3306",
            env={"PW": PASSWORD})
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert path.read_text() == ('[client]\nuser="backup"\npassword="p\'w\\\\d#\\"x"\n'
-                                'host="127.0.0.1"\nport=3306\nprotocol=TCP\n')
+    account = 'user="backup"\npassword="p\'w\\\\d#\\"x"\nhost="127.0.0.1"\nport=3306\n'
+    # XtraBackup reads [xtrabackup], not [client]; protocol=TCP is a client-only option.
+    assert path.read_text() == f"[client]\n{account}protocol=TCP\n[xtrabackup]\n{account}"
     result = bash(f"write_client_options '{path}.2' backup $'a\\nb' socket /s.sock")
     assert result.returncode != 0
     assert "newline" in result.stderr

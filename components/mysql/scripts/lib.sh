@@ -126,15 +126,21 @@ write_client_options() {
     case "$kind" in
         host)
             require_uint port "$6"
-            location=$(printf 'host=%s\nport=%d\nprotocol=TCP' "$(option_quote "$5")" "$6")
+            location=$(printf 'host=%s\nport=%d' "$(option_quote "$5")" "$6")
             ;;
         socket) location=$(printf 'socket=%s' "$(option_quote "$5")") ;;
         *) die "write_client_options: unknown connection kind '$kind'" ;;
     esac
     mkdir -p "$(dirname "$path")"
     tmp=$(umask 077 && mktemp "$path.XXXXXX")
-    printf '[client]\nuser=%s\npassword=%s\n%s\n' "$quoted_user" "$quoted_password" \
-        "$location" >"$tmp"
+    # [client] for the SQL clients and mariadb-backup; [xtrabackup] because Percona XtraBackup
+    # reads only its own and the [mysqld] groups. protocol=TCP keeps the clients from turning
+    # "localhost" into a socket; XtraBackup does not know the option.
+    local tcp=""
+    if [[ $kind == host ]]; then tcp=$'protocol=TCP\n'; fi
+    printf '[client]\nuser=%s\npassword=%s\n%s\n%s[xtrabackup]\nuser=%s\npassword=%s\n%s\n' \
+        "$quoted_user" "$quoted_password" "$location" "$tcp" \
+        "$quoted_user" "$quoted_password" "$location" >"$tmp"
     mv -f "$tmp" "$path"
 }
 
