@@ -5,6 +5,9 @@ the value and what is allowed."""
 from __future__ import annotations
 
 import copy
+import importlib
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -182,3 +185,37 @@ def test_json_text_from_the_engine_is_decoded() -> None:
     raw = mocks.config_map(load_stack_file("prod"))
     assert isinstance(raw[f"{PROJECT}:mysql"], str)
     assert parse(raw, stack="prod").mysql.replicas == 3
+
+
+# ---------------------------------------------------------------- the project file
+
+def _project_file() -> dict[str, Any]:
+    yaml: Any = importlib.import_module("yaml")
+    project: dict[str, Any] = yaml.safe_load((mocks.REPO_ROOT / "Pulumi.yaml").read_text())
+    return project
+
+
+def test_project_installs_its_own_dependencies() -> None:
+    project = _project_file()
+    assert project["name"] == PROJECT
+    assert project["runtime"] == {"name": "python",
+                                  "options": {"toolchain": "pip", "virtualenv": "venv"}}
+    assert (mocks.REPO_ROOT / "requirements.txt").is_file()
+
+
+def test_config_declarations_use_only_types_the_cli_accepts() -> None:
+    declarations = _project_file()["config"]
+    for key, declaration in declarations.items():
+        assert key not in ("mysql", "etcd", "locks"), "object keys cannot be declared typed"
+        assert declaration.get("type") in ("string", "integer", "boolean", "array"), key
+        assert declaration.get("description"), key
+    assert "default" not in declarations["namespace"]  # required: never a default namespace
+
+
+def test_config_module_imports_without_pulumi_kubernetes() -> None:
+    """The dynamic-provider process imports components.* to unpickle providers; the package
+    must not drag every component (and an import cycle) in with it."""
+    code = ("import sys, components.config, components.mysql.flavor; "
+            "sys.exit('pulumi_kubernetes' in sys.modules)")
+    completed = subprocess.run([sys.executable, "-c", code], cwd=mocks.REPO_ROOT, check=False)
+    assert completed.returncode == 0
