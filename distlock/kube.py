@@ -768,7 +768,11 @@ class _Acquisition:
 
 def from_options(options: BackendOptions) -> KubeLockBackend:
     """Build a session from CLI/``open_backend`` options (kubeconfig, namespace, ttl)."""
-    api = api_client(options.kubeconfig)
+    try:
+        api = api_client(options.kubeconfig)
+    except k8s_config.ConfigException as error:
+        raise DistlockError(f"no Kubernetes credentials: pass --kubeconfig, set $KUBECONFIG, "
+                            f"create ~/.kube/config or run in a pod ({error})") from error
     namespace = options.namespace or default_namespace(options.kubeconfig)
     return KubeLockBackend(api, namespace, ttl=options.ttl, identity=options.identity)
 

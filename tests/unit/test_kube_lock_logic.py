@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from distlock import kube
+from distlock import BackendOptions, DistlockError, kube
 
 VALID_NAME = kube._OBJECT_NAME
 
@@ -145,3 +145,12 @@ def test_namespace_and_client_from_kubeconfig_text_or_path(tmp_path: Path) -> No
         assert client.configuration.retries == 0
     with pytest.raises(ValueError, match="not a kubeconfig document"):
         kube.api_client("just: yaml\nno: clusters\n")
+
+
+def test_no_credentials_anywhere_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(DistlockError, match="no Kubernetes credentials"):
+        kube.from_options(BackendOptions())
