@@ -36,12 +36,14 @@ Design rules this module keeps:
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
+import ssl
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi.dynamic
@@ -386,11 +388,39 @@ class _Session:
         return rows[0] if rows else None
 
 
+@functools.cache
+def _preferred_tls() -> ssl.SSLContext:
+    """TLS whenever the server offers it, unverified: what pymysql's default mode does.
+
+    pymysql builds that context per connection by loading the system CA store, which
+    it then ignores (no CA means CERT_NONE); that costs ~100 ms per connection and made
+    a no-op Diff 0.4 s for two replicas. One context per provider process is enough.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+if TYPE_CHECKING:
+    _BaseConnection = pymysql.connections.Connection[Any]
+else:  # generic only in the type stubs
+    _BaseConnection = pymysql.connections.Connection
+
+
+class _Connection(_BaseConnection):
+    def _create_ssl_ctx(self, sslp: object) -> ssl.SSLContext:
+        if sslp == {}:  # pymysql's "preferred" mode: no TLS options were given
+            return _preferred_tls()
+        context: ssl.SSLContext = super()._create_ssl_ctx(sslp)  # type: ignore[misc]
+        return context
+
+
 def _connect(endpoint: Endpoint, user: str, password: str,
              read_timeout: int) -> pymysql.connections.Connection[Any]:
-    return pymysql.connect(host=endpoint.host, port=endpoint.port, user=user, password=password,
-                           connect_timeout=_CONNECT_TIMEOUT, read_timeout=read_timeout,
-                           write_timeout=read_timeout, autocommit=True)
+    return _Connection(host=endpoint.host, port=endpoint.port, user=user, password=password,
+                       connect_timeout=_CONNECT_TIMEOUT, read_timeout=read_timeout,
+                       write_timeout=read_timeout, autocommit=True)
 
 
 @contextlib.contextmanager

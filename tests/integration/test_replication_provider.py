@@ -317,6 +317,26 @@ def test_refresh_reports_drift_without_repairing(server: ProviderServer, cluster
     assert preview.changes is True
 
 
+def test_a_replica_that_is_down_is_reported_and_named(server: ProviderServer,
+                                                      cluster: Cluster) -> None:
+    driver = _driver(server)
+    inputs = cluster.inputs(replication_password=random_password())
+    driver.up(inputs)
+    down = cluster.replicas[1]
+    down.stop()
+    outputs = driver.refresh()
+    assert outputs["in_sync"] is False
+    status = outputs["replica_status"][1]
+    assert status["reachable"] is False
+    assert f"replica 2 ({LOCALHOST}:{down.port}): cannot connect as 'admin'" in status["error"]
+    assert outputs["replica_status"][0]["drift"] == []
+    with pytest.raises(ProviderError) as failed:
+        driver.up({**inputs, "timeout_seconds": 61})
+    assert f"replica 2 ({LOCALHOST}:{down.port}): cannot connect as 'admin'" in (
+        failed.value.details)
+    assert "error 2003" in failed.value.details
+
+
 def test_delete_stops_replication_and_drops_the_account_keeping_data(
         server: ProviderServer, cluster: Cluster) -> None:
     driver = _driver(server)

@@ -7,6 +7,7 @@ they are pinned exactly, as is every rule that decides what converge would do.
 from __future__ import annotations
 
 import base64
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -397,3 +398,13 @@ def test_resource_sends_passwords_as_secrets_and_marks_secret_outputs() -> Any:
         pulumi.Output.from_input(outputs.admin_password.is_secret()),
         pulumi.Output.from_input(outputs.replication_password.is_secret()),
     ).apply(verify)
+
+
+def test_connections_share_one_preferred_tls_context() -> None:
+    """TLS when offered (as pymysql's default), without rebuilding a CA store per connect."""
+    connection: Any = replication._Connection(host="127.0.0.1", port=1, defer_connect=True)
+    context = connection.ctx
+    assert context is replication._preferred_tls()
+    assert context.verify_mode == ssl.CERT_NONE
+    assert connection.ssl is True
+    assert connection._ssl_required is False, "a server without TLS must still be reachable"
