@@ -286,7 +286,8 @@ class MySQLCluster(pulumi.ComponentResource):
         if config.replication_init.enabled and config.replicas > 1:
             self._replication_init(name, plan, args.lock_endpoints, passwords, statefulset)
 
-        self.secret_name = secret.metadata.apply(lambda m: m["name"] if m else names.secret)
+        # The name is fixed; deriving it from the Secret makes consumers wait for it.
+        self.secret_name = secret.id.apply(lambda _: names.secret)
         self.primary_host = pulumi.Output.from_input(f"{names.primary}.{namespace}.svc")
         self.read_host = pulumi.Output.from_input(f"{names.read}.{namespace}.svc")
         self.port = pulumi.Output.from_input(MYSQL_PORT)
