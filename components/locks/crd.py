@@ -11,7 +11,9 @@ Why installing is more than "create the object":
   may share one cluster. So the CRD records which stacks use it in an annotation
   (:data:`OWNERS_ANNOTATION`); a stack that finds it already installed joins the owners
   and updates it, and destroying a stack only deletes the CRD when it was the last
-  owner. Every change is a compare-and-swap on ``resourceVersion`` (409: re-read, retry).
+  owner. A CRD found without the annotation was installed by hand, so it gets the
+  owner :data:`EXTERNAL_OWNER` and no stack ever deletes it. Every change is a
+  compare-and-swap on ``resourceVersion`` (409: re-read, retry).
 - A CRD is usable only once ``Established``; creating custom resources before that
   fails. :func:`apply_crd` waits for the condition, and fails early, naming the
   conflicting names, if the API server reports ``NamesAccepted=False``.
@@ -37,6 +39,9 @@ from distlock.kube import CRD_NAME, GROUP, KIND, PLURAL, VERSION
 
 MANIFEST_PATH = Path(__file__).with_name("lock-crd.yaml")
 OWNERS_ANNOTATION = f"{GROUP}/owners"
+# Recorded as an owner when a stack adopts a CRD someone installed without Pulumi
+# (kubectl apply): no stack's destroy may then delete what it did not create.
+EXTERNAL_OWNER = "external"
 _POLL_SECONDS = 0.2
 _CONFLICT_RETRIES = 20
 
@@ -118,6 +123,8 @@ def apply_crd(api_client: Any, manifest: Mapping[str, Any], *, owner: str,
             api.create_custom_resource_definition(_with_owners(manifest, [owner]))
             return
         owners = [o for o in _owners(current) if o != drop_owner] + [owner]
+        if OWNERS_ANNOTATION not in (current["metadata"].get("annotations") or {}):
+            owners.append(EXTERNAL_OWNER)
         desired = _with_owners(manifest, owners)
         desired["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         # Keep labels and annotations others put there; ours win on the keys we own.
@@ -238,6 +245,7 @@ def remove_crd(api_client: Any, name: str, *, owner: str, force: bool,
 
 __all__ = [
     "CRD_NAME",
+    "EXTERNAL_OWNER",
     "GROUP",
     "KIND",
     "MANIFEST_PATH",

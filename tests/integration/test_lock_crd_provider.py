@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML ships with kubernetes
 
-from components.locks.crd import OWNERS_ANNOTATION, lock_crd_manifest
+from components.locks.crd import EXTERNAL_OWNER, OWNERS_ANNOTATION, lock_crd_manifest
 from components.locks.provider import LockCRDProvider
 from distlock.kube import CRD_NAME, GROUP, PLURAL, KubeLockBackend, api_client
 from tests.support.fake_kube import CRD_GROUP, CRD_PLURAL, FakeKubeServer
@@ -272,3 +272,22 @@ def test_preview_changes_nothing_in_the_cluster(server: ProviderServer,
     assert driver.calls == ["check"]
     assert not [m for m, _ in fake.requests if m != "GET"]
     assert _crd(fake) is None
+
+
+def test_a_crd_installed_by_hand_is_adopted_but_never_deleted(server: ProviderServer,
+                                                              fake: FakeKubeServer) -> None:
+    from kubernetes import client as k8s_client  # noqa: PLC0415
+
+    api = api_client(yaml.safe_dump(fake.kubeconfig()))
+    extensions: Any = k8s_client.ApiextensionsV1Api(api)
+    extensions.create_custom_resource_definition(lock_crd_manifest())  # `kubectl apply`
+    driver = _driver(server)
+    driver.up(_inputs(fake))
+    crd = _crd(fake)
+    assert crd is not None
+    assert crd["metadata"]["annotations"][OWNERS_ANNOTATION] == (
+        f"{EXTERNAL_OWNER},mysql-cluster/dev")
+    driver.destroy()
+    crd = _crd(fake)
+    assert crd is not None, "destroy deleted a CRD that Pulumi did not create"
+    assert crd["metadata"]["annotations"][OWNERS_ANNOTATION] == EXTERNAL_OWNER

@@ -1031,7 +1031,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    """Serve until interrupted; print the URL (for poking at it with kubectl)."""
+    """Serve until interrupted, without authentication; print the URL (for curl).
+
+    kubectl needs API discovery, which the fake does not serve.
+    """
     fake = FakeKubeServer(token=None).start()
     print(fake.url, flush=True)
     with contextlib.suppress(KeyboardInterrupt):
