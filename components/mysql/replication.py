@@ -31,6 +31,11 @@ Design rules this module keeps:
   starts replication; it never skips transactions or touches data.
 - ``read_only`` on replicas comes from the replica's server config; the admin account
   deliberately lacks READ ONLY ADMIN/SUPER, so the provider verifies and reports it.
+- With ``lock_endpoints`` every converge and delete holds the etcd lock
+  ``mysql-cluster/<source_host>:<source_port>/replication`` (distlock), so two runners
+  never repoint one replica at once; Diff and Read only read and take no lock.
+- Connections use TLS whenever the server offers it (unverified, like pymysql's own
+  default); passwords otherwise cross only the port-forward tunnel or the pod network.
 """
 
 from __future__ import annotations

@@ -258,6 +258,22 @@ def test_password_rotation_reconnects_replicas_with_the_new_password(
     driver.assert_no_plaintext([old, new, cluster.admin_password])
 
 
+def test_renaming_the_replication_account_moves_replicas_then_drops_the_old_one(
+        server: ProviderServer, cluster: Cluster) -> None:
+    driver = _driver(server)
+    password = random_password()
+    driver.up(cluster.inputs(replication_password=password))
+    assert driver.up(cluster.inputs(replication_password=password,
+                                    replication_user="repl2")).operation == "update"
+    for replica in cluster.replicas:
+        status = cluster.replica_status(replica)
+        assert status["Master_User"] == "repl2"
+        assert (status["Slave_IO_Running"], status["Slave_SQL_Running"]) == ("Yes", "Yes")
+    assert not _login(cluster.primary, REPLICATION_USER, password)
+    assert _login(cluster.primary, "repl2", password)
+    cluster.write_and_wait("after-rename")
+
+
 def test_stopped_replica_is_repaired(server: ProviderServer, cluster: Cluster) -> None:
     driver = _driver(server)
     inputs = cluster.inputs(replication_password=random_password())
