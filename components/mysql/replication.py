@@ -62,6 +62,7 @@ from pulumi.dynamic import (
     ReadResult,
     UpdateResult,
 )
+from pulumi.runtime.rpc import UNKNOWN as _UNKNOWN  # a value not known yet (preview)
 
 import distlock
 from components.config import Endpoint
@@ -76,8 +77,6 @@ from components.mysql._replication_sql import (
 )
 from components.mysql.flavor import FLAVORS, Flavor
 
-# The engine's placeholder for a value not known yet (preview before a secret exists).
-_UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 _SECRET_OUTPUTS = ("admin_password", "replication_password")
 _INPUT_KEYS = ("flavor", "primary", "replicas", "source_host", "source_port", "admin_user",
                "admin_password", "replication_user", "replication_password",

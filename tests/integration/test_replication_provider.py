@@ -274,6 +274,47 @@ def test_renaming_the_replication_account_moves_replicas_then_drops_the_old_one(
     cluster.write_and_wait("after-rename")
 
 
+def test_account_drift_on_the_primary_is_repaired(server: ProviderServer,
+                                                   cluster: Cluster) -> None:
+    """Someone widened the replication account and changed its password by hand."""
+    driver = _driver(server)
+    password = random_password()
+    inputs = cluster.inputs(replication_password=password)
+    driver.up(inputs)
+    cluster.primary.query("GRANT SELECT ON *.* TO %s@'%%'", (REPLICATION_USER,))
+    cluster.primary.query("ALTER USER %s@'%%' IDENTIFIED BY %s",
+                          (REPLICATION_USER, random_password()))
+    preview = driver.preview(inputs)
+    assert preview is not None
+    assert preview.changes is True
+    assert driver.up(inputs).operation == "update"
+    grants = cluster.primary.query("SHOW GRANTS FOR %s@'%%'", (REPLICATION_USER,))
+    assert len(grants) == 1
+    assert next(iter(grants[0].values())).startswith("GRANT REPLICATION SLAVE ON *.* TO")
+    assert _login(cluster.primary, REPLICATION_USER, password)
+    cluster.write_and_wait("after-account-repair")
+    assert driver.up(inputs).operation == "same"
+
+
+def test_a_writable_replica_is_reported_not_fought(server: ProviderServer,
+                                                   cluster: Cluster) -> None:
+    """read_only comes from replica.cnf; the admin account cannot and does not change it."""
+    driver = _driver(server)
+    inputs = cluster.inputs(replication_password=random_password())
+    driver.up(inputs)
+    writable = cluster.replicas[0]
+    writable.query("SET GLOBAL read_only=OFF")
+    status = driver.refresh()["replica_status"][0]
+    assert status["read_only"] is False
+    assert "read_only is OFF" in status["drift"]
+    with pytest.raises(ProviderError) as failed:
+        driver.up(inputs)
+    assert f"replica 1 ({LOCALHOST}:{writable.port}): read_only is OFF" in failed.value.details
+    assert "replica.cnf" in failed.value.details
+    assert writable.query("SELECT @@GLOBAL.read_only AS r") == [{"r": 0}]
+    cluster.write_and_wait("replication-still-runs")
+
+
 def test_stopped_replica_is_repaired(server: ProviderServer, cluster: Cluster) -> None:
     driver = _driver(server)
     inputs = cluster.inputs(replication_password=random_password())
