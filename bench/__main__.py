@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     seeding = parser.add_argument_group("seeding")
     seeding.add_argument("--size-mb", type=_positive, default=None,
                          help="InnoDB data on the primary, MiB (default 1024; quick 32)")
+    seeding.add_argument("--repeats", type=_positive, default=None,
+                         help="runs of each physical copy, median reported (default 3; quick 1)")
     locks = parser.add_argument_group("locks")
     locks.add_argument("--contenders", type=_positive, default=None,
                        help="clients fighting for one lock (default 8)")
@@ -72,7 +74,8 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Report]]:
     def seeding() -> Report:
         from bench.seeding import SeedingOptions, run  # noqa: PLC0415 - only what is asked
 
-        return run(SeedingOptions(size_mb=pick(args.size_mb, 1024, 32), workdir=args.workdir))
+        return run(SeedingOptions(size_mb=pick(args.size_mb, 1024, 32), workdir=args.workdir,
+                                  repeats=pick(args.repeats, 3, 1)))
 
     def locks() -> Report:
         from bench.locks import LocksOptions, run  # noqa: PLC0415

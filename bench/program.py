@@ -17,6 +17,7 @@ process), which tells whether a miss is the program's own work or the SDK import
 from __future__ import annotations
 
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -45,15 +46,23 @@ class ProgramOptions:
             raise ValueError(f"no stack file Pulumi.{self.stack}.yaml in {_ROOT}")
 
 
-def _timed(argv: Sequence[str]) -> tuple[float, str]:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(argv: Sequence[str]) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + system) and stdout of one fresh process."""
+    cpu_before = _children_cpu()
     started = time.perf_counter()
     result = subprocess.run(list(argv), cwd=_ROOT, capture_output=True, text=True,
                             timeout=300, check=False)
     elapsed = time.perf_counter() - started
+    cpu = _children_cpu() - cpu_before
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {result.returncode}:\n"
                            f"{result.stderr[-3000:]}")
-    return elapsed, result.stdout
+    return elapsed, cpu, result.stdout
 
 
 def run(options: ProgramOptions) -> Report:
@@ -65,24 +74,29 @@ def run(options: ProgramOptions) -> Report:
             sys.executable, "-m", "bench._program_child", options.stack, "1"],
     }
     walls: dict[str, list[float]] = {name: [] for name in variants}
+    cpus: dict[str, list[float]] = {name: [] for name in variants}
     phases: list[dict[str, Any]] = []
     for _ in range(options.runs):
         for name, argv in variants.items():
-            elapsed, stdout = _timed(argv)
+            elapsed, cpu, stdout = _timed(argv)
             walls[name].append(elapsed)
+            cpus[name].append(cpu)
             if argv[-2] == options.stack:
                 phases.append(json.loads(stdout.strip().splitlines()[-1]))
     # Later runs in one process show the program's own work without first-import costs;
     # they are sampled separately so the cold figures above include exactly one run.
     warm = json.loads(_timed([sys.executable, "-m", "bench._program_child", options.stack,
-                              "4"])[1].strip().splitlines()[-1])
+                              "4"])[2].strip().splitlines()[-1])
     program_name = f"{options.stack} stack program under mocks"
     medians = {name: statistics.median(values) for name, values in walls.items()}
     rows = tuple((name, medians[name], min(values), max(values),
-                  ratio(medians[name], medians[program_name]))
+                  statistics.median(cpus[name]), ratio(medians[name], medians[program_name]))
                  for name, values in walls.items())
-    table = Table(f"fresh process, wall clock, {options.runs} runs each (interleaved)",
-                  ("what", "median s", "min s", "max s", "share of program"), rows)
+    # CPU time next to wall time: when wall is well above CPU, the machine was busy and
+    # the wall figures overstate what a quiet machine would show.
+    table = Table(f"fresh process, {options.runs} runs each (interleaved)",
+                  ("what", "median wall s", "min s", "max s", "median CPU s",
+                   "share of program"), rows)
     phase_rows = (
         ("imports (pulumi, pulumi_kubernetes, mocks)",
          statistics.median(p["imports"] for p in phases)),

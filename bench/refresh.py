@@ -39,8 +39,7 @@ from tests.support.mariadb import MariaDBServer, random_password
 from tests.support.procs import LOCALHOST
 from tests.support.provider_server import ProviderServer, ResourceDriver
 
-_PRIMARY_CONFIG = "log-bin=mysql-bin\nlog-slave-updates\n"
-_REPLICA_CONFIG = "log-bin=mysql-bin\nlog-slave-updates\nread-only=ON\n"
+_SERVER_CONFIG = "log-bin=mysql-bin\nlog-slave-updates\n"
 
 
 @dataclass(frozen=True)
@@ -132,9 +131,9 @@ def _cluster(base: Path, count: int) -> Iterator[tuple[list[MariaDBServer], dict
     """
     fixtures = _fixtures()
     admin_password = random_password()
-    primary = MariaDBServer(base / "m0", name="m0", server_id=1, extra_config=_PRIMARY_CONFIG)
+    primary = MariaDBServer(base / "m0", name="m0", server_id=1, extra_config=_SERVER_CONFIG)
     replicas = [MariaDBServer(base / f"m{i}", name=f"m{i}", server_id=1 + i,
-                              extra_config=_REPLICA_CONFIG) for i in range(1, count + 1)]
+                              extra_config=_SERVER_CONFIG) for i in range(1, count + 1)]
     with ExitStack() as stack:
         for server in (primary, *replicas):
             server.initialize()
@@ -147,6 +146,9 @@ def _cluster(base: Path, count: int) -> Iterator[tuple[list[MariaDBServer], dict
                             "WITH GRANT OPTION", (fixtures.ADMIN_USER,))
         position = primary.query("SELECT @@GLOBAL.gtid_binlog_pos AS p")[0]["p"]
         for replica in replicas:
+            # read_only set at run time, not in the config: mariadb-install-db's bootstrap
+            # server would read it too and then fails now and then to write system tables.
+            replica.query("SET GLOBAL read_only = ON")
             replica.query("RESET MASTER")
             replica.query("SET GLOBAL gtid_slave_pos=%s", (position,))
         yield replicas, {

@@ -37,6 +37,7 @@ import functools
 import importlib
 import os
 import shutil
+import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -90,16 +91,21 @@ class SeedingOptions:
     """InnoDB data on the primary, in MiB (the table's .ibd; the data dir is larger)."""
     workdir: Path | None = None
     """Where the servers and copies live; a fresh temp dir under /tmp by default."""
+    repeats: int = 3
+    """Runs of each physical copy (median reported); dump and restore runs once."""
 
     def __post_init__(self) -> None:
         if self.size_mb < 1:
             raise ValueError(f"seeding size must be at least 1 MiB, got {self.size_mb}")
+        if self.repeats < 1:
+            raise ValueError(f"seeding repeats must be at least 1, got {self.repeats}")
 
 
 @dataclass(frozen=True)
 class _Seeded:
     seconds: float
     landed_bytes: int
+    runs: int = 1
 
 
 class _NotLanded(Exception):
@@ -189,19 +195,30 @@ def _run(base: Path, options: SeedingOptions) -> Report:
              if clone is None else clone()),
             (DUMP, lambda target: _dump_restore(primary, target)),
         ]
-        results: dict[str, _Seeded] = {}
+        samples: dict[str, list[_Seeded]] = {}
         skipped: dict[str, str] = {}
-        for name, method in methods:
-            target = base / "target"
-            read_through(data_dir)
-            try:
-                results[name] = method(target)
-            except _NotLanded as reason:
-                skipped[name] = str(reason)
-            finally:
-                shutil.rmtree(target, ignore_errors=True)
+        # Physical copies take seconds and a busy machine makes any one of them noisy, so
+        # they are repeated, interleaved, and the median kept; dump and restore runs once.
+        for round_ in range(options.repeats):
+            for name, method in methods:
+                if name in skipped or (name == DUMP and round_ > 0):
+                    continue
+                target = base / "target"
+                read_through(data_dir)
+                try:
+                    samples.setdefault(name, []).append(method(target))
+                except _NotLanded as reason:
+                    skipped[name] = str(reason)
+                finally:
+                    shutil.rmtree(target, ignore_errors=True)
+        results = {name: _median(runs) for name, runs in samples.items()}
     return _report(options, rows, generate_seconds, data_bytes, results=results,
                    skipped=skipped)
+
+
+def _median(runs: list[_Seeded]) -> _Seeded:
+    seconds = statistics.median(r.seconds for r in runs)
+    return _Seeded(seconds, max(r.landed_bytes for r in runs), len(runs))
 
 
 def _unavailable(why: str) -> _Seeded:
@@ -350,18 +367,20 @@ def _report(options: SeedingOptions, rows: int, generate_seconds: float, data_by
     for name in (RAW, HAND, PROJECT, DUMP):
         seeded = results.get(name)
         if seeded is None:
-            table_rows.append((name, None, None, None, None, None, skipped.get(name, "")))
+            table_rows.append((name, None, None, None, None, None, None, skipped.get(name, "")))
             continue
         landed_mbps = seeded.landed_bytes / MB / seeded.seconds
         raw_mbps = raw.landed_bytes / MB / raw.seconds if raw else None
-        table_rows.append((name, seeded.seconds, seeded.landed_bytes / MB, landed_mbps,
+        table_rows.append((name, seeded.runs, seeded.seconds, seeded.landed_bytes / MB,
+                           landed_mbps,
                            ratio(landed_mbps, raw_mbps), ratio(raw.seconds if raw else None,
                                                                seeded.seconds), ""))
     table = Table(f"seeding a replica from a primary with {data_bytes / MB:.0f} MiB of data dir "
                   f"({rows} rows, generated in {generate_seconds:.1f} s)",
-                  ("method", "seconds", "landed MiB", "MiB/s", "MiB/s vs raw", "speed vs raw",
-                   "not measured because"), tuple(table_rows))
-    report = Report("seeding", {"size_mb": options.size_mb, "data_dir_mib":
+                  ("method", "runs", "median s", "landed MiB", "MiB/s", "MiB/s vs raw",
+                   "speed vs raw", "not measured because"), tuple(table_rows))
+    report = Report("seeding", {"size_mb": options.size_mb, "repeats": options.repeats,
+                                "data_dir_mib":
                                 round(data_bytes / MB), "rows": rows}, [table])
 
     def targets_for(path: str) -> list[Target]:
