@@ -90,20 +90,26 @@ def _findings(results: Mapping[str, Any], key: str) -> list[tuple[str, Finding]]
     return found
 
 
-def scan_groups(groups: Mapping[str, Sequence[Mapping[str, Any]]], workdir: Path
-                ) -> dict[str, Report]:
+def scan_groups(groups: Mapping[str, Sequence[Mapping[str, Any]]], workdir: Path, *,
+                dockerfiles: Mapping[str, Path] | None = None) -> dict[str, Report]:
     """One Checkov run over several sets of manifests (one directory each), one report each.
 
     Checkov's start-up dominates a small scan, so the stacks and the self-test share a run.
+    ``dockerfiles`` (group -> file) adds Checkov's Dockerfile checks for those files.
     """
+    for group in {*groups, *(dockerfiles or {})}:
+        (workdir / group).mkdir(parents=True, exist_ok=True)
     for group, manifests in groups.items():
-        directory = workdir / group
-        directory.mkdir(parents=True, exist_ok=True)
         for index, manifest in enumerate(manifests):
-            (directory / _file_name(index, manifest)).write_text(
+            (workdir / group / _file_name(index, manifest)).write_text(
                 yaml.safe_dump(dict(manifest), sort_keys=False))
+    frameworks = ["kubernetes"]
+    for group, dockerfile in (dockerfiles or {}).items():
+        # Checkov recognises Dockerfiles by name.
+        shutil.copy(dockerfile, workdir / group / "Dockerfile")
+        frameworks = ["kubernetes", "dockerfile"]
     result = subprocess.run(
-        [checkov_command(), "--directory", str(workdir), "--framework", "kubernetes",
+        [checkov_command(), "--directory", str(workdir), "--framework", *frameworks,
          "--output", "json", "--compact", "--skip-download"],
         cwd=workdir, env={**os.environ, **_ENVIRONMENT}, capture_output=True, text=True,
         timeout=300, check=False)
@@ -111,21 +117,27 @@ def scan_groups(groups: Mapping[str, Sequence[Mapping[str, Any]]], workdir: Path
     # else is Checkov itself failing.
     assert result.returncode in (0, 1), f"checkov failed:\n{result.stderr[-4000:]}"
     document = json.loads(result.stdout)
-    if isinstance(document, list):
-        (document,) = [d for d in document if d.get("check_type") == "kubernetes"]
-    # Checkov reports a bare summary (no "results") when it found nothing to check.
-    results = document.get("results") or {}
-    failed = _findings(results, "failed_checks")
-    passed = _findings(results, "passed_checks")
-    errors = [str(e) for e in results.get("parsing_errors") or ()]
+    failed: list[tuple[str, Finding]] = []
+    passed: list[tuple[str, Finding]] = []
+    errors: list[str] = []
+    for framework in document if isinstance(document, list) else [document]:
+        # Checkov reports a bare summary (no "results") when it found nothing to check.
+        results = framework.get("results") or {}
+        failed += _findings(results, "failed_checks")
+        passed += _findings(results, "passed_checks")
+        errors += [str(e) for e in results.get("parsing_errors") or ()]
     return {
         group: Report(failed=tuple(f for g, f in failed if g == group),
                       passed=tuple(f for g, f in passed if g == group),
                       parsing_errors=tuple(e for e in errors if f"/{group}/" in e))
-        for group in groups
+        for group in {*groups, *(dockerfiles or {})}
     }
 
 
-def scan(manifests: Sequence[Mapping[str, Any]], workdir: Path) -> Report:
-    """Write ``manifests`` into ``workdir`` (one file each) and run every Kubernetes check."""
-    return scan_groups({"manifests": manifests}, workdir)["manifests"]
+def scan(manifests: Sequence[Mapping[str, Any]], workdir: Path, *,
+         dockerfile: Path | None = None) -> Report:
+    """Write ``manifests`` into ``workdir`` (one file each) and run every Kubernetes check
+    (and the Dockerfile checks on ``dockerfile``)."""
+    return scan_groups({"manifests": manifests}, workdir,
+                       dockerfiles={"manifests": dockerfile} if dockerfile else None
+                       )["manifests"]

@@ -477,8 +477,12 @@ def test_restricted_check_catches_a_root_pod() -> None:
 
 def test_checkov_passes_the_operator_manifests(documents: list[tuple[str, Manifest]],
                                                tmp_path: Path) -> None:
-    report = _checkov.scan([d for _, d in documents], tmp_path / "operator")
+    """Kubernetes checks on every manifest, Dockerfile checks on the workspace image."""
+    report = _checkov.scan([d for _, d in documents], tmp_path / "operator",
+                           dockerfile=OPERATOR / "workspace.Dockerfile")
     assert report.parsing_errors == ()
     rbac = {_checkov.resource_id(d) for _, d in documents if d["kind"].endswith("Role")}
     assert rbac <= report.resources
+    assert any(f.check_id.startswith("CKV_DOCKER_") for f in report.passed), (
+        "the Dockerfile was not checked")
     assert [f"{f.check_id} {f.resource}: {f.check_name}" for f in report.failed] == []
