@@ -104,7 +104,13 @@ def _kubeconfig_document(kubeconfig: str) -> Mapping[str, Any] | None:
     """``kubeconfig`` as a parsed document when it is one (not a path), else None."""
     if "\n" not in kubeconfig and not kubeconfig.lstrip().startswith("{"):
         return None
-    document = yaml.safe_load(kubeconfig)
+    try:
+        document = yaml.safe_load(kubeconfig)
+    except yaml.YAMLError as error:
+        # YAML errors quote the offending line, which may hold a token: say where only.
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"kubeconfig text is not valid YAML{where}") from None
     if not isinstance(document, Mapping) or "clusters" not in document:
         raise ValueError("kubeconfig text is not a kubeconfig document (no 'clusters')")
     return document

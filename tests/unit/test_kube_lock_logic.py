@@ -154,3 +154,14 @@ def test_no_credentials_anywhere_is_a_clear_error(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(DistlockError, match="no Kubernetes credentials"):
         kube.from_options(BackendOptions())
+
+
+def test_a_broken_kubeconfig_text_is_reported_without_its_contents() -> None:
+    secret = "token-that-must-not-be-printed"
+    text = f"clusters: []\nusers:\n- user: {{token: {secret}\n  bad: [\n"
+    with pytest.raises(ValueError, match="not valid YAML at line") as error:
+        kube.api_client(text)
+    assert secret not in str(error.value)
+    assert error.value.__cause__ is None
+    assert error.value.__context__ is not None  # suppressed from display by `from None`
+    assert error.value.__suppress_context__
