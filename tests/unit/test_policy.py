@@ -125,14 +125,6 @@ TO_FIX: tuple[PendingFix, ...] = (
             "Mount the credentials Secret as a read-only volume (defaultMode 0440 with the "
             "pod's fsGroup), point the scripts at the files, and use the images' "
             "MARIADB_ROOT_PASSWORD_FILE / MYSQL_ROOT_PASSWORD_FILE."),
-    PendingFix(
-        "CKV2_K8S_6", r"Pod\.[^.]+\.etcd\..*",
-        owner="components/etcd/cluster.py",
-        fix="the etcd pods have no NetworkPolicy: any pod in the cluster can reach the peer "
-            "port 2380 (and join or disrupt Raft) and the client port 2379 (and take or "
-            "break locks). Add one like MySQL's: 2380 from the etcd pods only; 2379 from "
-            "the namespace's pods and configured client namespaces (the operator's "
-            "mysql-cluster-gitops, see docs/gitops.md)."),
 )
 
 
