@@ -12,6 +12,7 @@ them to whoever holds the stack's encryption key, and nothing else prints them.
 import pulumi
 
 from components.config import load
+from components.etcd.cluster import EtcdCluster, EtcdClusterArgs
 from components.locks import Locks, LocksArgs
 from components.mysql.cluster import MySQLCluster, MySQLClusterArgs
 
@@ -35,6 +36,13 @@ pulumi.export("mysqlSecretName", mysql.secret_name)
 pulumi.export("mysqlServerIdBase", mysql.server_id_base)
 pulumi.export("mysqlAdminPassword", mysql.admin_password)
 pulumi.export("mysqlRootPassword", mysql.root_password)
+
+# etcd: the lock store. Membership changes (EtcdMembership) happen before the StatefulSet
+# changes size: scale up one member per `pulumi up`, down by any number.
+etcd = EtcdCluster(config.etcd.name,
+                   EtcdClusterArgs(namespace=config.namespace, config=config.etcd))
+pulumi.export("etcdClientUrl", etcd.client_url)
+pulumi.export("etcdMemberClientUrls", etcd.member_client_urls)
 
 # Distributed locks on Kubernetes (locks.enabled): the Lock CRD, installed by a provider
 # that waits until it is Established and will not delete it while a lock is in use, and

@@ -191,6 +191,8 @@ class EtcdConfig:
     tls: EtcdTLSConfig
     snapshot: EtcdSnapshotConfig
     membership: EtcdMembershipConfig
+    # Namespaces (besides the cluster's own) whose pods may reach the client port.
+    client_namespaces: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -400,6 +402,9 @@ def _etcd(reader: Reader) -> EtcdConfig:
         tls=tls_config,
         snapshot=snapshot_config,
         membership=membership_config,
+        client_namespaces=reader.string_list(
+            "clientNamespaces", pattern=DNS_LABEL,
+            allowed_text="must be a list of namespace names (lowercase RFC 1123 labels)"),
     )
     reader.finish()
     return config

@@ -34,6 +34,8 @@ Objects, all children of the component:
   ordinal would crash-loop on it), ``whenDeleted: Retain`` so destroying the stack keeps
   the data. Service links are disabled: Kubernetes would inject ``ETCD_*`` variables
   for Services named ``etcd...``, and etcd reads ``ETCD_*`` as its own flags.
+- ``NetworkPolicy``: the peer port only from members; client and metrics ports from the
+  namespace and ``clientNamespaces``.
 - ``PodDisruptionBudget``: ``maxUnavailable = replicas - quorum``, so a drain never
   costs quorum (0 for a single member: any disruption is an outage).
 - Snapshots: a ``PersistentVolumeClaim`` and a ``CronJob`` running
@@ -56,7 +58,6 @@ from typing import cast
 
 import pulumi
 import pulumi_kubernetes as k8s
-import pulumi_random as random
 
 from components import _kube
 from components._validate import quantity_value
@@ -137,6 +138,18 @@ class _Names:
         return f"{self.scheme}://{self.client_service}.{self.namespace}.svc:{CLIENT_PORT}"
 
 
+def cluster_token(project: str, stack: str, namespace: str, name: str) -> str:
+    """``--initial-cluster-token``: unique per stack and stable across runs and machines.
+
+    etcd mixes the token into every member and cluster ID, so two clusters whose members
+    can reach each other (a staging and a prod stack on one network) never mistake the
+    other's members for their own. A hash rather than a random resource: nothing to keep
+    in state, and the same stack always computes the same token.
+    """
+    digest = hashlib.sha256(f"{project}/{stack}/{namespace}/{name}".encode()).hexdigest()
+    return f"{name}-{digest[:16]}"
+
+
 def quorum(members: int) -> int:
     return members // 2 + 1
 
@@ -165,11 +178,10 @@ def backend_quota_bytes(storage: str) -> int:
     return min(_QUOTA_MAX, int(quantity_value(storage) * _QUOTA_SHARE))
 
 
-def etcd_flags(config: EtcdConfig, names: _Names,
-               token: pulumi.Input[str]) -> list[pulumi.Input[str]]:
+def etcd_flags(config: EtcdConfig, names: _Names, token: str) -> list[str]:
     """The etcd flags every member gets; ``$(VAR)`` is expanded by Kubernetes."""
     me = "$(POD_NAME)"
-    flags: list[pulumi.Input[str]] = [
+    flags = [
         f"--name={me}",
         f"--data-dir={DATA_DIR}",
         f"--listen-peer-urls={names.scheme}://0.0.0.0:{PEER_PORT}",
@@ -177,7 +189,7 @@ def etcd_flags(config: EtcdConfig, names: _Names,
         f"--listen-metrics-urls=http://0.0.0.0:{METRICS_PORT}",
         f"--advertise-client-urls={names.client_url(me)}",
         f"--initial-advertise-peer-urls={names.peer_url(me)}",
-        pulumi.Output.concat("--initial-cluster-token=", token),
+        f"--initial-cluster-token={token}",
         # Lock and lease traffic creates revisions fast; keep one hour of history.
         "--auto-compaction-mode=periodic",
         "--auto-compaction-retention=1h",
@@ -270,8 +282,7 @@ def _scripts_volume(names: _Names) -> k8s.core.v1.VolumeArgsDict:
     return {"name": "scripts", "config_map": {"name": names.scripts, "default_mode": 0o555}}
 
 
-def _pod_spec(config: EtcdConfig, names: _Names, labels: _kube.AppLabels,
-              token: pulumi.Input[str],
+def _pod_spec(config: EtcdConfig, names: _Names, labels: _kube.AppLabels, token: str,
               bootstrap: pulumi.Input[str]) -> k8s.core.v1.PodSpecArgsDict:
     container: k8s.core.v1.ContainerArgsDict = {
         "name": "etcd",
@@ -324,8 +335,7 @@ def _scripts_hash(files: dict[str, str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def statefulset_spec(config: EtcdConfig, names: _Names, labels: _kube.AppLabels,
-                     token: pulumi.Input[str],
+def statefulset_spec(config: EtcdConfig, names: _Names, labels: _kube.AppLabels, token: str,
                      bootstrap: pulumi.Input[str]) -> k8s.apps.v1.StatefulSetSpecArgsDict:
     claim: k8s.core.v1.PersistentVolumeClaimSpecArgsDict = {
         "access_modes": ["ReadWriteOnce"],
@@ -403,6 +413,28 @@ def _snapshot_job_spec(config: EtcdConfig, names: _Names) -> k8s.batch.v1.JobSpe
     }
 
 
+def network_policy_spec(labels: _kube.AppLabels, client_namespaces: tuple[str, ...]
+                        ) -> k8s.networking.v1.NetworkPolicySpecArgsDict:
+    """Raft (2380) only between members: anything else that reaches it could disrupt the
+    cluster. Clients (2379) and health/metrics (2381): the namespace's pods (the snapshot
+    job, lock users) and the configured client namespaces (a GitOps runner that drives
+    EtcdMembership, lock users elsewhere)."""
+    clients: list[k8s.networking.v1.NetworkPolicyPeerArgsDict] = [{"pod_selector": {}}]
+    clients += [{"namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": ns}}}
+                for ns in client_namespaces]
+    return {
+        "pod_selector": {"match_labels": labels.selector()},
+        "policy_types": ["Ingress"],
+        "ingress": [
+            {"ports": [{"port": CLIENT_PORT, "protocol": "TCP"},
+                       {"port": METRICS_PORT, "protocol": "TCP"}],
+             "from_": clients},
+            {"ports": [{"port": PEER_PORT, "protocol": "TCP"}],
+             "from_": [{"pod_selector": {"match_labels": labels.selector()}}]},
+        ],
+    }
+
+
 def membership_endpoints(config: EtcdConfig, names: _Names) -> list[str]:
     if config.membership.access == "port-forward":
         return [f"{names.scheme}://{e}" for e in config.membership.endpoints]
@@ -432,11 +464,7 @@ class EtcdCluster(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         files = script_files()
 
-        # Unique per stack and stable across runs: two clusters that can reach each other
-        # never mistake the other's members for their own.
-        suffix = random.RandomString(f"{name}-token", length=12, special=False, upper=False,
-                                     opts=child)
-        token = suffix.result.apply(lambda s: f"{config.name}-{s}")
+        token = cluster_token(pulumi.get_project(), pulumi.get_stack(), namespace, config.name)
 
         scripts = k8s.core.v1.ConfigMap(
             f"{name}-scripts", metadata=_kube.metadata(names.scripts, namespace, labels),
@@ -467,13 +495,18 @@ class EtcdCluster(pulumi.ComponentResource):
         _kube.pod_disruption_budget(
             f"{name}-pdb", name=config.name, namespace=namespace, labels=labels,
             max_unavailable=config.replicas - quorum(config.replicas), opts=child)
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-network-policy",
+            metadata=_kube.metadata(config.name, namespace, labels),
+            spec=network_policy_spec(labels, config.client_namespaces),
+            opts=child)
         if config.snapshot.enabled:
             self._snapshots(name, config, names, labels, scripts)
 
         self.client_url = pulumi.Output.from_input(names.service_url)
         self.member_client_urls = pulumi.Output.from_input(
             [names.client_url(names.pod(i)) for i in range(config.replicas)])
-        self.cluster_token = token
+        self.cluster_token = pulumi.Output.from_input(token)
         self.register_outputs({
             "client_url": self.client_url,
             "member_client_urls": self.member_client_urls,

@@ -212,6 +212,7 @@ class EtcdMembershipProvider(ResourceProvider):
         return CheckResult(inputs, failures)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
+        # Recorded from the members, whatever the program suggested: this *is* the bootstrap.
         bootstrap = _bootstrap_cluster(props["members"])
         resource_id = "etcd-" + hashlib.sha256(bootstrap.encode()).hexdigest()[:16]
         return CreateResult(resource_id, {**props, "bootstrap_cluster": bootstrap})
@@ -336,7 +337,10 @@ class EtcdMembership(Resource):
             {"members": args.members, "endpoints": args.endpoints,
              "timeout_seconds": args.timeout_seconds,
              "tls": {k: v for k, v in tls.items() if v} or None,
-             "bootstrap_cluster": None},
+             # What create() will record; later updates keep the recorded one. Passing it
+             # also gives mocks (which echo inputs) the value a first deployment gets.
+             "bootstrap_cluster": pulumi.Output.from_input(args.members).apply(
+                 _bootstrap_cluster)},
             opts)
 
 

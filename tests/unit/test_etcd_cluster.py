@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
-import pulumi
 import pytest
 
 from components import config as stack_config
@@ -24,6 +23,7 @@ from components.etcd.cluster import (
     EtcdCluster,
     EtcdClusterArgs,
     backend_quota_bytes,
+    cluster_token,
 )
 from components.etcd.membership import (
     EtcdMembershipProvider,
@@ -34,15 +34,19 @@ from components.etcd.membership import (
     _remove,
 )
 from tests.support.procs import require_binary
+from tests.unit.mocks import ProgramResult, run_program
 
 NAMESPACE = "db"
-TOKEN_SUFFIX = "abcdefghijkl"
 DYNAMIC = "pulumi-python:dynamic:Resource"
 
 
 @dataclass
 class Rendered:
-    resources: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    result: ProgramResult
+
+    @property
+    def resources(self) -> list[tuple[str, str, dict[str, Any]]]:
+        return [(r.type, r.name, r.inputs) for r in self.result.resources]
 
     def of_type(self, typ: str) -> list[dict[str, Any]]:
         return [inputs for t, _, inputs in self.resources if t == typ]
@@ -66,47 +70,22 @@ class Rendered:
         return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
 
-class _Mocks(pulumi.runtime.Mocks):
-    def __init__(self, rendered: Rendered) -> None:
-        self.rendered = rendered
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        inputs = dict(args.inputs)
-        outputs = dict(inputs)
-        if args.typ.startswith("kubernetes:"):
-            # Mocks do not emulate Kubernetes auto-naming.
-            outputs.setdefault("metadata", {}).setdefault("name", args.name)
-        if args.typ == "random:index/randomString:RandomString":
-            outputs["result"] = TOKEN_SUFFIX
-        if args.typ == DYNAMIC:
-            # What Create returns (it makes no call to etcd).
-            outputs = EtcdMembershipProvider().create(inputs).outs or {}
-        self.rendered.resources.append((args.typ, args.name, inputs))
-        return f"{args.name}-id", outputs
-
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[Any]]:
-        return {}, []
+def _stack(etcd: Mapping[str, Any]) -> dict[str, Any]:
+    return {"mysql-cluster:namespace": NAMESPACE, "mysql-cluster:etcd": dict(etcd)}
 
 
 def etcd_config(**etcd: Any) -> stack_config.EtcdConfig:
-    raw = {"mysql-cluster:namespace": NAMESPACE, "mysql-cluster:etcd": etcd}
-    return stack_config.parse(raw, stack="dev").etcd
+    return stack_config.parse(_stack(etcd), stack="dev").etcd
+
+
+def _program() -> None:
+    config = stack_config.load()
+    EtcdCluster("locks", EtcdClusterArgs(namespace=config.namespace, config=config.etcd))
 
 
 def render(**etcd: Any) -> Rendered:
-    """Build an EtcdCluster from ``etcd`` stack config under mocks; return what it registered."""
-    rendered = Rendered()
-    pulumi.runtime.set_mocks(_Mocks(rendered), project="mysql-cluster", stack="dev",
-                             preview=False)
-    config = etcd_config(**etcd)
-
-    @pulumi.runtime.test  # type: ignore[untyped-decorator]
-    def build() -> pulumi.Output[Any]:
-        cluster = EtcdCluster("locks", EtcdClusterArgs(namespace=NAMESPACE, config=config))
-        return pulumi.Output.all(cluster.client_url, cluster.cluster_token)
-
-    build()
-    return rendered
+    """Build an EtcdCluster from ``etcd`` stack config under the shared mocks."""
+    return Rendered(run_program(_stack(etcd), stack="dev", program=_program))
 
 
 def test_statefulset_runs_parallel_members_on_pvcs_from_the_pinned_image() -> None:
@@ -147,7 +126,7 @@ def test_member_name_and_urls_derive_from_the_pod_name_and_headless_dns() -> Non
     assert "--listen-peer-urls=http://0.0.0.0:2380" in args
     assert "--listen-client-urls=http://0.0.0.0:2379" in args
     assert "--data-dir=/var/lib/etcd/data" in args
-    assert f"--initial-cluster-token=etcd-{TOKEN_SUFFIX}" in args
+    assert f"--initial-cluster-token={cluster_token('mysql-cluster', 'dev', 'db', 'etcd')}" in args
     # The start-up script decides new/existing; the template never hard-codes it.
     assert not any(a.startswith("--initial-cluster-state") for a in args)
     assert f"--quota-backend-bytes={backend_quota_bytes('2Gi')}" in args
@@ -165,11 +144,15 @@ def test_initial_cluster_is_computed_from_replicas_and_recorded_by_membership() 
         f"http://etcd-{i}.etcd-peer.db.svc:2379" for i in range(5))
 
 
-def test_cluster_token_comes_from_a_random_resource_per_stack() -> None:
-    rendered = render()
-    (token,) = rendered.of_type("random:index/randomString:RandomString")
-    assert token["length"] == 12
-    assert token["special"] is False
+def test_cluster_token_is_unique_per_stack_and_stable() -> None:
+    token = cluster_token("mysql-cluster", "dev", "db", "etcd")
+    assert token == cluster_token("mysql-cluster", "dev", "db", "etcd")
+    assert token.startswith("etcd-")
+    others = {cluster_token("mysql-cluster", "prod", "db", "etcd"),
+              cluster_token("mysql-cluster", "dev", "db2", "etcd"),
+              cluster_token("other", "dev", "db", "etcd")}
+    assert token not in others
+    assert len(others) == 3
 
 
 def test_services_peer_headless_publishes_not_ready_and_client_selects_members() -> None:
@@ -282,8 +265,22 @@ def test_every_manifest_is_valid_kubernetes() -> None:
         if typ.startswith("kubernetes:"):
             kubernetes_validate.validate(inputs, "1.30", strict=True)
             kinds.append(inputs["kind"])
-    assert sorted(kinds) == ["ConfigMap", "CronJob", "PersistentVolumeClaim",
+    assert sorted(kinds) == ["ConfigMap", "CronJob", "NetworkPolicy", "PersistentVolumeClaim",
                              "PodDisruptionBudget", "Service", "Service", "StatefulSet"]
+
+
+def test_network_policy_keeps_raft_between_members() -> None:
+    rendered = render(clientNamespaces=["mysql-cluster-gitops"])
+    policy = rendered.one("kubernetes:networking.k8s.io/v1:NetworkPolicy")["spec"]
+    selector = rendered.statefulset["spec"]["selector"]["matchLabels"]
+    assert policy["podSelector"]["matchLabels"] == selector
+    rules = {tuple(sorted(p["port"] for p in rule["ports"])): rule["from"]
+             for rule in policy["ingress"]}
+    assert rules[(2380,)] == [{"podSelector": {"matchLabels": selector}}]
+    assert rules[(2379, 2381)] == [
+        {"podSelector": {}},
+        {"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "mysql-cluster-gitops"}}}]
 
 
 def test_config_rejects_bad_etcd_settings_with_clear_messages() -> None:
