@@ -592,8 +592,11 @@ class KubeLockBackend(LockBackend):
 
     def _lose(self, entry: _Held, reason: str) -> None:
         with self._mutex:
-            if self._held.get(entry.grant.name) is entry:
-                del self._held[entry.grant.name]
+            if self._held.get(entry.grant.name) is not entry:
+                # Released meanwhile: a renewal racing the release saw the lock go
+                # free, which is the release itself, never a loss.
+                return
+            del self._held[entry.grant.name]
         entry.grant.lost.fire(f"lock {entry.grant.name!r}: {reason}")
 
     # -- release, inspect, close ---------------------------------------------------------

@@ -17,12 +17,13 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from components.locks.crd import apply_crd, lock_crd_manifest
 from distlock import DistlockError, Grant
-from distlock.kube import GROUP, PLURAL, KubeLockBackend, api_client, object_name
+from distlock.kube import GROUP, PLURAL, KubeLockBackend, _LockObjects, api_client, object_name
 from tests.support.fake_kube import FakeKubeServer
 from tests.support.procs import wait_until
 
@@ -244,3 +245,39 @@ def test_a_missing_crd_is_a_clear_error(tmp_path: Path) -> None:
             with pytest.raises(DistlockError, match="is the Lock CRD installed"):
                 session.acquire("orders", timeout=1)
             assert bare.resource_version == 3  # two namespaces; nothing else was written
+
+
+def test_a_release_racing_a_renewal_is_not_a_loss(
+        fake: FakeKubeServer, sessions: Callable[..., KubeLockBackend],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The renewer reads the lock, the release lands, then the renewer writes: that
+    write conflicts and the re-read shows the lock free, which is the release itself."""
+    session = sessions(ttl=1.0)
+    grant = session.acquire("busy", timeout=WAIT)
+    assert grant is not None
+    real_write = _LockObjects.write_status
+    raced = threading.Event()
+    renewed_after_race: list[str] = []
+
+    def write_status(self: _LockObjects, obj: dict[str, Any], status: dict[str, Any], *,
+                     timeout: float | None = None) -> dict[str, Any]:
+        if threading.current_thread().name.startswith("distlock-renew"):
+            if raced.is_set():
+                renewed_after_race.append(obj["metadata"]["name"])
+            elif obj["metadata"]["name"] == "busy":
+                # Between the renewer's read and its write: release, to completion.
+                releaser = threading.Thread(target=session.release, args=(grant,))
+                releaser.start()
+                releaser.join()
+                raced.set()
+        return real_write(self, obj, status, timeout=timeout)
+
+    monkeypatch.setattr(_LockObjects, "write_status", write_status)
+    other = session.acquire("other", timeout=WAIT)
+    assert other is not None
+    # The renewer handles one entry at a time: once it renewed "other" after the race,
+    # it has finished with "busy" (conflict, re-read, verdict).
+    wait_until(lambda: raced.is_set() and "other" in renewed_after_race, timeout=WAIT,
+               what="the renewer to race the release and move on")
+    assert session.inspect("busy").holder is None
+    assert not grant.lost.is_set(), f"release fired the lost signal: {grant.lost.reason}"
