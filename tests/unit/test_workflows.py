@@ -214,6 +214,14 @@ def _permission_problems(all_workflows: dict[str, Workflow]) -> list[str]:
     return problems
 
 
+def _injection_problems(all_workflows: dict[str, Workflow]) -> list[str]:
+    """No `${{ }}` inside `run:`: values reach scripts through env, never as shell text."""
+    return [f"{file}{path}: expression in a run script"
+            for file, workflow in all_workflows.items()
+            for path, value in _walk(workflow)
+            if path.endswith(".run") and isinstance(value, str) and "${{" in value]
+
+
 # ---------------------------------------------------------------------------- the tests
 
 
@@ -244,6 +252,7 @@ RULES: dict[str, Callable[[dict[str, Workflow]], list[str]]] = {
     "deploy": _deploy_problems,
     "secrets": _secret_problems,
     "permissions": _permission_problems,
+    "injection": _injection_problems,
 }
 
 
@@ -296,6 +305,10 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[Workflow], None], str]] = {
                                       lambda w: _job(w, "build")["steps"][3]["with"]
                                       .__setitem__("password", "hunter2"),
                                       "password is not taken from the secret store"),
+    "title in a script": ("injection", "pulumi.yml",
+                          lambda w: _job(w, "pulumi")["steps"][2].__setitem__(
+                              "run", "echo ${{ github.event.pull_request.title }}"),
+                          "expression in a run script"),
     "write-all": ("permissions", "deploy.yml",
                   lambda w: _job(w, "up-prod").__setitem__("permissions", {"contents": "write"}),
                   "may write ['contents']"),
