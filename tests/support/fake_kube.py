@@ -33,7 +33,8 @@ reject it with ``415`` here as in a real server), protobuf, and pagination.
 
 Fault hooks for tests: :meth:`compact` (force 410 on older watches), :meth:`close_watches`
 (drop every open watch, as an API server restart does), :meth:`lose_next_responses` (apply
-a write but drop the connection before answering, as a lost response does), and
+a write but drop the connection before answering, as a lost response does),
+:meth:`unreachable` (a hung or refusing server, then the same server back), and
 ``establish=False`` with :meth:`establish` (a CRD that is slow to become Established).
 """
 
