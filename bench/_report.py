@@ -50,6 +50,15 @@ class Table:
         return "\n".join([self.title, line(self.columns), rule, *(line(r) for r in cells)])
 
 
+    def markdown(self) -> str:
+        def line(values: Sequence[str]) -> str:
+            return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
+
+        return "\n".join([f"**{self.title}**", "", line(self.columns),
+                          line(["---"] * len(self.columns)),
+                          *(line([_format(c) for c in row]) for row in self.rows)])
+
+
 @dataclass(frozen=True)
 class Target:
     """A goal from the issue: ``measured`` compared with ``goal`` (a ratio or a bound).
@@ -87,15 +96,25 @@ class Report:
     def render(self) -> str:
         parts = [f"== {self.benchmark} ==",
                  "parameters: " + ", ".join(f"{k}={v}" for k, v in self.parameters.items())]
-        parts += [table.render() for table in self.tables]
-        if self.targets:
-            rows = tuple((t.name, t.measured, ("≥ " if t.higher_is_better else "≤ ") +
-                          f"{_format(t.goal)}{t.unit}", t.verdict, t.why)
-                         for t in self.targets)
-            parts.append(Table("targets", ("target", "measured", "goal", "verdict", "note"),
-                               rows).render())
+        parts += [table.render() for table in self._all_tables()]
         parts += [f"note: {n}" for n in self.notes]
         return "\n\n".join(parts)
+
+    def markdown(self) -> str:
+        """The same report for docs/benchmarks.md: tables, targets and notes as markdown."""
+        parts = [f"### {self.benchmark}",
+                 "Parameters: " + ", ".join(f"`{k}={v}`" for k, v in self.parameters.items())]
+        parts += [table.markdown() for table in self._all_tables()]
+        parts += [f"Note: {n}" for n in self.notes]
+        return "\n\n".join(parts) + "\n"
+
+    def _all_tables(self) -> list[Table]:
+        if not self.targets:
+            return list(self.tables)
+        rows = tuple((t.name, t.measured, ("≥ " if t.higher_is_better else "≤ ") +
+                      f"{_format(t.goal)}{t.unit}", t.verdict, t.why) for t in self.targets)
+        return [*self.tables, Table("targets", ("target", "measured", "goal", "verdict",
+                                                "note"), rows)]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -110,13 +129,15 @@ class Report:
         }
 
     def save(self, directory: Path = RESULTS_DIR) -> Path:
-        """``<benchmark>-<UTC time>.json`` plus ``<benchmark>-latest.json``; returns the first."""
+        """``<benchmark>-<UTC time>.json``, plus ``-latest.json`` and ``-latest.md`` (the
+        markdown docs/benchmarks.md is assembled from); returns the first."""
         directory.mkdir(parents=True, exist_ok=True)
         payload = json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n"
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         path = directory / f"{self.benchmark}-{stamp}.json"
         path.write_text(payload)
         (directory / f"{self.benchmark}-latest.json").write_text(payload)
+        (directory / f"{self.benchmark}-latest.md").write_text(self.markdown())
         return path
 
 

@@ -48,3 +48,6 @@ def test_report_saves_json_with_machine_and_prints_every_row(tmp_path: Path) -> 
     assert saved["tables"][0]["rows"][1] == {"method": "dump", "seconds": None, "note": "n/a"}
     assert saved["targets"][0]["met"] is True
     assert {"nproc", "cpu", "memory", "kernel", "python"} <= set(saved["machine"])
+    markdown = (tmp_path / "demo-latest.md").read_text()
+    assert "| raw | 1.50 |  |" in markdown
+    assert "| speed | 6.00 | ≥ 5.00x | met |  |" in markdown
