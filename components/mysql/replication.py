@@ -89,8 +89,9 @@ _CONNECT_TIMEOUT = 10
 # A blocking GTID wait is cut into slices so a replica whose threads stop while we wait
 # is reported at once with its error, not after the whole timeout.
 _WAIT_SLICE_SECONDS = 2
-# A crashed provider keeps the cluster locked this long; a live one renews well before.
-_LOCK_TTL_SECONDS = 15
+# A crashed provider keeps the cluster locked this long (etcdctl lock's default too);
+# distlock also retries an unreachable etcd for this long before giving up.
+_LOCK_TTL_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -661,17 +662,26 @@ def _cluster_lock(spec: _Spec) -> Iterator[_Guard]:
     except distlock.DistlockError as error:
         raise ReplicationError(f"lock {spec.lock_name!r}: cannot open an etcd session on "
                                f"{', '.join(spec.lock_endpoints)}: {error}") from None
-    with backend:
+    try:
         lock = backend.lock(spec.lock_name)
         try:
             lock.acquire(timeout=spec.timeout_seconds)
-        except distlock.DistlockError as error:
+        except distlock.LockTimeout as error:
             raise ReplicationError(f"lock {spec.lock_name!r}: {error} (another `pulumi up` is "
                                    "converging this cluster); nothing was changed") from None
+        except distlock.DistlockError as error:
+            raise ReplicationError(f"lock {spec.lock_name!r}: {error}; nothing was "
+                                   "changed") from None
         try:
             yield _Guard(lock)
         finally:
-            lock.release()
+            # If etcd cannot be told now, the lease ends after its TTL; the converge's own
+            # outcome (or error) is what the user must see, not this.
+            with contextlib.suppress(distlock.DistlockError):
+                lock.release()
+    finally:
+        with contextlib.suppress(distlock.DistlockError):
+            backend.close()
 
 
 def _converge(spec: _Spec, *, rewrite_password: bool, old: _Spec | None) -> dict[str, Any]:

@@ -562,3 +562,14 @@ def test_up_gives_up_when_the_lock_stays_held(server: ProviderServer, cluster: C
         assert session.inspect(_lock_name(cluster)).waiters == (), "a queue slot was left"
     assert not _login(cluster.primary, REPLICATION_USER, inputs["replication_password"])
     assert all(r.query("SHOW REPLICA STATUS") == [] for r in cluster.replicas)
+
+
+def test_an_unreachable_lock_service_stops_the_up_before_any_change(
+        server: ProviderServer, cluster: Cluster) -> None:
+    inputs = cluster.inputs(replication_password=random_password(),
+                            lock_endpoints=[f"http://{LOCALHOST}:{free_port()}"])
+    with pytest.raises(ProviderError) as refused:
+        _driver(server).up(inputs)
+    assert "cannot open an etcd session" in refused.value.details
+    assert not _login(cluster.primary, REPLICATION_USER, inputs["replication_password"])
+    assert all(r.query("SHOW REPLICA STATUS") == [] for r in cluster.replicas)
