@@ -16,6 +16,7 @@ import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 from pulumi.runtime import rpc
 
+import distlock
 from components.config import Endpoint
 from components.mysql import replication
 from components.mysql._replication_sql import (
@@ -408,3 +409,18 @@ def test_connections_share_one_preferred_tls_context() -> None:
     assert context.verify_mode == ssl.CERT_NONE
     assert connection.ssl is True
     assert connection._ssl_required is False, "a server without TLS must still be reachable"
+
+
+class _LostLock:
+    def check(self) -> None:
+        raise distlock.LockLost("lock 'mysql-cluster/x/replication' was lost: lease expired")
+
+
+def test_a_lost_lock_stops_the_next_change_with_a_clear_message() -> None:
+    guard = replication._Guard(_LostLock())  # type: ignore[arg-type]
+    with pytest.raises(replication.ReplicationError) as stopped:
+        guard.check("changing replica 2 (127.0.0.1:13308)")
+    message = str(stopped.value)
+    assert "lease expired" in message
+    assert "stopped before changing replica 2 (127.0.0.1:13308)" in message
+    replication._Guard().check("anything")  # no lock configured: never in the way
