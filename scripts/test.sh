@@ -46,6 +46,14 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   echo "$want" > "$stamp"
 fi
 
+# Checkov pins packaging and python-dateutil below what pulumi needs, so it gets a
+# virtualenv of its own; tests/unit/test_policy.py runs its CLI from there.
+if [[ ! -x .venv/policy/bin/checkov ]]; then
+  echo "==> installing Checkov into .venv/policy"
+  "$python" -m venv .venv/policy
+  .venv/policy/bin/python -m pip install -q checkov==3.3.30
+fi
+
 echo "==> ruff"
 venv/bin/ruff check .
 echo "==> mypy"
