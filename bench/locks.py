@@ -27,6 +27,7 @@ import itertools
 import json
 import multiprocessing
 import shutil
+import statistics
 import subprocess
 import threading
 import time
@@ -75,6 +76,7 @@ class _Hold:
 class _Contended:
     holds: int
     handoffs_per_second: float
+    mean_ms: float
     p50_ms: float
     p99_ms: float
     fifo: bool
@@ -131,15 +133,16 @@ def _measure(endpoint: str, base: Path, options: LocksOptions) -> Report:
 
     def row(name: str, result: _Contended | None, note: str) -> tuple[Any, ...]:
         if result is None:
-            return (name, None, None, None, None, None, None, None, note)
+            return (name, None, None, None, None, None, None, None, None, note)
         return (name, result.holds, result.handoffs_per_second,
-                ratio(result.handoffs_per_second, txns.per_second), result.p50_ms,
+                ratio(result.handoffs_per_second, txns.per_second), result.mean_ms,
+                result.p50_ms,
                 result.p99_ms, ratio(result.p99_ms, txns.p50_ms),
                 f"{'yes' if result.fifo else 'NO'}/{'yes' if result.exclusive else 'NO'}", note)
 
     contended = Table(
         f"one lock, {options.contenders} contending processes",
-        ("client", "holds", "handoffs/s", "vs txn rate", "p50 ms", "p99 ms",
+        ("client", "holds", "handoffs/s", "vs txn rate", "mean ms", "p50 ms", "p99 ms",
          "p99 vs txn p50", "FIFO/exclusive", "note"),
         (row("project lock (distlock, etcd)", project, skipped),
          row("etcdctl lock", etcdctl, "each hold is a new etcdctl process")))
@@ -267,7 +270,8 @@ def _summarize(holds: Sequence[_Hold]) -> _Contended:
     fifo = all(a.token < b.token for a, b in itertools.pairwise(ordered))
     exclusive = all(gap >= 0 for gap in gaps)
     return _Contended(len(ordered), len(gaps) / span if span > 0 else float("nan"),
-                      percentile(gaps, 50) * 1000, percentile(gaps, 99) * 1000, fifo, exclusive)
+                      statistics.fmean(gaps) * 1000, percentile(gaps, 50) * 1000,
+                      percentile(gaps, 99) * 1000, fifo, exclusive)
 
 
 def _open_project_backend(endpoint: str) -> Any:
