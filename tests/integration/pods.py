@@ -28,6 +28,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -426,12 +427,22 @@ class Pod:
     def gtid_binlog_pos(self) -> str:
         return str(self.query("SELECT @@GLOBAL.gtid_binlog_pos AS g")[0]["g"])
 
-    def wait_for_gtid(self, gtid: str, timeout: int = 120) -> None:
-        """MASTER_GTID_WAIT: returns once this replica has applied ``gtid``, fails on timeout."""
-        result = self.query("SELECT MASTER_GTID_WAIT(%s, %s) AS r", (gtid, timeout))[0]["r"]
-        if result != 0:
+    def wait_for_gtid(self, gtid: str, timeout: float = 120) -> None:
+        """MASTER_GTID_WAIT until this replica has applied ``gtid``.
+
+        Waits in one-second slices so that a stopped SQL thread fails at once with its error
+        instead of after the whole timeout.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.query("SELECT MASTER_GTID_WAIT(%s, 1) AS r", (gtid,))[0]["r"] == 0:
+                return
             status = self.query("SHOW REPLICA STATUS")
-            raise AssertionError(f"{self.name} did not reach {gtid} in {timeout}s: {status}")
+            if status and status[0]["Last_SQL_Errno"]:
+                raise AssertionError(f"{self.name} stopped applying before {gtid}: "
+                                     f"{status[0]['Last_SQL_Error']}")
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{self.name} did not reach {gtid} in {timeout}s: {status}")
 
     def checksum(self, table: str) -> int:
         return int(self.query(f"CHECKSUM TABLE {table}")[0]["Checksum"])

@@ -212,6 +212,41 @@ def test_killed_replica_restarts_without_reclone_and_resumes(
     assert_consistent(primary, [replica], committed)
 
 
+def test_sidecar_crash_mid_setup_neither_skips_nor_rewinds_replication(
+        make_cluster: Callable[..., PodCluster]) -> None:
+    cluster = make_cluster()
+    primary = cluster.start_pod(0)
+    create_schema(primary)
+    replica = cluster.start_pod(1)
+    committed = bulk_load(primary, 500, first_seq=1)
+    replica.wait_for_gtid(primary.gtid_binlog_pos())
+    clone_gtid = clone_marker(replica)["gtid"]
+
+    # Crash after step 1, before START REPLICA's marker: only START runs again.
+    replica.kill_sidecar()
+    replica.query("STOP REPLICA")
+    (replica.data_dir / REPLICATION_STARTED).unlink()
+    committed += bulk_load(primary, 500, first_seq=10_000)
+    replica.start_sidecar()
+    replica.wait_serving()
+    assert_consistent(primary, [replica], committed)
+
+    # Crash after CHANGE MASTER, before its marker, then a pod restart that let the server
+    # start the replica by itself: the position has moved on and must not be set back.
+    replica.kill_sidecar()
+    for marker in (REPLICATION_CONFIGURED, REPLICATION_STARTED):
+        (replica.data_dir / marker).unlink()
+    committed += bulk_load(primary, 500, first_seq=20_000)
+    replica.wait_for_gtid(primary.gtid_binlog_pos())
+    assert replica.query("SELECT @@GLOBAL.gtid_slave_pos AS g")[0]["g"] != clone_gtid
+    replica.start_sidecar()
+    replica.wait_serving()
+    assert replica.sidecar is not None
+    assert "not rewinding it" in replica.sidecar.log_tail()
+    committed += bulk_load(primary, 500, first_seq=30_000)
+    assert_consistent(primary, [replica], committed)
+
+
 def test_donor_killed_mid_stream_partial_clone_is_wiped_and_redone(
         make_cluster: Callable[..., PodCluster]) -> None:
     cluster = make_cluster()

@@ -9,7 +9,9 @@
 #   1. position + source (idempotent while replication has never run)  -> .replication-configured
 #   2. START REPLICA                                                    -> .replication-started
 # A container restart finds the markers and does neither again; a crash between a step and its
-# marker re-runs only that step, which is safe. A pod restart keeps DATA_DIR, so the server itself
+# marker re-runs only that step, which is safe: step 1 never moves a MariaDB position that
+# replication has already advanced (the server may have started the replica by itself after a
+# pod restart), and MySQL's auto-positioning cannot be rewound. A pod restart keeps DATA_DIR, so the server itself
 # resumes replication from its crash-safe GTID state; nothing is cloned or reconfigured. Nothing
 # here ever touches the primary.
 #
@@ -74,15 +76,29 @@ configure_replication_once() {
     wait_for_server "$options"
 
     if [[ ! -f "$configured" ]]; then
-        local gtid source_host source_port
+        local gtid source_host source_port current
         gtid=$(backup_gtid "$DATA_DIR")
-        if [[ $MYSQL_FLAVOR == mysql ]]; then
-            # Auto-positioning starts from gtid_executed; only what the restore lacks is added.
+        source_host=$(peer_host 0)
+        source_port=$(peer_port "$MYSQL_PORT" 0)
+        if [[ $MYSQL_FLAVOR == mariadb ]]; then
+            # A pod restart between CHANGE MASTER and the marker lets the server start the
+            # replica by itself; setting gtid_slave_pos again would rewind it and re-apply
+            # transactions. Only a position still at the clone's (or unset) may be set.
+            current=$(run_sql "$options" <<<'SELECT @@GLOBAL.gtid_slave_pos')
+            if [[ -n "$current" && "$current" != "$gtid" ]]; then
+                log "gtid_slave_pos '$current' is past the clone's '$gtid': replication already" \
+                    "ran, so it was configured; not rewinding it"
+                write_marker "$configured" "gtid=$current" "source=already configured" \
+                    "at=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+            fi
+        else
+            # Auto-positioning starts from gtid_executed (never rewinds); only what the restore
+            # lacks is added to gtid_purged.
             gtid=$(missing_gtids_sql "$gtid" | run_sql "$options")
             gtid=${gtid//[[:space:]]/}
         fi
-        source_host=$(peer_host 0)
-        source_port=$(peer_port "$MYSQL_PORT" 0)
+    fi
+    if [[ ! -f "$configured" ]]; then
         log "configuring replication from $source_host:$source_port at '$gtid'"
         replication_configure_sql "$gtid" "$source_host" "$source_port" \
             "$REPLICATION_USER" "$REPLICATION_PASSWORD" | run_sql "$options"
