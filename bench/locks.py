@@ -23,9 +23,11 @@ that another run avoided.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import multiprocessing
+import queue
 import shutil
 import statistics
 import subprocess
@@ -110,6 +112,8 @@ def run(options: LocksOptions) -> Report:
 def _measure(endpoint: str, base: Path, options: LocksOptions) -> Report:
     cycles = options.handoffs
     txns = _raw_txns(endpoint, max(200, cycles))
+    read_ms = _raw_reads(endpoint, max(200, cycles))
+    notify_ms = _watch_delay(endpoint, max(50, cycles // 4))
     etcdctl_rate = _etcdctl_uncontended(endpoint, max(10, cycles // 10))
     etcdctl = _etcdctl_contended(endpoint, base, options)
     skipped = ""
@@ -146,9 +150,22 @@ def _measure(endpoint: str, base: Path, options: LocksOptions) -> Report:
          "p99 vs txn p50", "FIFO/exclusive", "note"),
         (row("project lock (distlock, etcd)", project, skipped),
          row("etcdctl lock", etcdctl, "each hold is a new etcdctl process")))
+    # The Mutex algorithm's critical path per handoff, from parts measured just now.
+    floor_ms = notify_ms + 2 * read_ms
+    parts = Table(
+        "a handoff's critical path, from raw operations measured in this run (p50)",
+        ("step", "ms", "note"),
+        (("holder's delete committed and seen by the next waiter's watch", notify_ms,
+          "put -> watch event, another client"),
+         ("waiter re-reads: any key ahead of mine? (linearizable range)", read_ms, ""),
+         ("waiter re-reads: is my key still there? (linearizable range)", read_ms,
+          "etcd's Go Mutex does the same two reads"),
+         ("floor for one handoff", floor_ms,
+          f"{1000 / floor_ms:.0f} handoffs/s = {1000 / floor_ms / txns.per_second:.2f}x "
+          "the txn rate")))
     report = Report("locks", {"contenders": options.contenders, "handoffs": options.handoffs,
                               "cluster": "3 etcd members on loopback", "endpoint": "leader"},
-                    [uncontended, contended])
+                    [uncontended, contended, parts])
     report.targets = [
         Target("handoffs/s vs raw txn rate", ratio(project.handoffs_per_second,
                                                    txns.per_second) if project else None,
@@ -208,6 +225,59 @@ def _raw_txns(endpoint: str, count: int) -> _Txns:
         gateway.close()
     return _Txns(count / elapsed, percentile(latencies, 50) * 1000,
                  percentile(latencies, 99) * 1000)
+
+
+def _raw_reads(endpoint: str, count: int) -> float:
+    """p50 ms of a linearizable single-key range (what a waiter's checks cost)."""
+    gateway = _Gateway(endpoint)
+    try:
+        key = _b64("bench/cas")
+        latencies = []
+        for _ in range(count):
+            before = time.monotonic()
+            gateway.post("/v3/kv/range", {"key": key})
+            latencies.append(time.monotonic() - before)
+    finally:
+        gateway.close()
+    return percentile(latencies, 50) * 1000
+
+
+def _watch_delay(endpoint: str, count: int) -> float:
+    """p50 ms from sending a put to another client's watch seeing it: commit + notify.
+
+    This is the first half of every handoff (the holder's delete, seen by the next
+    waiter's watch); one or two reads by the waiter follow it.
+    """
+    key = _b64("bench/watched")
+    watcher = requests.Session()
+    writer = _Gateway(endpoint)
+    seen: queue.Queue[float] = queue.Queue()
+    stream = watcher.post(f"{endpoint}/v3/watch", json={"create_request": {"key": key}},
+                          stream=True, timeout=30)
+
+    def read_events() -> None:
+        # One JSON message per line; every one after the creation answer is our put.
+        with contextlib.suppress(requests.RequestException, AttributeError, ValueError):
+            for line in stream.iter_lines(chunk_size=1):
+                if line and json.loads(line).get("result", {}).get("events"):
+                    seen.put(time.monotonic())
+
+    reader = threading.Thread(target=read_events, daemon=True)
+    reader.start()
+    delays = []
+    try:
+        writer.post("/v3/kv/put", {"key": key, "value": _b64("warm-up")})
+        seen.get(timeout=10)
+        for i in range(count):
+            before = time.monotonic()
+            writer.post("/v3/kv/put", {"key": key, "value": _b64(str(i))})
+            delays.append(seen.get(timeout=10) - before)
+    finally:
+        stream.close()
+        watcher.close()
+        writer.close()
+        reader.join(timeout=5)
+    return percentile(delays, 50) * 1000
 
 
 def _etcdctl(endpoint: str) -> list[str]:
