@@ -457,6 +457,9 @@ class _Held:
     obj_name: str
     last_renewed: float
     """Monotonic time *before* the last successful renewal (or grant) was sent."""
+    last_written: JSON | None = None
+    """The object as our last write left it: the next renewal is a CAS on it, so an
+    uncontended renewal is one request; a 409 means someone wrote since, so re-read."""
 
 
 class KubeLockBackend(LockBackend):
@@ -528,7 +531,7 @@ class KubeLockBackend(LockBackend):
     def _grant(self, name: str, obj_name: str, obj: JSON, sent_at: float) -> Grant:
         grant = Grant(name=name, token=int(_status(obj)["fencingToken"]), holder=self._identity)
         with self._mutex:
-            self._held[name] = _Held(grant, obj_name, sent_at)
+            self._held[name] = _Held(grant, obj_name, sent_at, obj)
             if self._renewer is None:
                 self._renewer = threading.Thread(target=self._renew_loop,
                                                  name=f"distlock-renew-{self._identity}",
@@ -565,19 +568,22 @@ class KubeLockBackend(LockBackend):
                 break
             budget = min(left, self._timing.request_timeout)
             try:
-                read = self._objects.read(entry.obj_name, timeout=budget)
-                status = _status(read.obj)
-                if read.obj is None or status.get("holder") != self._identity or int(
+                current, entry.last_written = entry.last_written, None
+                if current is None:
+                    current = self._objects.read(entry.obj_name, timeout=budget).obj
+                status = _status(current)
+                if current is None or status.get("holder") != self._identity or int(
                         status["fencingToken"]) != grant.token:
-                    self._lose(entry, "the Lock object was deleted" if read.obj is None else
+                    self._lose(entry, "the Lock object was deleted" if current is None else
                                f"taken over by {status.get('holder') or 'nobody'} "
                                f"(token {status['fencingToken']})")
                     return
                 budget = entry.last_renewed + self._timing.renew_deadline - time.monotonic()
                 if budget <= 0:
                     break
-                self._objects.write_status(read.obj, _holder_renewed(status),
-                                           timeout=min(budget, self._timing.request_timeout))
+                entry.last_written = self._objects.write_status(
+                    current, _holder_renewed(status),
+                    timeout=min(budget, self._timing.request_timeout))
                 entry.last_renewed = started
                 return
             except _Conflict:

@@ -281,3 +281,22 @@ def test_a_release_racing_a_renewal_is_not_a_loss(
                what="the renewer to race the release and move on")
     assert session.inspect("busy").holder is None
     assert not grant.lost.is_set(), f"release fired the lost signal: {grant.lost.reason}"
+
+
+def test_an_uncontended_holder_renews_with_one_write_and_no_reads(
+        fake: FakeKubeServer, sessions: Callable[..., KubeLockBackend]) -> None:
+    session = sessions(ttl=1.0)
+    grant = session.acquire("quiet", timeout=WAIT)
+    assert grant is not None
+    start = len(fake.requests)
+    status_path = f"/namespaces/{NAMESPACE}/{PLURAL}/quiet/status"
+
+    def renewals() -> list[tuple[str, str]]:
+        return [r for r in fake.requests[start:] if r[1].endswith(status_path)]
+
+    wait_until(lambda: len(renewals()) >= 3, timeout=WAIT, what="three renewals")
+    during = fake.requests[start:]
+    assert {method for method, _ in renewals()} == {"PUT"}
+    assert [r for r in during if r[0] == "GET"] == [], "renewals re-read the object"
+    assert int(str(_status(fake, "quiet")["renewals"])) >= 3
+    assert not grant.lost.is_set()
