@@ -302,41 +302,65 @@ def _chunk_offset(stream: bytes, path: bytes) -> int:
     raise AssertionError(f"no chunk for {path!r} in the stream")
 
 
-def test_stream_cut_at_a_chunk_boundary_is_not_taken_for_a_clone(
-        make_cluster: Callable[..., PodCluster], tmp_path: Path) -> None:
+def _cut_before_last_file(stream: bytes, _work: Path) -> bytes:
+    """Everything but the file the backup tool writes last, cut cleanly between chunks."""
+    return stream[:_chunk_offset(stream, b"xtrabackup_info")]
+
+
+def _redo_log_destroyed(stream: bytes, work: Path) -> bytes:
+    """A complete, well-formed stream whose redo log was lost: only --prepare can tell."""
+    extracted = work / "restream"
+    extracted.mkdir()
+    subprocess.run(["mbstream", "-x", "-C", str(extracted)], input=stream, check=True,
+                   capture_output=True, timeout=120)
+    redo = extracted / "ib_logfile0"
+    header = 12 * 1024  # keep the header, lose every record after the checkpoint
+    redo.write_bytes(redo.read_bytes()[:header] + bytes(redo.stat().st_size - header))
+    files = [str(p.relative_to(extracted)) for p in extracted.rglob("*") if p.is_file()]
+    return subprocess.run(["mbstream", "-c", *files], cwd=extracted, check=True,
+                          capture_output=True, timeout=120).stdout
+
+
+@pytest.mark.parametrize(("defect", "detected_by"), [
+    (_cut_before_last_file, "stream incomplete: no info file"),
+    (_redo_log_destroyed, "mariadb-backup --prepare failed"),
+], ids=["stream-cut-at-chunk-boundary", "prepare-fails"])
+def test_bad_stream_is_never_taken_for_a_clone(
+        make_cluster: Callable[..., PodCluster], tmp_path: Path,
+        defect: Callable[[bytes, Path], bytes], detected_by: str) -> None:
     cluster = make_cluster()
     primary = cluster.start_pod(0)
     create_schema(primary)
     seqs = bulk_load(primary, 2_000, first_seq=1)
     stream = subprocess.run(["ncat", "--recv-only", LOCALHOST, str(primary.backup_port)],
                             capture_output=True, check=True, timeout=120).stdout
-    # Everything but the file the backup tool writes last, cut cleanly between chunks.
-    truncated = tmp_path / "truncated.xbstream"
-    truncated.write_bytes(stream[:_chunk_offset(stream, b"xtrabackup_info")])
+    bad_stream = tmp_path / "bad.xbstream"
+    bad_stream.write_bytes(defect(stream, tmp_path))
     extracted = tmp_path / "extracted"
     extracted.mkdir()
-    with truncated.open("rb") as source:
+    with bad_stream.open("rb") as source:
         mbstream = subprocess.run(["mbstream", "-x", "-C", str(extracted)], stdin=source,
                                   capture_output=True, check=False, timeout=120)
-    assert mbstream.returncode == 0, "premise: the extractor does not notice such a cut"
+    assert mbstream.returncode == 0, "premise: the extractor does not notice the defect"
 
-    # A donor at ordinal 1 that serves the cut stream once, then is gone.
+    # A donor at ordinal 1 that serves the bad stream once, then is gone.
     donor_port = cluster.pod(1).backup_port
-    fake_donor = ManagedProcess("cut-donor", ["bash", "-c", 'exec ncat --listen --send-only '
-                                              f'{LOCALHOST} {donor_port} < "$0"', str(truncated)],
+    fake_donor = ManagedProcess("bad-donor", ["bash", "-c", 'exec ncat --listen --send-only '
+                                              f'{LOCALHOST} {donor_port} < "$0"', str(bad_stream)],
                                 log_dir=tmp_path)
     recipient = cluster.pod(2)
     try:
         fake_donor.start()
-        wait_until(lambda: listening(donor_port), timeout=30, what="the cut-stream donor")
+        wait_until(lambda: listening(donor_port), timeout=30, what="the bad-stream donor")
         recipient.init_config()
         assert recipient.clone() != 0
-        assert "stream incomplete: no info file" in recipient.clone_log()
+        assert detected_by in recipient.clone_log()
         assert (recipient.data_dir / CLONE_IN_PROGRESS).exists()
         assert not (recipient.data_dir / CLONE_COMPLETE).exists()
     finally:
         fake_donor.stop()
 
+    # The next start wipes it and clones again (from the primary: the bad donor is gone).
     assert recipient.clone() == 0, recipient.clone_log()
     assert "clone that never completed: wiping it" in recipient.clone_log()
     assert clone_marker(recipient)["donor"] == "0"
