@@ -241,17 +241,24 @@ def _mount(name: str, path: str, *, read_only: bool = False) -> k8s.core.v1.Volu
     return {"name": name, "mount_path": path, "read_only": read_only}
 
 
-def _shell_init_container(image: str) -> k8s.core.v1.ContainerArgsDict:
-    # busybox applets run by name: "busybox cp" needs no shell in this image either.
-    return {
-        "name": "shell",
+def _shell_init_containers(image: str) -> list[k8s.core.v1.ContainerArgsDict]:
+    """Copy a static busybox into the ``shell`` volume, then link its applets next to it.
+
+    Two steps because ``--install`` links to the path of the running binary: run from the
+    copy, the links point at ``/shell/busybox``, which is where the etcd container sees
+    it (mounted read-only there). Applets run by name, so neither step needs a shell.
+    """
+    steps = (("shell", ["/bin/busybox", "cp", "/bin/busybox", BUSYBOX]),
+             ("shell-applets", [BUSYBOX, "--install", "-s", SHELL_MOUNT]))
+    return [{
+        "name": name,
         "image": image,
-        "command": ["/bin/busybox", "cp", "/bin/busybox", BUSYBOX],
+        "command": command,
         "volume_mounts": [_mount("shell", SHELL_MOUNT)],
         "security_context": _kube.container_security_context(),
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
                       "limits": {"memory": "32Mi"}},
-    }
+    } for name, command in steps]
 
 
 def _tls_volumes(config: EtcdConfig, *, peer: bool) -> list[k8s.core.v1.VolumeArgsDict]:
@@ -316,7 +323,7 @@ def _pod_spec(config: EtcdConfig, names: _Names, labels: _kube.AppLabels, token:
         "enable_service_links": False,
         "termination_grace_period_seconds": 30,
         "security_context": _kube.pod_security_context(user=ETCD_USER, group=ETCD_USER),
-        "init_containers": [_shell_init_container(config.shell_image)],
+        "init_containers": _shell_init_containers(config.shell_image),
         "containers": [container],
         "volumes": [
             _scripts_volume(names),
@@ -399,7 +406,7 @@ def _snapshot_job_spec(config: EtcdConfig, names: _Names) -> k8s.batch.v1.JobSpe
                 "enable_service_links": False,
                 "security_context": _kube.pod_security_context(user=ETCD_USER,
                                                                 group=ETCD_USER),
-                "init_containers": [_shell_init_container(config.shell_image)],
+                "init_containers": _shell_init_containers(config.shell_image),
                 "containers": [container],
                 "volumes": [
                     {"name": "snapshots",

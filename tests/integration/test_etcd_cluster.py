@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from components.etcd.cluster import BUSYBOX, DATA_DIR, SCRIPTS_DIR
+from components.etcd.cluster import DATA_DIR, DATA_MOUNT, SCRIPTS_DIR, SCRIPTS_MOUNT, SHELL_MOUNT
 from components.etcd.membership import EtcdMembershipProvider
 from tests.support.etcd import BINARIES, EtcdMember, gateway, healthy
 from tests.support.procs import LOCALHOST, free_ports, require_binary, run, wait_until
@@ -41,25 +41,37 @@ TYPE_NAME = "pulumi-python:dynamic:Resource"
 _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
-def adapt_for_debian_etcd(command: list[str], args: list[str], env: dict[str, str]) -> list[str]:
-    """Every difference between the pod (etcd 3.5 image + busybox) and this machine.
+def adapt_for_debian_etcd(command: list[str], env: dict[str, str]) -> list[str]:
+    """Every difference between the images (etcd 3.5, busybox) and this machine.
 
-    - The pod runs the script with the busybox binary its init container copied in; here
-      the machine's ``sh`` runs the same file from the repository, with the machine's
-      ``awk``/``sleep``/``date`` (so no ``MEMBER_BUSYBOX`` applet installation).
-    - The image has ``/usr/local/bin/etcd[ctl]``; Debian puts them on ``PATH``.
+    - The busybox image has ``/bin/busybox``; here Debian's static busybox (same applets,
+      also statically linked) is copied by the very same init-container commands.
+    - The etcd image has ``/usr/local/bin/etcd[ctl]``; Debian puts them on ``PATH``.
     - ``--experimental-compact-hash-check-enabled`` exists from etcd 3.5.5; 3.4 rejects it.
     - The pod waits ``MEMBER_RETRY_SECONDS`` (2 s) between membership checks; tests pace
       their polling faster. Waiting is still on a condition: the member list.
     """
-    script = command[-1].rsplit("/", 1)[-1]
-    assert command[:2] == [BUSYBOX, "sh"], command
-    env.pop("MEMBER_BUSYBOX", None)
-    env.pop("SNAPSHOT_BUSYBOX", None)
+    busybox = shutil.which("busybox")
+    assert busybox is not None
     env.update({"MEMBER_ETCD": "etcd", "MEMBER_ETCDCTL": "etcdctl", "SNAPSHOT_ETCDCTL": "etcdctl",
                 "MEMBER_RETRY_SECONDS": "0.2"})
     etcd_35_only = ("--experimental-compact-hash-check-enabled",)
-    return ["sh", str(SCRIPTS_DIR / script), *(a for a in args if not a.startswith(etcd_35_only))]
+    return [busybox if word == "/bin/busybox" else word
+            for word in command if not word.startswith(etcd_35_only)]
+
+
+def mount(text: str, volumes: Mapping[str, Path]) -> str:
+    """Container paths to the host directories standing in for the pod's volumes."""
+    for container_path, host_path in volumes.items():
+        text = text.replace(container_path, str(host_path))
+    return text
+
+
+def run_init_containers(pod: Mapping[str, Any], volumes: Mapping[str, Path]) -> None:
+    """Run the pod's init containers as the kubelet would: in order, each to completion."""
+    for init in pod.get("initContainers", []):
+        command = adapt_for_debian_etcd([mount(w, volumes) for w in init["command"]], {})
+        run(command, timeout=30)
 
 
 def expand(text: str, values: Mapping[str, str]) -> str:
@@ -91,13 +103,12 @@ class LocalStatefulSet:
     """The StatefulSet controller and cluster DNS for one etcd StatefulSet, on 127.0.0.1."""
 
     def __init__(self, base: Path, rendered: Rendered) -> None:
-        require_binary(*BINARIES, "sh", "awk")
+        # Debian's busybox-static stands in for the busybox image's static binary.
+        require_binary(*BINARIES, "busybox")
         self.base = base
         self.rendered = rendered
-        container = rendered.etcd_container
-        self.command = list(container["command"])
-        self.args = list(container["args"])
-        self.template_container = container
+        self.template_pod = rendered.statefulset["spec"]["template"]["spec"]
+        self.template_container = rendered.etcd_container
         ports = free_ports(3 * MAX_MEMBERS)
         self.ports = [Ports(*ports[3 * i:3 * i + 3]) for i in range(MAX_MEMBERS)]
         self.members: dict[int, EtcdMember] = {}
@@ -111,8 +122,15 @@ class LocalStatefulSet:
     def peer_url(self, ordinal: int) -> str:
         return f"http://{LOCALHOST}:{self.ports[ordinal].peer}"
 
+    def volumes(self, ordinal: int) -> dict[str, Path]:
+        """The pod's volumes: its PVC and emptyDir as directories, the ConfigMap as the
+        repository's scripts directory (what the ConfigMap is built from)."""
+        root = self.base / self.pod(ordinal)
+        return {DATA_MOUNT: root / "volume", SHELL_MOUNT: root / "shell",
+                SCRIPTS_MOUNT: SCRIPTS_DIR}
+
     def data_dir(self, ordinal: int) -> Path:
-        return self.base / self.pod(ordinal) / "data"
+        return Path(mount(DATA_DIR, self.volumes(ordinal)))
 
     def dns(self, text: str, ordinal: int | None = None) -> str:
         """Pod DNS names to loopback ports; a member's own 0.0.0.0 listeners to its ports."""
@@ -124,19 +142,25 @@ class LocalStatefulSet:
             own = self.ports[ordinal]
             for port, local in ((2379, own.client), (2380, own.peer), (2381, own.metrics)):
                 text = text.replace(f"0.0.0.0:{port}", f"{LOCALHOST}:{local}")
-            text = text.replace(DATA_DIR, str(self.data_dir(ordinal)))
+            text = mount(text, self.volumes(ordinal))
         return text
 
     def argv_env(self, ordinal: int) -> tuple[list[str], dict[str, str]]:
-        env = container_env(self.template_container, self.pod(ordinal))
-        args = [expand(a, env) for a in self.args]
+        container = self.template_container
+        env = container_env(container, self.pod(ordinal))
+        argv = [expand(a, env) for a in [*container["command"], *container["args"]]]
         env = {k: self.dns(v, ordinal) for k, v in env.items()}
-        args = [self.dns(a, ordinal) for a in args]
-        return adapt_for_debian_etcd(self.command, args, env), env
+        argv = [self.dns(a, ordinal) for a in argv]
+        return adapt_for_debian_etcd(argv, env), env
 
     def start(self, ordinal: int) -> EtcdMember:
+        """Create the pod: fresh emptyDirs, init containers, then the etcd container."""
+        volumes = self.volumes(ordinal)
+        shutil.rmtree(volumes[SHELL_MOUNT], ignore_errors=True)
+        for path in (volumes[DATA_MOUNT], volumes[SHELL_MOUNT]):
+            path.mkdir(parents=True, exist_ok=True)
+        run_init_containers(self.template_pod, volumes)
         argv, env = self.argv_env(ordinal)
-        self.data_dir(ordinal).parent.mkdir(parents=True, exist_ok=True)
         member = EtcdMember(self.pod(ordinal), argv, client_url=self.client_url(ordinal),
                             data_dir=self.data_dir(ordinal), log_dir=self.base, env=env)
         self.members[ordinal] = member.start()
@@ -281,12 +305,18 @@ def test_members_bootstrap_from_the_statefulset_command_line_and_survive_a_kill(
 
     # The snapshot CronJob's script against the same cluster: three runs, two retained.
     job = render(replicas=3, snapshot={"retain": 2}).one("kubernetes:batch/v1:CronJob")
-    container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-    job_env = container_env(container, "etcd-snapshot-1")
+    job_pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     snapshots = tmp_path / "snapshots"
-    snapshots.mkdir()
-    job_env.update({"SNAPSHOT_ENDPOINT": endpoint, "SNAPSHOT_DIR": str(snapshots)})
-    command = adapt_for_debian_etcd(list(container["command"]), [], job_env)
+    volumes = {"/snapshots": snapshots, SHELL_MOUNT: tmp_path / "job-shell",
+               SCRIPTS_MOUNT: SCRIPTS_DIR}
+    for path in (snapshots, volumes[SHELL_MOUNT]):
+        path.mkdir()
+    run_init_containers(job_pod, volumes)
+    (container,) = job_pod["containers"]
+    job_env = {k: mount(v, volumes) for k, v in container_env(container, "snap-1").items()}
+    # The client Service: any member.
+    job_env["SNAPSHOT_ENDPOINT"] = endpoint
+    command = adapt_for_debian_etcd([mount(w, volumes) for w in container["command"]], job_env)
     for _ in range(3):
         run(command, env=job_env, timeout=60)
     kept = sorted(p.name for p in snapshots.iterdir())

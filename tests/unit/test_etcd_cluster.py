@@ -111,9 +111,20 @@ def test_statefulset_runs_parallel_members_on_pvcs_from_the_pinned_image() -> No
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert mounts == {"data": "/var/lib/etcd", "scripts": "/scripts", "shell": "/shell"}
-    (init,) = pod["initContainers"]
-    assert init["image"] == "busybox:1.36.1-uclibc"
-    assert init["command"] == ["/bin/busybox", "cp", "/bin/busybox", BUSYBOX]
+    copy, applets = pod["initContainers"]
+    assert copy["image"] == applets["image"] == "busybox:1.36.1-uclibc"
+    assert copy["command"] == ["/bin/busybox", "cp", "/bin/busybox", BUSYBOX]
+    # Run from the copy, so the applet links point where the etcd container finds them.
+    assert applets["command"] == [BUSYBOX, "--install", "-s", "/shell"]
+    assert {m["name"]: m.get("readOnly") for m in container["volumeMounts"]}["shell"] is True
+
+
+def test_statefulset_changes_only_after_membership() -> None:
+    result = render().result
+    (membership,) = result.of_type(DYNAMIC)
+    statefulset = result.one("StatefulSet")
+    assert membership.urn in statefulset.dependencies
+    assert result.index(membership) < result.index(statefulset)
 
 
 def test_member_name_and_urls_derive_from_the_pod_name_and_headless_dns() -> None:

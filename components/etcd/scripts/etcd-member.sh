@@ -20,7 +20,7 @@
 #   MEMBER_DATA_DIR           etcd's --data-dir
 #   MEMBER_BOOTSTRAP_CLUSTER  --initial-cluster of the first deployment (name=url,...)
 #   MEMBER_CLUSTER_ENDPOINTS  client URLs to find the running cluster (comma-separated)
-#   MEMBER_BUSYBOX            path of the busybox binary, if that is the only shell
+#   MEMBER_BUSYBOX            the busybox binary, whose applets are linked beside it
 #   MEMBER_ETCD, MEMBER_ETCDCTL, MEMBER_RETRY_SECONDS  overrides (tests)
 #   ETCDCTL_CACERT, ETCDCTL_CERT, ETCDCTL_KEY          client TLS, read by etcdctl
 set -eu
@@ -34,12 +34,10 @@ ETCD=${MEMBER_ETCD:-/usr/local/bin/etcd}
 ETCDCTL=${MEMBER_ETCDCTL:-/usr/local/bin/etcdctl}
 RETRY_SECONDS=${MEMBER_RETRY_SECONDS:-2}
 
-# The only shell in the pod is a busybox binary copied in by an init container: make its
-# applets (awk, sleep, date...) callable by name before anything else runs.
+# The only shell in the pod is a busybox binary an init container copied in, with its
+# applets (awk, sleep, date...) linked next to it: put them on PATH.
 if [ -n "${MEMBER_BUSYBOX:-}" ]; then
-    tools=${MEMBER_BUSYBOX%/*}
-    "$MEMBER_BUSYBOX" --install -s "$tools"
-    PATH="$tools:$PATH"
+    PATH="${MEMBER_BUSYBOX%/*}:$PATH"
     export PATH
 fi
 

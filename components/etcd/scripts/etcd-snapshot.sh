@@ -12,9 +12,7 @@ set -eu
 ETCDCTL=${SNAPSHOT_ETCDCTL:-/usr/local/bin/etcdctl}
 
 if [ -n "${SNAPSHOT_BUSYBOX:-}" ]; then
-    tools=${SNAPSHOT_BUSYBOX%/*}
-    "$SNAPSHOT_BUSYBOX" --install -s "$tools"
-    PATH="$tools:$PATH"
+    PATH="${SNAPSHOT_BUSYBOX%/*}:$PATH"
     export PATH
 fi
 
