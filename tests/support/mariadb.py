@@ -129,8 +129,11 @@ class MariaDBServer:
         ``password=None`` means root's own password (only meaningful for root).
         """
         pw = self.root_password if password is None else password
+        # ssl_disabled: pymysql builds a fresh TLS context on every connect (~100 ms);
+        # loopback test servers gain nothing from it.
         kwargs: dict[str, Any] = {"user": user, "password": pw, "database": database,
-                                  "autocommit": autocommit, "connect_timeout": 5}
+                                  "autocommit": autocommit, "connect_timeout": 5,
+                                  "ssl_disabled": True}
         if host is None:
             kwargs["unix_socket"] = str(self.socket)
         else:
