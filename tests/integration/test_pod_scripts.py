@@ -174,6 +174,12 @@ def test_three_pods_from_empty_clone_in_chain_under_writes(
                                                 REPLICATION_STARTED])
         server_id = pod.query("SELECT @@server_id AS s")[0]["s"]
         assert server_id == cluster.server_id_base + pod.ordinal
+    for pod in (pod1, pod2):
+        # Root's option file is gone once replication is configured; only the sidecar's and
+        # the probes' own accounts keep theirs, private to the pod.
+        assert sorted(p.name for p in pod.run_dir.iterdir()) == [
+            "backup-client.cnf", "monitor-client.cnf"]
+        assert all(p.stat().st_mode & 0o077 == 0 for p in pod.run_dir.iterdir())
     for pod in (primary, pod1, pod2):
         assert pod.run_script("probe.sh", "liveness").returncode == 0
         assert pod.run_script("probe.sh", "startup").returncode == 0

@@ -342,3 +342,22 @@ def test_client_option_file_is_private_and_quoted(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "newline" in result.stderr
     assert not Path(f"{path}.2").exists()
+
+
+def test_bootstrap_sourced_by_an_entrypoint_fails_it_without_leaking_strict_mode(
+        tmp_path: Path) -> None:
+    # What both images' entrypoints do with a non-executable /docker-entrypoint-initdb.d/*.sh.
+    entrypoint = (
+        'set -eo pipefail\nSOCKET=/nonexistent/mysqld.sock\n'
+        'if . "$CONFIG_DIR/bootstrap-users.sh"; then echo "sourced: ok"; '
+        'else echo "sourced: failed"; fi\n'
+        'echo "options: $-"\n')
+    result = subprocess.run(["bash", "-c", entrypoint], capture_output=True, text=True,
+                            check=False, timeout=30,
+                            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                                 "CONFIG_DIR": str(SCRIPTS), "MYSQL_FLAVOR": "mariadb",
+                                 "RUN_DIR": str(tmp_path / "run"), "ROOT_PASSWORD": "r-pw",
+                                 **ACCOUNT_ENV})
+    assert "sourced: failed" in result.stdout, result.stderr
+    assert "u" not in result.stdout.split("options: ")[1], "set -u leaked into the entrypoint"
+    assert not list((tmp_path / "run").glob("*")), "the root option file was left behind"

@@ -71,6 +71,9 @@ configure_replication_once() {
         || die "no completed clone in $DATA_DIR: the clone init container must run first"
     require_vars ROOT_PASSWORD REPLICATION_USER REPLICATION_PASSWORD
     local options="$RUN_DIR/root-client.cnf"
+    # Root's option file exists only while replication is being configured, even on failure.
+    # shellcheck disable=SC2064
+    trap "rm -f -- $(printf '%q' "$options")" EXIT
     write_client_options "$options" root "$ROOT_PASSWORD" socket "$(server_socket)"
     log "waiting for the local server"
     wait_for_server "$options"
@@ -108,6 +111,7 @@ configure_replication_once() {
     replication_start_sql | run_sql "$options"
     write_marker "$started" "at=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
     rm -f "$options"
+    trap - EXIT
     log "replication started"
 }
 

@@ -25,9 +25,11 @@ main() {
     # Every variable is validated before anything is written or run: bad input changes nothing.
     local sql options="$RUN_DIR/root-client.cnf"
     sql=$(bootstrap_users_sql)
+    # Expanded now: the trap runs after main's locals are gone. Root's password never lingers.
+    # shellcheck disable=SC2064
+    trap "rm -f -- $(printf '%q' "$options")" EXIT
     write_client_options "$options" root "$ROOT_PASSWORD" socket "$SOCKET"
     run_sql "$options" <<<"$sql"
-    rm -f "$options"
     log "created accounts $ADMIN_USER, $REPLICATION_USER, $MONITOR_USER, $BACKUP_USER"
 }
 
