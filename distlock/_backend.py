@@ -190,3 +190,9 @@ class BackendOptions:
     """Kubernetes: a kubeconfig path; None means $KUBECONFIG, ~/.kube/config or in-cluster."""
     identity: str | None = None
     """A human-readable holder name; backends make it unique per session."""
+    ca_file: str | None = None
+    """etcd TLS: CA bundle (PEM) that signed the members' certificates."""
+    cert_file: str | None = None
+    """etcd TLS: client certificate (PEM), for members started with client-cert-auth."""
+    key_file: str | None = None
+    """etcd TLS: the client certificate's key (PEM)."""

@@ -101,6 +101,9 @@ def _backend_flags(parser: argparse.ArgumentParser) -> None:
                         help="kubernetes: kubeconfig path (default: $KUBECONFIG, "
                              "~/.kube/config or in-cluster)")
     parser.add_argument("--identity", default=None, help="a readable holder name")
+    parser.add_argument("--cacert", default=None, help="etcd TLS: CA bundle (PEM)")
+    parser.add_argument("--cert", default=None, help="etcd TLS: client certificate (PEM)")
+    parser.add_argument("--key", default=None, help="etcd TLS: client key (PEM)")
 
 
 def _seconds(text: str) -> float:
@@ -123,7 +126,8 @@ def _options(args: argparse.Namespace) -> BackendOptions:
             raise ValueError("no COMMAND given: python -m distlock run ... NAME -- COMMAND")
         args.command = command
     return BackendOptions(endpoints=endpoints, ttl=args.ttl, namespace=args.namespace,
-                          kubeconfig=args.kubeconfig, identity=args.identity)
+                          kubeconfig=args.kubeconfig, identity=args.identity,
+                          ca_file=args.cacert, cert_file=args.cert, key_file=args.key)
 
 
 def _open(args: argparse.Namespace, options: BackendOptions) -> LockBackend | int:

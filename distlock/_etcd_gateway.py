@@ -25,6 +25,7 @@ import base64
 import contextlib
 import http.client
 import json
+import os
 import socket
 import ssl
 import threading
@@ -92,11 +93,36 @@ class Endpoint:
         return cls(url=f"{parsed.scheme}://{parsed.netloc}", host=parsed.hostname, port=port,
                    tls=parsed.scheme == "https")
 
-    def connect(self, timeout: float) -> http.client.HTTPConnection:
+    def connect(self, timeout: float,
+                context: ssl.SSLContext | None) -> http.client.HTTPConnection:
         if self.tls:
             return http.client.HTTPSConnection(self.host, self.port, timeout=timeout,
-                                               context=ssl.create_default_context())
+                                               context=context or ssl.create_default_context())
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """etcd client TLS, as etcdctl's --cacert/--cert/--key: PEM file paths."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    def __bool__(self) -> bool:
+        return any((self.ca_file, self.cert_file, self.key_file))
+
+    def context(self) -> ssl.SSLContext:
+        for label, path in (("CA", self.ca_file), ("client certificate", self.cert_file),
+                            ("client key", self.key_file)):
+            if path is not None and not os.path.isfile(path):
+                raise ValueError(f"etcd TLS {label} file {path!r} does not exist")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("etcd client TLS needs both a certificate and a key file")
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file and self.key_file:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        return context
 
 
 class _Unavailable(Exception):
@@ -106,12 +132,16 @@ class _Unavailable(Exception):
 class Gateway:
     """Thread-safe: each thread keeps its own keep-alive connection per endpoint."""
 
-    def __init__(self, endpoints: Sequence[str], *, request_timeout: float = 2.0) -> None:
+    def __init__(self, endpoints: Sequence[str], *, request_timeout: float = 2.0,
+                 tls: TLSFiles | None = None) -> None:
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e.strip()]
         if not endpoints:
             raise ValueError("at least one etcd endpoint is required (http://host:port)")
         self.endpoints = [Endpoint.parse(e) for e in endpoints]
+        self._tls = tls.context() if tls else None
+        if self._tls is not None and not all(e.tls for e in self.endpoints):
+            raise ValueError("etcd TLS files were given, so every endpoint must be https://")
         self.request_timeout = request_timeout
         self._preferred = 0
         self._mutex = threading.Lock()
@@ -158,6 +188,11 @@ class Gateway:
                                headers={"Content-Type": "application/json"})
             response = connection.getresponse()
             raw = response.read()
+        except ssl.SSLCertVerificationError as error:
+            # Configuration, not an outage: retrying until the deadline would only hide it.
+            self._drop(endpoint)
+            raise BackendUnavailable(f"TLS verification of {endpoint.url} failed: {error}") \
+                from error
         except (OSError, http.client.HTTPException) as error:
             self._drop(endpoint)
             raise _Unavailable(f"{type(error).__name__}: {error}") from error
@@ -181,7 +216,7 @@ class Gateway:
         streams again, by then from the next endpoint).
         """
         index = self._preferred_index()
-        connection = self.endpoints[index].connect(timeout)
+        connection = self.endpoints[index].connect(timeout, self._tls)
         try:
             connection.request("POST", f"/v3/{path}", body=json.dumps(body).encode(),
                                headers={"Content-Type": "application/json",
@@ -219,7 +254,8 @@ class Gateway:
             pool = self._local.pool = {}
         connection = pool.get(endpoint.url)
         if connection is None:
-            connection = pool[endpoint.url] = endpoint.connect(self.request_timeout)
+            connection = pool[endpoint.url] = endpoint.connect(self.request_timeout,
+                                                               self._tls)
             with self._mutex:
                 self._connections.append(connection)
         return connection

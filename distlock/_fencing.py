@@ -23,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -51,19 +52,25 @@ def check_token(token: int) -> int:
 
 
 class FileFencedStore:
-    """Files in ``directory``; ``.fence-token`` holds the highest token accepted."""
+    """Files in ``directory``; ``.fence-token`` holds the highest token accepted.
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    Like any resource with its own lock (a database row, a file lock), a writer frozen
+    *inside* a put blocks the others; ``lock_timeout`` turns that into a
+    :class:`TimeoutError` naming the lock file instead of a silent hang.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, lock_timeout: float = 30.0) -> None:
         self._dir = Path(directory)
         self._dir.mkdir(parents=True, exist_ok=True)
         self._lockfile = self._dir / ".fence.lock"
         self._token_file = self._dir / ".fence-token"
+        self._lock_timeout = lock_timeout
 
     def put(self, token: int, key: str, value: bytes) -> None:
         check_token(token)
         target = self._path(key)
         with self._lockfile.open("a") as lockfile:
-            fcntl.flock(lockfile, fcntl.LOCK_EX)
+            self._flock(lockfile.fileno(), fcntl.LOCK_EX)
             highest = self._read_highest()
             if token < highest:
                 raise StaleTokenError(token, highest, f"{self._dir}/{key}")
@@ -79,8 +86,20 @@ class FileFencedStore:
 
     def highest_token(self) -> int:
         with self._lockfile.open("a") as lockfile:
-            fcntl.flock(lockfile, fcntl.LOCK_SH)
+            self._flock(lockfile.fileno(), fcntl.LOCK_SH)
             return self._read_highest()
+
+    def _flock(self, fd: int, mode: int) -> None:
+        deadline = time.monotonic() + self._lock_timeout
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{self._lockfile} stayed locked for "
+                                       f"{self._lock_timeout}s (a writer is stuck)") from None
+                time.sleep(0.01)  # flock has no timed wait; poll briefly
 
     def _read_highest(self) -> int:
         try:

@@ -32,6 +32,7 @@ member that hangs instead of dying delays a handoff but cannot lose it.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import threading
 import time
@@ -40,10 +41,18 @@ from typing import Any
 
 from distlock._backend import BackendOptions, Grant, LockBackend, LockState
 from distlock._errors import BackendUnavailable, LockLost, StaleTokenError
-from distlock._etcd_gateway import EtcdError, Gateway, Stream, b64, prefix_end, unb64
+from distlock._etcd_gateway import (
+    EtcdError,
+    Gateway,
+    Stream,
+    TLSFiles,
+    b64,
+    prefix_end,
+    unb64,
+)
 from distlock._fencing import check_token
 
-__all__ = ["EtcdBackend", "EtcdFencedStore", "from_options"]
+__all__ = ["EtcdBackend", "EtcdFencedStore", "TLSFiles", "from_options"]
 
 _log = logging.getLogger("distlock.etcd")
 
@@ -54,24 +63,26 @@ _LEASE_NOT_FOUND = "lease not found"
 
 
 def from_options(options: BackendOptions) -> EtcdBackend:
-    return EtcdBackend(options.endpoints, ttl=options.ttl)
+    return EtcdBackend(options.endpoints, ttl=options.ttl,
+                       tls=TLSFiles(options.ca_file, options.cert_file, options.key_file))
 
 
 class EtcdBackend(LockBackend):
     """One etcd session (one lease); thread-safe, may hold many named locks."""
 
     def __init__(self, endpoints: Sequence[str] | str, *, ttl: float = 10.0,
-                 request_timeout: float = 2.0, recheck: float = 1.0) -> None:
+                 tls: TLSFiles | None = None, request_timeout: float = 2.0,
+                 recheck: float = 1.0) -> None:
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl < 1:
             raise ValueError(f"etcd lock ttl must be a number of seconds >= 1, got {ttl!r}")
-        self._gateway = Gateway(endpoints, request_timeout=request_timeout)
+        self._gateway = Gateway(endpoints, request_timeout=request_timeout, tls=tls)
         self._recheck = recheck
         self._mutex = threading.Lock()
         self._closed = threading.Event()
         self._lost_reason: str | None = None
         self._grants: dict[str, Grant] = {}
         self._busy: set[str] = set()  # keys of acquires in progress
-        self._lease_id, self._ttl = self._grant_lease(round(ttl + 0.49))
+        self._lease_id, self._ttl = self._grant_lease(math.ceil(ttl))
         self._expires = time.monotonic() + self._ttl
         self._keepalive = threading.Thread(target=self._keep_alive, daemon=True,
                                            name=f"distlock-etcd-keepalive-{self._lease_id:x}")
@@ -383,11 +394,11 @@ class EtcdFencedStore:
     """
 
     def __init__(self, endpoints: Sequence[str] | str, prefix: str, *,
-                 timeout: float = 10.0) -> None:
+                 tls: TLSFiles | None = None, timeout: float = 10.0) -> None:
         if not prefix or prefix.endswith("/"):
             raise ValueError(f"fence prefix must be non-empty without a trailing '/', "
                              f"got {prefix!r}")
-        self._gateway = Gateway(endpoints)
+        self._gateway = Gateway(endpoints, tls=tls)
         self._prefix = prefix
         self._fence = f"{prefix}/fence".encode()
         self._timeout = timeout

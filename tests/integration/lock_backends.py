@@ -41,6 +41,9 @@ class BackendHarness:
     """Fault: kill the service's leader (SIGKILL); None if the backend has none."""
     heal: Callable[[], None] | None = None
     """Undo faults (restart what was killed) so later tests find a whole service."""
+    unreachable: Callable[[], AbstractContextManager[None]] | None = None
+    """Fault: inside this context no client can reach the service (every member frozen);
+    on exit it serves again. None if the backend cannot simulate that."""
     etcd_endpoints: tuple[str, ...] = ()
     """For ``etcdctl lock`` interop tests; empty when the backend is not etcd."""
 
@@ -80,6 +83,20 @@ def etcd_backend(base: Path) -> Iterator[BackendHarness]:
             killed.pop().start()
         cluster.wait_healthy()
 
+    @contextlib.contextmanager
+    def unreachable() -> Iterator[None]:
+        # SIGSTOP, not kill: connections are accepted and then hang, the nastiest case
+        # for a client (it must give up on its own clock, not on a refused connection).
+        frozen = [m for m in cluster.members if m.running()]
+        for member in frozen:
+            member.freeze()
+        try:
+            yield
+        finally:
+            for member in frozen:
+                member.thaw()
+            cluster.wait_healthy()
+
     endpoints = tuple(cluster.endpoints)
     try:
         yield BackendHarness(
@@ -88,6 +105,7 @@ def etcd_backend(base: Path) -> Iterator[BackendHarness]:
             cli_options=["--endpoints", ",".join(endpoints)],
             kill_leader=kill_leader,
             heal=heal,
+            unreachable=unreachable,
             etcd_endpoints=endpoints,
         )
     finally:
@@ -117,6 +135,7 @@ def kube_backend(base: Path) -> Iterator[BackendHarness]:
             options=BackendOptions(kubeconfig=kubeconfig, namespace=namespace),
             cli_options=[],
             cli_env={"KUBECONFIG": kubeconfig},
+            unreachable=fake.unreachable,  # hangs every request, like a frozen server
         )
 
 

@@ -34,12 +34,21 @@ from typing import IO, Any
 
 import pytest
 
-from distlock import Lock, LockBackend, LockLost, LockTimeout, StaleTokenError
+from distlock import (
+    BackendUnavailable,
+    Lock,
+    LockBackend,
+    LockLost,
+    LockTimeout,
+    StaleTokenError,
+)
 from distlock._cli import EXIT_LOST
+from distlock._etcd_gateway import Gateway
+from distlock.etcd import EtcdBackend, TLSFiles
 from tests.integration.lock_backends import FACTORIES, BackendHarness
 from tests.integration.lock_history import ACQUIRED, ENDED, RELEASED, History, check, fenced_store
-from tests.support.etcd import gateway
-from tests.support.procs import wait_until
+from tests.support.etcd import EtcdMember, gateway
+from tests.support.procs import free_ports, require_binary, run, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -191,6 +200,10 @@ def queued(session: LockBackend, name: str, count: int) -> bool:
     return len(session.inspect(name).waiters) == count
 
 
+def writes(history: History, who: str) -> list[dict[str, Any]]:
+    return [e for e in history.events() if e["who"] == who and e["event"] == "write"]
+
+
 def acquired_by(history: History, who: str) -> dict[str, Any] | None:
     return next((e for e in history.acquisitions() if e["who"] == who), None)
 
@@ -323,7 +336,9 @@ def test_sigstopped_holder_is_fenced_after_its_ttl(  # noqa: PLR0917 - fixtures
                                             *fence_args], ttl=ttl), stdin=True)
     started = wait_until(lambda: acquired_by(history, "sleeper"), timeout=WAIT,
                          what="the sleeper to hold")
-    wait_until(lambda: store.get("data"), timeout=WAIT, what="the sleeper's first write")
+    # Its first put has *returned* (recorded after): freezing it inside the put would
+    # freeze it holding the file store's own lock, which is a different test.
+    wait_until(lambda: writes(history, "sleeper"), timeout=WAIT, what="the sleeper's first write")
     procs.signal_group(holder, signal.SIGSTOP)  # the whole client: CLI, keepalive, command
     history.record("sleeper", ENDED)
 
@@ -338,9 +353,8 @@ def test_sigstopped_holder_is_fenced_after_its_ttl(  # noqa: PLR0917 - fixtures
     assert holder.stdin is not None
     holder.stdin.write(b"write again\n")
     holder.stdin.flush()
-    late = wait_until(lambda: [e for e in history.events()
-                               if e["who"] == "sleeper" and e["event"] == "write"][1:],
-                      timeout=WAIT, what="the sleeper's late write attempt")
+    late = wait_until(lambda: writes(history, "sleeper")[1:], timeout=WAIT,
+                      what="the sleeper's late write attempt")
     assert late[0]["accepted"] is False, "a write with a stale token was accepted"
     assert late[0]["highest"] == token
     assert store.get("data") == b"successor"
@@ -370,6 +384,27 @@ def test_async_acquire_and_cancellation(sessions: Callable[..., LockBackend], na
 
     asyncio.run(scenario())
     assert owner.inspect(name).holder is None
+
+
+def test_lost_fires_on_the_clients_clock_when_the_service_is_unreachable(
+        harness: BackendHarness, sessions: Callable[..., LockBackend], name: str,
+        record_property: Callable[[str, object], None]) -> None:
+    """With every server frozen nothing can tell the holder it lost the lock: it must
+    conclude so itself once its TTL has run out without a confirmed renewal."""
+    if harness.unreachable is None:
+        pytest.skip(f"{harness.kind} cannot simulate an unreachable service")
+    ttl = 2.0
+    held = sessions(ttl=ttl).lock(name)
+    held.acquire(timeout=WAIT)
+    with harness.unreachable():
+        cut_ns = time.monotonic_ns()
+        assert held.lost.wait(WAIT), "the holder kept believing it held the lock"
+        lost_after = (time.monotonic_ns() - cut_ns) / 1e9
+    record_property("lost_after_unreachable_seconds", round(lost_after, 3))
+    print(f"[{harness.kind}] service unreachable: lost signalled after {lost_after:.3f}s")
+    assert not held.held
+    with pytest.raises(LockLost):
+        held.check()
 
 
 # -- etcd only --------------------------------------------------------------------------
@@ -511,3 +546,55 @@ def test_a_retried_enqueue_reuses_its_slot(harness: BackendHarness,
         session.lock(name).acquire(timeout=0.3)
     assert dropped, "the fault was never injected"
     assert owner.inspect(name).waiters == (), "the retried create left a second slot"
+
+
+def _certificates(directory: Path) -> dict[str, str]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
+    directory.mkdir()
+
+    def path(name: str) -> str:
+        return str(directory / name)
+
+    key_args = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run(["openssl", "req", "-x509", *key_args, "-keyout", path("ca.key"), "-out", path("ca.crt"),
+         "-days", "1", "-subj", "/CN=distlock-test-ca"])
+    # etcd's JSON gateway dials etcd's own gRPC port presenting the *server* certificate,
+    # so with --client-cert-auth that certificate must be good for client auth too.
+    for name, extension in (("server", "subjectAltName=IP:127.0.0.1\n"
+                                       "extendedKeyUsage=serverAuth,clientAuth\n"),
+                            ("client", "extendedKeyUsage=clientAuth\n")):
+        (directory / f"{name}.ext").write_text(extension)
+        run(["openssl", "req", *key_args, "-keyout", path(f"{name}.key"), "-out",
+             path(f"{name}.csr"), "-subj", f"/CN={name}"])
+        run(["openssl", "x509", "-req", "-in", path(f"{name}.csr"), "-CA", path("ca.crt"),
+             "-CAkey", path("ca.key"), "-CAcreateserial", "-days", "1", "-out",
+             path(f"{name}.crt"), "-extfile", path(f"{name}.ext")])
+    return {name: path(name) for name in ("ca.crt", "server.crt", "server.key", "client.crt",
+                                          "client.key")}
+
+
+def test_etcd_over_tls_with_a_client_certificate(tmp_path: Path) -> None:
+    """etcd deployed with TLS (the chart's cert-manager option) and client-cert-auth."""
+    require_binary("etcd", "openssl")
+    files = _certificates(tmp_path / "pki")
+    client_port, peer_port = free_ports(2)
+    url, peer = f"https://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
+    member = EtcdMember("tls", [
+        "etcd", "--name=tls", f"--data-dir={tmp_path / 'data'}", f"--listen-client-urls={url}",
+        f"--advertise-client-urls={url}", f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}", f"--initial-cluster=tls={peer}",
+        f"--cert-file={files['server.crt']}", f"--key-file={files['server.key']}",
+        f"--trusted-ca-file={files['ca.crt']}", "--client-cert-auth",
+    ], client_url=url, data_dir=tmp_path / "data", log_dir=tmp_path).start()
+    tls = TLSFiles(files["ca.crt"], files["client.crt"], files["client.key"])
+    try:
+        wait_until(lambda: Gateway([url], tls=tls).call("maintenance/status", {}, timeout=1),
+                   timeout=WAIT, what="etcd to serve TLS")
+        with EtcdBackend([url], ttl=5, tls=tls) as session, session.lock("tls-lock") as held:
+            assert held.token > 0
+        with pytest.raises(BackendUnavailable, match="TLS verification"):
+            EtcdBackend([url], ttl=5, tls=TLSFiles(ca_file=files["client.crt"]))
+        with pytest.raises(ValueError, match="must be https"):
+            EtcdBackend([url.replace("https", "http")], tls=tls)
+    finally:
+        member.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,11 @@ def test_a_token_must_be_a_positive_integer(tmp_path: Path, token: object) -> No
 def test_keys_cannot_leave_the_directory(tmp_path: Path, key: str) -> None:
     with pytest.raises(ValueError, match="file fence key"):
         FileFencedStore(tmp_path).put(1, key, b"x")
+
+
+def test_a_writer_stuck_holding_the_store_lock_is_reported_not_waited_on(tmp_path: Path) -> None:
+    store = FileFencedStore(tmp_path, lock_timeout=0.2)
+    with (tmp_path / ".fence.lock").open("a") as stuck:
+        fcntl.flock(stuck, fcntl.LOCK_EX)
+        with pytest.raises(TimeoutError, match="stayed locked"):
+            store.put(1, "data", b"x")
