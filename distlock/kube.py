@@ -608,24 +608,33 @@ class KubeLockBackend(LockBackend):
     # -- release, inspect, close ---------------------------------------------------------
 
     def release(self, grant: Grant) -> None:
+        cached: JSON | None = None
         with self._mutex:
             entry = self._held.get(grant.name)
             if entry is not None and entry.grant is grant:
                 del self._held[grant.name]
+                cached = entry.last_written  # a CAS on it first: one request if uncontended
             obj_name = object_name(grant.name)
         deadline = time.monotonic() + self._timing.lease_seconds
         delay = 0.01
         while True:
             try:
-                read = self._objects.read(obj_name)
-                status = _status(read.obj)
-                if read.obj is None or status.get("holder") != grant.holder or int(
+                current, cached = cached, None
+                if current is None:
+                    current = self._objects.read(obj_name).obj
+                status = _status(current)
+                if current is None or status.get("holder") != grant.holder or int(
                         status["fencingToken"]) != grant.token:
                     return  # already released, taken over, or gone: nothing of ours left
-                self._objects.write_status(read.obj, _released(status))
+                self._objects.write_status(current, _released(status))
                 return
             except _Conflict:
-                delay = 0.01
+                continue  # changed since: re-read at once and decide again
+            except DistlockError as error:
+                # The CRD or the object is gone, or we may no longer write: nothing
+                # left to give back (or nothing we can), and a release must not raise.
+                _log.warning("could not release lock %r: %s", grant.name, error)
+                return
             except _Transient as error:
                 if time.monotonic() >= deadline:
                     _log.warning("could not release lock %r (%s); it expires after %ss",

@@ -163,6 +163,7 @@ def test_force_delete_removes_the_crd_and_every_lock(server: ProviderServer,
     driver.destroy()
     assert _crd(fake) is None
     assert fake.get_object(GROUP, PLURAL, "default", "held") is None
+    session.close()  # its lock went with the CRD: closing must not fail
 
 
 def test_two_stacks_share_the_crd_and_the_last_one_deletes_it(server: ProviderServer,
