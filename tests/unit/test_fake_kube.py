@@ -360,3 +360,22 @@ def test_unreachable_answers_nothing_and_recovers_with_the_data(objects: Any,
         assert not isinstance(error.value, ApiException), "got an HTTP answer"
     again = objects.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "a")
     assert again["metadata"]["name"] == "a"
+
+
+def test_json_patch_applies_operations_and_fails_a_test_operation(objects: Any) -> None:
+    _create(objects, "a")
+    patched = objects.patch_namespaced_custom_object(
+        GROUP, VERSION, NS, PLURAL, "a",
+        [{"op": "test", "path": "/spec/lockName", "value": "a"},
+         {"op": "replace", "path": "/spec/lockName", "value": "b"}],
+        _content_type="application/json-patch+json")
+    assert patched["spec"] == {"lockName": "b"}
+    with pytest.raises(ApiException) as error:
+        objects.patch_namespaced_custom_object(
+            GROUP, VERSION, NS, PLURAL, "a",
+            [{"op": "test", "path": "/spec/lockName", "value": "a"},
+             {"op": "replace", "path": "/spec/lockName", "value": "c"}],
+            _content_type="application/json-patch+json")
+    assert error.value.status == 422
+    current = objects.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "a")
+    assert current["spec"] == {"lockName": "b"}
