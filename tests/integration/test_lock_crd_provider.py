@@ -292,3 +292,19 @@ def test_a_crd_installed_by_hand_is_adopted_but_never_deleted(server: ProviderSe
     crd = _crd(fake)
     assert crd is not None, "destroy deleted a CRD that Pulumi did not create"
     assert crd["metadata"]["annotations"][OWNERS_ANNOTATION] == EXTERNAL_OWNER
+
+
+def test_a_names_conflict_fails_at_once_naming_it(server: ProviderServer,
+                                                 fake: FakeKubeServer) -> None:
+    from kubernetes import client as k8s_client  # noqa: PLC0415
+
+    rival = lock_crd_manifest()
+    rival["metadata"]["name"] = f"rivals.{GROUP}"
+    rival["spec"]["names"] = {"kind": "Rival", "plural": "rivals", "shortNames": ["dlock"]}
+    extensions: Any = k8s_client.ApiextensionsV1Api(api_client(yaml.safe_dump(fake.kubeconfig())))
+    extensions.create_custom_resource_definition(rival)
+    with pytest.raises(ProviderError) as failure:
+        _driver(server).up(_inputs(fake, establishTimeoutSeconds=600))
+    assert f"CustomResourceDefinition {CRD_NAME} was not accepted: ShortNamesConflict" in (
+        failure.value.details)
+    assert "dlock" in failure.value.details

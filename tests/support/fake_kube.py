@@ -502,6 +502,25 @@ class FakeKubeServer:
              else "the initial names are being accepted", "lastTransitionTime": now},
         ]
 
+    def _names_conflict(self, crd: JSON) -> tuple[str, str] | None:
+        """(reason, message) when another CRD of the same group claims one of its names.
+
+        The API server's naming controller does this check and reports it in the
+        NamesAccepted condition; such a CRD never becomes Established.
+        """
+        group, names = crd["spec"]["group"], crd["spec"]["names"]
+        for (key, _, other_name), other in self._store.objects.items():
+            if key != CRD_KEY or other["spec"]["group"] != group:
+                continue
+            theirs = other["spec"]["names"]
+            if theirs.get("kind") == names.get("kind"):
+                return ("KindConflict", f'"{names["kind"]}" is already in use')
+            shared = set(theirs.get("shortNames") or []) & set(names.get("shortNames") or [])
+            if shared:
+                return ("ShortNamesConflict",
+                        f'"{sorted(shared)[0]}" is already in use by {other_name}')
+        return None
+
     def _get(self, key: tuple[str, str], namespace: str, name: str) -> JSON:
         obj = self._store.objects.get((key, namespace, name))
         if obj is None:
@@ -583,7 +602,13 @@ class FakeKubeServer:
                 body.pop("status", None)
             body = self._admit(kind, body)
             if kind.key == CRD_KEY:
-                self._set_established(body, self.auto_establish)
+                conflict = self._names_conflict(body)
+                self._set_established(body, self.auto_establish and conflict is None)
+                if conflict is not None:
+                    body["status"]["conditions"][0].update(
+                        status="False", reason=conflict[0], message=conflict[1])
+                    body["status"]["conditions"][1].update(
+                        reason="NotAccepted", message="not all names are accepted")
                 body["status"]["acceptedNames"] = body["spec"]["names"]
                 body["status"]["storedVersions"] = [
                     v["name"] for v in body["spec"]["versions"] if v.get("storage")]
