@@ -66,6 +66,10 @@ _RETRYABLE = ("unhealthy cluster", "not enough started members", "leader changed
               "no leader", "timed out", "Connection refused")
 
 
+# etcd's strict reconfiguration check, from its live view of which members are connected.
+_QUORUM_REFUSALS = ("unhealthy cluster", "not enough started members")
+
+
 class MembershipError(RuntimeError):
     """A membership change was refused or failed; the message names member and numbers."""
 
@@ -284,8 +288,16 @@ def _remove(gateway: _Gateway, target: Mapping[str, str], deadline: float) -> No
             f"refusing to remove {target['name']}: {len(remaining_voters)} voting members would "
             f"remain, which need {needed} for quorum, but only {len(started_remaining)} of them "
             "have started")
-    _retrying(f"removing member {target['name']} ({member.id})", deadline,
-              lambda: gateway.remove(member.id))
+    try:
+        _retrying(f"removing member {target['name']} ({member.id})", deadline,
+                  lambda: gateway.remove(member.id))
+    except MembershipError as error:
+        if not any(r in str(error) for r in _QUORUM_REFUSALS):
+            raise
+        raise MembershipError(
+            f"refusing to remove {target['name']}: etcd reports that the members left would "
+            "not keep a quorum (some voting members are down or not connected); bring them "
+            f"back first. {error}") from None
 
 
 def _add(gateway: _Gateway, target: Mapping[str, str], deadline: float) -> None:

@@ -31,7 +31,12 @@ from components.etcd.cluster import DATA_DIR, DATA_MOUNT, SCRIPTS_DIR, SCRIPTS_M
 from components.etcd.membership import EtcdMembershipProvider
 from tests.support.etcd import BINARIES, EtcdMember, gateway, healthy
 from tests.support.procs import LOCALHOST, free_ports, require_binary, run, wait_until
-from tests.support.provider_server import CheckFailedError, ProviderServer, ResourceDriver
+from tests.support.provider_server import (
+    CheckFailedError,
+    ProviderError,
+    ProviderServer,
+    ResourceDriver,
+)
 from tests.unit.test_etcd_cluster import DYNAMIC, NAMESPACE, Rendered, render
 
 pytestmark = pytest.mark.integration
@@ -425,3 +430,23 @@ def test_a_member_whose_data_dir_was_lost_is_removed_and_re_added(
     assert "removing it to re-add it" in log
     assert "promoted from learner to voting member" in log
     assert voters(pods.client_url(0)) == ["etcd-0", "etcd-1", "etcd-2"]
+
+
+def test_a_removal_that_would_lose_quorum_is_refused_by_the_provider(
+        statefulset: LocalStatefulSet, tmp_path: Path) -> None:
+    pods = statefulset
+    start_initial(pods)
+    with ProviderServer(log_path=tmp_path / "provider.log") as server:
+        server.configure()
+        driver = ResourceDriver(server, EtcdMembershipProvider(), type_name=TYPE_NAME,
+                                name="locks-membership")
+        driver.up(membership_inputs(pods, 3))
+        pods.kill(1)
+        # Removing etcd-2 leaves etcd-0 and the dead etcd-1: two voters, whose quorum of two
+        # only etcd-0 could vote in. etcd refuses from its live view; the provider says why.
+        with pytest.raises(ProviderError, match="would not keep a quorum"):
+            driver.up({**membership_inputs(pods, 2), "timeout_seconds": 3})
+    assert voters(pods.client_url(0)) == ["etcd-0", "etcd-1", "etcd-2"]
+    assert driver.state is not None
+    assert len(driver.state.outputs["members"]) == 3  # a failed update changes no state
+    put(pods.client_url(2), "still", "writable")
