@@ -76,7 +76,7 @@ class LostSignal:
         self._callbacks: list[Callable[[str], None]] = []
 
     def is_set(self) -> bool:
-        return self._event.is_set()
+        return self._reason is not None
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._event.wait(timeout)
@@ -94,16 +94,17 @@ class LostSignal:
         _run_callback(callback, reason)
 
     def fire(self, reason: str) -> None:
-        """For backends: mark lost (first reason wins) and run the callbacks."""
+        """For backends: mark lost (first reason wins), run the callbacks, then wake
+        waiters, so that whoever returns from :meth:`wait` knows the callbacks ran."""
         with self._mutex:
             if self._reason is not None:
                 return
             self._reason = reason
             callbacks, self._callbacks = self._callbacks, []
-            self._event.set()
         _log.warning("lock lost: %s", reason)
         for callback in callbacks:
             _run_callback(callback, reason)
+        self._event.set()
 
 
 def _run_callback(callback: Callable[[str], None], reason: str) -> None:

@@ -56,8 +56,6 @@ __all__ = ["EtcdBackend", "EtcdFencedStore", "TLSFiles", "from_options"]
 
 _log = logging.getLogger("distlock.etcd")
 
-_GRPC_ALREADY_EXISTS = 9
-_GRPC_NOT_FOUND = 5
 _LEASE_EXISTS = "lease already exists"
 _LEASE_NOT_FOUND = "lease not found"
 
@@ -82,8 +80,11 @@ class EtcdBackend(LockBackend):
         self._lost_reason: str | None = None
         self._grants: dict[str, Grant] = {}
         self._busy: set[str] = set()  # keys of acquires in progress
+        # The lease's clock starts when etcd applies the grant, which is after we send
+        # it: counting from the send never lets us believe in it longer than etcd does.
+        sent = time.monotonic()
         self._lease_id, self._ttl = self._grant_lease(math.ceil(ttl))
-        self._expires = time.monotonic() + self._ttl
+        self._expires = sent + self._ttl
         self._keepalive = threading.Thread(target=self._keep_alive, daemon=True,
                                            name=f"distlock-etcd-keepalive-{self._lease_id:x}")
         self._keepalive.start()
@@ -140,10 +141,11 @@ class EtcdBackend(LockBackend):
         with self._mutex:
             if self._grants.get(grant.holder) is not grant:
                 return
+            # Forget it first: if the delete fails, the key stays ours (on our lease), and a
+            # later acquire of the same name finds it again instead of being refused.
+            del self._grants[grant.holder]
         self._gateway.call("kv/deleterange", {"key": b64(grant.holder)},
                            timeout=self._request_deadline())
-        with self._mutex:
-            self._grants.pop(grant.holder, None)
 
     def inspect(self, name: str) -> LockState:
         prefix = _prefix(name)
@@ -245,6 +247,10 @@ class EtcdBackend(LockBackend):
                 until = recheck_at if deadline is None else min(recheck_at, deadline)
                 # Short slices only so that a cancel event (which cannot wake us) is seen.
                 watch.fired.wait(min(until - now, 0.1))
+            if not watch.deleted:
+                # The stream broke (member down, no leader): re-read, but not in a tight
+                # loop while an election runs.
+                time.sleep(0.05)
             return True
         finally:
             watch.stop()
@@ -352,6 +358,7 @@ class _DeletionWatch:
 
     def __init__(self, gateway: Gateway, key: str, from_revision: int) -> None:
         self.fired = threading.Event()
+        self.deleted = False
         self._gateway = gateway
         self._body = {"create_request": {"key": b64(key), "start_revision": str(from_revision),
                                          "filters": ["NOPUT"]}}
@@ -370,8 +377,10 @@ class _DeletionWatch:
                 return
             self._stream = stream
         for message in stream:
-            if message.get("canceled") or any(event.get("type") == "DELETE"
-                                              for event in message.get("events", ())):
+            if any(event.get("type") == "DELETE" for event in message.get("events", ())):
+                self.deleted = True
+                break
+            if message.get("canceled"):  # compacted past our revision, or leader lost
                 break
         # Deleted, or the stream ended (member died, compaction): the waiter re-reads.
         self.fired.set()
