@@ -259,11 +259,13 @@ class Pod:
         self.generation += 1
         self.conf_dir = self.dir / "conf.d"
         self.run_dir = self.dir / "run"
-        for empty_dir in (self.conf_dir, self.run_dir):
+        self.scratch_dir = self.dir / "scratch"  # the pod's /tmp volume
+        for empty_dir in (self.conf_dir, self.run_dir, self.scratch_dir):
             if empty_dir.exists():
                 shutil.rmtree(empty_dir)
         self.conf_dir.mkdir(parents=True)
         self.run_dir.mkdir(mode=0o700)
+        self.scratch_dir.mkdir()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
 
@@ -284,6 +286,7 @@ class Pod:
             "MYSQL_SOCKET": str(self.server.socket),
             "MAX_REPLICA_LAG_SECONDS": str(c.max_replica_lag_seconds),
             "PATH": c.script_path,
+            "TMPDIR": str(self.scratch_dir),
             **c.secrets.env(),
         }
 

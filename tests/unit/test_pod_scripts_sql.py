@@ -225,7 +225,7 @@ def test_mysql_backup_commands() -> None:
                 env=env) == [
         "xtrabackup", "--defaults-file=/run/mc/backup-client.cnf", "--backup",
         "--stream=xbstream", "--datadir=/var/lib/mysql", "--target-dir=/run/mc/stream.1",
-        "--slave-info",
+        "--tmpdir=/run/mc/stream.1", "--slave-info",
     ]
     assert "--slave-info" not in argv("backup_stream_command", "/o.cnf", "/t", "no", env=env)
     assert argv("extract_command", "/var/lib/mysql") == ["xbstream", "-x", "-C", "/var/lib/mysql"]

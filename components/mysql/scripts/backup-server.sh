@@ -42,7 +42,8 @@ stream_backup() {
     local ordinal target is_replica=no status=0
     ordinal=$(pod_ordinal)
     ((ordinal == 0)) || is_replica=yes
-    target=$(mktemp -d "$RUN_DIR/stream.XXXXXX")
+    # Scratch space on the pod's /tmp volume, not RUN_DIR: RUN_DIR is small and in memory.
+    target=$(mktemp -d "${TMPDIR:-/tmp}/mysql-cluster-stream.XXXXXX")
     local -a backup
     backup_stream_command backup "$(backup_options_file)" "$target" "$is_replica"
     log "streaming a backup to ${NCAT_REMOTE_ADDR:-${SOCAT_PEERADDR:-a peer}}"
@@ -121,8 +122,9 @@ serve() {
     local ordinal
     ordinal=$(pod_ordinal)
     mkdir -p "$RUN_DIR"
-    # Leftovers of streams whose peer went away mid-way.
-    find "$RUN_DIR" -mindepth 1 -maxdepth 1 -name 'stream.*' -exec rm -rf -- {} +
+    # Leftovers of streams whose peer went away mid-way (the backup tool died with it).
+    find "${TMPDIR:-/tmp}" -mindepth 1 -maxdepth 1 -name 'mysql-cluster-stream.*' \
+        -exec rm -rf -- {} +
     if ((ordinal > 0)); then
         require_vars PEER_HOST_TEMPLATE
         configure_replication_once

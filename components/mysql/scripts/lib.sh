@@ -340,8 +340,9 @@ backup_stream_command() {
     require_flavor
     local options=$2 target=$3 is_replica=$4
     require_vars DATA_DIR
+    # Every scratch file of the tool goes to TARGET, which the caller removes afterwards.
     _backup_stream_command=("$(backup_tool)" --defaults-file="$options" --backup --stream=xbstream
-        --datadir="$DATA_DIR" --target-dir="$target")
+        --datadir="$DATA_DIR" --target-dir="$target" --tmpdir="$target")
     if [[ "$is_replica" == yes ]]; then
         _backup_stream_command+=(--slave-info)
     fi
