@@ -531,8 +531,16 @@ class KubeLockBackend(LockBackend):
     def _grant(self, name: str, obj_name: str, obj: JSON, sent_at: float) -> Grant:
         grant = Grant(name=name, token=int(_status(obj)["fencingToken"]), holder=self._identity)
         with self._mutex:
-            self._held[name] = _Held(grant, obj_name, sent_at, obj)
-            if self._renewer is None:
+            closed = self._closed.is_set()
+            if not closed:
+                self._held[name] = _Held(grant, obj_name, sent_at, obj)
+        if closed:
+            # Granted as the session closed: give it back; its holder must not rely on it.
+            grant.lost.fire(f"lock {name!r}: the session was closed while acquiring it")
+            self.release(grant)
+            return grant
+        with self._mutex:
+            if self._renewer is None and not self._closed.is_set():
                 self._renewer = threading.Thread(target=self._renew_loop,
                                                  name=f"distlock-renew-{self._identity}",
                                                  daemon=True)
@@ -659,10 +667,12 @@ class KubeLockBackend(LockBackend):
         with self._mutex:
             if self._closed.is_set():
                 return
+            # Closed first: an acquire still running in another thread now gives up
+            # (or hands back what it is granted) instead of adding an unrenewed grant.
+            self._closed.set()
             held = [entry.grant for entry in self._held.values()]
         for grant in held:
             self.release(grant)
-        self._closed.set()
         renewer = self._renewer
         if renewer is not None and renewer is not threading.current_thread():
             renewer.join()
@@ -687,7 +697,9 @@ class _Acquisition:
         self.last_waiter_renewal = 0.0
 
     def giving_up(self) -> bool:
-        return self.once or (self.cancel is not None and self.cancel.is_set()) or (
+        # A closed session gives up too: nobody would renew what it was granted.
+        return self.once or self.backend._closed.is_set() or (
+            self.cancel is not None and self.cancel.is_set()) or (
             self.deadline is not None and time.monotonic() >= self.deadline)
 
     def expired(self, role: str, identity: str, lease: float) -> bool:
@@ -717,6 +729,8 @@ class _Acquisition:
             except _Transient as error:
                 now = time.monotonic()
                 unreachable_since = unreachable_since or now
+                if self.backend._closed.is_set():
+                    return None  # our queue entry, if any, expires unrenewed
                 if self.once or (self.deadline is not None and now >= self.deadline) or (
                         now - unreachable_since > self.timing.lease_seconds):
                     raise BackendUnavailable(

@@ -300,3 +300,19 @@ def test_an_uncontended_holder_renews_with_one_write_and_no_reads(
     assert [r for r in during if r[0] == "GET"] == [], "renewals re-read the object"
     assert int(str(_status(fake, "quiet")["renewals"])) >= 3
     assert not grant.lost.is_set()
+
+
+def test_closing_a_session_ends_its_waiting_acquires_without_a_slot(
+        fake: FakeKubeServer, sessions: Callable[..., KubeLockBackend]) -> None:
+    owner, closing = sessions(), sessions()
+    held = owner.acquire("orders", timeout=WAIT)
+    assert held is not None
+    waiter = Waiter(closing, "orders", timeout=10 * WAIT)  # would outwait result()'s join
+    waiter.start()
+    wait_until(lambda: len(owner.inspect("orders").waiters) == 1, timeout=WAIT,
+               what="the waiter queued")
+    closing.close()
+    assert waiter.result() is None
+    assert owner.inspect("orders").waiters == (), "a closed session left its queue slot"
+    with pytest.raises(DistlockError, match="closed"):
+        closing.acquire("orders", timeout=0)
