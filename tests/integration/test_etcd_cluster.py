@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import urllib.error
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,16 @@ from typing import Any
 
 import pytest
 
-from components.etcd.cluster import DATA_DIR, DATA_MOUNT, SCRIPTS_DIR, SCRIPTS_MOUNT, SHELL_MOUNT
-from components.etcd.membership import EtcdMembershipProvider
+from components.etcd.cluster import (
+    CLIENT_TLS_DIR,
+    DATA_DIR,
+    DATA_MOUNT,
+    PEER_TLS_DIR,
+    SCRIPTS_DIR,
+    SCRIPTS_MOUNT,
+    SHELL_MOUNT,
+)
+from components.etcd.membership import EtcdMembershipProvider, MembershipError, _Gateway
 from tests.support.etcd import BINARIES, EtcdMember, gateway, healthy
 from tests.support.procs import LOCALHOST, free_ports, require_binary, run, wait_until
 from tests.support.provider_server import (
@@ -107,10 +116,13 @@ class Ports:
 class LocalStatefulSet:
     """The StatefulSet controller and cluster DNS for one etcd StatefulSet, on 127.0.0.1."""
 
-    def __init__(self, base: Path, rendered: Rendered) -> None:
+    def __init__(self, base: Path, rendered: Rendered, *, tls_dir: Path | None = None) -> None:
         # Debian's busybox-static stands in for the busybox image's static binary.
         require_binary(*BINARIES, "busybox")
         self.base = base
+        # The cert-manager Secrets (peer and client) as one directory of tls.crt/key, ca.crt.
+        self.tls_dir = tls_dir
+        self.scheme = "https" if tls_dir else "http"
         self.rendered = rendered
         self.template_pod = rendered.statefulset["spec"]["template"]["spec"]
         self.template_container = rendered.etcd_container
@@ -122,17 +134,23 @@ class LocalStatefulSet:
         return f"etcd-{ordinal}"
 
     def client_url(self, ordinal: int) -> str:
-        return f"http://{LOCALHOST}:{self.ports[ordinal].client}"
+        return f"{self.scheme}://{LOCALHOST}:{self.ports[ordinal].client}"
 
     def peer_url(self, ordinal: int) -> str:
-        return f"http://{LOCALHOST}:{self.ports[ordinal].peer}"
+        return f"{self.scheme}://{LOCALHOST}:{self.ports[ordinal].peer}"
+
+    def metrics_url(self, ordinal: int) -> str:
+        return f"http://{LOCALHOST}:{self.ports[ordinal].metrics}"
 
     def volumes(self, ordinal: int) -> dict[str, Path]:
         """The pod's volumes: its PVC and emptyDir as directories, the ConfigMap as the
         repository's scripts directory (what the ConfigMap is built from)."""
         root = self.base / self.pod(ordinal)
-        return {DATA_MOUNT: root / "volume", SHELL_MOUNT: root / "shell",
-                SCRIPTS_MOUNT: SCRIPTS_DIR}
+        volumes = {DATA_MOUNT: root / "volume", SHELL_MOUNT: root / "shell",
+                   SCRIPTS_MOUNT: SCRIPTS_DIR}
+        if self.tls_dir:
+            volumes.update({PEER_TLS_DIR: self.tls_dir, CLIENT_TLS_DIR: self.tls_dir})
+        return volumes
 
     def data_dir(self, ordinal: int) -> Path:
         return Path(mount(DATA_DIR, self.volumes(ordinal)))
@@ -196,8 +214,9 @@ class LocalStatefulSet:
             self.stop(ordinal)
 
     def wait_healthy(self, *ordinals: int) -> None:
+        """Ready as the readiness probe sees it: /health on the plain-HTTP metrics port."""
         for ordinal in ordinals:
-            wait_until(lambda o=ordinal: healthy(self.client_url(o)), timeout=60,  # type: ignore[misc]
+            wait_until(lambda o=ordinal: healthy(self.metrics_url(o)), timeout=60,  # type: ignore[misc]
                        what=f"{self.pod(ordinal)} to report healthy\n"
                             f"{self.members[ordinal].process.log_tail()}")
 
@@ -331,16 +350,19 @@ def test_members_bootstrap_from_the_statefulset_command_line_and_survive_a_kill(
     assert '"totalKey"' in status.stdout
 
 
-def membership_inputs(pods: LocalStatefulSet, replicas: int) -> dict[str, Any]:
+def membership_inputs(pods: LocalStatefulSet, replicas: int, *,
+                      tls_files: Mapping[str, str] | None = None,
+                      **etcd: Any) -> dict[str, Any]:
     """The EtcdMembership inputs the component renders for ``replicas``, DNS replaced."""
-    inputs = render(replicas=replicas).one(DYNAMIC)
+    inputs = render(replicas=replicas, **etcd).one(DYNAMIC)
     return {
         "members": [{"name": m["name"], "peer_url": pods.dns(m["peer_url"])}
                     for m in inputs["members"]],
         # The client Service: any member; the initial ones are always members.
         "endpoints": [pods.client_url(o) for o in range(3)],
         "timeout_seconds": 60,
-        "tls": inputs.get("tls"),
+        # Files on the machine running `pulumi up` (membership.caFile/certFile/keyFile).
+        "tls": dict(tls_files) if tls_files else inputs.get("tls"),
     }
 
 
@@ -450,3 +472,58 @@ def test_a_removal_that_would_lose_quorum_is_refused_by_the_provider(
     assert driver.state is not None
     assert len(driver.state.outputs["members"]) == 3  # a failed update changes no state
     put(pods.client_url(2), "still", "writable")
+
+
+def make_certificates(directory: Path) -> dict[str, str]:
+    """A CA and one certificate, laid out as a cert-manager Secret (tls.crt, tls.key,
+    ca.crt): SAN 127.0.0.1 (the pod DNS names' stand-in), server and client auth."""
+    require_binary("openssl")
+    directory.mkdir()
+    ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
+    key, csr, crt = directory / "tls.key", directory / "tls.csr", directory / "tls.crt"
+    extensions = directory / "ext.cnf"
+    extensions.write_text("subjectAltName=IP:127.0.0.1\n"
+                          "extendedKeyUsage=serverAuth,clientAuth\n"
+                          "keyUsage=critical,digitalSignature,keyEncipherment\n")
+    curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run(["openssl", "req", "-x509", *curve, "-keyout", str(ca_key), "-out", str(ca_crt),
+         "-days", "1", "-subj", "/CN=test-etcd-ca"])
+    run(["openssl", "req", *curve, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=etcd"])
+    run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+         "-CAcreateserial", "-out", str(crt), "-days", "1", "-extfile", str(extensions)])
+    return {"ca_file": str(ca_crt), "cert_file": str(crt), "key_file": str(key)}
+
+
+def test_tls_for_peers_clients_the_start_up_script_and_the_provider(tmp_path: Path) -> None:
+    tls_files = make_certificates(tmp_path / "tls")
+    config = {"tls": {"enabled": True, "peerSecret": "etcd-peer-tls",
+                      "clientSecret": "etcd-client-tls"}}
+    pods = LocalStatefulSet(tmp_path / "pods", render(replicas=3, **config),
+                            tls_dir=tmp_path / "tls")
+    try:
+        start_initial(pods)
+        client = _Gateway([pods.client_url(0)], timeout=5, tls=tls_files)
+        assert sorted(m.name for m in client.members()) == ["etcd-0", "etcd-1", "etcd-2"]
+        # Client-certificate auth: plain HTTP and HTTPS without a certificate are refused.
+        with pytest.raises((urllib.error.HTTPError, ConnectionError)):
+            member_list(pods.client_url(0).replace("https://", "http://"))
+        with pytest.raises(MembershipError, match="no etcd endpoint answered"):
+            _Gateway([pods.client_url(0)], timeout=5,
+                     tls={"ca_file": tls_files["ca_file"]}).members()
+
+        with ProviderServer(log_path=tmp_path / "provider.log") as server:
+            server.configure()
+            driver = ResourceDriver(server, EtcdMembershipProvider(), type_name=TYPE_NAME,
+                                    name="locks-membership")
+            driver.up(membership_inputs(pods, 3, tls_files=tls_files, **config))
+            driver.up(membership_inputs(pods, 4, tls_files=tls_files, **config))
+        pods.start(3)  # joins over TLS with the script's etcdctl, then promotes itself
+
+        def promoted() -> bool:
+            return any(m.name == "etcd-3" and not m.is_learner for m in client.members())
+
+        wait_until(promoted, timeout=60,
+                   what=f"etcd-3 to join over TLS\n{pods.members[3].process.log_tail()}")
+        pods.wait_healthy(3)
+    finally:
+        pods.stop_all()
