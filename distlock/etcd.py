@@ -236,6 +236,7 @@ class EtcdBackend(LockBackend):
         """Watch ``key`` until deleted or ``recheck`` passes; False on timeout/cancel."""
         watch = _DeletionWatch(self._gateway, key, from_revision)
         recheck_at = time.monotonic() + self._recheck
+        confirmed = False
         try:
             while not watch.fired.is_set():
                 now = time.monotonic()
@@ -244,9 +245,17 @@ class EtcdBackend(LockBackend):
                 self._check_alive()
                 if now >= recheck_at:
                     return True  # re-read: a hung member must not stall us forever
+                if watch.created.is_set() and not confirmed:
+                    # A delete that landed while the watch was being set up reaches an
+                    # "unsynced" watcher only on etcd's next 100 ms sync; one read now
+                    # turns that slow path into an immediate handoff.
+                    confirmed = True
+                    if not self._exists(key):
+                        return True
                 until = recheck_at if deadline is None else min(recheck_at, deadline)
                 # Short slices only so that a cancel event (which cannot wake us) is seen.
-                watch.fired.wait(min(until - now, 0.1))
+                watch.wake.wait(min(until - now, 0.1))
+                watch.wake.clear()
             if not watch.deleted:
                 # The stream broke (member down, no leader): re-read, but not in a tight
                 # loop while an election runs.
@@ -254,6 +263,11 @@ class EtcdBackend(LockBackend):
             return True
         finally:
             watch.stop()
+
+    def _exists(self, key: str) -> bool:
+        response = self._gateway.call("kv/range", {"key": b64(key), "count_only": True},
+                                      timeout=self._request_deadline())
+        return int(response.get("count", 0)) > 0
 
     def _delete_quietly(self, key: str) -> None:
         """Give up a queue slot; if etcd is unreachable the lease takes it with it."""
@@ -358,6 +372,8 @@ class _DeletionWatch:
 
     def __init__(self, gateway: Gateway, key: str, from_revision: int) -> None:
         self.fired = threading.Event()
+        self.created = threading.Event()
+        self.wake = threading.Event()  # set on created and on fired
         self.deleted = False
         self._gateway = gateway
         self._body = {"create_request": {"key": b64(key), "start_revision": str(from_revision),
@@ -382,8 +398,12 @@ class _DeletionWatch:
                 break
             if message.get("canceled"):  # compacted past our revision, or leader lost
                 break
+            if message.get("created"):
+                self.created.set()
+                self.wake.set()
         # Deleted, or the stream ended (member died, compaction): the waiter re-reads.
         self.fired.set()
+        self.wake.set()
 
     def stop(self) -> None:
         with self._mutex:
