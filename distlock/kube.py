@@ -755,7 +755,7 @@ class _Acquisition:
         ahead = [w for w in waiters[:mine] if w["identity"] not in dead]
         free = not holder or holder == self.me or self.expired(
             "holder", holder, int(status.get("leaseDurationSeconds") or 1))
-        if free and not ahead:
+        if free and not ahead and not self.backend._closed.is_set():
             self.claim_sent_at = time.monotonic()
             obj = self.backend._objects.write_status(
                 read.obj, _claimed(status, self.me, self.timing.lease_seconds, dead))
