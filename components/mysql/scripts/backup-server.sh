@@ -121,6 +121,7 @@ serve() {
     require_flavor
     local ordinal
     ordinal=$(pod_ordinal)
+    transport_tool >/dev/null  # fail at once, not after replication was configured
     mkdir -p "$RUN_DIR"
     # Leftovers of streams whose peer went away mid-way (the backup tool died with it).
     find "${TMPDIR:-/tmp}" -mindepth 1 -maxdepth 1 -name 'mysql-cluster-stream.*' \

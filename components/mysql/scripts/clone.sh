@@ -99,6 +99,7 @@ main() {
         log "ordinal 0 is the primary: nothing to clone"
         return 0
     fi
+    transport_tool >/dev/null  # fail before touching anything if no transport is installed
     mkdir -p "$DATA_DIR"
     local state
     state=$(data_dir_state)
