@@ -11,8 +11,12 @@ with a member list that must match etcd's exactly), or, when a member that had s
 before lost its data dir, remove its old ID and re-add it (etcd refuses to restart an ID
 without its data: "has already been bootstrapped", or a raft panic). That decision is a
 real, shellcheck-clean script (``scripts/etcd-member.sh``) run by a statically linked
-busybox that an init container copies out of a pinned ``busybox`` image into an
-``emptyDir``. The etcd container keeps the official image and its read-only root.
+busybox that two init containers copy out of a pinned ``busybox`` image into an
+``emptyDir`` and link its applets beside (no shell needed for either step: busybox runs
+applets by name). The etcd container keeps the official image, mounts that volume
+read-only and keeps a read-only root. The script ends by ``exec``-ing etcd with the pod's
+exact flags, so etcd is the container's process (a learner excepted: its shell stays
+as parent until it has promoted it, forwarding SIGTERM).
 
 Why the membership is not only ``replicas``: see :mod:`components.etcd.membership`. The
 StatefulSet depends on the EtcdMembership resource, so a scale-up adds the new member
@@ -40,7 +44,12 @@ Objects, all children of the component:
   costs quorum (0 for a single member: any disruption is an outage).
 - Snapshots: a ``PersistentVolumeClaim`` and a ``CronJob`` running
   ``scripts/etcd-snapshot.sh`` (``etcdctl snapshot save``, keep the newest N).
-- ``EtcdMembership`` (dynamic) unless ``membership.enabled`` is false.
+- ``EtcdMembership`` (dynamic) unless ``membership.enabled`` is false; then scaling is
+  manual (``etcdctl member add --learner`` before raising ``replicas``): a pod that is
+  not a member waits, logging why, instead of starting.
+
+The cluster token (``--initial-cluster-token``) is a hash of project, stack, namespace
+and name: unique per stack, stable across runs, nothing kept in state.
 
 TLS (optional): peer and client certificates come from cert-manager Secrets
 (``tls.crt``, ``tls.key``, ``ca.crt``) with client-certificate auth on both. The client

@@ -24,6 +24,9 @@ What it does, in the order ``pulumi up`` calls it:
   cluster. etcd's own strict reconfiguration check (on by default) refuses the same
   from its live view of which members are connected; both refusals surface as errors
   that name the member and the numbers.
+- **lost data dir**: not handled here but by the member's own pod (remove its old ID,
+  re-add itself as a learner, promote itself): only the pod can see that its volume is
+  empty, and it must not crash-loop until someone runs ``pulumi up``.
 - **delete**: nothing. Destroying the component deletes the StatefulSet; removing
   members one by one on the way down would only risk quorum for no benefit.
 
