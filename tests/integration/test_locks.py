@@ -42,7 +42,7 @@ from distlock import (
     LockTimeout,
     StaleTokenError,
 )
-from distlock._cli import EXIT_LOST
+from distlock._cli import EXIT_LOST, EXIT_TIMEOUT
 from distlock._etcd_gateway import Gateway
 from distlock.etcd import EtcdBackend, TLSFiles
 from tests.integration.lock_backends import FACTORIES, BackendHarness
@@ -366,6 +366,32 @@ def test_sigstopped_holder_is_fenced_after_its_ttl(  # noqa: PLR0917 - fixtures
     history.record("successor", RELEASED, token)
     successor.release()
     check(history.events())
+
+
+def test_cli_exit_codes_timeout_passthrough_and_signals(
+        harness: BackendHarness, procs: Processes, sessions: Callable[..., LockBackend],
+        name: str, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    touch = ["sh", "-c", f'echo "$DISTLOCK_TOKEN" > {marker}']
+    owner = sessions()
+    held = owner.lock(name)
+    first_token = held.acquire(timeout=WAIT)
+
+    timed_out = procs.start(harness.cli(name, touch, timeout=0.5))
+    assert timed_out.wait(WAIT) == EXIT_TIMEOUT, procs.output(timed_out)
+    assert not marker.exists(), "COMMAND ran although the lock was never granted"
+
+    interrupted = procs.start(harness.cli(name, touch))
+    wait_until(lambda: queued(owner, name, 1), timeout=WAIT, what="the CLI to queue")
+    interrupted.send_signal(signal.SIGTERM)
+    assert interrupted.wait(WAIT) == 128 + signal.SIGTERM, procs.output(interrupted)
+    assert owner.inspect(name).waiters == (), "a CLI stopped while waiting kept its slot"
+    assert not marker.exists()
+
+    held.release()
+    passthrough = procs.start(harness.cli(name, [*touch[:2], f"{touch[2]}; exit 7"]))
+    assert passthrough.wait(WAIT) == 7, procs.output(passthrough)
+    assert int(marker.read_text()) > first_token, "DISTLOCK_TOKEN is not a newer token"
 
 
 def test_async_acquire_and_cancellation(sessions: Callable[..., LockBackend], name: str) -> None:
