@@ -4,10 +4,13 @@ This package never imports pulumi: it runs in pods, in CI jobs and inside dynami
 providers alike. Usage::
 
     from distlock import BackendOptions, open_backend
+    from distlock.etcd import EtcdFencedStore
 
-    with open_backend("etcd", BackendOptions(endpoints=("http://etcd:2379",), ttl=10)) as s:
-        with s.lock("deploy/prod", timeout=60) as lock:
-            store.put(lock.token, "config", data)   # rejected if a newer holder wrote
+    endpoints = ("http://etcd-0.etcd:2379", "http://etcd-1.etcd:2379")
+    store = EtcdFencedStore(endpoints, "fences/deploy-prod")
+    with open_backend("etcd", BackendOptions(endpoints=endpoints, ttl=10)) as session:
+        with session.lock("deploy-prod", timeout=60) as lock:
+            store.put(lock.token, "config", data)  # refused if a newer holder wrote
 
 See :mod:`distlock._backend` for the backend contract and :mod:`distlock._fencing` for
 why guarded writes, not the lock alone, are what keeps a paused holder out.
