@@ -16,7 +16,17 @@ Every process is started here, in its own process group, and stopped by that gro
 cgroup would.
 
 The module is importable outside pytest (the issue-7 benchmark seeds a large replica through
-:meth:`Pod.clone`); it only needs the Debian MariaDB tools and ncat or socat on PATH.
+:meth:`Pod.clone`); it only needs the Debian MariaDB tools and ncat or socat on PATH::
+
+    with PodCluster(Path(tempfile.mkdtemp())) as cluster:
+        primary = cluster.start_pod(0)          # install, bootstrap-users.sh, sidecar
+        ...                                     # load data through primary.server.connect()
+        replica = cluster.pod(1)
+        replica.init_config()
+        started = time.monotonic()
+        assert replica.clone() == 0             # stream + extract + prepare + verify
+        seconds = time.monotonic() - started
+        replica.start_server(); replica.start_sidecar(); replica.wait_serving()
 """
 
 from __future__ import annotations
