@@ -416,6 +416,17 @@ def test_scale_3_to_5_to_3_through_the_provider_loses_no_acknowledged_write(
         pods.stop(3)
         wait_until(lambda: writer.count() > before + 50, timeout=30,
                    what="writes to continue after the scale-down")
+
+        # Up again at ordinal 3 with its old volume still there (PVC retention "Retain",
+        # or a cluster older than the retention policy): the old data belongs to the
+        # removed ID. The pod keeps it aside and joins as the new member.
+        assert driver.up(membership_inputs(pods, 4)).operation == "update"
+        pods.start(3)
+        wait_voter(pods, 3)
+        assert "belongs to a removed incarnation" in pods.members[3].process.log_tail(400)
+        assert list(pods.data_dir(3).parent.glob("data.removed-*"))
+        assert driver.up(membership_inputs(pods, 3)).operation == "update"
+        pods.stop(3)
     writer.stop()
     assert writer.is_alive() is False
 

@@ -2,7 +2,9 @@
 # Start one etcd member of the StatefulSet. The arguments are etcd's own flags (name,
 # URLs, data dir, token, TLS); this script only decides how the member joins:
 #
-#   data dir has a WAL      -> restart on it (initial-cluster flags are ignored by etcd)
+#   data dir has a WAL      -> restart on it (initial-cluster flags are ignored by etcd),
+#                              unless this ordinal was removed and re-added since: then
+#                              the old data is moved aside and the member joins afresh
 #   empty, no cluster yet   -> bootstrap with the other initial members (state "new")
 #   empty, listed, unstarted-> EtcdMembership added us: join (state "existing")
 #   empty, listed, started  -> our data dir was lost: remove our old ID, add ourselves
@@ -114,8 +116,22 @@ run_etcd() {
 
 if [ -d "$MEMBER_DATA_DIR/member/wal" ]; then
     entry=$(own_entry "$(member_list || true)")
-    log "restarting on the existing data dir"
-    run_etcd "${entry%% *}" "${entry##* }" "$@"
+    case "$entry" in
+        *" unstarted true")
+            # Data, yet listed as a learner that never started: this ordinal was removed
+            # (scale-down) and added again, and the volume outlived the removal. That data
+            # belongs to the removed ID, which etcd would refuse. Keep it aside (nothing
+            # is deleted) and join as the new member. Only learners: a voter listed as
+            # unstarted is an initial member that crashed mid-bootstrap and keeps its data.
+            aside="$MEMBER_DATA_DIR.removed-$(date -u +%Y%m%dT%H%M%SZ)"
+            log "data dir belongs to a removed incarnation of this member: moving it to $aside"
+            mv "$MEMBER_DATA_DIR" "$aside"
+            ;;
+        *)
+            log "restarting on the existing data dir"
+            run_etcd "${entry%% *}" "${entry##* }" "$@"
+            ;;
+    esac
 fi
 
 # A first start that died before writing its WAL leaves nothing worth keeping.
