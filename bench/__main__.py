@@ -37,9 +37,10 @@ def _positive(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmarks", nargs="*", choices=[*NAMES, "all"], default=["all"],
-                        metavar="BENCHMARK", help=f"any of {', '.join(NAMES)}, or all "
-                        "(default)")
+    # Checked in main(), not with choices=: argparse checks a nargs="*" default against
+    # the choices as one value and rejects a bare `python -m bench`.
+    parser.add_argument("benchmarks", nargs="*", metavar="BENCHMARK",
+                        help=f"any of {', '.join(NAMES)}, or all (default)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes (seconds, not minutes): checks the benchmarks run")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
@@ -63,6 +64,18 @@ def _parser() -> argparse.ArgumentParser:
     program.add_argument("--runs", type=_positive, default=None,
                          help="program runs, each in a fresh interpreter (default 5; quick 2)")
     return parser
+
+
+def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, tuple[str, ...]]:
+    """Arguments and the benchmarks to run, in the documented order; exits 2 on bad input."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.benchmarks if name not in (*NAMES, "all")]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from "
+                     f"{', '.join(NAMES)} or all")
+    wanted = args.benchmarks or ["all"]
+    return args, NAMES if "all" in wanted else tuple(dict.fromkeys(wanted))
 
 
 def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Report]]:
@@ -99,8 +112,7 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Report]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    names = NAMES if "all" in args.benchmarks else tuple(dict.fromkeys(args.benchmarks))
+    args, names = parse(argv)
     runners = _runners(args)
     print("machine: " + ", ".join(f"{k}={v}" for k, v in machine().items()), flush=True)
     failed = []
