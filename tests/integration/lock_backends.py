@@ -39,6 +39,8 @@ class BackendHarness:
     """Extra environment for CLI subprocesses (e.g. KUBECONFIG)."""
     kill_leader: Callable[[], None] | None = None
     """Fault: kill the service's leader (SIGKILL); None if the backend has none."""
+    kill_endpoint: Callable[[str], None] | None = None
+    """Fault: SIGKILL the member serving this client URL (the one clients try first)."""
     heal: Callable[[], None] | None = None
     """Undo faults (restart what was killed) so later tests find a whole service."""
     unreachable: Callable[[], AbstractContextManager[None]] | None = None
@@ -78,6 +80,11 @@ def etcd_backend(base: Path) -> Iterator[BackendHarness]:
         leader.kill()
         killed.append(leader)
 
+    def kill_endpoint(url: str) -> None:
+        member = next(m for m in cluster.members if m.client_url == url)
+        member.kill()
+        killed.append(member)
+
     def heal() -> None:
         while killed:
             killed.pop().start()
@@ -104,6 +111,7 @@ def etcd_backend(base: Path) -> Iterator[BackendHarness]:
             options=BackendOptions(endpoints=endpoints),
             cli_options=["--endpoints", ",".join(endpoints)],
             kill_leader=kill_leader,
+            kill_endpoint=kill_endpoint,
             heal=heal,
             unreachable=unreachable,
             etcd_endpoints=endpoints,

@@ -510,6 +510,33 @@ def test_leader_killed_during_contention(harness: BackendHarness, procs: Process
     print(f"[etcd] leader killed during contention: worst handoff gap {worst:.3f}s")
 
 
+def test_waiters_and_holders_fail_over_when_their_member_dies(
+        harness: BackendHarness, sessions: Callable[..., LockBackend], name: str,
+        history: History) -> None:
+    """Kill the member every client talks to first (endpoints[0]) while one holds and
+    one waits: the waiter's watch breaks, both carry on through the other members."""
+    endpoints = etcd_only(harness)
+    assert harness.kill_endpoint is not None
+    assert harness.heal is not None
+    owner = sessions(ttl=5.0)
+    first = owner.lock(name)
+    history.record("owner", ACQUIRED, first.acquire(timeout=WAIT))
+    waiter = Holder(sessions(ttl=5.0).lock(name), "waiter", history)
+    waiter.start()
+    wait_until(lambda: queued(owner, name, 1), timeout=WAIT, what="the waiter queued")
+    grant = first.grant
+    assert grant is not None
+    try:
+        harness.kill_endpoint(endpoints[0])
+        history.record("owner", RELEASED, grant.token)
+        first.release()  # through another member
+        waiter.finish()  # its watch on the dead member broke; it re-read elsewhere
+        assert not grant.lost.is_set(), "the session did not survive losing one member"
+    finally:
+        harness.heal()
+    check(history.events())
+
+
 def test_lost_fires_when_the_lease_goes(harness: BackendHarness,
                                         sessions: Callable[..., LockBackend], name: str) -> None:
     endpoints = etcd_only(harness)
