@@ -183,6 +183,10 @@ def discovery_endpoints(names: _Names, bootstrap: str) -> str:
     return ",".join(names.client_url(pod) for pod in pods)
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
 def backend_quota_bytes(storage: str) -> int:
     return min(_QUOTA_MAX, int(quantity_value(storage) * _QUOTA_SHARE))
 
@@ -205,8 +209,10 @@ def etcd_flags(config: EtcdConfig, names: _Names, token: str) -> list[str]:
         f"--quota-backend-bytes={backend_quota_bytes(config.storage)}",
         # Refuse to serve from a member whose data differs from its peers'.
         "--experimental-initial-corrupt-check=true",
-        "--experimental-compact-hash-check-enabled=true",
     ]
+    if _version(config.version) >= (3, 5, 5):
+        # Periodic cross-member hash check; the flag exists from 3.5.5 (3.5.3 would exit).
+        flags.append("--experimental-compact-hash-check-enabled=true")
     if config.tls.enabled:
         flags += [
             f"--cert-file={CLIENT_TLS_DIR}/tls.crt",

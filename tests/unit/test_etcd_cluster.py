@@ -147,6 +147,15 @@ def test_member_name_and_urls_derive_from_the_pod_name_and_headless_dns() -> Non
     assert env["MEMBER_PEER_URL"] == f"http://{host}:2380"
 
 
+@pytest.mark.parametrize(("version", "has_flag"), [("3.5.3", False), ("3.5.4", False),
+                                                  ("3.5.5", True), ("3.5.17", True),
+                                                  ("3.6.4", True)])
+def test_flags_exist_in_the_configured_release(version: str, has_flag: bool) -> None:
+    args = render(version=version).etcd_container["args"]
+    assert ("--experimental-compact-hash-check-enabled=true" in args) is has_flag
+    assert render(version=version).etcd_container["image"].endswith(f":v{version}")
+
+
 def test_initial_cluster_is_computed_from_replicas_and_recorded_by_membership() -> None:
     env = render(replicas=5).env()
     expected = ",".join(f"etcd-{i}=http://etcd-{i}.etcd-peer.db.svc:2380" for i in range(5))
