@@ -24,6 +24,7 @@ import pytest
 
 import distlock
 from components.mysql.replication import _ReplicationProvider
+from tests.support.accounts import create_accounts
 from tests.support.etcd import EtcdCluster
 from tests.support.mariadb import MariaDBServer, random_password
 from tests.support.procs import LOCALHOST, free_port, wait_until
@@ -38,9 +39,6 @@ pytestmark = pytest.mark.integration
 
 ADMIN_USER = "admin"
 REPLICATION_USER = "repl"
-# What CONTRACT.md's admin account holds on MariaDB 10.11: exactly what the provider needs.
-ADMIN_PRIVILEGES = ("CREATE USER, REPLICATION SLAVE, REPLICATION SLAVE ADMIN, SLAVE MONITOR, "
-                    "RELOAD")
 SECRET_INPUTS = frozenset({"admin_password", "replication_password"})
 TYPE_NAME = "pulumi-python:dynamic/mysql:ReplicationInit"
 
@@ -127,10 +125,10 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     admin_password = random_password()
     server = MariaDBServer(base, name="template").initialize()
     try:
-        server.query("CREATE USER %s@'%%' IDENTIFIED BY %s",
-                     (ADMIN_USER, admin_password))
-        server.query(f"GRANT {ADMIN_PRIVILEGES} ON *.* TO %s@'%%' WITH GRANT OPTION",
-                     (ADMIN_USER,))
+        # The admin account exactly as the pods' bootstrap-users.sh creates it.
+        create_accounts(server, users={ADMIN_USER}, passwords={
+            "ADMIN": admin_password, "REPLICATION": random_password(),
+            "MONITOR": random_password(), "BACKUP": random_password()})
     finally:
         server.stop()
     return Template(server.data_dir, server.root_password, admin_password)

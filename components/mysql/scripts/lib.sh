@@ -282,7 +282,8 @@ replication_start_sql() {
 
 # Explicit privileges only. The admin account never gets ALL, SUPER, READ ONLY ADMIN (MariaDB) or
 # CONNECTION_ADMIN / SYSTEM_VARIABLES_ADMIN (MySQL): any of them lets it write on a read-only
-# replica, which is how errant GTIDs are born.
+# replica, which is how errant GTIDs are born. It holds REPLICATION SLAVE only so that it can
+# grant it: the ReplicationInit provider repairs the replication account as admin.
 bootstrap_users_sql() {
     require_flavor
     require_vars ADMIN_USER ADMIN_PASSWORD REPLICATION_USER REPLICATION_PASSWORD \
@@ -291,11 +292,11 @@ bootstrap_users_sql() {
     local common="SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, RELOAD, PROCESS, REFERENCES, INDEX, ALTER, SHOW DATABASES, CREATE TEMPORARY TABLES, LOCK TABLES, EXECUTE, CREATE VIEW, SHOW VIEW, CREATE ROUTINE, ALTER ROUTINE, CREATE USER, EVENT, TRIGGER"
     repl_privileges="REPLICATION SLAVE"
     if [[ $MYSQL_FLAVOR == mariadb ]]; then
-        admin_privileges="$common, BINLOG MONITOR, SLAVE MONITOR, REPLICATION SLAVE ADMIN"
+        admin_privileges="$common, BINLOG MONITOR, SLAVE MONITOR, REPLICATION SLAVE, REPLICATION SLAVE ADMIN"
         monitor_privileges="SLAVE MONITOR"
         backup_privileges="RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR, SLAVE MONITOR"
     else
-        admin_privileges="$common, REPLICATION CLIENT, REPLICATION_SLAVE_ADMIN"
+        admin_privileges="$common, REPLICATION CLIENT, REPLICATION SLAVE, REPLICATION_SLAVE_ADMIN"
         monitor_privileges="REPLICATION CLIENT"
         backup_privileges="BACKUP_ADMIN, PROCESS, RELOAD, LOCK TABLES, REPLICATION CLIENT"
     fi
