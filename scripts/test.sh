@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(mariadb-server mariadb-backup etcd-server etcd-client ncat socat shellcheck
+apt_packages=(mariadb-server mariadb-backup etcd-server etcd-client ncat socat shellcheck busybox-static openssl
               python3-venv python3-dev)
 
 as_root() {
