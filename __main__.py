@@ -19,15 +19,20 @@ from components.mysql.cluster import MySQLCluster, MySQLClusterArgs
 config = load()
 pulumi.export("namespace", config.namespace)
 
-# etcd client URLs: ReplicationInit holds a per-cluster lock in etcd while it configures
-# replication. Empty: no lock (a single `pulumi up` at a time is then the operator's job).
-lock_endpoints: tuple[str, ...] = ()
+# etcd: the lock store. Membership changes (EtcdMembership) happen before the StatefulSet
+# changes size: scale up one member per `pulumi up`, down by any number.
+etcd = EtcdCluster(config.etcd.name,
+                   EtcdClusterArgs(namespace=config.namespace, config=config.etcd))
+pulumi.export("etcdClientUrl", etcd.client_url)
+pulumi.export("etcdMemberClientUrls", etcd.member_client_urls)
 
 # MySQL / MariaDB: ordinal 0 is the primary, every other pod a replica of it.
+# ReplicationInit converges under a per-cluster lock in this stack's etcd, so two
+# `pulumi up` runs never reconfigure the same replica at once.
 mysql = MySQLCluster(
     config.mysql.name,
     MySQLClusterArgs(namespace=config.namespace, config=config.mysql,
-                     lock_endpoints=lock_endpoints),
+                     lock_endpoints=etcd.lock_endpoints, lock_service=etcd),
 )
 pulumi.export("mysqlPrimaryHost", mysql.primary_host)
 pulumi.export("mysqlReadHost", mysql.read_host)
@@ -36,13 +41,6 @@ pulumi.export("mysqlSecretName", mysql.secret_name)
 pulumi.export("mysqlServerIdBase", mysql.server_id_base)
 pulumi.export("mysqlAdminPassword", mysql.admin_password)
 pulumi.export("mysqlRootPassword", mysql.root_password)
-
-# etcd: the lock store. Membership changes (EtcdMembership) happen before the StatefulSet
-# changes size: scale up one member per `pulumi up`, down by any number.
-etcd = EtcdCluster(config.etcd.name,
-                   EtcdClusterArgs(namespace=config.namespace, config=config.etcd))
-pulumi.export("etcdClientUrl", etcd.client_url)
-pulumi.export("etcdMemberClientUrls", etcd.member_client_urls)
 
 # Distributed locks on Kubernetes (locks.enabled): the Lock CRD, installed by a provider
 # that waits until it is Established and will not delete it while a lock is in use, and

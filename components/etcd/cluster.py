@@ -474,6 +474,9 @@ class EtcdCluster(pulumi.ComponentResource):
     client_url: pulumi.Output[str]
     member_client_urls: pulumi.Output[list[str]]
     cluster_token: pulumi.Output[str]
+    # Client URLs as reached from where `pulumi up` runs, for providers that hold a lock
+    # here (ReplicationInit). Empty with TLS: those providers take no client certificate.
+    lock_endpoints: tuple[str, ...]
 
     def __init__(self, name: str, args: EtcdClusterArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
@@ -525,6 +528,8 @@ class EtcdCluster(pulumi.ComponentResource):
         if config.snapshot.enabled:
             self._snapshots(name, config, names, labels, scripts)
 
+        self.lock_endpoints = (() if config.tls.enabled
+                               else tuple(membership_endpoints(config, names)))
         self.client_url = pulumi.Output.from_input(names.service_url)
         self.member_client_urls = pulumi.Output.from_input(
             [names.client_url(names.pod(i)) for i in range(config.replicas)])

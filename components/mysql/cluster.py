@@ -121,6 +121,8 @@ class MySQLClusterArgs:
     config: MySQLConfig
     # etcd client URLs for ReplicationInit's per-cluster lock; empty: no lock.
     lock_endpoints: tuple[str, ...] = ()
+    # What serves those URLs (the EtcdCluster): ReplicationInit waits until it is ready.
+    lock_service: pulumi.Resource | None = None
 
 
 def server_id_base(project: str, stack: str, namespace: str, name: str) -> int:
@@ -284,7 +286,7 @@ class MySQLCluster(pulumi.ComponentResource):
         )
 
         if config.replication_init.enabled and config.replicas > 1:
-            self._replication_init(name, plan, args.lock_endpoints, passwords, statefulset)
+            self._replication_init(name, plan, args, passwords, statefulset)
 
         # The name is fixed; deriving it from the Secret makes consumers wait for it.
         self.secret_name = secret.id.apply(lambda _: names.secret)
@@ -361,7 +363,7 @@ class MySQLCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[account, role]),
         )
 
-    def _replication_init(self, name: str, plan: _Plan, lock_endpoints: tuple[str, ...],
+    def _replication_init(self, name: str, plan: _Plan, args: MySQLClusterArgs,
                           passwords: dict[str, pulumi.Output[str]],
                           statefulset: k8s.apps.v1.StatefulSet) -> None:
         init = plan.config.replication_init
@@ -385,9 +387,12 @@ class MySQLCluster(pulumi.ComponentResource):
                 replication_password=_secret(passwords["replication"]),
                 max_lag_seconds=plan.config.max_replica_lag_seconds,
                 timeout_seconds=init.timeout_seconds,
-                lock_endpoints=lock_endpoints,
+                lock_endpoints=args.lock_endpoints,
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[statefulset]),
+            # Depending on a component waits for every one of its children.
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[statefulset, *([args.lock_service] if args.lock_service else [])]),
         )
 
 
