@@ -35,11 +35,17 @@ import pymysql
 
 from bench._procs import need, workdir
 from bench._report import Report, Table, Target, ratio
+from tests.support.accounts import create_accounts
 from tests.support.mariadb import MariaDBServer, random_password
 from tests.support.procs import LOCALHOST
 from tests.support.provider_server import ProviderServer, ResourceDriver
 
 _SERVER_CONFIG = "log-bin=mysql-bin\nlog-slave-updates\n"
+# Account names from CONTRACT.md; the component passes both passwords as secrets.
+_ADMIN_USER = "admin"
+_REPLICATION_USER = "repl"
+_SECRET_INPUTS = frozenset({"admin_password", "replication_password"})
+_TYPE_NAME = "pulumi-python:dynamic/mysql:ReplicationInit"
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ class RefreshOptions:
 
 
 class _NotLanded(Exception):
-    """ReplicationInit (or its integration test's fixtures) is not in the tree yet."""
+    """ReplicationInit is not in the tree (or does not import)."""
 
 
 def run(options: RefreshOptions) -> Report:
@@ -112,16 +118,6 @@ def _echo_floor(server: ProviderServer, rounds: int) -> dict[str, float]:
     }
 
 
-def _fixtures() -> Any:
-    """The provider test's account names and privileges: one definition of the contract."""
-    try:
-        from tests.integration import test_replication_provider as fixtures  # noqa: PLC0415
-    except ImportError as error:
-        raise _NotLanded(f"ReplicationInit or its integration test not in the tree yet "
-                         f"({error})") from None
-    return fixtures
-
-
 @contextmanager
 def _cluster(base: Path, count: int) -> Iterator[tuple[list[MariaDBServer], dict[str, Any]]]:
     """A primary and replicas as a finished clone leaves them; yields the provider inputs.
@@ -129,7 +125,6 @@ def _cluster(base: Path, count: int) -> Iterator[tuple[list[MariaDBServer], dict
     Same accounts everywhere (created without binary logging, as if cloned), empty
     binary logs on the replicas and the primary's position as their gtid_slave_pos.
     """
-    fixtures = _fixtures()
     admin_password = random_password()
     primary = MariaDBServer(base / "m0", name="m0", server_id=1, extra_config=_SERVER_CONFIG)
     replicas = [MariaDBServer(base / f"m{i}", name=f"m{i}", server_id=1 + i,
@@ -138,12 +133,10 @@ def _cluster(base: Path, count: int) -> Iterator[tuple[list[MariaDBServer], dict
         for server in (primary, *replicas):
             server.initialize()
             stack.callback(server.stop)
-            with server.cursor() as cur:
-                cur.execute("SET SESSION sql_log_bin=0")
-                cur.execute("CREATE USER %s@'%%' IDENTIFIED BY %s",
-                            (fixtures.ADMIN_USER, admin_password))
-                cur.execute(f"GRANT {fixtures.ADMIN_PRIVILEGES} ON *.* TO %s@'%%' "
-                            "WITH GRANT OPTION", (fixtures.ADMIN_USER,))
+            # The admin account exactly as the pods' bootstrap-users.sh creates it.
+            create_accounts(server, users={_ADMIN_USER}, passwords={
+                "ADMIN": admin_password, "REPLICATION": random_password(),
+                "MONITOR": random_password(), "BACKUP": random_password()})
         position = primary.query("SELECT @@GLOBAL.gtid_binlog_pos AS p")[0]["p"]
         for replica in replicas:
             # read_only set at run time, not in the config: mariadb-install-db's bootstrap
@@ -157,9 +150,9 @@ def _cluster(base: Path, count: int) -> Iterator[tuple[list[MariaDBServer], dict
             "replicas": [{"host": LOCALHOST, "port": r.port} for r in replicas],
             "source_host": LOCALHOST,
             "source_port": primary.port,
-            "admin_user": fixtures.ADMIN_USER,
+            "admin_user": _ADMIN_USER,
             "admin_password": admin_password,
-            "replication_user": fixtures.REPLICATION_USER,
+            "replication_user": _REPLICATION_USER,
             "replication_password": random_password(),
             "max_lag_seconds": 30,
             "timeout_seconds": 60,
@@ -176,11 +169,9 @@ def _connect_floor(replicas: list[MariaDBServer], admin_password: str, rounds: i
     ``tls_context=False`` (``ssl_disabled``) that cost is left out, which shows how much
     of a connect it is.
     """
-    admin_user = _fixtures().ADMIN_USER
-
     def look() -> None:
         for replica in replicas:
-            connection = pymysql.connect(host=LOCALHOST, port=replica.port, user=admin_user,
+            connection = pymysql.connect(host=LOCALHOST, port=replica.port, user=_ADMIN_USER,
                                          password=admin_password, connect_timeout=5,
                                          ssl_disabled=not tls_context)
             try:
@@ -194,13 +185,14 @@ def _connect_floor(replicas: list[MariaDBServer], admin_password: str, rounds: i
 
 
 def _project(server: ProviderServer, inputs: dict[str, Any], rounds: int) -> dict[str, float]:
-    from components.mysql.replication import _ReplicationProvider  # noqa: PLC0415
+    try:
+        from components.mysql.replication import _ReplicationProvider  # noqa: PLC0415
+    except ImportError as error:
+        raise _NotLanded(f"ReplicationInit not importable ({error})") from None
 
-    fixtures = _fixtures()
-
-    driver = ResourceDriver(server, _ReplicationProvider(), type_name=fixtures.TYPE_NAME,
-                            name="bench-replication", secret_inputs=fixtures.SECRET_INPUTS,
-                            additional_secret_outputs=fixtures.SECRET_INPUTS)
+    driver = ResourceDriver(server, _ReplicationProvider(), type_name=_TYPE_NAME,
+                            name="bench-replication", secret_inputs=_SECRET_INPUTS,
+                            additional_secret_outputs=_SECRET_INPUTS)
     created = driver.up(inputs)
     if created.operation != "create" or created.outputs.get("in_sync") is not True:
         raise RuntimeError(f"ReplicationInit create did not converge: {created.outputs}")
