@@ -206,7 +206,8 @@ def _run(base: Path, options: SeedingOptions) -> Report:
                 target = base / "target"
                 read_through(data_dir)
                 try:
-                    samples.setdefault(name, []).append(method(target))
+                    seeded = method(target)
+                    samples.setdefault(name, []).append(seeded)
                 except _NotLanded as reason:
                     skipped[name] = str(reason)
                 finally:
