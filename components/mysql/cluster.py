@@ -11,8 +11,11 @@ Objects, all children of the component (providers flow down from it):
 
 - ``Secret`` ``<name>-credentials``: root, admin, replication, monitor and backup
   passwords from pulumi-random (32 alphanumerics: no quoting hazards in option files or
-  SQL). The string data is an Output marked secret, so state holds only ciphertext;
-  containers get the passwords through ``secretKeyRef``, never as literal values.
+  SQL). The string data is an Output marked secret, so state holds only ciphertext.
+  Containers never get a password in their environment: the Secret is mounted as a
+  read-only volume and the environment carries only ``<NAME>_FILE`` paths (see
+  ``credentials.py`` for why, and which container mounts which key). The images' own
+  root password comes the same way, through their ``*_ROOT_PASSWORD_FILE`` variables.
 - ``ConfigMap`` ``<name>-config``: every ``scripts/*.sh`` and every file of
   ``conf/<flavor>/``, globbed at run time so new scripts ship without touching this
   module. A hash of its contents is a pod-template annotation: a changed script or
@@ -53,6 +56,17 @@ across runs and machines, spread over the whole 32-bit space (two clusters colli
 with probability 1 in 4.3 million). ``serverIdBase`` in config overrides it when a
 topology needs hand-assigned blocks.
 
+Probes. The ``mysql`` container has startup, liveness and readiness probes (``probe.sh``;
+a replica is ready only while replicating within ``maxReplicaLagSeconds``). The ``backup``
+sidecar has a startup and a liveness probe, ``probe.sh backup``: its listener's PID (from a
+PID file) must be alive and hold the listening socket, checked in ``/proc``, because a TCP
+probe would start a backup stream on every check. A replica's sidecar configures
+replication before the listener starts, so the startup probe allows the server's start
+budget plus the replication setup before liveness takes over. A container is not Ready
+before its startup probe passes, so a pod turns Ready only once its listener serves, which
+``OrderedReady`` relies on: the next ordinal clones from this one first. The sidecar has
+no readiness probe of its own (tests/unit/test_policy.py says why).
+
 ReplicationInit. When ``replicationInit.enabled`` and there is more than one pod, a
 dynamic resource configures and verifies replication after the StatefulSet is ready
 (``depends_on``), reaching the pods by pod DNS (in-cluster runner) or by the configured
@@ -72,6 +86,8 @@ import pulumi_random as random
 
 from components import _kube
 from components.config import Endpoint, MySQLConfig, Resources
+from components.mysql import credentials
+from components.mysql.credentials import CREDENTIALS_DIR, PASSWORD_VARIABLES
 from components.mysql.flavor import FLAVORS, FlavorSpec
 from components.mysql.replication import ReplicationInit, ReplicationInitArgs
 
@@ -98,14 +114,14 @@ ADMIN_USER = "admin"
 REPLICATION_USER = "repl"
 MONITOR_USER = "monitor"
 BACKUP_USER = "backup"
-# Secret key and env var of each password, in the contract's spelling.
-PASSWORDS = {
-    "root": "ROOT_PASSWORD",
-    "admin": "ADMIN_PASSWORD",
-    "replication": "REPLICATION_PASSWORD",
-    "monitor": "MONITOR_PASSWORD",
-    "backup": "BACKUP_PASSWORD",
-}
+# How long the server may take to accept connections after its container starts (crash
+# recovery of a large instance takes minutes). The mysql container's startup probe allows
+# this much, and backup-server.sh waits this long for the server before it gives up.
+SERVER_START_SECONDS = 600
+# What configuring replication may take once the server is up (a few statements, plus
+# reaching the primary): the backup sidecar's startup probe allows the server's start
+# plus this, so its liveness probe never runs while the listener is not up yet.
+REPLICATION_SETUP_SECONDS = 120
 T = TypeVar("T")
 _SERVER_ID_BLOCK = 1000
 _SERVER_ID_BLOCKS = 4_294_966  # base + 999 stays below 2**32
@@ -246,14 +262,15 @@ class MySQLCluster(pulumi.ComponentResource):
             key: random.RandomPassword(
                 f"{name}-{key}-password", length=32, special=False, min_lower=1, min_upper=1,
                 min_numeric=1, opts=child).result
-            for key in PASSWORDS
+            for key in PASSWORD_VARIABLES
         }
         secret = k8s.core.v1.Secret(
             f"{name}-credentials",
             metadata=_kube.metadata(names.secret, namespace, labels),
             type="Opaque",
             string_data=_secret(pulumi.Output.all(**passwords).apply(
-                lambda values: {f"{key}-password": values[key] for key in PASSWORDS})),
+                lambda values: {credentials.secret_key(key): values[key]
+                                for key in PASSWORD_VARIABLES})),
             opts=pulumi.ResourceOptions(parent=self,
                                         additional_secret_outputs=["data", "stringData"]),
         )
@@ -420,14 +437,32 @@ def _environment(plan: _Plan) -> list[k8s.core.v1.EnvVarArgsDict]:
         _kube.value_env("CONFIG_DIR", CONFIG_DIR),
         _kube.value_env("RUN_DIR", RUN_DIR),
         _kube.value_env("MAX_REPLICA_LAG_SECONDS", config.max_replica_lag_seconds),
+        _kube.value_env("SERVER_WAIT_SECONDS", SERVER_START_SECONDS),
         _kube.value_env("ADMIN_USER", ADMIN_USER),
         _kube.value_env("REPLICATION_USER", REPLICATION_USER),
         _kube.value_env("MONITOR_USER", MONITOR_USER),
         _kube.value_env("BACKUP_USER", BACKUP_USER),
     ]
-    env += [_kube.secret_env(variable, names.secret, f"{key}-password")
-            for key, variable in PASSWORDS.items()]
+    # Paths, never passwords: only containers that mount the credentials can read them.
+    env += [_kube.value_env(name, path)
+            for name, path in credentials.file_variables(CREDENTIALS_DIR).items()]
     return env
+
+
+def _credentials_volume(container: str, secret_name: str) -> k8s.core.v1.VolumeArgsDict:
+    """The cluster Secret as files, holding only the keys ``container`` reads."""
+    return {
+        "name": f"credentials-{container}",
+        "secret": {
+            "secret_name": secret_name,
+            "default_mode": credentials.FILE_MODE,
+            # A missing key keeps the pod from starting instead of yielding no file.
+            "optional": False,
+            "items": [{"key": credentials.secret_key(account),
+                       "path": credentials.secret_key(account)}
+                      for account in credentials.CONTAINER_PASSWORDS[container]],
+        },
+    }
 
 
 def _volumes(names: _Names) -> list[k8s.core.v1.VolumeArgsDict]:
@@ -444,6 +479,8 @@ def _volumes(names: _Names) -> list[k8s.core.v1.VolumeArgsDict]:
     }
     return [
         {"name": "config-map", "config_map": {"name": names.config_map, "default_mode": 0o444}},
+        *(_credentials_volume(container, names.secret)
+          for container in credentials.CONTAINER_PASSWORDS),
         {"name": "initdb", "config_map": {
             "name": names.config_map, "default_mode": 0o444,
             "items": [{"key": "bootstrap-users.sh", "path": "bootstrap-users.sh"}]}},
@@ -467,6 +504,7 @@ def _mount(name: str, path: str, *, read_only: bool = False,
 
 
 def _probe(kind: str, *, period: int, failures: int) -> k8s.core.v1.ProbeArgsDict:
+    # exec, never tcpSocket: a connection to the backup port starts a full backup stream.
     return {
         "exec_": {"command": ["bash", f"{CONFIG_DIR}/probe.sh", kind]},
         "period_seconds": period,
@@ -537,7 +575,9 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
     socket = _mount("socket", flavor.socket_dir)
     server_env = [
         *env,
-        _kube.secret_env(flavor.root_password_env, names.secret, "root-password"),
+        # The image entrypoint reads the file itself (file_env in both official images).
+        _kube.value_env(flavor.root_password_file_env,
+                        f"{CREDENTIALS_DIR}/{credentials.secret_key('root')}"),
         # root is break-glass, reachable only from inside the pod.
         _kube.value_env(flavor.root_host_env, "localhost"),
     ]
@@ -584,10 +624,11 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
                 "volume_mounts": [
                     data, _mount("conf", CONF_DIR, read_only=True), config_map, run, tmp, socket,
                     _mount("initdb", INITDB_DIR, read_only=True),
+                    _mount("credentials-mysql", CREDENTIALS_DIR, read_only=True),
                 ],
                 "resources": _requirements(config.resources),
-                # Crash recovery of a large instance can take minutes: 10 minutes to start.
-                "startup_probe": _probe("startup", period=5, failures=120),
+                "startup_probe": _probe("startup", period=5,
+                                        failures=SERVER_START_SECONDS // 5),
                 "liveness_probe": _probe("liveness", period=10, failures=6),
                 "readiness_probe": _probe("readiness", period=5, failures=2),
                 "security_context": secure,
@@ -599,8 +640,18 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
                 "env": env,
                 "ports": [{"name": "backup", "container_port": BACKUP_PORT, "protocol": "TCP"}],
                 "volume_mounts": [data, _mount("conf", CONF_DIR, read_only=True), config_map,
-                                  run, tmp, socket],
+                                  run, tmp, socket,
+                                  _mount("credentials-backup", CREDENTIALS_DIR, read_only=True)],
                 "resources": _BACKUP_RESOURCES,
+                # A replica's sidecar first waits for its server and configures replication;
+                # the listener the probe checks starts only then. The startup probe covers
+                # that phase, so liveness never kills a sidecar that is still setting up.
+                "startup_probe": _probe(
+                    "backup", period=10,
+                    failures=(SERVER_START_SECONDS + REPLICATION_SETUP_SECONDS) // 10),
+                # A sidecar whose listener is gone, or whose PID no longer holds the port,
+                # is restarted: clones are served again without touching the database.
+                "liveness_probe": _probe("backup", period=10, failures=3),
                 "security_context": secure,
             },
         ],

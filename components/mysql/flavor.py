@@ -50,7 +50,7 @@ class FlavorSpec:
     gid: int
     # Where the server puts its socket and pid file; an emptyDir, as the root fs is read-only.
     socket_dir: str
-    # The image entrypoint's variables: <PREFIX>_ROOT_PASSWORD, <PREFIX>_ROOT_HOST.
+    # The image entrypoint's variables: <PREFIX>_ROOT_PASSWORD[_FILE], <PREFIX>_ROOT_HOST.
     env_prefix: str
     client_binary: str
     change_source_sql: str
@@ -69,6 +69,13 @@ class FlavorSpec:
     @property
     def root_password_env(self) -> str:
         return f"{self.env_prefix}_ROOT_PASSWORD"
+
+    @property
+    def root_password_file_env(self) -> str:
+        """``<PREFIX>_ROOT_PASSWORD_FILE``: both official entrypoints' file_env reads the root
+        password from this file (trailing newlines dropped), so it never sits in the pod spec;
+        setting the plain variable too is an error there."""
+        return f"{self.root_password_env}_FILE"
 
     @property
     def root_host_env(self) -> str:

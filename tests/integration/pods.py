@@ -3,13 +3,20 @@
 A Kubernetes pod of the cluster is, for the scripts, nothing but an environment (CONTRACT.md),
 a few directories and a sequence of containers. This module provides exactly that, on one
 machine: each :class:`Pod` gets its own data dir (the PVC), conf.d and run dirs (emptyDirs), a
-copy of the scripts and flavor config as the ConfigMap mount, the contract's environment with
-``POD_NAME`` injected as the downward API would, and ports ``PORT + ordinal * PORT_STRIDE`` on
-127.0.0.1 (``PEER_HOST_TEMPLATE=127.0.0.1``). The container sequence is emulated in order:
+copy of the scripts and flavor config as the ConfigMap mount, the cluster Secret as files laid
+out the way the kubelet writes a secret volume (``<key>`` -> ``..data/<key>``, mode 0440), one
+volume per container holding only the keys that container mounts
+(``components/mysql/credentials.py``), the contract's environment (``*_PASSWORD_FILE`` paths,
+never a password) with ``POD_NAME`` injected as the downward API would, and ports
+``PORT + ordinal * PORT_STRIDE`` on 127.0.0.1 (``PEER_HOST_TEMPLATE=127.0.0.1``). Each script
+runs with the environment of the container that runs it in a cluster, so a script that reads
+a password its container does not mount fails here as it would there. The container sequence
+is emulated in order:
 ``init-config.sh``, ``clone.sh``, the server (mariadbd reading conf.d through ``!includedir``),
 then the ``backup-server.sh`` sidecar. For the primary, the image entrypoint's first
-initialisation is emulated: mariadb-install-db, the root password, then ``bootstrap-users.sh``
-against the server's unix socket.
+initialisation is emulated: mariadb-install-db, the root password (read from the mysql
+container's credentials file, as the image reads ``MARIADB_ROOT_PASSWORD_FILE``), then
+``bootstrap-users.sh`` against the server's unix socket.
 
 Every process is started here, in its own process group, and stopped by that group's id: a
 "container" killed with SIGKILL takes the backup tool it was running with it, as a container's
@@ -44,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from components.mysql import credentials
 from tests.support.mariadb import MariaDBServer
 from tests.support.procs import LOCALHOST, ManagedProcess, require_binary, wait_until
 
@@ -52,6 +60,15 @@ SCRIPTS_DIR = REPO_ROOT / "components" / "mysql" / "scripts"
 CONF_ROOT = REPO_ROOT / "components" / "mysql" / "conf"
 
 Transport = Literal["ncat", "socat"]
+Container = Literal["init-config", "clone", "mysql", "backup"]
+
+# The container each script runs in (CONTRACT.md); `probe.sh backup` is the backup container's.
+_SCRIPT_CONTAINERS: dict[str, Container] = {
+    "init-config.sh": "init-config", "clone.sh": "clone", "backup-server.sh": "backup",
+    "bootstrap-users.sh": "mysql", "probe.sh": "mysql",
+}
+_ACCOUNT_USERS = {"ADMIN_USER": "admin", "REPLICATION_USER": "repl", "MONITOR_USER": "monitor",
+                  "BACKUP_USER": "backup"}
 
 # Markers the scripts keep in DATA_DIR (lib.sh).
 CLONE_IN_PROGRESS = ".clone-in-progress"
@@ -68,7 +85,7 @@ def _password() -> str:
 
 @dataclass(frozen=True)
 class ClusterSecrets:
-    """The cluster Secret's keys, as the StatefulSet maps them into every container."""
+    """The cluster Secret's passwords, by account (``credentials.PASSWORD_VARIABLES``)."""
 
     root: str = field(default_factory=_password)
     admin: str = field(default_factory=_password)
@@ -76,14 +93,29 @@ class ClusterSecrets:
     monitor: str = field(default_factory=_password)
     backup: str = field(default_factory=_password)
 
-    def env(self) -> dict[str, str]:
-        return {
-            "ROOT_PASSWORD": self.root, "ADMIN_PASSWORD": self.admin,
-            "REPLICATION_PASSWORD": self.replication, "MONITOR_PASSWORD": self.monitor,
-            "BACKUP_PASSWORD": self.backup,
-            "ADMIN_USER": "admin", "REPLICATION_USER": "repl", "MONITOR_USER": "monitor",
-            "BACKUP_USER": "backup",
-        }
+    def password(self, account: str) -> str:
+        credentials.secret_key(account)  # an unknown account is an error, not an attribute
+        value: str = getattr(self, account)
+        return value
+
+    def passwords(self) -> list[str]:
+        return [self.password(account) for account in credentials.PASSWORD_VARIABLES]
+
+    def write_volume(self, directory: Path, accounts: tuple[str, ...]) -> None:
+        """``accounts``' keys as the kubelet writes a secret volume: the files in a
+        timestamped directory, ``..data`` pointing at it, each key a symlink through
+        ``..data``, files created read-only (mode 0440) so no password is ever readable
+        by others, not even while being written."""
+        payload = directory / "..2026_01_01_00_00_00.000000001"
+        payload.mkdir(parents=True, mode=0o750)
+        for account in accounts:
+            key = credentials.secret_key(account)
+            descriptor = os.open(payload / key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                file.write(self.password(account))
+            (payload / key).chmod(credentials.FILE_MODE)
+            (directory / key).symlink_to(Path("..data") / key)
+        (directory / "..data").symlink_to(payload.name)
 
 
 def _port_block(count: int) -> int:
@@ -179,6 +211,9 @@ class PodCluster:
         self.port_stride = 2
         self.config_dir = base / "config-map"
         self._write_config_map()
+        self.credentials_root = base / "credentials"
+        for container, accounts in credentials.CONTAINER_PASSWORDS.items():
+            self.secrets.write_volume(self.credentials_dir(container), accounts)
         self.script_path = self._script_path()
         self.pods: dict[int, Pod] = {}
 
@@ -207,6 +242,10 @@ class PodCluster:
                 seen.add(entry.name)
                 (shadow / entry.name).symlink_to(entry)
         return str(shadow)
+
+    def credentials_dir(self, container: str) -> Path:
+        """The container's credentials mount; it does not exist for containers without one."""
+        return self.credentials_root / container
 
     def pod(self, ordinal: int) -> Pod:
         if ordinal not in self.pods:
@@ -259,8 +298,10 @@ class Pod:
                                     port=self.mysql_port, include_dir=self.conf_dir,
                                     data_dir=self.data_dir,
                                     extra_config=f"tmpdir={self.dir / 'tmp'}")
-        # Replicas inherit the primary's root account through their clone.
-        self.server.root_password = cluster.secrets.root
+        # As the image's entrypoint reads MARIADB_ROOT_PASSWORD_FILE. Replicas inherit the
+        # primary's root account through their clone.
+        self.server.root_password = (cluster.credentials_dir("mysql")
+                                     / credentials.secret_key("root")).read_text()
         self.sidecar: ManagedProcess | None = None
         self.clone_process: ManagedProcess | None = None
 
@@ -279,7 +320,8 @@ class Pod:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
 
-    def env(self) -> dict[str, str]:
+    def env(self, container: Container = "mysql") -> dict[str, str]:
+        """The contract's environment, as ``container`` gets it in the StatefulSet."""
         c = self.cluster
         return {
             "POD_NAME": self.name,
@@ -295,20 +337,31 @@ class Pod:
             "RUN_DIR": str(self.run_dir),
             "MYSQL_SOCKET": str(self.server.socket),
             "MAX_REPLICA_LAG_SECONDS": str(c.max_replica_lag_seconds),
+            "SERVER_WAIT_SECONDS": "600",
             "PATH": c.script_path,
             "TMPDIR": str(self.scratch_dir),
-            **c.secrets.env(),
+            **_ACCOUNT_USERS,
+            **credentials.file_variables(str(c.credentials_dir(container))),
         }
 
     def _script(self, name: str, *args: str) -> list[str]:
         return ["bash", str(self.cluster.config_dir / name), *args]
 
     def run_script(self, name: str, *args: str, extra_env: dict[str, str] | None = None,
-                   timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        """Run a script to completion (an init container or a probe); never raises on failure."""
-        env = {**os.environ, **self.env(), **(extra_env or {})}
+                   timeout: float = 300, container: Container | None = None
+                   ) -> subprocess.CompletedProcess[str]:
+        """Run a script to completion (an init container or a probe) in the environment of
+        the container that runs it (``container`` overrides); never raises on failure."""
+        if container is None:
+            container = "backup" if (name, args[:1]) == ("probe.sh", ("backup",)) else (
+                _SCRIPT_CONTAINERS[name])
+        env = {**os.environ, **self.env(container), **(extra_env or {})}
         return subprocess.run(self._script(name, *args), env=env, capture_output=True, text=True,
                               timeout=timeout, check=False)
+
+    def probe(self, kind: str) -> subprocess.CompletedProcess[str]:
+        """``probe.sh KIND`` as the kubelet runs it (``backup``: in the backup container)."""
+        return self.run_script("probe.sh", kind, timeout=60)
 
     def _checked(self, name: str, *args: str, extra_env: dict[str, str] | None = None
                  ) -> subprocess.CompletedProcess[str]:
@@ -331,7 +384,7 @@ class Pod:
         """The clone init container, in the background (to interrupt it on purpose)."""
         self.clone_process = ManagedProcess(
             f"clone-{self.generation}", self._script("clone.sh"), log_dir=self.logs,
-            env=self.env()).start()
+            env=self.env("clone")).start()
         return self.clone_process
 
     def clone(self, timeout: float = 600) -> int:
@@ -358,7 +411,7 @@ class Pod:
 
     def start_sidecar(self) -> ManagedProcess:
         self.sidecar = ManagedProcess(f"backup-{self.generation}", self._script("backup-server.sh"),
-                                      log_dir=self.logs, env=self.env()).start()
+                                      log_dir=self.logs, env=self.env("backup")).start()
         return self.sidecar
 
     def start(self, *, wait: bool = True) -> Pod:

@@ -127,6 +127,18 @@ def assert_consistent(primary: Pod, replicas: list[Pod], expected_seqs: list[int
         assert ready.returncode == 0, f"{replica.name} not ready: {ready.stderr}"
 
 
+def assert_no_password_in_environments(pod: Pod) -> None:
+    """No process the pod's scripts left running (the listener, anything it forked) holds a
+    password in its environment: they got file paths, and read_secret exports nothing."""
+    group = pod.sidecar_group()
+    assert group, f"{pod.name}: the backup sidecar is not running"
+    for pid, comm in group:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        assert b"ROOT_PASSWORD_FILE=" in environ, (pod.name, comm)
+        for password in pod.cluster.secrets.passwords():
+            assert password.encode() not in environ, f"{pod.name}: {comm} has a password in env"
+
+
 def clone_marker(pod: Pod) -> dict[str, str]:
     text = (pod.data_dir / CLONE_COMPLETE).read_text()
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
@@ -179,13 +191,18 @@ def test_three_pods_from_empty_clone_in_chain_under_writes(
         assert server_id == cluster.server_id_base + pod.ordinal
     for pod in (pod1, pod2):
         # Root's option file is gone once replication is configured; only the sidecar's and
-        # the probes' own accounts keep theirs, private to the pod.
+        # the probes' own accounts keep theirs, private to the pod, beside the listener's PID.
         assert sorted(p.name for p in pod.run_dir.iterdir()) == [
-            "backup-client.cnf", "monitor-client.cnf"]
+            "backup-client.cnf", "backup-listener.pid", "monitor-client.cnf"]
         assert all(p.stat().st_mode & 0o077 == 0 for p in pod.run_dir.iterdir())
+    served = [streams_served(pod) for pod in (primary, pod1, pod2)]
     for pod in (primary, pod1, pod2):
-        assert pod.run_script("probe.sh", "liveness").returncode == 0
-        assert pod.run_script("probe.sh", "startup").returncode == 0
+        assert pod.probe("liveness").returncode == 0
+        assert pod.probe("startup").returncode == 0
+        assert pod.probe("backup").returncode == 0, pod.probe("backup").stderr
+        assert_no_password_in_environments(pod)
+    assert [streams_served(pod) for pod in (primary, pod1, pod2)] == served, \
+        "a probe connected to a backup port"
 
 
 def test_killed_replica_restarts_without_reclone_and_resumes(
@@ -205,8 +222,9 @@ def test_killed_replica_restarts_without_reclone_and_resumes(
     try:
         writer.wait_for_more()
         replica.kill()  # kill -9 of every container of the pod
-        assert replica.run_script("probe.sh", "readiness").returncode != 0
-        assert replica.run_script("probe.sh", "liveness").returncode != 0
+        assert replica.probe("readiness").returncode != 0
+        assert replica.probe("liveness").returncode != 0
+        assert "listener process" in replica.probe("backup").stderr
         writer.wait_for_more()  # the replica falls behind while it is down
         replica.restart()
         writer.wait_for_more()
@@ -465,10 +483,75 @@ def test_clone_refuses_a_data_dir_it_did_not_make(
     assert sorted(p.name for p in pod.data_dir.iterdir()) == ["ibdata1"]
 
 
-def test_scripts_refuse_empty_secrets(make_cluster: Callable[..., PodCluster]) -> None:
+@pytest.mark.parametrize(("secret_env", "message"), [
+    ({"ADMIN_PASSWORD_FILE": "{empty}"}, "ADMIN_PASSWORD_FILE: {empty} is empty"),
+    ({"MONITOR_PASSWORD_FILE": "{missing}"}, "MONITOR_PASSWORD_FILE: no file at {missing}"),
+    ({"BACKUP_PASSWORD_FILE": ""}, "BACKUP_PASSWORD_FILE is unset or empty"),
+    ({"ROOT_PASSWORD": "from-the-env-1"}, "ROOT_PASSWORD is set in the environment"),
+], ids=["empty-file", "missing-file", "no-path", "password-in-env"])
+def test_scripts_refuse_missing_empty_or_environment_secrets(
+        make_cluster: Callable[..., PodCluster], tmp_path: Path, secret_env: dict[str, str],
+        message: str) -> None:
+    paths = {"empty": str(tmp_path / "empty-password"), "missing": str(tmp_path / "nowhere")}
+    Path(paths["empty"]).write_text("\n")  # a trailing newline is dropped: still empty
     pod = make_cluster().pod(0)
-    result = pod.run_script("bootstrap-users.sh",
-                            extra_env={"SOCKET": "/nonexistent.sock", "ADMIN_PASSWORD": ""})
+    result = pod.run_script("bootstrap-users.sh", extra_env={
+        "SOCKET": "/nonexistent.sock",
+        **{name: value.format(**paths) for name, value in secret_env.items()}})
     assert result.returncode != 0
-    assert "ADMIN_PASSWORD" in result.stderr
+    assert message.format(**paths) in result.stderr
     assert not list(pod.run_dir.iterdir()), "nothing may be written before the input is valid"
+    for password in pod.cluster.secrets.passwords():
+        assert password not in result.stdout + result.stderr
+
+
+def test_backup_probe_follows_the_listener_without_connecting(
+        make_cluster: Callable[..., PodCluster]) -> None:
+    """`probe.sh backup` (the sidecar's startup and liveness probe): fails while the sidecar
+    configures replication, passes while its listener serves, fails when the listener is gone
+    or the PID file names any other process, and never opens a connection to a backup port."""
+    cluster = make_cluster()
+    primary = cluster.start_pod(0)
+    create_schema(primary)
+    replica = cluster.pod(1)
+    replica.init_config()
+    assert replica.clone() == 0, replica.clone_log()
+    served_by_primary = streams_served(primary)
+
+    # Setup phase: the sidecar waits for its server before it configures replication, so
+    # there is no listener yet (the startup probe waits this out; liveness does not run).
+    sidecar = replica.start_sidecar()
+    wait_until(lambda: "waiting for the local server" in sidecar.log_tail(), timeout=30,
+               what="the sidecar to wait for its server")
+    setting_up = replica.probe("backup")
+    assert setting_up.returncode != 0
+    assert "no listener yet" in setting_up.stderr
+    # A stale PID file naming the very process that is still setting up (in a container,
+    # PID 1 of the next instance) does not pass either: that PID holds no listening socket.
+    pid_file = replica.run_dir / "backup-listener.pid"
+    pid_file.write_text(f"{sidecar.pid}\n")
+    assert "nothing listens on port" in replica.probe("backup").stderr
+    pid_file.unlink()
+
+    replica.start_server()
+    replica.wait_serving()
+    serving = replica.probe("backup")
+    assert serving.returncode == 0, serving.stderr
+    assert int(pid_file.read_text()) == sidecar.pid, "the PID file must name the exec'd listener"
+    assert any(comm == "ncat" for _pid, comm in replica.sidecar_group())
+
+    # The port still listens, but the file names another live process.
+    pid_file.write_text(f"{os.getpid()}\n")
+    assert f"not in process {os.getpid()}" in replica.probe("backup").stderr
+    pid_file.write_text(f"{sidecar.pid}\n")
+    assert replica.probe("backup").returncode == 0
+
+    # The listener dies: the probe fails, and a new sidecar passes again once it serves.
+    replica.kill_sidecar()
+    assert "listener process" in replica.probe("backup").stderr
+    replica.start_sidecar()
+    replica.wait_serving()
+    assert replica.probe("backup").returncode == 0
+
+    assert streams_served(replica) == 0, "a probe connected to the replica's backup port"
+    assert streams_served(primary) == served_by_primary, "a probe connected to the primary's"

@@ -31,9 +31,16 @@ from tests.unit.mocks import run_program as run_whole_program
 CONTRACT_ENV = {
     "POD_NAME", "MYSQL_FLAVOR", "SERVER_ID_BASE", "PEER_HOST_TEMPLATE", "MYSQL_PORT",
     "BACKUP_PORT", "PORT_STRIDE", "DATA_DIR", "CONF_DIR", "CONFIG_DIR", "RUN_DIR",
-    "MAX_REPLICA_LAG_SECONDS", "ROOT_PASSWORD", "ADMIN_PASSWORD", "REPLICATION_PASSWORD",
-    "MONITOR_PASSWORD", "BACKUP_PASSWORD", "ADMIN_USER", "REPLICATION_USER", "MONITOR_USER",
-    "BACKUP_USER",
+    "MAX_REPLICA_LAG_SECONDS", "SERVER_WAIT_SECONDS", "ROOT_PASSWORD_FILE",
+    "ADMIN_PASSWORD_FILE", "REPLICATION_PASSWORD_FILE", "MONITOR_PASSWORD_FILE",
+    "BACKUP_PASSWORD_FILE", "ADMIN_USER", "REPLICATION_USER", "MONITOR_USER", "BACKUP_USER",
+}
+CREDENTIALS_DIR = "/run/secrets/mysql-cluster"
+# The keys each container mounts: what its scripts (and the image entrypoint) read, no more.
+MOUNTED_KEYS = {
+    "mysql": ["root-password", "admin-password", "replication-password", "monitor-password",
+              "backup-password"],
+    "backup": ["root-password", "replication-password", "backup-password"],
 }
 PASSWORD_KEYS = {"root-password", "admin-password", "replication-password", "monitor-password",
                  "backup-password"}
@@ -176,18 +183,52 @@ def test_passwords_come_from_pulumi_random_without_quoting_hazards(dev: ProgramR
         assert password.inputs["special"] is False
 
 
-def test_no_password_is_a_literal_env_value(any_stack: ProgramResult) -> None:
-    secret_name = any_stack.one("Secret").metadata_name
+def test_no_container_has_a_password_in_its_environment(any_stack: ProgramResult) -> None:
+    """CKV_K8S_35: not as a literal, not through secretKeyRef or envFrom; only file paths."""
     for name, container in containers(any_stack).items():
+        assert "envFrom" not in container, name
         for var, entry in env_of(container).items():
             assert "ALLOW_EMPTY" not in var, (name, var)
             assert "RANDOM_ROOT" not in var, (name, var)
+            assert "secretKeyRef" not in entry.get("valueFrom", {}), (name, var)
             if "PASSWORD" in var:
-                assert "value" not in entry, (name, var)
-                ref = entry["valueFrom"]["secretKeyRef"]
-                assert ref["name"] == secret_name
-                assert ref["key"] in PASSWORD_KEYS
-                assert ref["optional"] is False
+                assert var.endswith("_PASSWORD_FILE"), (name, var)
+                directory, key = entry["value"].rsplit("/", 1)
+                assert (directory, key) == (CREDENTIALS_DIR, key), (name, var)
+                assert key in PASSWORD_KEYS, (name, var)
+
+
+def test_credentials_are_read_only_files_each_container_gets_only_its_own(
+        any_stack: ProgramResult) -> None:
+    secret = any_stack.one("Secret")
+    pod = pod_spec(any_stack)
+    vols = volumes(any_stack)
+    by_name = containers(any_stack)
+    for name, container in by_name.items():
+        mount = mounts_of(container).get(CREDENTIALS_DIR)
+        if name not in MOUNTED_KEYS:
+            assert mount is None, f"{name} needs no password and must not mount any"
+            assert not any(m["name"].startswith("credentials") for m in
+                           container.get("volumeMounts", [])), name
+            continue
+        assert mount is not None, name
+        assert mount["readOnly"] is True
+        source = vols[mount["name"]]["secret"]
+        assert source["secretName"] == secret.metadata_name
+        assert source["defaultMode"] == 0o440  # owner root, group fsGroup, nothing for others
+        assert source["optional"] is False
+        assert [(i["key"], i["path"]) for i in source["items"]] == [
+            (key, key) for key in MOUNTED_KEYS[name]]
+        assert set(MOUNTED_KEYS[name]) <= set(secret.inputs["stringData"])
+        # What a script of this container reads is a path to a file the container mounts.
+        env = env_of(container)
+        for key in MOUNTED_KEYS[name]:
+            variable = key.replace("-password", "").upper() + "_PASSWORD_FILE"
+            assert env[variable]["value"] == f"{CREDENTIALS_DIR}/{key}", (name, variable)
+    # The images' user (999) reads the root-owned 0440 files through the pod's fsGroup.
+    assert pod["securityContext"]["runAsUser"] == 999
+    assert pod["securityContext"]["fsGroup"] == 999
+    assert "admin-password" not in [i["key"] for i in vols["credentials-backup"]["secret"]["items"]]
 
 
 def test_no_plaintext_secret_anywhere_but_secret_paths(any_stack: ProgramResult) -> None:
@@ -219,8 +260,10 @@ def test_password_outputs_are_secret(any_stack: ProgramResult) -> None:
 def test_root_is_reachable_only_inside_the_pod(any_stack: ProgramResult) -> None:
     flavor = FLAVORS[statefulset(any_stack)["metadata"]["labels"]["app.kubernetes.io/name"]]
     env = env_of(containers(any_stack)["mysql"])
-    assert env[f"{flavor.env_prefix}_ROOT_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == (
-        "root-password")
+    # The entrypoint's own _FILE variant; setting the plain variable too is an error there.
+    assert env[f"{flavor.env_prefix}_ROOT_PASSWORD_FILE"]["value"] == (
+        f"{CREDENTIALS_DIR}/root-password")
+    assert f"{flavor.env_prefix}_ROOT_PASSWORD" not in env
     assert env[f"{flavor.env_prefix}_ROOT_HOST"]["value"] == "localhost"
 
 
@@ -342,6 +385,21 @@ def test_statefulset_invokes_every_script_as_the_contract_says(any_stack: Progra
                         ("readinessProbe", "readiness")):
         assert by_name["mysql"][probe]["exec"]["command"] == [
             "bash", "/mnt/config-map/probe.sh", kind]
+    backup = by_name["backup"]
+    for probe in ("startupProbe", "livenessProbe"):
+        # exec only: a TCP connection to the backup port would start a backup stream.
+        assert set(backup[probe]) >= {"exec"}, probe
+        assert not {"tcpSocket", "httpGet", "grpc"} & set(backup[probe]), probe
+        assert backup[probe]["exec"]["command"] == ["bash", "/mnt/config-map/probe.sh", "backup"]
+    # The listener starts only after the server is up and replication configured: the startup
+    # probe outlasts the server's own start budget, which the sidecar waits for.
+    server_wait = int(env_of(backup)["SERVER_WAIT_SECONDS"]["value"])
+    mysql_startup = by_name["mysql"]["startupProbe"]
+    assert server_wait == mysql_startup["periodSeconds"] * mysql_startup["failureThreshold"]
+    backup_startup = backup["startupProbe"]
+    assert backup_startup["periodSeconds"] * backup_startup["failureThreshold"] > server_wait
+    assert backup["livenessProbe"]["failureThreshold"] >= 2
+    assert "readinessProbe" not in backup  # a pod's readiness is its database's (policy test)
     initdb = volumes(any_stack)["initdb"]["configMap"]
     assert initdb["items"] == [{"key": "bootstrap-users.sh", "path": "bootstrap-users.sh"}]
     assert mounts_of(by_name["mysql"])["/docker-entrypoint-initdb.d"]["name"] == "initdb"
@@ -365,6 +423,7 @@ def test_every_contract_container_gets_the_contract_environment(any_stack: Progr
         assert values["CONFIG_DIR"] == "/mnt/config-map"
         assert values["RUN_DIR"] == "/run/mysql-cluster"
         assert values["MAX_REPLICA_LAG_SECONDS"] == "30"
+        assert values["SERVER_WAIT_SECONDS"] == "600"
         assert (values["ADMIN_USER"], values["REPLICATION_USER"], values["MONITOR_USER"],
                 values["BACKUP_USER"]) == ("admin", "repl", "monitor", "backup")
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -344,6 +345,69 @@ def test_client_option_file_is_private_and_quoted(tmp_path: Path) -> None:
     assert not Path(f"{path}.2").exists()
 
 
+def _secret_files(directory: Path, passwords: dict[str, str]) -> dict[str, str]:
+    """``<NAME>_FILE`` for each ``NAME: password``, files written 0440 as a secret volume's."""
+    directory.mkdir(parents=True, exist_ok=True)
+    env = {}
+    for name, password in passwords.items():
+        path = directory / name.lower().replace("_", "-")
+        path.write_text(password)
+        path.chmod(0o440)
+        env[f"{name}_FILE"] = str(path)
+    return env
+
+
+# --- secrets as files ----------------------------------------------------------------------------
+
+def test_read_secret_sets_an_unexported_variable_and_prints_nothing(tmp_path: Path) -> None:
+    env = _secret_files(tmp_path, {"BACKUP_PASSWORD": PASSWORD + "\n"})  # newline dropped
+    result = bash('read_secret BACKUP_PASSWORD\n'
+                  '[[ $BACKUP_PASSWORD == "$EXPECTED" ]] && echo same\n'
+                  'env | grep -c "^BACKUP_PASSWORD=" || true', env={**env, "EXPECTED": PASSWORD})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "same\n0\n", "the value must be read exactly and never exported"
+    assert PASSWORD not in result.stderr
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({}, "BACKUP_PASSWORD_FILE is unset or empty"),
+    ({"BACKUP_PASSWORD_FILE": "{dir}/nowhere"}, "BACKUP_PASSWORD_FILE: no file at {dir}/nowhere"),
+    ({"BACKUP_PASSWORD_FILE": "{dir}/empty"}, "BACKUP_PASSWORD_FILE: {dir}/empty is empty"),
+    ({"BACKUP_PASSWORD_FILE": "{dir}"}, "BACKUP_PASSWORD_FILE: no file at {dir}"),
+    ({"BACKUP_PASSWORD_FILE": "{dir}/good", "BACKUP_PASSWORD": "in-env"},
+     "BACKUP_PASSWORD is set in the environment"),
+], ids=["unset", "missing", "empty", "directory", "also-in-env"])
+def test_read_secret_fails_loudly(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    (tmp_path / "empty").write_text("\n\n")
+    (tmp_path / "good").write_text("good-secret")
+    result = bash("read_secret BACKUP_PASSWORD; echo unreachable",
+                  env={k: v.format(dir=tmp_path) for k, v in env.items()})
+    assert result.returncode != 0
+    assert message.format(dir=tmp_path) in result.stderr
+    assert result.stdout == ""
+    assert "good-secret" not in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file; a pod runs as uid 999")
+def test_read_secret_names_an_unreadable_file(tmp_path: Path) -> None:
+    env = _secret_files(tmp_path, {"ROOT_PASSWORD": "r-pw"})
+    Path(env["ROOT_PASSWORD_FILE"]).chmod(0)
+    result = bash("read_secret ROOT_PASSWORD", env=env)
+    assert result.returncode != 0
+    assert "is not readable by uid" in result.stderr
+
+
+def test_read_secret_follows_the_kubelets_symlinks(tmp_path: Path) -> None:
+    """A secret volume's key is a symlink to ..data/<key>, ..data one to a timestamped dir."""
+    payload = tmp_path / "..2026_01_01"
+    payload.mkdir()
+    (payload / "root-password").write_text("r-pw")
+    (tmp_path / "..data").symlink_to(payload.name)
+    (tmp_path / "root-password").symlink_to("..data/root-password")
+    assert output('read_secret ROOT_PASSWORD; printf "%s" "${#ROOT_PASSWORD}"',
+                  env={"ROOT_PASSWORD_FILE": str(tmp_path / "root-password")}) == "4"
+
+
 def test_bootstrap_sourced_by_an_entrypoint_fails_it_without_leaking_strict_mode(
         tmp_path: Path) -> None:
     # What both images' entrypoints do with a non-executable /docker-entrypoint-initdb.d/*.sh.
@@ -356,8 +420,74 @@ def test_bootstrap_sourced_by_an_entrypoint_fails_it_without_leaking_strict_mode
                             check=False, timeout=30,
                             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                                  "CONFIG_DIR": str(SCRIPTS), "MYSQL_FLAVOR": "mariadb",
-                                 "RUN_DIR": str(tmp_path / "run"), "ROOT_PASSWORD": "r-pw",
-                                 **ACCOUNT_ENV})
+                                 "RUN_DIR": str(tmp_path / "run"),
+                                 **{k: v for k, v in ACCOUNT_ENV.items()
+                                    if not k.endswith("_PASSWORD")},
+                                 **_secret_files(tmp_path / "secrets", {
+                                     "ROOT_PASSWORD": "r-pw", **{
+                                         k: v for k, v in ACCOUNT_ENV.items()
+                                         if k.endswith("_PASSWORD")}})})
     assert "sourced: failed" in result.stdout, result.stderr
+    # It read every secret file and got as far as the server: what failed is the connection.
+    assert "Can't connect to local server through socket" in result.stderr, result.stderr
     assert "u" not in result.stdout.split("options: ")[1], "set -u leaked into the entrypoint"
     assert not list((tmp_path / "run").glob("*")), "the root option file was left behind"
+
+
+# --- the backup sidecar's probe ------------------------------------------------------------------
+
+# Holds a listening socket, prints its port, and after a line on stdin reports whether anybody
+# connected in the meantime (a non-blocking accept), so the test can prove the probe never did.
+_LISTENER = """
+import socket, sys
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen(8)
+print(server.getsockname()[1], flush=True)
+sys.stdin.readline()
+server.setblocking(False)
+try:
+    server.accept()
+    print("connected", flush=True)
+except BlockingIOError:
+    print("nobody connected", flush=True)
+"""
+
+
+def test_backup_probe_checks_the_listener_in_proc_without_connecting(tmp_path: Path) -> None:
+    listener = subprocess.Popen([sys.executable, "-c", _LISTENER], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert listener.stdout is not None
+        assert listener.stdin is not None
+        port = listener.stdout.readline().strip()
+        run_dir = tmp_path / "run"
+        run_dir.mkdir()
+        # No *_PASSWORD_FILE at all: the backup container's probe reads no secret.
+        env = {"POD_NAME": "db-0", "RUN_DIR": str(run_dir), "BACKUP_PORT": port}
+
+        def probe() -> subprocess.CompletedProcess[str]:
+            return bash('main backup', source="probe.sh", flavor="mariadb", env=env)
+
+        assert "no listener yet" in probe().stderr
+        (run_dir / "backup-listener.pid").write_text(f"{listener.pid}\n")
+        serving = probe()
+        assert serving.returncode == 0, serving.stderr
+        (run_dir / "backup-listener.pid").write_text(f"{os.getpid()}\n")
+        assert f"port {port} listens, but not in process {os.getpid()}" in probe().stderr
+        (run_dir / "backup-listener.pid").write_text("not-a-pid\n")
+        assert "holds no PID" in probe().stderr
+        listener.stdin.write("report\n")
+        listener.stdin.flush()
+        assert listener.stdout.readline().strip() == "nobody connected"
+    finally:
+        listener.kill()
+        listener.wait()
+    (run_dir / "backup-listener.pid").write_text(f"{listener.pid}\n")
+    assert f"listener process {listener.pid} is gone" in probe().stderr
+
+
+def test_probe_names_its_modes() -> None:
+    result = bash('main nonsense', source="probe.sh")
+    assert result.returncode != 0
+    assert "usage: probe.sh startup|liveness|readiness|backup" in result.stderr

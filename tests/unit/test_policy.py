@@ -109,23 +109,7 @@ ALLOWED: tuple[Allowance, ...] = (
             "container's readiness probe is re-checked below."),
 )
 
-TO_FIX: tuple[PendingFix, ...] = (
-    PendingFix(
-        "CKV_K8S_8", r"StatefulSet\.[^.]+\.mysql",
-        owner="components/mysql/cluster.py + components/mysql/scripts/probe.sh",
-        fix="container `backup` (spec.template.spec.containers[name=backup]) has no "
-            "livenessProbe: a hung clone server is never restarted. Add an exec probe "
-            "(`bash $CONFIG_DIR/probe.sh backup`, checking the listener process), not a "
-            "tcpSocket probe: every TCP connection to BACKUP_PORT starts a backup stream."),
-    PendingFix(
-        "CKV_K8S_35", r"StatefulSet\.[^.]+\.mysql",
-        owner="components/mysql/cluster.py + scripts + CONTRACT.md",
-        fix="containers init-config, clone, mysql and backup take the five passwords as env "
-            "vars (secretKeyRef), which every child process inherits and crash reports dump. "
-            "Mount the credentials Secret as a read-only volume (defaultMode 0440 with the "
-            "pod's fsGroup), point the scripts at the files, and use the images' "
-            "MARIADB_ROOT_PASSWORD_FILE / MYSQL_ROOT_PASSWORD_FILE."),
-)
+TO_FIX: tuple[PendingFix, ...] = ()
 
 
 def _containers(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:

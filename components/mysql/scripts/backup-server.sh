@@ -21,8 +21,16 @@
 # account without READ ONLY ADMIN (ERROR 1290, seen in tests), and MySQL requires
 # SYSTEM_VARIABLES_ADMIN for gtid_purged; the admin account must hold neither, or it could write
 # on replicas. The socket keeps root reachable only inside the pod. The backup account runs the
-# backup tool. Passwords reach the tools through 0600 option files in RUN_DIR, never argv; the
-# replication password reaches the server only as SQL on stdin.
+# backup tool. Passwords are read from the credentials volume (read_secret: root, replication
+# and backup are the only keys this container mounts), reach the tools through 0600 option
+# files in RUN_DIR, never argv or the environment, and the replication password reaches the
+# server only as SQL on stdin.
+#
+# Liveness: just before the listener is exec'd, its PID (this shell's, which exec keeps) goes
+# to backup_listener_pid_file, for `probe.sh backup`, which checks that this PID holds the
+# listening socket without ever connecting (a connection starts a backup). The file is removed
+# first thing at every start: RUN_DIR outlives a container restart, and a stale PID must not
+# vouch for a new container that is still configuring replication.
 set -euo pipefail
 SCRIPT_NAME="backup-server"
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -54,7 +62,9 @@ stream_backup() {
 }
 
 wait_for_server() {
-    local options=$1 deadline=$((SECONDS + ${SERVER_WAIT_SECONDS:-600}))
+    local options=$1 wait=${SERVER_WAIT_SECONDS:-600}
+    require_uint SERVER_WAIT_SECONDS "$wait"
+    local deadline=$((SECONDS + wait))
     until run_sql "$options" <<<'SELECT 1' >/dev/null 2>&1; do
         ((SECONDS < deadline)) || die "the local server did not accept connections in time"
         sleep 0.5
@@ -70,7 +80,9 @@ configure_replication_once() {
     fi
     [[ -f "$DATA_DIR/$CLONE_COMPLETE_MARKER" ]] \
         || die "no completed clone in $DATA_DIR: the clone init container must run first"
-    require_vars ROOT_PASSWORD REPLICATION_USER REPLICATION_PASSWORD
+    require_vars REPLICATION_USER
+    read_secret ROOT_PASSWORD
+    read_secret REPLICATION_PASSWORD
     local options="$RUN_DIR/root-client.cnf"
     # Root's option file exists only while replication is being configured, even on failure.
     # shellcheck disable=SC2064
@@ -117,11 +129,14 @@ configure_replication_once() {
 }
 
 serve() {
-    require_vars POD_NAME DATA_DIR RUN_DIR CONFIG_DIR MYSQL_PORT BACKUP_PORT BACKUP_USER BACKUP_PASSWORD
+    require_vars POD_NAME DATA_DIR RUN_DIR CONFIG_DIR MYSQL_PORT BACKUP_PORT BACKUP_USER
     require_flavor
-    local ordinal
+    local ordinal pid_file
     ordinal=$(pod_ordinal)
+    pid_file=$(backup_listener_pid_file)
+    rm -f -- "$pid_file"
     transport_tool >/dev/null  # fail at once, not after replication was configured
+    read_secret BACKUP_PASSWORD
     mkdir -p "$RUN_DIR"
     # Leftovers of streams whose peer went away mid-way (the backup tool died with it).
     find "${TMPDIR:-/tmp}" -mindepth 1 -maxdepth 1 -name 'mysql-cluster-stream.*' \
@@ -139,7 +154,8 @@ serve() {
     # to survive the listener's own argument syntax (socat treats ':' and ',' specially).
     # shellcheck disable=SC2016
     serve_command listener "$port" 'exec bash "$CONFIG_DIR/backup-server.sh" stream'
-    log "serving backups on port $port with ${listener[0]}"
+    log "serving backups on port $port with ${listener[0]} (pid $$)"
+    write_marker "$pid_file" "$$"
     exec "${listener[@]}"
 }
 

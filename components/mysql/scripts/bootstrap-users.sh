@@ -3,7 +3,10 @@
 #
 # Runs from the image's /docker-entrypoint-initdb.d on the primary's first start, while the
 # entrypoint's temporary server listens on its unix socket only (SOCKET, set by both the MariaDB
-# and the MySQL entrypoint) and root already has ROOT_PASSWORD. The entrypoints *source* *.sh files
+# and the MySQL entrypoint) and root already has the password the entrypoint read from
+# <PREFIX>_ROOT_PASSWORD_FILE: the same Secret key as ROOT_PASSWORD_FILE, which this script reads.
+# Every password comes from the credentials volume of the mysql container (read_secret); the
+# entrypoint's environment holds only the *_FILE paths. The entrypoints *source* *.sh files
 # that are not executable (a ConfigMap mount is not), so when sourced this file runs itself in a
 # child bash: its strict mode and its exit cannot leak into the entrypoint, and a failure still
 # fails the entrypoint. Test harnesses run it directly with SOCKET pointing at their server.
@@ -21,8 +24,13 @@ source "${CONFIG_DIR:?CONFIG_DIR must name the ConfigMap mount}/lib.sh"
 
 main() {
     require_flavor
-    require_vars SOCKET RUN_DIR ROOT_PASSWORD
-    # Every variable is validated before anything is written or run: bad input changes nothing.
+    require_vars SOCKET RUN_DIR
+    # Every input is read and validated before anything is written or run: bad input changes
+    # nothing. The passwords are shell variables from here on, never exported.
+    local account
+    for account in ROOT ADMIN REPLICATION MONITOR BACKUP; do
+        read_secret "${account}_PASSWORD"
+    done
     local sql options="$RUN_DIR/root-client.cnf"
     sql=$(bootstrap_users_sql)
     # Expanded now: the trap runs after main's locals are gone. Root's password never lingers.

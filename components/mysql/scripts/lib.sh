@@ -6,13 +6,22 @@
 #   functions that only print, so tests/unit/test_pod_scripts_sql.py can source this file with
 #   MYSQL_FLAVOR=mysql and assert the exact statements and commands MySQL 8.4 pods would run
 #   without a MySQL server being available.
-# - Passwords come from the environment (the Secret) and reach the tools only through option
-#   files in RUN_DIR (mode 0600) or SQL on stdin: never argv, which any process can read.
+# - Passwords come from the cluster Secret mounted as files (CONTRACT.md, Credentials), read
+#   once per script by read_secret into shell variables that are never exported, and reach the
+#   tools only through option files in RUN_DIR (mode 0600) or SQL on stdin: never argv, which
+#   any process can read, and never the environment, which every child inherits.
 # - Positions recorded by the backup tool are parsed field by field and validated against a
 #   strict character set before they go anywhere near SQL; the backup's own SQL is never pasted.
 
 # Command substitutions obey `set -e` too: a failure inside $(...) must not yield a silent "".
 shopt -s inherit_errexit
+
+# The backup sidecar's listener PID (backup-server.sh writes it just before it execs the
+# listener, so it is the listener's own PID); probe.sh backup checks it without connecting.
+backup_listener_pid_file() {
+    require_vars RUN_DIR
+    printf '%s\n' "$RUN_DIR/backup-listener.pid"
+}
 
 # Markers in DATA_DIR, written atomically (temp file + rename), that say what the data dir holds.
 # (Used by the scripts that source this file.)
@@ -40,6 +49,30 @@ require_vars() {
         [[ -n "${!name:-}" ]] || missing+=("$name")
     done
     ((${#missing[@]} == 0)) || die "required environment variable(s) empty or unset: ${missing[*]}"
+}
+
+# read_secret NAME: sets the shell variable NAME from the file that NAME_FILE names (a key of the
+# cluster Secret's read-only volume). Fails naming the variable and the path when NAME_FILE is
+# unset, the file is missing, unreadable or empty (a password is never empty), or when NAME
+# itself is in the environment: the images' entrypoints refuse VAR beside VAR_FILE too, and a
+# password in the environment is what the files are there to avoid. The variable is not
+# exported, so nothing the script runs inherits it; its value is never printed. Trailing
+# newlines are dropped, as the entrypoints' file_env does.
+read_secret() {
+    local name=$1 file_variable="$1_FILE" path value
+    [[ "$name" =~ ^[A-Z][A-Z0-9_]*$ ]] || die "read_secret: '$name' is not a variable name"
+    if [[ -v "$name" && "${!name@a}" == *x* ]]; then
+        die "$name is set in the environment; passwords are read only from files" \
+            "($file_variable; see CONTRACT.md, Credentials)"
+    fi
+    path=${!file_variable:-}
+    [[ -n "$path" ]] || die "$file_variable is unset or empty: it must name the file holding $name"
+    [[ -f "$path" ]] \
+        || die "$file_variable: no file at $path (is the credentials volume mounted in this container?)"
+    [[ -r "$path" ]] || die "$file_variable: $path is not readable by uid $(id -u)"
+    value=$(<"$path")
+    [[ -n "$value" ]] || die "$file_variable: $path is empty; a password is never empty"
+    printf -v "$name" '%s' "$value"
 }
 
 require_uint() {

@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# probe.sh startup|liveness|readiness: the mysql container's probes (see CONTRACT.md).
+# probe.sh startup|liveness|readiness|backup: the pod's probes (see CONTRACT.md).
 #
+# The mysql container:
 #   startup    the server accepts queries
 #   liveness   the server process answers (mysqladmin ping also succeeds on "access denied": a
 #              server that is up but refuses the monitor account is not a reason to restart it)
 #   readiness  primary: accepts queries and is writable. replica: IO and SQL threads running and
 #              lag <= MAX_REPLICA_LAG_SECONDS, so readers are never sent to a stale or broken copy
+# The monitor account connects over TCP to 127.0.0.1 with an option file in RUN_DIR (0600); its
+# password is read from the credentials volume (read_secret).
 #
-# The monitor account connects over TCP to 127.0.0.1 with an option file in RUN_DIR (0600).
+# The backup container (startup and liveness probe):
+#   backup     the listener backup-server.sh exec'd is alive and holds the listening socket on
+#              this pod's backup port. Checked in /proc only, never by connecting: every
+#              connection to the backup port starts a full backup stream. Fails while the
+#              sidecar is still configuring replication (no listener yet), which is what the
+#              sidecar's startup probe waits out. Needs no password.
 set -euo pipefail
 SCRIPT_NAME=probe
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -36,10 +44,64 @@ replica_status_ready() {
     ((lag <= max_lag)) || { echo "lag ${lag}s exceeds ${max_lag}s"; return 1; }
 }
 
+# backup_listener_serving: prints why not and fails unless the PID in the sidecar's PID file is
+# alive and holds a socket listening on this pod's backup port (IPv4 or IPv6). The PID must own
+# the socket, not merely exist: a stale file from an earlier container instance may name a PID
+# that is now something else (in a container, PID 1 is whatever started last).
+backup_listener_serving() {
+    local pid_file pid="" stat state port hex fd link
+    pid_file=$(backup_listener_pid_file)
+    if [[ ! -f "$pid_file" ]]; then
+        echo "no listener yet ($pid_file is missing): replication setup still running, or the sidecar stopped before serving"
+        return 1
+    fi
+    read -r pid <"$pid_file" || true
+    [[ "$pid" =~ ^[1-9][0-9]*$ ]] || { echo "$pid_file holds no PID"; return 1; }
+    { read -r stat <"/proc/$pid/stat"; } 2>/dev/null || { echo "listener process $pid is gone"; return 1; }
+    # The state is the first field after the parenthesised command name.
+    state=${stat##*) }
+    state=${state%% *}
+    [[ $state != [ZX] ]] || { echo "listener process $pid has exited"; return 1; }
+
+    port=$(peer_port "$BACKUP_PORT" "$(pod_ordinal)")
+    hex=$(printf '%04X' "$port")
+    local -A listening=()
+    local table _sl address _remote st _queues _timer _retransmits _uid _timeout inode _rest
+    for table in "/proc/$pid/net/tcp" "/proc/$pid/net/tcp6"; do
+        [[ -r "$table" ]] || continue
+        # /proc/net/tcp: sl local_address rem_address st ... inode; st 0A is LISTEN.
+        while read -r _sl address _remote st _queues _timer _retransmits _uid _timeout inode _rest; do
+            if [[ $st == 0A && ${address##*:} == "$hex" ]]; then
+                listening[$inode]=1
+            fi
+        done <"$table"
+    done
+    ((${#listening[@]} > 0)) || { echo "nothing listens on port $port (listener pid $pid)"; return 1; }
+    for fd in "/proc/$pid/fd/"*; do
+        link=$(readlink "$fd" 2>/dev/null) || continue
+        if [[ $link =~ ^socket:\[([0-9]+)\]$ && -n "${listening[${BASH_REMATCH[1]}]:-}" ]]; then
+            return 0
+        fi
+    done
+    echo "port $port listens, but not in process $pid from $pid_file"
+    return 1
+}
+
 main() {
     local mode=${1:-}
     require_flavor
-    require_vars POD_NAME RUN_DIR MYSQL_PORT MONITOR_USER MONITOR_PASSWORD
+    case "$mode" in
+        backup)
+            require_vars POD_NAME RUN_DIR BACKUP_PORT
+            local reason
+            reason=$(backup_listener_serving) || die "backup listener not serving: $reason"
+            return 0
+            ;;
+        startup | liveness | readiness) ;;
+        *) die "usage: probe.sh startup|liveness|readiness|backup" ;;
+    esac
+    require_vars POD_NAME RUN_DIR MYSQL_PORT MONITOR_USER
+    read_secret MONITOR_PASSWORD
     local ordinal options="$RUN_DIR/monitor-client.cnf"
     ordinal=$(pod_ordinal)
     write_client_options "$options" "$MONITOR_USER" "$MONITOR_PASSWORD" host 127.0.0.1 \
@@ -70,7 +132,6 @@ main() {
                     || die "replica not ready: $reason"
             fi
             ;;
-        *) die "usage: probe.sh startup|liveness|readiness" ;;
     esac
 }
 
