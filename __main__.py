@@ -20,7 +20,7 @@ config = load()
 pulumi.export("namespace", config.namespace)
 
 # etcd: the lock store. Membership changes (EtcdMembership) happen before the StatefulSet
-# changes size: scale up one member per `pulumi up`, down by any number.
+# changes size: one `pulumi up` scales up or down any step, one member at a time inside it.
 etcd = EtcdCluster(config.etcd.name,
                    EtcdClusterArgs(namespace=config.namespace, config=config.etcd))
 pulumi.export("etcdClientUrl", etcd.client_url)

@@ -177,8 +177,10 @@ class EtcdMembershipConfig:
 class EtcdConfig:
     # The StatefulSet's name; pods are <name>-0, <name>-1...
     name: str
-    # Odd sizes tolerate (replicas-1)/2 failures; even sizes are only steps while scaling
-    # one member at a time (3 -> 4 -> 5).
+    # 1, 3, 5 or 7: an even size tolerates no more failures than the odd size below it,
+    # and past 7 (etcd's recommended maximum) every write waits on a larger majority.
+    # Scaling between sizes still changes one member at a time, in one `pulumi up`
+    # (see components/etcd/membership.py).
     replicas: int
     version: str
     image: str
@@ -217,6 +219,7 @@ class StackConfig:
 
 
 ETCD_DEFAULT_VERSION = "3.5.17"
+ETCD_SIZES = (1, 3, 5, 7)
 # The uclibc variant is statically linked, so the copied binary runs in a distroless image.
 ETCD_SHELL_DEFAULT_IMAGE = "busybox:1.36.1-uclibc"
 _ETCD_VERSION = re.compile(r"^3\.(5\.([3-9]|[1-9]\d)|6\.\d+)$")
@@ -333,7 +336,7 @@ def _mysql(reader: Reader) -> MySQLConfig:
 
 
 def _etcd(reader: Reader) -> EtcdConfig:
-    replicas = reader.integer("replicas", 3, minimum=1, maximum=9)
+    replicas = reader.integer("replicas", 3, choices=ETCD_SIZES)
     version = reader.string("version", ETCD_DEFAULT_VERSION, pattern=_ETCD_VERSION,
                             allowed_text="must be an etcd release 3.5.3 or later, such as "
                             f"{ETCD_DEFAULT_VERSION} (3.5.0-3.5.2 can corrupt data)")

@@ -19,11 +19,13 @@ exact flags, so etcd is the container's process (a learner excepted: its shell s
 as parent until it has promoted it, forwarding SIGTERM).
 
 Why the membership is not only ``replicas``: see :mod:`components.etcd.membership`. The
-StatefulSet depends on the EtcdMembership resource, so a scale-up adds the new member
-(as a learner) before its pod exists and a scale-down removes members before their pods
-go. The bootstrap member list is recorded by that resource at creation and never
-changes, so scaling changes nothing in the pod template but ``replicas``: no rolling
-restart of healthy members.
+StatefulSet depends on the EtcdMembership resource, so a scale-down removes members
+before their pods go, and a scale-up records the desired members in etcd and adds the
+first new one (as a learner) before its pod exists; the further new pods add themselves,
+one learner at a time, because etcd admits a single learner and a learner only catches
+up once its pod runs. So 3 -> 5 is one ``pulumi up``. The bootstrap member list is
+recorded by that resource at creation and never changes, so scaling changes nothing in
+the pod template but ``replicas``: no rolling restart of healthy members.
 
 Objects, all children of the component:
 
@@ -45,8 +47,12 @@ Objects, all children of the component:
 - Snapshots: a ``PersistentVolumeClaim`` and a ``CronJob`` running
   ``scripts/etcd-snapshot.sh`` (``etcdctl snapshot save``, keep the newest N).
 - ``EtcdMembership`` (dynamic) unless ``membership.enabled`` is false; then scaling is
-  manual (``etcdctl member add --learner`` before raising ``replicas``): a pod that is
-  not a member waits, logging why, instead of starting.
+  manual: ``etcdctl member add --learner`` before raising ``replicas`` by one, or
+  ``etcdctl put`` the desired peer URLs (comma-separated) under
+  :data:`~components.etcd.membership.DESIRED_MEMBERS_KEY` and let the new pods add
+  themselves (then write the smaller list *before* removing members on the way down,
+  or the removed pods add themselves back). A pod that is neither a member nor desired
+  waits, logging why.
 
 The cluster token (``--initial-cluster-token``) is a hash of project, stack, namespace
 and name: unique per stack, stable across runs, nothing kept in state.
@@ -71,7 +77,7 @@ import pulumi_kubernetes as k8s
 from components import _kube
 from components._validate import quantity_value
 from components.config import EtcdConfig
-from components.etcd.membership import EtcdMembership, EtcdMembershipArgs
+from components.etcd.membership import DESIRED_MEMBERS_KEY, EtcdMembership, EtcdMembershipArgs
 
 SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
 MEMBER_SCRIPT = "etcd-member.sh"
@@ -91,6 +97,13 @@ CLIENT_TLS_DIR = "/etc/etcd/tls/client"
 SCRIPTS_HASH_ANNOTATION = "mysql-cluster.io/scripts-hash"
 # The distroless images' "nonroot" user; any non-root id works, fsGroup owns the volumes.
 ETCD_USER = 65532
+# A member waiting to be added, or a learner catching up, is not dead: the start-up probe
+# gives it this long before the kubelet restarts the container.
+STARTUP_SECONDS = 300
+# How long a learner whose pod never started may hold etcd's single learner slot before
+# a pod waiting for the slot removes it: below STARTUP_SECONDS, or the waiting pod would
+# be restarted (and start counting again) before it ever could.
+STALE_LEARNER_SECONDS = 120
 # etcd's backend quota must leave room on the volume for the WAL and raft snapshots.
 _QUOTA_SHARE = 0.5
 _QUOTA_MAX = 8 * 2**30
@@ -247,6 +260,8 @@ def member_env(config: EtcdConfig, names: _Names,
         {"name": "MEMBER_BOOTSTRAP_CLUSTER", "value": bootstrap_output},
         {"name": "MEMBER_CLUSTER_ENDPOINTS",
          "value": bootstrap_output.apply(lambda b: discovery_endpoints(names, b))},
+        _kube.value_env("MEMBER_DESIRED_KEY", DESIRED_MEMBERS_KEY),
+        _kube.value_env("MEMBER_STALE_LEARNER_SECONDS", STALE_LEARNER_SECONDS),
         _kube.value_env("MEMBER_BUSYBOX", BUSYBOX),
         *_etcdctl_tls_env(config),
     ]
@@ -317,10 +332,10 @@ def _pod_spec(config: EtcdConfig, names: _Names, labels: _kube.AppLabels, token:
             {"name": "peer", "container_port": PEER_PORT, "protocol": "TCP"},
             {"name": "metrics", "container_port": METRICS_PORT, "protocol": "TCP"},
         ],
-        # A member waiting to be added, or a learner catching up, is not dead: give start-up
-        # five minutes. Liveness checks only this member; readiness needs a quorum read, so
-        # a member cut off from the leader leaves the client Service.
-        "startup_probe": _probe("/health?serializable=true", period=5, failures=60),
+        # Liveness checks only this member; readiness needs a quorum read, so a member cut
+        # off from the leader leaves the client Service.
+        "startup_probe": _probe("/health?serializable=true", period=5,
+                                failures=STARTUP_SECONDS // 5),
         "liveness_probe": _probe("/health?serializable=true", period=10, failures=6),
         "readiness_probe": _probe("/health", period=5, failures=3),
         "resources": cast(k8s.core.v1.ResourceRequirementsArgsDict,

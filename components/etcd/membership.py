@@ -1,4 +1,4 @@
-"""EtcdMembership: change an etcd cluster's membership before the StatefulSet changes size.
+"""EtcdMembership: change an etcd cluster's membership around the StatefulSet's size.
 
 Why a dynamic provider at all: changing ``replicas`` of an etcd StatefulSet only adds or
 deletes pods; etcd's membership is stored in etcd itself. A pod that starts without being
@@ -6,38 +6,77 @@ a member cannot join, and a pod that is deleted while still a voting member leav
 cluster one failure closer to losing quorum. So the StatefulSet depends on this resource:
 membership changes first, pods follow.
 
+The constraint that shapes scale-up: etcd (3.4 and 3.5) admits a single learner at a
+time ("too many learner members in cluster"), and a learner catches up, and can be
+promoted, only once its pod runs, which is only after this resource's update returned.
+A provider that added every new member itself would wait for pods that cannot exist
+yet. So growing by two or more members in one ``pulumi up`` is split between the two
+actors that are there at the right moments:
+
+- **this provider decides and authorizes**: it checks the change, writes the *desired*
+  peer URLs into etcd itself (key :data:`DESIRED_MEMBERS_KEY`) and adds the first new
+  member as a learner, so that member exists before its pod starts;
+- **each further new pod adds itself**: finding itself not a member but desired, it adds
+  itself as a learner as soon as the learner slot is free, joins, and promotes itself
+  once etcd says it has caught up (``scripts/etcd-member.sh``, which already re-added a
+  member after data loss). etcd's one-learner rule serializes them, so members still
+  join one at a time, and a learner never counts towards quorum, so no step of a
+  scale-up (3 -> 5, 5 -> 7, 1 -> 3) can cost quorum.
+
+Where "added before its pod starts" does not hold: every new ordinal after the first
+(its pod starts, waits for the slot, then adds itself), and the first as well when the
+slot is taken at update time (a previous scale-up still catching up). Those pods wait
+without running etcd; nothing joins unannounced.
+
+Why the desired list lives in etcd: the pods read it with the etcdctl they already use
+(they mount no service-account token, so the Kubernetes API is not an option), and
+changing it touches no pod template (an environment variable would restart every
+member on each scale). Why pods may not add themselves without it: a pod whose member a
+scale-down removed stays alive until the StatefulSet shrinks (or forever, if that update
+fails); it would add itself back behind ``pulumi up``'s back. So the list is written
+*before* any removal, and a pod that is not on it only waits.
+
+Rejected alternative: a second resource after the StatefulSet that adds the remaining
+members. pulumi-kubernetes waits for every StatefulSet pod to be ready, which a pod that
+is not yet a member never is, so it would need ``skipAwait`` (losing the rollout check),
+and a scale-up interrupted halfway would heal only at the next ``pulumi up``.
+
 What it does, in the order ``pulumi up`` calls it:
 
 - **create**: nothing on the wire. On the first deployment there is no cluster yet (the
   StatefulSet is created after us); the members bootstrap themselves with
   ``initial-cluster-state new``. The bootstrap member list is recorded in the outputs and
   never changes afterwards, so later scaling does not touch the pod template.
-- **update, scale-up by one**: ``member add`` the next ordinal as a *learner*. A learner
-  does not count towards quorum, so a new member that never starts (no node, image pull
-  failure) costs nothing; its pod promotes it once etcd says it has caught up
-  (``scripts/etcd-member.sh``). etcd allows a single learner at a time, and the learner
-  cannot catch up before its pod exists, which exists only after this update returned.
-  That is why a change of more than one member upwards is refused in :meth:`check`:
-  scale 3 -> 4 -> 5 with one ``pulumi up`` each.
-- **update, scale-down**: ``member remove`` of the highest ordinals, one at a time, each
-  only if the remaining started voting members still form a quorum of the smaller
-  cluster. etcd's own strict reconfiguration check (on by default) refuses the same
-  from its live view of which members are connected; both refusals surface as errors
-  that name the member and the numbers.
+- **update**: write the desired peer URLs; then, scaling down, ``member remove`` the
+  highest ordinals one at a time, each only if the remaining started voting members
+  still form a quorum of the smaller cluster (etcd's strict reconfiguration check, on by
+  default, refuses the same from its live view; both refusals name the member and the
+  numbers, and the desired list is put back to the members actually left). Then remove
+  learners nobody wants (an interrupted run, a pod that added itself while a scale-down
+  raced it: they would hold the learner slot forever), promote learners that have
+  caught up, and, scaling up, add the lowest new ordinal as a learner if the slot is
+  free. Every step is idempotent: re-running an interrupted update continues it.
+- **a new pod that never starts** (unschedulable, image pull failure): its learner has
+  no data and no vote, so it costs nothing but the slot. The pods waiting for the slot
+  log who holds it, and after ``MEMBER_STALE_LEARNER_SECONDS`` (below the start-up
+  probe's budget) remove it and take the slot; the stuck pod adds itself back when it
+  does start. ``pulumi up`` itself reports the pod that never became ready (the
+  StatefulSet await).
 - **lost data dir**: not handled here but by the member's own pod (remove its old ID,
   re-add itself as a learner, promote itself): only the pod can see that its volume is
   empty, and it must not crash-loop until someone runs ``pulumi up``.
 - **delete**: nothing. Destroying the component deletes the StatefulSet; removing
   members one by one on the way down would only risk quorum for no benefit.
 
-The provider talks to etcd through its v3 JSON gateway (``/v3/cluster/member/*``) with
-urllib: no client library, no module-level connections (the provider object is
-pickled into state and unpickled in the ``python -m pulumi.dynamic`` process), and every
-number from the engine is treated as possibly a float.
+The provider talks to etcd through its v3 JSON gateway (``/v3/cluster/member/*``,
+``/v3/kv/put``) with urllib: no client library, no module-level connections (the
+provider object is pickled into state and unpickled in the ``python -m pulumi.dynamic``
+process), and every number from the engine is treated as possibly a float.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -63,6 +102,9 @@ from pulumi.dynamic import (
 )
 
 _DEFAULT_TIMEOUT_SECONDS = 120
+# Where the desired peer URLs live in etcd (comma-separated); the pods read it through
+# MEMBER_DESIRED_KEY. Outside any prefix a lock user would pick.
+DESIRED_MEMBERS_KEY = "mysql-cluster.io/etcd-membership/desired-peer-urls"
 # etcd rejects "member add" until every voter has been connected for 5 s
 # ("etcdserver: unhealthy cluster"); right after a restart that is worth waiting out.
 _RETRYABLE = ("unhealthy cluster", "not enough started members", "leader changed",
@@ -71,6 +113,10 @@ _RETRYABLE = ("unhealthy cluster", "not enough started members", "leader changed
 
 # etcd's strict reconfiguration check, from its live view of which members are connected.
 _QUORUM_REFUSALS = ("unhealthy cluster", "not enough started members")
+# A joining pod took etcd's single learner slot between our member list and our add.
+_SLOT_TAKEN = "too many learner members"
+# Someone (a waiting pod) removed the member between our list and our remove.
+_GONE = "member not found"
 
 
 class MembershipError(RuntimeError):
@@ -152,6 +198,10 @@ class _Gateway:
 
     def promote(self, member_id: str) -> None:
         self.post("/v3/cluster/member/promote", {"ID": member_id})
+
+    def put(self, key: str, value: str) -> None:
+        self.post("/v3/kv/put", {"key": base64.b64encode(key.encode()).decode(),
+                                 "value": base64.b64encode(value.encode()).decode()})
 
 
 def _retrying(action: str, deadline: float, step: Any) -> Any:
@@ -239,13 +289,15 @@ class EtcdMembershipProvider(ResourceProvider):
         deadline = time.monotonic() + timeout
         gateway = _Gateway(news["endpoints"], timeout=min(timeout, 10.0),
                            tls=news.get("tls") or {})
+        desired = [m["peer_url"] for m in new_members]
+        # Before any removal: a removed member's pod must never find itself wanted.
+        _publish_desired(gateway, desired, deadline)
         if len(new_members) < len(old_members):
-            for ordinal in reversed(range(len(new_members), len(old_members))):
-                _remove(gateway, old_members[ordinal], deadline)
-        elif len(new_members) > len(old_members):
-            _add(gateway, new_members[-1], deadline)
-        else:
-            _try_promote_learners(gateway, gateway.members())
+            _scale_down(gateway, old_members, new_members, deadline)
+        _drop_unwanted_learners(gateway, desired, deadline)
+        _try_promote_learners(gateway, gateway.members())
+        if len(new_members) > len(old_members):
+            _add_first_new(gateway, new_members[len(old_members):], deadline)
         bootstrap = olds.get("bootstrap_cluster") or _bootstrap_cluster(old_members or new_members)
         return UpdateResult({**news, "bootstrap_cluster": bootstrap})
 
@@ -258,13 +310,9 @@ class EtcdMembershipProvider(ResourceProvider):
 
 def _check_transition(old: Sequence[Mapping[str, str]],
                       new: Sequence[Mapping[str, str]]) -> list[CheckFailure]:
+    # Any number of members up or down is fine: etcd's one-learner rule and the per-member
+    # quorum checks keep each step safe (module docstring). Only identities are fixed.
     failures: list[CheckFailure] = []
-    if len(new) > len(old) + 1:
-        failures.append(CheckFailure(
-            "members", f"scaling etcd from {len(old)} to {len(new)} members adds "
-            f"{len(new) - len(old)} at once; etcd adds one member at a time (a single "
-            f"learner must catch up before the next is added): set replicas to "
-            f"{len(old) + 1}, run pulumi up, then continue"))
     for ordinal in range(min(len(old), len(new))):
         if old[ordinal].get("peer_url") != new[ordinal].get("peer_url"):
             failures.append(CheckFailure(
@@ -272,6 +320,26 @@ def _check_transition(old: Sequence[Mapping[str, str]],
                 f"{old[ordinal].get('peer_url')} to {new[ordinal].get('peer_url')}; a running "
                 "member cannot move (keep the name and namespace, or build a new cluster)"))
     return failures
+
+
+def _publish_desired(gateway: _Gateway, peer_urls: Sequence[str], deadline: float) -> None:
+    _retrying("recording the desired members in etcd", deadline,
+              lambda: gateway.put(DESIRED_MEMBERS_KEY, ",".join(peer_urls)))
+
+
+def _scale_down(gateway: _Gateway, old: Sequence[Mapping[str, str]],
+                new: Sequence[Mapping[str, str]], deadline: float) -> None:
+    try:
+        for ordinal in reversed(range(len(new), len(old))):
+            _remove(gateway, old[ordinal], deadline)
+    except MembershipError:
+        # The members a refusal left in place are still voting members: each must stay
+        # wanted, or its pod would not re-add itself after losing its data dir.
+        with contextlib.suppress(MembershipError):
+            listed = gateway.members()
+            kept = [m["peer_url"] for m in old[len(new):] if _find(listed, m["peer_url"])]
+            _publish_desired(gateway, [m["peer_url"] for m in new] + kept, deadline)
+        raise
 
 
 def _remove(gateway: _Gateway, target: Mapping[str, str], deadline: float) -> None:
@@ -303,25 +371,35 @@ def _remove(gateway: _Gateway, target: Mapping[str, str], deadline: float) -> No
             f"back first. {error}") from None
 
 
-def _add(gateway: _Gateway, target: Mapping[str, str], deadline: float) -> None:
+def _drop_unwanted_learners(gateway: _Gateway, desired: Sequence[str],
+                            deadline: float) -> None:
+    """Remove learners that are not desired: they would hold etcd's single learner slot
+    forever. A learner has no vote, so this never costs quorum."""
+    for member in gateway.members():
+        if member.is_learner and not set(member.peer_urls) & set(desired):
+            try:
+                _retrying(f"removing unwanted learner {member.name or member.peer_urls[0]}",
+                          deadline, lambda m=member: gateway.remove(m.id))
+            except MembershipError as error:
+                if _GONE not in str(error):
+                    raise
+
+
+def _add_first_new(gateway: _Gateway, new_members: Sequence[Mapping[str, str]],
+                   deadline: float) -> None:
+    """Add the lowest new ordinal that is not a member yet as a learner, if the learner
+    slot is free; the other new pods add themselves, one learner at a time."""
     members = gateway.members()
-    if _find(members, target["peer_url"]) is not None:
-        return  # added by an earlier, interrupted run; its pod joins with it
-    _try_promote_learners(gateway, members)
-    members = gateway.members()
-    learners = [m for m in members if m.is_learner]
-    if learners:
-        names = ", ".join(m.name or m.peer_urls[0] for m in learners)
-        raise MembershipError(
-            f"refusing to add {target['name']}: learner {names} has not caught up and been "
-            "promoted yet (etcd allows one learner at a time); run pulumi up again shortly")
-    unstarted = [m for m in members if not m.started]
-    if unstarted:
-        raise MembershipError(
-            f"refusing to add {target['name']}: member {unstarted[0].peer_urls[0]} was added "
-            "but has never started; fix or remove it first")
-    _retrying(f"adding member {target['name']} as a learner", deadline,
-              lambda: gateway.add_learner(target["peer_url"]))
+    missing = [m for m in new_members if _find(members, m["peer_url"]) is None]
+    if not missing or any(m.is_learner for m in members):
+        return
+    target = missing[0]
+    try:
+        _retrying(f"adding member {target['name']} as a learner", deadline,
+                  lambda: gateway.add_learner(target["peer_url"]))
+    except MembershipError as error:
+        if _SLOT_TAKEN not in str(error):
+            raise
 
 
 @dataclass(frozen=True)

@@ -37,11 +37,15 @@ from components.etcd.cluster import (
     SCRIPTS_MOUNT,
     SHELL_MOUNT,
 )
-from components.etcd.membership import EtcdMembershipProvider, MembershipError, _Gateway
+from components.etcd.membership import (
+    DESIRED_MEMBERS_KEY,
+    EtcdMembershipProvider,
+    MembershipError,
+    _Gateway,
+)
 from tests.support.etcd import BINARIES, EtcdMember, gateway, healthy
 from tests.support.procs import LOCALHOST, free_ports, require_binary, run, wait_until
 from tests.support.provider_server import (
-    CheckFailedError,
     ProviderError,
     ProviderServer,
     ResourceDriver,
@@ -176,14 +180,20 @@ class LocalStatefulSet:
         argv = [self.dns(a, ordinal) for a in argv]
         return adapt_for_debian_etcd(argv, env), env
 
-    def start(self, ordinal: int) -> EtcdMember:
-        """Create the pod: fresh emptyDirs, init containers, then the etcd container."""
+    def start(self, ordinal: int, *, stale_learner_seconds: int | None = None) -> EtcdMember:
+        """Create the pod: fresh emptyDirs, init containers, then the etcd container.
+
+        ``stale_learner_seconds`` shortens the template's MEMBER_STALE_LEARNER_SECONDS,
+        so a test of a learner whose pod never starts need not wait two minutes."""
         volumes = self.volumes(ordinal)
         shutil.rmtree(volumes[SHELL_MOUNT], ignore_errors=True)
         for path in (volumes[DATA_MOUNT], volumes[SHELL_MOUNT]):
             path.mkdir(parents=True, exist_ok=True)
         run_init_containers(self.template_pod, volumes)
         argv, env = self.argv_env(ordinal)
+        if stale_learner_seconds is not None:
+            assert "MEMBER_STALE_LEARNER_SECONDS" in env
+            env["MEMBER_STALE_LEARNER_SECONDS"] = str(stale_learner_seconds)
         member = EtcdMember(self.pod(ordinal), argv, client_url=self.client_url(ordinal),
                             data_dir=self.data_dir(ordinal), log_dir=self.base, env=env)
         self.members[ordinal] = member.start()
@@ -213,6 +223,9 @@ class LocalStatefulSet:
         for ordinal in list(self.members):
             self.stop(ordinal)
 
+    def log(self, ordinal: int) -> str:
+        return self.members[ordinal].process.log_tail(1000)
+
     def wait_healthy(self, *ordinals: int) -> None:
         """Ready as the readiness probe sees it: /health on the plain-HTTP metrics port."""
         for ordinal in ordinals:
@@ -232,6 +245,18 @@ def member_list(endpoint: str) -> list[dict[str, Any]]:
 
 def voters(endpoint: str) -> list[str]:
     return sorted(m.get("name", "") for m in member_list(endpoint) if not m.get("isLearner"))
+
+
+def listed(endpoint: str, peer_url: str) -> dict[str, Any] | None:
+    """The member-list entry with ``peer_url``, or None when it is not a member."""
+    return next((m for m in member_list(endpoint) if m["peerURLs"] == [peer_url]), None)
+
+
+def desired_members(endpoint: str) -> list[str]:
+    """The peer URLs EtcdMembership recorded as desired, as the pods read them."""
+    answer = gateway(endpoint, "/v3/kv/range", {"key": _b64(DESIRED_MEMBERS_KEY)})
+    (kv,) = answer["kvs"]
+    return base64.b64decode(kv["value"]).decode().split(",")
 
 
 def put(endpoint: str, key: str, value: str) -> None:
@@ -373,10 +398,11 @@ def wait_voter(pods: LocalStatefulSet, ordinal: int) -> None:
                     f"{pods.members[ordinal].process.log_tail()}")
 
 
-def test_scale_3_to_5_to_3_through_the_provider_loses_no_acknowledged_write(
+def test_scale_3_to_5_to_3_in_one_up_each_loses_no_acknowledged_write(
         statefulset: LocalStatefulSet, tmp_path: Path) -> None:
     pods = statefulset
     start_initial(pods)
+    endpoint = pods.client_url(0)
     writer = Writer([pods.client_url(o) for o in range(3)])
     with ProviderServer(log_path=tmp_path / "provider.log") as server:
         server.configure()
@@ -386,54 +412,106 @@ def test_scale_3_to_5_to_3_through_the_provider_loses_no_acknowledged_write(
         assert created.operation == "create"
         bootstrap = created.outputs["bootstrap_cluster"]
         assert bootstrap == pods.argv_env(0)[1]["MEMBER_BOOTSTRAP_CLUSTER"]
-
         writer.start()
-        # Two members at once is refused before anything changes.
-        with pytest.raises(CheckFailedError, match="one member at a time"):
-            driver.up(membership_inputs(pods, 5))
-        assert voters(pods.client_url(0)) == ["etcd-0", "etcd-1", "etcd-2"]
 
-        for ordinal in (3, 4):
-            before = writer.count()
-            assert driver.up(membership_inputs(pods, ordinal + 1)).operation == "update"
-            added = [m for m in member_list(pods.client_url(0))
-                     if m["peerURLs"] == [pods.peer_url(ordinal)]]
-            assert len(added) == 1, added
-            assert added[0].get("isLearner"), added
-            pods.start(ordinal)  # the StatefulSet grows only after the provider returned
-            wait_voter(pods, ordinal)
-            wait_until(lambda b=before: writer.count() > b + 50, timeout=30,  # type: ignore[misc]
-                       what="writes to continue while the member joined")
-        assert voters(pods.client_url(0)) == [f"etcd-{i}" for i in range(5)]
+        # 3 -> 5 in one `pulumi up`. Before the StatefulSet grows, the provider has
+        # recorded the five desired members and added etcd-3 as a learner; etcd-4 cannot
+        # be added yet (etcd admits one learner at a time).
+        before = writer.count()
+        assert driver.up(membership_inputs(pods, 5)).operation == "update"
+        assert desired_members(endpoint) == [pods.peer_url(o) for o in range(5)]
+        learner = listed(endpoint, pods.peer_url(3))
+        assert learner is not None
+        assert learner.get("isLearner")
+        assert listed(endpoint, pods.peer_url(4)) is None
+        # The StatefulSet grows only after the provider returned, both pods at once
+        # (Parallel): etcd-4 adds itself as soon as etcd-3 is promoted.
+        pods.start(3)
+        pods.start(4)
+        wait_voter(pods, 3)
+        wait_voter(pods, 4)
+        assert voters(endpoint) == [f"etcd-{i}" for i in range(5)]
+        assert "added this member as a learner" in pods.log(4)
+        assert "added this member as a learner" not in pods.log(3)
+        wait_until(lambda: writer.count() > before + 50, timeout=30,
+                   what="writes to continue while two members joined")
         # The bootstrap list is recorded once: scaling never changes the pod template.
         assert driver.state is not None
         assert driver.state.outputs["bootstrap_cluster"] == bootstrap
 
+        # 5 -> 3 in one `pulumi up`: highest ordinals removed before the StatefulSet shrinks.
         before = writer.count()
         assert driver.up(membership_inputs(pods, 3)).operation == "update"
-        assert voters(pods.client_url(0)) == ["etcd-0", "etcd-1", "etcd-2"]
-        pods.stop(4)  # the StatefulSet shrinks only after the members were removed
+        assert voters(endpoint) == ["etcd-0", "etcd-1", "etcd-2"]
+        assert desired_members(endpoint) == [pods.peer_url(o) for o in range(3)]
+        # Until the StatefulSet deletes it, the kubelet restarts a removed member's
+        # container: on its old data, no longer desired, it waits instead of adding
+        # itself back.
+        pods.stop(4)
+        pods.start(4)
+        wait_until(lambda: "is not a desired member: waiting" in pods.log(4), timeout=30,
+                   what=f"removed etcd-4 to wait\n{pods.log(4)}")
+        assert listed(endpoint, pods.peer_url(4)) is None
+        pods.stop(4)
         pods.stop(3)
         wait_until(lambda: writer.count() > before + 50, timeout=30,
                    what="writes to continue after the scale-down")
 
-        # Up again at ordinal 3 with its old volume still there (PVC retention "Retain",
-        # or a cluster older than the retention policy): the old data belongs to the
-        # removed ID. The pod keeps it aside and joins as the new member.
-        assert driver.up(membership_inputs(pods, 4)).operation == "update"
+        # 3 -> 5 again with both old volumes still there (PVC retention "Retain", or a
+        # cluster older than the retention policy): their data belongs to removed IDs.
+        # etcd-3, added again by the provider, and etcd-4, adding itself, both keep the
+        # old data aside (nothing is deleted) and join as new members.
+        assert driver.up(membership_inputs(pods, 5)).operation == "update"
         pods.start(3)
+        pods.start(4)
         wait_voter(pods, 3)
-        assert "belongs to a removed incarnation" in pods.members[3].process.log_tail(400)
-        assert list(pods.data_dir(3).parent.glob("data.removed-*"))
+        wait_voter(pods, 4)
+        assert "belongs to a removed incarnation" in pods.log(3)
+        assert "is wanted again" in pods.log(4)
+        for ordinal in (3, 4):
+            assert list(pods.data_dir(ordinal).parent.glob("data.removed-*"))
         assert driver.up(membership_inputs(pods, 3)).operation == "update"
+        pods.stop(4)
         pods.stop(3)
     writer.stop()
     assert writer.is_alive() is False
 
-    stored = read_prefix(pods.client_url(0), "w/")
+    stored = read_prefix(endpoint, "w/")
     lost = [key for key in writer.acknowledged if key not in stored]
     assert not lost, f"{len(lost)} acknowledged writes lost, first {lost[:5]}"
     assert len(writer.acknowledged) > 150
+
+
+def test_a_new_member_whose_pod_never_starts_does_not_block_the_next_one(
+        statefulset: LocalStatefulSet, tmp_path: Path) -> None:
+    pods = statefulset
+    start_initial(pods)
+    endpoint = pods.client_url(0)
+    with ProviderServer(log_path=tmp_path / "provider.log") as server:
+        server.configure()
+        driver = ResourceDriver(server, EtcdMembershipProvider(), type_name=TYPE_NAME,
+                                name="locks-membership")
+        driver.up(membership_inputs(pods, 3))
+        driver.up(membership_inputs(pods, 5))
+    stuck = listed(endpoint, pods.peer_url(3))
+    assert stuck is not None
+    # etcd-3's pod never starts (unschedulable, say): its learner holds etcd's single
+    # slot. etcd-4 waits, says for whom, then removes the never-started learner (no
+    # vote, no data: quorum is unaffected) and joins in its place.
+    pods.start(4, stale_learner_seconds=3)
+    wait_voter(pods, 4)
+    log = pods.log(4)
+    stuck_id = format(int(stuck["ID"]), "x")  # etcdctl's spelling; the gateway's is decimal
+    waiting = log.index(f"learner {pods.peer_url(3)} ({stuck_id}) was added but has not started;")
+    removing = log.index("has not started for 3s: removing it")
+    assert waiting < removing, log
+    assert listed(endpoint, pods.peer_url(3)) is None
+    # When etcd-3's pod does start, it is desired but no longer a member: it adds itself.
+    pods.start(3)
+    wait_voter(pods, 3)
+    assert "added this member as a learner" in pods.log(3)
+    assert voters(endpoint) == [f"etcd-{i}" for i in range(5)]
+    pods.wait_healthy(3, 4)
 
 
 def test_a_member_whose_data_dir_was_lost_is_removed_and_re_added(
@@ -475,13 +553,17 @@ def test_a_removal_that_would_lose_quorum_is_refused_by_the_provider(
                                 name="locks-membership")
         driver.up(membership_inputs(pods, 3))
         pods.kill(1)
-        # Removing etcd-2 leaves etcd-0 and the dead etcd-1: two voters, whose quorum of two
-        # only etcd-0 could vote in. etcd refuses from its live view; the provider says why.
-        with pytest.raises(ProviderError, match="would not keep a quorum"):
-            driver.up({**membership_inputs(pods, 2), "timeout_seconds": 3})
+        # 3 -> 1 starts by removing etcd-2, which leaves etcd-0 and the dead etcd-1: two
+        # voters, whose quorum of two only etcd-0 could vote in. etcd refuses from its live
+        # view; the provider says why.
+        with pytest.raises(ProviderError, match=r"refusing to remove etcd-2: .* would not keep "
+                                                r"a quorum"):
+            driver.up({**membership_inputs(pods, 1), "timeout_seconds": 3})
     assert voters(pods.client_url(0)) == ["etcd-0", "etcd-1", "etcd-2"]
     assert driver.state is not None
     assert len(driver.state.outputs["members"]) == 3  # a failed update changes no state
+    # Every member left in place stays desired (a lost data dir is still re-added).
+    assert desired_members(pods.client_url(0)) == [pods.peer_url(o) for o in range(3)]
     put(pods.client_url(2), "still", "writable")
 
 
@@ -527,14 +609,18 @@ def test_tls_for_peers_clients_the_start_up_script_and_the_provider(tmp_path: Pa
             driver = ResourceDriver(server, EtcdMembershipProvider(), type_name=TYPE_NAME,
                                     name="locks-membership")
             driver.up(membership_inputs(pods, 3, tls_files=tls_files, **config))
-            driver.up(membership_inputs(pods, 4, tls_files=tls_files, **config))
-        pods.start(3)  # joins over TLS with the script's etcdctl, then promotes itself
+            driver.up(membership_inputs(pods, 5, tls_files=tls_files, **config))
+        # Both join over TLS with the script's etcdctl (etcd-4 reads the desired members
+        # and adds itself), then promote themselves.
+        pods.start(3)
+        pods.start(4)
 
         def promoted() -> bool:
-            return any(m.name == "etcd-3" and not m.is_learner for m in client.members())
+            return sorted(m.name for m in client.members() if not m.is_learner) == [
+                f"etcd-{i}" for i in range(5)]
 
         wait_until(promoted, timeout=60,
-                   what=f"etcd-3 to join over TLS\n{pods.members[3].process.log_tail()}")
-        pods.wait_healthy(3)
+                   what=f"etcd-3 and etcd-4 to join over TLS\n{pods.log(3)}\n{pods.log(4)}")
+        pods.wait_healthy(3, 4)
     finally:
         pods.stop_all()

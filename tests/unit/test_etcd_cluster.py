@@ -8,7 +8,7 @@ exact command line and environment from it.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,18 +17,20 @@ import kubernetes_validate
 import pytest
 
 from components import config as stack_config
+from components.etcd import membership
 from components.etcd.cluster import (
     BUSYBOX,
     SCRIPTS_DIR,
+    STALE_LEARNER_SECONDS,
     EtcdCluster,
     EtcdClusterArgs,
     backend_quota_bytes,
     cluster_token,
 )
 from components.etcd.membership import (
+    DESIRED_MEMBERS_KEY,
     EtcdMembershipProvider,
     MembershipError,
-    _add,
     _Gateway,
     _Member,
     _remove,
@@ -145,6 +147,8 @@ def test_member_name_and_urls_derive_from_the_pod_name_and_headless_dns() -> Non
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["MEMBER_NAME"] == "$(POD_NAME)"
     assert env["MEMBER_PEER_URL"] == f"http://{host}:2380"
+    # The pods read the desired members from the key the provider writes.
+    assert env["MEMBER_DESIRED_KEY"] == DESIRED_MEMBERS_KEY
 
 
 @pytest.mark.parametrize(("version", "has_flag"), [("3.5.3", False), ("3.5.4", False),
@@ -189,8 +193,7 @@ def test_services_peer_headless_publishes_not_ready_and_client_selects_members()
     assert peer["selector"] == selector == client["selector"]
 
 
-@pytest.mark.parametrize(("replicas", "max_unavailable"), [(1, 0), (3, 1), (4, 1), (5, 2),
-                                                           (7, 3)])
+@pytest.mark.parametrize(("replicas", "max_unavailable"), [(1, 0), (3, 1), (5, 2), (7, 3)])
 def test_pdb_never_allows_losing_quorum(replicas: int, max_unavailable: int) -> None:
     pdb = render(replicas=replicas).one("kubernetes:policy/v1:PodDisruptionBudget")
     assert pdb["spec"]["maxUnavailable"] == max_unavailable
@@ -204,8 +207,14 @@ def test_probes_use_the_plain_http_metrics_listener() -> None:
     assert container["livenessProbe"]["httpGet"] == {"path": "/health?serializable=true",
                                                      "port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": "metrics"}
-    assert container["startupProbe"]["failureThreshold"] * \
-        container["startupProbe"]["periodSeconds"] >= 300
+    startup = container["startupProbe"]["failureThreshold"] * \
+        container["startupProbe"]["periodSeconds"]
+    assert startup >= 300
+    # A pod waiting for a never-started learner must outlast the wait before it removes
+    # it, or the kubelet would restart it (and its count) first.
+    env = render().env()
+    assert int(env["MEMBER_STALE_LEARNER_SECONDS"]) == STALE_LEARNER_SECONDS
+    assert startup > STALE_LEARNER_SECONDS
 
 
 def test_required_spread_means_hard_anti_affinity() -> None:
@@ -308,7 +317,7 @@ def test_config_rejects_bad_etcd_settings_with_clear_messages() -> None:
         etcd_config(replicas=11, images={"etcd": "gcr.io/etcd-development/etcd:latest"},
                     membership={"keyFile": "/k"}, name="Bad_Name")
     text = str(error.value)
-    assert "mysql-cluster:etcd.replicas: got 11" in text
+    assert "mysql-cluster:etcd.replicas: got 11; must be one of 1, 3, 5, 7" in text
     assert "mysql-cluster:etcd.images.etcd" in text
     assert "needs membership.certFile" in text
     assert "mysql-cluster:etcd.name" in text
@@ -328,18 +337,14 @@ def _members(count: int) -> list[dict[str, str]]:
     return [{"name": f"etcd-{i}", "peer_url": f"http://etcd-{i}.p:2380"} for i in range(count)]
 
 
-def test_check_refuses_adding_more_than_one_member_at_once() -> None:
+def test_check_admits_any_step_up_or_down_in_one_update() -> None:
     provider = EtcdMembershipProvider()
     news = {"members": _members(5), "endpoints": ["http://c:2379"], "timeout_seconds": 30.0}
-    result = provider.check({"members": _members(3)}, news)
-    assert [f.property for f in result.failures] == ["members"]
-    assert "from 3 to 5" in result.failures[0].reason
-    assert "set replicas to 4" in result.failures[0].reason
-    # One step up, any step down, and floats from the engine are fine.
-    assert not provider.check({"members": _members(3)}, {**news, "members": _members(4)}).failures
-    down = provider.check({"members": _members(5)}, {**news, "members": _members(3)})
-    assert not down.failures
-    assert down.inputs["timeout_seconds"] == 30
+    for old, new in ((3, 5), (5, 7), (1, 3), (5, 3), (7, 1), (3, 4)):
+        result = provider.check({"members": _members(old)}, {**news, "members": _members(new)})
+        assert not result.failures, (old, new, result.failures)
+    # Floats from the engine become whole seconds.
+    assert provider.check({"members": _members(3)}, news).inputs["timeout_seconds"] == 30
 
 
 def test_check_refuses_moving_a_member_and_bad_input() -> None:
@@ -354,28 +359,121 @@ def test_check_refuses_moving_a_member_and_bad_input() -> None:
 
 
 class _FakeGateway(_Gateway):
-    def __init__(self, members: list[_Member]) -> None:
+    """etcd's member API as the provider sees it, recording every change in order."""
+
+    def __init__(self, members: list[_Member], *, refuse_remove: str | None = None,
+                 slot_race: bool = False) -> None:
         super().__init__(["http://unused:2379"], timeout=1, tls={})
         self.listed = members
         self.calls: list[tuple[str, str]] = []
+        self.refuse_remove = refuse_remove
+        self.slot_race = slot_race
+        self.kv: dict[str, str] = {}
 
     def members(self) -> list[_Member]:
         return list(self.listed)
 
     def remove(self, member_id: str) -> None:
+        if self.refuse_remove == member_id:
+            raise MembershipError("etcd refused /v3/cluster/member/remove: etcdserver: "
+                                  "unhealthy cluster")
         self.calls.append(("remove", member_id))
         self.listed = [m for m in self.listed if m.id != member_id]
 
     def add_learner(self, peer_url: str) -> None:
+        if self.slot_race:
+            raise MembershipError("etcd refused /v3/cluster/member/add: etcdserver: too many "
+                                  "learner members in cluster")
+        if any(m.is_learner for m in self.listed):
+            raise AssertionError("etcd admits one learner at a time")
         self.calls.append(("add", peer_url))
+        self.listed.append(_Member(f"new-{peer_url}", "", (peer_url,), True))
 
     def promote(self, member_id: str) -> None:
         raise MembershipError("etcdserver: can only promote a learner member which is in sync")
+
+    def put(self, key: str, value: str) -> None:
+        self.calls.append(("put", value))
+        self.kv[key] = value
 
 
 def _member(i: int, *, started: bool = True, learner: bool = False) -> _Member:
     return _Member(str(100 + i), f"etcd-{i}" if started else "", (f"http://etcd-{i}.p:2380",),
                    learner)
+
+
+def _url(i: int) -> str:
+    return f"http://etcd-{i}.p:2380"
+
+
+Update = Callable[[_FakeGateway, int, int], None]
+
+
+@pytest.fixture
+def update(monkeypatch: pytest.MonkeyPatch) -> Update:
+    """The provider's update() from ``old`` to ``new`` members, against a fake etcd."""
+    def run(gateway: _FakeGateway, old: int, new: int) -> None:
+        monkeypatch.setattr(membership, "_Gateway", lambda *_a, **_k: gateway)
+        olds = {"members": _members(old), "endpoints": ["http://c:2379"],
+                "timeout_seconds": 1, "bootstrap_cluster": "etcd-0=http://etcd-0.p:2380"}
+        EtcdMembershipProvider().update("id", olds, {**olds, "members": _members(new)})
+
+    return run
+
+
+@pytest.mark.parametrize(("old", "new"), [(3, 5), (5, 7), (1, 3)])
+def test_scale_up_records_the_desired_members_then_adds_the_first_new_one(
+        update: Update, old: int, new: int) -> None:
+    gateway = _FakeGateway([_member(i) for i in range(old)])
+    update(gateway, old, new)
+    desired = ",".join(_url(i) for i in range(new))
+    # The desired list first (the further pods add themselves from it), then one learner:
+    # the lowest new ordinal, before its pod exists.
+    assert gateway.calls == [("put", desired), ("add", _url(old))]
+    assert gateway.kv[DESIRED_MEMBERS_KEY] == desired
+
+
+def test_scale_up_leaves_a_taken_learner_slot_to_the_pods(update: Update) -> None:
+    # A learner still catching up (a previous scale-up) holds the slot: nothing is added
+    # and nothing fails; etcd-5 and etcd-6 add themselves once it is free.
+    busy = _FakeGateway([*(_member(i) for i in range(4)), _member(4, learner=True)])
+    update(busy, 5, 7)
+    assert busy.calls == [("put", ",".join(_url(i) for i in range(7)))]
+    # A joining pod takes the slot between the provider's list and its add: not an error.
+    raced = _FakeGateway([_member(i) for i in range(3)], slot_race=True)
+    update(raced, 3, 5)
+    assert [c[0] for c in raced.calls] == ["put"]
+    # Re-running an interrupted update adds nobody twice.
+    again = _FakeGateway([*(_member(i) for i in range(3)),
+                          _member(3, started=False, learner=True)])
+    update(again, 3, 5)
+    assert [c[0] for c in again.calls] == ["put"]
+
+
+def test_learners_nobody_wants_are_removed_so_they_cannot_hold_the_slot(update: Update) -> None:
+    # etcd-5: a learner left by an interrupted run or by a pod that raced a scale-down.
+    gateway = _FakeGateway([*(_member(i) for i in range(3)),
+                            _member(5, started=False, learner=True)])
+    update(gateway, 3, 5)
+    assert gateway.calls == [("put", ",".join(_url(i) for i in range(5))), ("remove", "105"),
+                             ("add", _url(3))]
+
+
+def test_scale_down_records_the_smaller_list_before_removing_highest_first(update: Update) -> None:
+    gateway = _FakeGateway([_member(i) for i in range(5)])
+    update(gateway, 5, 3)
+    assert gateway.calls == [("put", ",".join(_url(i) for i in range(3))),
+                             ("remove", "104"), ("remove", "103")]
+
+
+def test_a_refused_scale_down_keeps_the_members_left_desired(update: Update) -> None:
+    # etcd refuses to remove etcd-3 after etcd-4 went: etcd-3 stays a voting member and
+    # must stay desired, or its pod would not re-add itself after losing its data dir.
+    gateway = _FakeGateway([_member(i) for i in range(5)], refuse_remove="103")
+    with pytest.raises(MembershipError, match="refusing to remove etcd-3"):
+        update(gateway, 5, 3)
+    assert gateway.calls == [("put", ",".join(_url(i) for i in range(3))), ("remove", "104"),
+                             ("put", ",".join(_url(i) for i in range(4)))]
 
 
 def test_remove_refuses_when_the_rest_could_not_form_a_quorum() -> None:
@@ -392,16 +490,3 @@ def test_remove_refuses_when_the_rest_could_not_form_a_quorum() -> None:
     # Idempotent: a member already gone is not an error.
     _remove(healthy, {"name": "etcd-4", "peer_url": "http://etcd-4.p:2380"}, 0.0)
     assert healthy.calls == [("remove", "104")]
-
-
-def test_add_waits_for_the_previous_learner_and_never_adds_twice() -> None:
-    pending = _FakeGateway([_member(0), _member(1), _member(2), _member(3, learner=True)])
-    with pytest.raises(MembershipError, match="one learner at a time"):
-        _add(pending, {"name": "etcd-4", "peer_url": "http://etcd-4.p:2380"}, 0.0)
-    ready = _FakeGateway([_member(0), _member(1), _member(2)])
-    _add(ready, {"name": "etcd-3", "peer_url": "http://etcd-3.p:2380"}, 0.0)
-    assert ready.calls == [("add", "http://etcd-3.p:2380")]
-    already = _FakeGateway([_member(0), _member(1), _member(2), _member(3, started=False,
-                                                                        learner=True)])
-    _add(already, {"name": "etcd-3", "peer_url": "http://etcd-3.p:2380"}, 0.0)
-    assert already.calls == []

@@ -2,18 +2,35 @@
 # Start one etcd member of the StatefulSet. The arguments are etcd's own flags (name,
 # URLs, data dir, token, TLS); this script only decides how the member joins:
 #
-#   data dir has a WAL      -> restart on it (initial-cluster flags are ignored by etcd),
-#                              unless this ordinal was removed and re-added since: then
-#                              the old data is moved aside and the member joins afresh
-#   empty, no cluster yet   -> bootstrap with the other initial members (state "new")
-#   empty, listed, unstarted-> EtcdMembership added us: join (state "existing")
-#   empty, listed, started  -> our data dir was lost: remove our old ID, add ourselves
-#                              back as a learner, join (etcd refuses an old ID without
-#                              its data: "has already been bootstrapped" or a raft panic)
-#   empty, not listed       -> wait: only EtcdMembership adds members (it checks quorum)
+#   data dir has a WAL, listed    -> restart on it (initial-cluster flags are ignored),
+#                                    unless listed as a learner that never started: this
+#                                    ordinal was removed and added again since, so the old
+#                                    data is moved aside and the member joins afresh
+#   data dir has a WAL, unlisted  -> our ID was removed. Wanted again (see "desired"
+#                                    below): move the data aside and add ourselves back;
+#                                    not wanted (a scale-down): wait for the pod's deletion
+#   data dir has a WAL, no answer -> restart on it (a whole-cluster restart)
+#   empty, no cluster yet         -> bootstrap with the other initial members (state "new")
+#   empty, listed, unstarted      -> we were added: join (state "existing")
+#   empty, listed, started        -> our data dir was lost: remove our old ID, add ourselves
+#                                    back as a learner, join (etcd refuses an old ID without
+#                                    its data: "has already been bootstrapped" or a raft panic)
+#   empty, unlisted, desired      -> add ourselves as a learner once etcd's single learner
+#                                    slot is free, then join
+#   empty, unlisted, not desired  -> wait: nobody asked for this member
 #
-# A learner promotes itself once etcd says it has caught up; until then etcd itself
-# keeps it out of quorum, so a slow catch-up never costs availability.
+# "Desired" is the peer-URL list EtcdMembership keeps in etcd under MEMBER_DESIRED_KEY:
+# it checks every change (quorum, one member at a time) and adds the first new member of
+# a scale-up itself; the pods of the further new members add themselves here, one learner
+# at a time, because their member cannot catch up before their pod exists. Without that
+# key (membership.enabled=false, or no membership change yet) only a member that removed
+# its own lost ID re-adds itself (a marker on its volume says so).
+#
+# etcd admits one learner at a time. A learner that is not desired, or that was added
+# but whose pod has not started within MEMBER_STALE_LEARNER_SECONDS, is removed by
+# whoever waits for the slot: it has no vote and no data, so removing it never costs
+# quorum, and its pod (if it ever starts) adds itself back. A learner promotes itself
+# once etcd says it has caught up; until then etcd keeps it out of quorum.
 #
 # Runs under busybox sh in the pod (the etcd image is distroless) and under any POSIX sh
 # in tests. Environment (set by components/etcd/cluster.py):
@@ -22,6 +39,8 @@
 #   MEMBER_DATA_DIR           etcd's --data-dir
 #   MEMBER_BOOTSTRAP_CLUSTER  --initial-cluster of the first deployment (name=url,...)
 #   MEMBER_CLUSTER_ENDPOINTS  client URLs to find the running cluster (comma-separated)
+#   MEMBER_DESIRED_KEY        the etcd key holding the desired peer URLs (comma-separated)
+#   MEMBER_STALE_LEARNER_SECONDS  how long a never-started learner may hold the slot
 #   MEMBER_BUSYBOX            the busybox binary, whose applets are linked beside it
 #   MEMBER_ETCD, MEMBER_ETCDCTL, MEMBER_RETRY_SECONDS  overrides (tests)
 #   ETCDCTL_CACERT, ETCDCTL_CERT, ETCDCTL_KEY          client TLS, read by etcdctl
@@ -32,9 +51,14 @@ set -eu
 : "${MEMBER_DATA_DIR:?MEMBER_DATA_DIR is required}"
 : "${MEMBER_BOOTSTRAP_CLUSTER:?MEMBER_BOOTSTRAP_CLUSTER is required}"
 : "${MEMBER_CLUSTER_ENDPOINTS:?MEMBER_CLUSTER_ENDPOINTS is required}"
+: "${MEMBER_DESIRED_KEY:?MEMBER_DESIRED_KEY is required}"
 ETCD=${MEMBER_ETCD:-/usr/local/bin/etcd}
 ETCDCTL=${MEMBER_ETCDCTL:-/usr/local/bin/etcdctl}
 RETRY_SECONDS=${MEMBER_RETRY_SECONDS:-2}
+STALE_SECONDS=${MEMBER_STALE_LEARNER_SECONDS:-120}
+case "$STALE_SECONDS" in
+    '' | *[!0-9]*) echo "MEMBER_STALE_LEARNER_SECONDS must be a whole number" >&2; exit 2 ;;
+esac
 
 # The only shell in the pod is a busybox binary an init container copied in, with its
 # applets (awk, sleep, date...) linked next to it: put them on PATH.
@@ -45,6 +69,15 @@ fi
 
 log() {
     printf '%s etcd-member %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$MEMBER_NAME" "$*" >&2
+}
+
+# A waiting loop says what it waits for once, not every few seconds.
+last_note=""
+note() {
+    if [ "$*" != "$last_note" ]; then
+        last_note=$*
+        log "$*"
+    fi
 }
 
 ctl() {
@@ -83,6 +116,87 @@ in_bootstrap_cluster() {
     esac
 }
 
+# Set between removing our lost ID and adding ourselves back, on the data volume, so a
+# restart in between still re-adds (when no desired list says whether we are wanted).
+readd_marker="$MEMBER_DATA_DIR.re-adding"
+
+# Reads the desired peer URLs into $desired ("" when EtcdMembership never wrote them).
+# Fails when etcd does not answer: then nobody can tell whether we are wanted.
+read_desired() {
+    desired=$(ctl get --print-value-only "$MEMBER_DESIRED_KEY" 2>/dev/null) || return 1
+}
+
+is_desired() {
+    case ",$desired," in
+        *",$1,"*) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
+# Whether this member should be added back: listed in the desired peer URLs, or, with no
+# such list, after it removed its own lost ID.
+wanted() {
+    read_desired || return 1
+    if [ -n "$desired" ]; then
+        is_desired "$MEMBER_PEER_URL"
+    else
+        [ -e "$readd_marker" ]
+    fi
+}
+
+# Add ourselves as a learner once etcd's single learner slot is free. Returns 0 once
+# added. A learner in the way that nobody wants, or that never started within
+# STALE_SECONDS of us waiting for it, is removed (no vote, no data: quorum is unaffected).
+waited_for=""
+waited_since=0
+add_self_as_learner() {
+    blocker=$(printf '%s\n' "$1" | awk -F', ' -v url="$MEMBER_PEER_URL" '
+        NF >= 6 && $6 == "true" && $4 != url { print $1, $2, $4; exit }')
+    if [ -z "$blocker" ]; then
+        # etcd refuses a second learner ("too many learner members"): a racing pod that
+        # took the slot first makes this fail, and the next round waits for it.
+        if ctl member add "$MEMBER_NAME" --peer-urls="$MEMBER_PEER_URL" --learner >/dev/null 2>&1; then
+            log "added this member as a learner ($MEMBER_PEER_URL)"
+            rm -f "$readd_marker"
+            return 0
+        fi
+        note "adding this member as a learner failed; retrying"
+        return 1
+    fi
+    blocker_id=${blocker%% *}
+    rest=${blocker#* }
+    blocker_status=${rest%% *}
+    blocker_urls=${rest#* }
+    if [ -n "$desired" ] && ! is_desired "$blocker_urls"; then
+        log "removing learner $blocker_urls ($blocker_id): it holds etcd's single learner slot but is not a desired member"
+        ctl member remove "$blocker_id" >&2 || true
+        return 1
+    fi
+    if [ "$blocker_status" != "unstarted" ]; then
+        note "waiting for etcd's single learner slot: learner $blocker_urls ($blocker_id) is catching up"
+        return 1
+    fi
+    now=$(date +%s)
+    if [ "$blocker_id" != "$waited_for" ]; then
+        waited_for=$blocker_id
+        waited_since=$now
+    fi
+    if [ $((now - waited_since)) -ge "$STALE_SECONDS" ]; then
+        log "learner $blocker_urls ($blocker_id) was added but has not started for ${STALE_SECONDS}s: removing it so that this member can join; its pod adds it back when it starts"
+        ctl member remove "$blocker_id" >&2 || true
+        return 1
+    fi
+    note "waiting for etcd's single learner slot: learner $blocker_urls ($blocker_id) was added but has not started; it is removed if it has not started within ${STALE_SECONDS}s"
+    return 1
+}
+
+# Keep data that belongs to a removed ID aside (nothing is deleted) and join afresh.
+move_data_aside() {
+    aside="$MEMBER_DATA_DIR.removed-$(date -u +%Y%m%dT%H%M%SZ)"
+    log "$1: moving the data dir to $aside"
+    mv "$MEMBER_DATA_DIR" "$aside"
+}
+
 # Run etcd with the given flags. A voter simply becomes etcd (exec); a learner keeps this
 # shell as a parent that promotes it once caught up and forwards SIGTERM.
 run_etcd() {
@@ -115,46 +229,49 @@ run_etcd() {
 }
 
 if [ -d "$MEMBER_DATA_DIR/member/wal" ]; then
-    entry=$(own_entry "$(member_list || true)")
-    case "$entry" in
-        *" unstarted true")
-            # Data, yet listed as a learner that never started: this ordinal was removed
-            # (scale-down) and added again, and the volume outlived the removal. That data
-            # belongs to the removed ID, which etcd would refuse. Keep it aside (nothing
-            # is deleted) and join as the new member. Only learners: a voter listed as
-            # unstarted is an initial member that crashed mid-bootstrap and keeps its data.
-            aside="$MEMBER_DATA_DIR.removed-$(date -u +%Y%m%dT%H%M%SZ)"
-            log "data dir belongs to a removed incarnation of this member: moving it to $aside"
-            mv "$MEMBER_DATA_DIR" "$aside"
-            ;;
-        *)
-            log "restarting on the existing data dir"
-            run_etcd "${entry%% *}" "${entry##* }" "$@"
-            ;;
-    esac
+    while :; do
+        if ! list=$(member_list) || [ -z "$list" ]; then
+            # Nobody answers (every member restarting at once): our data is our membership.
+            log "restarting on the existing data dir (no other member answers)"
+            run_etcd "" false "$@"
+        fi
+        entry=$(own_entry "$list")
+        case "$entry" in
+            *" unstarted true")
+                # Only learners: a voter listed as unstarted is an initial member that
+                # crashed mid-bootstrap and keeps its data.
+                move_data_aside "the data dir belongs to a removed incarnation of this member"
+                break
+                ;;
+            "")
+                if wanted; then
+                    move_data_aside "this member was removed but is wanted again; its data dir belongs to the removed ID"
+                    break
+                fi
+                note "this member was removed from the cluster and is not a desired member: waiting (a scale-down deletes this pod)"
+                sleep "$RETRY_SECONDS"
+                ;;
+            *)
+                log "restarting on the existing data dir"
+                run_etcd "${entry%% *}" "${entry##* }" "$@"
+                ;;
+        esac
+    done
 fi
 
 # A first start that died before writing its WAL leaves nothing worth keeping.
 rm -rf "${MEMBER_DATA_DIR:?}/member"
-# Set between removing our lost ID and adding ourselves back, on the data volume, so a
-# restart in between still re-adds instead of waiting for EtcdMembership forever.
-readd_marker="$MEMBER_DATA_DIR.re-adding"
 
 while :; do
     if list=$(member_list) && [ -n "$list" ]; then
         entry=$(own_entry "$list")
-        if [ -z "$entry" ] && [ -e "$readd_marker" ]; then
-            if ctl member add "$MEMBER_NAME" --peer-urls="$MEMBER_PEER_URL" --learner >&2; then
-                rm -f "$readd_marker"
+        if [ -z "$entry" ]; then
+            if wanted; then
+                add_self_as_learner "$list" || sleep "$RETRY_SECONDS"
             else
-                log "re-adding as a learner failed (will retry)"
+                note "not a member of the running cluster and not a desired one: waiting for EtcdMembership to add $MEMBER_PEER_URL"
                 sleep "$RETRY_SECONDS"
             fi
-            continue
-        fi
-        if [ -z "$entry" ]; then
-            log "not a member of the running cluster yet; waiting for EtcdMembership to add $MEMBER_PEER_URL"
-            sleep "$RETRY_SECONDS"
             continue
         fi
         id=${entry%% *}
@@ -167,8 +284,8 @@ while :; do
             ctl member remove "$id" >&2 || sleep "$RETRY_SECONDS"
             continue
         fi
-        # Only EtcdMembership adds members, always as learners: an unstarted voter is a
-        # peer of the first bootstrap that has not finished starting yet.
+        # Members are only ever added as learners: an unstarted voter is a peer of the
+        # first bootstrap that has not finished starting yet.
         if [ "$learner" = "false" ] && in_bootstrap_cluster; then
             log "the initial cluster is still forming: bootstrapping with it"
             exec "$ETCD" "$@" --initial-cluster-state=new --initial-cluster="$MEMBER_BOOTSTRAP_CLUSTER"
