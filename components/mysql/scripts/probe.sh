@@ -66,15 +66,22 @@ backup_listener_serving() {
     port=$(peer_port "$BACKUP_PORT" "$(pod_ordinal)")
     hex=$(printf '%04X' "$port")
     local -A listening=()
-    local table _sl address _remote st _queues _timer _retransmits _uid _timeout inode _rest
+    local table line _sl address _remote st _queues _timer _retransmits _uid _timeout inode _rest
+    local -a lines
     for table in "/proc/$pid/net/tcp" "/proc/$pid/net/tcp6"; do
         [[ -r "$table" ]] || continue
-        # /proc/net/tcp: sl local_address rem_address st ... inode; st 0A is LISTEN.
-        while read -r _sl address _remote st _queues _timer _retransmits _uid _timeout inode _rest; do
+        # Read in one go: `read` takes /proc files byte by byte (0.8 s for 800 sockets).
+        mapfile -t lines <"$table"
+        for line in "${lines[@]}"; do
+            # sl local_address rem_address st ... inode; st 0A is LISTEN, and no other
+            # field can be " 0A " (the rest are hex pairs with ':' or decimal).
+            [[ $line == *" 0A "* ]] || continue
+            read -r _sl address _remote st _queues _timer _retransmits _uid _timeout inode _rest \
+                <<<"$line"
             if [[ $st == 0A && ${address##*:} == "$hex" ]]; then
                 listening[$inode]=1
             fi
-        done <"$table"
+        done
     done
     ((${#listening[@]} > 0)) || { echo "nothing listens on port $port (listener pid $pid)"; return 1; }
     for fd in "/proc/$pid/fd/"*; do
