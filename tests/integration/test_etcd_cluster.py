@@ -220,8 +220,10 @@ class LocalStatefulSet:
             self.kill(ordinal)
 
     def stop_all(self) -> None:
+        """Clean-up: SIGKILL. A graceful stop of the last members would wait seconds each
+        for etcd's leadership transfer to peers that are already gone."""
         for ordinal in list(self.members):
-            self.stop(ordinal)
+            self.kill(ordinal)
 
     def log(self, ordinal: int) -> str:
         return self.members[ordinal].process.log_tail(1000)

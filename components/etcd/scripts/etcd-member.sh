@@ -80,14 +80,23 @@ note() {
     fi
 }
 
-ctl() {
+ctl_within() {
+    timeout=$1
+    shift
     "$ETCDCTL" --endpoints="$MEMBER_CLUSTER_ENDPOINTS" --dial-timeout=3s \
-        --command-timeout=10s "$@"
+        --command-timeout="$timeout" "$@"
+}
+
+ctl() {
+    ctl_within 10s "$@"
 }
 
 # "member list -w simple" lines: "id, status, name, peer-urls, client-urls, is-learner".
+# Any member answers it from its own store, in milliseconds; etcdctl retries unreachable
+# endpoints until the command timeout, so this bounds how long a first bootstrap (when no
+# cluster can answer) waits before it starts etcd.
 member_list() {
-    ctl member list -w simple 2>/dev/null
+    ctl_within 3s member list -w simple 2>/dev/null
 }
 
 # "id status is-learner" of the member that has our peer URL; empty if not listed.
