@@ -116,6 +116,7 @@ def _measure(endpoint: str, base: Path, options: LocksOptions) -> Report:
     txns = _raw_txns(endpoint, max(200, cycles))
     read_ms = _raw_reads(endpoint, max(200, cycles))
     notify_ms = _watch_delay(endpoint, max(50, cycles // 4))
+    catch_up_ms = _catch_up_delay(endpoint, 20 if cycles >= 100 else 5)
     etcdctl_rate = _etcdctl_uncontended(endpoint, max(10, cycles // 10))
     etcdctl = _etcdctl_contended(endpoint, base, options)
     skipped = ""
@@ -164,7 +165,9 @@ def _measure(endpoint: str, base: Path, options: LocksOptions) -> Report:
           "etcd's Go Mutex does the same two reads"),
          ("floor for one handoff", floor_ms,
           f"{1000 / floor_ms:.0f} handoffs/s = {1000 / floor_ms / txns.per_second:.2f}x "
-          "the txn rate")))
+          "the txn rate"),
+         ("when the waiter's watch starts at a revision already passed", catch_up_ms,
+          "etcd replays to such watchers every 100 ms: the tail")))
     report = Report("locks", {"contenders": options.contenders, "handoffs": options.handoffs,
                               "cluster": "3 etcd members on loopback", "endpoint": "leader"},
                     [uncontended, contended, parts])
@@ -303,6 +306,36 @@ def _watch_delay(endpoint: str, count: int) -> float:
         watcher.close()
         writer.close()
         reader.join(timeout=5)
+    return percentile(delays, 50) * 1000
+
+
+def _catch_up_delay(endpoint: str, count: int) -> float:
+    """p50 ms for a watch opened at a revision already written to deliver that event.
+
+    A waiter watches its predecessor from the revision its last read saw; when anything
+    was written since (with contenders, nearly always), etcd treats the new watcher as
+    "unsynced" and replays history from a loop that runs every 100 ms, not at once.
+    """
+    key = _b64("bench/catch-up")
+    writer = _Gateway(endpoint)
+    delays = []
+    try:
+        for i in range(count):
+            revision = int(writer.post("/v3/kv/put", {"key": key, "value": _b64(str(i))})
+                           ["header"]["revision"])
+            writer.post("/v3/kv/put", {"key": _b64("bench/other"), "value": ""})  # moves on
+            watcher = _Gateway(endpoint)
+            started = time.monotonic()
+            try:
+                for message in watcher.stream("/v3/watch", {"create_request": {
+                        "key": key, "start_revision": str(revision)}}):
+                    if message.get("result", message).get("events"):
+                        delays.append(time.monotonic() - started)
+                        break
+            finally:
+                watcher.close()
+    finally:
+        writer.close()
     return percentile(delays, 50) * 1000
 
 

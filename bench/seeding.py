@@ -106,6 +106,8 @@ class _Seeded:
     seconds: float
     landed_bytes: int
     runs: int = 1
+    prepare_seconds: float | None = None
+    """Of ``seconds``, the time ``--prepare`` took (where it can be timed on its own)."""
 
 
 class _NotLanded(Exception):
@@ -219,7 +221,9 @@ def _run(base: Path, options: SeedingOptions) -> Report:
 
 def _median(runs: list[_Seeded]) -> _Seeded:
     seconds = statistics.median(r.seconds for r in runs)
-    return _Seeded(seconds, max(r.landed_bytes for r in runs), len(runs))
+    prepares = [r.prepare_seconds for r in runs if r.prepare_seconds is not None]
+    return _Seeded(seconds, max(r.landed_bytes for r in runs), len(runs),
+                   statistics.median(prepares) if prepares else None)
 
 
 def _unavailable(why: str) -> _Seeded:
@@ -309,15 +313,18 @@ def _backup_copy(primary: _Primary, target: Path, base: Path) -> _Seeded:
                                    ["mbstream", "-x", "-C", str(target)]], log=log)
         finish_pipeline(sender, what="mariadb-backup sender", log=log, timeout=_COPY_TIMEOUT)
         finish_pipeline(receiver, what="mbstream receiver", log=log, timeout=_COPY_TIMEOUT)
+        prepare_started = time.monotonic()
         prepare = start_pipeline([["mariadb-backup", "--prepare", f"--target-dir={target}"]],
                                  log=log)
         finish_pipeline(prepare, what="mariadb-backup --prepare", log=log,
                         timeout=_COPY_TIMEOUT)
+        prepare_seconds = time.monotonic() - prepare_started
         os.sync()
     finally:
         stop_all([*sender, *receiver])
         shutil.rmtree(scratch, ignore_errors=True)
-    return _Seeded(time.monotonic() - started, tree_bytes(target))
+    return _Seeded(time.monotonic() - started, tree_bytes(target),
+                   prepare_seconds=prepare_seconds)
 
 
 def _project_clone(replica: Any) -> _Seeded:
@@ -372,14 +379,16 @@ def _report(options: SeedingOptions, rows: int, generate_seconds: float, data_by
             continue
         landed_mbps = seeded.landed_bytes / MB / seeded.seconds
         raw_mbps = raw.landed_bytes / MB / raw.seconds if raw else None
+        note = (f"of which --prepare {seeded.prepare_seconds:.2f} s"
+                if seeded.prepare_seconds is not None else "")
         table_rows.append((name, seeded.runs, seeded.seconds, seeded.landed_bytes / MB,
                            landed_mbps,
                            ratio(landed_mbps, raw_mbps), ratio(raw.seconds if raw else None,
-                                                               seeded.seconds), ""))
+                                                               seeded.seconds), note))
     table = Table(f"seeding a replica from a primary with {data_bytes / MB:.0f} MiB of data dir "
                   f"({rows} rows, generated in {generate_seconds:.1f} s)",
                   ("method", "runs", "median s", "landed MiB", "MiB/s", "MiB/s vs raw",
-                   "speed vs raw", "not measured because"), tuple(table_rows))
+                   "speed vs raw", "note"), tuple(table_rows))
     report = Report("seeding", {"size_mb": options.size_mb, "repeats": options.repeats,
                                 "data_dir_mib":
                                 round(data_bytes / MB), "rows": rows}, [table])
