@@ -54,7 +54,7 @@ from tests.unit.test_etcd_cluster import DYNAMIC, NAMESPACE, Rendered, render
 
 pytestmark = pytest.mark.integration
 
-MAX_MEMBERS = 5
+MAX_MEMBERS = 7
 TYPE_NAME = "pulumi-python:dynamic:Resource"
 _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
@@ -180,20 +180,19 @@ class LocalStatefulSet:
         argv = [self.dns(a, ordinal) for a in argv]
         return adapt_for_debian_etcd(argv, env), env
 
-    def start(self, ordinal: int, *, stale_learner_seconds: int | None = None) -> EtcdMember:
+    def start(self, ordinal: int, *, overrides: Mapping[str, str] | None = None) -> EtcdMember:
         """Create the pod: fresh emptyDirs, init containers, then the etcd container.
 
-        ``stale_learner_seconds`` shortens the template's MEMBER_STALE_LEARNER_SECONDS,
-        so a test of a learner whose pod never starts need not wait two minutes."""
+        ``overrides`` change the environment: a shorter MEMBER_STALE_LEARNER_SECONDS so a
+        test of a learner whose pod never runs need not wait two minutes, or a faulty
+        MEMBER_ETCDCTL."""
         volumes = self.volumes(ordinal)
         shutil.rmtree(volumes[SHELL_MOUNT], ignore_errors=True)
         for path in (volumes[DATA_MOUNT], volumes[SHELL_MOUNT]):
             path.mkdir(parents=True, exist_ok=True)
         run_init_containers(self.template_pod, volumes)
         argv, env = self.argv_env(ordinal)
-        if stale_learner_seconds is not None:
-            assert "MEMBER_STALE_LEARNER_SECONDS" in env
-            env["MEMBER_STALE_LEARNER_SECONDS"] = str(stale_learner_seconds)
+        env.update(overrides or {})
         member = EtcdMember(self.pod(ordinal), argv, client_url=self.client_url(ordinal),
                             data_dir=self.data_dir(ordinal), log_dir=self.base, env=env)
         self.members[ordinal] = member.start()
@@ -484,36 +483,65 @@ def test_scale_3_to_5_to_3_in_one_up_each_loses_no_acknowledged_write(
     assert len(writer.acknowledged) > 150
 
 
-def test_a_new_member_whose_pod_never_starts_does_not_block_the_next_one(
+def etcdctl_that_never_promotes(directory: Path) -> str:
+    """An etcdctl for a pod that dies before it could promote its learner: every other
+    command is the real one."""
+    wrapper = directory / "etcdctl-never-promotes"
+    wrapper.write_text('#!/bin/sh\ncase " $* " in *" member promote "*) exit 1 ;; esac\n'
+                       'exec etcdctl "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def test_new_members_whose_pods_never_run_do_not_block_the_next_ones(
         statefulset: LocalStatefulSet, tmp_path: Path) -> None:
     pods = statefulset
     start_initial(pods)
     endpoint = pods.client_url(0)
+    stale = {"MEMBER_STALE_LEARNER_SECONDS": "3"}
     with ProviderServer(log_path=tmp_path / "provider.log") as server:
         server.configure()
         driver = ResourceDriver(server, EtcdMembershipProvider(), type_name=TYPE_NAME,
                                 name="locks-membership")
         driver.up(membership_inputs(pods, 3))
+
+        # 3 -> 5, and etcd-3's pod never starts (unschedulable, say): its learner holds
+        # etcd's single slot. etcd-4 waits, says for whom, then removes the never-started
+        # learner (no vote, no data: quorum is unaffected) and joins in its place.
         driver.up(membership_inputs(pods, 5))
-    stuck = listed(endpoint, pods.peer_url(3))
-    assert stuck is not None
-    # etcd-3's pod never starts (unschedulable, say): its learner holds etcd's single
-    # slot. etcd-4 waits, says for whom, then removes the never-started learner (no
-    # vote, no data: quorum is unaffected) and joins in its place.
-    pods.start(4, stale_learner_seconds=3)
-    wait_voter(pods, 4)
-    log = pods.log(4)
-    stuck_id = format(int(stuck["ID"]), "x")  # etcdctl's spelling; the gateway's is decimal
-    waiting = log.index(f"learner {pods.peer_url(3)} ({stuck_id}) was added but has not started;")
-    removing = log.index("has not started for 3s: removing it")
-    assert waiting < removing, log
-    assert listed(endpoint, pods.peer_url(3)) is None
-    # When etcd-3's pod does start, it is desired but no longer a member: it adds itself.
-    pods.start(3)
-    wait_voter(pods, 3)
-    assert "added this member as a learner" in pods.log(3)
-    assert voters(endpoint) == [f"etcd-{i}" for i in range(5)]
-    pods.wait_healthy(3, 4)
+        stuck = listed(endpoint, pods.peer_url(3))
+        assert stuck is not None
+        pods.start(4, overrides=stale)
+        wait_voter(pods, 4)
+        log = pods.log(4)
+        stuck_id = format(int(stuck["ID"]), "x")  # etcdctl's spelling; the gateway's: decimal
+        waiting = log.index(f"learner {pods.peer_url(3)} ({stuck_id}) was added but has not "
+                            "started; it is removed if that lasts 3s")
+        removing = log.index("was added but has not started for 3s: removing it")
+        assert waiting < removing, log
+        # When etcd-3's pod does start, it is desired but no longer a member: it adds itself.
+        pods.start(3)
+        wait_voter(pods, 3)
+        assert "added this member as a learner" in pods.log(3)
+        assert voters(endpoint) == [f"etcd-{i}" for i in range(5)]
+
+        # 5 -> 7, and etcd-5's pod starts as a learner but dies before its promotion: a
+        # started learner that no longer answers. etcd-6 waits, then takes the slot.
+        driver.up(membership_inputs(pods, 7))
+        pods.start(5, overrides={"MEMBER_ETCDCTL": etcdctl_that_never_promotes(tmp_path)})
+        wait_until(lambda: (listed(endpoint, pods.peer_url(5)) or {}).get("name") == "etcd-5",
+                   timeout=30, what=f"etcd-5 to start as a learner\n{pods.log(5)}")
+        pods.kill(5)
+        pods.start(6, overrides=stale)
+        wait_voter(pods, 6)
+        assert "has started before but does not answer for 3s: removing it" in pods.log(6)
+        # Restarted, etcd-5 finds its data belongs to the removed ID: it keeps it aside
+        # and adds itself back.
+        pods.start(5)
+        wait_voter(pods, 5)
+        assert "is wanted again" in pods.log(5)
+    assert voters(endpoint) == [f"etcd-{i}" for i in range(7)]
+    pods.wait_healthy(*range(7))
 
 
 def test_a_member_whose_data_dir_was_lost_is_removed_and_re_added(

@@ -26,10 +26,11 @@
 # key (membership.enabled=false, or no membership change yet) only a member that removed
 # its own lost ID re-adds itself (a marker on its volume says so).
 #
-# etcd admits one learner at a time. A learner that is not desired, or that was added
-# but whose pod has not started within MEMBER_STALE_LEARNER_SECONDS, is removed by
-# whoever waits for the slot: it has no vote and no data, so removing it never costs
-# quorum, and its pod (if it ever starts) adds itself back. A learner promotes itself
+# etcd admits one learner at a time. A learner that is not desired, or whose pod has not
+# started (or stopped answering) for MEMBER_STALE_LEARNER_SECONDS, is removed by whoever
+# waits for the slot: a learner has no vote, so removing it never costs quorum, and its
+# pod (if it ever runs) adds itself back. One that answers is catching up: it is waited
+# for, or two slow learners would take the slot from each other forever. A learner promotes itself
 # once etcd says it has caught up; until then etcd keeps it out of quorum.
 #
 # Runs under busybox sh in the pod (the etcd image is distroless) and under any POSIX sh
@@ -154,13 +155,15 @@ wanted() {
 }
 
 # Add ourselves as a learner once etcd's single learner slot is free. Returns 0 once
-# added. A learner in the way that nobody wants, or that never started within
-# STALE_SECONDS of us waiting for it, is removed (no vote, no data: quorum is unaffected).
+# added. A learner in the way is removed (no vote, no data: quorum is unaffected) when
+# nobody wants it, or when for STALE_SECONDS of our waiting it has not started (its pod
+# never came up) or has not answered (its pod is gone); one that answers is catching up
+# and is waited for, however long that takes.
 waited_for=""
 waited_since=0
 add_self_as_learner() {
     blocker=$(printf '%s\n' "$1" | awk -F', ' -v url="$MEMBER_PEER_URL" '
-        NF >= 6 && $6 == "true" && $4 != url { print $1, $2, $4; exit }')
+        NF >= 6 && $6 == "true" && $4 != url { print $1, $2, $4, ($5 == "" ? "-" : $5); exit }')
     if [ -z "$blocker" ]; then
         # etcd refuses a second learner ("too many learner members"): a racing pod that
         # took the slot first makes this fail, and the next round waits for it.
@@ -172,16 +175,24 @@ add_self_as_learner() {
         note "adding this member as a learner failed; retrying"
         return 1
     fi
-    blocker_id=${blocker%% *}
-    rest=${blocker#* }
-    blocker_status=${rest%% *}
-    blocker_urls=${rest#* }
+    # id, status, peer URLs, client URLs ("-" until it started): no field has a space.
+    # shellcheck disable=SC2086
+    set -- $blocker
+    blocker_id=$1
+    blocker_urls=$3
+    blocker_clients=$4
     if [ -n "$desired" ] && ! is_desired "$blocker_urls"; then
         log "removing learner $blocker_urls ($blocker_id): it holds etcd's single learner slot but is not a desired member"
         ctl member remove "$blocker_id" >&2 || true
         return 1
     fi
-    if [ "$blocker_status" != "unstarted" ]; then
+    if [ "$2" = "unstarted" ]; then
+        problem="was added but has not started"
+    elif ! "$ETCDCTL" --endpoints="$blocker_clients" --dial-timeout=2s --command-timeout=3s \
+            endpoint status >/dev/null 2>&1; then
+        problem="has started before but does not answer"
+    else
+        waited_for=""
         note "waiting for etcd's single learner slot: learner $blocker_urls ($blocker_id) is catching up"
         return 1
     fi
@@ -191,11 +202,12 @@ add_self_as_learner() {
         waited_since=$now
     fi
     if [ $((now - waited_since)) -ge "$STALE_SECONDS" ]; then
-        log "learner $blocker_urls ($blocker_id) was added but has not started for ${STALE_SECONDS}s: removing it so that this member can join; its pod adds it back when it starts"
+        log "learner $blocker_urls ($blocker_id) $problem for ${STALE_SECONDS}s: removing it so that this member can join; its pod adds it back when it runs"
         ctl member remove "$blocker_id" >&2 || true
+        waited_for=""
         return 1
     fi
-    note "waiting for etcd's single learner slot: learner $blocker_urls ($blocker_id) was added but has not started; it is removed if it has not started within ${STALE_SECONDS}s"
+    note "waiting for etcd's single learner slot: learner $blocker_urls ($blocker_id) $problem; it is removed if that lasts ${STALE_SECONDS}s"
     return 1
 }
 
