@@ -34,7 +34,9 @@ changing it touches no pod template (an environment variable would restart every
 member on each scale). Why pods may not add themselves without it: a pod whose member a
 scale-down removed stays alive until the StatefulSet shrinks (or forever, if that update
 fails); it would add itself back behind ``pulumi up``'s back. So the list is written
-*before* any removal, and a pod that is not on it only waits.
+*before* any removal, and a pod that is not on it only waits. The key needs no
+protection beyond etcd's own: it only lets pods the StatefulSet already runs join, and a
+client that can write to etcd can do worse than edit it.
 
 Rejected alternative: a second resource after the StatefulSet that adds the remaining
 members. pulumi-kubernetes waits for every StatefulSet pod to be ready, which a pod that
@@ -56,12 +58,14 @@ What it does, in the order ``pulumi up`` calls it:
   raced it: they would hold the learner slot forever), promote learners that have
   caught up, and, scaling up, add the lowest new ordinal as a learner if the slot is
   free. Every step is idempotent: re-running an interrupted update continues it.
-- **a new pod that never starts** (unschedulable, image pull failure): its learner has
-  no data and no vote, so it costs nothing but the slot. The pods waiting for the slot
-  log who holds it, and after ``MEMBER_STALE_LEARNER_SECONDS`` (below the start-up
-  probe's budget) remove it and take the slot; the stuck pod adds itself back when it
-  does start. ``pulumi up`` itself reports the pod that never became ready (the
-  StatefulSet await).
+- **a new pod that never runs** (unschedulable, image pull failure, or dead before its
+  promotion): its learner has no vote, so it costs nothing but the slot. The pods
+  waiting for the slot log who holds it and why, and once it has not started, or not
+  answered, for ``MEMBER_STALE_LEARNER_SECONDS`` (below the start-up probe's budget),
+  remove it and take the slot; the stuck pod adds itself back when it does run. A
+  learner that answers is catching up and is waited for, however slow: evicting it
+  could make two slow learners evict each other forever. ``pulumi up`` itself reports
+  the pod that never became ready (the StatefulSet await).
 - **lost data dir**: not handled here but by the member's own pod (remove its old ID,
   re-add itself as a learner, promote itself): only the pod can see that its volume is
   empty, and it must not crash-loop until someone runs ``pulumi up``.
