@@ -483,6 +483,37 @@ def test_scale_3_to_5_to_3_in_one_up_each_loses_no_acknowledged_write(
     assert len(writer.acknowledged) > 150
 
 
+def test_scale_1_to_3_in_one_up_from_the_dev_stack_size(tmp_path: Path) -> None:
+    pods = LocalStatefulSet(tmp_path / "pods", render(replicas=1))
+    try:
+        pods.start(0)
+        pods.wait_healthy(0)
+        endpoint = pods.client_url(0)
+        for i in range(20):
+            put(endpoint, f"s/{i:03d}", str(i))
+        with ProviderServer(log_path=tmp_path / "provider.log") as server:
+            server.configure()
+            driver = ResourceDriver(server, EtcdMembershipProvider(), type_name=TYPE_NAME,
+                                    name="locks-membership")
+            driver.up({**membership_inputs(pods, 1), "endpoints": [endpoint]})
+            driver.up({**membership_inputs(pods, 3), "endpoints": [endpoint]})
+        # etcd-1 was added by the provider; etcd-2 adds itself once etcd-1 is promoted
+        # (which needs both of the then two voters: the single member alone never was
+        # fault tolerant).
+        pods.start(1)
+        pods.start(2)
+        wait_voter(pods, 1)
+        wait_voter(pods, 2)
+        assert voters(endpoint) == ["etcd-0", "etcd-1", "etcd-2"]
+        assert "added this member as a learner" in pods.log(2)
+        for ordinal in (1, 2):
+            wait_until(lambda o=ordinal: len(read_prefix(pods.client_url(o), "s/",  # type: ignore[misc]
+                                                         serializable=True)) == 20,
+                       timeout=30, what=f"etcd-{ordinal} to hold every key")
+    finally:
+        pods.stop_all()
+
+
 def etcdctl_that_never_promotes(directory: Path) -> str:
     """An etcdctl for a pod that dies before it could promote its learner: every other
     command is the real one."""
