@@ -78,12 +78,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from distlock._backend import BackendOptions, Grant, LockBackend, LockState
 from distlock._errors import BackendUnavailable, DistlockError
-
-GROUP = "locks.mysql-cluster.io"
-VERSION = "v1"
-KIND = "Lock"
-PLURAL = "locks"
-CRD_NAME = f"{PLURAL}.{GROUP}"
+from distlock.crd import CRD_NAME, GROUP, KIND, PLURAL, VERSION
 
 _log = logging.getLogger("distlock.kube")
 

@@ -30,7 +30,7 @@ from components.config import LocksConfig
 from components.locks.crd import lock_crd_manifest
 from components.locks.provider import LockCRD, LockCRDArgs
 from components.locks.rbac import lock_user_binding, lock_user_role, lock_viewer_role
-from distlock.kube import CRD_NAME, VERSION
+from distlock.crd import CRD_NAME, VERSION
 
 
 @dataclass(frozen=True)

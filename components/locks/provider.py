@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-from kubernetes import client as k8s_client
-from kubernetes.client.exceptions import ApiException
 from pulumi.dynamic import (
     CheckFailure,
     CheckResult,
@@ -41,8 +39,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from components.locks.crd import OWNERS_ANNOTATION, apply_crd, remove_crd
-from distlock.kube import api_client
+from components.locks.crd import OWNERS_ANNOTATION, apply_crd, kube_api, remove_crd
 
 _DEFAULT_TIMEOUT_SECONDS = 60
 _MAX_TIMEOUT_SECONDS = 3600
@@ -52,7 +49,13 @@ _UPDATED_BY = ("manifest", "owner", "forceDelete", "establishTimeoutSeconds", "k
 
 
 def _client(props: Mapping[str, Any]) -> Any:
-    """A fresh API client per call: a client held by the provider could not be pickled."""
+    """A fresh API client per call: a client held by the provider could not be pickled.
+
+    distlock.kube brings the Kubernetes client, so it is imported here, in the provider
+    process, and never by the program that only declares the resource.
+    """
+    from distlock.kube import api_client  # noqa: PLC0415
+
     return api_client(props.get("kubeconfig") or None, context=props.get("context") or None)
 
 
@@ -142,10 +145,10 @@ class LockCRDProvider(ResourceProvider):
         return UpdateResult(outs=outs)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        api: Any = k8s_client.ApiextensionsV1Api(_client(props))
+        api: Any = kube_api.client.ApiextensionsV1Api(_client(props))
         try:
             response = api.read_custom_resource_definition(id_, _preload_content=False)
-        except ApiException as error:
+        except kube_api.ApiException as error:
             if error.status == 404:
                 return ReadResult(id_="", outs={})  # gone: the engine drops it from state
             raise

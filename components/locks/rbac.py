@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import pulumi
 import pulumi_kubernetes as k8s
 
-from distlock.kube import GROUP, PLURAL
+from distlock.crd import GROUP, PLURAL
 
 _rbac = k8s.rbac.v1
 
