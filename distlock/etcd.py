@@ -117,11 +117,11 @@ class EtcdBackend(LockBackend):
             self._busy.add(key)
         granted = False
         try:
-            revision = self._enqueue(key, prefix)
+            revision, ahead = self._enqueue(key, prefix)
             if timeout is not None and timeout <= 0:
-                granted = self._is_first(key, prefix, revision)
+                granted = ahead is None
             else:
-                granted = self._wait_turn(key, prefix, revision, deadline, cancel)
+                granted = self._wait_turn(key, prefix, revision, ahead, deadline, cancel)
             if not granted:
                 return None
             grant = Grant(name=name, token=revision, holder=key)
@@ -181,49 +181,47 @@ class EtcdBackend(LockBackend):
 
     # -- the Mutex algorithm ---------------------------------------------------------
 
-    def _enqueue(self, key: str, prefix: str) -> int:
-        """Create our waiter key (or find it after a retry) and return its revision."""
+    def _enqueue(self, key: str, prefix: str) -> tuple[int, tuple[str, int] | None]:
+        """Create our waiter key (or find it after a retry): its revision and who is ahead.
+
+        As in etcd's Go Mutex, the transaction that creates the key also reads the queue
+        (reads in a transaction see its own put), so an uncontended acquire is one
+        commit and a contended one starts waiting without a read of its own.
+        """
         response = self._gateway.call("kv/txn", {
             "compare": [{"key": b64(key), "target": "CREATE", "result": "EQUAL",
                          "create_revision": "0"}],
             "success": [{"request_put": {"key": b64(key), "value": "",
-                                         "lease": str(self._lease_id)}}],
+                                         "lease": str(self._lease_id)}},
+                        {"request_range": _queue_range(prefix, None)}],
             "failure": [{"request_range": {"key": b64(key)}}],
         }, timeout=self._request_deadline())
         if response.get("succeeded"):
-            return int(response["header"]["revision"])
+            revision = int(response["header"]["revision"])
+            queue = response["responses"][1]["response_range"].get("kvs", [])
+            return revision, _ahead_in(queue, key, revision)
         kvs = response["responses"][0]["response_range"].get("kvs", [])
         if not kvs:  # deleted between compare and read: cannot be, a txn is atomic
             raise BackendUnavailable(f"etcd lost the waiter key {key!r} inside a transaction")
-        return int(kvs[0]["create_revision"])
-
-    def _is_first(self, key: str, prefix: str, revision: int) -> bool:
-        return self._ahead_of(key, prefix, revision) is None
+        # A retry found the key its lost first attempt created: keys created since then
+        # sort above ours, so the queue must be read up to our revision.
+        revision = int(kvs[0]["create_revision"])
+        return revision, self._ahead_of(key, prefix, revision)
 
     def _ahead_of(self, key: str, prefix: str, revision: int) -> tuple[str, int] | None:
         """The waiter just ahead of us (key, create revision), or None when we are first.
 
         One linearizable read answers both questions a waiter has: the two highest
-        create revisions up to our own are our key and its predecessor. Our key missing
-        from the top means it went with our lease (or was deleted under us): then we
-        hold nothing and wait for nothing. etcd's Go Mutex asks with two reads; on the
-        handoff's critical path the second one was a third of the minimum.
+        create revisions up to our own are our key and its predecessor. etcd's Go Mutex
+        asks with two reads; on the handoff's critical path the second one was a third
+        of the minimum.
         """
-        start = prefix.encode()
-        response = self._gateway.call("kv/range", {
-            "key": b64(start), "range_end": b64(prefix_end(start)), "limit": 2,
-            "sort_order": "DESCEND", "sort_target": "CREATE",
-            "max_create_revision": str(revision), "keys_only": True,
-        }, timeout=self._request_deadline())
-        kvs = response.get("kvs", [])
-        if (not kvs or unb64(kvs[0]["key"]).decode() != key
-                or int(kvs[0]["create_revision"]) != revision):
-            raise LockLost(f"waiter key {key!r} vanished while queued (lease expired?)")
-        if len(kvs) < 2:
-            return None
-        return unb64(kvs[1]["key"]).decode(), int(kvs[1]["create_revision"])
+        response = self._gateway.call("kv/range", _queue_range(prefix, revision),
+                                      timeout=self._request_deadline())
+        return _ahead_in(response.get("kvs", []), key, revision)
 
-    def _wait_turn(self, key: str, prefix: str, revision: int, deadline: float | None,
+    def _wait_turn(self, key: str, prefix: str, revision: int,  # noqa: PLR0917
+                   ahead: tuple[str, int] | None, deadline: float | None,
                    cancel: threading.Event | None) -> bool:
         """Wait until no waiter is ahead of ours; False on timeout or cancel.
 
@@ -236,7 +234,6 @@ class EtcdBackend(LockBackend):
         is not in the watch, so once it is created we read again: either the
         predecessor is still there (its delete will reach the watch) or it has gone.
         """
-        ahead = self._ahead_of(key, prefix, revision)
         while ahead is not None:
             watch = _DeletionWatch(self._gateway, ahead[0])
             try:
@@ -491,6 +488,32 @@ class EtcdFencedStore:
         if not key:
             raise ValueError("fenced store key must be non-empty")
         return f"{self._prefix}/data/{key}".encode()
+
+
+def _queue_range(prefix: str, max_create_revision: int | None) -> dict[str, Any]:
+    """A range request for the top two waiters (by create revision) of a lock's queue,
+    optionally only those created at or before ``max_create_revision``."""
+    start = prefix.encode()
+    request: dict[str, Any] = {
+        "key": b64(start), "range_end": b64(prefix_end(start)), "limit": 2,
+        "sort_order": "DESCEND", "sort_target": "CREATE", "keys_only": True}
+    if max_create_revision is not None:
+        request["max_create_revision"] = str(max_create_revision)
+    return request
+
+
+def _ahead_in(queue: list[dict[str, Any]], key: str, revision: int) -> tuple[str, int] | None:
+    """From a :func:`_queue_range` answer (top down, ours first): who is ahead of us.
+
+    Our key missing from the top means it went with our lease (or was deleted under
+    us): then we hold nothing and have nothing to wait for.
+    """
+    if (not queue or unb64(queue[0]["key"]).decode() != key
+            or int(queue[0]["create_revision"]) != revision):
+        raise LockLost(f"waiter key {key!r} vanished while queued (lease expired?)")
+    if len(queue) < 2:
+        return None
+    return unb64(queue[1]["key"]).decode(), int(queue[1]["create_revision"])
 
 
 def _prefix(name: str) -> str:
