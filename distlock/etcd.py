@@ -37,6 +37,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from distlock._backend import BackendOptions, Grant, LockBackend, LockState
@@ -181,7 +182,7 @@ class EtcdBackend(LockBackend):
 
     # -- the Mutex algorithm ---------------------------------------------------------
 
-    def _enqueue(self, key: str, prefix: str) -> tuple[int, tuple[str, int] | None]:
+    def _enqueue(self, key: str, prefix: str) -> tuple[int, _Ahead | None]:
         """Create our waiter key (or find it after a retry): its revision and who is ahead.
 
         As in etcd's Go Mutex, the transaction that creates the key also reads the queue
@@ -198,8 +199,8 @@ class EtcdBackend(LockBackend):
         }, timeout=self._request_deadline())
         if response.get("succeeded"):
             revision = int(response["header"]["revision"])
-            queue = response["responses"][1]["response_range"].get("kvs", [])
-            return revision, _ahead_in(queue, key, revision)
+            queue = response["responses"][1]["response_range"]
+            return revision, _ahead_in(queue, key, revision, seen_at=revision)
         kvs = response["responses"][0]["response_range"].get("kvs", [])
         if not kvs:  # deleted between compare and read: cannot be, a txn is atomic
             raise BackendUnavailable(f"etcd lost the waiter key {key!r} inside a transaction")
@@ -208,8 +209,8 @@ class EtcdBackend(LockBackend):
         revision = int(kvs[0]["create_revision"])
         return revision, self._ahead_of(key, prefix, revision)
 
-    def _ahead_of(self, key: str, prefix: str, revision: int) -> tuple[str, int] | None:
-        """The waiter just ahead of us (key, create revision), or None when we are first.
+    def _ahead_of(self, key: str, prefix: str, revision: int) -> _Ahead | None:
+        """The waiter just ahead of us, or None when we are first.
 
         One linearizable read answers both questions a waiter has: the two highest
         create revisions up to our own are our key and its predecessor. etcd's Go Mutex
@@ -218,10 +219,10 @@ class EtcdBackend(LockBackend):
         """
         response = self._gateway.call("kv/range", _queue_range(prefix, revision),
                                       timeout=self._request_deadline())
-        return _ahead_in(response.get("kvs", []), key, revision)
+        return _ahead_in(response, key, revision, seen_at=int(response["header"]["revision"]))
 
     def _wait_turn(self, key: str, prefix: str, revision: int,  # noqa: PLR0917
-                   ahead: tuple[str, int] | None, deadline: float | None,
+                   ahead: _Ahead | None, deadline: float | None,
                    cancel: threading.Event | None) -> bool:
         """Wait until no waiter is ahead of ours; False on timeout or cancel.
 
@@ -230,22 +231,25 @@ class EtcdBackend(LockBackend):
         "unsynced", and etcd delivers its events only from a loop that runs every
         100 ms, which was the whole handoff tail (p99 15-57x one txn). A current watch is
         registered as synced before etcd answers "created", and every later write
-        notifies it at once. A delete that lands between our read and that registration
-        is not in the watch, so once it is created we read again: either the
-        predecessor is still there (its delete will reach the watch) or it has gone.
+        notifies it at once. Such a watch covers every event after the revision its
+        "created" answer carries (etcd starts it at that revision + 1); when that is
+        past the revision at which we last saw the predecessor, a delete may have
+        landed in between, so we read once more: either the predecessor is still
+        there (its delete will reach the watch) or it has gone.
         """
         while ahead is not None:
-            watch = _DeletionWatch(self._gateway, ahead[0])
+            watch = _DeletionWatch(self._gateway, ahead.key)
             try:
                 recheck_at = time.monotonic() + self._recheck
                 if not self._sleep_until(watch, watch.created_or_fired, recheck_at, deadline,
                                          cancel):
                     return False
                 if watch.created.is_set() and not watch.fired.is_set():
-                    again = self._ahead_of(key, prefix, revision)
-                    if again != ahead:
-                        ahead = again  # gone while the watch was set up, or another ahead
-                        continue
+                    if watch.start_revision > ahead.seen_at + 1:
+                        again = self._ahead_of(key, prefix, revision)
+                        if not ahead.same_waiter(again):
+                            ahead = again  # gone while the watch was set up, or another
+                            continue
                     if not self._sleep_until(watch, watch.fired.is_set, recheck_at, deadline,
                                              cancel):
                         return False
@@ -383,6 +387,7 @@ class _DeletionWatch:
         self.created = threading.Event()
         self.wake = threading.Event()  # set on created and on fired
         self.deleted = False
+        self.start_revision = 0  # the first revision the watch sees, once created
         self._gateway = gateway
         # No start_revision: see EtcdBackend._wait_turn for why it must start "now".
         self._body = {"create_request": {"key": b64(key), "filters": ["NOPUT"]}}
@@ -410,6 +415,7 @@ class _DeletionWatch:
             if message.get("canceled"):  # leader lost, or the member refused the watch
                 break
             if message.get("created"):
+                self.start_revision = int(message.get("header", {}).get("revision", 0)) + 1
                 self.created.set()
                 self.wake.set()
         # Deleted, or the stream ended (member died): the waiter re-reads.
@@ -490,6 +496,19 @@ class EtcdFencedStore:
         return f"{self._prefix}/data/{key}".encode()
 
 
+@dataclass(frozen=True)
+class _Ahead:
+    """The waiter just ahead of ours, as a read at etcd revision ``seen_at`` saw it."""
+
+    key: str
+    create_revision: int
+    seen_at: int
+
+    def same_waiter(self, other: _Ahead | None) -> bool:
+        return other is not None and (other.key, other.create_revision) == \
+            (self.key, self.create_revision)
+
+
 def _queue_range(prefix: str, max_create_revision: int | None) -> dict[str, Any]:
     """A range request for the top two waiters (by create revision) of a lock's queue,
     optionally only those created at or before ``max_create_revision``."""
@@ -502,18 +521,20 @@ def _queue_range(prefix: str, max_create_revision: int | None) -> dict[str, Any]
     return request
 
 
-def _ahead_in(queue: list[dict[str, Any]], key: str, revision: int) -> tuple[str, int] | None:
+def _ahead_in(answer: dict[str, Any], key: str, revision: int, *,
+              seen_at: int) -> _Ahead | None:
     """From a :func:`_queue_range` answer (top down, ours first): who is ahead of us.
 
     Our key missing from the top means it went with our lease (or was deleted under
     us): then we hold nothing and have nothing to wait for.
     """
+    queue: list[dict[str, Any]] = answer.get("kvs", [])
     if (not queue or unb64(queue[0]["key"]).decode() != key
             or int(queue[0]["create_revision"]) != revision):
         raise LockLost(f"waiter key {key!r} vanished while queued (lease expired?)")
     if len(queue) < 2:
         return None
-    return unb64(queue[1]["key"]).decode(), int(queue[1]["create_revision"])
+    return _Ahead(unb64(queue[1]["key"]).decode(), int(queue[1]["create_revision"]), seen_at)
 
 
 def _prefix(name: str) -> str:
