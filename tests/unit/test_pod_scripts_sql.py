@@ -15,6 +15,8 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -27,15 +29,18 @@ PASSWORD = "p'w\\d#\"x"  # quote, backslash, hash, double quote: all must surviv
 
 
 def bash(snippet: str, *, flavor: str = "mysql", env: dict[str, str] | None = None,
-         source: str = "lib.sh") -> subprocess.CompletedProcess[str]:
-    """Source ``source`` from the scripts dir in strict mode, then run ``snippet``."""
+         source: str = "lib.sh", prefix: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+    """Source ``source`` from the scripts dir in strict mode, then run ``snippet``.
+
+    ``prefix`` goes before bash on the command line (e.g. setpriv to run as another user).
+    """
     bash_path = shutil.which("bash")
     assert bash_path is not None
     full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MYSQL_FLAVOR": flavor,
                 "CONFIG_DIR": str(SCRIPTS), **(env or {})}
-    return subprocess.run([bash_path, "-c", f'set -euo pipefail; source "$CONFIG_DIR/{source}"\n'
-                           f"{snippet}"], env=full_env, capture_output=True, text=True,
-                          check=False, timeout=30)
+    script = f'set -euo pipefail; source "$CONFIG_DIR/{source}"\n{snippet}'
+    return subprocess.run([*prefix, bash_path, "-c", script], env=full_env, capture_output=True,
+                          text=True, check=False, timeout=30)
 
 
 def output(snippet: str, **kwargs: object) -> str:
@@ -388,11 +393,19 @@ def test_read_secret_fails_loudly(tmp_path: Path, env: dict[str, str], message: 
     assert "good-secret" not in result.stderr
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file; a pod runs as uid 999")
 def test_read_secret_names_an_unreadable_file(tmp_path: Path) -> None:
-    env = _secret_files(tmp_path, {"ROOT_PASSWORD": "r-pw"})
-    Path(env["ROOT_PASSWORD_FILE"]).chmod(0)
-    result = bash("read_secret ROOT_PASSWORD", env=env)
+    # Root reads any file, so as root (CI) the script runs as the images' uid 999, as in a
+    # pod: a world-traversable directory holding a file only its owner could read.
+    secrets = Path(tempfile.mkdtemp(prefix="secrets-"))
+    try:
+        secrets.chmod(0o755)
+        env = _secret_files(secrets, {"ROOT_PASSWORD": "r-pw"})
+        Path(env["ROOT_PASSWORD_FILE"]).chmod(0)
+        as_pod_user = (["setpriv", "--reuid=999", "--regid=999", "--clear-groups"]
+                       if os.geteuid() == 0 else [])
+        result = bash("read_secret ROOT_PASSWORD", env=env, prefix=as_pod_user)
+    finally:
+        shutil.rmtree(secrets)
     assert result.returncode != 0
     assert "is not readable by uid" in result.stderr
 
