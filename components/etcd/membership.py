@@ -105,6 +105,8 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
+from components._wire import whole_number
+
 _DEFAULT_TIMEOUT_SECONDS = 120
 # Where the desired peer URLs live in etcd (comma-separated); the pods read it through
 # MEMBER_DESIRED_KEY. Outside any prefix a lock user would pick.
@@ -262,14 +264,15 @@ class EtcdMembershipProvider(ResourceProvider):
                 isinstance(e, str) and urlsplit(e).scheme in ("http", "https") for e in endpoints):
             failures.append(CheckFailure("endpoints", "must be a non-empty list of client URLs "
                                          "such as http://etcd-client.ns.svc:2379"))
-        timeout = news.get("timeout_seconds", _DEFAULT_TIMEOUT_SECONDS)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 1:
-            failures.append(CheckFailure("timeout_seconds", "must be a positive number"))
+        timeout = whole_number(news.get("timeout_seconds", _DEFAULT_TIMEOUT_SECONDS))
+        if timeout is None or timeout < 1:
+            failures.append(CheckFailure("timeout_seconds",
+                                         "must be a whole number of seconds, at least 1"))
             timeout = _DEFAULT_TIMEOUT_SECONDS
         old_members = olds.get("members") if olds else None
         if isinstance(old_members, list) and members and not failures:
             failures.extend(_check_transition(old_members, members))
-        inputs = {**news, "members": members, "timeout_seconds": int(timeout)}
+        inputs = {**news, "members": members, "timeout_seconds": timeout}
         return CheckResult(inputs, failures)
 
     def create(self, props: dict[str, Any]) -> CreateResult:

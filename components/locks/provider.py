@@ -39,6 +39,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
+from components._wire import integral_floats
 from components.locks.crd import OWNERS_ANNOTATION, apply_crd, kube_api, remove_crd
 
 _DEFAULT_TIMEOUT_SECONDS = 60
@@ -57,21 +58,6 @@ def _client(props: Mapping[str, Any]) -> Any:
     from distlock.kube import api_client  # noqa: PLC0415
 
     return api_client(props.get("kubeconfig") or None, context=props.get("context") or None)
-
-
-def _integral(value: Any) -> Any:
-    """Undo the wire's floats: 1024.0 back to 1024 (the API server wants int64 there).
-
-    A CRD manifest has no number that is meant to be a whole float, so every integral
-    float is an integer that crossed the engine as a float.
-    """
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, Mapping):
-        return {k: _integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    return value
 
 
 def _manifest_digest(manifest: Mapping[str, Any]) -> str:
@@ -119,7 +105,7 @@ class LockCRDProvider(ResourceProvider):
         return CheckResult(checked, [])
 
     def _apply(self, props: Mapping[str, Any], *, drop_owner: str | None) -> dict[str, Any]:
-        crd = apply_crd(_client(props), _integral(props["manifest"]), owner=props["owner"],
+        crd = apply_crd(_client(props), integral_floats(props["manifest"]), owner=props["owner"],
                         drop_owner=drop_owner,
                         timeout=float(props.get("establishTimeoutSeconds",
                                                 _DEFAULT_TIMEOUT_SECONDS)))
@@ -127,7 +113,7 @@ class LockCRDProvider(ResourceProvider):
         return {**props, "established": True,
                 "storedVersions": list(status.get("storedVersions") or []),
                 "uid": crd["metadata"].get("uid"),
-                "manifestDigest": _manifest_digest(_integral(props["manifest"]))}
+                "manifestDigest": _manifest_digest(integral_floats(props["manifest"]))}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         outs = self._apply(props, drop_owner=None)

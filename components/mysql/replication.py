@@ -22,8 +22,9 @@ Design rules this module keeps:
 - Nothing unpicklable is captured: the provider is stateless, lives in an importable
   module (dill pickles it by reference, the provider process imports current code),
   and every method opens and closes its own connections.
-- Numbers arrive from the engine as floats (``3306.0``); :func:`_whole` accepts only
-  integral numbers and every method parses its properties through :func:`_parse`.
+- Numbers arrive from the engine as floats (``3306.0``); ``components._wire.whole_number``
+  accepts only integral numbers and every method parses its properties through
+  :func:`_parse`.
 - Passwords are outputs only because Diff and Delete need them; they are secret via
   ``additional_secret_outputs`` and never appear in an error (statements show ``***``).
 - Converge changes only what is wrong. It never resets anything on the primary and
@@ -65,6 +66,7 @@ from pulumi.dynamic import (
 from pulumi.runtime.rpc import UNKNOWN as _UNKNOWN  # a value not known yet (preview)
 
 import distlock
+from components._wire import whole_number
 from components.config import Endpoint
 from components.mysql._replication_sql import (
     DIALECTS,
@@ -175,17 +177,6 @@ def _endpoint_props(endpoint: Endpoint) -> dict[str, Any]:
 # --- input validation ----------------------------------------------------------------
 
 
-def _whole(value: object) -> int | None:
-    """An integral number as int (the engine sends 3306 as 3306.0); None otherwise."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
 class _Checker:
     """Collects CheckFailures; unknown values (preview) are accepted and left unchecked."""
 
@@ -236,7 +227,7 @@ class _Checker:
     def integer(self, name: str, value: object, *, minimum: int, maximum: int) -> int:
         if not self._present(name, value):
             return 0
-        number = _whole(value)
+        number = whole_number(value)
         if number is None or not minimum <= number <= maximum:
             self.fail(name, f"must be a whole number between {minimum} and {maximum}; "
                             f"got {value!r}")
