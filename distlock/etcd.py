@@ -11,9 +11,10 @@ that a lock held through either excludes the other:
   ``create_revision == 0``. Retrying that transaction after a lost response finds our
   own key and reuses its revision, so a retry never takes a second queue slot.
 - Waiters are ordered by create revision (FIFO). A waiter watches only the key just
-  before it (the highest create revision below its own) for deletion, then re-checks:
-  no thundering herd, and a waiter that gives up in the middle of the queue just
-  deletes its key, which its successor sees as a deletion and moves on.
+  before it (the highest create revision below its own) for deletion, then re-checks
+  with one read that also proves its own key is still there: no thundering herd,
+  and a waiter that gives up in the middle of the queue just deletes its key, which
+  its successor sees as a deletion and moves on.
 - The fencing token is the waiter key's create revision: etcd's revision only grows,
   so every later grant of the same name has a higher token.
 
@@ -231,7 +232,9 @@ class EtcdBackend(LockBackend):
         "unsynced", and etcd delivers its events only from a loop that runs every
         100 ms, which was the whole handoff tail (p99 15-57x one txn). A current watch is
         registered as synced before etcd answers "created", and every later write
-        notifies it at once. Such a watch covers every event after the revision its
+        notifies it at once (unless a write lands in the instant between etcd reading
+        its revision and registering the watch: then the watch is caught up by that
+        loop, late but complete). Such a watch covers every event after the revision its
         "created" answer carries (etcd starts it at that revision + 1); when that is
         past the revision at which we last saw the predecessor, a delete may have
         landed in between, so we read once more: either the predecessor is still
