@@ -601,6 +601,44 @@ def test_a_retried_enqueue_reuses_its_slot(harness: BackendHarness,
     assert owner.inspect(name).waiters == (), "the retried create left a second slot"
 
 
+@pytest.mark.parametrize("moment", ["before-the-watch-exists", "right-after-it-is-created"])
+def test_a_predecessor_deleted_around_the_watch_start_still_hands_over(
+        harness: BackendHarness, name: str, moment: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The waiter watches its predecessor from etcd's *current* revision (a watch from a
+    past revision waits on etcd's 100 ms catch-up loop). A delete that lands between the
+    waiter's read and the watch's registration is then invisible to the watch; only the
+    confirming read, made when the watch starts past the revision the waiter saw, finds
+    it. With periodic re-checks off, skipping that read leaves the waiter hanging."""
+    endpoints = etcd_only(harness)
+    from distlock import etcd as distlock_etcd  # noqa: PLC0415 - only this test reaches inside
+
+    holder = EtcdBackend(list(endpoints), ttl=10)
+    waiter = EtcdBackend(list(endpoints), ttl=10, recheck=3600)
+    try:
+        grant = holder.acquire(name, timeout=WAIT)
+        assert grant is not None
+        real_init = distlock_etcd._DeletionWatch.__init__
+
+        def racing_init(watch: Any, gateway: Gateway, key: str) -> None:
+            if moment == "before-the-watch-exists":
+                holder.release(grant)
+                real_init(watch, gateway, key)
+            else:
+                real_init(watch, gateway, key)
+                assert watch.created.wait(5)
+                holder.release(grant)
+
+        monkeypatch.setattr(distlock_etcd._DeletionWatch, "__init__", racing_init)
+        handed_over = waiter.acquire(name, timeout=8)
+        assert handed_over is not None, "the waiter missed its predecessor's deletion"
+        assert handed_over.token > grant.token
+        waiter.release(handed_over)
+    finally:
+        waiter.close()
+        holder.close()
+
+
 def _certificates(directory: Path) -> dict[str, str]:
     """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
     directory.mkdir()
