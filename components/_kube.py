@@ -199,17 +199,34 @@ def field_env(name: str, field_path: str) -> _core.EnvVarArgsDict:
     return {"name": name, "value_from": {"field_ref": {"field_path": field_path}}}
 
 
-def secret_env(name: str, secret_name: pulumi.Input[str], key: str) -> _core.EnvVarArgsDict:
-    """An env var from a Secret key: passwords never appear as literal env values, and
-    ``optional: False`` makes a missing key block the pod instead of yielding ''."""
-    return {
-        "name": name,
-        "value_from": {"secret_key_ref": {"name": secret_name, "key": key, "optional": False}},
-    }
-
-
 def value_env(name: str, value: str | int) -> _core.EnvVarArgsDict:
     return {"name": name, "value": str(value)}
+
+
+def data_claim_template(labels: AppLabels, storage: str,
+                        storage_class: str | None) -> _core.PersistentVolumeClaimArgsDict:
+    """A StatefulSet's ``data`` volumeClaimTemplate (ReadWriteOnce, one per pod).
+
+    Selector labels only: any change to a claim template forces the StatefulSet to be
+    replaced, and the full label set carries the version, which changes on upgrades.
+    """
+    spec: _core.PersistentVolumeClaimSpecArgsDict = {
+        "access_modes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": storage}},
+    }
+    if storage_class:
+        spec["storage_class_name"] = storage_class
+    return {"metadata": {"name": "data", "labels": labels.selector()}, "spec": spec}
+
+
+def namespace_clients(client_namespaces: Sequence[str]
+                      ) -> list[k8s.networking.v1.NetworkPolicyPeerArgsDict]:
+    """NetworkPolicy peers for a client port: every pod of the object's own namespace,
+    plus every pod of each listed namespace (a GitOps runner, applications elsewhere)."""
+    peers: list[k8s.networking.v1.NetworkPolicyPeerArgsDict] = [{"pod_selector": {}}]
+    peers += [{"namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": ns}}}
+              for ns in client_namespaces]
+    return peers
 
 
 def empty_dir(name: str, *, memory: bool = False,
@@ -250,14 +267,15 @@ __all__ = [
     "Manifest",
     "anti_affinity",
     "container_security_context",
+    "data_claim_template",
     "empty_dir",
     "field_env",
     "metadata",
+    "namespace_clients",
     "place",
     "placement",
     "pod_disruption_budget",
     "pod_security_context",
-    "secret_env",
     "topology_spread",
     "value_env",
 ]

@@ -374,12 +374,6 @@ def _scripts_hash(files: dict[str, str]) -> str:
 
 def statefulset_spec(config: EtcdConfig, names: _Names, labels: _kube.AppLabels, token: str,
                      bootstrap: pulumi.Input[str]) -> k8s.apps.v1.StatefulSetSpecArgsDict:
-    claim: k8s.core.v1.PersistentVolumeClaimSpecArgsDict = {
-        "access_modes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": config.storage}},
-    }
-    if config.storage_class:
-        claim["storage_class_name"] = config.storage_class
     return {
         "service_name": names.peer_service,
         "replicas": config.replicas,
@@ -395,11 +389,8 @@ def statefulset_spec(config: EtcdConfig, names: _Names, labels: _kube.AppLabels,
             },
             "spec": _pod_spec(config, names, labels, token, bootstrap),
         },
-        "volume_claim_templates": [{
-            # Selector labels only: any change here forces the StatefulSet to be replaced.
-            "metadata": {"name": "data", "labels": labels.selector()},
-            "spec": claim,
-        }],
+        "volume_claim_templates": [
+            _kube.data_claim_template(labels, config.storage, config.storage_class)],
     }
 
 
@@ -456,9 +447,7 @@ def network_policy_spec(labels: _kube.AppLabels, client_namespaces: tuple[str, .
     cluster. Clients (2379) and health/metrics (2381): the namespace's pods (the snapshot
     job, lock users) and the configured client namespaces (a GitOps runner that drives
     EtcdMembership, lock users elsewhere)."""
-    clients: list[k8s.networking.v1.NetworkPolicyPeerArgsDict] = [{"pod_selector": {}}]
-    clients += [{"namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": ns}}}
-                for ns in client_namespaces]
+    clients = _kube.namespace_clients(client_namespaces)
     return {
         "pod_selector": {"match_labels": labels.selector()},
         "policy_types": ["Ingress"],

@@ -663,12 +663,6 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
 
 def _statefulset_spec(plan: _Plan) -> k8s.apps.v1.StatefulSetSpecArgsDict:
     config, names, labels = plan.config, plan.names, plan.labels
-    claim: k8s.core.v1.PersistentVolumeClaimSpecArgsDict = {
-        "access_modes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": config.storage}},
-    }
-    if config.storage_class:
-        claim["storage_class_name"] = config.storage_class
     return {
         "service_name": names.headless,
         "replicas": config.replicas,
@@ -687,20 +681,15 @@ def _statefulset_spec(plan: _Plan) -> k8s.apps.v1.StatefulSetSpecArgsDict:
             },
             "spec": _pod_spec(plan),
         },
-        "volume_claim_templates": [{
-            # Selector labels only: any change here forces the StatefulSet to be replaced.
-            "metadata": {"name": "data", "labels": labels.selector()},
-            "spec": claim,
-        }],
+        "volume_claim_templates": [
+            _kube.data_claim_template(labels, config.storage, config.storage_class)],
     }
 
 
 def _network_policy_spec(
     labels: _kube.AppLabels, client_namespaces: tuple[str, ...]
 ) -> k8s.networking.v1.NetworkPolicySpecArgsDict:
-    clients: list[k8s.networking.v1.NetworkPolicyPeerArgsDict] = [{"pod_selector": {}}]
-    clients += [{"namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": ns}}}
-                for ns in client_namespaces]
+    clients = _kube.namespace_clients(client_namespaces)
     return {
         "pod_selector": {"match_labels": labels.selector()},
         "policy_types": ["Ingress"],
