@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -33,7 +32,6 @@ MANAGED_BY = "pulumi"
 HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
 ZONE_TOPOLOGY = "topology.kubernetes.io/zone"
 
-Manifest = dict[str, Any]
 _core = k8s.core.v1
 
 
@@ -165,25 +163,10 @@ def anti_affinity(spread: Spread, selector: Mapping[str, str]) -> _core.Affinity
     }
 
 
-def placement(spread: Spread, selector: Mapping[str, str],
-              node_selector: Sequence[tuple[str, str]] = ()) -> Manifest:
-    """The scheduling part of a pod spec (spread, anti-affinity, node selector), ready to
-    be merged into it with ``**placement(...)``."""
-    spec: Manifest = {}
-    constraints = topology_spread(spread, selector)
-    if constraints:
-        spec["topology_spread_constraints"] = constraints
-    affinity = anti_affinity(spread, selector)
-    if affinity:
-        spec["affinity"] = affinity
-    if node_selector:
-        spec["node_selector"] = dict(node_selector)
-    return spec
-
-
 def place(spec: _core.PodSpecArgsDict, spread: Spread, selector: Mapping[str, str],
           node_selector: Sequence[tuple[str, str]] = ()) -> None:
-    """Set the scheduling fields of ``spec`` in place: :func:`placement`, fully typed."""
+    """Set the scheduling fields of a pod spec in place: topology spread and anti-affinity
+    per ``spread``, and the node selector."""
     constraints = topology_spread(spread, selector)
     if constraints:
         spec["topology_spread_constraints"] = constraints
@@ -264,7 +247,6 @@ __all__ = [
     "PART_OF",
     "ZONE_TOPOLOGY",
     "AppLabels",
-    "Manifest",
     "anti_affinity",
     "container_security_context",
     "data_claim_template",
@@ -273,7 +255,6 @@ __all__ = [
     "metadata",
     "namespace_clients",
     "place",
-    "placement",
     "pod_disruption_budget",
     "pod_security_context",
     "topology_spread",

@@ -361,7 +361,7 @@ def _pod_spec(config: EtcdConfig, names: _Names, labels: _kube.AppLabels, token:
             *_tls_volumes(config, peer=True),
         ],
     }
-    spec.update(_kube.placement(config.spread, labels.selector()))  # type: ignore[typeddict-item]
+    _kube.place(spec, config.spread, labels.selector())
     return spec
 
 

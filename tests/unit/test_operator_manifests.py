@@ -32,6 +32,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML ships with kubernetes; no stubs pinned
 
 from components.config import StackConfig, parse
+from tests.support.trees import walk
 from tests.unit import _checkov
 from tests.unit._objects import stack_objects
 from tests.unit.mocks import PROJECT, load_stack_file
@@ -146,7 +147,7 @@ def test_no_secret_values_in_the_manifests(documents: list[tuple[str, Manifest]]
     """Secrets are created in the cluster (docs/gitops.md); here they are only referenced."""
     assert _of_kind(documents, "Secret") == []
     for file, document in documents:
-        for path, node in _walk(document):
+        for path, node in walk(document):
             # An env var {name, value} whose name says it is a credential.
             if (isinstance(node, dict) and isinstance(node.get("name"), str)
                     and "value" in node and _CREDENTIAL.search(node["name"])):
@@ -154,16 +155,6 @@ def test_no_secret_values_in_the_manifests(documents: list[tuple[str, Manifest]]
         for name, reference in (document.get("spec", {}).get("envRefs") or {}).items():
             assert not (reference["type"] == "Literal" and _CREDENTIAL.search(name)), (
                 f"{file}: envRefs.{name} is a literal")
-
-
-def _walk(node: object, path: str = "") -> Iterator[tuple[str, object]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _walk(value, f"{path}.{key}")
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _walk(value, f"{path}[{index}]")
-    yield path, node
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -19,7 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML ships with kubernetes; no stubs pinned
 
 from tests.support.procs import require_binary
+from tests.support.trees import walk
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -96,16 +97,6 @@ def _jobs(workflow: Workflow) -> dict[str, dict[str, Any]]:
     jobs = workflow.get("jobs")
     assert isinstance(jobs, dict), "a workflow without jobs"
     return jobs
-
-
-def _walk(node: object, path: str = "") -> Iterator[tuple[str, object]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _walk(value, f"{path}.{key}")
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _walk(value, f"{path}[{index}]")
-    yield path, node
 
 
 # ---------------------------------------------------------------------------- the rules
@@ -179,7 +170,7 @@ def _secret_problems(all_workflows: dict[str, Workflow]) -> list[str]:
     """Every secret-named value comes from `${{ secrets.X }}`; no blanket secret passing."""
     problems = []
     for file, workflow in all_workflows.items():
-        for path, value in _walk(workflow):
+        for path, value in walk(workflow):
             key = path.rsplit(".", 1)[-1]
             if key == "secrets" and value == "inherit":
                 problems.append(f"{file}{path}: `secrets: inherit` hands every secret over")
@@ -218,7 +209,7 @@ def _injection_problems(all_workflows: dict[str, Workflow]) -> list[str]:
     """No `${{ }}` inside `run:`: values reach scripts through env, never as shell text."""
     return [f"{file}{path}: expression in a run script"
             for file, workflow in all_workflows.items()
-            for path, value in _walk(workflow)
+            for path, value in walk(workflow)
             if path.endswith(".run") and isinstance(value, str) and "${{" in value]
 
 
@@ -331,7 +322,7 @@ def test_pulumi_cli_matches_the_sdk_pin(workflows: dict[str, Workflow]) -> None:
 def test_actions_are_pinned_to_a_release(workflows: dict[str, Workflow]) -> None:
     """A floating ref (main, master, latest) would let an upstream push change our deploys."""
     for file, workflow in workflows.items():
-        for path, value in _walk(workflow):
+        for path, value in walk(workflow):
             if path.endswith(".uses") and isinstance(value, str) and not value.startswith("./"):
                 ref = value.rpartition("@")[2]
                 assert re.fullmatch(r"v\d+(\.\d+){0,2}|[0-9a-f]{40}", ref), f"{file}{path}: {value}"
@@ -370,7 +361,7 @@ def test_stack_files_hold_secrets_only_encrypted() -> None:
     """In Pulumi.<stack>.yaml a password-like key must be a `secure:` value, not plaintext."""
     for stack_file in ROOT.glob("Pulumi.*.yaml"):
         config = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
-        for path, value in _walk(config):
+        for path, value in walk(config):
             key = path.rsplit(".", 1)[-1]
             if _SECRET_NAME.search(key) or "password" in key.lower():
                 plaintext = not (isinstance(value, dict) and set(value) == {"secure"})
