@@ -7,6 +7,17 @@ state is a normalized :class:`ReplicaStatus`, and :func:`replica_drift` /
 MySQL 8.4 (which only exists in unit tests here) and MariaDB (which the integration
 tests run) is checked statement by statement without a server.
 
+Why the GTID sets are compared here, in Python, and not with the server's GTID_SUBTRACT:
+MariaDB has no such function (its positions are ``domain-server-seq`` lists, one entry
+per domain and server), and the two sets live on two servers anyway. One pure function,
+:func:`missing_gtids`, answers "which transactions does this replica hold that the
+primary never had" for both flavors, so the errant-transaction rule is one rule.
+
+Why :func:`identity_problems` and :func:`replica_refusals` exist: every reason to refuse
+a server (wrong flavor or version, another cluster's server_id, the primary reached
+twice, a writable or errant replica) is decided from what was read on every server
+before the provider changes anything on any of them.
+
 Why statements mark their ``hidden`` parameter instead of being formatted: passwords travel
 only as driver parameters, and an error message shows the statement with the secret
 replaced, so a failing ``CHANGE MASTER TO`` names itself without leaking the password.
@@ -88,6 +99,10 @@ class ReplicaStatus:
     read_only: bool
     super_read_only: bool | None  # MySQL only; MariaDB has no such variable
     server_id: int
+    # Every GTID the replica holds (MariaDB: binlog state and slave position; MySQL:
+    # gtid_executed), and those of them the primary does not have, once compared.
+    executed: str = ""
+    errant_gtids: str = ""
 
     @property
     def running(self) -> bool:
@@ -106,6 +121,7 @@ class ReplicaStatus:
             "last_io_error": _error_text(self.last_io_errno, self.last_io_error),
             "last_sql_error": _error_text(self.last_sql_errno, self.last_sql_error),
             "read_only": self.read_only,
+            "errant_gtids": self.errant_gtids,
         }
 
 
@@ -154,19 +170,28 @@ def replica_drift(status: ReplicaStatus, desired: Desired) -> list[str]:
         problems.append("read_only is OFF")
     if status.super_read_only is False:
         problems.append("super_read_only is OFF")
+    if status.errant_gtids:
+        problems.append(errant_text(status.errant_gtids))
     return problems
+
+
+def errant_text(errant: str) -> str:
+    return (f"holds errant GTIDs {errant}: transactions written on the replica itself that "
+            "the primary never had. Nothing resets or skips them; re-clone the replica "
+            "(delete its PVC and pod) or apply the same change on the primary by hand")
 
 
 @dataclass(frozen=True)
 class Repair:
-    """What converge does to one replica: nothing, start the threads, or set the source."""
+    """What converge does to one replica: nothing, (re)start the threads, or set the source."""
 
     set_source: bool
     start: bool
+    stop: bool = False  # before setting the source or restarting a Connecting IO thread
 
     @property
     def noop(self) -> bool:
-        return not (self.set_source or self.start)
+        return not (self.set_source or self.start or self.stop)
 
 
 def replica_repair(status: ReplicaStatus, desired: Desired, *, rewrite_password: bool) -> Repair:
@@ -183,10 +208,186 @@ def replica_repair(status: ReplicaStatus, desired: Desired, *, rewrite_password:
         or status.last_io_errno in _AUTH_ERRORS
     )
     if wrong_source or rewrite_password:
-        return Repair(set_source=True, start=True)
-    # A Connecting IO thread is already retrying on its own; START would change nothing.
-    threads_up = status.io_state in ("Yes", "Connecting") and status.sql_running
-    return Repair(set_source=False, start=not threads_up)
+        return Repair(set_source=True, start=True, stop=status.configured)
+    if status.io_state == "Connecting":
+        # START alone changes nothing on a Connecting thread, and it retries only every
+        # MASTER_CONNECT_RETRY (60 s by default): restarting makes it connect now.
+        return Repair(set_source=False, start=True, stop=True)
+    return Repair(set_source=False, start=not status.running)
+
+
+# --- identity: what may be touched at all --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What every server says about itself, in SQL both flavors accept."""
+
+    version: str
+    server_id: int
+    read_only: bool
+
+    @property
+    def flavor(self) -> Flavor:
+        return "mariadb" if "mariadb" in self.version.lower() else "mysql"
+
+
+IDENTITY = Statement("SELECT @@GLOBAL.version AS version, @@GLOBAL.server_id AS server_id, "
+                     "@@GLOBAL.read_only AS read_only")
+_VERSION_NUMBER = re.compile(r"^\d+\.\d+\.\d+")
+_FLAVOR_NAMES: dict[Flavor, str] = {"mysql": "MySQL", "mariadb": "MariaDB"}
+
+
+def parse_identity(row: Mapping[str, Any] | None) -> Identity:
+    row = row or {}
+    return Identity(str(row.get("version") or ""), _int(row.get("server_id")),
+                    bool(_int(row.get("read_only"))))
+
+
+def identity_problems(flavor: Flavor, identity: Identity) -> list[str]:
+    """Why a server of this flavor and version is not one this stack may manage."""
+    if identity.flavor != flavor:
+        return [f"is {_FLAVOR_NAMES[identity.flavor]} {identity.version}, but the stack's "
+                f"flavor is {flavor!r}"]
+    number = _VERSION_NUMBER.match(identity.version)
+    spec = FLAVORS[flavor]
+    if number is None or not spec.version_pattern.match(number.group()):
+        return [f"runs {_FLAVOR_NAMES[flavor]} {identity.version!r}; supported: "
+                f"{spec.versions_text}"]
+    return []
+
+
+def replica_refusals(ordinal: int, identity: Identity, primary_server_id: int,
+                     earlier: Mapping[int, int]) -> list[str]:
+    """Why the server reached as replica ``ordinal`` must not be touched.
+
+    The pods take server_id = the cluster's base (the primary's) + ordinal, so any other
+    id is another cluster's server, a shuffled endpoint list or the primary reached
+    twice. ``earlier``: server_id -> ordinal of the replicas already checked.
+    """
+    server_id = identity.server_id
+    if server_id == primary_server_id:
+        return [f"is the primary itself (both have server_id {primary_server_id}): check the "
+                "endpoints"]
+    if server_id in earlier:
+        return [f"is the same server as replica {earlier[server_id]} (server_id {server_id}): "
+                "two endpoints reach one pod"]
+    if server_id != primary_server_id + ordinal:
+        return [f"has server_id {server_id}, but ordinal {ordinal} of this cluster has "
+                f"{primary_server_id + ordinal} (the primary's {primary_server_id} + "
+                f"{ordinal}): another cluster's server or a shuffled endpoint list"]
+    return []
+
+
+# --- GTID sets ---------------------------------------------------------------------------
+
+
+class GtidSetError(ValueError):
+    """A GTID set as a server printed it that this module cannot read."""
+
+
+_MARIADB_GTID = re.compile(r"^(\d+)-(\d+)-(\d+)$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_TAG = re.compile(r"^[a-z_][a-z0-9_]{0,31}$")
+_INTERVAL = re.compile(r"^(\d+)(?:-(\d+))?$")
+_Interval = tuple[int, int]
+
+
+def _gtid_items(text: str) -> list[str]:
+    # MySQL prints long sets across lines; both flavors separate entries with commas.
+    return [item for item in re.sub(r"\s+", "", text).split(",") if item]
+
+
+def _mariadb_positions(text: str) -> dict[tuple[int, int], int]:
+    """domain-server-seq entries as {(domain, server): highest seq}."""
+    positions: dict[tuple[int, int], int] = {}
+    for item in _gtid_items(text):
+        match = _MARIADB_GTID.match(item)
+        if match is None:
+            raise GtidSetError(f"{item!r} is not a MariaDB GTID (domain-server-sequence)")
+        domain, server, seq = (int(g) for g in match.groups())
+        positions[(domain, server)] = max(seq, positions.get((domain, server), 0))
+    return positions
+
+
+def _mysql_set(text: str) -> dict[tuple[str, str], list[_Interval]]:
+    """uuid[:tag]:intervals entries as {(uuid, tag): sorted, merged intervals}."""
+    found: dict[tuple[str, str], list[_Interval]] = {}
+    for item in _gtid_items(text):
+        uuid, *parts = item.lower().split(":")
+        if not _UUID.match(uuid) or not parts:
+            raise GtidSetError(f"{item!r} is not a MySQL GTID set entry (uuid:intervals)")
+        tag = ""
+        for part in parts:
+            interval = _INTERVAL.match(part)
+            if interval is not None:
+                start = int(interval[1])
+                end = int(interval[2] or start)
+                if not 0 < start <= end:
+                    raise GtidSetError(f"{item!r} has an empty interval {part!r}")
+                found.setdefault((uuid, tag), []).append((start, end))
+            elif _TAG.match(part):
+                tag = part
+            else:
+                raise GtidSetError(f"{item!r}: {part!r} is neither an interval nor a tag")
+    return {key: _merged(intervals) for key, intervals in found.items()}
+
+
+def _merged(intervals: list[_Interval]) -> list[_Interval]:
+    merged: list[_Interval] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _subtract(have: list[_Interval], base: list[_Interval]) -> list[_Interval]:
+    left: list[_Interval] = []
+    for first, end in have:
+        start = first  # moves past each base interval that overlaps
+        for base_start, base_end in base:
+            if base_end < start or base_start > end:
+                continue
+            if base_start > start:
+                left.append((start, base_start - 1))
+            start = base_end + 1
+            if start > end:
+                break
+        if start <= end:
+            left.append((start, end))
+    return left
+
+
+def _mysql_text(gtids: dict[tuple[str, str], list[_Interval]]) -> str:
+    by_uuid: dict[str, list[str]] = {}
+    for (uuid, tag), intervals in sorted(gtids.items()):
+        parts = by_uuid.setdefault(uuid, [uuid])
+        if tag:
+            parts.append(tag)
+        parts += [f"{a}" if a == b else f"{a}-{b}" for a, b in intervals]
+    return ",".join(":".join(parts) for parts in by_uuid.values())
+
+
+def missing_gtids(flavor: Flavor, have: str, base: str) -> str:
+    """The GTIDs in ``have`` that ``base`` does not contain, in the flavor's own syntax.
+
+    MySQL: a set difference of uuid[:tag]:interval sets (what GTID_SUBTRACT computes).
+    MariaDB keeps the last sequence number per domain and server, so an entry of
+    ``have`` is missing when ``base`` has no entry for its domain and server or an
+    older one; the result lists those entries (the newest missing GTID of each).
+    Raises :class:`GtidSetError` on a set it cannot read.
+    """
+    if flavor == "mariadb":
+        base_positions = _mariadb_positions(base)
+        return ",".join(f"{domain}-{server}-{seq}" for (domain, server), seq
+                        in sorted(_mariadb_positions(have).items())
+                        if base_positions.get((domain, server), 0) < seq)
+    base_set = _mysql_set(base)
+    left = {key: _subtract(intervals, base_set.get(key, []))
+            for key, intervals in _mysql_set(have).items()}
+    return _mysql_text({key: intervals for key, intervals in left.items() if intervals})
 
 
 def _int(value: object, default: int = 0) -> int:
@@ -216,6 +417,8 @@ class Dialect:
     limits: Limits
     primary_position: Statement
     replica_variables: Statement
+    # Every GTID a server holds, in columns executed_set() reads (also in replica_variables).
+    executed: Statement
     # The rest of SHOW REPLICA STATUS that flavor.ReplicaStatusColumns does not name.
     _port_column: str
     _user_column: str
@@ -248,7 +451,6 @@ class Dialect:
 
     # The replication account lists its own grants (no privilege on mysql.* needed).
     own_grants = Statement("SHOW GRANTS")
-    server_id = Statement("SELECT @@GLOBAL.server_id AS server_id")
     reset_all = Statement("RESET REPLICA ALL")
 
     @staticmethod
@@ -270,6 +472,9 @@ class Dialect:
         return found == {("REPLICATION SLAVE", "*.*")}
 
     def position_from(self, row: Mapping[str, Any] | None) -> str:
+        raise NotImplementedError
+
+    def executed_set(self, row: Mapping[str, Any] | None) -> str:
         raise NotImplementedError
 
     # --- replicas -----------------------------------------------------------------------
@@ -313,6 +518,7 @@ class Dialect:
             read_only=bool(_int(variables.get("read_only"))),
             super_read_only=None if super_read_only is None else bool(_int(super_read_only)),
             server_id=_int(variables.get("server_id")),
+            executed=self.executed_set(variables),
         )
 
 
@@ -329,12 +535,22 @@ class MariaDB(Dialect):
     primary_position = Statement("SELECT @@GLOBAL.gtid_binlog_pos AS position")
     replica_variables = Statement(
         "SELECT @@GLOBAL.read_only AS read_only, @@GLOBAL.gtid_slave_pos AS gtid_position, "
-        "@@GLOBAL.server_id AS server_id")
+        "@@GLOBAL.server_id AS server_id, @@GLOBAL.gtid_binlog_state AS gtid_binlog_state")
+    # gtid_binlog_state keeps the last GTID of every domain *and server* (gtid_binlog_pos
+    # only the last per domain, which a later replicated event hides an errant one behind);
+    # gtid_slave_pos adds what was applied without being logged.
+    executed = Statement("SELECT @@GLOBAL.gtid_binlog_state AS gtid_binlog_state, "
+                         "@@GLOBAL.gtid_slave_pos AS gtid_position")
     _port_column = "Master_Port"
     _user_column = "Master_User"
 
     def position_from(self, row: Mapping[str, Any] | None) -> str:
         return str((row or {}).get("position") or "")
+
+    def executed_set(self, row: Mapping[str, Any] | None) -> str:
+        row = row or {}
+        return ",".join(str(row[k]) for k in ("gtid_binlog_state", "gtid_position")
+                        if row.get(k))
 
     def wait_for(self, position: str, seconds: int) -> Statement:
         return Statement("SELECT MASTER_GTID_WAIT(%s, %s) AS result", (position, seconds))
@@ -356,6 +572,7 @@ class MySQL(Dialect):
     replica_variables = Statement(
         "SELECT @@GLOBAL.read_only AS read_only, @@GLOBAL.super_read_only AS super_read_only, "
         "@@GLOBAL.gtid_executed AS gtid_position, @@GLOBAL.server_id AS server_id")
+    executed = Statement("SELECT @@GLOBAL.gtid_executed AS gtid_position")
     _port_column = "Source_Port"
     _user_column = "Source_User"
 
@@ -365,6 +582,9 @@ class MySQL(Dialect):
 
     def position_from(self, row: Mapping[str, Any] | None) -> str:
         return str((row or {}).get("Executed_Gtid_Set") or "").replace("\n", "")
+
+    def executed_set(self, row: Mapping[str, Any] | None) -> str:
+        return str((row or {}).get("gtid_position") or "").replace("\n", "")
 
     def wait_for(self, position: str, seconds: int) -> Statement:
         return Statement("SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s) AS result",

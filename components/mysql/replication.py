@@ -42,6 +42,7 @@ Design rules this module keeps:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import re
 import ssl
@@ -70,11 +71,19 @@ from components._wire import whole_number
 from components.config import Endpoint
 from components.mysql._replication_sql import (
     DIALECTS,
+    IDENTITY,
     Desired,
     Dialect,
+    GtidSetError,
+    Identity,
     ReplicaStatus,
     Statement,
+    errant_text,
+    identity_problems,
+    missing_gtids,
+    parse_identity,
     replica_drift,
+    replica_refusals,
     replica_repair,
 )
 from components.mysql.flavor import FLAVORS, Flavor
@@ -91,6 +100,9 @@ _CONNECT_TIMEOUT = 10
 # A blocking GTID wait is cut into slices so a replica whose threads stop while we wait
 # is reported at once with its error, not after the whole timeout.
 _WAIT_SLICE_SECONDS = 2
+# How often a replica that applied the position but whose IO thread is still connecting
+# is looked at again (no server-side wait exists for "connected").
+_RECONNECT_POLL_SECONDS = 0.2
 # A crashed provider keeps the cluster locked this long (etcdctl lock's default too);
 # distlock also retries an unreachable etcd for this long before giving up.
 _LOCK_TTL_SECONDS = 10
@@ -503,68 +515,176 @@ def _replica_status(session: _Session, dialect: Dialect) -> ReplicaStatus:
     return dialect.parse_status(row, variables)
 
 
-def _refuse_primary(label: str, status: ReplicaStatus, primary_server_id: int) -> None:
-    """Two port-forwards to one pod, or a shuffled endpoint list: never touch the primary."""
-    if status.server_id == primary_server_id:
+def _primary_gtids(spec: _Spec) -> tuple[str, str]:
+    """The primary's position (what replicas wait for) and every GTID it holds."""
+    with _admin(spec, spec.primary_label, spec.primary) as primary:
+        position = spec.dialect.position_from(primary.one(spec.dialect.primary_position))
+        return position, spec.dialect.executed_set(primary.one(spec.dialect.executed))
+
+
+def _with_errant(spec: _Spec,
+                 statuses: Sequence[ReplicaStatus | None]) -> list[ReplicaStatus | None]:
+    """Each replica's status with the GTIDs it holds that the primary does not.
+
+    The primary is read after every replica: what a replica applied from the primary in
+    between is then in the primary's set too, so only transactions the primary never
+    had are reported.
+    """
+    _, primary_executed = _primary_gtids(spec)
+    result: list[ReplicaStatus | None] = []
+    for index, status in enumerate(statuses):
+        if status is None:
+            result.append(None)
+            continue
+        try:
+            errant = missing_gtids(spec.flavor, status.executed, primary_executed)
+        except GtidSetError as error:
+            raise ReplicationError(f"{spec.replica_label(index)} or the {spec.primary_label}: "
+                                   f"unreadable GTID set: {error}") from None
+        result.append(dataclasses.replace(status, errant_gtids=errant))
+    return result
+
+
+_READ_ONLY_HINT = ("It comes from the replica's server config (replica.cnf); the admin "
+                   "account cannot change it by design: fix the pod's configuration")
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """What the pre-flight found: the server_id each replica endpoint must still reach."""
+
+    replica_server_ids: tuple[int, ...]
+
+
+def _identify_replica(spec: _Spec,
+                      index: int) -> tuple[Identity, ReplicaStatus | None, list[str]]:
+    """Who answers at a replica endpoint; its status only when it speaks our flavor."""
+    with _admin(spec, spec.replica_label(index), spec.replicas[index]) as replica:
+        identity = parse_identity(replica.one(IDENTITY))
+        problems = identity_problems(spec.flavor, identity)
+        # The flavor's own statements run only on a server of that flavor.
+        status = None if problems else _replica_status(replica, spec.dialect)
+    return identity, status, problems
+
+
+def _preflight(spec: _Spec, *, converging: bool) -> _Checked:
+    """Run every refusal on every server before the first statement that changes one.
+
+    Refused: a server that cannot be reached (its checks cannot run), of another flavor
+    or an unsupported version, a replica endpoint reaching the primary, another replica
+    or another cluster's server (server_id is the primary's + ordinal). Converging also
+    refuses a read-only primary, a writable replica and a replica holding errant GTIDs;
+    delete only stops replication on replicas, so those do not stop it. One error lists
+    every refusal; nothing was changed on any server.
+    """
+    refusals: list[str] = []
+    primary_id = None
+    try:
+        with _admin(spec, spec.primary_label, spec.primary) as primary:
+            primary_id = parse_identity(primary.one(IDENTITY))
+    except ReplicationError as error:
+        refusals.append(str(error))
+    if primary_id is not None:
+        refusals += [f"{spec.primary_label}: {p}"
+                     for p in identity_problems(spec.flavor, primary_id)]
+        if converging and primary_id.read_only:
+            refusals.append(f"{spec.primary_label}: read_only is ON: the primary is writable "
+                            "by design, so this endpoint may reach a replica")
+    statuses: list[ReplicaStatus | None] = []
+    seen: dict[int, int] = {}
+    for index in range(len(spec.replicas)):
+        label = spec.replica_label(index)
+        try:
+            identity, status, problems = _identify_replica(spec, index)
+        except ReplicationError as error:
+            refusals.append(str(error))
+            statuses.append(None)
+            continue
+        if primary_id is not None:
+            problems += replica_refusals(index + 1, identity, primary_id.server_id, seen)
+        seen.setdefault(identity.server_id, index + 1)
+        if converging and not identity.read_only:
+            problems.append(f"read_only is OFF (server_id {identity.server_id}). "
+                            f"{_READ_ONLY_HINT}")
+        if converging and status is not None and status.super_read_only is False:
+            problems.append(f"super_read_only is OFF. {_READ_ONLY_HINT}")
+        refusals += [f"{label}: {p}" for p in problems]
+        statuses.append(status)
+    if converging and primary_id is not None and not identity_problems(spec.flavor, primary_id):
+        try:
+            checked = _with_errant(spec, statuses)
+        except ReplicationError as error:
+            refusals.append(str(error))
+            checked = []
+        refusals += [f"{spec.replica_label(index)}: {errant_text(status.errant_gtids)}"
+                     for index, status in enumerate(checked)
+                     if status is not None and status.errant_gtids]
+    if refusals:
+        raise ReplicationError("refused before changing anything (nothing was changed on any "
+                               "server):\n  - " + "\n  - ".join(refusals))
+    return _Checked(tuple(s.server_id for s in statuses if s is not None))
+
+
+def _same_server(label: str, status: ReplicaStatus, server_id: int) -> None:
+    """The endpoint still reaches the server the pre-flight checked (a port-forward can move)."""
+    if status.server_id != server_id:
         raise ReplicationError(
-            f"{label} is the primary itself (both have server_id {primary_server_id}): "
-            "check the endpoints; nothing was changed on it")
+            f"{label}: now reaches server_id {status.server_id}, not the {server_id} checked "
+            "before any change; nothing was changed on it")
 
 
-def _repair_replica(spec: _Spec, index: int, guard: _Guard, primary_server_id: int, *,
+def _repair_replica(spec: _Spec, index: int, guard: _Guard, server_id: int, *,
                     rewrite_password: bool) -> None:
     dialect = spec.dialect
     label = spec.replica_label(index)
     with _admin(spec, label, spec.replicas[index]) as replica:
         status = _replica_status(replica, dialect)
-        _refuse_primary(label, status, primary_server_id)
+        _same_server(label, status, server_id)
         repair = replica_repair(status, spec.desired, rewrite_password=rewrite_password)
         if not repair.noop:
             guard.check(f"changing {spec.replica_label(index)}")
+        if repair.stop:
+            replica.run(dialect.stop)
         if repair.set_source:
-            if status.configured:
-                replica.run(dialect.stop)
             replica.run(dialect.change_source(spec.source_host, spec.source_port,
                                               spec.replication_user, spec.replication_password))
         if repair.start:
             replica.run(dialect.start)
 
 
-def _primary_server_id(spec: _Spec) -> int:
-    with _admin(spec, spec.primary_label, spec.primary) as primary:
-        return int((primary.one(spec.dialect.server_id) or {}).get("server_id") or 0)
-
-
-def _primary_position(spec: _Spec) -> str:
-    with _admin(spec, spec.primary_label, spec.primary) as primary:
-        return spec.dialect.position_from(primary.one(spec.dialect.primary_position))
-
-
 def _wait_caught_up(spec: _Spec, index: int, position: str, deadline: float) -> None:
-    """Block until the replica has applied ``position``; fail fast if its threads stop."""
+    """Block until the replica has applied ``position`` with both threads running.
+
+    Applied is not enough: an IO thread still Connecting is not caught up (it is not
+    receiving anything). Fails fast when a thread stops with an error.
+    """
     dialect = spec.dialect
     label = spec.replica_label(index)
     read_timeout = _WAIT_SLICE_SECONDS + 30
     with _admin(spec, label, spec.replicas[index], read_timeout=read_timeout) as replica:
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                problems = replica_drift(_replica_status(replica, dialect), spec.desired)
-                raise ReplicationError(
-                    f"{label}: did not apply the primary's GTID position {position!r} within "
-                    f"timeout_seconds={spec.timeout_seconds}"
-                    + (f": {'; '.join(problems)}" if problems else ""))
             seconds = max(1, min(_WAIT_SLICE_SECONDS, int(remaining)))
             row = replica.one(dialect.wait_for(position, seconds)) or {}
-            if dialect.wait_reached(row.get("result")):
-                return
+            applied = dialect.wait_reached(row.get("result"))
             status = _replica_status(replica, dialect)
+            if applied and status.running:
+                return
             if not status.sql_running or status.io_state == "No":
                 raise ReplicationError(
                     f"{label}: replication stopped before reaching the primary's position "
                     f"{position!r}: {'; '.join(replica_drift(status, spec.desired))}. The "
                     "provider never skips transactions; fix the cause (or re-clone the replica) "
                     "and run `pulumi up` again")
+            if time.monotonic() >= deadline:
+                what = ("applied the primary's GTID position {!r}, but is not caught up"
+                        if applied else "did not apply the primary's GTID position {!r}")
+                problems = replica_drift(status, spec.desired)
+                raise ReplicationError(
+                    f"{label}: {what.format(position)} within timeout_seconds="
+                    f"{spec.timeout_seconds}" + (f": {'; '.join(problems)}" if problems else ""))
+            if applied:  # the wait returns at once: pace the look at the IO thread
+                time.sleep(min(_RECONNECT_POLL_SECONDS, max(0.0, remaining)))
 
 
 @dataclass(frozen=True)
@@ -579,38 +699,43 @@ class _Observation:
                 "in_sync": not self.problems}
 
 
-def _observe_replica(spec: _Spec, index: int) -> tuple[dict[str, Any], list[str]]:
-    label = spec.replica_label(index)
-    base: dict[str, Any] = {"ordinal": index + 1, "endpoint": str(spec.replicas[index])}
-    try:
-        with _admin(spec, label, spec.replicas[index]) as replica:
-            status = _replica_status(replica, spec.dialect)
-    except ReplicationError as error:
-        return {**base, "reachable": False, "error": str(error), "drift": [str(error)]}, [
-            str(error)]
-    drift = replica_drift(status, spec.desired)
-    return ({**base, "reachable": True, "error": "", **status.to_output(), "drift": drift},
-            [f"{label}: {d}" for d in drift])
-
-
 def _observe(spec: _Spec, *, with_position: bool) -> _Observation:
-    """Read-only look at the cluster: the account, each replica, the primary's position."""
+    """Read-only look at the cluster: the account, each replica, the primary's GTIDs."""
     problems: list[str] = []
     try:
         problems += _account_problems(spec)
     except ReplicationError as error:
         problems.append(str(error))
-    replicas = []
+    statuses: list[ReplicaStatus | None] = []
+    errors: dict[int, str] = {}
     for index in range(len(spec.replicas)):
-        output, drift = _observe_replica(spec, index)
-        replicas.append(output)
-        problems += drift
-    position = ""
-    if with_position:
         try:
-            position = _primary_position(spec)
+            with _admin(spec, spec.replica_label(index), spec.replicas[index]) as replica:
+                statuses.append(_replica_status(replica, spec.dialect))
         except ReplicationError as error:
-            problems.append(str(error))
+            statuses.append(None)
+            errors[index] = str(error)
+    position = ""
+    try:
+        # After the replicas (see _with_errant); the position comes from the same read.
+        statuses = _with_errant(spec, statuses)
+        if with_position:
+            position, _ = _primary_gtids(spec)
+    except ReplicationError as error:
+        problems.append(str(error))
+    replicas = []
+    for index, status in enumerate(statuses):
+        base: dict[str, Any] = {"ordinal": index + 1, "endpoint": str(spec.replicas[index])}
+        if status is None:
+            unreachable = errors[index]
+            replicas.append({**base, "reachable": False, "error": unreachable,
+                             "drift": [unreachable]})
+            problems.append(unreachable)
+            continue
+        drift = replica_drift(status, spec.desired)
+        replicas.append({**base, "reachable": True, "error": "", **status.to_output(),
+                         "drift": drift})
+        problems += [f"{spec.replica_label(index)}: {d}" for d in drift]
     return _Observation(position, tuple(replicas), tuple(problems))
 
 
@@ -680,19 +805,19 @@ def _converge(spec: _Spec, *, rewrite_password: bool, old: _Spec | None) -> dict
     with _cluster_lock(spec) as guard:
         # The converge's own deadline starts once the lock is held.
         deadline = time.monotonic() + spec.timeout_seconds
-        primary_server_id = _primary_server_id(spec)
+        checked = _preflight(spec, converging=True)
         account_changed = _ensure_replication_account(spec, guard)
         failures: list[str] = []
         healthy: list[int] = []
         for index in range(len(spec.replicas)):
             try:
                 # A changed account means the replicas' stored password may be stale too.
-                _repair_replica(spec, index, guard, primary_server_id,
+                _repair_replica(spec, index, guard, checked.replica_server_ids[index],
                                 rewrite_password=rewrite_password or account_changed)
                 healthy.append(index)
             except ReplicationError as error:
                 failures.append(str(error))
-        position = _primary_position(spec)
+        position, _ = _primary_gtids(spec)
         for index in healthy:
             try:
                 _wait_caught_up(spec, index, position, deadline)
@@ -705,12 +830,9 @@ def _converge(spec: _Spec, *, rewrite_password: bool, old: _Spec | None) -> dict
             with _admin(spec, spec.primary_label, spec.primary) as primary:
                 primary.run(spec.dialect.drop_user(old.replication_user))
         observation = _observe(spec, with_position=False)
-    for output in observation.replicas:
-        if output.get("reachable") and not output.get("read_only"):
-            failures.append(
-                f"replica {output['ordinal']} ({output['endpoint']}): read_only is OFF. It "
-                "comes from the replica's server config (replica.cnf); the admin account "
-                "cannot change it by design: fix the pod's configuration")
+    # An up never succeeds with drift in its own outputs (a write on a replica, a thread
+    # that stopped since its wait ended): what it reports is what it verified.
+    failures = failures or list(observation.problems)
     if failures:
         raise ReplicationError("replication did not converge:\n  - " + "\n  - ".join(failures))
     return {**observation.outputs(), "primary_gtid_position": position}
@@ -721,13 +843,13 @@ def _teardown(spec: _Spec) -> None:
     dialect = spec.dialect
     failures: list[str] = []
     with _cluster_lock(spec) as guard:
-        primary_server_id = _primary_server_id(spec)
+        checked = _preflight(spec, converging=False)
         for index in range(len(spec.replicas)):
             label = spec.replica_label(index)
             try:
                 with _admin(spec, label, spec.replicas[index]) as replica:
                     status = _replica_status(replica, dialect)
-                    _refuse_primary(label, status, primary_server_id)
+                    _same_server(label, status, checked.replica_server_ids[index])
                     if status.configured:
                         guard.check(f"stopping {spec.replica_label(index)}")
                         replica.run(dialect.stop)

@@ -460,11 +460,27 @@ def test_the_primary_listed_as_a_replica_is_never_touched(
     inputs = cluster.inputs(replication_password=random_password())
     inputs["replicas"] = [inputs["replicas"][0], {"host": "localhost",
                                                   "port": cluster.primary.port}]
+    before = cluster.snapshot()
     with pytest.raises(ProviderError) as refused:
         driver.up(inputs)
-    assert f"replica 2 (localhost:{cluster.primary.port}) is the primary itself" in (
+    assert f"replica 2 (localhost:{cluster.primary.port}): is the primary itself" in (
         refused.value.details)
-    assert cluster.primary.query("SHOW REPLICA STATUS") == []
+    # Refused before the first change: not even replica 1 or the account was touched.
+    assert cluster.snapshot() == before
+    assert not _login(cluster.primary, REPLICATION_USER, inputs["replication_password"])
+
+
+def test_one_replica_reached_twice_is_refused_before_any_change(
+        server: ProviderServer, cluster: Cluster) -> None:
+    inputs = cluster.inputs(replication_password=random_password())
+    twice = cluster.replicas[0]
+    inputs["replicas"] = [inputs["replicas"][0], {"host": "localhost", "port": twice.port}]
+    before = cluster.snapshot()
+    with pytest.raises(ProviderError) as refused:
+        _driver(server).up(inputs)
+    assert (f"replica 2 (localhost:{twice.port}): is the same server as replica 1 "
+            "(server_id 2)") in refused.value.details
+    assert cluster.snapshot() == before
 
 
 def test_replica_that_cannot_apply_fails_with_its_sql_error(
@@ -571,3 +587,127 @@ def test_an_unreachable_lock_service_stops_the_up_before_any_change(
     assert "cannot open an etcd session" in refused.value.details
     assert not _login(cluster.primary, REPLICATION_USER, inputs["replication_password"])
     assert all(r.query("SHOW REPLICA STATUS") == [] for r in cluster.replicas)
+
+
+# --- issue 16: errant GTIDs, refusals before changes, an up that did not converge ---------
+
+
+def _errant_write(replica: MariaDBServer, database: str) -> str:
+    """A write made on the replica as root (READ ONLY ADMIN passes read_only), binlogged.
+
+    Returns the GTID it created: the replica's own server_id in the binlog state, which
+    the primary never had.
+    """
+    replica.query(f"CREATE DATABASE {database}")
+    state = replica.query("SELECT @@GLOBAL.gtid_binlog_state AS s, @@GLOBAL.server_id AS i")[0]
+    own = [g for g in state["s"].split(",") if g.split("-")[1] == str(state["i"])]
+    assert len(own) == 1, state
+    return str(own[0])
+
+
+def test_an_errant_transaction_is_drift_and_fails_the_up_untouched(
+        server: ProviderServer, cluster: Cluster) -> None:
+    driver = _driver(server)
+    inputs = cluster.inputs(replication_password=random_password())
+    driver.up(inputs)
+    cluster.write_and_wait("before-errant")
+    errant_replica = cluster.replicas[1]
+    gtid = _errant_write(errant_replica, "written_on_the_replica")
+    label = f"replica 2 ({LOCALHOST}:{errant_replica.port})"
+
+    outputs = driver.refresh()
+    assert outputs["in_sync"] is False
+    clean, errant = outputs["replica_status"]
+    assert errant["errant_gtids"] == gtid
+    assert any(gtid in d and "errant" in d for d in errant["drift"]), errant["drift"]
+    assert clean["errant_gtids"] == ""
+    assert clean["drift"] == []
+    preview = driver.preview(inputs)
+    assert preview is not None
+    assert preview.changes is True
+
+    before = cluster.snapshot()
+    with pytest.raises(ProviderError) as failed:
+        driver.up(inputs)
+    assert label in failed.value.details
+    assert gtid in failed.value.details
+    # Refused, not repaired: no server changed, nothing was reset or skipped.
+    assert cluster.snapshot() == before
+    assert errant_replica.query("SHOW DATABASES LIKE 'written_on_the_replica'")
+
+
+def test_an_unrelated_writable_server_is_refused_before_any_server_changes(
+        server: ProviderServer, cluster: Cluster, template: Template, tmp_path: Path) -> None:
+    """A replica endpoint that reaches another, writable server (another server_id)."""
+    shutil.copytree(template.data_dir, tmp_path / "stranger" / "data")
+    stranger = MariaDBServer(tmp_path / "stranger", name="stranger", server_id=77,
+                             data_dir=tmp_path / "stranger" / "data",
+                             extra_config="log-bin=mysql-bin\n")
+    stranger.root_password = template.root_password
+    stranger.start()
+    try:
+        before = cluster.snapshot()
+        inputs = cluster.inputs(replication_password=random_password())
+        inputs["replicas"] = [inputs["replicas"][0], {"host": LOCALHOST, "port": stranger.port}]
+        with pytest.raises(ProviderError) as refused:
+            _driver(server).up(inputs)
+        message = refused.value.details
+        assert f"replica 2 ({LOCALHOST}:{stranger.port})" in message
+        assert "server_id 77" in message
+        assert "read_only is OFF" in message
+        assert stranger.query("SHOW REPLICA STATUS") == []
+        assert cluster.snapshot() == before
+        assert not _login(cluster.primary, REPLICATION_USER, inputs["replication_password"])
+    finally:
+        stranger.stop()
+
+
+def test_the_wrong_flavor_is_refused_before_any_server_changes(
+        server: ProviderServer, cluster: Cluster) -> None:
+    inputs = cluster.inputs(replication_password=random_password(), flavor="mysql")
+    before = cluster.snapshot()
+    with pytest.raises(ProviderError) as refused:
+        _driver(server).up(inputs)
+    assert f"primary {LOCALHOST}:{cluster.primary.port}: is MariaDB" in refused.value.details
+    assert cluster.snapshot() == before
+    assert not _login(cluster.primary, REPLICATION_USER, inputs["replication_password"])
+
+
+def test_an_up_after_the_primary_restarted_waits_until_the_replicas_reconnect(
+        server: ProviderServer, cluster: Cluster) -> None:
+    """Connecting is not caught up: the up ends converged or fails, never in between."""
+    driver = _driver(server)
+    inputs = cluster.inputs(replication_password=random_password())
+    driver.up(inputs)
+    cluster.primary.stop()
+
+    def connecting() -> bool:
+        return all(cluster.replica_status(r)["Slave_IO_Running"] == "Connecting"
+                   for r in cluster.replicas)
+
+    wait_until(connecting, timeout=30, what="the replicas to lose the primary")
+    assert driver.refresh()["in_sync"] is False
+    cluster.primary.start()
+    # MASTER_CONNECT_RETRY is 60 s: the replicas are still waiting to retry.
+    assert connecting(), "a replica reconnected by itself; the test proves nothing"
+    result = driver.up(inputs)
+    assert result.operation == "update"
+    assert result.outputs["in_sync"] is True
+    for status in result.outputs["replica_status"]:
+        assert status["io_thread"] == "Yes"
+        assert status["drift"] == []
+    cluster.write_and_wait("after-primary-restart")
+
+
+def test_an_up_that_cannot_converge_fails_naming_the_cause(
+        server: ProviderServer, cluster: Cluster) -> None:
+    """A replica that cannot reach the source stays Connecting: the up fails, not succeeds."""
+    driver = _driver(server)
+    inputs = cluster.inputs(replication_password=random_password())
+    driver.up(inputs)
+    unreachable = free_port()
+    with pytest.raises(ProviderError) as failed:
+        driver.up({**inputs, "source_port": unreachable, "timeout_seconds": 3})
+    message = failed.value.details
+    assert "IO thread is Connecting" in message
+    assert f"{LOCALHOST}:{unreachable}" in message

@@ -21,10 +21,17 @@ from components.config import Endpoint
 from components.mysql import replication
 from components.mysql._replication_sql import (
     DIALECTS,
+    IDENTITY,
     Desired,
+    GtidSetError,
+    Identity,
     ReplicaStatus,
     Statement,
+    identity_problems,
+    missing_gtids,
+    parse_identity,
     replica_drift,
+    replica_refusals,
     replica_repair,
 )
 from components.mysql.replication import (
@@ -315,8 +322,9 @@ def status(**changes: Any) -> ReplicaStatus:
     ({"io_state": "No", "sql_running": False}, "IO thread is No", False, True),
     ({"sql_running": False, "last_sql_errno": 1062, "last_sql_error": "Duplicate"},
      "SQL thread is stopped (1062: Duplicate)", False, True),
+    # Restarted: START alone does nothing, and the thread retries only every 60 s.
     ({"io_state": "Connecting", "last_io_errno": 2003, "last_io_error": "refused"},
-     "IO thread is Connecting (2003: refused)", False, False),
+     "IO thread is Connecting (2003: refused)", False, True),
     ({"io_state": "Connecting", "last_io_errno": 1045, "last_io_error": "denied"},
      "IO thread is Connecting", True, True),
     ({"source_port": 3307}, "replicates from orders-mysql-0.orders-mysql:3307", True, True),
@@ -326,6 +334,7 @@ def status(**changes: Any) -> ReplicaStatus:
     ({"configured": False}, "replication is not configured", True, True),
     ({"lag_seconds": 31}, "lags 31s behind (max 30s)", False, False),
     ({"read_only": False}, "read_only is OFF", False, False),
+    ({"errant_gtids": "0-2-7"}, "holds errant GTIDs 0-2-7", False, False),
 ])
 def test_drift_and_the_smallest_repair(changes: dict[str, Any], drift: str, set_source: bool,
                                        start: bool) -> None:
@@ -338,7 +347,132 @@ def test_drift_and_the_smallest_repair(changes: dict[str, Any], drift: str, set_
 
 def test_a_rotated_password_is_set_again_on_a_healthy_replica() -> None:
     repair = replica_repair(status(), DESIRED, rewrite_password=True)
-    assert (repair.set_source, repair.start) == (True, True)
+    assert (repair.stop, repair.set_source, repair.start) == (True, True, True)
+
+
+@pytest.mark.parametrize(("changes", "stop"), [
+    ({"io_state": "Connecting"}, True),        # restart: connect now, not in 60 s
+    ({"configured": False}, False),            # nothing to stop yet
+    ({"io_state": "No", "sql_running": False}, False),
+    ({}, False),
+])
+def test_only_a_running_or_connecting_replica_is_stopped(changes: dict[str, Any],
+                                                         stop: bool) -> None:
+    assert replica_repair(status(**changes), DESIRED, rewrite_password=False).stop is stop
+
+
+def test_an_errant_replica_is_never_in_sync_and_never_repaired() -> None:
+    errant = status(errant_gtids="0-2-7")
+    assert errant.to_output()["errant_gtids"] == "0-2-7"
+    assert any("0-2-7" in d and "re-clone" in d for d in replica_drift(errant, DESIRED))
+    assert replica_repair(errant, DESIRED, rewrite_password=False).noop
+
+
+# --- GTID sets: one comparison for both flavors ---------------------------------------
+
+UUID_A = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
+UUID_B = "8a94f357-aab4-11df-86ab-c80aa9429563"
+
+
+@pytest.mark.parametrize(("have", "base", "missing"), [
+    ("0-1-5", "0-1-5", ""),
+    ("0-1-5", "0-1-9", ""),                          # behind is lag, not errant
+    ("", "0-1-9", ""),
+    ("0-1-5,0-2-7", "0-1-9", "0-2-7"),               # the replica's own server_id
+    ("0-1-10", "0-1-9", "0-1-10"),                   # ahead of the primary
+    ("0-1-5,1-2-3", "0-1-5,1-2-3", ""),
+    ("0-1-5,1-2-4", "0-1-5,1-2-3", "1-2-4"),
+    ("0-1-5,1-3-1", "0-1-5", "1-3-1"),               # a domain the primary never had
+    ("0-2-7,0-1-5", "0-1-5,0-1-3", "0-2-7"),         # binlog state and slave pos together
+    (" 0-1-5,\n0-2-7 ", "0-1-5", "0-2-7"),
+])
+def test_mariadb_gtids_the_primary_does_not_hold(have: str, base: str, missing: str) -> None:
+    assert missing_gtids("mariadb", have, base) == missing
+
+
+@pytest.mark.parametrize(("have", "base", "missing"), [
+    (f"{UUID_A}:1-5", f"{UUID_A}:1-5", ""),
+    (f"{UUID_A}:1-5", f"{UUID_A}:1-9", ""),
+    (f"{UUID_A}:1-5,\n{UUID_B}:1-2", f"{UUID_A}:1-5", f"{UUID_B}:1-2"),
+    (f"{UUID_A}:1-10", f"{UUID_A}:1-3:5-6:9", f"{UUID_A}:4:7-8:10"),
+    (f"{UUID_A}:1-3:7", f"{UUID_A}:1-7", ""),
+    (f"{UUID_A.upper()}:1-5", f"{UUID_A}:1-4", f"{UUID_A}:5"),
+    (f"{UUID_A}:1-5:batch:1-3", f"{UUID_A}:1-5", f"{UUID_A}:batch:1-3"),  # 8.4 tagged GTIDs
+    (f"{UUID_A}:1-5:Batch:1-3", f"{UUID_A}:1-5:batch:2", f"{UUID_A}:batch:1:3"),
+    (f"{UUID_A}:1-2:4-5", f"{UUID_A}:3", f"{UUID_A}:1-2:4-5"),
+    ("", f"{UUID_A}:1-5", ""),
+])
+def test_mysql_gtids_the_primary_does_not_hold(have: str, base: str, missing: str) -> None:
+    assert missing_gtids("mysql", have, base) == missing
+
+
+@pytest.mark.parametrize(("flavor", "text"), [
+    ("mariadb", "0-1"),
+    ("mariadb", f"{UUID_A}:1-5"),
+    ("mysql", "0-1-5"),
+    ("mysql", f"{UUID_A}:5-1"),
+    ("mysql", f"{UUID_A}:1-5:not-a-tag"),
+    ("mysql", UUID_A),
+])
+def test_an_unreadable_gtid_set_is_an_error_not_a_guess(flavor: str, text: str) -> None:
+    with pytest.raises(GtidSetError):
+        missing_gtids(flavor, text, "")  # type: ignore[arg-type]
+
+
+def test_every_gtid_the_server_holds_is_compared() -> None:
+    mariadb = DIALECTS["mariadb"]
+    assert mariadb.executed.sql == ("SELECT @@GLOBAL.gtid_binlog_state AS gtid_binlog_state, "
+                                    "@@GLOBAL.gtid_slave_pos AS gtid_position")
+    assert mariadb.executed_set({"gtid_binlog_state": "0-1-5,0-2-7",
+                                 "gtid_position": "0-1-5"}) == "0-1-5,0-2-7,0-1-5"
+    assert "gtid_binlog_state" in mariadb.replica_variables.sql
+    mysql = DIALECTS["mysql"]
+    assert mysql.executed.sql == "SELECT @@GLOBAL.gtid_executed AS gtid_position"
+    assert mysql.executed_set({"gtid_position": f"{UUID_A}:1-5,\n{UUID_B}:1"}) == (
+        f"{UUID_A}:1-5,{UUID_B}:1")
+    parsed = mysql.parse_status(MYSQL_ROW, {"read_only": 1, "gtid_position": f"{UUID_A}:1-5"})
+    assert parsed.executed == f"{UUID_A}:1-5"
+
+
+# --- identity: refused before anything changes ----------------------------------------
+
+
+def test_identity_is_read_with_sql_both_flavors_accept() -> None:
+    assert IDENTITY.sql == ("SELECT @@GLOBAL.version AS version, @@GLOBAL.server_id AS "
+                            "server_id, @@GLOBAL.read_only AS read_only")
+    assert parse_identity({"version": "8.4.5", "server_id": 3001, "read_only": 1}) == Identity(
+        "8.4.5", 3001, True)
+
+
+@pytest.mark.parametrize(("flavor", "version", "problem"), [
+    ("mariadb", "10.11.19-MariaDB-0+deb12u1", ""),
+    ("mariadb", "11.4.5-MariaDB", ""),
+    ("mysql", "8.4.5", ""),
+    ("mariadb", "8.4.5", "is MySQL 8.4.5, but the stack's flavor is 'mariadb'"),
+    ("mysql", "11.4.5-MariaDB", "is MariaDB 11.4.5-MariaDB, but the stack's flavor is 'mysql'"),
+    ("mariadb", "10.6.18-MariaDB", "runs MariaDB '10.6.18-MariaDB'; supported: the LTS"),
+    ("mysql", "8.0.36", "runs MySQL '8.0.36'; supported: 8.4.x"),
+])
+def test_only_the_stacks_flavor_and_supported_versions_are_managed(
+        flavor: str, version: str, problem: str) -> None:
+    found = identity_problems(flavor, Identity(version, 1, False))  # type: ignore[arg-type]
+    assert (found[0] if found else "").startswith(problem)
+    assert len(found) == (1 if problem else 0)
+
+
+@pytest.mark.parametrize(("ordinal", "server_id", "earlier", "problem"), [
+    (1, 3001, {}, ""),
+    (2, 3002, {3001: 1}, ""),
+    (2, 3000, {3001: 1}, "is the primary itself (both have server_id 3000)"),
+    (2, 3001, {3001: 1}, "is the same server as replica 1 (server_id 3001)"),
+    (1, 77, {}, "has server_id 77, but ordinal 1 of this cluster has 3001"),
+    (2, 3001, {}, "has server_id 3001, but ordinal 2 of this cluster has 3002"),
+])
+def test_a_replica_endpoint_must_reach_its_own_ordinal(
+        ordinal: int, server_id: int, earlier: dict[int, int], problem: str) -> None:
+    found = replica_refusals(ordinal, Identity("11.4.5-MariaDB", server_id, True), 3000, earlier)
+    assert (found[0] if found else "").startswith(problem)
+    assert len(found) == (1 if problem else 0)
 
 
 # --- the resource and its provider as Pulumi sees them -----------------------------------
