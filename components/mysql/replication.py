@@ -30,6 +30,15 @@ Design rules this module keeps:
 - Converge changes only what is wrong. It never resets anything on the primary and
   writes nothing there but the replication account. On replicas it stops, repoints and
   starts replication; it never skips transactions or touches data.
+- Refusals come first (:func:`_preflight`): a converge that refused a server only after
+  repointing another would leave a half-changed cluster, so every server is read and
+  judged before the first statement that changes any of them.
+- Success means verified: the outputs of a converge are its last read-only look, and
+  any drift in it (an IO thread still Connecting, an errant GTID) fails the update. A
+  replica that merely applied the primary's position with its IO thread disconnected is
+  not caught up.
+- Errant GTIDs are reported and refused, never repaired: the only repairs are a reset
+  or skipping the primary's transactions, and both lose or hide data.
 - ``read_only`` on replicas comes from the replica's server config; the admin account
   deliberately lacks READ ONLY ADMIN/SUPER, so the provider verifies and reports it.
 - With ``lock_endpoints`` every converge and delete holds the etcd lock
