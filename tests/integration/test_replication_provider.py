@@ -172,6 +172,15 @@ def _driver(server: ProviderServer) -> ResourceDriver:
                           additional_secret_outputs=SECRET_INPUTS)
 
 
+def _converged(server: ProviderServer, cluster: Cluster,
+               **overrides: Any) -> tuple[ResourceDriver, dict[str, Any]]:
+    """A driver whose first up converged the cluster, and the inputs it used."""
+    driver = _driver(server)
+    inputs = cluster.inputs(replication_password=random_password(), **overrides)
+    driver.up(inputs)
+    return driver, inputs
+
+
 def _login(server: MariaDBServer, user: str, password: str) -> bool:
     try:
         with server.connect(user=user, password=password):
@@ -297,9 +306,7 @@ def test_account_drift_on_the_primary_is_repaired(server: ProviderServer,
 def test_a_writable_replica_is_reported_not_fought(server: ProviderServer,
                                                    cluster: Cluster) -> None:
     """read_only comes from replica.cnf; the admin account cannot and does not change it."""
-    driver = _driver(server)
-    inputs = cluster.inputs(replication_password=random_password())
-    driver.up(inputs)
+    driver, inputs = _converged(server, cluster)
     writable = cluster.replicas[0]
     writable.query("SET GLOBAL read_only=OFF")
     status = driver.refresh()["replica_status"][0]
@@ -314,9 +321,7 @@ def test_a_writable_replica_is_reported_not_fought(server: ProviderServer,
 
 
 def test_stopped_replica_is_repaired(server: ProviderServer, cluster: Cluster) -> None:
-    driver = _driver(server)
-    inputs = cluster.inputs(replication_password=random_password())
-    driver.up(inputs)
+    driver, inputs = _converged(server, cluster)
     stopped = cluster.replicas[0]
     stopped.query("STOP REPLICA")
     cluster.primary.query("CREATE DATABASE while_stopped")
@@ -336,9 +341,7 @@ def test_stopped_replica_is_repaired(server: ProviderServer, cluster: Cluster) -
 
 def test_replica_pointed_at_the_wrong_source_is_repointed(
         server: ProviderServer, cluster: Cluster) -> None:
-    driver = _driver(server)
-    inputs = cluster.inputs(replication_password=random_password())
-    driver.up(inputs)
+    driver, inputs = _converged(server, cluster)
     wrong = cluster.replicas[1]
     wrong.query("STOP REPLICA")
     wrong.query("CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%s",
@@ -374,9 +377,7 @@ def test_refresh_reports_drift_without_repairing(server: ProviderServer, cluster
 
 def test_a_replica_that_is_down_is_reported_and_named(server: ProviderServer,
                                                       cluster: Cluster) -> None:
-    driver = _driver(server)
-    inputs = cluster.inputs(replication_password=random_password())
-    driver.up(inputs)
+    driver, inputs = _converged(server, cluster)
     down = cluster.replicas[1]
     down.stop()
     outputs = driver.refresh()
@@ -510,9 +511,7 @@ def test_replica_that_cannot_apply_fails_with_its_sql_error(
 def test_update_to_new_endpoints_changes_no_server(server: ProviderServer,
                                                   cluster: Cluster) -> None:
     """Switching from a laptop's port-forward to pod DNS only changes how we connect."""
-    driver = _driver(server)
-    inputs = cluster.inputs(replication_password=random_password())
-    driver.up(inputs)
+    driver, inputs = _converged(server, cluster)
     before = cluster.snapshot()
     moved = {**inputs, "primary": {"host": "localhost", "port": cluster.primary.port}}
     assert driver.up(moved).operation == "update"
@@ -607,9 +606,7 @@ def _errant_write(replica: MariaDBServer, database: str) -> str:
 
 def test_an_errant_transaction_is_drift_and_fails_the_up_untouched(
         server: ProviderServer, cluster: Cluster) -> None:
-    driver = _driver(server)
-    inputs = cluster.inputs(replication_password=random_password())
-    driver.up(inputs)
+    driver, inputs = _converged(server, cluster)
     cluster.write_and_wait("before-errant")
     errant_replica = cluster.replicas[1]
     gtid = _errant_write(errant_replica, "written_on_the_replica")
@@ -676,9 +673,7 @@ def test_the_wrong_flavor_is_refused_before_any_server_changes(
 def test_an_up_after_the_primary_restarted_waits_until_the_replicas_reconnect(
         server: ProviderServer, cluster: Cluster) -> None:
     """Connecting is not caught up: the up ends converged or fails, never in between."""
-    driver = _driver(server)
-    inputs = cluster.inputs(replication_password=random_password())
-    driver.up(inputs)
+    driver, inputs = _converged(server, cluster)
     cluster.primary.stop()
 
     def connecting() -> bool:
@@ -702,9 +697,7 @@ def test_an_up_after_the_primary_restarted_waits_until_the_replicas_reconnect(
 def test_an_up_that_cannot_converge_fails_naming_the_cause(
         server: ProviderServer, cluster: Cluster) -> None:
     """A replica that cannot reach the source stays Connecting: the up fails, not succeeds."""
-    driver = _driver(server)
-    inputs = cluster.inputs(replication_password=random_password())
-    driver.up(inputs)
+    driver, inputs = _converged(server, cluster)
     unreachable = free_port()
     with pytest.raises(ProviderError) as failed:
         driver.up({**inputs, "source_port": unreachable, "timeout_seconds": 3})
