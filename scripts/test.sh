@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_packages=(mariadb-server mariadb-backup etcd-server etcd-client ncat socat shellcheck busybox-static openssl
-              python3-venv python3-dev)
+              python3-venv python3-dev maven unzip)
 
 as_root() {
   if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
@@ -30,6 +30,8 @@ if ((${#missing[@]})); then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     "${missing[@]}"
 fi
+
+scripts/fetch-mariadb.sh
 
 python=${PYTHON:-python3}
 if [[ ! -x venv/bin/python ]]; then

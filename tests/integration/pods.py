@@ -22,6 +22,14 @@ Every process is started here, in its own process group, and stopped by that gro
 "container" killed with SIGKILL takes the backup tool it was running with it, as a container's
 cgroup would.
 
+Both MariaDB versions run (``PodCluster(version=...)``, tests/support/mariadb.py): the scripts
+get that version's client first on PATH and its server reads their conf.d. 11.4 has no backup
+tool here, so an 11.4 replica is not cloned: :meth:`Pod.seed_without_backup` stands in for
+``clone.sh`` and leaves what a clone of the primary's first state would (a fresh install, the
+11.1+ binlog info naming an empty position, the clone-complete marker); the sidecar then
+configures replication from it unmodified and the replica applies the primary's whole binary
+log. The clone path itself is tested on 10.11 only.
+
 The module is importable outside pytest (the issue-7 benchmark seeds a large replica through
 :meth:`Pod.clone`); it only needs the Debian MariaDB tools and ncat or socat on PATH::
 
@@ -52,7 +60,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from components.mysql import credentials
-from tests.support.mariadb import MariaDBServer
+from tests.support.mariadb import DEBIAN, MariaDBServer, distribution
 from tests.support.procs import LOCALHOST, ManagedProcess, require_binary, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -196,9 +204,10 @@ class PodCluster:
 
     def __init__(self, base: Path, *, name: str = "orders-mysql", max_pods: int = 6,
                  server_id_base: int = 7000, transport: Transport = "ncat",
-                 max_replica_lag_seconds: int = 30) -> None:
-        require_binary("mariadbd", "mariadb-install-db", "mariadb", "mariadb-backup", "mbstream",
-                       "bash", transport)
+                 max_replica_lag_seconds: int = 30, version: str = DEBIAN) -> None:
+        self.version = version
+        self.distribution = distribution(version)
+        require_binary("bash", transport)
         self.base = base
         self.name = name
         self.max_pods = max_pods
@@ -214,7 +223,7 @@ class PodCluster:
         self.credentials_root = base / "credentials"
         for container, accounts in credentials.CONTAINER_PASSWORDS.items():
             self.secrets.write_volume(self.credentials_dir(container), accounts)
-        self.script_path = self._script_path()
+        self.script_path = self.distribution.path(self._script_path())
         self.pods: dict[int, Pod] = {}
 
     def _write_config_map(self) -> None:
@@ -297,7 +306,8 @@ class Pod:
         self.server = MariaDBServer(self.dir / "server", name=f"{self.name}-mysqld",
                                     port=self.mysql_port, include_dir=self.conf_dir,
                                     data_dir=self.data_dir,
-                                    extra_config=f"tmpdir={self.dir / 'tmp'}")
+                                    extra_config=f"tmpdir={self.dir / 'tmp'}",
+                                    version=cluster.version)
         # As the image's entrypoint reads MARIADB_ROOT_PASSWORD_FILE. Replicas inherit the
         # primary's root account through their clone.
         self.server.root_password = (cluster.credentials_dir("mysql")
@@ -406,6 +416,27 @@ class Pod:
         # MARIADB_ROOT_HOST=localhost: root is reachable through the socket only.
         self.query("DROP USER IF EXISTS 'root'@'127.0.0.1'")
 
+    def seed_without_backup(self) -> None:
+        """The clone init container for a version without a backup tool: a fresh install whose
+        only change (root's password, which backup-server.sh logs in with) stays out of the
+        binary log, so the replica's GTID history is empty and strict mode accepts the primary's
+        from its first transaction on. A data dir already seeded is kept, as clone.sh keeps a
+        completed clone."""
+        if (self.data_dir / CLONE_COMPLETE).exists():
+            return
+        self.server.install().start(password="")
+        try:
+            with self.server.cursor(password="", host=None) as cursor:
+                cursor.execute("SET SESSION sql_log_bin = 0")
+                cursor.execute("ALTER USER 'root'@'localhost' IDENTIFIED BY %s",
+                               (self.server.root_password,))
+        finally:
+            self.server.stop()
+        # What mariadb-backup 11.1+ records, for a primary that has written nothing yet.
+        (self.data_dir / "mariadb_backup_binlog_info").write_text("mysql-bin.000001\t4\t\n")
+        (self.data_dir / CLONE_COMPLETE).write_text(
+            "donor=none (seeded without a backup tool)\ngtid=\n")
+
     def start_server(self) -> None:
         self.server.start()
 
@@ -420,7 +451,9 @@ class Pod:
         if self.ordinal == 0 and not (self.data_dir / "mysql").exists():
             self.initialize_primary()
         else:
-            if self.ordinal > 0:
+            if self.ordinal > 0 and not self.cluster.distribution.has_backup_tool:
+                self.seed_without_backup()
+            elif self.ordinal > 0:
                 code = self.clone()
                 if code != 0:
                     raise RuntimeError(f"{self.name}: clone.sh exited {code}:\n{self.clone_log()}")
