@@ -192,8 +192,7 @@ class Reader:
 
     def optional_integer(self, name: str, *, minimum: int, maximum: int,
                          multiple_of: int | None = None) -> int | None:
-        if self.raw.get(name) is None:
-            self.known.append(name)
+        if self._get(name) is None:
             return None
         return self.integer(name, minimum, minimum=minimum, maximum=maximum,
                             multiple_of=multiple_of)
