@@ -18,6 +18,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+# A reader's default: given a text default it returns text, given None it may return None,
+# so a caller states each default once.
+D = TypeVar("D", bound=str | None)
 
 
 class ConfigError(ValueError):
@@ -169,8 +172,8 @@ class Reader:
         self.known.append(name)
         return self.raw.get(name)
 
-    def string(self, name: str, default: str | None, *, pattern: re.Pattern[str] | None = None,
-               allowed_text: str = "must be a non-empty single-line string") -> str | None:
+    def string(self, name: str, default: D, *, pattern: re.Pattern[str] | None = None,
+               allowed_text: str = "must be a non-empty single-line string") -> str | D:
         value = self._get(name)
         if value is None:
             return default
@@ -233,7 +236,7 @@ class Reader:
             return default
         return value
 
-    def quantity(self, name: str, default: str | None, *, positive: bool = True) -> str | None:
+    def quantity(self, name: str, default: D, *, positive: bool = True) -> str | D:
         value = self._get(name)
         if value is None:
             return default

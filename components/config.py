@@ -302,9 +302,8 @@ def _resources(reader: Reader, defaults: Resources) -> Resources:
     requests = reader.child("requests")
     limits = reader.child("limits")
     resources = Resources(
-        requests_cpu=requests.quantity("cpu", defaults.requests_cpu) or defaults.requests_cpu,
-        requests_memory=requests.quantity("memory", defaults.requests_memory)
-        or defaults.requests_memory,
+        requests_cpu=requests.quantity("cpu", defaults.requests_cpu),
+        requests_memory=requests.quantity("memory", defaults.requests_memory),
         limits_cpu=limits.quantity("cpu", defaults.limits_cpu),
         limits_memory=limits.quantity("memory", defaults.limits_memory),
     )
@@ -371,15 +370,14 @@ def _mysql(reader: Reader) -> MySQLConfig:
     flavor = FLAVORS[flavor_name]
     version = reader.string("version", flavor.default_version, pattern=flavor.version_pattern,
                             allowed_text=f"{flavor_name} supports {flavor.versions_text}")
-    version = version or flavor.default_version
     replicas = reader.integer("replicas", 2, minimum=1, maximum=9)
     images = reader.child("images")
     server_image = images.string("server", flavor.server_image(version), pattern=_PINNED_IMAGE,
-                                 allowed_text=_PINNED_TEXT) or ""
+                                 allowed_text=_PINNED_TEXT)
     backup_image = images.string("backup", flavor.backup_image(version), pattern=_PINNED_IMAGE,
-                                 allowed_text=_PINNED_TEXT) or ""
+                                 allowed_text=_PINNED_TEXT)
     kubectl_image = images.string("kubectl", KUBECTL_DEFAULT_IMAGE, pattern=_PINNED_IMAGE,
-                                  allowed_text=_PINNED_TEXT) or KUBECTL_DEFAULT_IMAGE
+                                  allowed_text=_PINNED_TEXT)
     images.finish()
     pvc = reader.child("pvcRetention")
     when_deleted = pvc.choice("whenDeleted", "Retain", RETENTIONS)
@@ -401,11 +399,11 @@ def _mysql(reader: Reader) -> MySQLConfig:
     config = MySQLConfig(
         name=reader.string("name", "mysql", pattern=_CLUSTER_NAME,
                            allowed_text="must be a lowercase RFC 1123 label of at most 40 "
-                           "characters starting with a letter, such as orders-db") or "mysql",
+                           "characters starting with a letter, such as orders-db"),
         flavor=flavor_name,
         version=version,
         replicas=replicas,
-        storage=reader.quantity("storage", "10Gi") or "10Gi",
+        storage=reader.quantity("storage", "10Gi"),
         storage_class=reader.string("storageClass", None, pattern=DNS_SUBDOMAIN,
                                     allowed_text="must be a StorageClass name (RFC 1123)"),
         resources=_resources(reader.child("resources"),
@@ -443,7 +441,6 @@ def _etcd(reader: Reader) -> EtcdConfig:
     version = reader.string("version", ETCD_DEFAULT_VERSION, pattern=_ETCD_VERSION,
                             allowed_text="must be an etcd release 3.5.3 or later, such as "
                             f"{ETCD_DEFAULT_VERSION} (3.5.0-3.5.2 can corrupt data)")
-    version = version or ETCD_DEFAULT_VERSION
     tls = reader.child("tls")
     tls_enabled = tls.boolean("enabled", False)
     tls_config = EtcdTLSConfig(
@@ -463,7 +460,7 @@ def _etcd(reader: Reader) -> EtcdConfig:
         enabled=snapshot.boolean("enabled", True),
         schedule=_schedule(snapshot, "schedule", "0 */6 * * *"),
         retain=snapshot.integer("retain", 8, minimum=1, maximum=1000),
-        storage=snapshot.quantity("storage", "5Gi") or "5Gi",
+        storage=snapshot.quantity("storage", "5Gi"),
     )
     snapshot.finish()
     membership = reader.child("membership")
@@ -486,19 +483,19 @@ def _etcd(reader: Reader) -> EtcdConfig:
     membership.finish()
     images = reader.child("images")
     image = images.string("etcd", f"gcr.io/etcd-development/etcd:v{version}",
-                          pattern=_PINNED_IMAGE, allowed_text=_PINNED_TEXT) or ""
+                          pattern=_PINNED_IMAGE, allowed_text=_PINNED_TEXT)
     shell_image = images.string("shell", ETCD_SHELL_DEFAULT_IMAGE, pattern=_PINNED_IMAGE,
-                                allowed_text=_PINNED_TEXT) or ETCD_SHELL_DEFAULT_IMAGE
+                                allowed_text=_PINNED_TEXT)
     images.finish()
     config = EtcdConfig(
         name=reader.string("name", "etcd", pattern=_CLUSTER_NAME,
                            allowed_text="must be a lowercase RFC 1123 label of at most 40 "
-                           "characters starting with a letter, such as locks-etcd") or "etcd",
+                           "characters starting with a letter, such as locks-etcd"),
         replicas=replicas,
         version=version,
         image=image,
         shell_image=shell_image,
-        storage=reader.quantity("storage", "2Gi") or "2Gi",
+        storage=reader.quantity("storage", "2Gi"),
         storage_class=reader.string("storageClass", None, pattern=DNS_SUBDOMAIN,
                                     allowed_text="must be a StorageClass name (RFC 1123)"),
         resources=_resources(reader.child("resources"), Resources("100m", "256Mi", None, "512Mi")),
@@ -561,7 +558,7 @@ def parse(raw: Mapping[str, Any], *, stack: str, project: str = PROJECT) -> Stac
                    "must differ from mysql.name: both are StatefulSets in one namespace")
     top.finish()
     errors.raise_if_any()
-    return StackConfig(project=project, stack=stack, namespace=namespace or "", mysql=mysql,
+    return StackConfig(project=project, stack=stack, namespace=namespace, mysql=mysql,
                        etcd=etcd, locks=locks)
 
 
