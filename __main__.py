@@ -1,6 +1,6 @@
 """The Pulumi program: stack config in, components out, then what clients need exported.
 
-Thin on purpose. All checking happens in :func:`components.config.load`, which raises
+Thin on purpose. All checking happens in :func:`components.load`, which raises
 before the first resource is registered, so a bad stack file changes nothing. Every
 component is one block below (build it, export its outputs); adding a component means
 adding a block, never touching another's.
@@ -11,10 +11,15 @@ them to whoever holds the stack's encryption key, and nothing else prints them.
 
 import pulumi
 
-from components.config import load
-from components.etcd.cluster import EtcdCluster, EtcdClusterArgs
-from components.locks import Locks, LocksArgs
-from components.mysql.cluster import MySQLCluster, MySQLClusterArgs
+from components import (
+    EtcdCluster,
+    EtcdClusterArgs,
+    Locks,
+    LocksArgs,
+    MySQLCluster,
+    MySQLClusterArgs,
+    load,
+)
 
 config = load()
 pulumi.export("namespace", config.namespace)

@@ -1,8 +1,11 @@
 """mysql-cluster: Pulumi components for a replicated MySQL/MariaDB, etcd and locks.
 
-The public API is what a Pulumi program needs to compose these components itself: the
-stack config loader and the components with their argument dataclasses. Everything
-else (``components._kube``, names with a leading underscore) is internal.
+This package is the one entry point: what a Pulumi program needs to compose these
+components itself (``__main__.py`` imports from here alone). That is the stack config
+loader and its error, the three components (MySQLCluster, EtcdCluster, Locks) with their
+argument dataclasses, and the config dataclasses a program builds in Python instead of
+reading YAML. Everything else (submodules such as ``components._kube``, the
+dynamic providers, names with a leading underscore) is internal and may move.
 
 Exports resolve lazily (PEP 562): the dynamic-provider process imports submodules such
 as ``components.mysql.replication`` to unpickle a provider, and importing this package
@@ -16,14 +19,43 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from components.config import ConfigError, StackConfig, load, parse
+    from components.config import (
+        ConfigError,
+        Endpoint,
+        EtcdConfig,
+        EtcdMembershipConfig,
+        EtcdSnapshotConfig,
+        EtcdTLSConfig,
+        LocksConfig,
+        MySQLConfig,
+        ReplicationInitConfig,
+        Resources,
+        StackConfig,
+        load,
+        parse,
+    )
+    from components.etcd.cluster import EtcdCluster, EtcdClusterArgs
+    from components.locks.locks import Locks, LocksArgs
     from components.mysql.cluster import MySQLCluster, MySQLClusterArgs
 
 _EXPORTS = {
     "ConfigError": "components.config",
+    "Endpoint": "components.config",
+    "EtcdConfig": "components.config",
+    "EtcdMembershipConfig": "components.config",
+    "EtcdSnapshotConfig": "components.config",
+    "EtcdTLSConfig": "components.config",
+    "LocksConfig": "components.config",
+    "MySQLConfig": "components.config",
+    "ReplicationInitConfig": "components.config",
+    "Resources": "components.config",
     "StackConfig": "components.config",
     "load": "components.config",
     "parse": "components.config",
+    "EtcdCluster": "components.etcd.cluster",
+    "EtcdClusterArgs": "components.etcd.cluster",
+    "Locks": "components.locks.locks",
+    "LocksArgs": "components.locks.locks",
     "MySQLCluster": "components.mysql.cluster",
     "MySQLClusterArgs": "components.mysql.cluster",
 }
@@ -38,8 +70,21 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ConfigError",
+    "Endpoint",
+    "EtcdCluster",
+    "EtcdClusterArgs",
+    "EtcdConfig",
+    "EtcdMembershipConfig",
+    "EtcdSnapshotConfig",
+    "EtcdTLSConfig",
+    "Locks",
+    "LocksArgs",
+    "LocksConfig",
     "MySQLCluster",
     "MySQLClusterArgs",
+    "MySQLConfig",
+    "ReplicationInitConfig",
+    "Resources",
     "StackConfig",
     "load",
     "parse",

@@ -2,24 +2,13 @@
 
 The lock *client* is the separate ``distlock`` package (it never imports Pulumi); this
 package installs what it needs in the cluster. See :mod:`components.locks.locks`.
+
+Only the component and its arguments are public here (and, for programs, through
+``components``). The CRD's manifest and names (:mod:`components.locks.crd`), the RBAC
+helpers and the dynamic provider are internal: the provider class is pickled into each
+stack's state under its module path, so it is imported from that path, never from here.
 """
 
-from components.locks.crd import CRD_NAME, GROUP, KIND, PLURAL, VERSION, lock_crd_manifest
 from components.locks.locks import Locks, LocksArgs
-from components.locks.provider import LockCRD, LockCRDArgs, LockCRDProvider
-from components.locks.rbac import lock_user_binding
 
-__all__ = [
-    "CRD_NAME",
-    "GROUP",
-    "KIND",
-    "PLURAL",
-    "VERSION",
-    "LockCRD",
-    "LockCRDArgs",
-    "LockCRDProvider",
-    "Locks",
-    "LocksArgs",
-    "lock_crd_manifest",
-    "lock_user_binding",
-]
+__all__ = ["Locks", "LocksArgs"]

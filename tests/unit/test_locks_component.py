@@ -24,7 +24,8 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from components.config import ConfigError, LocksConfig, parse
-from components.locks import Locks, LocksArgs, lock_crd_manifest
+from components.locks import Locks, LocksArgs
+from components.locks.crd import lock_crd_manifest
 from components.locks.rbac import lock_user_binding
 from distlock import kube
 from tests.support.fake_kube import prune, validate_schema
