@@ -11,6 +11,10 @@ Everything returns plain dicts in Pulumi's Python spelling (``run_as_non_root``)
 Pulumi SDK translates those keys to the Kubernetes wire names, and the manifests the
 mocks record come back in Kubernetes spelling (``runAsNonRoot``).
 
+The shared helpers for what every component derives (volume mounts, container resources,
+hashes of the files a pod runs and of a stack's identity) live here too, so the two
+StatefulSets cannot drift apart in how they compute them.
+
 Labels follow the Kubernetes recommended set (``app.kubernetes.io/*``). Selectors use
 only the labels that never change over an object's life (name, instance, component):
 a StatefulSet's selector is immutable, so a label carrying the version must never be
@@ -19,13 +23,22 @@ part of it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import Spread
+if TYPE_CHECKING:
+    # Only for annotations: components.config must import without pulumi_kubernetes (the
+    # provider process reads it), so this module never imports it at run time.
+    from components.config import Resources
+
+# How a StatefulSet's pods spread over nodes (see topology_spread). The stack config
+# checks values against components.config.SPREADS, which a test keeps equal to this.
+Spread = Literal["required", "preferred", "none"]
 
 PART_OF = "mysql-cluster"
 MANAGED_BY = "pulumi"
@@ -260,3 +273,39 @@ __all__ = [
     "topology_spread",
     "value_env",
 ]
+
+
+def mount(name: str, path: str, *, read_only: bool = False,
+          sub_path: str | None = None) -> _core.VolumeMountArgsDict:
+    volume_mount: _core.VolumeMountArgsDict = {"name": name, "mount_path": path,
+                                               "read_only": read_only}
+    if sub_path:
+        volume_mount["sub_path"] = sub_path
+    return volume_mount
+
+
+def requirements(resources: Resources) -> _core.ResourceRequirementsArgsDict:
+    """Container requests and limits; a limit left unset is omitted, not sent empty."""
+    spec: _core.ResourceRequirementsArgsDict = {
+        "requests": {"cpu": resources.requests_cpu, "memory": resources.requests_memory}}
+    limits = {k: v for k, v in (("cpu", resources.limits_cpu),
+                                ("memory", resources.limits_memory)) if v}
+    if limits:
+        spec["limits"] = limits
+    return spec
+
+
+def files_hash(files: Mapping[str, str]) -> str:
+    """sha256 hex of named files, in name order. Put in a pod template's annotations, it
+    rolls the pods whenever a script or config they run changes."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name].encode() + b"\0")
+    return digest.hexdigest()
+
+
+def stack_digest(project: str, stack: str, namespace: str, name: str) -> bytes:
+    """sha256 of one component instance's identity: stable across runs and machines and
+    distinct per stack, for values that must not collide between clusters (etcd's
+    cluster token, MySQL's server-id block) without anything to keep in state."""
+    return hashlib.sha256(f"{project}/{stack}/{namespace}/{name}".encode()).digest()

@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pulumi
 from pulumi.runtime import config as runtime_config
@@ -35,12 +35,15 @@ from components._validate import (
 )
 from components.mysql.flavor import FLAVORS, Flavor
 
+if TYPE_CHECKING:
+    # Annotation only: _kube imports pulumi_kubernetes, which this module must not.
+    from components._kube import Spread
+
 PROJECT = "mysql-cluster"
 TOP_LEVEL_KEYS = ("namespace", "mysql", "etcd", "locks")
 # The object-valued top-level keys.
 SECTIONS = ("mysql", "etcd", "locks")
 
-Spread = Literal["required", "preferred", "none"]
 SPREADS: tuple[Spread, ...] = ("required", "preferred", "none")
 Access = Literal["in-cluster", "port-forward"]
 ACCESSES: tuple[Access, ...] = ("in-cluster", "port-forward")
@@ -142,15 +145,6 @@ class Resources:
     requests_memory: str
     limits_cpu: str | None
     limits_memory: str | None
-
-    def to_kubernetes(self) -> dict[str, dict[str, str]]:
-        limits = {k: v for k, v in (("cpu", self.limits_cpu), ("memory", self.limits_memory)) if v}
-        spec: dict[str, dict[str, str]] = {
-            "requests": {"cpu": self.requests_cpu, "memory": self.requests_memory}
-        }
-        if limits:
-            spec["limits"] = limits
-        return spec
 
 
 @dataclass(frozen=True)

@@ -66,15 +66,14 @@ listener (as kubeadm does): a kubelet cannot present a client certificate.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components import _kube
+from components._kube import mount
 from components._validate import quantity_value
 from components.config import EtcdConfig
 from components.etcd.membership import DESIRED_MEMBERS_KEY, EtcdMembership, EtcdMembershipArgs
@@ -168,7 +167,7 @@ def cluster_token(project: str, stack: str, namespace: str, name: str) -> str:
     other's members for their own. A hash rather than a random resource: nothing to keep
     in state, and the same stack always computes the same token.
     """
-    digest = hashlib.sha256(f"{project}/{stack}/{namespace}/{name}".encode()).hexdigest()
+    digest = _kube.stack_digest(project, stack, namespace, name).hex()
     return f"{name}-{digest[:16]}"
 
 
@@ -267,10 +266,6 @@ def member_env(config: EtcdConfig, names: _Names,
     ]
 
 
-def _mount(name: str, path: str, *, read_only: bool = False) -> k8s.core.v1.VolumeMountArgsDict:
-    return {"name": name, "mount_path": path, "read_only": read_only}
-
-
 def _shell_init_containers(image: str) -> list[k8s.core.v1.ContainerArgsDict]:
     """Copy a static busybox into the ``shell`` volume, then link its applets next to it.
 
@@ -284,7 +279,7 @@ def _shell_init_containers(image: str) -> list[k8s.core.v1.ContainerArgsDict]:
         "name": name,
         "image": image,
         "command": command,
-        "volume_mounts": [_mount("shell", SHELL_MOUNT)],
+        "volume_mounts": [mount("shell", SHELL_MOUNT)],
         "security_context": _kube.container_security_context(),
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
                       "limits": {"memory": "32Mi"}},
@@ -304,9 +299,9 @@ def _tls_volumes(config: EtcdConfig, *, peer: bool) -> list[k8s.core.v1.VolumeAr
 def _tls_mounts(config: EtcdConfig, *, peer: bool) -> list[k8s.core.v1.VolumeMountArgsDict]:
     if not config.tls.enabled:
         return []
-    mounts = [_mount("client-tls", CLIENT_TLS_DIR, read_only=True)]
+    mounts = [mount("client-tls", CLIENT_TLS_DIR, read_only=True)]
     if peer:
-        mounts.append(_mount("peer-tls", PEER_TLS_DIR, read_only=True))
+        mounts.append(mount("peer-tls", PEER_TLS_DIR, read_only=True))
     return mounts
 
 
@@ -338,13 +333,12 @@ def _pod_spec(config: EtcdConfig, names: _Names, labels: _kube.AppLabels, token:
                                 failures=STARTUP_SECONDS // 5),
         "liveness_probe": _probe("/health?serializable=true", period=10, failures=6),
         "readiness_probe": _probe("/health", period=5, failures=3),
-        "resources": cast(k8s.core.v1.ResourceRequirementsArgsDict,
-                          config.resources.to_kubernetes()),
+        "resources": _kube.requirements(config.resources),
         "security_context": _kube.container_security_context(),
         "volume_mounts": [
-            _mount("data", DATA_MOUNT),
-            _mount("scripts", SCRIPTS_MOUNT, read_only=True),
-            _mount("shell", SHELL_MOUNT, read_only=True),
+            mount("data", DATA_MOUNT),
+            mount("scripts", SCRIPTS_MOUNT, read_only=True),
+            mount("shell", SHELL_MOUNT, read_only=True),
             *_tls_mounts(config, peer=True),
         ],
     }
@@ -365,13 +359,6 @@ def _pod_spec(config: EtcdConfig, names: _Names, labels: _kube.AppLabels, token:
     return spec
 
 
-def _scripts_hash(files: dict[str, str]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + files[name].encode() + b"\0")
-    return digest.hexdigest()[:16]
-
-
 def statefulset_spec(config: EtcdConfig, names: _Names, labels: _kube.AppLabels, token: str,
                      bootstrap: pulumi.Input[str]) -> k8s.apps.v1.StatefulSetSpecArgsDict:
     return {
@@ -385,7 +372,7 @@ def statefulset_spec(config: EtcdConfig, names: _Names, labels: _kube.AppLabels,
         "template": {
             "metadata": {
                 "labels": labels.all(),
-                "annotations": {SCRIPTS_HASH_ANNOTATION: _scripts_hash(script_files())},
+                "annotations": {SCRIPTS_HASH_ANNOTATION: _kube.files_hash(script_files())[:16]},
             },
             "spec": _pod_spec(config, names, labels, token, bootstrap),
         },
@@ -410,9 +397,9 @@ def _snapshot_job_spec(config: EtcdConfig, names: _Names) -> k8s.batch.v1.JobSpe
                       "limits": {"memory": "256Mi"}},
         "security_context": _kube.container_security_context(),
         "volume_mounts": [
-            _mount("snapshots", SNAPSHOT_MOUNT),
-            _mount("scripts", SCRIPTS_MOUNT, read_only=True),
-            _mount("shell", SHELL_MOUNT, read_only=True),
+            mount("snapshots", SNAPSHOT_MOUNT),
+            mount("scripts", SCRIPTS_MOUNT, read_only=True),
+            mount("shell", SHELL_MOUNT, read_only=True),
             *_tls_mounts(config, peer=False),
         ],
     }

@@ -75,7 +75,6 @@ port-forward endpoints, with the admin and replication passwords as secrets.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -85,7 +84,8 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components import _kube
-from components.config import Endpoint, MySQLConfig, Resources
+from components._kube import mount
+from components.config import Endpoint, MySQLConfig
 from components.mysql import credentials
 from components.mysql.credentials import CREDENTIALS_DIR, PASSWORD_VARIABLES
 from components.mysql.flavor import FLAVORS, FlavorSpec
@@ -143,7 +143,7 @@ class MySQLClusterArgs:
 
 def server_id_base(project: str, stack: str, namespace: str, name: str) -> int:
     """The first server-id of a cluster's 1000-id block (see the module docstring)."""
-    digest = hashlib.sha256(f"{project}/{stack}/{namespace}/{name}".encode()).digest()
+    digest = _kube.stack_digest(project, stack, namespace, name)
     return _SERVER_ID_BLOCK * (1 + int.from_bytes(digest[:8], "big") % _SERVER_ID_BLOCKS)
 
 
@@ -413,13 +413,6 @@ class MySQLCluster(pulumi.ComponentResource):
         )
 
 
-def _config_hash(files: dict[str, str]) -> str:
-    digest = hashlib.sha256()
-    for key in sorted(files):
-        digest.update(key.encode() + b"\0" + files[key].encode() + b"\0")
-    return digest.hexdigest()
-
-
 def _environment(plan: _Plan) -> list[k8s.core.v1.EnvVarArgsDict]:
     """The contract's environment, identical in every container."""
     config, names = plan.config, plan.names
@@ -494,15 +487,6 @@ def _volumes(names: _Names) -> list[k8s.core.v1.VolumeArgsDict]:
     ]
 
 
-def _mount(name: str, path: str, *, read_only: bool = False,
-           sub_path: str | None = None) -> k8s.core.v1.VolumeMountArgsDict:
-    mount: k8s.core.v1.VolumeMountArgsDict = {"name": name, "mount_path": path,
-                                              "read_only": read_only}
-    if sub_path:
-        mount["sub_path"] = sub_path
-    return mount
-
-
 def _probe(kind: str, *, period: int, failures: int) -> k8s.core.v1.ProbeArgsDict:
     # exec, never tcpSocket: a connection to the backup port starts a full backup stream.
     return {
@@ -527,8 +511,8 @@ def _label_container(image: str, role: str, selector: str) -> k8s.core.v1.Contai
                 _kube.field_env("POD_NAMESPACE", "metadata.namespace"),
                 _kube.value_env("HOME", _TMP)],
         "volume_mounts": [
-            _mount("tmp", _TMP),
-            _mount("kube-api-access", "/var/run/secrets/kubernetes.io/serviceaccount",
+            mount("tmp", _TMP),
+            mount("kube-api-access", "/var/run/secrets/kubernetes.io/serviceaccount",
                    read_only=True),
         ],
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
@@ -541,14 +525,6 @@ _BACKUP_RESOURCES: k8s.core.v1.ResourceRequirementsArgsDict = {
     "requests": {"cpu": "100m", "memory": "256Mi"},
     "limits": {"memory": "1Gi"},
 }
-
-
-def _requirements(resources: Resources) -> k8s.core.v1.ResourceRequirementsArgsDict:
-    spec = resources.to_kubernetes()
-    requirements: k8s.core.v1.ResourceRequirementsArgsDict = {"requests": spec["requests"]}
-    if "limits" in spec:
-        requirements["limits"] = spec["limits"]
-    return requirements
 
 
 def _server_options(config: MySQLConfig) -> list[str]:
@@ -568,11 +544,11 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
     config, flavor, names = plan.config, plan.flavor, plan.names
     env = _environment(plan)
     secure = _kube.container_security_context()
-    config_map = _mount("config-map", CONFIG_DIR, read_only=True)
-    data = _mount("data", DATA_DIR, sub_path="mysql")
-    run = _mount("run", RUN_DIR)
-    tmp = _mount("tmp", _TMP)
-    socket = _mount("socket", flavor.socket_dir)
+    config_map = mount("config-map", CONFIG_DIR, read_only=True)
+    data = mount("data", DATA_DIR, sub_path="mysql")
+    run = mount("run", RUN_DIR)
+    tmp = mount("tmp", _TMP)
+    socket = mount("socket", flavor.socket_dir)
     server_env = [
         *env,
         # The image entrypoint reads the file itself (file_env in both official images).
@@ -598,7 +574,7 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
                 "image": config.server_image,
                 "command": _script("init-config.sh"),
                 "env": env,
-                "volume_mounts": [_mount("conf", CONF_DIR), config_map, tmp],
+                "volume_mounts": [mount("conf", CONF_DIR), config_map, tmp],
                 "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
                               "limits": {"memory": "128Mi"}},
                 "security_context": secure,
@@ -608,7 +584,7 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
                 "image": config.backup_image,
                 "command": _script("clone.sh"),
                 "env": env,
-                "volume_mounts": [data, _mount("conf", CONF_DIR), config_map, run, tmp],
+                "volume_mounts": [data, mount("conf", CONF_DIR), config_map, run, tmp],
                 "resources": _BACKUP_RESOURCES,
                 "security_context": secure,
             },
@@ -622,11 +598,11 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
                 "env": server_env,
                 "ports": [{"name": "mysql", "container_port": MYSQL_PORT, "protocol": "TCP"}],
                 "volume_mounts": [
-                    data, _mount("conf", CONF_DIR, read_only=True), config_map, run, tmp, socket,
-                    _mount("initdb", INITDB_DIR, read_only=True),
-                    _mount("credentials-mysql", CREDENTIALS_DIR, read_only=True),
+                    data, mount("conf", CONF_DIR, read_only=True), config_map, run, tmp, socket,
+                    mount("initdb", INITDB_DIR, read_only=True),
+                    mount("credentials-mysql", CREDENTIALS_DIR, read_only=True),
                 ],
-                "resources": _requirements(config.resources),
+                "resources": _kube.requirements(config.resources),
                 "startup_probe": _probe("startup", period=5,
                                         failures=SERVER_START_SECONDS // 5),
                 "liveness_probe": _probe("liveness", period=10, failures=6),
@@ -639,9 +615,9 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
                 "command": _script("backup-server.sh"),
                 "env": env,
                 "ports": [{"name": "backup", "container_port": BACKUP_PORT, "protocol": "TCP"}],
-                "volume_mounts": [data, _mount("conf", CONF_DIR, read_only=True), config_map,
+                "volume_mounts": [data, mount("conf", CONF_DIR, read_only=True), config_map,
                                   run, tmp, socket,
-                                  _mount("credentials-backup", CREDENTIALS_DIR, read_only=True)],
+                                  mount("credentials-backup", CREDENTIALS_DIR, read_only=True)],
                 "resources": _BACKUP_RESOURCES,
                 # A replica's sidecar first waits for its server and configures replication;
                 # the listener the probe checks starts only then. The startup probe covers
@@ -677,7 +653,7 @@ def _statefulset_spec(plan: _Plan) -> k8s.apps.v1.StatefulSetSpecArgsDict:
         "template": {
             "metadata": {
                 "labels": labels.all(),
-                "annotations": {CONFIG_HASH_ANNOTATION: _config_hash(plan.files)},
+                "annotations": {CONFIG_HASH_ANNOTATION: _kube.files_hash(plan.files)},
             },
             "spec": _pod_spec(plan),
         },

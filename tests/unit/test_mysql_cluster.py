@@ -11,6 +11,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pytest
 
+from components import _kube
 from components.config import parse
 from components.mysql import cluster
 from components.mysql.cluster import (
@@ -293,7 +294,7 @@ def test_config_map_is_mounted_read_only_where_the_contract_says(any_stack: Prog
 def test_config_change_rolls_the_pods(dev: ProgramResult) -> None:
     annotations = statefulset(dev)["spec"]["template"]["metadata"]["annotations"]
     data = dev.one("ConfigMap").inputs["data"]
-    assert annotations[cluster.CONFIG_HASH_ANNOTATION] == cluster._config_hash(data)
+    assert annotations[cluster.CONFIG_HASH_ANNOTATION] == _kube.files_hash(data)
 
 
 def test_missing_pod_files_stop_the_program(monkeypatch: pytest.MonkeyPatch,
