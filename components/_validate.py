@@ -6,8 +6,11 @@ and every misspelled key must be reported with a suggestion. A hundred lines of
 explicit readers give exactly that message shape and no dependency the dynamic
 provider process would also have to import.
 
-Readers never raise on the first problem: they record it in an :class:`Errors`
-collector, so one ``pulumi up`` reports everything wrong with a stack file at once.
+The checks here work on values, not on YAML: the config dataclasses run them in
+``__post_init__`` (so a program building them in Python gets the same validation), and
+the YAML reader runs the same ones on what the stack file holds. Neither raises on the
+first problem: every problem is collected, so one ``pulumi up`` reports everything wrong
+with a stack file at once.
 """
 
 from __future__ import annotations
@@ -15,12 +18,8 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
-
-T = TypeVar("T")
-# A reader's default: given a text default it returns text, given None it may return None,
-# so a caller states each default once.
-D = TypeVar("D", bound=str | None)
+from dataclasses import dataclass
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -150,8 +149,119 @@ def _is_text(value: object, pattern: re.Pattern[str] | None) -> bool:
     return pattern is None or matches(pattern, value)
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One problem with one value, keyed by dataclass field path (``replication_init.endpoints``).
+
+    The YAML reader re-keys ``field`` with the Pulumi spelling; ``suffix`` is a sub-key
+    below it (a map entry, ``.max_conn``); ``text`` may name other keys as ``{0}``, ``{1}``
+    through ``refs`` (field paths, relative to the same object), re-keyed the same way.
+    """
+
+    field: str
+    value: object
+    text: str
+    suffix: str = ""
+    refs: tuple[str, ...] = ()
+
+
+class InvalidConfig(ConfigError):
+    """A config dataclass built with bad values. ``instance`` is the object as built, so
+    the YAML reader can go on and report every other problem too."""
+
+    def __init__(self, problems: list[Problem], instance: object) -> None:
+        self.structured = problems
+        self.instance = instance
+        # From Python the fields are named as the dataclass spells them; "" is the object.
+        super().__init__([f"{p.field or type(instance).__name__}{p.suffix}: got "
+                          f"{_shown(p.value)}; {p.text.format(*p.refs)}" for p in problems])
+
+
+# A check takes a value (the Python form: tuples, not lists) and returns the value to keep
+# (the field's default when the value is unusable) and the problems, keyed by sub-key.
+Checked = tuple[Any, list[tuple[str, object, str]]]
+
+
+def check_text(value: object, default: object, *, pattern: re.Pattern[str] | None = None,
+               allowed_text: str = "must be a non-empty single-line string") -> Checked:
+    if value is None or _is_text(value, pattern):
+        return value, []
+    return default, [("", value, allowed_text)]
+
+
+def check_choice(value: object, default: object, choices: Iterable[object]) -> Checked:
+    options = list(choices)
+    if value in options:
+        return value, []
+    return default, [("", value, f"must be one of {', '.join(map(repr, options))}")]
+
+
+def check_integer(value: object, default: object, *, minimum: int | None = None,
+                  maximum: int | None = None, choices: Iterable[int] | None = None,
+                  multiple_of: int | None = None) -> Checked:
+    # bool is an int subclass; `replicas: true` is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        return default, [("", value, "must be a whole number")]
+    if choices is not None and value not in (options := list(choices)):
+        return default, [("", value, f"must be one of {', '.join(map(str, options))}")]
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        if minimum is not None and maximum is not None:
+            bounds = f"between {minimum} and {maximum}"
+        else:
+            bounds = f"at least {minimum}" if minimum is not None else f"at most {maximum}"
+        return default, [("", value, f"must be {bounds}")]
+    if multiple_of is not None and value % multiple_of:
+        return default, [("", value, f"must be a multiple of {multiple_of}")]
+    return value, []
+
+
+def check_boolean(value: object, default: object) -> Checked:
+    if isinstance(value, bool):
+        return value, []
+    return default, [("", value, "must be true or false")]
+
+
+def check_quantity(value: object, default: object, *, positive: bool = True) -> Checked:
+    # Users often write `cpu: 1`; Kubernetes accepts numbers, so normalise to text.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not matches(_QUANTITY, value):
+        return default, [("", value,
+                          "must be a Kubernetes quantity such as 10Gi, 500Mi, 250m or 2")]
+    if positive and quantity_value(value) <= 0:
+        return default, [("", value, "must be greater than zero")]
+    return value, []
+
+
+def check_text_list(value: object, *, pattern: re.Pattern[str] | None = None,
+                    allowed_text: str = "must be a list of non-empty strings") -> Checked:
+    if not isinstance(value, list | tuple) or not all(_is_text(v, pattern) for v in value):
+        return (), [("", value, allowed_text)]
+    return tuple(value), []
+
+
+def check_text_map(value: object, *,
+                   entry: Callable[[str, str], str | None] | None = None) -> Checked:
+    """A mapping of strings to strings (or its Python form, sorted pairs); ``entry`` returns
+    what is wrong with one entry, which is then dropped and reported under its own key."""
+    if isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
+        value = dict(value)
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        return (), [("", value, "must be a mapping of strings to strings")]
+    good, problems = [], []
+    for key, text in sorted(value.items()):
+        wrong = entry(key, text) if entry else None
+        if wrong:
+            problems.append((f".{key}", text, wrong))
+        else:
+            good.append((key, text))
+    return tuple(good), problems
+
+
 class Reader:
-    """Reads one config object; remembers which keys were used to flag the rest."""
+    """One config object from YAML; remembers which keys were asked for to flag the rest."""
 
     def __init__(self, errors: Errors, path: str, raw: object, *, separator: str = ".") -> None:
         self.errors = errors
@@ -171,117 +281,6 @@ class Reader:
     def _get(self, name: str) -> Any:
         self.known.append(name)
         return self.raw.get(name)
-
-    def string(self, name: str, default: D, *, pattern: re.Pattern[str] | None = None,
-               allowed_text: str = "must be a non-empty single-line string") -> str | D:
-        value = self._get(name)
-        if value is None:
-            return default
-        if not _is_text(value, pattern):
-            self.errors.add(self.key(name), value, allowed_text)
-            return default
-        return value  # type: ignore[no-any-return]
-
-    def choice(self, name: str, default: T, choices: Iterable[T]) -> T:
-        options = list(choices)
-        value = self._get(name)
-        if value is None:
-            return default
-        if value not in options:
-            allowed = ", ".join(map(repr, options))
-            self.errors.add(self.key(name), value, f"must be one of {allowed}")
-            return default
-        return value  # type: ignore[no-any-return]
-
-    def optional_integer(self, name: str, *, minimum: int, maximum: int,
-                         multiple_of: int | None = None) -> int | None:
-        if self._get(name) is None:
-            return None
-        return self.integer(name, minimum, minimum=minimum, maximum=maximum,
-                            multiple_of=multiple_of)
-
-    def integer(self, name: str, default: int, *, minimum: int | None = None,
-                maximum: int | None = None, choices: Iterable[int] | None = None,
-                multiple_of: int | None = None) -> int:
-        value = self._get(name)
-        if value is None:
-            return default
-        # bool is an int subclass; `replicas: true` is a mistake, not 1.
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.errors.add(self.key(name), value, "must be a whole number")
-            return default
-        options = list(choices) if choices is not None else None
-        if options is not None and value not in options:
-            allowed = ", ".join(map(str, options))
-            self.errors.add(self.key(name), value, f"must be one of {allowed}")
-            return default
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            if minimum is not None and maximum is not None:
-                bounds = f"between {minimum} and {maximum}"
-            else:
-                bounds = f"at least {minimum}" if minimum is not None else f"at most {maximum}"
-            self.errors.add(self.key(name), value, f"must be {bounds}")
-            return default
-        if multiple_of is not None and value % multiple_of:
-            self.errors.add(self.key(name), value, f"must be a multiple of {multiple_of}")
-            return default
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self._get(name)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self.errors.add(self.key(name), value, "must be true or false")
-            return default
-        return value
-
-    def quantity(self, name: str, default: D, *, positive: bool = True) -> str | D:
-        value = self._get(name)
-        if value is None:
-            return default
-        # Users often write `cpu: 1`; Kubernetes accepts numbers, so normalise to text.
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str) or not matches(_QUANTITY, value):
-            self.errors.add(self.key(name), value,
-                            "must be a Kubernetes quantity such as 10Gi, 500Mi, 250m or 2")
-            return default
-        if positive and quantity_value(value) <= 0:
-            self.errors.add(self.key(name), value, "must be greater than zero")
-            return default
-        return value
-
-    def string_list(self, name: str, *, pattern: re.Pattern[str] | None = None,
-                    allowed_text: str = "must be a list of non-empty strings") -> tuple[str, ...]:
-        value = self._get(name)
-        if value is None:
-            return ()
-        if not isinstance(value, list) or not all(_is_text(v, pattern) for v in value):
-            self.errors.add(self.key(name), value, allowed_text)
-            return ()
-        return tuple(value)
-
-    def string_map(self, name: str, *, key_ok: Callable[[str], bool] | None = None,
-                   value_ok: Callable[[str], bool] | None = None,
-                   allowed_text: str = "") -> tuple[tuple[str, str], ...]:
-        """A mapping of strings to strings; with ``key_ok``/``value_ok``, each entry that
-        fails them is reported under its own key, with ``allowed_text``."""
-        value = self._get(name)
-        if value is None:
-            return ()
-        if not isinstance(value, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
-            self.errors.add(self.key(name), value, "must be a mapping of strings to strings")
-            return ()
-        good = []
-        for key, text in sorted(value.items()):
-            if (key_ok and not key_ok(key)) or (value_ok and not value_ok(text)):
-                self.errors.add(f"{self.key(name)}.{key}", text, allowed_text)
-            else:
-                good.append((key, text))
-        return tuple(good)
 
     def child(self, name: str) -> Reader:
         return Reader(self.errors, self.key(name), self._get(name))

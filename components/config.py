@@ -8,15 +8,25 @@ instead of half-creating a cluster (the ``ops`` ConfigBase approach).
 :func:`parse` is the pure core: it takes the raw ``{"mysql-cluster:key": value}`` map
 that the Pulumi engine hands the program and returns a :class:`StackConfig`, which makes
 each class of bad input testable without the Pulumi runtime.
+
+Each key is declared once, on the dataclass field it fills (``_key``: the Pulumi
+spelling, its kind with bounds or allowed values, the default or how it is derived, a
+one-line description). Everything else works from those declarations: ``__post_init__``
+checks every field and the rules across fields, so a program that builds the dataclasses
+in Python gets the same validation as a stack file; the reader (:func:`_read`) walks the
+declarations, runs the same checks on what the YAML holds and re-keys each problem with
+the Pulumi path (the messages name the key the user typed); :func:`markdown_table` is the
+README's table. Defaults are never checked (they are right by construction) and a bad
+value is replaced by its default so that one run reports every problem at once.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pulumi
 from pulumi.runtime import config as runtime_config
@@ -24,9 +34,19 @@ from pulumi.runtime import config as runtime_config
 from components._validate import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
+    Checked,
     ConfigError,
     Errors,
+    InvalidConfig,
+    Problem,
     Reader,
+    check_boolean,
+    check_choice,
+    check_integer,
+    check_quantity,
+    check_text,
+    check_text_list,
+    check_text_map,
     is_cron,
     is_label_key,
     is_label_value,
@@ -39,6 +59,7 @@ if TYPE_CHECKING:
     # Annotation only: _kube imports pulumi_kubernetes, which this module must not.
     from components._kube import Spread
 
+T = TypeVar("T")
 PROJECT = "mysql-cluster"
 TOP_LEVEL_KEYS = ("namespace", "mysql", "etcd", "locks")
 # The object-valued top-level keys.
@@ -137,14 +158,230 @@ def managed_server_option(spelling: str) -> tuple[str, str] | None:
 _SERVER_OPTION = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 
 
-@dataclass(frozen=True)
-class Resources:
-    """Container requests and limits; memory limits guard the node, CPU limits are optional."""
+BINLOG_EXPIRE_MAX_SECONDS = 99 * 86400
+ETCD_DEFAULT_VERSION = "3.5.17"
+ETCD_SIZES = (1, 3, 5, 7)
+# The uclibc variant is statically linked, so the copied binary runs in a distroless image.
+ETCD_SHELL_DEFAULT_IMAGE = "busybox:1.36.1-uclibc"
+_ETCD_VERSION = re.compile(r"3\.(5\.([3-9]|[1-9][0-9])|6\.[0-9]+)")
+# "namespace/serviceaccount": a namespace label, then a ServiceAccount name (a subdomain).
+_USER = re.compile(r"(?=[^/]{1,63}/[^/]{1,253}\Z)[a-z0-9]([-a-z0-9]*[a-z0-9])?/"
+                   r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_CRON_TEXT = ("must be a cron schedule a CronJob accepts, such as '0 */6 * * *' (minute 0-59, "
+              "hour 0-23, day 1-31, month 1-12, weekday 0-7) or @hourly, @daily, @weekly, "
+              "@monthly, @yearly")
+_NAMESPACES_TEXT = "must be a list of namespace names (lowercase RFC 1123 labels)"
 
-    requests_cpu: str
-    requests_memory: str
-    limits_cpu: str | None
-    limits_memory: str | None
+
+# ---------------------------------------------------------------- how a key is declared
+
+# A check: (the value given, the field's default, the values of the fields before it).
+Check = Callable[[Any, Any, Mapping[str, Any]], Checked]
+_KEY = "mysql-cluster.key"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a key holds and how it is checked; ``allowed`` sums the bounds up for the table."""
+
+    name: str
+    check: Check
+    allowed: str = ""
+
+
+@dataclass(frozen=True)
+class Key:
+    """One stack config key, declared on the dataclass field it fills."""
+
+    # The Pulumi spelling inside its object; a dot nests it ("images.server").
+    name: str
+    kind: Kind
+    doc: str
+    # A default computed from the fields before it (an empty text field means "derive").
+    derive: Callable[[Mapping[str, Any]], Any] | None = None
+    derived: str = ""
+    # Set: the key is required, and this says so when it is missing.
+    required: str = ""
+    # A nested config dataclass, read from the object under ``name``.
+    nested: type | None = None
+
+
+def _text(pattern: re.Pattern[str] | None = None, allowed_text: str = "",
+          allowed: str = "") -> Kind:
+    extra = {"allowed_text": allowed_text} if allowed_text else {}
+    return Kind("text", lambda v, d, _: check_text(v, d, pattern=pattern, **extra), allowed)
+
+
+def _choice(choices: tuple[str, ...]) -> Kind:
+    return Kind("choice", lambda v, d, _: check_choice(v, d, choices),
+                " / ".join(f"`{c}`" for c in choices))
+
+
+def _integer(*, minimum: int | None = None, maximum: int | None = None,
+             choices: tuple[int, ...] | None = None, multiple_of: int | None = None) -> Kind:
+    if choices:
+        allowed = ", ".join(map(str, choices))
+    else:
+        allowed = f"{minimum}-{maximum}" if minimum is not None else ""
+    if multiple_of:
+        allowed += f", a multiple of {multiple_of}"
+    return Kind("integer", lambda v, d, _: check_integer(
+        v, d, minimum=minimum, maximum=maximum, choices=choices, multiple_of=multiple_of),
+        allowed)
+
+
+_BOOLEAN = Kind("boolean", lambda v, d, _: check_boolean(v, d))
+_QUANTITY_KIND = Kind("quantity", lambda v, d, _: check_quantity(v, d), "a quantity")
+_PINNED = _text(_PINNED_IMAGE, _PINNED_TEXT,
+                "exact tag or digest; `latest` and untagged images are refused")
+_NAMESPACES = Kind("text list", lambda v, d, _: check_text_list(
+    v, pattern=DNS_LABEL, allowed_text=_NAMESPACES_TEXT))
+_STORAGE_CLASS = _text(DNS_SUBDOMAIN, "must be a StorageClass name (RFC 1123)")
+_SECRET_NAME = _text(DNS_SUBDOMAIN, "must be a Secret name")
+_OBJECT = Kind("object", lambda v, d, _: (v, []))
+
+
+def _cluster_name(example: str) -> Kind:
+    return _text(_CLUSTER_NAME, "must be a lowercase RFC 1123 label of at most 40 characters "
+                 f"starting with a letter, such as {example}", "≤ 40 characters")
+
+
+def _key(name: str, kind: Kind, doc: str, *, default: Any = MISSING, derive: Callable[
+        [Mapping[str, Any]], Any] | None = None, derived: str = "", required: str = "",
+        nested: type | None = None) -> Any:
+    """A dataclass field carrying its key. A derived key's field defaults to ""."""
+    if derive is not None:
+        default = ""
+    return field(default=default, metadata={_KEY: Key(name, kind, doc, derive, derived,
+                                                       required, nested)})
+
+
+def _check_endpoints(value: Any, default: Any, _: Mapping[str, Any]) -> Checked:
+    if isinstance(value, list | tuple) and all(isinstance(e, Endpoint) for e in value):
+        endpoints = tuple(value)
+    else:
+        texts, problems = check_text_list(value, pattern=_ENDPOINT, allowed_text=_ENDPOINT_TEXT)
+        if problems:
+            return default, problems
+        endpoints = tuple(Endpoint.parse(t) for t in texts)
+    # A bad port is reported, the list kept: the endpoint count is checked on its own.
+    return endpoints, [("", str(e), "ports must be between 1 and 65535")
+                       for e in endpoints if not 1 <= e.port <= 65535]
+
+
+_ENDPOINTS = Kind("endpoints", _check_endpoints, "`host:port` list")
+
+
+def _check_schedule(value: Any, default: Any, _: Mapping[str, Any]) -> Checked:
+    if isinstance(value, str) and is_cron(value) and value.isprintable():
+        return value, []
+    return default, [("", value, _CRON_TEXT)]
+
+
+def _check_version(value: Any, default: Any, values: Mapping[str, Any]) -> Checked:
+    flavor = FLAVORS[values["flavor"]]
+    return check_text(value, default, pattern=flavor.version_pattern,
+                      allowed_text=f"{flavor.name} supports {flavor.versions_text}")
+
+
+def _server_option_problem(key: str, value: str) -> str | None:
+    if not matches(_SERVER_OPTION, key):
+        return ("option names are lowercase server variables such as max_connections "
+                "(quote numbers: \"500\")")
+    if managed := managed_server_option(key):
+        reason, option = managed
+        return (f"is managed by the cluster ({reason}: it reaches {option!r}) "
+                "and cannot be overridden in any spelling")
+    if not value.strip() or not value.isprintable():
+        return "must be a non-empty single-line value"
+    return None
+
+
+def _node_selector_problem(key: str, value: str) -> str | None:
+    if is_label_key(key) and is_label_value(value):
+        return None
+    return ("node selectors are label keys ([prefix/]name, name at most 63 characters) "
+            "with label values (at most 63 characters of A-Z a-z 0-9 - _ .)")
+
+
+# ---------------------------------------------------------------- one place that validates
+
+def _default(f: Field[Any]) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return MISSING
+
+
+def _settle(cls: type, given: Mapping[str, Any], defaults: Any = None,
+            ) -> tuple[dict[str, Any], list[Problem]]:
+    """Every field's value, in declaration order: given ones checked (a bad one replaced by
+    the default), missing and derived ones filled in. Defaults are never checked. A field
+    without a default of its own (Resources) takes it from ``defaults``, its parent's."""
+    values: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for f in fields(cls):
+        key: Key | None = f.metadata.get(_KEY)
+        default = _default(f)
+        if default is MISSING and defaults is not None:
+            default = getattr(defaults, f.name)
+        value = given.get(f.name, default)
+        # bool and float compare equal to ints: only a value of the default's own type
+        # that equals it counts as the default.
+        is_default = value is default or (type(value) is type(default) and value == default)
+        # None is "unset" for an optional field (its annotation, text here, allows None).
+        is_default = is_default or (value is None and "None" in str(f.type))
+        if key is not None and not is_default:
+            value, found = key.kind.check(value, default, values)
+            problems += [Problem(f.name, shown, text, suffix) for suffix, shown, text in found]
+        if key is not None and key.derive is not None and value == "":
+            value = key.derive(values)
+        values[f.name] = value
+    return values, problems
+
+
+class _Validated:
+    """``__post_init__`` for the config dataclasses: check every field and the rules across
+    fields (:meth:`_problems`), derive what was left to derive, raise InvalidConfig."""
+
+    def __post_init__(self) -> None:
+        given = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        values, problems = _settle(type(self), given)
+        for name, value in values.items():
+            if value is not given[name]:
+                object.__setattr__(self, name, value)
+        # Rules across fields only make sense once each field is good.
+        if not problems:
+            problems = self._problems()
+        if problems:
+            raise InvalidConfig(problems, self)
+
+    def _problems(self) -> list[Problem]:
+        return []
+
+
+# ---------------------------------------------------------------- the declarations
+
+@dataclass(frozen=True)
+class Resources(_Validated):
+    """Container requests and limits; memory limits guard the node, CPU limits are optional.
+    Each component gives its own default instance (a MySQL server needs more than etcd)."""
+
+    requests_cpu: str = _key("requests.cpu", _QUANTITY_KIND, "CPU request")
+    requests_memory: str = _key("requests.memory", _QUANTITY_KIND, "memory request")
+    limits_cpu: str | None = _key("limits.cpu", _QUANTITY_KIND, "CPU limit")
+    limits_memory: str | None = _key("limits.memory", _QUANTITY_KIND, "memory limit")
+
+    def _problems(self) -> list[Problem]:
+        # The API server refuses a pod whose request exceeds its limit: catch it here, where
+        # the message can name the keys.
+        return [Problem(f"requests_{name}", request, f"must not exceed {{0}} ({limit})",
+                        refs=(f"limits_{name}",))
+                for name, request, limit in (("cpu", self.requests_cpu, self.limits_cpu),
+                                             ("memory", self.requests_memory,
+                                              self.limits_memory))
+                if limit is not None and quantity_value(request) > quantity_value(limit)]
 
 
 @dataclass(frozen=True)
@@ -162,7 +399,7 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
-class ReplicationInitConfig:
+class ReplicationInitConfig(_Validated):
     """How the ReplicationInit provider reaches the pods from where ``pulumi up`` runs.
 
     ``in-cluster``: the runner is a pod (GitOps); endpoints default to pod DNS names.
@@ -170,352 +407,275 @@ class ReplicationInitConfig:
     primary first, then one per replica in ordinal order.
     """
 
-    enabled: bool
-    access: Access
-    endpoints: tuple[Endpoint, ...]
-    timeout_seconds: int
+    enabled: bool = _key("enabled", _BOOLEAN, "run ReplicationInit on every `pulumi up`",
+                         default=True)
+    access: Access = _key("access", _choice(ACCESSES), "how `pulumi up` reaches the pods: pod "
+                          "DNS, or `kubectl port-forward` (docs/mysql.md)", default="in-cluster")
+    endpoints: tuple[Endpoint, ...] = _key(
+        "endpoints", _ENDPOINTS, "port-forward: the local end for every pod, primary first",
+        default=())
+    timeout_seconds: int = _key("timeoutSeconds", _integer(minimum=10, maximum=3600),
+                                "how long an up waits for replicas to catch up", default=300)
+
+
+def _mysql_version(values: Mapping[str, Any]) -> str:
+    return FLAVORS[values["flavor"]].default_version
 
 
 @dataclass(frozen=True)
-class MySQLConfig:
+class MySQLConfig(_Validated):
     # The StatefulSet's name; pods are <name>-0 (the primary), <name>-1...
-    name: str
-    flavor: Flavor
-    version: str
-    replicas: int
-    storage: str
-    storage_class: str | None
-    resources: Resources
-    server_image: str
-    backup_image: str
+    name: str = _key("name", _cluster_name("orders-db"), "StatefulSet name", default="mysql")
+    flavor: Flavor = _key("flavor", _choice(tuple(FLAVORS)), "server flavor: MySQL 8.4.x, "
+                          "or MariaDB 10.11.x / 11.4.x", default="mariadb")
+    version: str = _key("version", Kind("version", _check_version, "of the flavor"),
+                        "server version", derive=_mysql_version, derived=", ".join(
+                            f"`{spec.default_version}` ({name})"
+                            for name, spec in FLAVORS.items()))
+    replicas: int = _key("replicas", _integer(minimum=1, maximum=9),
+                         "total pods; ordinal 0 is the primary", default=2)
+    storage: str = _key("storage", _QUANTITY_KIND, "data PVC per pod", default="10Gi")
+    storage_class: str | None = _key("storageClass", _STORAGE_CLASS, "StorageClass of the "
+                                     "data PVCs (unset: the cluster default)", default=None)
+    resources: Resources = _key("resources", _OBJECT, "server container", nested=Resources,
+                                default=Resources("500m", "1Gi", None, "2Gi"))
+    server_image: str = _key("images.server", _PINNED, "server image", derived="pinned per "
+                             "flavor and version",
+                             derive=lambda v: FLAVORS[v["flavor"]].server_image(v["version"]))
+    backup_image: str = _key("images.backup", _PINNED, "backup tool image", derived="pinned "
+                             "per flavor and version",
+                             derive=lambda v: FLAVORS[v["flavor"]].backup_image(v["version"]))
     # Labels each pod with its role; distroless, no shell (see components/mysql/cluster.py).
-    kubectl_image: str
-    max_replica_lag_seconds: int
-    spread: Spread
-    server_id_base: int | None
-    pvc_retention_when_deleted: Retention
-    pvc_retention_when_scaled: Retention
-    binlog_expire_seconds: int
-    extra_server_config: tuple[tuple[str, str], ...]
-    node_selector: tuple[tuple[str, str], ...]
+    kubectl_image: str = _key("images.kubectl", _PINNED, "image that labels each pod with "
+                              "its role", default=KUBECTL_DEFAULT_IMAGE)
+    max_replica_lag_seconds: int = _key(
+        "maxReplicaLagSeconds", _integer(minimum=1, maximum=86400),
+        "a replica is Ready only within this lag", default=30)
+    spread: Spread = _key("spread", _choice(SPREADS), "`required`: never two pods on one "
+                          "node; `preferred`: if possible", default="preferred")
+    # server_id is 32-bit; each cluster takes a block of 1000 ids for its ordinals.
+    server_id_base: int | None = _key(
+        "serverIdBase", _integer(minimum=1000, maximum=4_294_966_000, multiple_of=1000),
+        "first server-id of the cluster's block", default=None,
+        derived="hashed from project/stack/namespace/name")
+    pvc_retention_when_deleted: Retention = _key(
+        "pvcRetention.whenDeleted", _choice(RETENTIONS),
+        "StatefulSet PVC retention when it is deleted", default="Retain")
+    pvc_retention_when_scaled: Retention = _key(
+        "pvcRetention.whenScaled", _choice(RETENTIONS),
+        "StatefulSet PVC retention when it is scaled down", default="Retain")
+    # MariaDB's maximum (99 days); a larger value would be cut to it without a word.
+    binlog_expire_seconds: int = _key(
+        "binlogExpireSeconds", _integer(minimum=3600, maximum=BINLOG_EXPIRE_MAX_SECONDS),
+        "binary log retention (the maximum is MariaDB's)", default=7 * 86400)
+    extra_server_config: tuple[tuple[str, str], ...] = _key(
+        "extraServerConfig", Kind("map", lambda v, d, _: check_text_map(
+            v, entry=_server_option_problem)),
+        "extra server options; any spelling the server would take for an option "
+        "replication, durability, the pod's paths and network, or security rely on is "
+        "refused (`loose-`/`skip-`/`disable-`/`enable-`/`maximum-` prefixes, `-` or `_`, "
+        "case, abbreviations)", default=())
+    node_selector: tuple[tuple[str, str], ...] = _key(
+        "nodeSelector", Kind("map", lambda v, d, _: check_text_map(
+            v, entry=_node_selector_problem)),
+        "node selector for the pods (label keys and values)", default=())
     # Namespaces (besides the cluster's own) whose pods may connect to the MySQL port.
-    client_namespaces: tuple[str, ...]
-    replication_init: ReplicationInitConfig
+    client_namespaces: tuple[str, ...] = _key(
+        "clientNamespaces", _NAMESPACES, "other namespaces allowed to reach port 3306",
+        default=())
+    replication_init: ReplicationInitConfig = _key(
+        "replicationInit", _OBJECT, "", nested=ReplicationInitConfig,
+        default=ReplicationInitConfig())
+
+    def _problems(self) -> list[Problem]:
+        init = self.replication_init
+        if init.enabled and init.access == "port-forward" and len(init.endpoints) != self.replicas:
+            return [Problem("replication_init.endpoints", [str(e) for e in init.endpoints],
+                            f"port-forward access needs exactly {self.replicas} endpoints "
+                            "(the primary first, then each replica by ordinal)")]
+        return []
 
 
 @dataclass(frozen=True)
-class EtcdTLSConfig:
+class EtcdTLSConfig(_Validated):
     """Certificates come from Secrets (cert-manager issues them); we never generate keys."""
 
-    enabled: bool
-    peer_secret: str | None
-    client_secret: str | None
+    enabled: bool = _key("enabled", _BOOLEAN, "peer and client TLS", default=False)
+    peer_secret: str | None = _key("peerSecret", _SECRET_NAME,
+                                   "cert-manager Secret of the peer certificate", default=None)
+    client_secret: str | None = _key(
+        "clientSecret", _SECRET_NAME, "cert-manager Secret of the client certificate",
+        default=None)
+
+    def _problems(self) -> list[Problem]:
+        if self.enabled and not (self.peer_secret and self.client_secret):
+            return [Problem("", "enabled without secrets",
+                            "tls.enabled needs both peerSecret and clientSecret (cert-manager "
+                            "Certificate secrets with tls.crt, tls.key and ca.crt)")]
+        return []
 
 
 @dataclass(frozen=True)
-class EtcdSnapshotConfig:
-    enabled: bool
-    schedule: str
-    retain: int
-    storage: str
+class EtcdSnapshotConfig(_Validated):
+    enabled: bool = _key("enabled", _BOOLEAN, "snapshot CronJob", default=True)
+    schedule: str = _key("schedule", Kind("cron", _check_schedule, "cron"), "when it runs",
+                         default="0 */6 * * *")
+    retain: int = _key("retain", _integer(minimum=1, maximum=1000), "snapshots kept",
+                       default=8)
+    storage: str = _key("storage", _QUANTITY_KIND, "snapshot PVC", default="5Gi")
 
 
 @dataclass(frozen=True)
-class EtcdMembershipConfig:
+class EtcdMembershipConfig(_Validated):
     """How the EtcdMembership provider reaches the cluster's client API."""
 
-    enabled: bool
-    access: Access
-    endpoints: tuple[Endpoint, ...]
+    enabled: bool = _key("enabled", _BOOLEAN, "membership changes through the etcd API",
+                         default=True)
+    access: Access = _key("access", _choice(ACCESSES), "how EtcdMembership reaches etcd",
+                          default="in-cluster")
+    endpoints: tuple[Endpoint, ...] = _key("endpoints", _ENDPOINTS,
+                                           "port-forward: client endpoints", default=())
     # How long one membership change may wait for etcd (a restarted cluster refuses
     # "member add" for its first 5 seconds).
-    timeout_seconds: int
+    timeout_seconds: int = _key("timeoutSeconds", _integer(minimum=10, maximum=3600),
+                                "how long one membership change may wait", default=120)
     # Client TLS files on the machine that runs `pulumi up` (client TLS only).
-    ca_file: str | None
-    cert_file: str | None
-    key_file: str | None
+    ca_file: str | None = _key("caFile", _text(), "port-forward: client TLS CA file",
+                               default=None)
+    cert_file: str | None = _key("certFile", _text(), "port-forward: client certificate file",
+                                 default=None)
+    key_file: str | None = _key("keyFile", _text(), "port-forward: client key file",
+                                default=None)
+
+    def _problems(self) -> list[Problem]:
+        problems = []
+        if self.key_file and not self.cert_file:
+            problems.append(Problem("key_file", self.key_file, "needs membership.certFile as well"))
+        if self.enabled and self.access == "port-forward" and not self.endpoints:
+            problems.append(Problem("endpoints", [], "port-forward access needs at least one "
+                                    "client endpoint"))
+        return problems
 
 
 @dataclass(frozen=True)
-class EtcdConfig:
+class EtcdConfig(_Validated):
     # The StatefulSet's name; pods are <name>-0, <name>-1...
-    name: str
+    name: str = _key("name", _cluster_name("locks-etcd"), "StatefulSet name", default="etcd")
     # 1, 3, 5 or 7: an even size tolerates no more failures than the odd size below it,
     # and past 7 (etcd's recommended maximum) every write waits on a larger majority.
     # Scaling between sizes still changes one member at a time, in one `pulumi up`
     # (see components/etcd/membership.py).
-    replicas: int
-    version: str
-    image: str
+    replicas: int = _key("replicas", _integer(choices=ETCD_SIZES), "members", default=3)
+    version: str = _key("version", _text(_ETCD_VERSION, "must be an etcd release 3.5.3 or "
+                                         f"later, such as {ETCD_DEFAULT_VERSION} (3.5.0-3.5.2 "
+                                         "can corrupt data)", "3.5.3 or later"),
+                        "etcd version", default=ETCD_DEFAULT_VERSION)
+    image: str = _key("images.etcd", _PINNED, "etcd image", derived="pinned per version",
+                      derive=lambda v: f"gcr.io/etcd-development/etcd:v{v['version']}")
     # A pinned busybox: the etcd image is distroless, its start-up script needs a shell.
-    shell_image: str
-    storage: str
-    storage_class: str | None
-    resources: Resources
-    spread: Spread
-    tls: EtcdTLSConfig
-    snapshot: EtcdSnapshotConfig
-    membership: EtcdMembershipConfig
+    shell_image: str = _key("images.shell", _PINNED, "static busybox for the start-up "
+                            "script", default=ETCD_SHELL_DEFAULT_IMAGE)
+    storage: str = _key("storage", _QUANTITY_KIND, "data PVC per member", default="2Gi")
+    storage_class: str | None = _key("storageClass", _STORAGE_CLASS, "StorageClass of the "
+                                     "data PVCs (unset: the cluster default)", default=None)
+    resources: Resources = _key("resources", _OBJECT, "etcd container", nested=Resources,
+                                default=Resources("100m", "256Mi", None, "512Mi"))
+    spread: Spread = _key("spread", _choice(SPREADS), "as for MySQL", default="preferred")
+    tls: EtcdTLSConfig = _key("tls", _OBJECT, "", nested=EtcdTLSConfig, default=EtcdTLSConfig())
+    snapshot: EtcdSnapshotConfig = _key("snapshot", _OBJECT, "", nested=EtcdSnapshotConfig,
+                                        default=EtcdSnapshotConfig())
+    membership: EtcdMembershipConfig = _key("membership", _OBJECT, "",
+                                            nested=EtcdMembershipConfig,
+                                            default=EtcdMembershipConfig())
     # Namespaces (besides the cluster's own) whose pods may reach the client port.
-    client_namespaces: tuple[str, ...]
+    client_namespaces: tuple[str, ...] = _key(
+        "clientNamespaces", _NAMESPACES, "other namespaces allowed to reach 2379", default=())
 
 
 @dataclass(frozen=True)
-class LocksConfig:
-    enabled: bool
+class LocksConfig(_Validated):
+    enabled: bool = _key("enabled", _BOOLEAN, "install the Lock CRD and roles", default=False)
     # Deleting the CRD deletes every Lock object; only with force may a held lock go.
-    force_delete: bool
+    force_delete: bool = _key("forceDelete", _BOOLEAN, "let a destroy delete the CRD while "
+                              "locks are held", default=False)
     # ServiceAccounts ("namespace/name") bound to the lock-user ClusterRole.
-    users: tuple[str, ...]
+    users: tuple[str, ...] = _key(
+        "users", Kind("text list", lambda v, d, _: check_text_list(
+            v, pattern=_USER, allowed_text="must be a list of 'namespace/serviceaccount'")),
+        "ServiceAccounts (`namespace/name`) bound to the lock-user role", default=())
     # How long `pulumi up` waits for the CRD's Established condition before failing.
-    establish_timeout_seconds: int = 60
+    establish_timeout_seconds: int = _key(
+        "establishTimeoutSeconds", _integer(minimum=5, maximum=3600),
+        "how long `pulumi up` waits for the CRD to be Established", default=60)
 
 
 @dataclass(frozen=True)
-class StackConfig:
+class StackConfig(_Validated):
     project: str
     stack: str
-    namespace: str
-    mysql: MySQLConfig
-    etcd: EtcdConfig
-    locks: LocksConfig
+    namespace: str = _key(
+        "namespace", _text(DNS_LABEL, "must be a namespace name (lowercase RFC 1123 label)"),
+        "namespace of every object; must exist", required=(
+            "is required: set it with `pulumi config set namespace <name>` "
+            "(the default namespace is never used)"))
+    mysql: MySQLConfig = _key("mysql", _OBJECT, "", nested=MySQLConfig, default=MySQLConfig())
+    etcd: EtcdConfig = _key("etcd", _OBJECT, "", nested=EtcdConfig, default=EtcdConfig())
+    locks: LocksConfig = _key("locks", _OBJECT, "", nested=LocksConfig, default=LocksConfig())
+
+    def _problems(self) -> list[Problem]:
+        if self.mysql.name == self.etcd.name:
+            return [Problem("etcd.name", self.etcd.name,
+                            "must differ from mysql.name: both are StatefulSets in one namespace")]
+        return []
 
 
-BINLOG_EXPIRE_MAX_SECONDS = 99 * 86400
-ETCD_DEFAULT_VERSION = "3.5.17"
-ETCD_SIZES = (1, 3, 5, 7)
-# The uclibc variant is statically linked, so the copied binary runs in a distroless image.
-ETCD_SHELL_DEFAULT_IMAGE = "busybox:1.36.1-uclibc"
-_ETCD_VERSION = re.compile(r"3\.(5\.([3-9]|[1-9][0-9])|6\.[0-9]+)")
-# "namespace/serviceaccount": a namespace label, then a ServiceAccount name (a subdomain).
-_USER = re.compile(r"(?=[^/]{1,63}/[^/]{1,253}\Z)[a-z0-9]([-a-z0-9]*[a-z0-9])?/"
-                   r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# ---------------------------------------------------------------- the YAML reader
 
-
-def _resources(reader: Reader, defaults: Resources) -> Resources:
-    requests = reader.child("requests")
-    limits = reader.child("limits")
-    resources = Resources(
-        requests_cpu=requests.quantity("cpu", defaults.requests_cpu),
-        requests_memory=requests.quantity("memory", defaults.requests_memory),
-        limits_cpu=limits.quantity("cpu", defaults.limits_cpu),
-        limits_memory=limits.quantity("memory", defaults.limits_memory),
-    )
-    # The API server refuses a pod whose request exceeds its limit: catch it here, where
-    # the message can name the keys.
-    for resource, request, limit in (("cpu", resources.requests_cpu, resources.limits_cpu),
-                                     ("memory", resources.requests_memory,
-                                      resources.limits_memory)):
-        if limit is not None and quantity_value(request) > quantity_value(limit):
-            reader.errors.add(requests.key(resource), request,
-                              f"must not exceed {limits.key(resource)} ({limit})")
-    requests.finish()
-    limits.finish()
+def _read(cls: type[T], reader: Reader, defaults: Any = None,
+          extra: Mapping[str, Any] | None = None) -> tuple[T, dict[str, str]]:
+    """Read ``cls`` from ``reader`` by its declarations; report every problem under its
+    Pulumi key. Returns the instance and each field path's Pulumi key ("" is the object)."""
+    keys = {"": reader.path}
+    given: dict[str, Any] = dict(extra or {})
+    children: dict[str, Reader] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        key: Key | None = f.metadata.get(_KEY)
+        if key is None:
+            continue
+        *parents, leaf = key.name.split(".")
+        holder = reader
+        for depth in range(len(parents)):
+            prefix = ".".join(parents[:depth + 1])
+            if prefix not in children:
+                children[prefix] = holder.child(parents[depth])
+            holder = children[prefix]
+        keys[f.name] = holder.key(leaf)
+        if key.nested is not None:
+            nested_default = getattr(defaults, f.name) if defaults is not None else _default(f)
+            given[f.name], nested = _read(key.nested, holder.child(leaf), nested_default)
+            keys.update({f"{f.name}.{path}" if path else f.name: pulumi_key
+                         for path, pulumi_key in nested.items()})
+            continue
+        raw = holder._get(leaf)
+        if raw is not None:
+            given[f.name] = raw
+        elif key.required:
+            reader.errors.add(keys[f.name], None, key.required)
+    # A missing required key stays MISSING: reported above, never checked again.
+    values, problems = _settle(cls, given, defaults)
+    try:
+        instance = cls(**values)
+    except InvalidConfig as invalid:
+        problems += invalid.structured
+        instance = invalid.instance  # type: ignore[assignment]
+    for problem in problems:
+        text = problem.text.format(*(keys[r] for r in problem.refs)) if problem.refs \
+            else problem.text
+        reader.errors.add(keys[problem.field] + problem.suffix, problem.value, text)
+    for child in children.values():
+        child.finish()
     reader.finish()
-    return resources
-
-
-_CRON_TEXT = ("must be a cron schedule a CronJob accepts, such as '0 */6 * * *' (minute 0-59, "
-              "hour 0-23, day 1-31, month 1-12, weekday 0-7) or @hourly, @daily, @weekly, "
-              "@monthly, @yearly")
-
-
-def _schedule(reader: Reader, name: str, default: str) -> str:
-    text = reader.string(name, default, allowed_text=_CRON_TEXT)
-    if text is None or not is_cron(text):
-        reader.errors.add(reader.key(name), text, _CRON_TEXT)
-        return default
-    return text
-
-
-def _endpoints(reader: Reader, name: str) -> tuple[Endpoint, ...]:
-    texts = reader.string_list(name, pattern=_ENDPOINT, allowed_text=_ENDPOINT_TEXT)
-    endpoints = tuple(Endpoint.parse(t) for t in texts)
-    for endpoint in endpoints:
-        if not 1 <= endpoint.port <= 65535:
-            reader.errors.add(reader.key(name), str(endpoint), "ports must be between 1 and 65535")
-    return endpoints
-
-
-def _server_options(reader: Reader, name: str) -> tuple[tuple[str, str], ...]:
-    options = reader.string_map(name)
-    good = []
-    for key, value in options:
-        managed = managed_server_option(key)
-        if not matches(_SERVER_OPTION, key):
-            reader.errors.add(f"{reader.key(name)}.{key}", value,
-                              "option names are lowercase server variables such as "
-                              "max_connections (quote numbers: \"500\")")
-        elif managed:
-            reason, option = managed
-            reader.errors.add(f"{reader.key(name)}.{key}", value,
-                              f"is managed by the cluster ({reason}: it reaches {option!r}) "
-                              "and cannot be overridden in any spelling")
-        elif not value.strip() or not value.isprintable():
-            reader.errors.add(f"{reader.key(name)}.{key}", value,
-                              "must be a non-empty single-line value")
-        else:
-            good.append((key, value))
-    return tuple(good)
-
-
-def _mysql(reader: Reader) -> MySQLConfig:
-    flavor_name: Flavor = reader.choice("flavor", "mariadb", tuple(FLAVORS))
-    flavor = FLAVORS[flavor_name]
-    version = reader.string("version", flavor.default_version, pattern=flavor.version_pattern,
-                            allowed_text=f"{flavor_name} supports {flavor.versions_text}")
-    replicas = reader.integer("replicas", 2, minimum=1, maximum=9)
-    images = reader.child("images")
-    server_image = images.string("server", flavor.server_image(version), pattern=_PINNED_IMAGE,
-                                 allowed_text=_PINNED_TEXT)
-    backup_image = images.string("backup", flavor.backup_image(version), pattern=_PINNED_IMAGE,
-                                 allowed_text=_PINNED_TEXT)
-    kubectl_image = images.string("kubectl", KUBECTL_DEFAULT_IMAGE, pattern=_PINNED_IMAGE,
-                                  allowed_text=_PINNED_TEXT)
-    images.finish()
-    pvc = reader.child("pvcRetention")
-    when_deleted = pvc.choice("whenDeleted", "Retain", RETENTIONS)
-    when_scaled = pvc.choice("whenScaled", "Retain", RETENTIONS)
-    pvc.finish()
-    init = reader.child("replicationInit")
-    access = init.choice("access", "in-cluster", ACCESSES)
-    init_config = ReplicationInitConfig(
-        enabled=init.boolean("enabled", True),
-        access=access,
-        endpoints=_endpoints(init, "endpoints"),
-        timeout_seconds=init.integer("timeoutSeconds", 300, minimum=10, maximum=3600),
-    )
-    if init_config.enabled and access == "port-forward" and len(init_config.endpoints) != replicas:
-        reader.errors.add(init.key("endpoints"), [str(e) for e in init_config.endpoints],
-                          f"port-forward access needs exactly {replicas} endpoints "
-                          "(the primary first, then each replica by ordinal)")
-    init.finish()
-    config = MySQLConfig(
-        name=reader.string("name", "mysql", pattern=_CLUSTER_NAME,
-                           allowed_text="must be a lowercase RFC 1123 label of at most 40 "
-                           "characters starting with a letter, such as orders-db"),
-        flavor=flavor_name,
-        version=version,
-        replicas=replicas,
-        storage=reader.quantity("storage", "10Gi"),
-        storage_class=reader.string("storageClass", None, pattern=DNS_SUBDOMAIN,
-                                    allowed_text="must be a StorageClass name (RFC 1123)"),
-        resources=_resources(reader.child("resources"),
-                             Resources("500m", "1Gi", None, "2Gi")),
-        server_image=server_image,
-        backup_image=backup_image,
-        kubectl_image=kubectl_image,
-        max_replica_lag_seconds=reader.integer("maxReplicaLagSeconds", 30, minimum=1,
-                                               maximum=86400),
-        spread=reader.choice("spread", "preferred", SPREADS),
-        # server_id is 32-bit; each cluster takes a block of 1000 ids for its ordinals.
-        server_id_base=reader.optional_integer("serverIdBase", minimum=1000,
-                                               maximum=4_294_966_000, multiple_of=1000),
-        pvc_retention_when_deleted=when_deleted,
-        pvc_retention_when_scaled=when_scaled,
-        # MariaDB's maximum (99 days); a larger value would be cut to it without a word.
-        binlog_expire_seconds=reader.integer("binlogExpireSeconds", 7 * 86400, minimum=3600,
-                                             maximum=BINLOG_EXPIRE_MAX_SECONDS),
-        extra_server_config=_server_options(reader, "extraServerConfig"),
-        node_selector=reader.string_map(
-            "nodeSelector", key_ok=is_label_key, value_ok=is_label_value,
-            allowed_text="node selectors are label keys ([prefix/]name, name at most 63 "
-            "characters) with label values (at most 63 characters of A-Z a-z 0-9 - _ .)"),
-        client_namespaces=reader.string_list(
-            "clientNamespaces", pattern=DNS_LABEL,
-            allowed_text="must be a list of namespace names (lowercase RFC 1123 labels)"),
-        replication_init=init_config,
-    )
-    reader.finish()
-    return config
-
-
-def _etcd(reader: Reader) -> EtcdConfig:
-    replicas = reader.integer("replicas", 3, choices=ETCD_SIZES)
-    version = reader.string("version", ETCD_DEFAULT_VERSION, pattern=_ETCD_VERSION,
-                            allowed_text="must be an etcd release 3.5.3 or later, such as "
-                            f"{ETCD_DEFAULT_VERSION} (3.5.0-3.5.2 can corrupt data)")
-    tls = reader.child("tls")
-    tls_enabled = tls.boolean("enabled", False)
-    tls_config = EtcdTLSConfig(
-        enabled=tls_enabled,
-        peer_secret=tls.string("peerSecret", None, pattern=DNS_SUBDOMAIN,
-                               allowed_text="must be a Secret name"),
-        client_secret=tls.string("clientSecret", None, pattern=DNS_SUBDOMAIN,
-                                 allowed_text="must be a Secret name"),
-    )
-    if tls_enabled and not (tls_config.peer_secret and tls_config.client_secret):
-        reader.errors.add(tls.path, "enabled without secrets",
-                          "tls.enabled needs both peerSecret and clientSecret (cert-manager "
-                          "Certificate secrets with tls.crt, tls.key and ca.crt)")
-    tls.finish()
-    snapshot = reader.child("snapshot")
-    snapshot_config = EtcdSnapshotConfig(
-        enabled=snapshot.boolean("enabled", True),
-        schedule=_schedule(snapshot, "schedule", "0 */6 * * *"),
-        retain=snapshot.integer("retain", 8, minimum=1, maximum=1000),
-        storage=snapshot.quantity("storage", "5Gi"),
-    )
-    snapshot.finish()
-    membership = reader.child("membership")
-    membership_config = EtcdMembershipConfig(
-        enabled=membership.boolean("enabled", True),
-        access=membership.choice("access", "in-cluster", ACCESSES),
-        endpoints=_endpoints(membership, "endpoints"),
-        timeout_seconds=membership.integer("timeoutSeconds", 120, minimum=10, maximum=3600),
-        ca_file=membership.string("caFile", None),
-        cert_file=membership.string("certFile", None),
-        key_file=membership.string("keyFile", None),
-    )
-    if membership_config.key_file and not membership_config.cert_file:
-        reader.errors.add(membership.key("keyFile"), membership_config.key_file,
-                          "needs membership.certFile as well")
-    if (membership_config.enabled and membership_config.access == "port-forward"
-            and not membership_config.endpoints):
-        reader.errors.add(membership.key("endpoints"), [],
-                          "port-forward access needs at least one client endpoint")
-    membership.finish()
-    images = reader.child("images")
-    image = images.string("etcd", f"gcr.io/etcd-development/etcd:v{version}",
-                          pattern=_PINNED_IMAGE, allowed_text=_PINNED_TEXT)
-    shell_image = images.string("shell", ETCD_SHELL_DEFAULT_IMAGE, pattern=_PINNED_IMAGE,
-                                allowed_text=_PINNED_TEXT)
-    images.finish()
-    config = EtcdConfig(
-        name=reader.string("name", "etcd", pattern=_CLUSTER_NAME,
-                           allowed_text="must be a lowercase RFC 1123 label of at most 40 "
-                           "characters starting with a letter, such as locks-etcd"),
-        replicas=replicas,
-        version=version,
-        image=image,
-        shell_image=shell_image,
-        storage=reader.quantity("storage", "2Gi"),
-        storage_class=reader.string("storageClass", None, pattern=DNS_SUBDOMAIN,
-                                    allowed_text="must be a StorageClass name (RFC 1123)"),
-        resources=_resources(reader.child("resources"), Resources("100m", "256Mi", None, "512Mi")),
-        spread=reader.choice("spread", "preferred", SPREADS),
-        tls=tls_config,
-        snapshot=snapshot_config,
-        membership=membership_config,
-        client_namespaces=reader.string_list(
-            "clientNamespaces", pattern=DNS_LABEL,
-            allowed_text="must be a list of namespace names (lowercase RFC 1123 labels)"),
-    )
-    reader.finish()
-    return config
-
-
-def _locks(reader: Reader) -> LocksConfig:
-    config = LocksConfig(
-        enabled=reader.boolean("enabled", False),
-        force_delete=reader.boolean("forceDelete", False),
-        users=reader.string_list("users", pattern=_USER,
-                                 allowed_text="must be a list of 'namespace/serviceaccount'"),
-        establish_timeout_seconds=reader.integer("establishTimeoutSeconds", 60, minimum=5,
-                                                 maximum=3600),
-    )
-    reader.finish()
-    return config
+    return instance, keys
 
 
 def _decode(key: str, value: object) -> object:
@@ -537,29 +697,53 @@ def parse(raw: Mapping[str, Any], *, stack: str, project: str = PROJECT) -> Stac
             if k.startswith(prefix)}
     # Top-level keys print as Pulumi spells them: "mysql-cluster:mysql".
     top = Reader(errors, project, ours, separator=":")
-    if ours.get("namespace") is None:
-        top.known.append("namespace")
-        errors.add(f"{project}:namespace", None,
-                   "is required: set it with `pulumi config set namespace <name>` "
-                   "(the default namespace is never used)")
-    namespace = top.string("namespace", "", pattern=DNS_LABEL,
-                           allowed_text="must be a namespace name (lowercase RFC 1123 label)")
-    mysql = _mysql(top.child("mysql"))
-    etcd = _etcd(top.child("etcd"))
-    locks = _locks(top.child("locks"))
-    if mysql.name == etcd.name:
-        errors.add(f"{project}:etcd.name", etcd.name,
-                   "must differ from mysql.name: both are StatefulSets in one namespace")
-    top.finish()
+    config, _ = _read(StackConfig, top, extra={"project": project, "stack": stack})
     errors.raise_if_any()
-    return StackConfig(project=project, stack=stack, namespace=namespace, mysql=mysql,
-                       etcd=etcd, locks=locks)
+    return config
 
 
 def load() -> StackConfig:
     """Read the running program's config through the Pulumi runtime."""
     raw = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     return parse(raw, stack=pulumi.get_stack(), project=pulumi.get_project())
+
+
+# ---------------------------------------------------------------- the README table
+
+def _shown_default(key: Key, value: Any) -> str:
+    if key.required or key.derived:
+        return key.derived or "required"
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, tuple):
+        return "`{}`" if key.kind.name == "map" else "`[]`"
+    if isinstance(value, int):
+        return str(value)
+    return f"`{value}`"
+
+
+def _rows(cls: type, prefix: str, defaults: Any) -> list[str]:
+    rows = []
+    for f in fields(cls):
+        key: Key | None = f.metadata.get(_KEY)
+        if key is None:
+            continue
+        name = f"{prefix}{key.name}"
+        value = getattr(defaults, f.name) if defaults is not None else _default(f)
+        if key.nested is not None:
+            rows += _rows(key.nested, f"{name}.", value)
+            continue
+        meaning = key.doc + (f" ({key.kind.allowed})" if key.kind.allowed else "")
+        rows.append(f"| `{name}` | {_shown_default(key, value)} | {meaning} |")
+    return rows
+
+
+def markdown_table() -> str:
+    """The README's stack configuration table, generated from the declarations."""
+    return "\n".join(["| key | default | meaning |", "|---|---|---|",
+                      *_rows(StackConfig, "", None)]) + "\n"
 
 
 __all__ = [
@@ -569,5 +753,13 @@ __all__ = [
     "MySQLConfig",
     "StackConfig",
     "load",
+    "markdown_table",
     "parse",
 ]
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--markdown"]:
+        raise SystemExit("usage: python -m components.config --markdown")
+    sys.stdout.write(markdown_table())
