@@ -37,12 +37,16 @@ tests/integration/test_locks.py checks every point against every backend)
 - ``inspect(name)`` reports the holder and the waiting queue (the CLI's ``status``,
   the Kubernetes printer columns and the FIFO tests read it).
 - Errors: :class:`~distlock.BackendUnavailable` when the service cannot be reached
-  within the call's time; :class:`ValueError` naming the problem for a bad lock name,
-  raised before anything is written.
+  within the call's time (an acquire's requests end by its timeout too);
+  :class:`~distlock._errors.BackendRefused` when it answered no (a limit, a permission);
+  :class:`ValueError` naming the problem for a bad lock name, raised before anything
+  is written.
 
 A backend module (``distlock/etcd.py``, ``distlock/kube.py``) also exposes
 ``from_options(options: BackendOptions) -> LockBackend``, which is how the CLI and
-:func:`distlock.open_backend` build it by name.
+:func:`distlock.open_backend` build it by name, and ``check_name(name)``, which raises
+the ValueError a bad name would get, without a session: the CLI refuses a bad NAME
+before it opens one (an etcd session is a lease: already a write).
 """
 
 from __future__ import annotations
@@ -197,3 +201,7 @@ class BackendOptions:
     """etcd TLS: client certificate (PEM), for members started with client-cert-auth."""
     key_file: str | None = None
     """etcd TLS: the client certificate's key (PEM)."""
+    open_timeout: float | None = None
+    """Seconds opening the session may keep retrying an unreachable service (etcd: the
+    lease grant); None: the backend's default. The CLI passes ``--timeout`` here, so
+    that the timeout bounds the whole wait, not only the queue."""

@@ -35,7 +35,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from distlock._errors import BackendUnavailable
+from distlock._errors import BackendRefused, BackendUnavailable
 
 # gRPC status codes that mean "this member cannot serve right now; another may".
 _RETRY_CODES = frozenset({4, 14})  # DEADLINE_EXCEEDED, UNAVAILABLE
@@ -43,7 +43,7 @@ _RETRY_HTTP = frozenset({502, 503, 504})
 _BACKOFF_MAX = 0.5
 
 
-class EtcdError(Exception):
+class EtcdError(BackendRefused):
     """etcd answered with an error that retrying elsewhere will not fix."""
 
     def __init__(self, code: int, message: str) -> None:
@@ -119,9 +119,18 @@ class TLSFiles:
                 raise ValueError(f"etcd TLS {label} file {path!r} does not exist")
         if bool(self.cert_file) != bool(self.key_file):
             raise ValueError("etcd client TLS needs both a certificate and a key file")
-        context = ssl.create_default_context(cafile=self.ca_file)
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file)
+        except ssl.SSLError as error:
+            raise ValueError(f"etcd TLS CA file {self.ca_file!r} is not a PEM CA bundle: "
+                             f"{error}") from None
         if self.cert_file and self.key_file:
-            context.load_cert_chain(self.cert_file, self.key_file)
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file)
+            except ssl.SSLError as error:
+                raise ValueError(f"etcd TLS client certificate {self.cert_file!r} and key "
+                                 f"{self.key_file!r} are not a matching PEM pair: "
+                                 f"{error}") from None
         return context
 
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from distlock._backend import BackendOptions, Grant, LockBackend, LockState
-from distlock._errors import BackendUnavailable, LockLost, StaleTokenError
+from distlock._errors import BackendRefused, BackendUnavailable, LockLost, StaleTokenError
 from distlock._etcd_gateway import (
     EtcdError,
     Gateway,
@@ -54,17 +54,26 @@ from distlock._etcd_gateway import (
 )
 from distlock._fencing import check_token
 
-__all__ = ["EtcdBackend", "EtcdFencedStore", "TLSFiles", "from_options"]
+__all__ = ["EtcdBackend", "EtcdFencedStore", "TLSFiles", "check_name", "from_options"]
 
 _log = logging.getLogger("distlock.etcd")
 
 _LEASE_EXISTS = "lease already exists"
 _LEASE_NOT_FOUND = "lease not found"
+# The gateway's lease TTL is an int64: anything larger cannot even be sent. etcd's own,
+# smaller limit is etcd's to enforce (and to name when it refuses).
+_MAX_WIRE_TTL = 2**63 - 1
 
 
 def from_options(options: BackendOptions) -> EtcdBackend:
     return EtcdBackend(options.endpoints, ttl=options.ttl,
-                       tls=TLSFiles(options.ca_file, options.cert_file, options.key_file))
+                       tls=TLSFiles(options.ca_file, options.cert_file, options.key_file),
+                       open_timeout=options.open_timeout)
+
+
+def check_name(name: str) -> None:
+    """ValueError naming the problem unless ``name`` can be an etcd lock name."""
+    _prefix(name)
 
 
 class EtcdBackend(LockBackend):
@@ -72,9 +81,14 @@ class EtcdBackend(LockBackend):
 
     def __init__(self, endpoints: Sequence[str] | str, *, ttl: float = 10.0,
                  tls: TLSFiles | None = None, request_timeout: float = 2.0,
-                 recheck: float = 1.0) -> None:
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl < 1:
+                 recheck: float = 1.0, open_timeout: float | None = None) -> None:
+        """``open_timeout``: how long granting the session's lease may keep failing over
+        (None: the TTL, at least 5 s); a caller with a deadline passes what is left."""
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 1 <= ttl < math.inf:
             raise ValueError(f"etcd lock ttl must be a number of seconds >= 1, got {ttl!r}")
+        if math.ceil(ttl) > _MAX_WIRE_TTL:
+            raise ValueError(f"etcd lock ttl must be at most {_MAX_WIRE_TTL} seconds (etcd's "
+                             f"int64), got {ttl!r}")
         self._gateway = Gateway(endpoints, request_timeout=request_timeout, tls=tls)
         self._recheck = recheck
         self._mutex = threading.Lock()
@@ -85,7 +99,8 @@ class EtcdBackend(LockBackend):
         # The lease's clock starts when etcd applies the grant, which is after we send
         # it: counting from the send never lets us believe in it longer than etcd does.
         sent = time.monotonic()
-        self._lease_id, self._ttl = self._grant_lease(math.ceil(ttl))
+        self._lease_id, self._ttl = self._grant_lease(
+            math.ceil(ttl), max(ttl, 5) if open_timeout is None else open_timeout)
         self._expires = sent + self._ttl
         self._keepalive = threading.Thread(target=self._keep_alive, daemon=True,
                                            name=f"distlock-etcd-keepalive-{self._lease_id:x}")
@@ -118,9 +133,11 @@ class EtcdBackend(LockBackend):
                                    "a second waiter needs its own session")
             self._busy.add(key)
         granted = False
+        once = timeout is not None and timeout <= 0
         try:
-            revision, ahead = self._enqueue(key, prefix)
-            if timeout is not None and timeout <= 0:
+            # A try without waiting still gets whole requests; a wait bounds each by its end.
+            revision, ahead = self._enqueue(key, prefix, None if once else deadline)
+            if once:
                 granted = ahead is None
             else:
                 granted = self._wait_turn(key, prefix, revision, ahead, deadline, cancel)
@@ -183,7 +200,8 @@ class EtcdBackend(LockBackend):
 
     # -- the Mutex algorithm ---------------------------------------------------------
 
-    def _enqueue(self, key: str, prefix: str) -> tuple[int, _Ahead | None]:
+    def _enqueue(self, key: str, prefix: str,
+                 deadline: float | None) -> tuple[int, _Ahead | None]:
         """Create our waiter key (or find it after a retry): its revision and who is ahead.
 
         As in etcd's Go Mutex, the transaction that creates the key also reads the queue
@@ -197,7 +215,7 @@ class EtcdBackend(LockBackend):
                                          "lease": str(self._lease_id)}},
                         {"request_range": _queue_range(prefix, None)}],
             "failure": [{"request_range": {"key": b64(key)}}],
-        }, timeout=self._request_deadline())
+        }, timeout=self._request_deadline(deadline))
         if response.get("succeeded"):
             revision = int(response["header"]["revision"])
             queue = response["responses"][1]["response_range"]
@@ -208,9 +226,10 @@ class EtcdBackend(LockBackend):
         # A retry found the key its lost first attempt created: keys created since then
         # sort above ours, so the queue must be read up to our revision.
         revision = int(kvs[0]["create_revision"])
-        return revision, self._ahead_of(key, prefix, revision)
+        return revision, self._ahead_of(key, prefix, revision, deadline)
 
-    def _ahead_of(self, key: str, prefix: str, revision: int) -> _Ahead | None:
+    def _ahead_of(self, key: str, prefix: str, revision: int,
+                  deadline: float | None) -> _Ahead | None:
         """The waiter just ahead of us, or None when we are first.
 
         One linearizable read answers both questions a waiter has: the two highest
@@ -219,7 +238,7 @@ class EtcdBackend(LockBackend):
         of the minimum.
         """
         response = self._gateway.call("kv/range", _queue_range(prefix, revision),
-                                      timeout=self._request_deadline())
+                                      timeout=self._request_deadline(deadline))
         return _ahead_in(response, key, revision, seen_at=int(response["header"]["revision"]))
 
     def _wait_turn(self, key: str, prefix: str, revision: int,  # noqa: PLR0917
@@ -249,7 +268,7 @@ class EtcdBackend(LockBackend):
                     return False
                 if watch.created.is_set() and not watch.fired.is_set():
                     if watch.start_revision > ahead.seen_at + 1:
-                        again = self._ahead_of(key, prefix, revision)
+                        again = self._ahead_of(key, prefix, revision, deadline)
                         if not ahead.same_waiter(again):
                             ahead = again  # gone while the watch was set up, or another
                             continue
@@ -262,7 +281,7 @@ class EtcdBackend(LockBackend):
                     time.sleep(0.05)
                 # Deleted, broken, or ``recheck`` passed (a member that hangs instead of
                 # dying must delay a handoff, never lose it): ask again.
-                ahead = self._ahead_of(key, prefix, revision)
+                ahead = self._ahead_of(key, prefix, revision, deadline)
             finally:
                 watch.stop()
         return True
@@ -306,9 +325,9 @@ class EtcdBackend(LockBackend):
 
     # -- the session lease -----------------------------------------------------------
 
-    def _grant_lease(self, ttl: int) -> tuple[int, int]:
+    def _grant_lease(self, ttl: int, timeout: float) -> tuple[int, int]:
         lease_id = secrets.randbits(63) or 1
-        deadline = time.monotonic() + max(ttl, 5)
+        deadline = time.monotonic() + timeout
         retried = False
         while True:
             try:
@@ -316,10 +335,12 @@ class EtcdBackend(LockBackend):
                                               timeout=max(deadline - time.monotonic(), 0.1))
             except EtcdError as error:
                 if _LEASE_EXISTS not in error.message:
-                    raise BackendUnavailable(f"etcd refused a lease: {error}") from error
+                    self._gateway.close()
+                    raise BackendRefused(f"etcd refused a lease of {ttl}s: "
+                                         f"{error.message}") from error
                 if retried:
                     # Our earlier attempt was applied and only its response was lost.
-                    return lease_id, self._current_ttl(lease_id, ttl)
+                    return lease_id, self._current_ttl(lease_id, ttl, deadline)
                 lease_id = secrets.randbits(63) or 1  # a collision with someone else's
                 continue
             except BackendUnavailable:
@@ -329,9 +350,9 @@ class EtcdBackend(LockBackend):
             if "ID" in response:
                 return int(response["ID"]), int(response.get("TTL", ttl))
 
-    def _current_ttl(self, lease_id: int, fallback: int) -> int:
+    def _current_ttl(self, lease_id: int, fallback: int, deadline: float) -> int:
         response = self._gateway.call("lease/timetolive", {"ID": str(lease_id)},
-                                      timeout=self._gateway_timeout())
+                                      timeout=max(deadline - time.monotonic(), 0.1))
         return int(response.get("grantedTTL", fallback))
 
     def _keep_alive(self) -> None:
@@ -372,10 +393,14 @@ class EtcdBackend(LockBackend):
             raise LockLost(f"the etcd session was lost: {self._lost_reason}; "
                            "open a new backend to lock again")
 
-    def _request_deadline(self) -> float:
+    def _request_deadline(self, deadline: float | None = None) -> float:
         """How long one logical request may keep failing over: long enough to ride out
-        an election (~1-2 s), never longer than the lease could still last."""
-        return max(self._gateway_timeout(), 5.0)
+        an election (~1-2 s), never longer than the lease could still last, and never
+        past ``deadline`` (the acquire's own, on the monotonic clock) when one is set."""
+        budget = max(self._gateway_timeout(), 5.0)
+        if deadline is None:
+            return budget
+        return min(budget, max(deadline - time.monotonic(), 0.05))
 
     def _gateway_timeout(self) -> float:
         return max(self._ttl, 1)

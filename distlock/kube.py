@@ -77,7 +77,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from distlock._backend import BackendOptions, Grant, LockBackend, LockState
-from distlock._errors import BackendUnavailable, DistlockError
+from distlock._errors import BackendRefused, BackendUnavailable, DistlockError
 from distlock.crd import CRD_NAME, GROUP, KIND, PLURAL, VERSION
 
 _log = logging.getLogger("distlock.kube")
@@ -160,6 +160,11 @@ def default_namespace(kubeconfig: str | None = None, *, context: str | None = No
     if _IN_CLUSTER_NAMESPACE.exists():
         return _IN_CLUSTER_NAMESPACE.read_text().strip()
     return "default"
+
+
+def check_name(lock_name: str) -> None:
+    """ValueError naming the problem unless ``lock_name`` can be stored as a Lock object."""
+    object_name(lock_name)
 
 
 def object_name(lock_name: str) -> str:
@@ -365,17 +370,18 @@ class _LockObjects:
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise _Transient(str(error)) from error
 
-    def _fatal(self, error: ApiException) -> DistlockError:
+    def _fatal(self, error: ApiException) -> BackendRefused:
         where = f"Lock objects ({CRD_NAME}) in namespace {self._namespace!r}"
         if error.status == 404:
-            return DistlockError(f"{where} are not served: is the Lock CRD installed "
-                                 "(locks.enabled) and does the namespace exist? "
-                                 f"({_reason(error)})")
+            return BackendRefused(f"{where} are not served: is the Lock CRD installed "
+                                  "(locks.enabled) and does the namespace exist? "
+                                  f"({_reason(error)})")
         if error.status in (401, 403):
-            return DistlockError(f"not allowed to use {where}: bind the lock-user ClusterRole "
-                                 f"to this identity ({error.status} {_reason(error)})")
-        return DistlockError(f"the API server rejected a write to {where}: "
-                             f"{error.status} {_reason(error)}")
+            return BackendRefused(f"not allowed to use {where}: bind the lock-user "
+                                  f"ClusterRole to this identity ({error.status} "
+                                  f"{_reason(error)})")
+        return BackendRefused(f"the API server rejected a write to {where}: "
+                              f"{error.status} {_reason(error)}")
 
     def read(self, obj_name: str, *, timeout: float | None = None) -> _Read:
         listing = self._call("list_namespaced_custom_object", timeout=timeout,
@@ -383,14 +389,14 @@ class _LockObjects:
         items = listing.get("items") or []
         return _Read(items[0] if items else None, listing["metadata"]["resourceVersion"])
 
-    def create(self, obj_name: str, lock_name: str) -> None:
+    def create(self, obj_name: str, lock_name: str, *, timeout: float | None = None) -> None:
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
                 "metadata": {"name": obj_name,
                              "labels": {"app.kubernetes.io/managed-by": "distlock"}},
                 "spec": {"lockName": lock_name}}
         # AlreadyExists: another client created it first, which is as good.
         with contextlib.suppress(_Conflict):
-            self._call("create_namespaced_custom_object", body)
+            self._call("create_namespaced_custom_object", body, timeout=timeout)
 
     def write_status(self, obj: JSON, status: JSON, *, timeout: float | None = None) -> JSON:
         body = dict(obj, status=status)
@@ -398,14 +404,15 @@ class _LockObjects:
                                   obj["metadata"]["name"], body, timeout=timeout)
         return result
 
-    def next_change(self, obj_name: str, since: str, wait: float) -> JSON | None:
+    def next_change(self, obj_name: str, since: str, wait: float, *,
+                    connect_timeout: float | None = None) -> JSON | None:
         """The object after the first change past ``since``, or None after ``wait``."""
         try:
             response: Any = self._api.list_namespaced_custom_object(
                 GROUP, VERSION, self._namespace, PLURAL, watch=True, resource_version=since,
                 field_selector=f"metadata.name={obj_name}",
                 timeout_seconds=max(1, math.ceil(wait)), _preload_content=False,
-                _request_timeout=(self._timeout, max(wait, 0.05)))
+                _request_timeout=(connect_timeout or self._timeout, max(wait, 0.05)))
         except ApiException as error:
             if error.status == 410:
                 raise _Gone(_reason(error)) from error
@@ -509,17 +516,18 @@ class KubeLockBackend(LockBackend):
             with self._mutex:
                 self._busy.discard(name)
 
-    def _read_or_create(self, name: str, obj_name: str) -> _Read:
-        read = self._objects.read(obj_name)
+    def _read_or_create(self, name: str, obj_name: str, *,
+                        timeout: float | None = None) -> _Read:
+        read = self._objects.read(obj_name, timeout=timeout)
         if read.obj is None:
-            self._objects.create(obj_name, name)
-            read = self._objects.read(obj_name)
+            self._objects.create(obj_name, name, timeout=timeout)
+            read = self._objects.read(obj_name, timeout=timeout)
             if read.obj is None:
                 raise _Conflict("the Lock object vanished right after it was created")
         lock_name = (read.obj.get("spec") or {}).get("lockName")
         if lock_name not in (None, name):
-            raise DistlockError(f"lock {name!r} maps to Lock object {obj_name!r}, which "
-                                f"belongs to lock {lock_name!r}; rename one of them")
+            raise BackendRefused(f"lock {name!r} maps to Lock object {obj_name!r}, which "
+                                 f"belongs to lock {lock_name!r}; rename one of them")
         self._observer.observe(name, _status(read.obj))
         return read
 
@@ -697,6 +705,13 @@ class _Acquisition:
             self.cancel is not None and self.cancel.is_set()) or (
             self.deadline is not None and time.monotonic() >= self.deadline)
 
+    def request_timeout(self) -> float | None:
+        """One request's timeout: never past the deadline, so the timeout bounds the
+        whole acquire even when the API server accepts connections and never answers."""
+        if self.deadline is None:
+            return None
+        return min(self.timing.request_timeout, max(self.deadline - time.monotonic(), 0.05))
+
     def expired(self, role: str, identity: str, lease: float) -> bool:
         return self.backend._observer.remaining(self.name, role, identity, lease) <= 0
 
@@ -707,7 +722,8 @@ class _Acquisition:
         while True:
             try:
                 if read is None:
-                    read = self.backend._read_or_create(self.name, self.obj_name)
+                    read = self.backend._read_or_create(self.name, self.obj_name,
+                                                        timeout=self.request_timeout())
                 unreachable_since = None
                 outcome = self.step(read)
                 if isinstance(outcome, Grant) or outcome is None:
@@ -733,7 +749,10 @@ class _Acquisition:
                     ) from error
                 read = None
                 delay = min(max(delay * 2, 0.05), self.timing.retry_period)
-            time.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not crypto
+            pause = delay * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not crypto
+            if self.deadline is not None:
+                pause = min(pause, max(self.deadline - time.monotonic(), 0.0))
+            time.sleep(pause)
 
     def step(self, read: _Read) -> Grant | _Read | None:  # noqa: PLR0911 - one per outcome
         """One decision on a fresh read: a grant, None (gave up), or the next read."""
@@ -753,22 +772,26 @@ class _Acquisition:
         if free and not ahead and not self.backend._closed.is_set():
             self.claim_sent_at = time.monotonic()
             obj = self.backend._objects.write_status(
-                read.obj, _claimed(status, self.me, self.timing.lease_seconds, dead))
+                read.obj, _claimed(status, self.me, self.timing.lease_seconds, dead),
+                timeout=self.request_timeout())
             return self.backend._grant(self.name, self.obj_name, obj, self.claim_sent_at)
         if self.giving_up():
             if mine is None:
                 return None
             # Leave no queue slot behind (a conflict re-reads and comes back here).
-            self.backend._objects.write_status(read.obj, _dequeued(status, self.me))
+            self.backend._objects.write_status(read.obj, _dequeued(status, self.me),
+                                               timeout=self.request_timeout())
             return None
         now = time.monotonic()
         if mine is None:
             obj = self.backend._objects.write_status(
-                read.obj, _enqueued(status, self.me, self.timing.lease_seconds, dead))
+                read.obj, _enqueued(status, self.me, self.timing.lease_seconds, dead),
+                timeout=self.request_timeout())
             self.last_waiter_renewal = now
             return self._observed(obj)
         if now - self.last_waiter_renewal >= self.timing.waiter_renew_period:
-            obj = self.backend._objects.write_status(read.obj, _waiter_renewed(status, self.me))
+            obj = self.backend._objects.write_status(read.obj, _waiter_renewed(status, self.me),
+                                                     timeout=self.request_timeout())
             self.last_waiter_renewal = now
             return self._observed(obj)
         return self.wait(read, status, holder, ahead)
@@ -792,7 +815,8 @@ class _Acquisition:
         horizons += [observer.remaining(self.name, "waiter", w["identity"],
                                         w["leaseDurationSeconds"]) for w in ahead]
         wait = max(min(horizons), 0.01)
-        changed = self.backend._objects.next_change(self.obj_name, read.watch_from, wait)
+        changed = self.backend._objects.next_change(self.obj_name, read.watch_from, wait,
+                                                    connect_timeout=self.request_timeout())
         if changed is None:
             # Nothing changed: decide again on what we have (an expiry may have passed).
             return read
@@ -800,7 +824,11 @@ class _Acquisition:
 
 
 def from_options(options: BackendOptions) -> KubeLockBackend:
-    """Build a session from CLI/``open_backend`` options (kubeconfig, namespace, ttl)."""
+    """Build a session from CLI/``open_backend`` options (kubeconfig, namespace, ttl).
+
+    Opening contacts no server (the first request is the first acquire or inspect), so
+    ``open_timeout`` has nothing to bound here."""
+    Timing.from_ttl(options.ttl)  # a bad ttl is named before credentials are looked for
     try:
         api = api_client(options.kubeconfig)
     except k8s_config.ConfigException as error:
@@ -819,6 +847,7 @@ __all__ = [
     "KubeLockBackend",
     "Timing",
     "api_client",
+    "check_name",
     "default_namespace",
     "from_options",
     "object_name",
