@@ -15,12 +15,9 @@ from __future__ import annotations
 from distlock._etcd import (
     EtcdBackend,
     EtcdFencedStore,
-    _DeletionWatch,
     check_name,
     from_options,
 )
 from distlock._etcd_gateway import TLSFiles
 
 __all__ = ["EtcdBackend", "EtcdFencedStore", "TLSFiles", "check_name", "from_options"]
-# Until the tests import it from distlock._etcd (the next commit).
-__all__ += ["_DeletionWatch"]

@@ -13,18 +13,8 @@ that already hold this module. :func:`distlock.open_backend` finds the backend t
 from __future__ import annotations
 
 from distlock._kube import (
-    _OBJECT_NAME,
     KubeLockBackend,
     Timing,
-    _claimed,
-    _dequeued,
-    _enqueued,
-    _holder_renewed,
-    _LockObjects,
-    _Observer,
-    _released,
-    _status,
-    _waiter_renewed,
     api_client,
     check_name,
     default_namespace,
@@ -47,6 +37,3 @@ __all__ = [
     "from_options",
     "object_name",
 ]
-# Until the tests import their private names from distlock._kube (the next commit).
-__all__ += ["_OBJECT_NAME", "_LockObjects", "_Observer", "_claimed", "_dequeued", "_enqueued",
-            "_holder_renewed", "_released", "_status", "_waiter_renewed"]

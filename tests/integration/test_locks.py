@@ -611,7 +611,7 @@ def test_a_predecessor_deleted_around_the_watch_start_still_hands_over(
     confirming read, made when the watch starts past the revision the waiter saw, finds
     it. With periodic re-checks off, skipping that read leaves the waiter hanging."""
     endpoints = etcd_only(harness)
-    from distlock import etcd as distlock_etcd  # noqa: PLC0415 - only this test reaches inside
+    from distlock import _etcd as distlock_etcd  # noqa: PLC0415 - only this test reaches inside
 
     holder = EtcdBackend(list(endpoints), ttl=10)
     waiter = EtcdBackend(list(endpoints), ttl=10, recheck=3600)

@@ -16,7 +16,8 @@ import pytest
 from components.locks.crd import apply_crd, lock_crd_manifest
 from distlock import _cli
 from distlock._errors import BackendRefused
-from distlock.kube import KubeLockBackend, _LockObjects, api_client
+from distlock._kube import _LockObjects
+from distlock.kube import KubeLockBackend, api_client
 from tests.support.fake_kube import FakeKubeServer
 
 pytestmark = pytest.mark.integration
