@@ -26,15 +26,11 @@ NAMESPACE = "locks"
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeKubeServer]:
-    with FakeKubeServer() as kube:
-        kube.create_namespace(NAMESPACE)
-        yield kube
-
-
-@pytest.fixture
-def kubeconfig(fake: FakeKubeServer, tmp_path: Path) -> str:
-    return str(fake.write_kubeconfig(tmp_path / "kubeconfig", namespace=NAMESPACE))
+def kubeconfig(tmp_path: Path) -> Iterator[str]:
+    """A kubeconfig for a fresh fake API server with the namespace and no Lock CRD."""
+    with FakeKubeServer() as fake:
+        fake.create_namespace(NAMESPACE)
+        yield str(fake.write_kubeconfig(tmp_path / "kubeconfig", namespace=NAMESPACE))
 
 
 @pytest.mark.parametrize("subcommand", ["run", "status"])
