@@ -134,6 +134,14 @@ class TLSFiles:
         return context
 
 
+def _refused_certificate(error: ssl.SSLError) -> bool:
+    """True for a TLS alert by which the server rejects the client's certificate
+    (``SSLV3_ALERT_BAD_CERTIFICATE``, ``TLSV13_ALERT_CERTIFICATE_REQUIRED``, ...)."""
+    reason = str(getattr(error, "reason", "") or "")
+    return "ALERT" in reason and any(word in reason for word in
+                                     ("CERTIFICATE", "UNKNOWN_CA", "ACCESS_DENIED"))
+
+
 class _Unavailable(Exception):
     """One attempt on one endpoint failed in a way another endpoint may not."""
 
@@ -202,6 +210,14 @@ class Gateway:
             self._drop(endpoint)
             raise BackendUnavailable(f"TLS verification of {endpoint.url} failed: {error}") \
                 from error
+        except ssl.SSLError as error:
+            self._drop(endpoint)
+            if _refused_certificate(error):
+                # The member answered "not you" (no or an untrusted client certificate):
+                # every retry gets the same alert, so this is a refusal, not an outage.
+                raise BackendRefused(f"{endpoint.url} refused this client's TLS "
+                                     f"certificate: {error}") from error
+            raise _Unavailable(f"{type(error).__name__}: {error}") from error
         except (OSError, http.client.HTTPException) as error:
             self._drop(endpoint)
             raise _Unavailable(f"{type(error).__name__}: {error}") from error

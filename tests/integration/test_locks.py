@@ -43,6 +43,7 @@ from distlock import (
     StaleTokenError,
 )
 from distlock._cli import EXIT_LOST, EXIT_TIMEOUT
+from distlock._errors import BackendRefused
 from distlock._etcd_gateway import Gateway
 from distlock.etcd import EtcdBackend, TLSFiles
 from tests.integration.lock_backends import FACTORIES, BackendHarness
@@ -685,6 +686,9 @@ def test_etcd_over_tls_with_a_client_certificate(tmp_path: Path) -> None:
             assert held.token > 0
         with pytest.raises(BackendUnavailable, match="TLS verification"):
             EtcdBackend([url], ttl=5, tls=TLSFiles(ca_file=files["client.crt"]))
+        # No client certificate: etcd refuses it, which is not an outage (CLI exit 78).
+        with pytest.raises(BackendRefused, match="refused this client's TLS certificate"):
+            EtcdBackend([url], ttl=5, tls=TLSFiles(ca_file=files["ca.crt"]))
         with pytest.raises(ValueError, match="must be https"):
             EtcdBackend([url.replace("https", "http")], tls=tls)
     finally:
