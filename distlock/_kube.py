@@ -103,13 +103,16 @@ def _kubeconfig_document(kubeconfig: str) -> Mapping[str, Any] | None:
     try:
         document = yaml.safe_load(kubeconfig)
     except yaml.YAMLError as error:
-        # YAML errors quote the offending line, which may hold a token: say where only.
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"kubeconfig text is not valid YAML{where}") from None
+        raise ValueError(f"kubeconfig text is not valid YAML{_where(error)}") from None
     if not isinstance(document, Mapping) or "clusters" not in document:
         raise ValueError("kubeconfig text is not a kubeconfig document (no 'clusters')")
     return document
+
+
+def _where(error: yaml.YAMLError) -> str:
+    """Where a YAML error is; never its text, which quotes the line (maybe a token)."""
+    mark = getattr(error, "problem_mark", None)
+    return f" at line {mark.line + 1}" if mark is not None else ""
 
 
 def api_client(kubeconfig: str | None = None, *, context: str | None = None) -> Any:
@@ -128,9 +131,14 @@ def api_client(kubeconfig: str | None = None, *, context: str | None = None) -> 
             dict(document), context=context, client_configuration=configuration,
             persist_config=False)
     elif path is not None:
-        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=path, context=context, client_configuration=configuration,
-            persist_config=False)
+        if not Path(path).expanduser().is_file():
+            raise ValueError(f"kubeconfig {path!r} does not exist")
+        try:
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=path, context=context, client_configuration=configuration,
+                persist_config=False)
+        except yaml.YAMLError as error:
+            raise ValueError(f"kubeconfig {path!r} is not valid YAML{_where(error)}") from None
     else:
         k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
             client_configuration=configuration)

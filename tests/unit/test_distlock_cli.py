@@ -67,6 +67,21 @@ def test_bad_arguments_exit_2_naming_the_problem(argv: list[str], message: str,
     assert message in capsys.readouterr().err
 
 
+def test_kubeconfig_files_missing_or_not_yaml_exit_2_naming_the_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing"
+    assert _cli.main(["status", "--backend", "kubernetes", "--kubeconfig", str(missing),
+                      "lk"]) == _cli.EXIT_USAGE
+    assert f"kubeconfig {str(missing)!r} does not exist" in capsys.readouterr().err
+    broken = tmp_path / "kubeconfig"
+    broken.write_text("users:\n- user: {token: secret-token-text\n  bad: [\n")
+    assert _cli.main(["status", "--backend", "kubernetes", "--kubeconfig", str(broken),
+                      "lk"]) == _cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"kubeconfig {str(broken)!r} is not valid YAML at line" in err
+    assert "secret-token-text" not in err
+
+
 def test_tls_files_that_are_not_pem_exit_2_naming_the_file(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     junk = tmp_path / "ca.pem"
