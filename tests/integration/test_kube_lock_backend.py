@@ -23,7 +23,8 @@ import pytest
 
 from components.locks.crd import apply_crd, lock_crd_manifest
 from distlock import DistlockError, Grant
-from distlock.kube import GROUP, PLURAL, KubeLockBackend, _LockObjects, api_client, object_name
+from distlock._kube import _LockObjects
+from distlock.kube import GROUP, PLURAL, KubeLockBackend, api_client, object_name
 from tests.support.fake_kube import FakeKubeServer
 from tests.support.procs import wait_until
 

@@ -43,6 +43,7 @@ from distlock import (
     StaleTokenError,
 )
 from distlock._cli import EXIT_LOST, EXIT_TIMEOUT
+from distlock._errors import BackendRefused
 from distlock._etcd_gateway import Gateway
 from distlock.etcd import EtcdBackend, TLSFiles
 from tests.integration.lock_backends import FACTORIES, BackendHarness
@@ -611,7 +612,7 @@ def test_a_predecessor_deleted_around_the_watch_start_still_hands_over(
     confirming read, made when the watch starts past the revision the waiter saw, finds
     it. With periodic re-checks off, skipping that read leaves the waiter hanging."""
     endpoints = etcd_only(harness)
-    from distlock import etcd as distlock_etcd  # noqa: PLC0415 - only this test reaches inside
+    from distlock import _etcd as distlock_etcd  # noqa: PLC0415 - only this test reaches inside
 
     holder = EtcdBackend(list(endpoints), ttl=10)
     waiter = EtcdBackend(list(endpoints), ttl=10, recheck=3600)
@@ -685,6 +686,9 @@ def test_etcd_over_tls_with_a_client_certificate(tmp_path: Path) -> None:
             assert held.token > 0
         with pytest.raises(BackendUnavailable, match="TLS verification"):
             EtcdBackend([url], ttl=5, tls=TLSFiles(ca_file=files["client.crt"]))
+        # No client certificate: etcd refuses it, which is not an outage (CLI exit 78).
+        with pytest.raises(BackendRefused, match="refused this client's TLS certificate"):
+            EtcdBackend([url], ttl=5, tls=TLSFiles(ca_file=files["ca.crt"]))
         with pytest.raises(ValueError, match="must be https"):
             EtcdBackend([url.replace("https", "http")], tls=tls)
     finally:
