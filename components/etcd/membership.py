@@ -122,8 +122,8 @@ _QUORUM_REFUSALS = ("unhealthy cluster", "not enough started members")
 # A joining pod took etcd's single learner slot between our member list and our add.
 _SLOT_TAKEN = "too many learner members"
 # The member's own pod added itself between our list and our add (etcd says one or the
-# other, depending on which check sees the racing add first).
-_ADDED_BY_POD = ("peerURL exists", "member ID already exist")
+# other, depending on the version and on which check sees the racing add first).
+_ADDED_BY_POD = ("peerURL exists", "Peer URLs already exists", "member ID already exist")
 # Someone (a waiting pod) removed the member between our list and our remove.
 _GONE = "member not found"
 
