@@ -9,8 +9,10 @@ the kubelet (including the exec readiness probe, run as the kubelet runs it).
 from __future__ import annotations
 
 import base64
+import contextlib
 import subprocess
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -61,22 +63,25 @@ def by_hand(endpoint: str, path: str, body: dict[str, object]) -> None:
                what=f"etcd to accept {path} {body}")
 
 
-def _driver(server: ProviderServer) -> ResourceDriver:
-    return ResourceDriver(server, EtcdMembershipProvider(), type_name=TYPE_NAME,
-                          name="locks-membership")
+@contextlib.contextmanager
+def deployed(pods: LocalStatefulSet, tmp_path: Path) -> Iterator[ResourceDriver]:
+    """Three running members and the EtcdMembership resource created for them."""
+    start_initial(pods)
+    with ProviderServer(log_path=tmp_path / "provider.log") as server:
+        server.configure()
+        driver = ResourceDriver(server, EtcdMembershipProvider(), type_name=TYPE_NAME,
+                                name="locks-membership")
+        driver.up(membership_inputs(pods, 3))
+        yield driver
 
 
 def test_a_learner_is_not_ready_and_a_stuck_learner_is_drift_that_up_repairs(
         statefulset: LocalStatefulSet, tmp_path: Path) -> None:
     pods = statefulset
-    start_initial(pods)
     endpoint = pods.client_url(0)
-    with ProviderServer(log_path=tmp_path / "provider.log") as server:
-        server.configure()
-        driver = _driver(server)
-        driver.up(membership_inputs(pods, 3))
+    with deployed(pods, tmp_path) as driver:
         driver.up(membership_inputs(pods, 5))
-        # etcd-3 runs but never promotes itself: a learner, healthy by /health.
+        # etcd-3 runs but never promotes itself: a learner (on 3.4, healthy by /health).
         pods.start(3, overrides={"MEMBER_ETCDCTL": etcdctl_that_never_promotes(tmp_path)})
         wait_until(lambda: (listed(endpoint, pods.peer_url(3)) or {}).get("name") == "etcd-3",
                    timeout=30, what=f"etcd-3 to start as a learner\n{pods.log(3)}")
@@ -119,11 +124,7 @@ def test_a_learner_is_not_ready_and_a_stuck_learner_is_drift_that_up_repairs(
 def test_an_up_that_cannot_converge_fails_naming_the_member(
         statefulset: LocalStatefulSet, tmp_path: Path) -> None:
     pods = statefulset
-    start_initial(pods)
-    with ProviderServer(log_path=tmp_path / "provider.log") as server:
-        server.configure()
-        driver = _driver(server)
-        driver.up(membership_inputs(pods, 3))
+    with deployed(pods, tmp_path) as driver:
         # A member removed by hand whose pod does not come back: the up fails naming it.
         member = listed(pods.client_url(0), pods.peer_url(2))
         assert member is not None
@@ -137,12 +138,8 @@ def test_an_up_that_cannot_converge_fails_naming_the_member(
 def test_a_member_removed_by_hand_is_drift_and_up_re_adds_it(
         statefulset: LocalStatefulSet, tmp_path: Path) -> None:
     pods = statefulset
-    start_initial(pods)
     endpoint = pods.client_url(0)
-    with ProviderServer(log_path=tmp_path / "provider.log") as server:
-        server.configure()
-        driver = _driver(server)
-        driver.up(membership_inputs(pods, 3))
+    with deployed(pods, tmp_path) as driver:
         member = listed(endpoint, pods.peer_url(2))
         assert member is not None
         by_hand(endpoint, "/v3/cluster/member/remove", {"ID": member["ID"]})
@@ -164,12 +161,8 @@ def test_a_member_removed_by_hand_is_drift_and_up_re_adds_it(
 def test_a_scale_down_refused_from_the_member_list_writes_nothing(
         statefulset: LocalStatefulSet, tmp_path: Path) -> None:
     pods = statefulset
-    start_initial(pods)
     endpoint = pods.client_url(0)
-    with ProviderServer(log_path=tmp_path / "provider.log") as server:
-        server.configure()
-        driver = _driver(server)
-        driver.up(membership_inputs(pods, 3))
+    with deployed(pods, tmp_path) as driver:
         # A voting member added by hand that never started: 3 of 4 voters run.
         by_hand(endpoint, "/v3/cluster/member/add", {"peerURLs": [pods.peer_url(6)]})
         before = sorted(m["ID"] for m in gateway(endpoint, "/v3/cluster/member/list",
