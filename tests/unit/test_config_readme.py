@@ -1,7 +1,8 @@
 """The README's stack configuration table names exactly the keys the parser reads.
 
-A first step towards config declared once (issue 17 item 1): until the table is generated
-from the declarations, this keeps its key column from drifting. Rows group keys as
+The table is now generated from the declarations (tests/unit/test_config_declared.py
+checks it equals them); this still checks the other way round: that the declarations name
+exactly the keys the parser asks for. Rows group keys as
 ``mysql.flavor`` / ``mysql.version`` or ``mysql.images.server/backup/kubectl``; an object
 key (``etcd.resources``) covers every key under it.
 """
