@@ -31,10 +31,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 from pulumi import automation as auto
 
 from tests.support.procs import LOCALHOST
+from tests.support.tools import bin_dir, tool
 
 PROGRAMS_DIR = Path(__file__).parent / "programs"
 
@@ -45,21 +45,10 @@ TOOLCHAIN = ("pulumi", "pulumi-resource-kubernetes", "pulumi-resource-pulumi-pyt
 
 
 def toolchain_bin() -> Path:
-    """The directory holding the built toolchain; skips (fails under CI=true) without it.
-
-    The layout is scripts/build-tools.sh's: ``${MYSQL_CLUSTER_TOOLS}/bin``.
-    """
-    root = os.environ.get("MYSQL_CLUSTER_TOOLS") or str(
-        Path.home() / ".cache" / "mysql-cluster" / "tools")
-    bin_dir = Path(root) / "bin"
-    missing = [name for name in TOOLCHAIN if not os.access(bin_dir / name, os.X_OK)]
-    if missing:
-        message = (f"not built in {bin_dir}: {', '.join(missing)} "
-                   "(run scripts/build-tools.sh, or tools/pulumi/build.sh $MYSQL_CLUSTER_TOOLS)")
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return bin_dir
+    """The directory holding the built toolchain; skips (fails under CI=true) without it."""
+    directories = {tool(name).parent for name in TOOLCHAIN}
+    assert directories == {bin_dir()}, directories
+    return bin_dir()
 
 
 class NetworkTrap:
