@@ -133,8 +133,21 @@ class TLSFiles:
                                  f"{error}") from None
         return context
 
+    def pem(self) -> tuple[bytes | None, bytes | None, bytes | None]:
+        """The CA, certificate and key as PEM bytes (gRPC's credentials take bytes),
+        checked exactly as :meth:`context` checks them."""
+        self.context()
 
-def _refused_certificate(error: ssl.SSLError) -> bool:
+        def read(path: str | None) -> bytes | None:
+            if path is None:
+                return None
+            with open(path, "rb") as file:
+                return file.read()
+
+        return read(self.ca_file), read(self.cert_file), read(self.key_file)
+
+
+def refused_certificate(error: ssl.SSLError) -> bool:
     """True for a TLS alert by which the server rejects the client's certificate
     (``SSLV3_ALERT_BAD_CERTIFICATE``, ``TLSV13_ALERT_CERTIFICATE_REQUIRED``, ...)."""
     reason = str(getattr(error, "reason", "") or "")
@@ -212,7 +225,7 @@ class Gateway:
                 from error
         except ssl.SSLError as error:
             self._drop(endpoint)
-            if _refused_certificate(error):
+            if refused_certificate(error):
                 # The member answered "not you" (no or an untrusted client certificate):
                 # every retry gets the same alert, so this is a refusal, not an outage.
                 raise BackendRefused(f"{endpoint.url} refused this client's TLS "
