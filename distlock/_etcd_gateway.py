@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.client
+import itertools
 import json
 import os
 import socket
@@ -31,9 +32,9 @@ import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from distlock._errors import BackendRefused, BackendUnavailable
 
@@ -159,6 +160,47 @@ class _Unavailable(Exception):
     """One attempt on one endpoint failed in a way another endpoint may not."""
 
 
+class FailsOver(Protocol):
+    """A client that :func:`fail_over` can cycle: endpoints, the one to try, a budget."""
+
+    endpoints: list[Endpoint]
+    request_timeout: float
+
+    def preferred(self) -> int: ...
+
+    def demote(self, index: int) -> None: ...
+
+    def is_closed(self) -> bool: ...
+
+
+_T = TypeVar("_T")
+
+
+def fail_over(client: FailsOver, what: str, timeout: float,
+              attempt: Callable[[int, float], _T]) -> _T:
+    """``attempt(endpoint index, budget)`` on the preferred endpoint, moving to the next
+    on each :class:`_Unavailable` until ``timeout`` seconds pass (BackendUnavailable)."""
+    deadline = time.monotonic() + timeout
+    errors: list[str] = []
+    for tries in itertools.count(1):
+        index = client.preferred()
+        remaining = deadline - time.monotonic()
+        try:
+            return attempt(index, min(client.request_timeout, max(remaining, 0.05)))
+        except _Unavailable as error:
+            errors.append(f"{client.endpoints[index].url}: {error}")
+            client.demote(index)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or client.is_closed():
+            recent = "; ".join(errors[-len(client.endpoints):])
+            raise BackendUnavailable(f"etcd {what} failed on every endpoint for "
+                                     f"{timeout:.1f}s: {recent}")
+        if tries % len(client.endpoints) == 0:
+            # A whole round failed (an election is running): back off a little.
+            time.sleep(min(_BACKOFF_MAX, 0.05 * tries, remaining))
+    raise AssertionError("unreachable")  # pragma: no cover - itertools.count never ends
+
+
 class Gateway:
     """Thread-safe: each thread keeps its own keep-alive connection per endpoint."""
 
@@ -181,30 +223,8 @@ class Gateway:
 
     def call(self, path: str, body: Mapping[str, Any], *, timeout: float = 10.0) -> dict[str, Any]:
         """POST ``body`` to ``/v3/<path>``, failing over until ``timeout`` seconds pass."""
-        deadline = time.monotonic() + timeout
-        errors: list[str] = []
-        attempt = 0
-        while True:
-            index = self._preferred_index()
-            endpoint = self.endpoints[index]
-            remaining = deadline - time.monotonic()
-            try:
-                result = self._attempt(endpoint, path, body, min(self.request_timeout,
-                                                                 max(remaining, 0.05)))
-            except _Unavailable as error:
-                errors.append(f"{endpoint.url}: {error}")
-                self._demote(index)
-            else:
-                return result
-            attempt += 1
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._closed:
-                recent = "; ".join(errors[-len(self.endpoints):])
-                raise BackendUnavailable(f"etcd /v3/{path} failed on every endpoint for "
-                                         f"{timeout:.1f}s: {recent}")
-            if attempt % len(self.endpoints) == 0:
-                # A whole round failed (an election is running): back off a little.
-                time.sleep(min(_BACKOFF_MAX, 0.05 * attempt, remaining))
+        return fail_over(self, f"/v3/{path}", timeout, lambda index, budget: self._attempt(
+            self.endpoints[index], path, body, budget))
 
     def _attempt(self, endpoint: Endpoint, path: str, body: Mapping[str, Any],
                  timeout: float) -> dict[str, Any]:
@@ -253,7 +273,7 @@ class Gateway:
         caller decides (it re-reads state through :meth:`call`, which fails over, and
         streams again, by then from the next endpoint).
         """
-        index = self._preferred_index()
+        index = self.preferred()
         connection = self.endpoints[index].connect(timeout, self._tls)
         try:
             connection.request("POST", f"/v3/{path}", body=json.dumps(body).encode(),
@@ -265,7 +285,7 @@ class Gateway:
             if connection.sock is not None:
                 connection.sock.settimeout(None)  # a watch is quiet until its event
         except (OSError, http.client.HTTPException):
-            self._demote(index)
+            self.demote(index)
             connection.close()
             return Stream(connection, None)
         return Stream(connection, response)
@@ -277,11 +297,14 @@ class Gateway:
         for connection in connections:
             connection.close()
 
-    def _preferred_index(self) -> int:
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def preferred(self) -> int:
         with self._mutex:
             return self._preferred
 
-    def _demote(self, index: int) -> None:
+    def demote(self, index: int) -> None:
         with self._mutex:
             if self._preferred == index:
                 self._preferred = (index + 1) % len(self.endpoints)

@@ -43,11 +43,17 @@ from typing import Any, TypeVar
 import grpc
 
 from distlock._errors import BackendRefused, BackendUnavailable
-from distlock._etcd_gateway import Endpoint, EtcdError, TLSFiles, refused_certificate
+from distlock._etcd_gateway import (
+    Endpoint,
+    EtcdError,
+    TLSFiles,
+    _Unavailable,
+    fail_over,
+    refused_certificate,
+)
 from distlock._etcdpb import rpc_pb2
 
 _RETRY_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-_BACKOFF_MAX = 0.5
 # A member that comes back is retried soon; gRPC's default first backoff is a second.
 _CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 100),
                     ("grpc.min_reconnect_backoff_ms", 100),
@@ -56,10 +62,6 @@ _CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 100),
 _REQUIRE_LEADER = (("hasleader", "true"),)
 
 _Response = TypeVar("_Response")
-
-
-class _Unavailable(Exception):
-    """One attempt on one endpoint failed in a way another endpoint may not."""
 
 
 def _method(service: str, name: str) -> str:
@@ -126,26 +128,8 @@ class Client:
     def _call(self, method: str, request: Any, response_type: type[_Response],
               timeout: float) -> _Response:
         """Call ``method``, failing over until ``timeout`` seconds pass."""
-        deadline = time.monotonic() + timeout
-        errors: list[str] = []
-        for attempt in itertools.count(1):
-            index = self.preferred()
-            remaining = deadline - time.monotonic()
-            try:
-                return self._attempt(index, method, request, response_type,
-                                     min(self.request_timeout, max(remaining, 0.05)))
-            except _Unavailable as error:
-                errors.append(f"{self.endpoints[index].url}: {error}")
-                self.demote(index)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._closed:
-                recent = "; ".join(errors[-len(self.endpoints):])
-                raise BackendUnavailable(f"etcd {method} failed on every endpoint for "
-                                         f"{timeout:.1f}s: {recent}")
-            if attempt % len(self.endpoints) == 0:
-                # A whole round failed (an election is running): back off a little.
-                time.sleep(min(_BACKOFF_MAX, 0.05 * attempt, remaining))
-        raise AssertionError("unreachable")  # pragma: no cover - itertools.count never ends
+        return fail_over(self, method, timeout, lambda index, budget: self._attempt(
+            index, method, request, response_type, budget))
 
     def _attempt(self, index: int, method: str, request: Any, response_type: type[_Response],
                  timeout: float) -> _Response:
@@ -181,6 +165,9 @@ class Client:
         return EtcdError(code.value[0], details)
 
     # -- endpoints and channels ----------------------------------------------------
+
+    def is_closed(self) -> bool:
+        return self._closed
 
     def preferred(self) -> int:
         with self._mutex:
