@@ -45,15 +45,8 @@ from typing import Any
 
 from distlock._backend import BackendOptions, LockBackend
 from distlock._errors import BackendRefused, BackendUnavailable, LockLost, StaleTokenError
-from distlock._etcd_gateway import (
-    EtcdError,
-    Gateway,
-    TLSFiles,
-    b64,
-    prefix_end,
-    unb64,
-)
 from distlock._etcd_grpc import Client, DeletionWatch, KeepAlive, WatchHub
+from distlock._etcd_wire import EtcdError, TLSFiles, prefix_end
 from distlock._etcdpb import rpc_pb2
 from distlock._fencing import check_token
 from distlock._grant import Grant, LockState
@@ -62,7 +55,7 @@ _log = logging.getLogger("distlock.etcd")
 
 _LEASE_EXISTS = "lease already exists"
 _LEASE_NOT_FOUND = "lease not found"
-# The gateway's lease TTL is an int64: anything larger cannot even be sent. etcd's own,
+# The lease TTL is an int64 on the wire: anything larger cannot even be sent. etcd's own,
 # smaller limit is etcd's to enforce (and to name when it refuses).
 _MAX_WIRE_TTL = 2**63 - 1
 
@@ -399,12 +392,12 @@ class EtcdBackend(LockBackend):
         """How long one logical request may keep failing over: long enough to ride out
         an election (~1-2 s), never longer than the lease could still last, and never
         past ``deadline`` (the acquire's own, on the monotonic clock) when one is set."""
-        budget = max(self._gateway_timeout(), 5.0)
+        budget = max(self._lease_timeout(), 5.0)
         if deadline is None:
             return budget
         return min(budget, max(deadline - time.monotonic(), 0.05))
 
-    def _gateway_timeout(self) -> float:
+    def _lease_timeout(self) -> float:
         return max(self._ttl, 1)
 
 
@@ -426,7 +419,7 @@ class EtcdFencedStore:
         if not prefix or prefix.endswith("/"):
             raise ValueError(f"fence prefix must be non-empty without a trailing '/', "
                              f"got {prefix!r}")
-        self._gateway = Gateway(endpoints, tls=tls)
+        self._client = Client(endpoints, tls=tls)
         self._prefix = prefix
         self._fence = f"{prefix}/fence".encode()
         self._timeout = timeout
@@ -438,39 +431,39 @@ class EtcdFencedStore:
             seen, mod_revision = self._read_fence()
             if token < seen:
                 raise StaleTokenError(token, seen, f"etcd {self._prefix}/data/{key}")
-            compare: dict[str, Any] = (
-                {"key": b64(self._fence), "target": "CREATE", "result": "EQUAL",
-                 "create_revision": "0"} if mod_revision == 0 else
-                {"key": b64(self._fence), "target": "MOD", "result": "EQUAL",
-                 "mod_revision": str(mod_revision)})
-            response = self._gateway.call("kv/txn", {
-                "compare": [compare],
-                "success": [{"request_put": {"key": b64(self._fence),
-                                             "value": b64(f"{max(token, seen):020d}")}},
-                            {"request_put": {"key": b64(data), "value": b64(value)}}],
-            }, timeout=self._timeout)
-            if response.get("succeeded"):
+            compare = (
+                rpc_pb2.Compare(key=self._fence, target=rpc_pb2.Compare.CREATE,
+                                result=rpc_pb2.Compare.EQUAL, create_revision=0)
+                if mod_revision == 0 else
+                rpc_pb2.Compare(key=self._fence, target=rpc_pb2.Compare.MOD,
+                                result=rpc_pb2.Compare.EQUAL, mod_revision=mod_revision))
+            response = self._client.txn(rpc_pb2.TxnRequest(
+                compare=[compare],
+                success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(
+                             key=self._fence, value=f"{max(token, seen):020d}".encode())),
+                         rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(
+                             key=data, value=value))],
+            ), timeout=self._timeout)
+            if response.succeeded:
                 return
 
     def get(self, key: str) -> bytes | None:
-        response = self._gateway.call("kv/range", {"key": b64(self._data_key(key))},
-                                      timeout=self._timeout)
-        kvs = response.get("kvs", [])
-        return unb64(kvs[0].get("value")) if kvs else None
+        kvs = self._client.range(rpc_pb2.RangeRequest(key=self._data_key(key)),
+                                 timeout=self._timeout).kvs
+        return bytes(kvs[0].value) if kvs else None
 
     def highest_token(self) -> int:
         return self._read_fence()[0]
 
     def close(self) -> None:
-        self._gateway.close()
+        self._client.close()
 
     def _read_fence(self) -> tuple[int, int]:
-        response = self._gateway.call("kv/range", {"key": b64(self._fence)},
-                                      timeout=self._timeout)
-        kvs = response.get("kvs", [])
+        kvs = self._client.range(rpc_pb2.RangeRequest(key=self._fence),
+                                 timeout=self._timeout).kvs
         if not kvs:
             return 0, 0
-        return int(unb64(kvs[0].get("value")) or b"0"), int(kvs[0]["mod_revision"])
+        return int(kvs[0].value or b"0"), int(kvs[0].mod_revision)
 
     def _data_key(self, key: str) -> bytes:
         if not key:

@@ -11,10 +11,11 @@ would run an event loop thread beside them, and neither multiplexes the waiters 
 session the way the Mutex needs. The messages are etcd's own (distlock/_etcdpb, from
 scripts/gen_etcd_stubs.py); the six methods are called through the channel directly.
 
-Failover (as the gateway did): every unary call has a deadline; an attempt that fails
-with UNAVAILABLE or DEADLINE_EXCEEDED (member down, no leader, leader changed) moves to
-the next endpoint and the call cycles until its deadline, so every retried request is
-*possibly applied twice*; callers only send requests that are safe to repeat.
+Failover (:func:`distlock._etcd_wire.fail_over`): every unary call has a deadline; an
+attempt that fails with UNAVAILABLE or DEADLINE_EXCEEDED (member down, no leader, leader
+changed) moves to the next endpoint and the call cycles until its deadline, so every
+retried request is *possibly applied twice*; callers only send requests that are safe to
+repeat.
 
 Streams: :class:`WatchHub` keeps one bidirectional Watch stream per session and
 multiplexes every :class:`DeletionWatch` on it by a watch ID we choose (etcd >= 3.4
@@ -43,7 +44,7 @@ from typing import Any, TypeVar
 import grpc
 
 from distlock._errors import BackendRefused, BackendUnavailable
-from distlock._etcd_gateway import (
+from distlock._etcd_wire import (
     Endpoint,
     EtcdError,
     TLSFiles,

@@ -579,7 +579,7 @@ def test_a_retried_enqueue_reuses_its_slot(harness: BackendHarness,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The create's response is lost after etcd applied it; the retry must find our key."""
     etcd_only(harness)
-    from distlock import _etcd_gateway, _etcd_grpc  # noqa: PLC0415 - only this test reaches inside
+    from distlock import _etcd_grpc, _etcd_wire  # noqa: PLC0415 - only this test reaches inside
 
     owner = sessions()
     owner.lock(name).acquire(timeout=WAIT)
@@ -592,7 +592,7 @@ def test_a_retried_enqueue_reuses_its_slot(harness: BackendHarness,
         result = real_attempt(self, index, method, request, response_type, timeout)
         if method.endswith("/Txn") and not dropped:
             dropped.append(method)
-            raise _etcd_gateway._Unavailable("response lost (injected)")
+            raise _etcd_wire._Unavailable("response lost (injected)")
         return result
 
     monkeypatch.setattr(_etcd_grpc.Client, "_attempt", lose_first_txn_response)
