@@ -10,7 +10,7 @@ one and still get the lock.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,19 +18,14 @@ import pytest
 from distlock import _etcd_grpc
 from distlock._grant import Grant
 from distlock.etcd import EtcdBackend
-from tests.support.etcd import EtcdCluster
 from tests.support.procs import wait_until
+from tests.unit import test_distlock_cli
 
 WAIT = 30.0  # an upper bound for what should happen at once; never a measured figure
 
 
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"), size=1).start()
-    try:
-        yield cluster.endpoints[0]
-    finally:
-        cluster.stop()
+# ``etcd`` (one real member's client URL) is test_distlock_cli's module fixture.
+etcd = test_distlock_cli.etcd
 
 
 @pytest.fixture
@@ -48,10 +43,18 @@ def streams(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, _etcd_grpc._Stre
     return opened
 
 
-def _wait_for_locks(waiter: EtcdBackend, names: list[str]) -> tuple[list[Grant], list[Any]]:
-    """Acquire every name on its own thread of one session; the grants once all return."""
+def _watch_streams(streams: list[tuple[str, _etcd_grpc._Stream]]) -> list[_etcd_grpc._Stream]:
+    return [stream for method, stream in streams if method.endswith("/Watch")]
+
+
+def _hand_over(holder: EtcdBackend, waiter: EtcdBackend, names: list[str],
+               while_waiting: Callable[[], None] = lambda: None) -> None:
+    """``holder`` takes every name, ``waiter`` queues for each on a thread of its own;
+    once all of them watch, ``while_waiting`` runs, then the holder lets go and every
+    waiter must be granted."""
+    held = [holder.acquire(name, timeout=WAIT) for name in names]
     grants: list[Grant] = []
-    errors: list[Any] = []
+    errors: list[BaseException] = []
 
     def wait(name: str) -> None:
         try:
@@ -64,55 +67,38 @@ def _wait_for_locks(waiter: EtcdBackend, names: list[str]) -> tuple[list[Grant],
     threads = [threading.Thread(target=wait, args=(name,)) for name in names]
     for thread in threads:
         thread.start()
-    return grants, [threads, errors]
-
-
-def _queued(observer: EtcdBackend, names: list[str], count: int) -> bool:
-    return all(len(observer.inspect(name).waiters) == count for name in names)
+    wait_until(lambda: len(waiter._watches._watches) == len(names), timeout=WAIT,
+               what="every waiter to watch its predecessor")
+    while_waiting()
+    for grant in held:
+        assert grant is not None
+        holder.release(grant)
+    for thread in threads:
+        thread.join(WAIT)
+    assert not errors, errors
+    assert sorted(g.name for g in grants) == names
 
 
 def test_every_waiter_of_a_session_shares_one_watch_stream(
         etcd: str, streams: list[tuple[str, _etcd_grpc._Stream]]) -> None:
-    names = [f"shared-{i}" for i in range(4)]
     holder, waiter = EtcdBackend([etcd], ttl=10), EtcdBackend([etcd], ttl=10)
     with holder, waiter:
-        held = [holder.acquire(name, timeout=WAIT) for name in names]
-        grants, (threads, errors) = _wait_for_locks(waiter, names)
-        for grant in held:
-            assert grant is not None
-            holder.release(grant)
-        for thread in threads:
-            thread.join(WAIT)
-        assert not errors, errors
-        assert sorted(g.name for g in grants) == names
-    watch_streams = [s for method, s in streams if method.endswith("/Watch")]
-    assert len(watch_streams) == 1, f"{len(watch_streams)} watch streams for one session"
+        _hand_over(holder, waiter, [f"shared-{i}" for i in range(4)])
+    assert len(_watch_streams(streams)) == 1, "more than one watch stream for one session"
     keepalives = [m for m, _ in streams if m.endswith("/LeaseKeepAlive")]
     assert len(keepalives) <= 2, keepalives  # at most one per session
 
 
 def test_a_broken_watch_stream_wakes_its_waiters_and_they_watch_again(
         etcd: str, streams: list[tuple[str, _etcd_grpc._Stream]]) -> None:
-    names = ["broken-0", "broken-1"]
     holder = EtcdBackend([etcd], ttl=10)
     waiter = EtcdBackend([etcd], ttl=10, recheck=3600)  # no periodic re-checks
+
+    def break_the_stream() -> None:
+        _watch_streams(streams)[0]._call.cancel()  # as a member dying would end it
+        wait_until(lambda: len(_watch_streams(streams)) >= 2 and
+                   len(waiter._watches._watches) == 2, timeout=WAIT,
+                   what="the waiters to watch again on a new stream")
+
     with holder, waiter:
-        held = [holder.acquire(name, timeout=WAIT) for name in names]
-        grants, (threads, errors) = _wait_for_locks(waiter, names)
-
-        def watching() -> bool:
-            return any(m.endswith("/Watch") for m, _ in streams) and len(
-                waiter._watches._watches) == len(names)
-
-        wait_until(watching, timeout=WAIT, what="both waiters to watch")
-        first = next(s for m, s in streams if m.endswith("/Watch"))
-        first._call.cancel()  # as a member dying would end it
-        wait_until(lambda: len([m for m, _ in streams if m.endswith("/Watch")]) >= 2,
-                   timeout=WAIT, what="the waiters to watch on a new stream")
-        for grant in held:
-            assert grant is not None
-            holder.release(grant)
-        for thread in threads:
-            thread.join(WAIT)
-        assert not errors, errors
-        assert sorted(g.name for g in grants) == names
+        _hand_over(holder, waiter, ["broken-0", "broken-1"], break_the_stream)
