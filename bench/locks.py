@@ -549,11 +549,22 @@ def _project_uncontended(endpoint: str, cycles: int) -> float:
 def _project_contended(endpoint: str, base: Path,
                        options: LocksOptions) -> tuple[_Contended, float]:
     """The holds of every contender and the CPU seconds they spent contending."""
+    records, cpu = run_contenders(_contend, (endpoint,), base, options.contenders,
+                                  options.handoffs)
+    return _summarize([_Hold(*record) for record in records]), cpu
+
+
+def run_contenders(target: Callable[..., None], args: tuple[Any, ...], base: Path,
+                   contenders: int, handoffs: int) -> tuple[list[list[Any]], float]:
+    """Run ``target(*args, remaining, barrier, out)`` in ``contenders`` processes that
+    share a budget of ``handoffs`` acquisitions; the clock starts when every one has
+    its session (the barrier). Returns every record the processes wrote to ``out``
+    (through :func:`hold_loop`) and the CPU seconds they spent contending."""
     context = multiprocessing.get_context("spawn")
-    remaining = context.Value("i", options.handoffs)
-    barrier = context.Barrier(options.contenders + 1)
-    outputs = [base / f"project-holds-{i}.json" for i in range(options.contenders)]
-    processes = [context.Process(target=_contend, args=(endpoint, remaining, barrier, out),
+    remaining = context.Value("i", handoffs)
+    barrier = context.Barrier(contenders + 1)
+    outputs = [base / f"project-holds-{i}.json" for i in range(contenders)]
+    processes = [context.Process(target=target, args=(*args, remaining, barrier, out),
                                  name=f"bench-lock-contender-{i}")
                  for i, out in enumerate(outputs)]
     for process in processes:
@@ -572,16 +583,23 @@ def _project_contended(endpoint: str, base: Path,
     if failed:
         raise RuntimeError(f"lock contenders failed: {', '.join(failed)}")
     answers = [json.loads(out.read_text()) for out in outputs]
-    holds = [_Hold(*record) for answer in answers for record in answer["holds"]]
-    return _summarize(holds), sum(answer["cpu"] for answer in answers)
+    return ([record for answer in answers for record in answer["holds"]],
+            sum(answer["cpu"] for answer in answers))
 
 
 def _contend(endpoint: str, remaining: Synchronized[int], barrier: Barrier, out: Path) -> None:
     """One contender process: its own session, acquire/release until the budget is spent."""
-    backend = _open_project_backend(endpoint)
+    hold_loop(_open_project_backend(endpoint), _LOCK_NAME, remaining, barrier, out)
+
+
+def hold_loop(backend: Any, lock_name: str, remaining: Synchronized[int], barrier: Barrier,
+              out: Path, *, tag: Callable[[int], int] = int) -> None:
+    """Acquire and release ``lock_name`` through ``backend`` (then closed) until the shared
+    budget is spent; writes {"holds": [(acquired, released, tag(token))], "cpu": CPU
+    seconds from the barrier to the last release} to ``out``."""
     records: list[tuple[float, float, int]] = []
     try:
-        lock = backend.lock(_LOCK_NAME)
+        lock = backend.lock(lock_name)
         barrier.wait(timeout=120)
         cpu = _cpu(resource.RUSAGE_SELF)  # every thread's, the transport's included
         while True:
@@ -593,7 +611,7 @@ def _contend(endpoint: str, remaining: Synchronized[int], barrier: Barrier, out:
             acquired = time.time()
             released = time.time()
             lock.release()
-            records.append((acquired, released, token))
+            records.append((acquired, released, tag(token)))
         cpu = _cpu(resource.RUSAGE_SELF) - cpu
     finally:
         backend.close()

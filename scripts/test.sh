@@ -70,6 +70,7 @@ if [[ ! -x .venv/policy/bin/checkov ]]; then
   .venv/policy/bin/python -m pip install -q checkov==3.3.30
 fi
 
+scripts/build-tools.sh  # etcd 3.5, Kubernetes, kwok from tools/*/ (cached by source hash)
 echo "==> ruff"
 venv/bin/ruff check .
 echo "==> mypy"

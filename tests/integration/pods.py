@@ -53,6 +53,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -126,6 +127,19 @@ class ClusterSecrets:
         (directory / "..data").symlink_to(payload.name)
 
 
+# clone.sh run unmodified under a DEBUG trap that counts its steps (simple commands). -T makes
+# the trap run in functions, command substitutions and subshells too, so every step of clone.sh
+# and lib.sh counts; a subshell counts on from its parent's count at the fork. So a step number
+# names one instant of a run, the same in every run over the same input. The trap runs just
+# before its command: killing at step N leaves exactly what steps 1..N-1 did.
+_KILL_AT_STEP = ("__kill_at=$1; __step=0; "
+                 "trap '((++__step != __kill_at)) || kill -KILL 0' DEBUG; "
+                 'source "$0"')
+_TRACE_STEPS = ("__trace=$1; __step=0; "
+                """trap 'printf "%d %s\\n" "$((++__step))" "$BASH_COMMAND" >>"$__trace"' DEBUG; """
+                'source "$0"')
+
+
 def _port_block(count: int) -> int:
     """The first of ``count`` consecutive ports free on every address, below the ephemeral range.
 
@@ -197,6 +211,62 @@ def directory_bytes(path: Path) -> int:
             except OSError:
                 continue
     return total
+
+
+class ByteLimitRelay:
+    """A donor stand-in on ``listen_port`` relaying the backup stream served on
+    ``upstream_port``, one connection at a time as the real listener. With ``limit`` set it
+    passes on exactly that many bytes of a stream, sets ``held`` and keeps both connections
+    open until :meth:`release`: a recipient killed while held has received exactly ``limit``
+    bytes, whatever the machine's speed. ``relayed`` lists the bytes each finished stream
+    carried."""
+
+    def __init__(self, listen_port: int, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.limit: int | None = None
+        self.held = threading.Event()
+        self.relayed: list[int] = []
+        self._release = threading.Event()
+        self._server = socket.create_server((LOCALHOST, listen_port))
+        self._thread = threading.Thread(target=self._serve, name="relay", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _address = self._server.accept()
+            except OSError:
+                return  # closed
+            with client, socket.create_connection((LOCALHOST, self.upstream_port)) as upstream:
+                self.relayed.append(self._relay(client, upstream, self.limit))
+
+    def _relay(self, client: socket.socket, upstream: socket.socket, limit: int | None) -> int:
+        sent = 0
+        try:
+            while limit is None or sent < limit:
+                chunk = upstream.recv(65536 if limit is None else min(65536, limit - sent))
+                if not chunk:
+                    return sent
+                client.sendall(chunk)
+                sent += len(chunk)
+        except OSError:
+            return sent  # the recipient was killed mid-stream
+        self._release.clear()
+        self.held.set()
+        self._release.wait()
+        return sent
+
+    def release(self) -> None:
+        """Let a held stream end (both connections close: the donor's backup stops); a no-op
+        when no stream is held, so that it never ends the next one early."""
+        if self.held.is_set():
+            self.held.clear()
+            self._release.set()
+
+    def close(self) -> None:
+        self._server.close()
+        self._release.set()
+        self._thread.join(timeout=60)
 
 
 class PodCluster:
@@ -390,12 +460,32 @@ class Pod:
     def init_config(self) -> None:
         self._checked("init-config.sh")
 
-    def start_clone(self) -> ManagedProcess:
-        """The clone init container, in the background (to interrupt it on purpose)."""
+    def start_clone(self, *, kill_at_step: int | None = None,
+                    trace_steps_to: Path | None = None) -> ManagedProcess:
+        """The clone init container, in the background (to interrupt it on purpose).
+
+        ``kill_at_step``: the container SIGKILLs its whole process group just before its
+        Nth step (see _KILL_AT_STEP). ``trace_steps_to``: each step's number and command are
+        appended to that file (``N command`` lines), to choose where to kill."""
+        argv = self._script("clone.sh")
+        if kill_at_step is not None:
+            argv = ["bash", "-T", "-c", _KILL_AT_STEP, argv[1], str(kill_at_step)]
+        elif trace_steps_to is not None:
+            argv = ["bash", "-T", "-c", _TRACE_STEPS, argv[1], str(trace_steps_to)]
         self.clone_process = ManagedProcess(
-            f"clone-{self.generation}", self._script("clone.sh"), log_dir=self.logs,
-            env=self.env("clone")).start()
+            f"clone-{self.generation}", argv, log_dir=self.logs, env=self.env("clone")).start()
         return self.clone_process
+
+    def wait_clone_group_gone(self, timeout: float = 60) -> int:
+        """Wait until the clone container and every process of its group have ended (a
+        SIGKILLed group's members die on their own schedule); returns its exit code."""
+        process = self.clone_process
+        assert process is not None
+        assert process.process is not None
+        code = process.process.wait(timeout)
+        wait_until(lambda: not _process_group(process.pid), timeout=timeout,
+                   what=f"{self.name}: every process of the clone container to end")
+        return code
 
     def clone(self, timeout: float = 600) -> int:
         """Run the clone init container to completion; returns its exit code."""
@@ -493,6 +583,12 @@ class Pod:
             _signal_group(self.clone_process, signal.SIGKILL)
             self.clone_process.kill()
         self.server.kill()
+
+    def replace_volume(self) -> None:
+        """The pod is killed and its PVC replaced by an empty one (fresh emptyDirs too)."""
+        self.kill()
+        shutil.rmtree(self.data_dir)
+        self._new_pod_volumes()
 
     def restart(self, *, wait: bool = True) -> Pod:
         """A new pod with the same name and PVC: fresh emptyDirs, every container again."""

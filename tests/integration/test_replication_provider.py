@@ -640,7 +640,7 @@ def test_an_unrelated_writable_server_is_refused_before_any_server_changes(
     shutil.copytree(template.data_dir, tmp_path / "stranger" / "data")
     stranger = MariaDBServer(tmp_path / "stranger", name="stranger", server_id=77,
                              data_dir=tmp_path / "stranger" / "data",
-                             extra_config="log-bin=mysql-bin\n")
+                             version=template.version, extra_config="log-bin=mysql-bin\n")
     stranger.root_password = template.root_password
     stranger.start()
     try:

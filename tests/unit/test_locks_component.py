@@ -27,7 +27,7 @@ from components.config import ConfigError, LocksConfig, parse
 from components.locks import Locks, LocksArgs, lock_crd_manifest
 from components.locks.rbac import lock_user_binding
 from distlock import _kube, kube
-from tests.support.fake_kube import prune, validate_schema
+from tests.support.crd_schema import prune, validate_schema
 from tests.unit.mocks import Mocks, ProgramResult, Recorded, config_map, run_stack
 
 DYNAMIC = "pulumi-python:dynamic:Resource"

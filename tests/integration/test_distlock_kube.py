@@ -1,4 +1,8 @@
-"""The Kubernetes backend's faults of the CLI's kind, against the fake API server.
+"""The Kubernetes backend's faults of the CLI's kind, against a real API server.
+
+Each test gets an API server of its own on an etcd prefix of its own (an empty cluster, no
+Lock CRD), beside the session's control plane, so "no CRD installed" does not depend on
+which other test installed the shared one.
 
 A refusal (no Lock CRD, RBAC) is :class:`BackendRefused` and exits 78, never 69 or a
 traceback; an acquire's requests end by its timeout. Time is never measured: the bound
@@ -7,30 +11,38 @@ shows in the timeout each request was given.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client as k8s
 
 from components.locks.crd import apply_crd, lock_crd_manifest
 from distlock import _cli
 from distlock._errors import BackendRefused
 from distlock._kube import _LockObjects
 from distlock.kube import KubeLockBackend, api_client
-from tests.support.fake_kube import FakeKubeServer
+from tests.support.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
 
 NAMESPACE = "locks"
+_SERVERS = itertools.count()
 
 
 @pytest.fixture
-def kubeconfig(tmp_path: Path) -> Iterator[str]:
-    """A kubeconfig for a fresh fake API server with the namespace and no Lock CRD."""
-    with FakeKubeServer() as fake:
-        fake.create_namespace(NAMESPACE)
-        yield str(fake.write_kubeconfig(tmp_path / "kubeconfig", namespace=NAMESPACE))
+def kubeconfig(control_plane: ControlPlane, tmp_path: Path) -> Iterator[str]:
+    """A kubeconfig for a fresh, empty API server with the namespace and no Lock CRD."""
+    number = next(_SERVERS)
+    with control_plane.extra_api_server(f"kube-apiserver-distlock-{number}",
+                                        etcd_prefix=f"/distlock-{number}") as server:
+        path = control_plane.write_kubeconfig(tmp_path / "kubeconfig", namespace=NAMESPACE,
+                                              server=server.url)
+        core: Any = k8s.CoreV1Api(api_client(str(path)))
+        core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=NAMESPACE)))
+        yield str(path)
 
 
 @pytest.mark.parametrize("subcommand", ["run", "status"])
