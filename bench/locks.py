@@ -59,6 +59,7 @@ from bench._procs import need, workdir
 from bench._report import Report, Table, Target, percentile, ratio
 from tests.support.etcd import EtcdCluster
 from tests.support.procs import LOCALHOST
+from tests.support.tools import BUILD_COMMAND, bin_dir, find_tool
 
 _LOCK_NAME = "bench/handoff"
 _TTL = 10.0
@@ -486,12 +487,13 @@ def _with_children_cpu(run: Callable[[], _Contended]) -> tuple[_Contended, float
 
 def _go_mutex_bench() -> str:
     """The etcd-mutex-bench binary scripts/build-tools.sh builds, or why it is missing."""
-    tools = Path(os.environ.get("MYSQL_CLUSTER_TOOLS",
-                                Path.home() / ".cache" / "mysql-cluster" / "tools"))
-    binary = os.environ.get("ETCD_MUTEX_BENCH") or str(tools / "bin" / "etcd-mutex-bench")
-    if not Path(binary).is_file():
-        raise _NotLanded(f"{binary} is not built (scripts/build-tools.sh)")
-    return binary
+    override = os.environ.get("ETCD_MUTEX_BENCH")  # a build of one's own, while developing
+    built = find_tool("etcd-mutex-bench")
+    if override:
+        return override
+    if built is None:
+        raise _NotLanded(f"etcd-mutex-bench is not built in {bin_dir()} ({BUILD_COMMAND})")
+    return str(built)
 
 
 def _run_go_mutex(endpoint: str, *, cycles: int, handoffs: int,
