@@ -106,8 +106,8 @@ def _repeats(holds: list[tuple[float, object]]) -> int:
 
 def _distlock_contended(kubeconfig: Path, base: Path, options: KubeLocksOptions,
                         ) -> tuple[_Contended, int]:
-    records = run_contenders(_contend, (str(kubeconfig),), base, options.contenders,
-                             options.handoffs)
+    records, _cpu = run_contenders(_contend, (str(kubeconfig),), base, options.contenders,
+                                   options.handoffs)
     summary = _summarize([_Hold(acquired, released, 0) for acquired, released, _ in records])
     return summary, _repeats([(acquired, pid) for acquired, _, pid in records])
 

@@ -6,7 +6,15 @@ the lowest create revision), so the rate of single compare-and-swap transactions
 measured against the same 3-member cluster in the same run, is the yardstick: half of
 it is the best a handoff can do, and one transaction's latency is the unit a
 handoff's latency is judged in.
-``etcdctl lock`` (etcd's own Go ``concurrency.Mutex``) is the usual alternative.
+``etcdctl lock`` (etcd's own Go ``concurrency.Mutex``) is the usual alternative; since
+it pays a process and a lease per hold, the Mutex itself is measured in-process too
+(``etcd-mutex-bench``, tools/kube/cmd/etcd-mutex-bench: 8 sessions in one Go process),
+and it is the yardstick distlock's targets are set against.
+
+CPU: on 2 shared cores a handoff's time is mostly CPU, so each contended run also
+reports CPU seconds per 1,000 handoffs for its client processes (their own rusage) and
+for the three etcd members (/proc of their PIDs, sampled around the run): a slower or
+busier machine moves the rates, but a regression shows as more CPU per handoff.
 
 Contenders are separate processes, as lock clients in pods would be, each with its own
 session (its own lease), all started before the clock starts. A holder records the
@@ -25,11 +33,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import http.client
 import itertools
 import json
 import multiprocessing
+import os
 import queue
+import resource
 import shutil
 import socket
 import statistics
@@ -48,6 +59,7 @@ from bench._procs import need, workdir
 from bench._report import Report, Table, Target, percentile, ratio
 from tests.support.etcd import EtcdCluster
 from tests.support.procs import LOCALHOST
+from tests.support.tools import BUILD_COMMAND, bin_dir, find_tool
 
 _LOCK_NAME = "bench/handoff"
 _TTL = 10.0
@@ -86,6 +98,10 @@ class _Contended:
     p99_ms: float
     fifo: bool
     exclusive: bool
+    client_cpu_per_1000: float | None = None
+    """CPU seconds of the client processes per 1,000 handoffs."""
+    etcd_cpu_per_1000: float | None = None
+    """CPU seconds of the etcd members per 1,000 handoffs."""
 
 
 @dataclass(frozen=True)
@@ -106,26 +122,37 @@ def run(options: LocksOptions) -> Report:
     try:
         cluster.start()
         endpoint = cluster.leader().client_url
-        return _measure(endpoint, base, options)
+        return _measure(endpoint, base, options, [m.process.pid for m in cluster.members])
     finally:
         cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _measure(endpoint: str, base: Path, options: LocksOptions) -> Report:
+def _measure(endpoint: str, base: Path, options: LocksOptions,
+             etcd_pids: Sequence[int]) -> Report:
     cycles = options.handoffs
     txns = _raw_txns(endpoint, max(200, cycles))
     read_ms = _raw_reads(endpoint, max(200, cycles))
     notify_ms = _watch_delay(endpoint, max(50, cycles // 4))
     catch_up_ms = _catch_up_delay(endpoint, 20 if cycles >= 100 else 5)
     etcdctl_rate = _etcdctl_uncontended(endpoint, max(10, cycles // 10))
-    etcdctl = _etcdctl_contended(endpoint, base, options)
+    etcd_cpu = _CpuMeter(etcd_pids)
+    etcdctl = etcd_cpu.charge(lambda: _with_children_cpu(
+        lambda: _etcdctl_contended(endpoint, base, options)))
+    go_skipped = ""
+    go_rate: float | None = None
+    go: _Contended | None = None
+    try:
+        go_rate = _go_uncontended(endpoint, cycles)
+        go = etcd_cpu.charge(_go_contended(endpoint, options))
+    except _NotLanded as reason:
+        go_skipped = str(reason)
     skipped = ""
     project_rate: float | None = None
     project: _Contended | None = None
     try:
         project_rate = _project_uncontended(endpoint, cycles)
-        project = _project_contended(endpoint, base, options)
+        project = etcd_cpu.charge(lambda: _project_contended(endpoint, base, options))
     except _NotLanded as reason:
         skipped = str(reason)
 
@@ -136,23 +163,27 @@ def _measure(endpoint: str, base: Path, options: LocksOptions) -> Report:
         (("raw CAS txn (1 commit, the unit)", txns.per_second, None,
           f"p50 {txns.p50_ms:.2f} ms, p99 {txns.p99_ms:.2f} ms"),
          ("project lock (distlock, etcd)", project_rate, ratio(project_rate, limit), skipped),
+         ("etcd concurrency.Mutex (Go, in-process)", go_rate, ratio(go_rate, limit), go_skipped),
          ("etcdctl lock -- true", etcdctl_rate, ratio(etcdctl_rate, limit),
           "a process, a session and a lease per cycle")))
 
     def row(name: str, result: _Contended | None, note: str) -> tuple[Any, ...]:
         if result is None:
-            return (name, None, None, None, None, None, None, None, None, note)
+            return (name, None, None, None, None, None, None, None, None, None, None, note)
         return (name, result.holds, result.handoffs_per_second,
                 ratio(result.handoffs_per_second, txns.per_second), result.mean_ms,
                 result.p50_ms,
                 result.p99_ms, ratio(result.p99_ms, txns.p50_ms),
-                f"{'yes' if result.fifo else 'NO'}/{'yes' if result.exclusive else 'NO'}", note)
+                f"{'yes' if result.fifo else 'NO'}/{'yes' if result.exclusive else 'NO'}",
+                result.client_cpu_per_1000, result.etcd_cpu_per_1000, note)
 
     contended = Table(
-        f"one lock, {options.contenders} contending processes",
+        f"one lock, {options.contenders} contending sessions",
         ("client", "holds", "handoffs/s", "vs txn rate", "mean ms", "p50 ms", "p99 ms",
-         "p99 vs txn p50", "FIFO/exclusive", "note"),
-        (row("project lock (distlock, etcd)", project, skipped),
+         "p99 vs txn p50", "FIFO/exclusive", "client CPU s/1k", "etcd CPU s/1k", "note"),
+        (row("project lock (distlock, etcd)", project, skipped or "a process per session"),
+         row("etcd concurrency.Mutex (Go, in-process)", go,
+             go_skipped or "8 sessions in one process; FIFO: grant revisions, always rising"),
          row("etcdctl lock", etcdctl, "each hold is a new etcdctl process")))
     # The Mutex algorithm's critical path per handoff, from parts measured just now.
     floor_ms = notify_ms + read_ms
@@ -175,12 +206,21 @@ def _measure(endpoint: str, base: Path, options: LocksOptions) -> Report:
     report = Report("locks", {"contenders": options.contenders, "handoffs": options.handoffs,
                               "cluster": "3 etcd members on loopback", "endpoint": "leader"},
                     [uncontended, contended, parts])
+    floor_rate = 1000 / floor_ms
     report.targets = [
         Target("handoffs/s vs raw txn rate", ratio(project.handoffs_per_second,
                                                    txns.per_second) if project else None,
                0.5, True, "x", skipped),
+        Target("handoffs/s vs the Go Mutex", ratio(project.handoffs_per_second,
+                                                   go.handoffs_per_second)
+               if project and go else None, 1.0, True, "x", skipped or go_skipped),
+        Target("handoffs/s vs the computed floor", ratio(project.handoffs_per_second,
+                                                         floor_rate) if project else None,
+               0.7, True, "x", skipped),
         Target("p99 handoff vs one txn (p50)", ratio(project.p99_ms, txns.p50_ms)
                if project else None, 3.0, False, "x", skipped),
+        Target("uncontended acquire+release vs the Go Mutex", ratio(project_rate, go_rate),
+               0.8, True, "x", skipped or go_skipped),
     ]
     if project is not None and not (project.fifo and project.exclusive):
         report.notes.append("the project lock broke FIFO or exclusion in this run: a bug, "
@@ -408,6 +448,84 @@ def _summarize(holds: Sequence[_Hold]) -> _Contended:
                       percentile(gaps, 99) * 1000, fifo, exclusive)
 
 
+class _CpuMeter:
+    """CPU seconds the etcd members spend, read from /proc around each contended run."""
+
+    def __init__(self, pids: Sequence[int]) -> None:
+        self._pids = list(pids)
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def seconds(self) -> float:
+        total = 0
+        for pid in self._pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        return total / self._tick
+
+    def charge(self, run: Callable[[], tuple[_Contended, float]]) -> _Contended:
+        """Run ``run`` (which returns its result and its clients' CPU seconds) and put
+        the CPU per 1,000 handoffs of both sides into the result."""
+        before = self.seconds()
+        result, client_cpu = run()
+        etcd = self.seconds() - before
+        per = 1000 / max(result.holds, 1)
+        return dataclasses.replace(result, client_cpu_per_1000=client_cpu * per,
+                                   etcd_cpu_per_1000=etcd * per)
+
+
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _with_children_cpu(run: Callable[[], _Contended]) -> tuple[_Contended, float]:
+    """``run``'s result and the CPU seconds of the child processes it waited for."""
+    before = _cpu(resource.RUSAGE_CHILDREN)
+    result = run()
+    return result, _cpu(resource.RUSAGE_CHILDREN) - before
+
+
+def _go_mutex_bench() -> str:
+    """The etcd-mutex-bench binary scripts/build-tools.sh builds, or why it is missing."""
+    override = os.environ.get("ETCD_MUTEX_BENCH")  # a build of one's own, while developing
+    built = find_tool("etcd-mutex-bench")
+    if override:
+        return override
+    if built is None:
+        raise _NotLanded(f"etcd-mutex-bench is not built in {bin_dir()} ({BUILD_COMMAND})")
+    return str(built)
+
+
+def _run_go_mutex(endpoint: str, *, cycles: int, handoffs: int,
+                  contenders: int) -> dict[str, Any]:
+    result = subprocess.run(
+        [_go_mutex_bench(), f"--endpoints={endpoint}", f"--cycles={cycles}",
+         f"--handoffs={handoffs}", f"--contenders={contenders}", f"--ttl={int(_TTL)}"],
+        capture_output=True, text=True, timeout=_RUN_TIMEOUT, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"etcd-mutex-bench failed: {result.stderr.strip()}")
+    answer: dict[str, Any] = json.loads(result.stdout)
+    return answer
+
+
+def _go_uncontended(endpoint: str, cycles: int) -> float:
+    answer = _run_go_mutex(endpoint, cycles=cycles, handoffs=0, contenders=2)
+    return float(answer["uncontended_per_second"])
+
+
+def _go_contended(endpoint: str,
+                  options: LocksOptions) -> Callable[[], tuple[_Contended, float]]:
+    _go_mutex_bench()  # not built: say so before the run is charged
+
+    def run() -> _Contended:
+        answer = _run_go_mutex(endpoint, cycles=0, handoffs=options.handoffs,
+                               contenders=options.contenders)
+        return _summarize([_Hold(h["acquired"], h["released"], h["token"])
+                           for h in answer["holds"]])
+
+    return lambda: _with_children_cpu(run)
+
+
 def _open_project_backend(endpoint: str) -> Any:
     from distlock import BackendOptions, open_backend  # noqa: PLC0415 - may not exist yet
 
@@ -430,16 +548,20 @@ def _project_uncontended(endpoint: str, cycles: int) -> float:
         backend.close()
 
 
-def _project_contended(endpoint: str, base: Path, options: LocksOptions) -> _Contended:
-    records = run_contenders(_contend, (endpoint,), base, options.contenders, options.handoffs)
-    return _summarize([_Hold(*record) for record in records])
+def _project_contended(endpoint: str, base: Path,
+                       options: LocksOptions) -> tuple[_Contended, float]:
+    """The holds of every contender and the CPU seconds they spent contending."""
+    records, cpu = run_contenders(_contend, (endpoint,), base, options.contenders,
+                                  options.handoffs)
+    return _summarize([_Hold(*record) for record in records]), cpu
 
 
 def run_contenders(target: Callable[..., None], args: tuple[Any, ...], base: Path,
-                   contenders: int, handoffs: int) -> list[list[Any]]:
+                   contenders: int, handoffs: int) -> tuple[list[list[Any]], float]:
     """Run ``target(*args, remaining, barrier, out)`` in ``contenders`` processes that
     share a budget of ``handoffs`` acquisitions; the clock starts when every one has
-    its session (the barrier). Returns every record the processes wrote to ``out``."""
+    its session (the barrier). Returns every record the processes wrote to ``out``
+    (through :func:`hold_loop`) and the CPU seconds they spent contending."""
     context = multiprocessing.get_context("spawn")
     remaining = context.Value("i", handoffs)
     barrier = context.Barrier(contenders + 1)
@@ -462,7 +584,9 @@ def run_contenders(target: Callable[..., None], args: tuple[Any, ...], base: Pat
     failed = [p.name for p in processes if p.exitcode != 0]
     if failed:
         raise RuntimeError(f"lock contenders failed: {', '.join(failed)}")
-    return [record for out in outputs for record in json.loads(out.read_text())]
+    answers = [json.loads(out.read_text()) for out in outputs]
+    return ([record for answer in answers for record in answer["holds"]],
+            sum(answer["cpu"] for answer in answers))
 
 
 def _contend(endpoint: str, remaining: Synchronized[int], barrier: Barrier, out: Path) -> None:
@@ -473,11 +597,13 @@ def _contend(endpoint: str, remaining: Synchronized[int], barrier: Barrier, out:
 def hold_loop(backend: Any, lock_name: str, remaining: Synchronized[int], barrier: Barrier,
               out: Path, *, tag: Callable[[int], int] = int) -> None:
     """Acquire and release ``lock_name`` through ``backend`` (then closed) until the shared
-    budget is spent; writes [(acquired, released, tag(token))] to ``out``."""
+    budget is spent; writes {"holds": [(acquired, released, tag(token))], "cpu": CPU
+    seconds from the barrier to the last release} to ``out``."""
     records: list[tuple[float, float, int]] = []
     try:
         lock = backend.lock(lock_name)
         barrier.wait(timeout=120)
+        cpu = _cpu(resource.RUSAGE_SELF)  # every thread's, the transport's included
         while True:
             with remaining.get_lock():
                 if remaining.value <= 0:
@@ -488,9 +614,10 @@ def hold_loop(backend: Any, lock_name: str, remaining: Synchronized[int], barrie
             released = time.time()
             lock.release()
             records.append((acquired, released, tag(token)))
+        cpu = _cpu(resource.RUSAGE_SELF) - cpu
     finally:
         backend.close()
-    out.write_text(json.dumps(records))
+    out.write_text(json.dumps({"holds": records, "cpu": cpu}))
 
 
 __all__ = ["LocksOptions", "run"]

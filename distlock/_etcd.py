@@ -1,4 +1,4 @@
-"""The etcd backend: etcd's own Mutex algorithm, spoken over the v3 JSON gateway.
+"""The etcd backend: etcd's own Mutex algorithm, spoken over etcd's gRPC API.
 
 This is the algorithm of Go's ``concurrency.Mutex`` (the one ``etcdctl lock`` uses), so
 that a lock held through either excludes the other:
@@ -24,10 +24,12 @@ keepalive was *sent*, so we never believe in the lease longer than etcd does), e
 grant's :class:`~distlock.LostSignal` fires. A holder paused past its TTL learns this
 only when it runs again, which is why guarded writes (:class:`EtcdFencedStore`) exist.
 
-Failover is the gateway's (every request fails over to the next endpoint until its
-deadline). A watch on a member that dies ends, and the waiter re-reads and re-watches
-through another member; waiters also re-check every ``recheck`` seconds so that a
-member that hangs instead of dying delays a handoff but cannot lose it.
+Failover is the transport's (:mod:`distlock._etcd_grpc`: every request fails over to
+the next endpoint until its deadline). All waiters of a session share one watch stream
+and the lease one keepalive stream. A watch stream on a member that dies ends, every
+waiter on it re-reads and re-watches through another member; waiters also re-check
+every ``recheck`` seconds so that a member that hangs instead of dying delays a handoff
+but cannot lose it.
 """
 
 from __future__ import annotations
@@ -43,15 +45,9 @@ from typing import Any
 
 from distlock._backend import BackendOptions, LockBackend
 from distlock._errors import BackendRefused, BackendUnavailable, LockLost, StaleTokenError
-from distlock._etcd_gateway import (
-    EtcdError,
-    Gateway,
-    Stream,
-    TLSFiles,
-    b64,
-    prefix_end,
-    unb64,
-)
+from distlock._etcd_grpc import Client, DeletionWatch, KeepAlive, WatchHub
+from distlock._etcd_wire import EtcdError, TLSFiles, prefix_end
+from distlock._etcdpb import rpc_pb2
 from distlock._fencing import check_token
 from distlock._grant import Grant, LockState
 
@@ -59,7 +55,7 @@ _log = logging.getLogger("distlock.etcd")
 
 _LEASE_EXISTS = "lease already exists"
 _LEASE_NOT_FOUND = "lease not found"
-# The gateway's lease TTL is an int64: anything larger cannot even be sent. etcd's own,
+# The lease TTL is an int64 on the wire: anything larger cannot even be sent. etcd's own,
 # smaller limit is etcd's to enforce (and to name when it refuses).
 _MAX_WIRE_TTL = 2**63 - 1
 
@@ -88,7 +84,8 @@ class EtcdBackend(LockBackend):
         if math.ceil(ttl) > _MAX_WIRE_TTL:
             raise ValueError(f"etcd lock ttl must be at most {_MAX_WIRE_TTL} seconds (etcd's "
                              f"int64), got {ttl!r}")
-        self._gateway = Gateway(endpoints, request_timeout=request_timeout, tls=tls)
+        self._client = Client(endpoints, request_timeout=request_timeout, tls=tls)
+        self._watches = WatchHub(self._client)
         self._recheck = recheck
         self._mutex = threading.Lock()
         self._closed = threading.Event()
@@ -101,6 +98,7 @@ class EtcdBackend(LockBackend):
         self._lease_id, self._ttl = self._grant_lease(
             math.ceil(ttl), max(ttl, 5) if open_timeout is None else open_timeout)
         self._expires = sent + self._ttl
+        self._pings = KeepAlive(self._client, self._lease_id)
         self._keepalive = threading.Thread(target=self._keep_alive, daemon=True,
                                            name=f"distlock-etcd-keepalive-{self._lease_id:x}")
         self._keepalive.start()
@@ -162,13 +160,12 @@ class EtcdBackend(LockBackend):
             # Forget it first: if the delete fails, the key stays ours (on our lease), and a
             # later acquire of the same name finds it again instead of being refused.
             del self._grants[grant.holder]
-        self._gateway.call("kv/deleterange", {"key": b64(grant.holder)},
-                           timeout=self._request_deadline())
+        self._client.delete(grant.holder.encode(), timeout=self._request_deadline())
 
     def inspect(self, name: str) -> LockState:
         prefix = _prefix(name)
         kvs = self._range_prefix(prefix, timeout=self._request_deadline())
-        keys = [(int(kv.get("create_revision", 0)), unb64(kv["key"]).decode()) for kv in kvs]
+        keys = [(kv.create_revision, kv.key.decode()) for kv in kvs]
         keys.sort()
         if not keys:
             return LockState(name=name, holder=None, token=None, waiters=())
@@ -184,8 +181,7 @@ class EtcdBackend(LockBackend):
             self._grants.clear()
         try:
             # Revoking the lease deletes every key attached to it in one step.
-            self._gateway.call("lease/revoke", {"ID": str(self._lease_id)},
-                               timeout=self._request_deadline())
+            self._client.lease_revoke(self._lease_id, timeout=self._request_deadline())
         except EtcdError as error:
             if _LEASE_NOT_FOUND not in error.message:
                 raise
@@ -195,7 +191,9 @@ class EtcdBackend(LockBackend):
         finally:
             for grant in grants:
                 grant.lost.fire("the etcd session was closed")
-            self._gateway.close()
+            self._pings.close()
+            self._watches.close()
+            self._client.close()
 
     # -- the Mutex algorithm ---------------------------------------------------------
 
@@ -207,24 +205,25 @@ class EtcdBackend(LockBackend):
         (reads in a transaction see its own put), so an uncontended acquire is one
         commit and a contended one starts waiting without a read of its own.
         """
-        response = self._gateway.call("kv/txn", {
-            "compare": [{"key": b64(key), "target": "CREATE", "result": "EQUAL",
-                         "create_revision": "0"}],
-            "success": [{"request_put": {"key": b64(key), "value": "",
-                                         "lease": str(self._lease_id)}},
-                        {"request_range": _queue_range(prefix, None)}],
-            "failure": [{"request_range": {"key": b64(key)}}],
-        }, timeout=self._request_deadline(deadline))
-        if response.get("succeeded"):
-            revision = int(response["header"]["revision"])
-            queue = response["responses"][1]["response_range"]
+        raw = key.encode()
+        response = self._client.txn(rpc_pb2.TxnRequest(
+            compare=[rpc_pb2.Compare(key=raw, target=rpc_pb2.Compare.CREATE,
+                                     result=rpc_pb2.Compare.EQUAL, create_revision=0)],
+            success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(
+                         key=raw, lease=self._lease_id)),
+                     rpc_pb2.RequestOp(request_range=_queue_range(prefix, None))],
+            failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=raw))],
+        ), timeout=self._request_deadline(deadline))
+        if response.succeeded:
+            revision = int(response.header.revision)
+            queue = response.responses[1].response_range
             return revision, _ahead_in(queue, key, revision, seen_at=revision)
-        kvs = response["responses"][0]["response_range"].get("kvs", [])
+        kvs = response.responses[0].response_range.kvs
         if not kvs:  # deleted between compare and read: cannot be, a txn is atomic
             raise BackendUnavailable(f"etcd lost the waiter key {key!r} inside a transaction")
         # A retry found the key its lost first attempt created: keys created since then
         # sort above ours, so the queue must be read up to our revision.
-        revision = int(kvs[0]["create_revision"])
+        revision = int(kvs[0].create_revision)
         return revision, self._ahead_of(key, prefix, revision, deadline)
 
     def _ahead_of(self, key: str, prefix: str, revision: int,
@@ -236,9 +235,9 @@ class EtcdBackend(LockBackend):
         asks with two reads; on the handoff's critical path the second one was a third
         of the minimum.
         """
-        response = self._gateway.call("kv/range", _queue_range(prefix, revision),
+        response = self._client.range(_queue_range(prefix, revision),
                                       timeout=self._request_deadline(deadline))
-        return _ahead_in(response, key, revision, seen_at=int(response["header"]["revision"]))
+        return _ahead_in(response, key, revision, seen_at=int(response.header.revision))
 
     def _wait_turn(self, key: str, prefix: str, revision: int,  # noqa: PLR0917
                    ahead: _Ahead | None, deadline: float | None,
@@ -259,7 +258,7 @@ class EtcdBackend(LockBackend):
         there (its delete will reach the watch) or it has gone.
         """
         while ahead is not None:
-            watch = _DeletionWatch(self._gateway, ahead.key)
+            watch = _DeletionWatch(self._watches, ahead.key.encode())
             try:
                 recheck_at = time.monotonic() + self._recheck
                 if not self._sleep_until(watch, watch.created_or_fired, recheck_at, deadline,
@@ -307,20 +306,18 @@ class EtcdBackend(LockBackend):
         if self._closed.is_set():
             return
         try:
-            self._gateway.call("kv/deleterange", {"key": b64(key)},
-                               timeout=self._request_deadline())
+            self._client.delete(key.encode(), timeout=self._request_deadline())
         except (BackendUnavailable, EtcdError) as error:
             _log.warning("could not delete waiter key %s (%s); it goes with the lease", key,
                          error)
 
-    def _range_prefix(self, prefix: str, *, timeout: float) -> list[dict[str, Any]]:
+    def _range_prefix(self, prefix: str, *, timeout: float) -> list[Any]:
         start = prefix.encode()
-        response = self._gateway.call("kv/range", {
-            "key": b64(start), "range_end": b64(prefix_end(start)), "keys_only": True,
-            "sort_order": "ASCEND", "sort_target": "CREATE",
-        }, timeout=timeout)
-        kvs: list[dict[str, Any]] = response.get("kvs", [])
-        return kvs
+        response = self._client.range(rpc_pb2.RangeRequest(
+            key=start, range_end=prefix_end(start), keys_only=True,
+            sort_order=rpc_pb2.RangeRequest.ASCEND, sort_target=rpc_pb2.RangeRequest.CREATE,
+        ), timeout=timeout)
+        return list(response.kvs)
 
     # -- the session lease -----------------------------------------------------------
 
@@ -330,11 +327,11 @@ class EtcdBackend(LockBackend):
         retried = False
         while True:
             try:
-                response = self._gateway.call("lease/grant", {"TTL": str(ttl), "ID": str(lease_id)},
-                                              timeout=max(deadline - time.monotonic(), 0.1))
+                response = self._client.lease_grant(ttl, lease_id,
+                                                    timeout=max(deadline - time.monotonic(), 0.1))
             except EtcdError as error:
                 if _LEASE_EXISTS not in error.message:
-                    self._gateway.close()
+                    self._client.close()
                     raise BackendRefused(f"etcd refused a lease of {ttl}s: "
                                          f"{error.message}") from error
                 if retried:
@@ -343,16 +340,18 @@ class EtcdBackend(LockBackend):
                 lease_id = secrets.randbits(63) or 1  # a collision with someone else's
                 continue
             except BackendUnavailable:
-                self._gateway.close()
+                self._client.close()
                 raise
             retried = True
-            if "ID" in response:
-                return int(response["ID"]), int(response.get("TTL", ttl))
+            if response.error:
+                self._client.close()
+                raise BackendRefused(f"etcd refused a lease of {ttl}s: {response.error}")
+            return int(response.ID), int(response.TTL or ttl)
 
     def _current_ttl(self, lease_id: int, fallback: int, deadline: float) -> int:
-        response = self._gateway.call("lease/timetolive", {"ID": str(lease_id)},
-                                      timeout=max(deadline - time.monotonic(), 0.1))
-        return int(response.get("grantedTTL", fallback))
+        response = self._client.lease_time_to_live(
+            lease_id, timeout=max(deadline - time.monotonic(), 0.1))
+        return int(response.grantedTTL or fallback)
 
     def _keep_alive(self) -> None:
         interval = self._ttl / 3
@@ -362,15 +361,12 @@ class EtcdBackend(LockBackend):
                 self._session_lost("the lease's TTL ran out without a confirmed keepalive")
                 return
             try:
-                response = self._gateway.call("lease/keepalive", {"ID": str(self._lease_id)},
-                                              timeout=self._expires - sent)
+                ttl = self._pings.ping(self._expires - sent)
             except (BackendUnavailable, EtcdError) as error:
                 if self._closed.is_set():
                     return
                 self._session_lost(f"keepalive failed until the lease's TTL ran out: {error}")
                 return
-            # A keepalive is a stream on the gateway: its one answer comes as "result".
-            ttl = int(response.get("result", response).get("TTL", 0))
             if ttl <= 0:
                 if not self._closed.is_set():
                     self._session_lost("etcd says the lease has expired")
@@ -396,65 +392,17 @@ class EtcdBackend(LockBackend):
         """How long one logical request may keep failing over: long enough to ride out
         an election (~1-2 s), never longer than the lease could still last, and never
         past ``deadline`` (the acquire's own, on the monotonic clock) when one is set."""
-        budget = max(self._gateway_timeout(), 5.0)
+        budget = max(self._lease_timeout(), 5.0)
         if deadline is None:
             return budget
         return min(budget, max(deadline - time.monotonic(), 0.05))
 
-    def _gateway_timeout(self) -> float:
+    def _lease_timeout(self) -> float:
         return max(self._ttl, 1)
 
 
-class _DeletionWatch:
-    """A watch for one key's deletion from etcd's current revision, on its own thread, so
-    the waiter never blocks on a member that accepts connections but does not answer."""
-
-    def __init__(self, gateway: Gateway, key: str) -> None:
-        self.fired = threading.Event()
-        self.created = threading.Event()
-        self.wake = threading.Event()  # set on created and on fired
-        self.deleted = False
-        self.start_revision = 0  # the first revision the watch sees, once created
-        self._gateway = gateway
-        # No start_revision: see EtcdBackend._wait_turn for why it must start "now".
-        self._body = {"create_request": {"key": b64(key), "filters": ["NOPUT"]}}
-        self._mutex = threading.Lock()
-        self._stream: Stream | None = None
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name="distlock-etcd-watch")
-        self._thread.start()
-
-    def created_or_fired(self) -> bool:
-        return self.created.is_set() or self.fired.is_set()
-
-    def _run(self) -> None:
-        stream = self._gateway.stream("watch", self._body, timeout=self._gateway.request_timeout)
-        with self._mutex:
-            if self._stopped:
-                stream.abort()
-                return
-            self._stream = stream
-        for message in stream:
-            if any(event.get("type") == "DELETE" for event in message.get("events", ())):
-                self.deleted = True
-                break
-            if message.get("canceled"):  # leader lost, or the member refused the watch
-                break
-            if message.get("created"):
-                self.start_revision = int(message.get("header", {}).get("revision", 0)) + 1
-                self.created.set()
-                self.wake.set()
-        # Deleted, or the stream ended (member died): the waiter re-reads.
-        self.fired.set()
-        self.wake.set()
-
-    def stop(self) -> None:
-        with self._mutex:
-            self._stopped = True
-            stream = self._stream
-        if stream is not None:
-            stream.abort()
+# The name the conformance suite reaches in for (it races deletes against a watch's start).
+_DeletionWatch = DeletionWatch
 
 
 class EtcdFencedStore:
@@ -471,7 +419,7 @@ class EtcdFencedStore:
         if not prefix or prefix.endswith("/"):
             raise ValueError(f"fence prefix must be non-empty without a trailing '/', "
                              f"got {prefix!r}")
-        self._gateway = Gateway(endpoints, tls=tls)
+        self._client = Client(endpoints, tls=tls)
         self._prefix = prefix
         self._fence = f"{prefix}/fence".encode()
         self._timeout = timeout
@@ -483,39 +431,39 @@ class EtcdFencedStore:
             seen, mod_revision = self._read_fence()
             if token < seen:
                 raise StaleTokenError(token, seen, f"etcd {self._prefix}/data/{key}")
-            compare: dict[str, Any] = (
-                {"key": b64(self._fence), "target": "CREATE", "result": "EQUAL",
-                 "create_revision": "0"} if mod_revision == 0 else
-                {"key": b64(self._fence), "target": "MOD", "result": "EQUAL",
-                 "mod_revision": str(mod_revision)})
-            response = self._gateway.call("kv/txn", {
-                "compare": [compare],
-                "success": [{"request_put": {"key": b64(self._fence),
-                                             "value": b64(f"{max(token, seen):020d}")}},
-                            {"request_put": {"key": b64(data), "value": b64(value)}}],
-            }, timeout=self._timeout)
-            if response.get("succeeded"):
+            compare = (
+                rpc_pb2.Compare(key=self._fence, target=rpc_pb2.Compare.CREATE,
+                                result=rpc_pb2.Compare.EQUAL, create_revision=0)
+                if mod_revision == 0 else
+                rpc_pb2.Compare(key=self._fence, target=rpc_pb2.Compare.MOD,
+                                result=rpc_pb2.Compare.EQUAL, mod_revision=mod_revision))
+            response = self._client.txn(rpc_pb2.TxnRequest(
+                compare=[compare],
+                success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(
+                             key=self._fence, value=f"{max(token, seen):020d}".encode())),
+                         rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(
+                             key=data, value=value))],
+            ), timeout=self._timeout)
+            if response.succeeded:
                 return
 
     def get(self, key: str) -> bytes | None:
-        response = self._gateway.call("kv/range", {"key": b64(self._data_key(key))},
-                                      timeout=self._timeout)
-        kvs = response.get("kvs", [])
-        return unb64(kvs[0].get("value")) if kvs else None
+        kvs = self._client.range(rpc_pb2.RangeRequest(key=self._data_key(key)),
+                                 timeout=self._timeout).kvs
+        return bytes(kvs[0].value) if kvs else None
 
     def highest_token(self) -> int:
         return self._read_fence()[0]
 
     def close(self) -> None:
-        self._gateway.close()
+        self._client.close()
 
     def _read_fence(self) -> tuple[int, int]:
-        response = self._gateway.call("kv/range", {"key": b64(self._fence)},
-                                      timeout=self._timeout)
-        kvs = response.get("kvs", [])
+        kvs = self._client.range(rpc_pb2.RangeRequest(key=self._fence),
+                                 timeout=self._timeout).kvs
         if not kvs:
             return 0, 0
-        return int(unb64(kvs[0].get("value")) or b"0"), int(kvs[0]["mod_revision"])
+        return int(kvs[0].value or b"0"), int(kvs[0].mod_revision)
 
     def _data_key(self, key: str) -> bytes:
         if not key:
@@ -536,32 +484,29 @@ class _Ahead:
             (self.key, self.create_revision)
 
 
-def _queue_range(prefix: str, max_create_revision: int | None) -> dict[str, Any]:
+def _queue_range(prefix: str, max_create_revision: int | None) -> rpc_pb2.RangeRequest:
     """A range request for the top two waiters (by create revision) of a lock's queue,
     optionally only those created at or before ``max_create_revision``."""
     start = prefix.encode()
-    request: dict[str, Any] = {
-        "key": b64(start), "range_end": b64(prefix_end(start)), "limit": 2,
-        "sort_order": "DESCEND", "sort_target": "CREATE", "keys_only": True}
-    if max_create_revision is not None:
-        request["max_create_revision"] = str(max_create_revision)
-    return request
+    return rpc_pb2.RangeRequest(
+        key=start, range_end=prefix_end(start), limit=2, keys_only=True,
+        sort_order=rpc_pb2.RangeRequest.DESCEND, sort_target=rpc_pb2.RangeRequest.CREATE,
+        max_create_revision=max_create_revision or 0)
 
 
-def _ahead_in(answer: dict[str, Any], key: str, revision: int, *,
+def _ahead_in(answer: rpc_pb2.RangeResponse, key: str, revision: int, *,
               seen_at: int) -> _Ahead | None:
     """From a :func:`_queue_range` answer (top down, ours first): who is ahead of us.
 
     Our key missing from the top means it went with our lease (or was deleted under
     us): then we hold nothing and have nothing to wait for.
     """
-    queue: list[dict[str, Any]] = answer.get("kvs", [])
-    if (not queue or unb64(queue[0]["key"]).decode() != key
-            or int(queue[0]["create_revision"]) != revision):
+    queue = answer.kvs
+    if not queue or queue[0].key.decode() != key or queue[0].create_revision != revision:
         raise LockLost(f"waiter key {key!r} vanished while queued (lease expired?)")
     if len(queue) < 2:
         return None
-    return _Ahead(unb64(queue[1]["key"]).decode(), int(queue[1]["create_revision"]), seen_at)
+    return _Ahead(queue[1].key.decode(), int(queue[1].create_revision), seen_at)
 
 
 def _prefix(name: str) -> str:

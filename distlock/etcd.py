@@ -1,7 +1,7 @@
 """distlock's etcd backend: the names a user of it needs, and nothing else.
 
 Public face over :mod:`distlock._etcd` (the Mutex algorithm, the session lease, the
-predecessor watch) and :mod:`distlock._etcd_gateway` (the v3 JSON gateway client), in
+predecessor watch) and :mod:`distlock._etcd_grpc` (the gRPC transport), in
 the way kr8s keeps ``objects.py`` over ``_objects.py``: what is importable from here is
 what we promise to keep; the machinery behind it may change with any release (the
 handoff path has changed three times for speed). :func:`distlock.open_backend` finds
@@ -18,6 +18,6 @@ from distlock._etcd import (
     check_name,
     from_options,
 )
-from distlock._etcd_gateway import TLSFiles
+from distlock._etcd_wire import TLSFiles
 
 __all__ = ["EtcdBackend", "EtcdFencedStore", "TLSFiles", "check_name", "from_options"]

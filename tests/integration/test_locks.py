@@ -45,7 +45,7 @@ from distlock import (
 )
 from distlock._cli import EXIT_LOST, EXIT_TIMEOUT
 from distlock._errors import BackendRefused
-from distlock._etcd_gateway import Gateway
+from distlock._etcd_grpc import Client, WatchHub
 from distlock.etcd import EtcdBackend, TLSFiles
 from tests.integration.lock_backends import FACTORIES, BackendHarness
 from tests.integration.lock_history import ACQUIRED, ENDED, RELEASED, History, check, fenced_store
@@ -602,23 +602,23 @@ def test_a_retried_enqueue_reuses_its_slot(harness: BackendHarness,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The create's response is lost after etcd applied it; the retry must find our key."""
     etcd_only(harness)
-    from distlock import _etcd_gateway  # noqa: PLC0415 - only this test reaches inside
+    from distlock import _etcd_grpc, _etcd_wire  # noqa: PLC0415 - only this test reaches inside
 
     owner = sessions()
     owner.lock(name).acquire(timeout=WAIT)
     session = sessions()
-    real_attempt = _etcd_gateway.Gateway._attempt
+    real_attempt = _etcd_grpc.Client._attempt
     dropped: list[str] = []
 
-    def lose_first_txn_response(self: _etcd_gateway.Gateway, endpoint: _etcd_gateway.Endpoint,
-                                path: str, body: Any, timeout: float) -> dict[str, Any]:
-        result = real_attempt(self, endpoint, path, body, timeout)
-        if path == "kv/txn" and not dropped:
-            dropped.append(path)
-            raise _etcd_gateway._Unavailable("response lost (injected)")
+    def lose_first_txn_response(self: Client, index: int, method: str, request: Any,  # noqa: PLR0917
+                                response_type: Any, timeout: float) -> Any:
+        result = real_attempt(self, index, method, request, response_type, timeout)
+        if method.endswith("/Txn") and not dropped:
+            dropped.append(method)
+            raise _etcd_wire._Unavailable("response lost (injected)")
         return result
 
-    monkeypatch.setattr(_etcd_gateway.Gateway, "_attempt", lose_first_txn_response)
+    monkeypatch.setattr(_etcd_grpc.Client, "_attempt", lose_first_txn_response)
     with pytest.raises(LockTimeout):
         session.lock(name).acquire(timeout=0.3)
     assert dropped, "the fault was never injected"
@@ -645,12 +645,12 @@ def test_a_predecessor_deleted_around_the_watch_start_still_hands_over(
         assert grant is not None
         real_init = distlock_etcd._DeletionWatch.__init__
 
-        def racing_init(watch: Any, gateway: Gateway, key: str) -> None:
+        def racing_init(watch: Any, hub: WatchHub, key: bytes) -> None:
             if moment == "before-the-watch-exists":
                 holder.release(grant)
-                real_init(watch, gateway, key)
+                real_init(watch, hub, key)
             else:
-                real_init(watch, gateway, key)
+                real_init(watch, hub, key)
                 assert watch.created.wait(5)
                 holder.release(grant)
 
@@ -705,7 +705,7 @@ def test_etcd_over_tls_with_a_client_certificate(tmp_path: Path) -> None:
     ], client_url=url, data_dir=tmp_path / "data", log_dir=tmp_path).start()
     tls = TLSFiles(files["ca.crt"], files["client.crt"], files["client.key"])
     try:
-        wait_until(lambda: Gateway([url], tls=tls).call("maintenance/status", {}, timeout=1),
+        wait_until(lambda: Client([url], tls=tls).status(timeout=1),
                    timeout=WAIT, what="etcd to serve TLS")
         with EtcdBackend([url], ttl=5, tls=tls) as session, session.lock("tls-lock") as held:
             assert held.token > 0

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from distlock import _cli
-from distlock._etcd_gateway import Gateway
+from distlock._etcd_grpc import Client
 from distlock.etcd import EtcdBackend
 from tests.support.etcd import EtcdCluster, gateway
 from tests.support.procs import free_port
@@ -165,18 +165,18 @@ def test_a_waiters_requests_end_by_its_timeout(etcd: str,
     holder = EtcdBackend([etcd], ttl=10)
     waiter = EtcdBackend([etcd], ttl=10, recheck=0.2)
     budgets: list[tuple[str, float]] = []
-    real_call = Gateway.call
+    real_call = Client._call
 
-    def recording_call(self: Gateway, path: str, body: Any, *,
-                       timeout: float = 10.0) -> dict[str, Any]:
-        if path.startswith("kv/"):
-            budgets.append((path, timeout))
-        return real_call(self, path, body, timeout=timeout)
+    def recording_call(self: Client, method: str, request: Any, response_type: Any,
+                       timeout: float) -> Any:
+        if method.startswith("/etcdserverpb.KV/"):
+            budgets.append((method, timeout))
+        return real_call(self, method, request, response_type, timeout)
 
     try:
         grant = holder.acquire("bounded", timeout=5)
         assert grant is not None
-        monkeypatch.setattr(Gateway, "call", recording_call)
+        monkeypatch.setattr(Client, "_call", recording_call)
         assert waiter.acquire("bounded", timeout=1) is None
         monkeypatch.undo()
         queued = budgets[:-1]  # the last is the waiter leaving the queue, after the wait

@@ -168,8 +168,9 @@ def test_async_context_manager_and_cancellation_leave_nothing_held() -> None:
 
 
 def test_distlock_never_imports_pulumi() -> None:
+    # grpc is allowed: the etcd backend speaks gRPC (distlock/_etcd_grpc.py).
     code = ("import sys, distlock, distlock.etcd, distlock._cli; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('pulumi', 'grpc')]; "
+            "bad = [m for m in sys.modules if m.split('.')[0] == 'pulumi']; "
             "sys.exit(f'distlock imported {bad}' if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=False)
