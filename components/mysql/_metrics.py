@@ -1,0 +1,158 @@
+"""Prometheus alert rules for one cluster: MySQL/MariaDB replication, backups, etcd and locks.
+
+Why the rules are built here, as data, rather than kept as a static YAML file: every threshold
+comes from the stack (``maxReplicaLagSeconds``, the backup schedule, the lock bound) and every
+selector from the objects the program names (the MySQL and etcd Services the ServiceMonitors
+scrape, which become the ``job`` label). One function renders the ``groups`` document; the
+PrometheusRule object carries it as its ``spec`` and the tests hand the very same document to
+``promtool test rules``, so what is tested is what is deployed.
+
+Metric sources and what is real today:
+
+- ``mysql_*``: Debian's ``prometheus-mysqld-exporter`` 0.14 (the sidecar runs the same
+  release's image). Replication threads are ``mysql_slave_status_slave_{io,sql}_running``
+  (1 only for ``Yes``; ``Connecting`` is 0), lag ``mysql_slave_status_seconds_behind_master``
+  (absent while the SQL thread is stopped, so the thread-down rule covers that case),
+  writability ``mysql_global_variables_read_only``.
+- Errant transactions: the exporter exports no GTID sets (they are strings), so the rule
+  watches what an errant transaction does to a replica of a ``gtid_strict_mode`` primary: the
+  IO thread is refused with error 1236 (the replica holds GTIDs the primary never had) or the SQL
+  thread stops with 1950 (out-of-order GTID). It fires once the replica reconnects or applies,
+  not at the moment of the stray write.
+- Semisync: ``mysql_global_status_rpl_semi_sync_master_status`` (MariaDB's status variable;
+  MySQL 8.4 renames it ``..._source_status``, matched too) with the plugin enabled. Semisync is
+  not configured by this project yet; the rule is tested on synthetic series.
+- Backups and binlog archiving do not exist yet (other issues): the rules are written against
+  the names those features are to export, ``mysql_cluster_backup_last_success_timestamp_seconds``,
+  ``mysql_cluster_backup_interval_seconds`` and ``mysql_cluster_binlog_archive_lag_seconds``, and
+  tested on synthetic series.
+- ``etcd_*``: etcd's own ``/metrics`` on its client port (3.4 and 3.5 use the same names).
+- ``distlock_*``: distlock's optional metrics (``distlock_lock_held_since_timestamp_seconds``
+  per held lock); the rule is tested on synthetic series.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """What the rules need to know about one deployed cluster."""
+
+    mysql_job: str
+    etcd_job: str
+    max_replica_lag_seconds: int = 30
+    backup_margin_seconds: int = 3600
+    binlog_archive_max_lag_seconds: int = 600
+    etcd_quota_ratio: float = 0.8
+    lock_held_max_seconds: int = 300
+    for_duration: str = "2m"
+
+    def __post_init__(self) -> None:
+        problems = [f"{name}: got {value!r}; must be positive"
+                    for name, value in (("max_replica_lag_seconds", self.max_replica_lag_seconds),
+                                        ("backup_margin_seconds", self.backup_margin_seconds),
+                                        ("binlog_archive_max_lag_seconds",
+                                         self.binlog_archive_max_lag_seconds),
+                                        ("lock_held_max_seconds", self.lock_held_max_seconds))
+                    if value <= 0]
+        if not 0 < self.etcd_quota_ratio < 1:
+            problems.append(f"etcd_quota_ratio: got {self.etcd_quota_ratio!r}; must be in (0, 1)")
+        for name, job in (("mysql_job", self.mysql_job), ("etcd_job", self.etcd_job)):
+            if not job or '"' in job or "\\" in job:
+                problems.append(f"{name}: got {job!r}; must be a non-empty label value "
+                                "without quotes or backslashes")
+        if problems:
+            raise ValueError("invalid alert settings: " + "; ".join(problems))
+
+
+def _alert(name: str, expr: str, summary: str, *, severity: str = "critical",
+           duration: str | None = None) -> dict[str, Any]:
+    rule: dict[str, Any] = {"alert": name, "expr": expr,
+                            "labels": {"severity": severity},
+                            "annotations": {"summary": summary}}
+    if duration:
+        rule["for"] = duration
+    return rule
+
+
+def alert_rules(settings: AlertSettings) -> dict[str, Any]:
+    """The Prometheus rule document (``groups``), also the PrometheusRule's ``spec``."""
+    m = f'job="{settings.mysql_job}"'
+    e = f'job="{settings.etcd_job}"'
+    hold = settings.for_duration
+    replication = [
+        _alert("MySQLReplicaIOThreadDown",
+               f"mysql_slave_status_slave_io_running{{{m}}} == 0",
+               "replica {{ $labels.pod }}: replication IO thread is not running", duration=hold),
+        _alert("MySQLReplicaSQLThreadDown",
+               f"mysql_slave_status_slave_sql_running{{{m}}} == 0",
+               "replica {{ $labels.pod }}: replication SQL thread is not running", duration=hold),
+        _alert("MySQLReplicaLagging",
+               f"mysql_slave_status_seconds_behind_master{{{m}}} > "
+               f"{settings.max_replica_lag_seconds}",
+               f"replica {{{{ $labels.pod }}}} is more than {settings.max_replica_lag_seconds} s "
+               "behind the primary", severity="warning", duration=hold),
+        _alert("MySQLSemisyncFallenBack",
+               f"(mysql_global_variables_rpl_semi_sync_master_enabled{{{m}}} == 1 and on(pod) "
+               f"mysql_global_status_rpl_semi_sync_master_status{{{m}}} == 0) or "
+               f"(mysql_global_variables_rpl_semi_sync_source_enabled{{{m}}} == 1 and on(pod) "
+               f"mysql_global_status_rpl_semi_sync_source_status{{{m}}} == 0)",
+               "primary {{ $labels.pod }} has fallen back to asynchronous replication",
+               duration=hold),
+        # count() of nothing is no series, not 0: the second branch covers "no writable pod".
+        _alert("MySQLNotExactlyOneWritablePrimary",
+               f"(count by (namespace) (mysql_global_variables_read_only{{{m}}} == 0) != 1) or "
+               f"(count by (namespace) (mysql_global_variables_read_only{{{m}}}) * 0 unless "
+               f"count by (namespace) (mysql_global_variables_read_only{{{m}}} == 0))",
+               "namespace {{ $labels.namespace }}: not exactly one writable MySQL server",
+               duration=hold),
+        _alert("MySQLErrantTransactions",
+               f"mysql_slave_status_last_io_errno{{{m}}} == 1236 or "
+               f"mysql_slave_status_last_sql_errno{{{m}}} == 1950",
+               "replica {{ $labels.pod }} holds transactions the primary does not have "
+               "(replication error 1236 or 1950)"),
+    ]
+    backups = [
+        _alert("MySQLBackupTooOld",
+               f"time() - mysql_cluster_backup_last_success_timestamp_seconds{{{m}}} > "
+               f"on(namespace) group_left mysql_cluster_backup_interval_seconds{{{m}}} + "
+               f"{settings.backup_margin_seconds}",
+               "the newest complete backup is older than its schedule plus "
+               f"{settings.backup_margin_seconds} s"),
+        _alert("MySQLBinlogArchiveBehind",
+               f"mysql_cluster_binlog_archive_lag_seconds{{{m}}} > "
+               f"{settings.binlog_archive_max_lag_seconds}",
+               f"binary log archive is more than {settings.binlog_archive_max_lag_seconds} s "
+               "behind", severity="warning", duration=hold),
+    ]
+    etcd = [
+        _alert("EtcdNoLeader", f"etcd_server_has_leader{{{e}}} == 0",
+               "etcd member {{ $labels.pod }} has no leader", duration="1m"),
+        _alert("EtcdMemberDown", f"up{{{e}}} == 0",
+               "etcd member {{ $labels.pod }} cannot be scraped", duration=hold),
+        _alert("EtcdDatabaseNearQuota",
+               f"etcd_mvcc_db_total_size_in_bytes{{{e}}} / "
+               f"etcd_server_quota_backend_bytes{{{e}}} > {settings.etcd_quota_ratio}",
+               f"etcd member {{{{ $labels.pod }}}}: database above "
+               f"{settings.etcd_quota_ratio:.0%} of its quota", severity="warning",
+               duration=hold),
+    ]
+    locks = [
+        _alert("DistlockHeldTooLong",
+               f"time() - distlock_lock_held_since_timestamp_seconds > "
+               f"{settings.lock_held_max_seconds}",
+               f"lock {{{{ $labels.lock }}}} held for more than {settings.lock_held_max_seconds} s",
+               severity="warning"),
+    ]
+    return {"groups": [
+        {"name": "mysql-cluster.replication", "rules": replication},
+        {"name": "mysql-cluster.backups", "rules": backups},
+        {"name": "mysql-cluster.etcd", "rules": etcd},
+        {"name": "mysql-cluster.locks", "rules": locks},
+    ]}
+
+
+__all__ = ["AlertSettings", "alert_rules"]

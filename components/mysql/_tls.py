@@ -1,0 +1,96 @@
+"""TLS for MySQL/MariaDB clients and replication: what the deploy can check, and the SQL.
+
+The Secret (``mysql.tls.secret``) is usually written by cert-manager after the program runs, so
+the program cannot always see it. When it can (the Secret's data is given or read back),
+:func:`tls_secret_problems` refuses it before anything is deployed; in the pod,
+``tls-reload.sh check`` makes the same checks with openssl and readiness reports them, so a bad
+Secret is named in one of the two places, never silently served. The checks are the same list:
+a missing key, a file that is not PEM, an expired certificate, a key that does not match, a
+certificate its CA did not sign.
+
+Replication verifies the primary's certificate against the Secret's CA on both flavors:
+MariaDB ``MASTER_SSL=1, MASTER_SSL_CA, MASTER_SSL_VERIFY_SERVER_CERT=1``; MySQL 8.4
+``SOURCE_SSL=1, SOURCE_SSL_CA, SOURCE_SSL_VERIFY_SERVER_CERT=1``. pymysql clients (ReplicationInit)
+get :func:`pymysql_ssl` arguments: the CA, verification of the chain and of the host name.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+
+REQUIRED_KEYS = ("tls.crt", "tls.key", "ca.crt")
+# Where the StatefulSet mounts the Secret; conf/tls/tls.cnf names the same files.
+TLS_DIR = "/etc/mysql/tls"
+
+
+def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def tls_secret_problems(secret: str, data: Mapping[str, str | bytes],
+                        now: datetime.datetime | None = None) -> list[str]:
+    """Every reason ``data`` (the Secret's decoded keys) cannot serve TLS; empty when usable."""
+    def raw(key: str) -> bytes:
+        value = data[key]
+        return value.encode() if isinstance(value, str) else value
+
+    missing = [key for key in REQUIRED_KEYS if not data.get(key)]
+    if missing:
+        return [f"Secret {secret}: missing key {key}" for key in missing]
+    problems: list[str] = []
+    try:
+        cert = x509.load_pem_x509_certificate(raw("tls.crt"))
+    except ValueError:
+        return [f"Secret {secret}: tls.crt is not a PEM certificate"]
+    try:
+        ca = x509.load_pem_x509_certificate(raw("ca.crt"))
+    except ValueError:
+        return [f"Secret {secret}: ca.crt is not a PEM certificate"]
+    try:
+        key = serialization.load_pem_private_key(raw("tls.key"), password=None)
+    except (ValueError, TypeError):
+        return [f"Secret {secret}: tls.key is not an unencrypted PEM private key"]
+    moment = now or datetime.datetime.now(datetime.UTC)
+    if cert.not_valid_after_utc <= moment:
+        problems.append(f"Secret {secret}: tls.crt expired at "
+                        f"{cert.not_valid_after_utc.isoformat()}")
+    if cert.not_valid_before_utc > moment:
+        problems.append(f"Secret {secret}: tls.crt is not valid before "
+                        f"{cert.not_valid_before_utc.isoformat()}")
+    pem = serialization.PublicFormat.SubjectPublicKeyInfo
+    if (key.public_key().public_bytes(serialization.Encoding.PEM, pem)
+            != cert.public_key().public_bytes(serialization.Encoding.PEM, pem)):
+        problems.append(f"Secret {secret}: tls.key does not match the certificate in tls.crt")
+    if not _signed_by(cert, ca):
+        problems.append(f"Secret {secret}: tls.crt is not signed by the CA in ca.crt")
+    return problems
+
+
+def replication_tls_clause(flavor: str, ca_file: str = f"{TLS_DIR}/ca.crt") -> str:
+    """The CHANGE MASTER TO / CHANGE REPLICATION SOURCE TO options for verified TLS."""
+    if "'" in ca_file or "\\" in ca_file:
+        raise ValueError(f"CA file path {ca_file!r} must not contain quotes or backslashes")
+    if flavor == "mariadb":
+        return (f"MASTER_SSL=1, MASTER_SSL_CA='{ca_file}', MASTER_SSL_VERIFY_SERVER_CERT=1")
+    if flavor == "mysql":
+        return (f"SOURCE_SSL=1, SOURCE_SSL_CA='{ca_file}', SOURCE_SSL_VERIFY_SERVER_CERT=1")
+    raise ValueError(f"unknown flavor {flavor!r}: expected 'mysql' or 'mariadb'")
+
+
+def pymysql_ssl(ca_file: str) -> dict[str, Any]:
+    """pymysql.connect arguments that require TLS, verify the chain and the host name."""
+    return {"ssl_ca": ca_file, "ssl_verify_cert": True, "ssl_verify_identity": True}
+
+
+__all__ = ["REQUIRED_KEYS", "TLS_DIR", "pymysql_ssl", "replication_tls_clause",
+           "tls_secret_problems"]
