@@ -63,6 +63,7 @@ CRD_GROUP = "apiextensions.k8s.io"
 CRD_PLURAL = "customresourcedefinitions"
 CRD_KEY = (CRD_GROUP, CRD_PLURAL)
 NAMESPACE_KEY = ("", "namespaces")
+CONFIGMAP_KEY = ("", "configmaps")
 DEFAULT_TOKEN = "fake-kube-token"
 
 
@@ -207,6 +208,8 @@ class _Kind:
 
 _BUILTIN_KINDS = {
     NAMESPACE_KEY: _Kind("", "namespaces", "Namespace", "v1", False, True),
+    # The switchover's primary record is a ConfigMap (components/mysql/_record.py).
+    CONFIGMAP_KEY: _Kind("", "configmaps", "ConfigMap", "v1", True, False),
     CRD_KEY: _Kind(CRD_GROUP, CRD_PLURAL, "CustomResourceDefinition", f"{CRD_GROUP}/v1", False,
                    True),
 }
@@ -886,6 +889,8 @@ def _json_patch(target: JSON, operations: object) -> JSON:  # noqa: PLR0912 - on
 # ---------------------------------------------------------------------------------
 
 _CORE = re.compile(r"^/api/v1(?:/namespaces/(?P<name>[^/]+))?$")
+_CORE_NAMESPACED = re.compile(
+    r"^/api/v1/namespaces/(?P<namespace>[^/]+)/(?P<plural>configmaps)(?:/(?P<name>[^/]+))?$")
 _GROUP = re.compile(
     r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)"
     r"(?:/namespaces/(?P<namespace>[^/]+))?/(?P<plural>[^/]+)"
@@ -984,6 +989,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _route(self, method: str, path: str, query: Mapping[str, str],
                body: Any) -> tuple[int, JSON] | None:
         fake = self.fake
+        namespaced = _CORE_NAMESPACED.match(path)
+        if namespaced:
+            return self._resource(method, _BUILTIN_KINDS[("", namespaced.group("plural"))],
+                                  namespaced.group("namespace"), namespaced.group("name"),
+                                  sub=None, query=query, body=body)
         core = _CORE.match(path)
         if core:
             kind = _BUILTIN_KINDS[NAMESPACE_KEY]
