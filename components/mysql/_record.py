@@ -85,7 +85,7 @@ class MemoryRecordStore:
     def __init__(self, record: PrimaryRecord | None = None) -> None:
         self._lock = threading.Lock()
         self._record = record
-        self._counter = 0
+        self._counter = int(record.version or 0) if record else 0
         self.writes: list[PrimaryRecord] = []
 
     def read(self) -> PrimaryRecord | None:

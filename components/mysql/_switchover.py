@@ -205,12 +205,13 @@ def switchover(servers: Servers, dialect: Dialect, plan: Plan, store: RecordStor
         fence(store, plan.epoch, f"promoting {servers.label(plan.new)}")
         with servers.session(plan.new) as candidate:
             candidate.run(dialect.stop)
+        # 4. The record names the new primary before it is writable; a run overtaken
+        # since its last fence loses this compare-and-swap and changes nothing more.
+        record = store.write(plan.new, plan.epoch, record)
     # From here on the old primary stays read-only: the candidate has every commit, and
     # a failure leaves a cluster that the next `pulumi up` finishes.
     with servers.session(plan.new) as candidate:
         candidate.run(dialect.reset_all)
-        # 4. The record names the new primary before it is writable.
-        record = store.write(plan.new, plan.epoch, record)
         fence(store, plan.epoch, f"making {servers.label(plan.new)} writable")
         _apply(candidate, dialect.writable)
     source = plan.source
