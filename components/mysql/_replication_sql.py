@@ -392,6 +392,21 @@ def missing_gtids(flavor: Flavor, have: str, base: str) -> str:
     return _mysql_text({key: intervals for key, intervals in left.items() if intervals})
 
 
+@dataclass(frozen=True)
+class SemisyncState:
+    """One server's semi-sync settings, and whether its primary side is really waiting."""
+
+    source_enabled: bool
+    replica_enabled: bool
+    source_active: bool     # OFF while enabled: fell back to async after the timeout
+    timeout_ms: int
+    wait_count: int
+
+
+def _on(value: object) -> bool:
+    return str(value).upper() in ("1", "ON", "YES", "TRUE")
+
+
 def _int(value: object, default: int = 0) -> int:
     if value is None or value == "":
         return default
@@ -464,6 +479,41 @@ class Dialect:
     writable: tuple[Statement, ...]
     # What a demoted primary runs before it replicates (MariaDB positions from slave_pos).
     demote: tuple[Statement, ...] = ()
+
+    # --- durability: semi-synchronous replication ----------------------------------------
+    semisync_state: Statement
+    _semisync_source: tuple[str, ...]      # variable names: enabled, timeout, wait point
+    _semisync_replica: str
+    _semisync_wait_count: str | None = None  # MariaDB waits for exactly one replica
+
+    def semisync_source(self, enabled: bool, timeout_seconds: int,
+                        wait_count: int) -> tuple[Statement, ...]:
+        """Primary side. AFTER_SYNC: a commit is visible only once a replica holds it."""
+        enabled_var, timeout_var, wait_point_var = self._semisync_source
+        if not enabled:
+            return (Statement(f"SET GLOBAL {enabled_var} = OFF"),)
+        statements = [Statement(f"SET GLOBAL {wait_point_var} = 'AFTER_SYNC'"),
+                      Statement(f"SET GLOBAL {timeout_var} = %s", (timeout_seconds * 1000,))]
+        if self._semisync_wait_count is not None:
+            statements.append(Statement(f"SET GLOBAL {self._semisync_wait_count} = %s",
+                                        (wait_count,)))
+        statements.append(Statement(f"SET GLOBAL {enabled_var} = ON"))
+        return tuple(statements)
+
+    def semisync_replica(self, enabled: bool) -> tuple[Statement, ...]:
+        """Replica side; the IO thread reads the setting when it (re)connects."""
+        return (Statement(f"SET GLOBAL {self._semisync_replica} = {'ON' if enabled else 'OFF'}"),
+                Statement(f"{self.stop.sql} IO_THREAD"), Statement(f"{self.start.sql} IO_THREAD"))
+
+    @staticmethod
+    def parse_semisync(row: Mapping[str, Any] | None) -> SemisyncState:
+        row = row or {}
+        return SemisyncState(
+            source_enabled=_on(row.get("source_enabled")),
+            replica_enabled=_on(row.get("replica_enabled")),
+            source_active=_on(row.get("source_active")),
+            timeout_ms=_int(row.get("timeout_ms")),
+            wait_count=_int(row.get("wait_count"), 1))
 
     def sessions_of_others(self, own_user: str) -> Statement:
         return Statement(self.client_sessions.sql, (own_user,))
@@ -577,6 +627,16 @@ class MariaDB(Dialect):
     # positioning would ask the new primary for transactions it already holds.
     demote = (Statement("SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos"),)
     read_only_state = Statement("SELECT @@GLOBAL.read_only AS read_only")
+    # Built into MariaDB (no plugin); it waits for one replica's acknowledgement.
+    semisync_state = Statement(
+        "SELECT @@GLOBAL.rpl_semi_sync_master_enabled AS source_enabled, "
+        "@@GLOBAL.rpl_semi_sync_slave_enabled AS replica_enabled, "
+        "@@GLOBAL.rpl_semi_sync_master_timeout AS timeout_ms, "
+        "(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+        "WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS') AS source_active")
+    _semisync_source = ("rpl_semi_sync_master_enabled", "rpl_semi_sync_master_timeout",
+                        "rpl_semi_sync_master_wait_point")
+    _semisync_replica = "rpl_semi_sync_slave_enabled"
 
     def is_read_only(self, row: Mapping[str, Any] | None) -> bool:
         return bool(_int((row or {}).get("read_only")))
@@ -618,6 +678,19 @@ class MySQL(Dialect):
                 Statement("SET GLOBAL read_only = OFF"))
     read_only_state = Statement("SELECT @@GLOBAL.read_only AS read_only, "
                                 "@@GLOBAL.super_read_only AS super_read_only")
+    # The rpl_semi_sync_source/replica plugins (loaded by the server config, both on every
+    # server: any of them may be promoted).
+    semisync_state = Statement(
+        "SELECT @@GLOBAL.rpl_semi_sync_source_enabled AS source_enabled, "
+        "@@GLOBAL.rpl_semi_sync_replica_enabled AS replica_enabled, "
+        "@@GLOBAL.rpl_semi_sync_source_timeout AS timeout_ms, "
+        "@@GLOBAL.rpl_semi_sync_source_wait_for_replica_count AS wait_count, "
+        "(SELECT VARIABLE_VALUE FROM performance_schema.global_status "
+        "WHERE VARIABLE_NAME = 'Rpl_semi_sync_source_status') AS source_active")
+    _semisync_source = ("rpl_semi_sync_source_enabled", "rpl_semi_sync_source_timeout",
+                        "rpl_semi_sync_source_wait_point")
+    _semisync_replica = "rpl_semi_sync_replica_enabled"
+    _semisync_wait_count = "rpl_semi_sync_source_wait_for_replica_count"
 
     def is_read_only(self, row: Mapping[str, Any] | None) -> bool:
         return bool(_int((row or {}).get("super_read_only")))

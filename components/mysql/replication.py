@@ -115,9 +115,10 @@ _INPUT_KEYS = ("flavor", "primary", "replicas", "source_host", "source_port", "a
                "admin_password", "replication_user", "replication_password",
                "max_lag_seconds", "timeout_seconds", "lock_endpoints", "primary_ordinal",
                "sources", "topology_user", "topology_password", "record_namespace",
-               "record_name", "switchover_grace_seconds", "switchover_timeout_seconds")
+               "record_name", "switchover_grace_seconds", "switchover_timeout_seconds",
+               "durability", "semisync_wait_count", "semisync_timeout_seconds")
 _OUTPUT_KEYS = ("replica_status", "primary_gtid_position", "in_sync", "epoch",
-                "recorded_primary")
+                "recorded_primary", "durability_status")
 _HOST = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$")
 _USER = re.compile(r"^[A-Za-z0-9_][-A-Za-z0-9_.]*$")
 _URL = re.compile(r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:\d{1,5})?/?$")
@@ -157,6 +158,9 @@ class ReplicationInitArgs:
     record_name: str = ""
     switchover_grace_seconds: int = 5
     switchover_timeout_seconds: int = 30
+    durability: str = "async"              # "async" | "semisync"
+    semisync_wait_count: int = 1
+    semisync_timeout_seconds: int = 10
 
 
 class ReplicationError(RuntimeError):
@@ -187,6 +191,9 @@ class _Spec:
     record_name: str = ""
     switchover_grace_seconds: int = 5
     switchover_timeout_seconds: int = 30
+    durability: str = "async"
+    semisync_wait_count: int = 1
+    semisync_timeout_seconds: int = 10
     # The primary of this view: primary/replicas/source_* above are that ordinal's.
     current: int = 0
 
@@ -253,6 +260,9 @@ class _Spec:
             "record_name": self.record_name,
             "switchover_grace_seconds": self.switchover_grace_seconds,
             "switchover_timeout_seconds": self.switchover_timeout_seconds,
+            "durability": self.durability,
+            "semisync_wait_count": self.semisync_wait_count,
+            "semisync_timeout_seconds": self.semisync_timeout_seconds,
         }
 
 
@@ -370,38 +380,11 @@ class _Checker:
                 for index, url in enumerate(self._list(name, value, "URLs"))]
 
 
-def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, list[CheckFailure]]:
-    """Validate a property bag; the spec is None when anything is wrong or unknown.
-
-    ``strict`` (Check) also rejects unknown keys; state written by this provider carries
-    outputs beside the inputs, so the other methods read leniently.
-    """
-    check = _Checker(props)
-    flavor = check.flavor("flavor", props.get("flavor"))
-    limits = DIALECTS[flavor or "mysql"].limits  # the stricter limits until flavor is known
-    primary = check.endpoint("primary", props.get("primary"))
-    replicas = check.replicas("replicas", props.get("replicas"), primary)
-    source_host = check.string("source_host", props.get("source_host"), pattern=_HOST,
-                               max_length=limits.host, what="a DNS name or IPv4 address")
-    source_port = check.integer("source_port", props.get("source_port"),
-                                minimum=1, maximum=65535)
-    admin_user = check.string("admin_user", props.get("admin_user"), pattern=_USER,
-                              max_length=limits.user, what="an account name")
-    replication_user = check.string("replication_user", props.get("replication_user"),
-                                    pattern=_USER, max_length=limits.user, what="an account name")
-    if admin_user and admin_user == replication_user:
-        check.fail("replication_user", "must differ from admin_user: the replication account "
-                                       "gets exactly REPLICATION SLAVE and nothing else")
-    admin_password = check.secret("admin_password", props.get("admin_password"),
-                                  max_length=1024)
-    replication_password = check.secret("replication_password",
-                                        props.get("replication_password"),
-                                        max_length=limits.password)
-    max_lag = check.integer("max_lag_seconds", props.get("max_lag_seconds"),
-                            minimum=1, maximum=86400)
-    timeout = check.integer("timeout_seconds", props.get("timeout_seconds"),
-                            minimum=1, maximum=86400)
-    lock_endpoints = check.urls("lock_endpoints", props.get("lock_endpoints", []))
+def _topology_fields(check: _Checker, props: Mapping[str, Any], *, flavor: Flavor | None,
+                     limits: Any, primary: Endpoint | None, replicas: list[Endpoint],
+                     source: tuple[str, int]) -> dict[str, Any]:
+    """The switchover and durability inputs, checked; _Spec keyword arguments."""
+    source_host, source_port = source
     servers = ([primary] if primary else []) + replicas
     ordinal = check.integer("primary_ordinal", props.get("primary_ordinal", 0),
                             minimum=0, maximum=999)
@@ -440,6 +423,71 @@ def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, lis
     switch_timeout = check.integer("switchover_timeout_seconds",
                                    props.get("switchover_timeout_seconds", 30),
                                    minimum=1, maximum=86400)
+    return {"primary_ordinal": ordinal, "servers": tuple(servers), "sources": tuple(sources),
+            "topology_user": topology_user, "topology_password": topology_password,
+            "record_namespace": record_namespace, "record_name": record_name,
+            "switchover_grace_seconds": grace, "switchover_timeout_seconds": switch_timeout,
+            **_durability_fields(check, props, flavor=flavor, replicas=len(replicas))}
+
+
+def _durability_fields(check: _Checker, props: Mapping[str, Any], *, flavor: Flavor | None,
+                       replicas: int) -> dict[str, Any]:
+    durability = props.get("durability", "async")
+    if durability not in ("async", "semisync"):
+        check.fail("durability", f"must be 'async' or 'semisync'; got {durability!r}")
+    wait_count = check.integer("semisync_wait_count", props.get("semisync_wait_count", 1),
+                               minimum=1, maximum=8)
+    semisync_timeout = check.integer("semisync_timeout_seconds",
+                                     props.get("semisync_timeout_seconds", 10),
+                                     minimum=1, maximum=3600)
+    if durability == "semisync":
+        if flavor == "mariadb" and wait_count != 1:
+            check.fail("semisync_wait_count", f"got {wait_count}; MariaDB's semi-sync waits "
+                                              "for exactly one replica's acknowledgement")
+        if wait_count > replicas:
+            check.fail("semisync_wait_count", f"got {wait_count}, but the cluster has "
+                                              f"{replicas} replica(s)")
+        if not props.get("topology_user"):
+            check.fail("durability", "semisync needs topology_user (setting it is a "
+                                     "privileged topology change)")
+    return {"durability": str(durability), "semisync_wait_count": wait_count,
+            "semisync_timeout_seconds": semisync_timeout}
+
+
+def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, list[CheckFailure]]:
+    """Validate a property bag; the spec is None when anything is wrong or unknown.
+
+    ``strict`` (Check) also rejects unknown keys; state written by this provider carries
+    outputs beside the inputs, so the other methods read leniently.
+    """
+    check = _Checker(props)
+    flavor = check.flavor("flavor", props.get("flavor"))
+    limits = DIALECTS[flavor or "mysql"].limits  # the stricter limits until flavor is known
+    primary = check.endpoint("primary", props.get("primary"))
+    replicas = check.replicas("replicas", props.get("replicas"), primary)
+    source_host = check.string("source_host", props.get("source_host"), pattern=_HOST,
+                               max_length=limits.host, what="a DNS name or IPv4 address")
+    source_port = check.integer("source_port", props.get("source_port"),
+                                minimum=1, maximum=65535)
+    admin_user = check.string("admin_user", props.get("admin_user"), pattern=_USER,
+                              max_length=limits.user, what="an account name")
+    replication_user = check.string("replication_user", props.get("replication_user"),
+                                    pattern=_USER, max_length=limits.user, what="an account name")
+    if admin_user and admin_user == replication_user:
+        check.fail("replication_user", "must differ from admin_user: the replication account "
+                                       "gets exactly REPLICATION SLAVE and nothing else")
+    admin_password = check.secret("admin_password", props.get("admin_password"),
+                                  max_length=1024)
+    replication_password = check.secret("replication_password",
+                                        props.get("replication_password"),
+                                        max_length=limits.password)
+    max_lag = check.integer("max_lag_seconds", props.get("max_lag_seconds"),
+                            minimum=1, maximum=86400)
+    timeout = check.integer("timeout_seconds", props.get("timeout_seconds"),
+                            minimum=1, maximum=86400)
+    lock_endpoints = check.urls("lock_endpoints", props.get("lock_endpoints", []))
+    topology = _topology_fields(check, props, flavor=flavor, limits=limits, primary=primary,
+                                replicas=replicas, source=(source_host, source_port))
     if strict:
         for key in sorted(set(props) - set(_INPUT_KEYS) - set(_OUTPUT_KEYS) - {"__provider"}):
             check.fail(key, f"is not a ReplicationInit property; known: {', '.join(_INPUT_KEYS)}")
@@ -447,9 +495,7 @@ def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, lis
         return None, check.failures
     return _Spec(flavor, primary, tuple(replicas), source_host, source_port, admin_user,
                  admin_password, replication_user, replication_password, max_lag, timeout,
-                 tuple(lock_endpoints), ordinal, tuple(servers), tuple(sources),
-                 topology_user, topology_password, record_namespace, record_name, grace,
-                 switch_timeout), []
+                 tuple(lock_endpoints), **topology), []
 
 
 def _spec(props: Mapping[str, Any]) -> _Spec:
@@ -811,11 +857,67 @@ class _Observation:
     primary_position: str
     replicas: tuple[dict[str, Any], ...]
     problems: tuple[str, ...]
+    durability: dict[str, Any] = field(default_factory=dict)
 
     def outputs(self) -> dict[str, Any]:
         return {"replica_status": list(self.replicas),
                 "primary_gtid_position": self.primary_position,
-                "in_sync": not self.problems}
+                "in_sync": not self.problems,
+                "durability_status": self.durability}
+
+
+def _durability_problems(spec: _Spec) -> tuple[dict[str, Any], list[str]]:
+    """What the primary really does, and how that differs from the declared durability.
+
+    Never claims semisync while running async: a primary whose replicas did not
+    acknowledge within the timeout keeps committing (the documented choice: availability
+    over blocking) but reports OFF, and that is drift here.
+    """
+    with _admin(spec, spec.primary_label, spec.primary) as primary:
+        state = spec.dialect.parse_semisync(primary.one(spec.dialect.semisync_state))
+    actual = ("semisync" if state.source_enabled and state.source_active
+              else "async (semisync enabled, fallen back)" if state.source_enabled
+              else "async")
+    status = {"declared": spec.durability, "actual": actual,
+              "timeout_ms": state.timeout_ms, "wait_count": state.wait_count}
+    problems = []
+    if spec.durability == "semisync" and actual != "semisync":
+        problems.append(
+            f"{spec.primary_label}: durability is declared semisync but the primary runs "
+            f"{actual}: no {spec.semisync_wait_count} replica(s) acknowledged within "
+            f"semisync_timeout_seconds={spec.semisync_timeout_seconds} (or semisync is off)")
+    if spec.durability == "async" and state.source_enabled:
+        problems.append(f"{spec.primary_label}: semisync is enabled but durability is async")
+    return {**status, "drift": problems}, problems
+
+
+def _ensure_durability(spec: _Spec, guard: _Guard) -> None:
+    """Primary waits for acknowledgements (or not); every replica acknowledges (or not)."""
+    dialect = spec.dialect
+    semisync = spec.durability == "semisync"
+    servers = _TopologyServers(spec)
+    for ordinal in range(len(spec.servers)):
+        with _admin(spec, spec.server_label(ordinal), spec.servers[ordinal]) as server:
+            state = dialect.parse_semisync(server.one(dialect.semisync_state))
+        statements: list[Statement] = []
+        if ordinal == spec.current:
+            want_timeout = spec.semisync_timeout_seconds * 1000
+            if state.source_enabled != semisync or (semisync and (
+                    state.timeout_ms != want_timeout
+                    or state.wait_count != spec.semisync_wait_count)):
+                statements += dialect.semisync_source(semisync, spec.semisync_timeout_seconds,
+                                                      spec.semisync_wait_count)
+        else:
+            if state.source_enabled:  # a demoted primary must not wait for anyone
+                statements += dialect.semisync_source(False, 0, 0)
+            if state.replica_enabled != semisync:
+                statements += dialect.semisync_replica(semisync)
+        if not statements:
+            continue
+        guard.check(f"changing durability on {spec.server_label(ordinal)}")
+        with servers.session(ordinal) as server:
+            for statement in statements:
+                server.run(statement)
 
 
 def _observe(spec: _Spec, *, with_position: bool) -> _Observation:
@@ -842,6 +944,12 @@ def _observe(spec: _Spec, *, with_position: bool) -> _Observation:
             position, _ = _primary_gtids(spec)
     except ReplicationError as error:
         problems.append(str(error))
+    durability: dict[str, Any] = {}
+    try:
+        durability, durability_problems = _durability_problems(spec)
+        problems += durability_problems
+    except ReplicationError as error:
+        problems.append(str(error))
     replicas = []
     for index, status in enumerate(statuses):
         base: dict[str, Any] = {"ordinal": spec.replica_ordinal(index),
@@ -856,7 +964,7 @@ def _observe(spec: _Spec, *, with_position: bool) -> _Observation:
         replicas.append({**base, "reachable": True, "error": "", **status.to_output(),
                          "drift": drift})
         problems += [f"{spec.replica_label(index)}: {d}" for d in drift]
-    return _Observation(position, tuple(replicas), tuple(problems))
+    return _Observation(position, tuple(replicas), tuple(problems), durability)
 
 
 class _Guard:
@@ -1075,6 +1183,8 @@ def _converge(spec: _Spec, *, rewrite_password: bool, old: _Spec | None,
                 healthy.append(index)
             except ReplicationError as error:
                 failures.append(str(error))
+        # After the repairs: a replica's IO thread restarts to pick its setting up.
+        _ensure_durability(view, guard)
         position, _ = _primary_gtids(view)
         for index in healthy:
             try:

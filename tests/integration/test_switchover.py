@@ -322,3 +322,37 @@ def test_concurrent_switchovers_one_wins_one_fails_naming_the_epoch(
     assert record[0] in (1, 2)
     assert [cluster.read_only(o) for o in range(3)].count(False) == 1
     assert not cluster.read_only(record[0])
+
+
+def test_semisync_falls_back_to_async_when_no_replica_acknowledges_and_refresh_says_so(
+        server: ProviderServer, cluster: Cluster) -> None:
+    driver = _driver(server)
+    result = driver.up(cluster.inputs(0, durability="semisync", semisync_timeout_seconds=1))
+    assert result.outputs["durability_status"]["actual"] == "semisync"
+    with Writer(cluster) as writer:
+        pass
+    semisync_commits = len(writer.commits)
+    assert cluster.servers[0].query(
+        "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_yes_tx'")[0]["Value"] != "0"
+    for replica in cluster.servers[1:]:
+        replica.query("STOP REPLICA")
+    # The documented choice: after semisync_timeout_seconds without an acknowledgement the
+    # primary commits anyway (availability over blocking forever) and runs async.
+    cluster.servers[0].query("INSERT INTO app.log VALUES (1000000, 0, 0)",
+                             user=APP, password=cluster.template.passwords[APP])
+    refreshed = driver.refresh()
+    status = refreshed["durability_status"]
+    assert status["declared"] == "semisync"
+    assert status["actual"] == "async (semisync enabled, fallen back)"
+    assert "declared semisync but the primary runs async" in status["drift"][0]
+    assert refreshed["in_sync"] is False
+    preview = driver.preview(cluster.inputs(0, durability="semisync",
+                                            semisync_timeout_seconds=1))
+    assert preview is not None
+    assert preview.changes is True
+    # An up restarts the replicas; once one acknowledges again the primary is semisync.
+    result = driver.up(cluster.inputs(0, durability="semisync", semisync_timeout_seconds=1))
+    cluster.servers[0].query("INSERT INTO app.log VALUES (1000001, 0, 0)",
+                             user=APP, password=cluster.template.passwords[APP])
+    assert driver.refresh()["durability_status"]["actual"] == "semisync"
+    assert semisync_commits > 0
