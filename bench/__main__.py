@@ -1,4 +1,4 @@
-"""``venv/bin/python -m bench [seeding|locks|refresh|program|all] [--quick] [...]``
+"""``venv/bin/python -m bench [seeding|locks|kube-locks|refresh|program|all] [--quick] [...]``
 
 One command runs every benchmark (or the ones named) at its default size, prints each
 report's tables and targets, and writes them as JSON under ``bench/results/``.
@@ -21,7 +21,7 @@ from pathlib import Path
 from bench._procs import BenchUnavailable
 from bench._report import RESULTS_DIR, Report, machine
 
-NAMES = ("seeding", "locks", "refresh", "program")
+NAMES = ("seeding", "locks", "kube-locks", "refresh", "program")
 
 
 def _positive(text: str) -> int:
@@ -97,6 +97,13 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Report]]:
                                 handoffs=pick(args.handoffs, 400, 40),
                                 workdir=args.workdir))
 
+    def kube_locks() -> Report:
+        from bench.kube_locks import KubeLocksOptions, run  # noqa: PLC0415
+
+        return run(KubeLocksOptions(contenders=pick(args.contenders, 8, 4),
+                                    handoffs=pick(args.handoffs, 200, 20),
+                                    workdir=args.workdir))
+
     def refresh() -> Report:
         from bench.refresh import RefreshOptions, run  # noqa: PLC0415
 
@@ -108,7 +115,8 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Report]]:
 
         return run(ProgramOptions(runs=pick(args.runs, 5, 2)))
 
-    return {"seeding": seeding, "locks": locks, "refresh": refresh, "program": program}
+    return {"seeding": seeding, "locks": locks, "kube-locks": kube_locks, "refresh": refresh,
+            "program": program}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -197,7 +197,11 @@ def machine() -> dict[str, str]:
     if meminfo.exists():
         match = re.search(r"^MemTotal:\s+(\d+) kB", meminfo.read_text(), re.MULTILINE)
         mem_kb = int(match.group(1)) if match else 0
-    etcd = _command_output(["etcd", "--version"]).splitlines()
+    # The etcd the benchmarks start: the 3.5 build (tests/support/tools.py), not PATH's.
+    from tests.support.tools import find_tool  # noqa: PLC0415 - bench's only test import here
+
+    built = find_tool("etcd")
+    etcd = _command_output([str(built) if built else "etcd", "--version"]).splitlines()
     return {
         "nproc": str(os.cpu_count() or 0),
         "cpu": model,

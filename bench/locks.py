@@ -36,7 +36,7 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Barrier
@@ -431,11 +431,20 @@ def _project_uncontended(endpoint: str, cycles: int) -> float:
 
 
 def _project_contended(endpoint: str, base: Path, options: LocksOptions) -> _Contended:
+    records = run_contenders(_contend, (endpoint,), base, options.contenders, options.handoffs)
+    return _summarize([_Hold(*record) for record in records])
+
+
+def run_contenders(target: Callable[..., None], args: tuple[Any, ...], base: Path,
+                   contenders: int, handoffs: int) -> list[list[Any]]:
+    """Run ``target(*args, remaining, barrier, out)`` in ``contenders`` processes that
+    share a budget of ``handoffs`` acquisitions; the clock starts when every one has
+    its session (the barrier). Returns every record the processes wrote to ``out``."""
     context = multiprocessing.get_context("spawn")
-    remaining = context.Value("i", options.handoffs)
-    barrier = context.Barrier(options.contenders + 1)
-    outputs = [base / f"project-holds-{i}.json" for i in range(options.contenders)]
-    processes = [context.Process(target=_contend, args=(endpoint, remaining, barrier, out),
+    remaining = context.Value("i", handoffs)
+    barrier = context.Barrier(contenders + 1)
+    outputs = [base / f"project-holds-{i}.json" for i in range(contenders)]
+    processes = [context.Process(target=target, args=(*args, remaining, barrier, out),
                                  name=f"bench-lock-contender-{i}")
                  for i, out in enumerate(outputs)]
     for process in processes:
@@ -453,16 +462,21 @@ def _project_contended(endpoint: str, base: Path, options: LocksOptions) -> _Con
     failed = [p.name for p in processes if p.exitcode != 0]
     if failed:
         raise RuntimeError(f"lock contenders failed: {', '.join(failed)}")
-    holds = [_Hold(*record) for out in outputs for record in json.loads(out.read_text())]
-    return _summarize(holds)
+    return [record for out in outputs for record in json.loads(out.read_text())]
 
 
 def _contend(endpoint: str, remaining: Synchronized[int], barrier: Barrier, out: Path) -> None:
     """One contender process: its own session, acquire/release until the budget is spent."""
-    backend = _open_project_backend(endpoint)
+    hold_loop(_open_project_backend(endpoint), _LOCK_NAME, remaining, barrier, out)
+
+
+def hold_loop(backend: Any, lock_name: str, remaining: Synchronized[int], barrier: Barrier,
+              out: Path, *, tag: Callable[[int], int] = int) -> None:
+    """Acquire and release ``lock_name`` through ``backend`` (then closed) until the shared
+    budget is spent; writes [(acquired, released, tag(token))] to ``out``."""
     records: list[tuple[float, float, int]] = []
     try:
-        lock = backend.lock(_LOCK_NAME)
+        lock = backend.lock(lock_name)
         barrier.wait(timeout=120)
         while True:
             with remaining.get_lock():
@@ -473,7 +487,7 @@ def _contend(endpoint: str, remaining: Synchronized[int], barrier: Barrier, out:
             acquired = time.time()
             released = time.time()
             lock.release()
-            records.append((acquired, released, token))
+            records.append((acquired, released, tag(token)))
     finally:
         backend.close()
     out.write_text(json.dumps(records))

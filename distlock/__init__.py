@@ -12,11 +12,19 @@ providers alike. Usage::
         with session.lock("deploy-prod", timeout=60) as lock:
             store.put(lock.token, "config", data)  # refused if a newer holder wrote
 
+Layout (kopf's: a small public API re-exported here; kr8s's: thin public modules over
+private ones). What this package's top and the public backend modules
+:mod:`distlock.etcd`, :mod:`distlock.kube` and :mod:`distlock.crd` export is what callers
+may rely on; every ``_``-module is machinery that may change with any release, and a
+caller reaching into it (as some tests do, on purpose) takes that risk. The imports run
+one way: ``_grant`` (value types) <- ``_lock`` (the front) <- ``_backend`` (the
+contract) <- the backends; the front needs only the two calls of its ``LockSession``.
+
 See :mod:`distlock._backend` for the backend contract and :mod:`distlock._fencing` for
 why guarded writes, not the lock alone, are what keeps a paused holder out.
 """
 
-from distlock._backend import BackendOptions, Grant, LockBackend, LockState, LostSignal
+from distlock._backend import BackendOptions, LockBackend
 from distlock._errors import (
     BackendUnavailable,
     DistlockError,
@@ -26,6 +34,7 @@ from distlock._errors import (
     StaleTokenError,
 )
 from distlock._fencing import FencedStore, FileFencedStore
+from distlock._grant import Grant, LockState, LostSignal
 from distlock._lock import Lock
 from distlock._registry import BACKENDS, open_backend
 

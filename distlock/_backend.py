@@ -37,104 +37,28 @@ tests/integration/test_locks.py checks every point against every backend)
 - ``inspect(name)`` reports the holder and the waiting queue (the CLI's ``status``,
   the Kubernetes printer columns and the FIFO tests read it).
 - Errors: :class:`~distlock.BackendUnavailable` when the service cannot be reached
-  within the call's time; :class:`ValueError` naming the problem for a bad lock name,
-  raised before anything is written.
+  within the call's time (an acquire's requests end by its timeout too);
+  :class:`~distlock._errors.BackendRefused` when it answered no (a limit, a permission);
+  :class:`ValueError` naming the problem for a bad lock name, raised before anything
+  is written.
 
 A backend module (``distlock/etcd.py``, ``distlock/kube.py``) also exposes
 ``from_options(options: BackendOptions) -> LockBackend``, which is how the CLI and
-:func:`distlock.open_backend` build it by name.
+:func:`distlock.open_backend` build it by name, and ``check_name(name)``, which raises
+the ValueError a bad name would get, without a session: the CLI refuses a bad NAME
+before it opens one (an etcd session is a lease: already a write).
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from distlock._lock import Lock
-
-_log = logging.getLogger("distlock")
-
-
-class LostSignal:
-    """Fires once when a grant can no longer be trusted; readable like a threading.Event.
-
-    Callbacks run on the backend's own thread (the keepalive or renewal loop) and must
-    not block; a callback added after the signal fired runs at once on the caller's
-    thread, so nobody misses it by registering late.
-    """
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self._mutex = threading.Lock()
-        self._reason: str | None = None
-        self._callbacks: list[Callable[[str], None]] = []
-
-    def is_set(self) -> bool:
-        return self._reason is not None
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._event.wait(timeout)
-
-    @property
-    def reason(self) -> str | None:
-        return self._reason
-
-    def add_callback(self, callback: Callable[[str], None]) -> None:
-        with self._mutex:
-            if self._reason is None:
-                self._callbacks.append(callback)
-                return
-            reason = self._reason
-        _run_callback(callback, reason)
-
-    def fire(self, reason: str) -> None:
-        """For backends: mark lost (first reason wins), run the callbacks, then wake
-        waiters, so that whoever returns from :meth:`wait` knows the callbacks ran."""
-        with self._mutex:
-            if self._reason is not None:
-                return
-            self._reason = reason
-            callbacks, self._callbacks = self._callbacks, []
-        _log.warning("lock lost: %s", reason)
-        for callback in callbacks:
-            _run_callback(callback, reason)
-        self._event.set()
-
-
-def _run_callback(callback: Callable[[str], None], reason: str) -> None:
-    try:
-        callback(reason)
-    except Exception:  # noqa: BLE001 - a user's callback must not kill the keepalive thread
-        _log.exception("a lost-lock callback raised")
-
-
-@dataclass(frozen=True, eq=False)
-class Grant:
-    """One successful acquisition: what was granted, to whom, and its fencing token."""
-
-    name: str
-    token: int
-    holder: str
-    """The backend's name for this holding (etcd: the key ``NAME/<lease-hex>``;
-    Kubernetes: the holder identity); matches :attr:`LockState.holder`."""
-    lost: LostSignal = field(default_factory=LostSignal)
-
-
-@dataclass(frozen=True)
-class LockState:
-    """A snapshot of one lock as the service sees it."""
-
-    name: str
-    holder: str | None
-    token: int | None
-    waiters: tuple[str, ...]
-    """Queued holders after the current one, in the order they will be granted."""
+from distlock._grant import Grant, LockState
+from distlock._lock import Lock
 
 
 class LockBackend(ABC):
@@ -165,8 +89,6 @@ class LockBackend(ABC):
     def lock(self, name: str, *, timeout: float | None = None,
              on_lost: Callable[[str], None] | None = None) -> Lock:
         """A :class:`~distlock.Lock` on ``name`` through this session."""
-        from distlock._lock import Lock  # noqa: PLC0415 - _lock imports this module
-
         return Lock(self, name, timeout=timeout, on_lost=on_lost)
 
     def __enter__(self) -> LockBackend:
@@ -197,3 +119,7 @@ class BackendOptions:
     """etcd TLS: client certificate (PEM), for members started with client-cert-auth."""
     key_file: str | None = None
     """etcd TLS: the client certificate's key (PEM)."""
+    open_timeout: float | None = None
+    """Seconds opening the session may keep retrying an unreachable service (etcd: the
+    lease grant); None: the backend's default. The CLI passes ``--timeout`` here, so
+    that the timeout bounds the whole wait, not only the queue."""

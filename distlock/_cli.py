@@ -12,14 +12,26 @@ where one fits), so a script can tell "the job failed" from "the job never ran":
 ====  =====================================================================
 code  meaning
 ====  =====================================================================
-2     bad arguments (nothing was locked)
-69    the lock service is unreachable, or the session died while waiting
+2     bad arguments, NAME included (nothing was locked, no session opened)
+69    the lock service is unreachable (within ``--timeout`` when one is given),
+      or the session died while waiting
 75    ``--timeout`` passed before the lock was granted (COMMAND never ran)
 76    the lock was lost while COMMAND ran; COMMAND was sent SIGTERM (SIGKILL
       after ``--kill-after`` seconds) because it no longer had exclusive access
+78    the lock service answered and refused (etcd: "too large lease TTL", a
+      permission; Kubernetes: no Lock CRD, RBAC): retrying unchanged will not help
 126   COMMAND is not executable; 127: COMMAND was not found
 128+N distlock (waiting) or COMMAND was ended by signal N
 ====  =====================================================================
+
+``--timeout`` bounds the whole wait: opening the session (the etcd lease grant) and
+every request while queued, so an unreachable service ends the wait at the timeout
+too. Leaving the queue and ending the session afterwards are not cut short: they
+are what keeps the next waiter from waiting a TTL for nothing.
+
+69 and 78 are kept apart because a script reacts differently: an outage is "retry
+later", a refusal is "fix the arguments or the service's configuration" (78 is
+sysexits' EX_CONFIG).
 
 SIGTERM, SIGINT and SIGHUP stop a wait cleanly (the queue slot is deleted) and are
 forwarded to a running COMMAND. If distlock itself is SIGKILLed, COMMAND is not told
@@ -39,6 +51,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from types import FrameType
@@ -46,12 +59,13 @@ from types import FrameType
 from distlock._backend import BackendOptions, LockBackend
 from distlock._errors import BackendUnavailable, DistlockError, LockLost, LockTimeout
 from distlock._lock import Lock
-from distlock._registry import BACKENDS, open_backend
+from distlock._registry import BACKENDS, check_name, open_backend
 
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 69
 EXIT_TIMEOUT = 75
 EXIT_LOST = 76
+EXIT_REFUSED = 78
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
 
@@ -62,8 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         options = _options(args)
+        check_name(args.backend, args.name)
     except ValueError as error:
-        print(f"distlock: {error}", file=sys.stderr)  # noqa: T201 - a CLI reports on stderr
+        _say(str(error))
         return EXIT_USAGE
     if args.subcommand == "status":
         return _status(args, options)
@@ -127,31 +142,53 @@ def _options(args: argparse.Namespace) -> BackendOptions:
         args.command = command
     return BackendOptions(endpoints=endpoints, ttl=args.ttl, namespace=args.namespace,
                           kubeconfig=args.kubeconfig, identity=args.identity,
-                          ca_file=args.cacert, cert_file=args.cert, key_file=args.key)
+                          ca_file=args.cacert, cert_file=args.cert, key_file=args.key,
+                          open_timeout=getattr(args, "timeout", None))
+
+
+def _say(message: str) -> None:
+    print(f"distlock: {message}", file=sys.stderr)  # noqa: T201 - a CLI reports on stderr
+
+
+def _failed(error: DistlockError, doing: str) -> int:
+    """Report a session or request that failed, and the exit code its kind gets."""
+    if isinstance(error, BackendUnavailable | LockLost):
+        _say(f"{doing}: {'unreachable' if isinstance(error, BackendUnavailable) else 'lost'}: "
+             f"{error}")
+        return EXIT_UNAVAILABLE
+    _say(f"{doing}: refused: {error}")
+    return EXIT_REFUSED
+
+
+def _close(backend: LockBackend) -> None:
+    try:
+        backend.close()
+    except DistlockError as error:
+        # The outcome the caller must see is the command's, not this.
+        _say(f"could not end the session, its locks expire on their own: {error}")
 
 
 def _open(args: argparse.Namespace, options: BackendOptions) -> LockBackend | int:
+    """A session, or the exit code to return when there is none."""
     try:
         return open_backend(args.backend, options)
     except ValueError as error:
-        print(f"distlock: {error}", file=sys.stderr)  # noqa: T201
+        _say(str(error))
         return EXIT_USAGE
-    except Exception as error:  # noqa: BLE001 - each backend's client fails its own way
-        print(f"distlock: cannot start a {args.backend} session: {error}",  # noqa: T201
-              file=sys.stderr)
-        return EXIT_UNAVAILABLE
+    except DistlockError as error:
+        return _failed(error, f"cannot start a {args.backend} session")
 
 
 def _status(args: argparse.Namespace, options: BackendOptions) -> int:
     backend = _open(args, options)
     if isinstance(backend, int):
         return backend
-    with backend:
-        try:
-            state = backend.inspect(args.name)
-        except DistlockError as error:
-            print(f"distlock: {error}", file=sys.stderr)  # noqa: T201
-            return EXIT_UNAVAILABLE
+    try:
+        state = backend.inspect(args.name)
+    except DistlockError as error:
+        return _failed(error, f"cannot read lock {args.name!r}")
+    finally:
+        _close(backend)
     print(json.dumps(asdict(state)))  # noqa: T201 - the command's output
     return 0
 
@@ -176,8 +213,7 @@ class _Runner:
     def on_lost(self, reason: str) -> None:
         self.lost = reason
         child = self.child
-        print(f"distlock: lock lost ({reason}); terminating COMMAND",  # noqa: T201
-              file=sys.stderr)
+        _say(f"lock lost ({reason}); terminating COMMAND")
         if child is not None and child.poll() is None:
             child.terminate()
             timer = threading.Timer(self._kill_after, self._kill)
@@ -193,30 +229,34 @@ class _Runner:
 def _run(args: argparse.Namespace, options: BackendOptions) -> int:
     runner = _Runner(args.kill_after)
     previous = {sig: signal.signal(sig, runner.on_signal) for sig in _FORWARDED}
+    # One deadline for opening and queueing: --timeout bounds the whole wait.
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
     try:
         backend = _open(args, options)
         if isinstance(backend, int):
             return backend
-        with backend:
-            return _hold_and_run(args, backend, runner)
+        try:
+            return _hold_and_run(args, backend, runner, deadline)
+        finally:
+            _close(backend)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _hold_and_run(args: argparse.Namespace, backend: LockBackend, runner: _Runner) -> int:
+def _hold_and_run(args: argparse.Namespace, backend: LockBackend, runner: _Runner,
+                  deadline: float | None) -> int:
     lock = backend.lock(args.name, on_lost=runner.on_lost)
+    left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
     try:
-        token = lock.acquire(args.timeout, cancel=runner.cancel)
-    except LockTimeout as error:
+        token = lock.acquire(left, cancel=runner.cancel)
+    except LockTimeout:
         if runner.signalled is not None:
             return 128 + runner.signalled
-        print(f"distlock: {error}", file=sys.stderr)  # noqa: T201
+        _say(f"lock {args.name!r} not granted within --timeout {args.timeout:g}s")
         return EXIT_TIMEOUT
-    except (LockLost, BackendUnavailable) as error:
-        print(f"distlock: gave up waiting for {args.name!r}: {error}",  # noqa: T201
-              file=sys.stderr)
-        return EXIT_UNAVAILABLE
+    except DistlockError as error:
+        return _failed(error, f"gave up waiting for {args.name!r}")
     try:
         code = _run_command(args, lock, token, runner)
     finally:
@@ -224,8 +264,7 @@ def _hold_and_run(args: argparse.Namespace, backend: LockBackend, runner: _Runne
             lock.release()
         except DistlockError as error:
             # The lease (etcd) or renewal deadline (Kubernetes) frees it anyway.
-            print(f"distlock: release failed, the lock expires on its own: {error}",  # noqa: T201
-                  file=sys.stderr)
+            _say(f"release failed, the lock expires on its own: {error}")
     if runner.lost is not None:
         return EXIT_LOST
     return code
@@ -239,11 +278,10 @@ def _run_command(args: argparse.Namespace, lock: Lock, token: int, runner: _Runn
     try:
         runner.child = subprocess.Popen(args.command, env=env)
     except FileNotFoundError:
-        print(f"distlock: command not found: {args.command[0]}", file=sys.stderr)  # noqa: T201
+        _say(f"command not found: {args.command[0]}")
         return EXIT_NOT_FOUND
     except PermissionError:
-        print(f"distlock: command not executable: {args.command[0]}",  # noqa: T201
-              file=sys.stderr)
+        _say(f"command not executable: {args.command[0]}")
         return EXIT_NOT_EXECUTABLE
     if lock.lost.is_set():  # lost before there was a child to terminate
         runner.on_lost(lock.lost.reason or "lost")

@@ -1,8 +1,9 @@
 """Every error distlock raises derives from :class:`DistlockError`.
 
 They are separate classes because callers react differently: a timeout is "try later",
-a lost lock is "stop writing now", a stale token is "someone newer owns this", and an
-unavailable backend is an outage, not contention.
+a lost lock is "stop writing now", a stale token is "someone newer owns this", an
+unavailable backend is an outage, not contention, and a refusal is neither: the service
+answered, and asking again unchanged will get the same answer.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ class NotHeldError(DistlockError):
 
 class BackendUnavailable(DistlockError):
     """The lock service could not be reached on any endpoint within the allowed time."""
+
+
+class BackendRefused(DistlockError):
+    """The lock service answered and refused the request (a limit such as etcd's largest
+    lease TTL, missing permissions, no Lock CRD): retrying will not help, fixing will."""
 
 
 class StaleTokenError(DistlockError):

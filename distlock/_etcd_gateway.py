@@ -35,7 +35,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from distlock._errors import BackendUnavailable
+from distlock._errors import BackendRefused, BackendUnavailable
 
 # gRPC status codes that mean "this member cannot serve right now; another may".
 _RETRY_CODES = frozenset({4, 14})  # DEADLINE_EXCEEDED, UNAVAILABLE
@@ -43,7 +43,7 @@ _RETRY_HTTP = frozenset({502, 503, 504})
 _BACKOFF_MAX = 0.5
 
 
-class EtcdError(Exception):
+class EtcdError(BackendRefused):
     """etcd answered with an error that retrying elsewhere will not fix."""
 
     def __init__(self, code: int, message: str) -> None:
@@ -119,10 +119,27 @@ class TLSFiles:
                 raise ValueError(f"etcd TLS {label} file {path!r} does not exist")
         if bool(self.cert_file) != bool(self.key_file):
             raise ValueError("etcd client TLS needs both a certificate and a key file")
-        context = ssl.create_default_context(cafile=self.ca_file)
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file)
+        except ssl.SSLError as error:
+            raise ValueError(f"etcd TLS CA file {self.ca_file!r} is not a PEM CA bundle: "
+                             f"{error}") from None
         if self.cert_file and self.key_file:
-            context.load_cert_chain(self.cert_file, self.key_file)
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file)
+            except ssl.SSLError as error:
+                raise ValueError(f"etcd TLS client certificate {self.cert_file!r} and key "
+                                 f"{self.key_file!r} are not a matching PEM pair: "
+                                 f"{error}") from None
         return context
+
+
+def _refused_certificate(error: ssl.SSLError) -> bool:
+    """True for a TLS alert by which the server rejects the client's certificate
+    (``SSLV3_ALERT_BAD_CERTIFICATE``, ``TLSV13_ALERT_CERTIFICATE_REQUIRED``, ...)."""
+    reason = str(getattr(error, "reason", "") or "")
+    return "ALERT" in reason and any(word in reason for word in
+                                     ("CERTIFICATE", "UNKNOWN_CA", "ACCESS_DENIED"))
 
 
 class _Unavailable(Exception):
@@ -193,6 +210,14 @@ class Gateway:
             self._drop(endpoint)
             raise BackendUnavailable(f"TLS verification of {endpoint.url} failed: {error}") \
                 from error
+        except ssl.SSLError as error:
+            self._drop(endpoint)
+            if _refused_certificate(error):
+                # The member answered "not you" (no or an untrusted client certificate):
+                # every retry gets the same alert, so this is a refusal, not an outage.
+                raise BackendRefused(f"{endpoint.url} refused this client's TLS "
+                                     f"certificate: {error}") from error
+            raise _Unavailable(f"{type(error).__name__}: {error}") from error
         except (OSError, http.client.HTTPException) as error:
             self._drop(endpoint)
             raise _Unavailable(f"{type(error).__name__}: {error}") from error

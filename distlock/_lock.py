@@ -18,9 +18,24 @@ import enum
 import threading
 from collections.abc import Callable
 from types import TracebackType
+from typing import Protocol
 
-from distlock._backend import Grant, LockBackend, LostSignal
 from distlock._errors import LockLost, LockTimeout, NotHeldError
+from distlock._grant import Grant, LostSignal
+
+
+class LockSession(Protocol):
+    """The two calls a :class:`Lock` makes on its backend session.
+
+    A protocol rather than :class:`~distlock.LockBackend` itself, so that this module
+    does not import the backend's (which imports this one to hand out Locks); every
+    LockBackend is one.
+    """
+
+    def acquire(self, name: str, *, timeout: float | None,
+                cancel: threading.Event | None = None) -> Grant | None: ...
+
+    def release(self, grant: Grant) -> None: ...
 
 
 class _Unset(enum.Enum):
@@ -42,7 +57,7 @@ def _checked_timeout(timeout: float | None) -> float | None:
 class Lock:
     """A named distributed lock; see :meth:`LockBackend.lock` for the usual way to get one."""
 
-    def __init__(self, backend: LockBackend, name: str, *, timeout: float | None = None,
+    def __init__(self, backend: LockSession, name: str, *, timeout: float | None = None,
                  on_lost: Callable[[str], None] | None = None) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"lock name must be a non-empty string, got {name!r}")
@@ -59,7 +74,7 @@ class Lock:
         return self._name
 
     @property
-    def backend(self) -> LockBackend:
+    def backend(self) -> LockSession:
         return self._backend
 
     @property

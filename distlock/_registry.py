@@ -21,9 +21,10 @@ BACKENDS: dict[str, str] = {
 class _BackendModule(Protocol):
     def from_options(self, options: BackendOptions) -> LockBackend: ...
 
+    def check_name(self, name: str) -> None: ...
 
-def open_backend(kind: str, options: BackendOptions) -> LockBackend:
-    """Start a client session with the backend called ``kind`` ("etcd", "kubernetes")."""
+
+def _module(kind: str) -> _BackendModule:
     try:
         module_name = BACKENDS[kind]
     except KeyError:
@@ -32,4 +33,15 @@ def open_backend(kind: str, options: BackendOptions) -> LockBackend:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         raise ValueError(f"lock backend {kind!r} is not available: {error}") from error
-    return cast(_BackendModule, module).from_options(options)
+    return cast(_BackendModule, module)
+
+
+def open_backend(kind: str, options: BackendOptions) -> LockBackend:
+    """Start a client session with the backend called ``kind`` ("etcd", "kubernetes")."""
+    return _module(kind).from_options(options)
+
+
+def check_name(kind: str, name: str) -> None:
+    """ValueError naming the problem unless backend ``kind`` can lock ``name``; checked
+    without a session, so a bad name is refused before anything is written."""
+    _module(kind).check_name(name)

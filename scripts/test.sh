@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_packages=(mariadb-server mariadb-backup etcd-server etcd-client ncat socat shellcheck busybox-static openssl
-              python3-venv python3-dev)
+              python3-venv python3-dev maven unzip)
 
 as_root() {
   if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
@@ -31,6 +31,8 @@ if ((${#missing[@]})); then
     "${missing[@]}"
 fi
 
+scripts/fetch-mariadb.sh
+
 python=${PYTHON:-python3}
 if [[ ! -x venv/bin/python ]]; then
   echo "==> creating ./venv with $($python --version)"
@@ -45,6 +47,20 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   venv/bin/python -m pip install -q -r requirements-dev.txt
   echo "$want" > "$stamp"
 fi
+# The project itself, editable, so that `distlock` and `components` import from any
+# directory with venv/bin/python and no PYTHONPATH. Reinstalled only when pyproject.toml
+# changes or the venv imports distlock from somewhere other than this tree.
+project_stamp=venv/.project.sha256
+want_project=$(sha256sum pyproject.toml | cut -d' ' -f1)
+venv_python=$PWD/venv/bin/python
+imported=$(cd / && "$venv_python" -c 'import distlock; print(distlock.__file__)' 2>/dev/null) \
+  || imported=""
+if [[ ! -f $project_stamp || $(cat "$project_stamp") != "$want_project" \
+      || $imported != "$PWD/distlock/__init__.py" ]]; then
+  echo "==> installing the project (editable) into ./venv"
+  venv/bin/python -m pip install -q --no-deps -e .
+  echo "$want_project" > "$project_stamp"
+fi
 
 # Checkov pins packaging and python-dateutil below what pulumi needs, so it gets a
 # virtualenv of its own; tests/unit/test_policy.py runs its CLI from there.
@@ -54,6 +70,7 @@ if [[ ! -x .venv/policy/bin/checkov ]]; then
   .venv/policy/bin/python -m pip install -q checkov==3.3.30
 fi
 
+scripts/build-tools.sh  # etcd 3.5, Kubernetes, kwok from tools/*/ (cached by source hash)
 echo "==> ruff"
 venv/bin/ruff check .
 echo "==> mypy"

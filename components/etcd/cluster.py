@@ -315,6 +315,17 @@ def _probe(path: str, *, period: int, failures: int) -> k8s.core.v1.ProbeArgsDic
             "timeout_seconds": 5, "failure_threshold": failures}
 
 
+def readiness_command() -> list[str]:
+    """The exec readiness probe: /health and "not a learner" (``etcd-member.sh readiness``)."""
+    return [BUSYBOX, "sh", f"{SCRIPTS_MOUNT}/{MEMBER_SCRIPT}", "readiness", "127.0.0.1",
+            str(METRICS_PORT)]
+
+
+def _readiness_probe() -> k8s.core.v1.ProbeArgsDict:
+    return {"exec_": {"command": readiness_command()}, "period_seconds": 5,
+            "timeout_seconds": 10, "failure_threshold": 3}
+
+
 def _scripts_volume(names: _Names) -> k8s.core.v1.VolumeArgsDict:
     return {"name": "scripts", "config_map": {"name": names.scripts, "default_mode": 0o555}}
 
@@ -333,11 +344,12 @@ def _pod_spec(config: EtcdConfig, names: _Names, labels: _kube.AppLabels, token:
             {"name": "metrics", "container_port": METRICS_PORT, "protocol": "TCP"},
         ],
         # Liveness checks only this member; readiness needs a quorum read, so a member cut
-        # off from the leader leaves the client Service.
+        # off from the leader leaves the client Service, and a voting member, so the
+        # StatefulSet await (and `pulumi up`) never ends while a new member is a learner.
         "startup_probe": _probe("/health?serializable=true", period=5,
                                 failures=STARTUP_SECONDS // 5),
         "liveness_probe": _probe("/health?serializable=true", period=10, failures=6),
-        "readiness_probe": _probe("/health", period=5, failures=3),
+        "readiness_probe": _readiness_probe(),
         "resources": cast(k8s.core.v1.ResourceRequirementsArgsDict,
                           config.resources.to_kubernetes()),
         "security_context": _kube.container_security_context(),

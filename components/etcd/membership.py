@@ -121,6 +121,9 @@ _RETRYABLE = ("unhealthy cluster", "not enough started members", "leader changed
 _QUORUM_REFUSALS = ("unhealthy cluster", "not enough started members")
 # A joining pod took etcd's single learner slot between our member list and our add.
 _SLOT_TAKEN = "too many learner members"
+# The member's own pod added itself between our list and our add (etcd says one or the
+# other, depending on the version and on which check sees the racing add first).
+_ADDED_BY_POD = ("peerURL exists", "Peer URLs already exists", "member ID already exist")
 # Someone (a waiting pod) removed the member between our list and our remove.
 _GONE = "member not found"
 
@@ -205,6 +208,11 @@ class _Gateway:
     def promote(self, member_id: str) -> None:
         self.post("/v3/cluster/member/promote", {"ID": member_id})
 
+    def get(self, key: str) -> str | None:
+        answer = self.post("/v3/kv/range", {"key": base64.b64encode(key.encode()).decode()})
+        kvs = answer.get("kvs") or []
+        return base64.b64decode(kvs[0].get("value", "")).decode() if kvs else None
+
     def put(self, key: str, value: str) -> None:
         self.post("/v3/kv/put", {"key": base64.b64encode(key.encode()).decode(),
                                  "value": base64.b64encode(value.encode()).decode()})
@@ -284,7 +292,10 @@ class EtcdMembershipProvider(ResourceProvider):
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         keys = ("members", "endpoints", "timeout_seconds", "tls")
         changed = [k for k in keys if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
+        # A refresh that found the live membership differing (a member removed by hand, a
+        # learner stuck) recorded it in ``drift``: the next up must repair it.
+        return DiffResult(changes=bool(changed or olds.get("drift")), replaces=[],
+                          delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         old_members: list[dict[str, str]] = list(olds.get("members", []))
@@ -297,19 +308,38 @@ class EtcdMembershipProvider(ResourceProvider):
         gateway = _Gateway(news["endpoints"], timeout=min(timeout, 10.0),
                            tls=news.get("tls") or {})
         desired = [m["peer_url"] for m in new_members]
+        if len(new_members) < len(old_members):
+            # Every refusal the member list can tell, before the first write.
+            _check_scale_down(gateway.members(), old_members, new_members)
         # Before any removal: a removed member's pod must never find itself wanted.
         _publish_desired(gateway, desired, deadline)
         if len(new_members) < len(old_members):
             _scale_down(gateway, old_members, new_members, deadline)
         _drop_unwanted_learners(gateway, desired, deadline)
         _try_promote_learners(gateway, gateway.members())
-        if len(new_members) > len(old_members):
-            _add_first_new(gateway, new_members[len(old_members):], deadline)
+        _add_first_missing(gateway, new_members, deadline)
+        # Members whose pods already run must end as started voting members (a member
+        # removed by hand is re-added above and its pod rejoins); the new ones join after
+        # this returns, and the StatefulSet await waits for them (a learner is not Ready).
+        running = new_members[:min(len(old_members), len(new_members))]
+        observed = _wait_converged(gateway, running, new_members, deadline)
         bootstrap = olds.get("bootstrap_cluster") or _bootstrap_cluster(old_members or new_members)
-        return UpdateResult({**news, "bootstrap_cluster": bootstrap})
+        return UpdateResult({**news, "bootstrap_cluster": bootstrap, **observed})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        return ReadResult(id_, props)
+        timeout = float(props.get("timeout_seconds", _DEFAULT_TIMEOUT_SECONDS))
+        gateway = _Gateway(props.get("endpoints") or [], timeout=min(timeout, 10.0),
+                           tls=props.get("tls") or {})
+        members: list[dict[str, str]] = list(props.get("members") or [])
+        try:
+            observed = _observe(gateway, members, members)
+        except MembershipError as error:
+            # Not drift: an up must still be able to fix the pods that make etcd
+            # unreachable (the StatefulSet depends on this resource), and the
+            # StatefulSet await reports them. Recorded so refresh shows it.
+            observed = {"live_members": None, "drift": [], "pending": [],
+                        "observation_error": str(error)}
+        return ReadResult(id_, {**props, **observed})
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         return None
@@ -327,6 +357,65 @@ def _check_transition(old: Sequence[Mapping[str, str]],
                 f"{old[ordinal].get('peer_url')} to {new[ordinal].get('peer_url')}; a running "
                 "member cannot move (keep the name and namespace, or build a new cluster)"))
     return failures
+
+
+def _describe(members: Sequence[_Member]) -> list[dict[str, Any]]:
+    return [{"id": m.id, "name": m.name, "peer_urls": list(m.peer_urls),
+             "is_learner": m.is_learner, "started": m.started} for m in members]
+
+
+def _member_drift(listed: Sequence[_Member], member: Mapping[str, str]) -> str | None:
+    """What keeps ``member`` from being a started voting member, or None."""
+    found = _find(listed, member["peer_url"])
+    label = f"{member['name']} ({member['peer_url']})"
+    if found is None:
+        return f"{label} is not a member of the cluster"
+    if not found.started:
+        return f"{label} was added ({found.id}) but has not started"
+    if found.is_learner:
+        return f"{label} is a learner ({found.id}), not a voting member"
+    return None
+
+
+def _observe(gateway: _Gateway, verified: Sequence[Mapping[str, str]],
+             desired: Sequence[Mapping[str, str]]) -> dict[str, Any]:
+    """The live membership against the desired one: ``drift`` for what must already hold
+    (``verified``), ``pending`` for new members still joining, never both."""
+    listed = gateway.members()
+    urls = [m["peer_url"] for m in desired]
+    drift: list[str] = []
+    pending: list[str] = []
+    for member in desired:
+        problem = _member_drift(listed, member)
+        if problem:
+            (drift if member in verified else pending).append(problem)
+    for entry in listed:
+        if not set(entry.peer_urls) & set(urls):
+            drift.append(f"{entry.name or 'unstarted member'} ({','.join(entry.peer_urls)}, "
+                         f"{entry.id}) is a member but not a desired one")
+    recorded = gateway.get(DESIRED_MEMBERS_KEY)
+    if recorded != ",".join(urls):
+        drift.append(f"{DESIRED_MEMBERS_KEY} holds {recorded!r}, not the desired peer URLs")
+    return {"live_members": _describe(listed), "drift": drift, "pending": pending,
+            "observation_error": None}
+
+
+def _wait_converged(gateway: _Gateway, running: Sequence[Mapping[str, str]],
+                    desired: Sequence[Mapping[str, str]], deadline: float) -> dict[str, Any]:
+    """Wait until the observation shows no drift, promoting caught-up learners and taking
+    a freed learner slot meanwhile; fail at the deadline naming what is not converged."""
+    while True:
+        observed: dict[str, Any] = _retrying("reading the member list", deadline,
+                                             lambda: _observe(gateway, running, desired))
+        if not observed["drift"]:
+            return observed
+        if time.monotonic() >= deadline:
+            raise MembershipError("etcd membership did not converge within the timeout: "
+                                  + "; ".join(observed["drift"]))
+        members = gateway.members()
+        _try_promote_learners(gateway, members)
+        _add_first_missing(gateway, desired, deadline)
+        time.sleep(0.5)
 
 
 def _publish_desired(gateway: _Gateway, peer_urls: Sequence[str], deadline: float) -> None:
@@ -349,23 +438,44 @@ def _scale_down(gateway: _Gateway, old: Sequence[Mapping[str, str]],
         raise
 
 
+def _removal_refusal(members: Sequence[_Member], member: _Member, name: str) -> str | None:
+    """Why removing ``member`` from ``members`` would lose quorum, or None."""
+    voters = [m for m in members if not m.is_learner]
+    remaining_voters = [m for m in voters if m.id != member.id]
+    started_remaining = [m for m in remaining_voters if m.started]
+    if not remaining_voters:
+        return f"refusing to remove {name}: it is the last voting member"
+    needed = _quorum(len(remaining_voters))
+    if len(started_remaining) < needed:
+        return (f"refusing to remove {name}: {len(remaining_voters)} voting members would "
+                f"remain, which need {needed} for quorum, but only {len(started_remaining)} "
+                "of them have started")
+    return None
+
+
+def _check_scale_down(members: Sequence[_Member], old: Sequence[Mapping[str, str]],
+                      new: Sequence[Mapping[str, str]]) -> None:
+    """Play every removal of the scale-down on the member list, highest first, and refuse
+    before anything is written if one of them would lose quorum."""
+    left = list(members)
+    for ordinal in reversed(range(len(new), len(old))):
+        member = _find(left, old[ordinal]["peer_url"])
+        if member is None:
+            continue
+        refusal = _removal_refusal(left, member, old[ordinal]["name"])
+        if refusal:
+            raise MembershipError(f"{refusal}; nothing was changed")
+        left.remove(member)
+
+
 def _remove(gateway: _Gateway, target: Mapping[str, str], deadline: float) -> None:
     members = gateway.members()
     member = _find(members, target["peer_url"])
     if member is None:
         return  # already removed by an earlier, interrupted run
-    voters = [m for m in members if not m.is_learner]
-    remaining_voters = [m for m in voters if m.id != member.id]
-    started_remaining = [m for m in remaining_voters if m.started]
-    if not remaining_voters:
-        raise MembershipError(f"refusing to remove {target['name']}: it is the last voting "
-                              "member")
-    needed = _quorum(len(remaining_voters))
-    if len(started_remaining) < needed:
-        raise MembershipError(
-            f"refusing to remove {target['name']}: {len(remaining_voters)} voting members would "
-            f"remain, which need {needed} for quorum, but only {len(started_remaining)} of them "
-            "have started")
+    refusal = _removal_refusal(members, member, target["name"])
+    if refusal:
+        raise MembershipError(refusal)
     try:
         _retrying(f"removing member {target['name']} ({member.id})", deadline,
                   lambda: gateway.remove(member.id))
@@ -392,12 +502,13 @@ def _drop_unwanted_learners(gateway: _Gateway, desired: Sequence[str],
                     raise
 
 
-def _add_first_new(gateway: _Gateway, new_members: Sequence[Mapping[str, str]],
-                   deadline: float) -> None:
-    """Add the lowest new ordinal that is not a member yet as a learner, if the learner
-    slot is free; the other new pods add themselves, one learner at a time."""
+def _add_first_missing(gateway: _Gateway, desired: Sequence[Mapping[str, str]],
+                       deadline: float) -> None:
+    """Add the lowest desired member that is not a member (a new ordinal, or one removed by
+    hand) as a learner, if the learner slot is free; the others add themselves, one
+    learner at a time."""
     members = gateway.members()
-    missing = [m for m in new_members if _find(members, m["peer_url"]) is None]
+    missing = [m for m in desired if _find(members, m["peer_url"]) is None]
     if not missing or any(m.is_learner for m in members):
         return
     target = missing[0]
@@ -405,7 +516,7 @@ def _add_first_new(gateway: _Gateway, new_members: Sequence[Mapping[str, str]],
         _retrying(f"adding member {target['name']} as a learner", deadline,
                   lambda: gateway.add_learner(target["peer_url"]))
     except MembershipError as error:
-        if _SLOT_TAKEN not in str(error):
+        if not any(r in str(error) for r in (_SLOT_TAKEN, *_ADDED_BY_POD)):
             raise
 
 

@@ -42,6 +42,7 @@ OWNERS_ANNOTATION = f"{GROUP}/owners"
 # (kubectl apply): no stack's destroy may then delete what it did not create.
 EXTERNAL_OWNER = "external"
 _POLL_SECONDS = 0.2
+_STORAGE_INIT_SECONDS = 30.0
 _CONFLICT_RETRIES = 20
 
 T = TypeVar("T")
@@ -191,12 +192,20 @@ def wait_established(api_client: Any, name: str, *, timeout: float) -> dict[str,
 def locks_in_use(api_client: Any) -> list[str]:
     """Every Lock object, in any namespace, that has a holder or waiters."""
     api: Any = kube_api.client.CustomObjectsApi(api_client)
-    try:
-        listing = api.list_cluster_custom_object(GROUP, VERSION, PLURAL)
-    except kube_api.ApiException as error:
-        if error.status == 404:
-            return []  # the CRD is not served (any more): no locks can exist
-        raise _explain(error, f"list {KIND} objects") from error
+    deadline = time.monotonic() + _STORAGE_INIT_SECONDS
+    while True:
+        try:
+            listing = api.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+            break
+        except kube_api.ApiException as error:
+            if error.status == 404:
+                return []  # the CRD is not served (any more): no locks can exist
+            # A real API server answers 429 "storage is (re)initializing" for a while
+            # after a CRD is established, until its watch cache has been filled.
+            if error.status == 429 and time.monotonic() < deadline:
+                time.sleep(_POLL_SECONDS)
+                continue
+            raise _explain(error, f"list {KIND} objects") from error
     in_use = []
     for item in listing.get("items") or []:
         meta = item.get("metadata") or {}

@@ -110,7 +110,7 @@ class LockCRDProvider(ResourceProvider):
                         timeout=float(props.get("establishTimeoutSeconds",
                                                 _DEFAULT_TIMEOUT_SECONDS)))
         status = crd.get("status") or {}
-        return {**props, "established": True,
+        return {**props, "established": True, "namesAccepted": True,
                 "storedVersions": list(status.get("storedVersions") or []),
                 "uid": crd["metadata"].get("uid"),
                 "manifestDigest": _manifest_digest(integral_floats(props["manifest"]))}
@@ -122,7 +122,11 @@ class LockCRDProvider(ResourceProvider):
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = ["crdName"] if olds.get("crdName") != news.get("crdName") else []
         changed = [k for k in _UPDATED_BY if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(changed or replaces), replaces=replaces,
+        # A refresh that found the CRD not Established, or its names refused, is drift:
+        # the update applies it again and waits (failing at once, naming the conflict,
+        # while NamesAccepted is False). Create's outputs carry no namesAccepted: None.
+        drifted = olds.get("established") is False or olds.get("namesAccepted") is False
+        return DiffResult(changes=bool(changed or replaces or drifted), replaces=replaces,
                           delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
@@ -143,6 +147,7 @@ class LockCRDProvider(ResourceProvider):
                       for c in (crd.get("status") or {}).get("conditions") or []}
         owners = ((crd["metadata"].get("annotations") or {}).get(OWNERS_ANNOTATION) or "")
         outs = {**props, "established": conditions.get("Established") == "True",
+                "namesAccepted": conditions.get("NamesAccepted") != "False",
                 "storedVersions": list((crd.get("status") or {}).get("storedVersions") or []),
                 "uid": crd["metadata"].get("uid"), "owners": owners}
         return ReadResult(id_=id_, outs=outs)

@@ -32,7 +32,7 @@ ENV HOME=/home/pulumi \
     PULUMI_SKIP_UPDATE_CHECK=true
 USER 1000:1000
 # Resource plugins at the versions requirements.txt pins (pulumi-kubernetes, pulumi-random).
-RUN pulumi plugin install resource kubernetes v4.34.2 \
+RUN pulumi plugin install resource kubernetes v4.25.0 \
     && pulumi plugin install resource random v4.21.4
 # Kubernetes probes the agent; a Docker HEALTHCHECK would never be used.
 HEALTHCHECK NONE

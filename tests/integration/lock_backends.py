@@ -1,13 +1,13 @@
 """The backends the lock conformance suite (test_locks.py) runs against.
 
-Each backend is a factory: a context manager that starts whatever the backend needs
-(real processes, an in-process fake server) under ``base`` and yields a
-:class:`BackendHarness` describing how to reach it. The suite is parametrized over
-:data:`FACTORIES`, so registering a backend here is all it takes to hold it to the
-same contract; tests that need a capability a backend lacks (killing an etcd leader,
-``etcdctl lock``) check the harness and skip with the reason.
+Each backend is a factory: a context manager that starts whatever the backend needs (a real
+etcd cluster under ``base``; the session's real Kubernetes control plane, with a fault proxy
+in front) and yields a :class:`BackendHarness` describing how to reach it. The suite is
+parametrized over :data:`FACTORIES`, so registering a backend here is all it takes to hold
+it to the same contract; tests that need what only etcd has (a leader to kill, ``etcdctl
+lock``) run on etcd alone.
 
-Adding a backend: write ``def my_backend(base: Path) -> Iterator[BackendHarness]`` as a
+Adding a backend: write ``def my_backend(base, plane) -> Iterator[BackendHarness]`` as a
 ``contextlib.contextmanager`` and add ``"name": my_backend`` to :data:`FACTORIES`.
 """
 
@@ -20,9 +20,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from distlock import BackendOptions, LockBackend, open_backend
+from tests.support.controlplane import ControlPlane
 from tests.support.etcd import EtcdCluster, EtcdMember
+from tests.support.fault_proxy import FaultProxy
 
 
 @dataclass
@@ -120,61 +123,91 @@ def etcd_backend(base: Path) -> Iterator[BackendHarness]:
         cluster.stop()
 
 
-@contextlib.contextmanager
-def kube_backend(base: Path) -> Iterator[BackendHarness]:
-    """The Kubernetes backend against the in-process fake API server (tests/support/fake_kube.py).
-
-    The Lock CRD is installed the way the Pulumi program installs it (apply, then wait
-    for Established); clients, including CLI subprocesses, reach the fake over HTTP
-    through a kubeconfig whose context names the namespace.
-    """
-    from components.locks.crd import apply_crd, lock_crd_manifest  # noqa: PLC0415
-    from distlock.kube import api_client  # noqa: PLC0415
-    from tests.support.fake_kube import FakeKubeServer  # noqa: PLC0415
-
-    namespace = "locks-test"
-    with FakeKubeServer() as fake:
-        fake.create_namespace(namespace)
-        base.mkdir(parents=True, exist_ok=True)
-        kubeconfig = str(fake.write_kubeconfig(base / "kubeconfig", namespace=namespace))
-        apply_crd(api_client(kubeconfig), lock_crd_manifest(), owner="tests/conformance")
-        yield BackendHarness(
-            kind="kubernetes",
-            options=BackendOptions(kubeconfig=kubeconfig, namespace=namespace),
-            cli_options=[],
-            cli_env={"KUBECONFIG": kubeconfig},
-            unreachable=fake.unreachable,  # hangs every request, like a frozen server
-        )
-
-
-@contextlib.contextmanager
-def real_kube_backend(base: Path) -> Iterator[BackendHarness]:
-    """The Kubernetes backend against the real cluster $KUBECONFIG points at, if any.
-
-    Not a server binary we could install, so it is skipped (even under CI) without
-    KUBECONFIG. The CRD is applied (and left installed); locks go to the current
-    context's namespace, which CLI subprocesses pick up from the same kubeconfig.
-    """
-    import pytest  # noqa: PLC0415
-
-    kubeconfig = os.environ.get("KUBECONFIG")
-    if not kubeconfig:
-        pytest.skip("KUBECONFIG is not set: no real cluster to run the Kubernetes backend on")
-    from components.locks.crd import apply_crd, lock_crd_manifest  # noqa: PLC0415
-    from distlock.kube import api_client, default_namespace  # noqa: PLC0415
-
-    namespace = default_namespace(kubeconfig)
-    apply_crd(api_client(kubeconfig), lock_crd_manifest(), owner="tests/conformance")
-    yield BackendHarness(
+def _kube_harness(plane: ControlPlane, proxy: FaultProxy, base: Path, namespace: str,
+                  token: str | None = None) -> BackendHarness:
+    """Clients (CLI subprocesses too) reach the API server through ``proxy``, with a
+    kubeconfig whose context names ``namespace``; ``unreachable`` hangs the proxy."""
+    kubeconfig = str(plane.write_kubeconfig(base / "kubeconfig", namespace=namespace,
+                                            token=token, server=proxy.url))
+    return BackendHarness(
         kind="kubernetes",
         options=BackendOptions(kubeconfig=kubeconfig, namespace=namespace),
         cli_options=[],
         cli_env={"KUBECONFIG": kubeconfig},
+        unreachable=proxy.unreachable,  # hangs every request and watch, like a frozen server
     )
 
 
-FACTORIES: dict[str, Callable[[Path], AbstractContextManager[BackendHarness]]] = {
-    "etcd": etcd_backend,
+def install_lock_crd(plane: ControlPlane, owner: str) -> None:
+    """The Lock CRD, installed the way the Pulumi program installs it (apply, then wait
+    for the real apiextensions controller to set Established)."""
+    from components.locks.crd import apply_crd, lock_crd_manifest  # noqa: PLC0415
+
+    apply_crd(plane.admin_client(), lock_crd_manifest(), owner=owner)
+
+
+def bind_lock_user(plane: ControlPlane, namespace: str, account: str) -> str:
+    """The project's lock-user ClusterRole (components/locks/rbac.py's rules), bound
+    by a RoleBinding in ``namespace`` to ServiceAccount ``namespace/account``; returns
+    a token of that account."""
+    from kubernetes import client as k8s  # noqa: PLC0415
+
+    from components.locks.rbac import lock_user_rules, user_role_name  # noqa: PLC0415
+
+    rbac: Any = k8s.RbacAuthorizationV1Api(plane.admin_client())
+    role = user_role_name(namespace)
+    rules = [{"apiGroups": r["api_groups"], "resources": r["resources"], "verbs": r["verbs"]}
+             for r in lock_user_rules()]
+    with contextlib.suppress(k8s.ApiException):  # shared by modules of one session
+        rbac.create_cluster_role({"apiVersion": "rbac.authorization.k8s.io/v1",
+                                  "kind": "ClusterRole", "metadata": {"name": role},
+                                  "rules": rules})
+    with contextlib.suppress(k8s.ApiException):
+        rbac.create_namespaced_role_binding(namespace, {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": f"{account}-lock-user"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]})
+    return plane.service_account_token(namespace, account)
+
+
+@contextlib.contextmanager
+def kube_backend(base: Path, plane: Callable[[], ControlPlane]) -> Iterator[BackendHarness]:
+    """The Kubernetes backend against the session's real API server (admin credentials)."""
+    running = plane()
+    namespace = "locks-test"
+    running.create_namespace(namespace)
+    install_lock_crd(running, "tests/conformance")
+    with running.proxy() as proxy:
+        yield _kube_harness(running, proxy, base, namespace)
+
+
+@contextlib.contextmanager
+def kube_rbac_backend(base: Path, plane: Callable[[], ControlPlane]) -> Iterator[BackendHarness]:
+    """The same, as a ServiceAccount that holds only the project's lock-user role."""
+    running = plane()
+    namespace = "locks-rbac"
+    running.create_namespace(namespace)
+    install_lock_crd(running, "tests/conformance")
+    token = bind_lock_user(running, namespace, "lock-client")
+    with running.proxy() as proxy:
+        yield _kube_harness(running, proxy, base, namespace, token=token)
+
+
+@contextlib.contextmanager
+def etcd_factory(base: Path, plane: Callable[[], ControlPlane]) -> Iterator[BackendHarness]:
+    del plane  # etcd runs its own 3-member cluster
+    with etcd_backend(base) as running:
+        yield running
+
+
+Factory = Callable[[Path, Callable[[], ControlPlane]], AbstractContextManager[BackendHarness]]
+
+FACTORIES: dict[str, Factory] = {
+    "etcd": etcd_factory,
     "kubernetes": kube_backend,
-    "kubernetes-real": real_kube_backend,
+    "kubernetes-rbac": kube_rbac_backend,
 }
+"""Each factory gets a directory and a way to get the session's control plane
+(tests/conftest.py's ``control_plane``), asked for only by the backends that need it."""

@@ -22,6 +22,14 @@ Every process is started here, in its own process group, and stopped by that gro
 "container" killed with SIGKILL takes the backup tool it was running with it, as a container's
 cgroup would.
 
+Both MariaDB versions run (``PodCluster(version=...)``, tests/support/mariadb.py): the scripts
+get that version's client first on PATH and its server reads their conf.d. 11.4 has no backup
+tool here, so an 11.4 replica is not cloned: :meth:`Pod.seed_without_backup` stands in for
+``clone.sh`` and leaves what a clone of the primary's first state would (a fresh install, the
+11.1+ binlog info naming an empty position, the clone-complete marker); the sidecar then
+configures replication from it unmodified and the replica applies the primary's whole binary
+log. The clone path itself is tested on 10.11 only.
+
 The module is importable outside pytest (the issue-7 benchmark seeds a large replica through
 :meth:`Pod.clone`); it only needs the Debian MariaDB tools and ncat or socat on PATH::
 
@@ -45,6 +53,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,7 +61,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from components.mysql import credentials
-from tests.support.mariadb import MariaDBServer
+from tests.support.mariadb import DEBIAN, MariaDBServer, distribution
 from tests.support.procs import LOCALHOST, ManagedProcess, require_binary, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -116,6 +125,19 @@ class ClusterSecrets:
             (payload / key).chmod(credentials.FILE_MODE)
             (directory / key).symlink_to(Path("..data") / key)
         (directory / "..data").symlink_to(payload.name)
+
+
+# clone.sh run unmodified under a DEBUG trap that counts its steps (simple commands). -T makes
+# the trap run in functions, command substitutions and subshells too, so every step of clone.sh
+# and lib.sh counts; a subshell counts on from its parent's count at the fork. So a step number
+# names one instant of a run, the same in every run over the same input. The trap runs just
+# before its command: killing at step N leaves exactly what steps 1..N-1 did.
+_KILL_AT_STEP = ("__kill_at=$1; __step=0; "
+                 "trap '((++__step != __kill_at)) || kill -KILL 0' DEBUG; "
+                 'source "$0"')
+_TRACE_STEPS = ("__trace=$1; __step=0; "
+                """trap 'printf "%d %s\\n" "$((++__step))" "$BASH_COMMAND" >>"$__trace"' DEBUG; """
+                'source "$0"')
 
 
 def _port_block(count: int) -> int:
@@ -191,14 +213,71 @@ def directory_bytes(path: Path) -> int:
     return total
 
 
+class ByteLimitRelay:
+    """A donor stand-in on ``listen_port`` relaying the backup stream served on
+    ``upstream_port``, one connection at a time as the real listener. With ``limit`` set it
+    passes on exactly that many bytes of a stream, sets ``held`` and keeps both connections
+    open until :meth:`release`: a recipient killed while held has received exactly ``limit``
+    bytes, whatever the machine's speed. ``relayed`` lists the bytes each finished stream
+    carried."""
+
+    def __init__(self, listen_port: int, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.limit: int | None = None
+        self.held = threading.Event()
+        self.relayed: list[int] = []
+        self._release = threading.Event()
+        self._server = socket.create_server((LOCALHOST, listen_port))
+        self._thread = threading.Thread(target=self._serve, name="relay", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _address = self._server.accept()
+            except OSError:
+                return  # closed
+            with client, socket.create_connection((LOCALHOST, self.upstream_port)) as upstream:
+                self.relayed.append(self._relay(client, upstream, self.limit))
+
+    def _relay(self, client: socket.socket, upstream: socket.socket, limit: int | None) -> int:
+        sent = 0
+        try:
+            while limit is None or sent < limit:
+                chunk = upstream.recv(65536 if limit is None else min(65536, limit - sent))
+                if not chunk:
+                    return sent
+                client.sendall(chunk)
+                sent += len(chunk)
+        except OSError:
+            return sent  # the recipient was killed mid-stream
+        self._release.clear()
+        self.held.set()
+        self._release.wait()
+        return sent
+
+    def release(self) -> None:
+        """Let a held stream end (both connections close: the donor's backup stops); a no-op
+        when no stream is held, so that it never ends the next one early."""
+        if self.held.is_set():
+            self.held.clear()
+            self._release.set()
+
+    def close(self) -> None:
+        self._server.close()
+        self._release.set()
+        self._thread.join(timeout=60)
+
+
 class PodCluster:
     """The pods of one StatefulSet, sharing a ConfigMap, a Secret and a port block."""
 
     def __init__(self, base: Path, *, name: str = "orders-mysql", max_pods: int = 6,
                  server_id_base: int = 7000, transport: Transport = "ncat",
-                 max_replica_lag_seconds: int = 30) -> None:
-        require_binary("mariadbd", "mariadb-install-db", "mariadb", "mariadb-backup", "mbstream",
-                       "bash", transport)
+                 max_replica_lag_seconds: int = 30, version: str = DEBIAN) -> None:
+        self.version = version
+        self.distribution = distribution(version)
+        require_binary("bash", transport)
         self.base = base
         self.name = name
         self.max_pods = max_pods
@@ -214,7 +293,7 @@ class PodCluster:
         self.credentials_root = base / "credentials"
         for container, accounts in credentials.CONTAINER_PASSWORDS.items():
             self.secrets.write_volume(self.credentials_dir(container), accounts)
-        self.script_path = self._script_path()
+        self.script_path = self.distribution.path(self._script_path())
         self.pods: dict[int, Pod] = {}
 
     def _write_config_map(self) -> None:
@@ -297,7 +376,8 @@ class Pod:
         self.server = MariaDBServer(self.dir / "server", name=f"{self.name}-mysqld",
                                     port=self.mysql_port, include_dir=self.conf_dir,
                                     data_dir=self.data_dir,
-                                    extra_config=f"tmpdir={self.dir / 'tmp'}")
+                                    extra_config=f"tmpdir={self.dir / 'tmp'}",
+                                    version=cluster.version)
         # As the image's entrypoint reads MARIADB_ROOT_PASSWORD_FILE. Replicas inherit the
         # primary's root account through their clone.
         self.server.root_password = (cluster.credentials_dir("mysql")
@@ -380,12 +460,32 @@ class Pod:
     def init_config(self) -> None:
         self._checked("init-config.sh")
 
-    def start_clone(self) -> ManagedProcess:
-        """The clone init container, in the background (to interrupt it on purpose)."""
+    def start_clone(self, *, kill_at_step: int | None = None,
+                    trace_steps_to: Path | None = None) -> ManagedProcess:
+        """The clone init container, in the background (to interrupt it on purpose).
+
+        ``kill_at_step``: the container SIGKILLs its whole process group just before its
+        Nth step (see _KILL_AT_STEP). ``trace_steps_to``: each step's number and command are
+        appended to that file (``N command`` lines), to choose where to kill."""
+        argv = self._script("clone.sh")
+        if kill_at_step is not None:
+            argv = ["bash", "-T", "-c", _KILL_AT_STEP, argv[1], str(kill_at_step)]
+        elif trace_steps_to is not None:
+            argv = ["bash", "-T", "-c", _TRACE_STEPS, argv[1], str(trace_steps_to)]
         self.clone_process = ManagedProcess(
-            f"clone-{self.generation}", self._script("clone.sh"), log_dir=self.logs,
-            env=self.env("clone")).start()
+            f"clone-{self.generation}", argv, log_dir=self.logs, env=self.env("clone")).start()
         return self.clone_process
+
+    def wait_clone_group_gone(self, timeout: float = 60) -> int:
+        """Wait until the clone container and every process of its group have ended (a
+        SIGKILLed group's members die on their own schedule); returns its exit code."""
+        process = self.clone_process
+        assert process is not None
+        assert process.process is not None
+        code = process.process.wait(timeout)
+        wait_until(lambda: not _process_group(process.pid), timeout=timeout,
+                   what=f"{self.name}: every process of the clone container to end")
+        return code
 
     def clone(self, timeout: float = 600) -> int:
         """Run the clone init container to completion; returns its exit code."""
@@ -406,6 +506,27 @@ class Pod:
         # MARIADB_ROOT_HOST=localhost: root is reachable through the socket only.
         self.query("DROP USER IF EXISTS 'root'@'127.0.0.1'")
 
+    def seed_without_backup(self) -> None:
+        """The clone init container for a version without a backup tool: a fresh install whose
+        only change (root's password, which backup-server.sh logs in with) stays out of the
+        binary log, so the replica's GTID history is empty and strict mode accepts the primary's
+        from its first transaction on. A data dir already seeded is kept, as clone.sh keeps a
+        completed clone."""
+        if (self.data_dir / CLONE_COMPLETE).exists():
+            return
+        self.server.install().start(password="")
+        try:
+            with self.server.cursor(password="", host=None) as cursor:
+                cursor.execute("SET SESSION sql_log_bin = 0")
+                cursor.execute("ALTER USER 'root'@'localhost' IDENTIFIED BY %s",
+                               (self.server.root_password,))
+        finally:
+            self.server.stop()
+        # What mariadb-backup 11.1+ records, for a primary that has written nothing yet.
+        (self.data_dir / "mariadb_backup_binlog_info").write_text("mysql-bin.000001\t4\t\n")
+        (self.data_dir / CLONE_COMPLETE).write_text(
+            "donor=none (seeded without a backup tool)\ngtid=\n")
+
     def start_server(self) -> None:
         self.server.start()
 
@@ -420,7 +541,9 @@ class Pod:
         if self.ordinal == 0 and not (self.data_dir / "mysql").exists():
             self.initialize_primary()
         else:
-            if self.ordinal > 0:
+            if self.ordinal > 0 and not self.cluster.distribution.has_backup_tool:
+                self.seed_without_backup()
+            elif self.ordinal > 0:
                 code = self.clone()
                 if code != 0:
                     raise RuntimeError(f"{self.name}: clone.sh exited {code}:\n{self.clone_log()}")
@@ -460,6 +583,12 @@ class Pod:
             _signal_group(self.clone_process, signal.SIGKILL)
             self.clone_process.kill()
         self.server.kill()
+
+    def replace_volume(self) -> None:
+        """The pod is killed and its PVC replaced by an empty one (fresh emptyDirs too)."""
+        self.kill()
+        shutil.rmtree(self.data_dir)
+        self._new_pod_volumes()
 
     def restart(self, *, wait: bool = True) -> Pod:
         """A new pod with the same name and PVC: fresh emptyDirs, every container again."""

@@ -2,13 +2,13 @@
 
 Each "pod" is started from the command, arguments and environment of the StatefulSet
 rendered under mocks (:func:`tests.unit.test_etcd_cluster.render`), expanded the way the
-kubelet expands ``$(VAR)``, with pod DNS names replaced by 127.0.0.1 ports. Two things
-differ from the pod and are adapted in exactly one place, :func:`adapt_for_debian_etcd`:
-the image's etcd 3.5 versus Debian's 3.4 (flags and binary paths) and the busybox shell
-the pod copies in versus the machine's ``sh``. Membership changes go through the real
-provider server (``python -m pulumi.dynamic``), as ``pulumi up`` drives them, while this
-test plays the StatefulSet controller: it starts a pod only after the provider returned,
-and stops one only after the provider removed it.
+kubelet expands ``$(VAR)``, with pod DNS names replaced by 127.0.0.1 ports. etcd is the
+image's release (3.5, built by scripts/build-tools.sh), so every flag runs as deployed; only
+paths differ from the pod, adapted in exactly one place, :func:`adapt_to_this_machine`:
+where the etcd binaries and the busybox the pod copies in live. Membership changes go
+through the real provider server (``python -m pulumi.dynamic``), as ``pulumi up`` drives
+them, while this test plays the StatefulSet controller: it starts a pod only after the
+provider returned, and stops one only after the provider removed it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import signal
 import subprocess
 import threading
 import urllib.error
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from components.etcd.membership import (
     MembershipError,
     _Gateway,
 )
-from tests.support.etcd import BINARIES, EtcdMember, gateway, healthy
+from tests.support.etcd import EtcdMember, etcd_binary, etcdctl_binary, gateway, healthy
 from tests.support.procs import LOCALHOST, free_ports, require_binary, run, wait_until
 from tests.support.provider_server import (
     ProviderError,
@@ -59,23 +59,22 @@ TYPE_NAME = "pulumi-python:dynamic:Resource"
 _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
-def adapt_for_debian_etcd(command: list[str], env: dict[str, str]) -> list[str]:
-    """Every difference between the images (etcd 3.5, busybox) and this machine.
+def adapt_to_this_machine(command: list[str], env: dict[str, str]) -> list[str]:
+    """Every difference between the images (etcd 3.5, busybox) and this machine: paths.
 
     - The busybox image has ``/bin/busybox``; here Debian's static busybox (same applets,
       also statically linked) is copied by the very same init-container commands.
-    - The etcd image has ``/usr/local/bin/etcd[ctl]``; Debian puts them on ``PATH``.
-    - ``--experimental-compact-hash-check-enabled`` exists from etcd 3.5.5; 3.4 rejects it.
+    - The etcd image has ``/usr/local/bin/etcd[ctl]``; here they are the same release
+      built from its Go module (tests/support/tools.py).
     - The pod waits ``MEMBER_RETRY_SECONDS`` (2 s) between membership checks; tests pace
       their polling faster. Waiting is still on a condition: the member list.
     """
     busybox = shutil.which("busybox")
     assert busybox is not None
-    env.update({"MEMBER_ETCD": "etcd", "MEMBER_ETCDCTL": "etcdctl", "SNAPSHOT_ETCDCTL": "etcdctl",
-                "MEMBER_RETRY_SECONDS": "0.2"})
-    etcd_35_only = ("--experimental-compact-hash-check-enabled",)
-    return [busybox if word == "/bin/busybox" else word
-            for word in command if not word.startswith(etcd_35_only)]
+    etcdctl = etcdctl_binary()
+    env.update({"MEMBER_ETCD": etcd_binary(), "MEMBER_ETCDCTL": etcdctl,
+                "SNAPSHOT_ETCDCTL": etcdctl, "MEMBER_RETRY_SECONDS": "0.2"})
+    return [busybox if word == "/bin/busybox" else word for word in command]
 
 
 def mount(text: str, volumes: Mapping[str, Path]) -> str:
@@ -88,7 +87,7 @@ def mount(text: str, volumes: Mapping[str, Path]) -> str:
 def run_init_containers(pod: Mapping[str, Any], volumes: Mapping[str, Path]) -> None:
     """Run the pod's init containers as the kubelet would: in order, each to completion."""
     for init in pod.get("initContainers", []):
-        command = adapt_for_debian_etcd([mount(w, volumes) for w in init["command"]], {})
+        command = adapt_to_this_machine([mount(w, volumes) for w in init["command"]], {})
         run(command, timeout=30)
 
 
@@ -122,7 +121,9 @@ class LocalStatefulSet:
 
     def __init__(self, base: Path, rendered: Rendered, *, tls_dir: Path | None = None) -> None:
         # Debian's busybox-static stands in for the busybox image's static binary.
-        require_binary(*BINARIES, "busybox")
+        etcd_binary()
+        etcdctl_binary()
+        require_binary("busybox")
         self.base = base
         # The cert-manager Secrets (peer and client) as one directory of tls.crt/key, ca.crt.
         self.tls_dir = tls_dir
@@ -178,7 +179,7 @@ class LocalStatefulSet:
         argv = [expand(a, env) for a in [*container["command"], *container["args"]]]
         env = {k: self.dns(v, ordinal) for k, v in env.items()}
         argv = [self.dns(a, ordinal) for a in argv]
-        return adapt_for_debian_etcd(argv, env), env
+        return adapt_to_this_machine(argv, env), env
 
     def start(self, ordinal: int, *, overrides: Mapping[str, str] | None = None) -> EtcdMember:
         """Create the pod: fresh emptyDirs, init containers, then the etcd container.
@@ -313,10 +314,19 @@ def statefulset(tmp_path: Path) -> Iterator[LocalStatefulSet]:
         pods.stop_all()
 
 
-def start_initial(pods: LocalStatefulSet) -> None:
+def start_initial(pods: LocalStatefulSet,
+                  list_voters: Callable[[], list[str]] | None = None) -> None:
+    """Start the initial three pods and wait until all three are voting members.
+
+    Healthy is not enough: etcd 3.5 reports a learner healthy before it is promoted,
+    and a learner refuses client requests (the gateway answers 503). ``list_voters``
+    reads the voting members (default: plain HTTP to etcd-0)."""
     for ordinal in range(3):
         pods.start(ordinal)
     pods.wait_healthy(0, 1, 2)
+    wait_until(lambda: (list_voters or (lambda: voters(pods.client_url(0))))() == [
+        "etcd-0", "etcd-1", "etcd-2"], timeout=60,
+        what="the initial three members to be voting members")
 
 
 def test_members_bootstrap_from_the_statefulset_command_line_and_survive_a_kill(
@@ -366,13 +376,13 @@ def test_members_bootstrap_from_the_statefulset_command_line_and_survive_a_kill(
     job_env = {k: mount(v, volumes) for k, v in container_env(container, "snap-1").items()}
     # The client Service: any member.
     job_env["SNAPSHOT_ENDPOINT"] = endpoint
-    command = adapt_for_debian_etcd([mount(w, volumes) for w in container["command"]], job_env)
+    command = adapt_to_this_machine([mount(w, volumes) for w in container["command"]], job_env)
     for _ in range(3):
         run(command, env=job_env, timeout=60)
     kept = sorted(p.name for p in snapshots.iterdir())
     assert len(kept) == 2, kept
     assert all(re.fullmatch(r"etcd-\d{8}T\d{6}Z-\d{2}\.db", name) for name in kept), kept
-    status = run(["etcdctl", "snapshot", "status", str(snapshots / kept[-1]), "-w", "json"])
+    status = run([etcdctl_binary(), "snapshot", "status", str(snapshots / kept[-1]), "-w", "json"])
     assert '"totalKey"' in status.stdout
 
 
@@ -519,7 +529,7 @@ def etcdctl_that_never_promotes(directory: Path) -> str:
     command is the real one."""
     wrapper = directory / "etcdctl-never-promotes"
     wrapper.write_text('#!/bin/sh\ncase " $* " in *" member promote "*) exit 1 ;; esac\n'
-                       'exec etcdctl "$@"\n')
+                       f'exec {etcdctl_binary()} "$@"\n')
     wrapper.chmod(0o755)
     return str(wrapper)
 
@@ -655,8 +665,9 @@ def test_tls_for_peers_clients_the_start_up_script_and_the_provider(tmp_path: Pa
     pods = LocalStatefulSet(tmp_path / "pods", render(replicas=3, **config),
                             tls_dir=tmp_path / "tls")
     try:
-        start_initial(pods)
         client = _Gateway([pods.client_url(0)], timeout=5, tls=tls_files)
+        start_initial(pods, lambda: sorted(m.name for m in client.members()
+                                           if not m.is_learner))
         assert sorted(m.name for m in client.members()) == ["etcd-0", "etcd-1", "etcd-2"]
         # Client-certificate auth: plain HTTP and HTTPS without a certificate are refused.
         with pytest.raises((urllib.error.HTTPError, ConnectionError)):

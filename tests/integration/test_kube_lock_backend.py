@@ -1,15 +1,23 @@
-"""The Kubernetes lock backend's own guarantees, with faults only the fake API server can inject.
+"""The Kubernetes lock backend's own guarantees, on the real API server, with the faults only
+a proxy can inject.
 
 The conformance suite (test_locks.py) holds this backend to the same contract as etcd.
-These tests cover what is specific to it and needs the fake's fault hooks: a write
-applied but its response lost (retry-safe enqueue and grant), a watch whose history
-was compacted (410 Gone, re-list), an API server that goes away (the lost signal),
-a holder overtaken while it thinks it holds the lock, a waiter that dies in the
-queue, and names that are not valid object names.
+These tests cover what is specific to it: a write applied but its response lost
+(retry-safe enqueue and grant; the fault proxy drops the response), a watch whose
+history was compacted (``etcdctl compact`` behind an API server with ``--watch-cache=false``,
+so the real server answers 410 Gone and the client must re-list), an API server that
+goes away (the proxy hangs or cuts every connection: the lost signal), a holder
+overtaken while it thinks it holds the lock, a waiter that dies in the queue, names
+that are not valid object names, and an identity RBAC refuses.
+
+Everything runs on the session's control plane (tests/conftest.py); each test gets a
+namespace of its own, and clients whose traffic a test inspects or breaks go through
+a fresh proxy (tests/support/fault_proxy.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -20,40 +28,64 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client as k8s
 
-from components.locks.crd import apply_crd, lock_crd_manifest
 from distlock import DistlockError, Grant
-from distlock.kube import GROUP, PLURAL, KubeLockBackend, _LockObjects, api_client, object_name
-from tests.support.fake_kube import FakeKubeServer
+from distlock._kube import _LockObjects
+from distlock.kube import GROUP, PLURAL, VERSION, KubeLockBackend, api_client, object_name
+from tests.integration.lock_backends import bind_lock_user, install_lock_crd
+from tests.support.controlplane import ControlPlane
+from tests.support.fault_proxy import FaultProxy
 from tests.support.procs import wait_until
 
 pytestmark = pytest.mark.integration
 
 WAIT = 30.0
-NAMESPACE = "locks"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeKubeServer]:
-    with FakeKubeServer() as kube:
-        kube.create_namespace(NAMESPACE)
-        yield kube
+@pytest.fixture(scope="module")
+def plane(control_plane: ControlPlane) -> ControlPlane:
+    install_lock_crd(control_plane, "tests/kube-backend")
+    return control_plane
 
 
 @pytest.fixture
-def kubeconfig(fake: FakeKubeServer, tmp_path: Path) -> str:
-    path = str(fake.write_kubeconfig(tmp_path / "kubeconfig", namespace=NAMESPACE))
-    apply_crd(api_client(path), lock_crd_manifest(), owner="tests/kube-backend")
-    return path
+def namespace(plane: ControlPlane, request: pytest.FixtureRequest) -> str:
+    """A namespace of this test's own: tests share one API server."""
+    digest = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:10]  # noqa: S324 - a name
+    name = f"kb-{digest}"
+    plane.create_namespace(name)
+    return name
 
 
 @pytest.fixture
-def sessions(kubeconfig: str) -> Iterator[Callable[..., KubeLockBackend]]:
+def proxy(plane: ControlPlane) -> Iterator[FaultProxy]:
+    with plane.proxy() as running:
+        yield running
+
+
+@pytest.fixture
+def kubeconfig(plane: ControlPlane, namespace: str, tmp_path: Path) -> str:
+    """Straight to the API server, as admin."""
+    return str(plane.write_kubeconfig(tmp_path / "kubeconfig", namespace=namespace))
+
+
+@pytest.fixture
+def proxied(plane: ControlPlane, proxy: FaultProxy, namespace: str, tmp_path: Path) -> str:
+    """Through the test's proxy, as admin."""
+    return str(plane.write_kubeconfig(tmp_path / "proxied", namespace=namespace,
+                                      server=proxy.url))
+
+
+@pytest.fixture
+def sessions(kubeconfig: str, proxied: str,
+             namespace: str) -> Iterator[Callable[..., KubeLockBackend]]:
     opened: list[KubeLockBackend] = []
 
-    def open_session(ttl: float = 10.0) -> KubeLockBackend:
-        session = KubeLockBackend(api_client(kubeconfig), NAMESPACE, ttl=ttl)
+    def open_session(ttl: float = 10.0, *, via_proxy: bool = False) -> KubeLockBackend:
+        path = proxied if via_proxy else kubeconfig
+        session = KubeLockBackend(api_client(path), namespace, ttl=ttl)
         opened.append(session)
         return session
 
@@ -83,24 +115,28 @@ class Waiter(threading.Thread):
         return self.grant
 
 
-def _status(fake: FakeKubeServer, name: str) -> dict[str, object]:
-    obj = fake.get_object(GROUP, PLURAL, NAMESPACE, object_name(name))
-    assert obj is not None
+def _objects(plane: ControlPlane) -> Any:
+    return k8s.CustomObjectsApi(plane.admin_client())
+
+
+def _status(plane: ControlPlane, namespace: str, name: str) -> dict[str, object]:
+    obj = _objects(plane).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                       object_name(name))
     return dict(obj.get("status") or {})
 
 
 def test_lost_enqueue_response_does_not_leave_a_second_slot(
-        fake: FakeKubeServer, sessions: Callable[..., KubeLockBackend]) -> None:
-    owner, waiter_session = sessions(), sessions()
+        proxy: FaultProxy, sessions: Callable[..., KubeLockBackend]) -> None:
+    owner, waiter_session = sessions(), sessions(via_proxy=True)
     held = owner.acquire("orders", timeout=WAIT)
     assert held is not None
-    fake.lose_next_responses(1, methods=("PUT",))  # the enqueue lands; its answer does not
+    proxy.lose_next_responses(1, methods=("PUT",))  # the enqueue lands; its answer does not
     waiter = Waiter(waiter_session, "orders")
     waiter.start()
-    wait_until(lambda: fake.pending_lost_responses == 0 and owner.inspect("orders").waiters,
+    wait_until(lambda: proxy.pending_lost_responses == 0 and owner.inspect("orders").waiters,
                timeout=WAIT, what="the enqueue applied with its response lost")
     # The retry re-read the object and found its entry: queued exactly once.
-    wait_until(lambda: fake.open_watches() > 0, timeout=WAIT, what="the waiter watching")
+    wait_until(lambda: proxy.open_watches() > 0, timeout=WAIT, what="the waiter watching")
     assert owner.inspect("orders").waiters == (waiter_session.identity,)
     owner.release(held)
     grant = waiter.result()
@@ -110,80 +146,107 @@ def test_lost_enqueue_response_does_not_leave_a_second_slot(
 
 
 def test_lost_grant_response_is_recognised_not_granted_twice(
-        fake: FakeKubeServer, sessions: Callable[..., KubeLockBackend]) -> None:
-    session = sessions()
+        plane: ControlPlane, namespace: str, proxy: FaultProxy,
+        sessions: Callable[..., KubeLockBackend]) -> None:
+    session = sessions(via_proxy=True)
     # The object is created by a POST; the first PUT is the granting status write.
-    fake.lose_next_responses(1, methods=("PUT",))
+    proxy.lose_next_responses(1, methods=("PUT",))
     grant = session.acquire("orders", timeout=WAIT)
-    assert fake.pending_lost_responses == 0, "the fault was never injected"
+    assert proxy.pending_lost_responses == 0, "the fault was never injected"
     assert grant is not None
     assert grant.token == 1
-    status = _status(fake, "orders")
+    status = _status(plane, namespace, "orders")
     assert status["holder"] == session.identity
     assert status["fencingToken"] == 1, "the retry granted the lock a second time"
 
 
-def test_waiter_survives_410_gone_by_relisting(
-        fake: FakeKubeServer, sessions: Callable[..., KubeLockBackend]) -> None:
-    owner, waiter_session = sessions(), sessions()
-    held = owner.acquire("orders", timeout=WAIT)
-    assert held is not None
-    waiter = Waiter(waiter_session, "orders")
-    waiter.start()
-    wait_until(lambda: len(owner.inspect("orders").waiters) == 1, timeout=WAIT,
-               what="the waiter queued")
-    wait_until(lambda: fake.open_watches() > 0, timeout=WAIT, what="the waiter watching")
-    # Another lock's write moves the store past what the waiter has seen; then the
-    # history is compacted and the stream dropped: the waiter's next watch, from the
-    # resourceVersion it last saw, gets 410 Expired and must re-list.
-    bystander = owner.acquire("bystander", timeout=WAIT)
-    assert bystander is not None
-    fake.compact()
-    fake.close_watches()
-    wait_until(lambda: fake.expired_watches > 0, timeout=WAIT, what="a watch answered 410")
-    owner.release(held)
-    grant = waiter.result()
-    assert grant is not None
-    assert grant.token == held.token + 1
+def test_waiter_survives_410_gone_by_relisting(plane: ControlPlane, namespace: str,
+                                               tmp_path: Path) -> None:
+    """A second API server on the same etcd with ``--watch-cache=false`` serves watches
+    straight from etcd, so after ``etcdctl compact`` a watch from an older
+    resourceVersion gets the real server's 410 (an ERROR event in a 200 stream)."""
+    with plane.extra_api_server("kube-apiserver-uncached", etcd_prefix="/registry",
+                                extra_args=["--watch-cache=false"]) as uncached, \
+            plane.proxy(uncached) as proxy:
+        path = plane.write_kubeconfig(tmp_path / "uncached", namespace=namespace,
+                                      server=proxy.url)
+        owner = KubeLockBackend(api_client(str(path)), namespace, ttl=10)
+        waiter_session = KubeLockBackend(api_client(str(path)), namespace, ttl=10)
+        try:
+            held = owner.acquire("orders", timeout=WAIT)
+            assert held is not None
+            waiter = Waiter(waiter_session, "orders")
+            waiter.start()
+            wait_until(lambda: len(owner.inspect("orders").waiters) == 1, timeout=WAIT,
+                       what="the waiter queued")
+            wait_until(lambda: proxy.open_watches() > 0, timeout=WAIT,
+                       what="the waiter watching")
+            # Another lock's write moves etcd past what the waiter has seen; then the
+            # history is compacted and the stream dropped: the waiter's next watch, from
+            # the resourceVersion it last saw, gets 410 and must re-list.
+            bystander = owner.acquire("bystander", timeout=WAIT)
+            assert bystander is not None
+            plane.compact_etcd()
+            proxy.close_watches()
+            wait_until(lambda: proxy.expired_watches > 0, timeout=WAIT,
+                       what="a watch answered 410 by the real server")
+            owner.release(held)
+            grant = waiter.result()
+            assert grant is not None
+            assert grant.token == held.token + 1
+        finally:
+            waiter_session.close()
+            owner.close()
 
 
 @pytest.mark.parametrize("hang", [True, False], ids=["hung", "refusing"])
 def test_lost_fires_when_renewals_cannot_reach_the_api_server(
-        fake: FakeKubeServer, sessions: Callable[..., KubeLockBackend], hang: bool) -> None:
-    session = sessions(ttl=2.0)
+        proxy: FaultProxy, sessions: Callable[..., KubeLockBackend], hang: bool) -> None:
+    session = sessions(ttl=2.0, via_proxy=True)
+    observer = sessions()
     kept = session.acquire("kept", timeout=WAIT)
     released = session.acquire("released", timeout=WAIT)
     assert kept is not None
     assert released is not None
     session.release(released)
-    with fake.unreachable(hang=hang):  # every renewal now hangs, or is cut off
+    with proxy.unreachable(hang=hang):  # every renewal now hangs, or is cut off
         assert kept.lost.wait(WAIT), "the lost signal never fired"
     assert kept.lost.reason is not None
     assert "renew deadline" in kept.lost.reason
     assert not released.lost.is_set(), "release must never fire the lost signal"
     # The server is back, but the grant stays lost: the session gave it up.
-    assert session.inspect("kept").holder == session.identity
+    assert observer.inspect("kept").holder == session.identity
     assert kept.lost.is_set()
 
 
 def test_lost_fires_when_another_holder_took_over(
-        fake: FakeKubeServer, sessions: Callable[..., KubeLockBackend]) -> None:
+        plane: ControlPlane, namespace: str, sessions: Callable[..., KubeLockBackend]) -> None:
     session = sessions(ttl=2.0)
     grant = session.acquire("orders", timeout=WAIT)
     assert grant is not None
-    obj = fake.get_object(GROUP, PLURAL, NAMESPACE, "orders")
-    assert obj is not None
-    # What a successor's grant looks like after this holder was judged expired.
-    obj["status"] = {**obj["status"], "holder": "someone-else", "fencingToken": 2,
-                     "renewals": 0}
-    fake.put_object(GROUP, PLURAL, NAMESPACE, obj)
+    objects = _objects(plane)
+
+    def take_over() -> bool:
+        obj = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "orders")
+        # What a successor's grant looks like after this holder was judged expired.
+        obj["status"] = {**obj["status"], "holder": "someone-else", "fencingToken": 2,
+                         "renewals": 0}
+        try:
+            objects.replace_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL,
+                                                            "orders", obj)
+        except k8s.ApiException as error:
+            if error.status == 409:  # the holder renewed in between: read again
+                return False
+            raise
+        return True
+
+    wait_until(take_over, timeout=WAIT, what="the take-over write")
     assert grant.lost.wait(WAIT), "the lost signal never fired"
     assert "taken over by someone-else (token 2)" in str(grant.lost.reason)
 
 
 def test_a_waiter_that_dies_in_the_queue_stops_blocking(
-        fake: FakeKubeServer, kubeconfig: str, sessions: Callable[..., KubeLockBackend],
-        tmp_path: Path) -> None:
+        kubeconfig: str, sessions: Callable[..., KubeLockBackend], tmp_path: Path) -> None:
     owner, patient_session = sessions(), sessions()
     held = owner.acquire("orders", timeout=WAIT)
     assert held is not None
@@ -215,40 +278,64 @@ def test_a_waiter_that_dies_in_the_queue_stops_blocking(
 
 
 def test_names_that_are_not_object_names_get_their_own_objects(
-        fake: FakeKubeServer, sessions: Callable[..., KubeLockBackend]) -> None:
+        plane: ControlPlane, namespace: str, sessions: Callable[..., KubeLockBackend]) -> None:
     session = sessions()
     for name in ("Shop/Orders v2", "shop-orders-v2", "shop/orders/v2"):
         grant = session.acquire(name, timeout=WAIT)
         assert grant is not None
         assert grant.token == 1, f"{name!r} shared a Lock object with another name"
-        obj = fake.get_object(GROUP, PLURAL, NAMESPACE, object_name(name))
-        assert obj is not None
+        obj = _objects(plane).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                           object_name(name))
         assert obj["spec"]["lockName"] == name
         session.release(grant)
     assert object_name("shop-orders-v2") == "shop-orders-v2"
 
 
 def test_bad_names_are_refused_before_anything_is_written(
-        fake: FakeKubeServer, sessions: Callable[..., KubeLockBackend]) -> None:
-    session = sessions()
-    before = fake.resource_version
+        proxy: FaultProxy, sessions: Callable[..., KubeLockBackend]) -> None:
+    session = sessions(via_proxy=True)
     for bad in ("", "x" * 2000, "tab\there"):
         with pytest.raises(ValueError, match="lock name"):
             session.acquire(bad, timeout=0)
-    assert fake.resource_version == before
+    assert proxy.requests == [], "a refused name reached the API server"
 
 
-def test_a_missing_crd_is_a_clear_error(tmp_path: Path) -> None:
-    with FakeKubeServer() as bare:
-        path = str(bare.write_kubeconfig(tmp_path / "bare"))
-        with KubeLockBackend(api_client(path), "default", ttl=5) as session:
-            with pytest.raises(DistlockError, match="is the Lock CRD installed"):
-                session.acquire("orders", timeout=1)
-            assert bare.resource_version == 3  # two namespaces; nothing else was written
+def test_a_missing_crd_is_a_clear_error(plane: ControlPlane, tmp_path: Path) -> None:
+    """An API server on another etcd prefix is a cluster without the Lock CRD."""
+    with plane.extra_api_server("kube-apiserver-bare", etcd_prefix="/bare-registry") as bare, \
+            plane.proxy(bare) as proxy:
+        path = str(plane.write_kubeconfig(tmp_path / "bare", server=proxy.url))
+        with KubeLockBackend(api_client(path), "default", ttl=5) as session, \
+                pytest.raises(DistlockError, match="is the Lock CRD installed"):
+            session.acquire("orders", timeout=1)
+        written = [a for a in proxy.answered if a[0] != "GET" and a[2] < 300]
+        assert written == [], "something was written to a cluster without the CRD"
+
+
+def test_an_identity_without_the_lock_user_role_gets_a_clear_403(
+        plane: ControlPlane, namespace: str, tmp_path: Path) -> None:
+    """RBAC for real: the role the project installs is what makes locks usable."""
+    bound = bind_lock_user(plane, namespace, "allowed")
+    unbound = plane.service_account_token(namespace, "not-allowed")
+    for token, allowed in ((bound, True), (unbound, False)):
+        path = str(plane.write_kubeconfig(tmp_path / f"sa-{allowed}", namespace=namespace,
+                                          token=token))
+        with KubeLockBackend(api_client(path), namespace, ttl=5) as session:
+            if allowed:
+                grant = session.acquire("orders", timeout=WAIT)
+                assert grant is not None
+                session.release(grant)
+                continue
+            with pytest.raises(DistlockError) as refused:
+                session.acquire("orders", timeout=5)
+    message = str(refused.value)
+    assert "bind the lock-user ClusterRole" in message
+    assert "403" in message
+    assert f"system:serviceaccount:{namespace}:not-allowed" in message
 
 
 def test_a_release_racing_a_renewal_is_not_a_loss(
-        fake: FakeKubeServer, sessions: Callable[..., KubeLockBackend],
+        sessions: Callable[..., KubeLockBackend],
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The renewer reads the lock, the release lands, then the renewer writes: that
     write conflicts and the re-read shows the lock free, which is the release itself."""
@@ -284,26 +371,27 @@ def test_a_release_racing_a_renewal_is_not_a_loss(
 
 
 def test_an_uncontended_holder_renews_with_one_write_and_no_reads(
-        fake: FakeKubeServer, sessions: Callable[..., KubeLockBackend]) -> None:
-    session = sessions(ttl=1.0)
+        plane: ControlPlane, namespace: str, proxy: FaultProxy,
+        sessions: Callable[..., KubeLockBackend]) -> None:
+    session = sessions(ttl=1.0, via_proxy=True)
     grant = session.acquire("quiet", timeout=WAIT)
     assert grant is not None
-    start = len(fake.requests)
-    status_path = f"/namespaces/{NAMESPACE}/{PLURAL}/quiet/status"
+    start = len(proxy.requests)
+    status_path = f"/namespaces/{namespace}/{PLURAL}/quiet/status"
 
     def renewals() -> list[tuple[str, str]]:
-        return [r for r in fake.requests[start:] if r[1].endswith(status_path)]
+        return [r for r in proxy.requests[start:] if r[1].endswith(status_path)]
 
     wait_until(lambda: len(renewals()) >= 3, timeout=WAIT, what="three renewals")
-    during = fake.requests[start:]
+    during = proxy.requests[start:]
     assert {method for method, _ in renewals()} == {"PUT"}
     assert [r for r in during if r[0] == "GET"] == [], "renewals re-read the object"
-    assert int(str(_status(fake, "quiet")["renewals"])) >= 3
+    assert int(str(_status(plane, namespace, "quiet")["renewals"])) >= 3
     assert not grant.lost.is_set()
 
 
 def test_closing_a_session_ends_its_waiting_acquires_without_a_slot(
-        fake: FakeKubeServer, sessions: Callable[..., KubeLockBackend]) -> None:
+        sessions: Callable[..., KubeLockBackend]) -> None:
     owner, closing = sessions(), sessions()
     held = owner.acquire("orders", timeout=WAIT)
     assert held is not None

@@ -1,10 +1,11 @@
 """The lock conformance suite: one set of tests, run against every backend.
 
 Every test is parametrized over :data:`tests.integration.lock_backends.FACTORIES`
-(a real 3-member etcd cluster here; the Kubernetes fake and, with KUBECONFIG, a real
-cluster when registered). Tests that need something only one backend has (an etcd
-leader to kill, ``etcdctl lock`` to interoperate with, etcd's lease API) say so and
-skip elsewhere.
+(a real 3-member etcd cluster; the real Kubernetes API server of the session's control
+plane, as admin and as a ServiceAccount holding only the lock-user role). Tests that
+need something only etcd has (a leader to kill, ``etcdctl lock`` to interoperate with,
+its lease API) are marked ``etcd_only_test`` and run on etcd alone, so with every
+server present the suite has no skips.
 
 Holders that get killed or frozen are separate processes (``python -m distlock run``
 with a critical section from lock_history.py), because a fault must hit a whole
@@ -43,11 +44,12 @@ from distlock import (
     StaleTokenError,
 )
 from distlock._cli import EXIT_LOST, EXIT_TIMEOUT
+from distlock._errors import BackendRefused
 from distlock._etcd_gateway import Gateway
 from distlock.etcd import EtcdBackend, TLSFiles
 from tests.integration.lock_backends import FACTORIES, BackendHarness
 from tests.integration.lock_history import ACQUIRED, ENDED, RELEASED, History, check, fenced_store
-from tests.support.etcd import EtcdMember, gateway
+from tests.support.etcd import EtcdMember, etcd_binary, etcdctl_binary, gateway
 from tests.support.procs import free_ports, require_binary, run, wait_until
 
 pytestmark = pytest.mark.integration
@@ -55,12 +57,17 @@ pytestmark = pytest.mark.integration
 WAIT = 60.0  # generous upper bound for anything that should happen; never a measured figure
 HISTORY_MODULE = [sys.executable, "-m", "tests.integration.lock_history"]
 
+etcd_only_test = pytest.mark.parametrize("harness", ["etcd"], indirect=True)
+"""Runs a test on the etcd backend only (rather than skipping it on the others, so the
+suite has no skips when every server is there)."""
+
 
 @pytest.fixture(scope="module", params=sorted(FACTORIES))
 def harness(request: pytest.FixtureRequest,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendHarness]:
     kind: str = request.param
-    with FACTORIES[kind](tmp_path_factory.mktemp(f"locks-{kind}")) as running:
+    with FACTORIES[kind](tmp_path_factory.mktemp(f"locks-{kind}"),
+                         lambda: request.getfixturevalue("control_plane")) as running:
         yield running
 
 
@@ -316,8 +323,20 @@ def test_sigkilled_holder_is_replaced_within_ttl_plus_one_second(  # noqa: PLR09
     check(history.events())
 
 
-@pytest.mark.parametrize("fence_kind", ["file", "etcd"])
 def test_sigstopped_holder_is_fenced_after_its_ttl(  # noqa: PLR0917 - fixtures
+        harness: BackendHarness, procs: Processes, sessions: Callable[..., LockBackend],
+        name: str, history: History, tmp_path: Path) -> None:
+    _sigstopped_holder_is_fenced(harness, procs, sessions, name, history, tmp_path, "file")
+
+
+@etcd_only_test
+def test_sigstopped_holder_is_fenced_by_an_etcd_fence_key(  # noqa: PLR0917 - fixtures
+        harness: BackendHarness, procs: Processes, sessions: Callable[..., LockBackend],
+        name: str, history: History, tmp_path: Path) -> None:
+    _sigstopped_holder_is_fenced(harness, procs, sessions, name, history, tmp_path, "etcd")
+
+
+def _sigstopped_holder_is_fenced(  # noqa: PLR0917 - the fixtures of the two tests
         harness: BackendHarness, procs: Processes, sessions: Callable[..., LockBackend],
         name: str, history: History, tmp_path: Path, fence_kind: str) -> None:
     """A holder paused past its TTL loses the lock; its next guarded write is refused.
@@ -417,8 +436,7 @@ def test_lost_fires_on_the_clients_clock_when_the_service_is_unreachable(
         record_property: Callable[[str, object], None]) -> None:
     """With every server frozen nothing can tell the holder it lost the lock: it must
     conclude so itself once its TTL has run out without a confirmed renewal."""
-    if harness.unreachable is None:
-        pytest.skip(f"{harness.kind} cannot simulate an unreachable service")
+    assert harness.unreachable is not None, f"{harness.kind} cannot simulate an unreachable service"
     ttl = 2.0
     held = sessions(ttl=ttl).lock(name)
     held.acquire(timeout=WAIT)
@@ -436,15 +454,15 @@ def test_lost_fires_on_the_clients_clock_when_the_service_is_unreachable(
 # -- etcd only --------------------------------------------------------------------------
 
 def etcd_only(harness: BackendHarness) -> tuple[str, ...]:
-    if not harness.etcd_endpoints:
-        pytest.skip(f"{harness.kind} is not etcd")
+    assert harness.etcd_endpoints, f"{harness.kind} is not etcd"
     return harness.etcd_endpoints
 
 
 def etcdctl_lock(endpoints: tuple[str, ...], name: str, command: list[str]) -> list[str]:
-    return ["etcdctl", f"--endpoints={','.join(endpoints)}", "lock", name, "--", *command]
+    return [etcdctl_binary(), f"--endpoints={','.join(endpoints)}", "lock", name, "--", *command]
 
 
+@etcd_only_test
 def test_etcdctl_lock_excludes_distlock(  # noqa: PLR0917 - fixtures
         harness: BackendHarness, procs: Processes, sessions: Callable[..., LockBackend],
         name: str, history: History, tmp_path: Path) -> None:
@@ -465,6 +483,7 @@ def test_etcdctl_lock_excludes_distlock(  # noqa: PLR0917 - fixtures
     assert [i.who for i in intervals] == ["etcdctl", "distlock"]
 
 
+@etcd_only_test
 def test_distlock_excludes_etcdctl_lock(harness: BackendHarness, procs: Processes,
                                         sessions: Callable[..., LockBackend], name: str,
                                         history: History) -> None:
@@ -483,6 +502,7 @@ def test_distlock_excludes_etcdctl_lock(harness: BackendHarness, procs: Processe
     assert [i.who for i in intervals] == ["distlock", "etcdctl"]
 
 
+@etcd_only_test
 def test_leader_killed_during_contention(harness: BackendHarness, procs: Processes, name: str,
                                          history: History,
                                          record_property: Callable[[str, object], None]) -> None:
@@ -510,6 +530,7 @@ def test_leader_killed_during_contention(harness: BackendHarness, procs: Process
     print(f"[etcd] leader killed during contention: worst handoff gap {worst:.3f}s")
 
 
+@etcd_only_test
 def test_waiters_and_holders_fail_over_when_their_member_dies(
         harness: BackendHarness, sessions: Callable[..., LockBackend], name: str,
         history: History) -> None:
@@ -537,6 +558,7 @@ def test_waiters_and_holders_fail_over_when_their_member_dies(
     check(history.events())
 
 
+@etcd_only_test
 def test_lost_fires_when_the_lease_goes(harness: BackendHarness,
                                         sessions: Callable[..., LockBackend], name: str) -> None:
     endpoints = etcd_only(harness)
@@ -555,6 +577,7 @@ def test_lost_fires_when_the_lease_goes(harness: BackendHarness,
         held.check()
 
 
+@etcd_only_test
 def test_no_lease_or_key_is_leaked(harness: BackendHarness, name: str) -> None:
     endpoints = etcd_only(harness)
     owner, waiter = harness.open(ttl=10), harness.open(ttl=10)
@@ -573,6 +596,7 @@ def test_no_lease_or_key_is_leaked(harness: BackendHarness, name: str) -> None:
         assert observer.inspect(name).holder is None
 
 
+@etcd_only_test
 def test_a_retried_enqueue_reuses_its_slot(harness: BackendHarness,
                                            sessions: Callable[..., LockBackend], name: str,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
@@ -601,6 +625,7 @@ def test_a_retried_enqueue_reuses_its_slot(harness: BackendHarness,
     assert owner.inspect(name).waiters == (), "the retried create left a second slot"
 
 
+@etcd_only_test
 @pytest.mark.parametrize("moment", ["before-the-watch-exists", "right-after-it-is-created"])
 def test_a_predecessor_deleted_around_the_watch_start_still_hands_over(
         harness: BackendHarness, name: str, moment: str,
@@ -611,7 +636,7 @@ def test_a_predecessor_deleted_around_the_watch_start_still_hands_over(
     confirming read, made when the watch starts past the revision the waiter saw, finds
     it. With periodic re-checks off, skipping that read leaves the waiter hanging."""
     endpoints = etcd_only(harness)
-    from distlock import etcd as distlock_etcd  # noqa: PLC0415 - only this test reaches inside
+    from distlock import _etcd as distlock_etcd  # noqa: PLC0415 - only this test reaches inside
 
     holder = EtcdBackend(list(endpoints), ttl=10)
     waiter = EtcdBackend(list(endpoints), ttl=10, recheck=3600)
@@ -666,12 +691,13 @@ def _certificates(directory: Path) -> dict[str, str]:
 
 def test_etcd_over_tls_with_a_client_certificate(tmp_path: Path) -> None:
     """etcd deployed with TLS (the chart's cert-manager option) and client-cert-auth."""
-    require_binary("etcd", "openssl")
+    require_binary("openssl")
     files = _certificates(tmp_path / "pki")
     client_port, peer_port = free_ports(2)
     url, peer = f"https://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
     member = EtcdMember("tls", [
-        "etcd", "--name=tls", f"--data-dir={tmp_path / 'data'}", f"--listen-client-urls={url}",
+        etcd_binary(), "--name=tls", f"--data-dir={tmp_path / 'data'}",
+        f"--listen-client-urls={url}",
         f"--advertise-client-urls={url}", f"--listen-peer-urls={peer}",
         f"--initial-advertise-peer-urls={peer}", f"--initial-cluster=tls={peer}",
         f"--cert-file={files['server.crt']}", f"--key-file={files['server.key']}",
@@ -685,6 +711,9 @@ def test_etcd_over_tls_with_a_client_certificate(tmp_path: Path) -> None:
             assert held.token > 0
         with pytest.raises(BackendUnavailable, match="TLS verification"):
             EtcdBackend([url], ttl=5, tls=TLSFiles(ca_file=files["client.crt"]))
+        # No client certificate: etcd refuses it, which is not an outage (CLI exit 78).
+        with pytest.raises(BackendRefused, match="refused this client's TLS certificate"):
+            EtcdBackend([url], ttl=5, tls=TLSFiles(ca_file=files["ca.crt"]))
         with pytest.raises(ValueError, match="must be https"):
             EtcdBackend([url.replace("https", "http")], tls=tls)
     finally:

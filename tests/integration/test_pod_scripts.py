@@ -10,6 +10,8 @@ committed (nothing missing, nothing twice).
 from __future__ import annotations
 
 import os
+import random
+import re
 import signal
 import struct
 import subprocess
@@ -26,6 +28,7 @@ from tests.integration.pods import (
     CLONE_IN_PROGRESS,
     REPLICATION_CONFIGURED,
     REPLICATION_STARTED,
+    ByteLimitRelay,
     Pod,
     PodCluster,
     Transport,
@@ -249,14 +252,22 @@ def test_sidecar_crash_mid_setup_neither_skips_nor_rewinds_replication(
     replica.wait_for_gtid(primary.gtid_binlog_pos())
     clone_gtid = clone_marker(replica)["gtid"]
 
-    # Crash after step 1, before START REPLICA's marker: only START runs again.
+    # Crash after step 1, before START REPLICA's marker: only START runs again. The crash came
+    # inside write_marker and write_client_options: their temp files are left (one holds
+    # root's password), and the next sidecar removes them.
     replica.kill_sidecar()
     replica.query("STOP REPLICA")
     (replica.data_dir / REPLICATION_STARTED).unlink()
+    stranded = [replica.data_dir / f"{REPLICATION_STARTED}.Ab12Cd",
+                replica.run_dir / "root-client.cnf.Ef34Gh",
+                replica.run_dir / "backup-listener.pid.Ij56Kl"]
+    for temp in stranded:
+        temp.write_text("left by a SIGKILL\n")
     committed += bulk_load(primary, 500, first_seq=10_000)
     replica.start_sidecar()
     replica.wait_serving()
     assert_consistent(primary, [replica], committed)
+    assert not [temp for temp in stranded if temp.exists()]
 
     # Crash after CHANGE MASTER, before its marker, then a pod restart that let the server
     # start the replica by itself: the position has moved on and must not be set back.
@@ -456,6 +467,55 @@ def test_replica_refuses_writes_from_admin_and_application_accounts(
         "an errant transaction reached the replica's binary log"
 
 
+def test_replica_behind_purged_binlogs_says_why_it_is_not_ready(
+        make_cluster: Callable[..., PodCluster]) -> None:
+    """The README's limit: a retained PVC whose GTIDs the primary has purged shows as a
+    readiness failure naming error 1236, and the probe's own message says so (issue 16 item
+    7: it said only "IO thread is 'No'")."""
+    cluster = make_cluster()
+    primary = cluster.start_pod(0)
+    create_schema(primary)
+    replica = cluster.start_pod(1)
+    replica.wait_for_gtid(primary.gtid_binlog_pos())
+    replica.kill()  # scaled down; its PVC is retained
+    bulk_load(primary, 100, first_seq=1)
+    # A binlog a dump thread still reads is silently kept by PURGE: wait for the killed
+    # replica's dump thread to notice (it does when it sends the rows above).
+    wait_until(lambda: not primary.query("SELECT ID FROM information_schema.PROCESSLIST "
+                                         "WHERE COMMAND = 'Binlog Dump'"),
+               timeout=60, what="the primary's dump thread for the killed replica to end")
+    primary.query("FLUSH BINARY LOGS")
+    current = primary.query("SHOW MASTER STATUS")[0]["File"]
+
+    def purged() -> bool:
+        # PURGE also keeps the previous binlog until its binlog checkpoint follows the flush.
+        primary.query("PURGE BINARY LOGS TO %s", (current,))
+        return [row["Log_name"] for row in primary.query("SHOW BINARY LOGS")] == [current]
+
+    wait_until(purged, timeout=60, what="the primary to purge every binlog before the current")
+    replica.restart()  # scaled up again: the old data dir, no re-clone
+
+    wait_until(lambda: replica.query("SHOW REPLICA STATUS")[0]["Last_IO_Errno"] == 1236,
+               timeout=60, what="the replica's IO thread to fail with error 1236")
+    ready = replica.probe("readiness")
+    assert ready.returncode != 0
+    assert "replica not ready: IO thread is 'No'; last IO error 1236: " in ready.stderr
+    assert "purged" in ready.stderr
+
+
+def test_sidecar_that_cannot_reach_its_server_says_why(
+        make_cluster: Callable[..., PodCluster]) -> None:
+    pod = make_cluster().pod(1)
+    (pod.data_dir / CLONE_COMPLETE).write_text("donor=0\n")  # no server runs on it
+    result = pod.run_script("backup-server.sh", extra_env={"SERVER_WAIT_SECONDS": "1"},
+                            timeout=60)
+    assert result.returncode != 0
+    assert "did not accept connections within 1s; last error: ERROR 2002" in result.stderr
+    assert not list(pod.run_dir.iterdir()), "root's option file outlived the failure"
+    for password in pod.cluster.secrets.passwords():
+        assert password not in result.stdout + result.stderr
+
+
 # --- refusals: bad input changes nothing ----------------------------------------------------------
 
 def test_init_config_fails_loudly_without_an_ordinal(
@@ -555,3 +615,98 @@ def test_backup_probe_follows_the_listener_without_connecting(
 
     assert streams_served(replica) == 0, "a probe connected to the replica's backup port"
     assert streams_served(primary) == served_by_primary, "a probe connected to the primary's"
+
+
+# --- kills at any instant (issue 16 item 4) -------------------------------------------------------
+
+KILL_SEED = 16_4
+# Steps that change the data dir (or hand it to a tool that does): the instants before and
+# after each are where a kill can strand a half-done change.
+_CHANGING_STEP = re.compile(
+    r"^(mkdir|mktemp|mv|rm|find|sync|wipe_partial_clone|mbstream|ncat|mariadb-backup)\b"
+    r"|>\s*\"")  # a redirection into a file (not /dev/null)
+
+
+def _kill_points(trace: str, stream_bytes: int) -> list[tuple[str, int]]:
+    """Deterministic instants to kill the clone at: its first steps, the steps just before
+    and after every step that changes the data dir, a seeded spread of the others, and a
+    seeded spread of byte counts of the stream (the first byte and the last included)."""
+    steps = {int(number): command for number, _, command in
+             (line.partition(" ") for line in trace.splitlines()) if number.isdigit()}
+    rng = random.Random(KILL_SEED)  # noqa: S311 - chooses test instants, nothing secret
+    chosen = {1, 2, 3}
+    for number, command in steps.items():
+        if _CHANGING_STEP.search(command):
+            chosen |= {number, number + 1}
+    chosen &= steps.keys()
+    chosen |= set(rng.sample(sorted(steps.keys() - chosen), 6))
+    byte_counts = {1, 4096, stream_bytes - 1, *rng.sample(range(4097, stream_bytes - 1), 5)}
+    return [("step", n) for n in sorted(chosen)] + [("byte", n) for n in sorted(byte_counts)]
+
+
+def _killed_clone(pod: Pod, donor: Pod, relay: ByteLimitRelay, how: str, point: int) -> int:
+    """Run the clone container and SIGKILL its process group at the point; its exit code.
+    Returns once the donor's backup has ended too, as the next start of a real init container
+    comes seconds later (a donor serves one stream at a time)."""
+    if how == "step":
+        pod.start_clone(kill_at_step=point)
+    else:
+        relay.limit = point
+        clone = pod.start_clone()
+        wait_until(lambda: relay.held.is_set() or not clone.running(), timeout=120,
+                   what=f"the relay to pass on {point} bytes")
+        if clone.running():
+            os.killpg(clone.pid, signal.SIGKILL)
+    try:
+        return pod.wait_clone_group_gone()
+    finally:
+        relay.limit = None
+        relay.release()
+        wait_until(lambda: all(comm != "mariadb-backup" for _pid, comm in donor.sidecar_group()),
+                   timeout=60, what="the donor's backup to end")
+
+
+def test_clone_killed_at_any_instant_is_wiped_and_redone(
+        make_cluster: Callable[..., PodCluster], tmp_path: Path) -> None:
+    """The README's promise, at every instant: a clone container SIGKILLed (its whole process
+    group, as a node loss or an OOM kill of the container) on an empty data dir, then killed
+    again at the same point of its next run, never leaves a data dir that a later start
+    refuses; the start after that clones and yields a valid replica."""
+    cluster = make_cluster()
+    primary = cluster.start_pod(0)
+    create_schema(primary)
+    seqs = bulk_load(primary, 2_000, first_seq=1)
+    # Pod 2 clones from "ordinal 1", which is this relay of the primary's sidecar: it can stop
+    # any stream after an exact number of bytes.
+    relay = ByteLimitRelay(cluster.pod(1).backup_port, primary.backup_port)
+    recipient = cluster.pod(2)
+    try:
+        recipient.init_config()
+        trace = tmp_path / "clone-steps"
+        recipient.start_clone(trace_steps_to=trace)
+        assert recipient.wait_clone_group_gone() == 0, recipient.clone_log()
+        points = _kill_points(trace.read_text(), relay.relayed[-1])
+        assert len(points) >= 30
+        killed = 0
+        for how, point in points:
+            recipient.replace_volume()
+            recipient.init_config()
+            first = _killed_clone(recipient, primary, relay, how, point)
+            assert first == -signal.SIGKILL, f"{how} {point}: not killed ({first})"
+            killed += 1
+            # The restarted init container is killed at the same point of its own run (the
+            # wipe, when there is one); one that finishes first is fine too.
+            second = _killed_clone(recipient, primary, relay, how, point)
+            assert second in (0, -signal.SIGKILL), f"{how} {point}: {recipient.clone_log()}"
+            assert recipient.clone() == 0, f"{how} {point}:\n{recipient.clone_log()}"
+            assert "refusing to touch it" not in recipient.clone_log()
+            recipient.start_server()
+            recipient.start_sidecar()
+            recipient.wait_serving()
+            assert_consistent(primary, [recipient], seqs)
+            # Nothing of the interrupted runs is left: no marker temp files, no stale marker.
+            assert sorted(p.name for p in recipient.data_dir.glob(".*")) == sorted(
+                [CLONE_COMPLETE, REPLICATION_CONFIGURED, REPLICATION_STARTED]), f"{how} {point}"
+        assert killed == len(points)
+    finally:
+        relay.close()

@@ -117,13 +117,14 @@ class Template:
     data_dir: Path
     root_password: str
     admin_password: str
+    version: str
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
+def template(tmp_path_factory: pytest.TempPathFactory, mariadb_version: str) -> Template:
     base = tmp_path_factory.mktemp("template")
     admin_password = random_password()
-    server = MariaDBServer(base, name="template").initialize()
+    server = MariaDBServer(base, name="template", version=mariadb_version).initialize()
     try:
         # The admin account exactly as the pods' bootstrap-users.sh creates it.
         create_accounts(server, users={ADMIN_USER}, passwords={
@@ -131,7 +132,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
             "MONITOR": random_password(), "BACKUP": random_password()})
     finally:
         server.stop()
-    return Template(server.data_dir, server.root_password, admin_password)
+    return Template(server.data_dir, server.root_password, admin_password, mariadb_version)
 
 
 @pytest.fixture
@@ -142,7 +143,7 @@ def cluster(tmp_path: Path, template: Template) -> Iterator[Cluster]:
         shutil.copytree(template.data_dir, base / "data")
         replica_config = "read-only=ON\n" if ordinal else ""
         server = MariaDBServer(base, name=f"m{ordinal}", server_id=1 + ordinal,
-                               data_dir=base / "data",
+                               data_dir=base / "data", version=template.version,
                                extra_config=f"log-bin=mysql-bin\nlog-slave-updates\n"
                                             f"{replica_config}")
         server.root_password = template.root_password
@@ -639,7 +640,7 @@ def test_an_unrelated_writable_server_is_refused_before_any_server_changes(
     shutil.copytree(template.data_dir, tmp_path / "stranger" / "data")
     stranger = MariaDBServer(tmp_path / "stranger", name="stranger", server_id=77,
                              data_dir=tmp_path / "stranger" / "data",
-                             extra_config="log-bin=mysql-bin\n")
+                             version=template.version, extra_config="log-bin=mysql-bin\n")
     stranger.root_password = template.root_password
     stranger.start()
     try:

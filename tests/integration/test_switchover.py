@@ -1,10 +1,10 @@
 """Planned switchover through the real provider server against three real MariaDB servers.
 
-The record lives in a ConfigMap of the fake API server (tests/support/fake_kube.py),
-reached by the provider process through the official client and a kubeconfig, exactly
-as KubernetesRecordStore reaches a real one. A writer thread commits continuously as an
-application account (no READ ONLY ADMIN), always to the primary the record names, and
-logs every acknowledged commit with the epoch and server it saw.
+The record lives in a ConfigMap of a real kube-apiserver (tests/support/controlplane.py),
+reached by the provider process through the official client and a kubeconfig. A writer
+thread commits continuously as an application account (no READ ONLY ADMIN), always to
+the primary the record names, and logs every acknowledged commit with the epoch and
+server it saw.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import shutil
 import statistics
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ import pytest
 from components.mysql._switchover import TOPOLOGY_PRIVILEGES
 from components.mysql.replication import _ReplicationProvider
 from tests.support.accounts import create_accounts
-from tests.support.fake_kube import CONFIGMAP_KEY, FakeKubeServer
+from tests.support.controlplane import ControlPlane
 from tests.support.mariadb import MariaDBServer, random_password
 from tests.support.procs import LOCALHOST, wait_until
 from tests.support.provider_server import ProviderError, ProviderServer, ResourceDriver
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.integration
 ADMIN, TOPOLOGY, APP = "admin", "topology", "app"
 SECRET_INPUTS = frozenset({"admin_password", "replication_password", "topology_password"})
 TYPE_NAME = "pulumi-python:dynamic/mysql:ReplicationInit"
-RECORD = ("default", "orders-primary")
+NAMESPACE = "default"
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,21 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
 class Cluster:
     servers: list[MariaDBServer]
     template: Template
-    kube: FakeKubeServer
+    plane: ControlPlane
+    # One control plane serves the whole session: each test has its own record.
+    record_name: str = field(default_factory=lambda: f"orders-primary-{uuid.uuid4().hex[:8]}")
 
     def record(self) -> tuple[int, int] | None:
-        found = self.kube.get_object(*CONFIGMAP_KEY, *RECORD)
-        if found is None:
-            return None
-        return int(found["data"]["primary"]), int(found["data"]["epoch"])
+        from kubernetes import client  # noqa: PLC0415
+
+        core: Any = client.CoreV1Api(self.plane.admin_client())
+        try:
+            found = core.read_namespaced_config_map(self.record_name, NAMESPACE)
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return int(found.data["primary"]), int(found.data["epoch"])
 
     def inputs(self, primary: int, **overrides: Any) -> dict[str, Any]:
         endpoints = [{"host": LOCALHOST, "port": s.port} for s in self.servers]
@@ -89,7 +98,7 @@ class Cluster:
             "admin_user": ADMIN, "admin_password": self.template.passwords[ADMIN],
             "replication_user": "repl", "replication_password": "repl-" + "x" * 20,
             "topology_user": TOPOLOGY, "topology_password": self.template.passwords[TOPOLOGY],
-            "record_namespace": RECORD[0], "record_name": RECORD[1],
+            "record_namespace": NAMESPACE, "record_name": self.record_name,
             "max_lag_seconds": 30, "timeout_seconds": 60, "lock_endpoints": [],
             "switchover_grace_seconds": 1, "switchover_timeout_seconds": 20,
         }
@@ -104,13 +113,8 @@ class Cluster:
 
 
 @pytest.fixture
-def kube() -> Iterator[FakeKubeServer]:
-    with FakeKubeServer() as fake:
-        yield fake
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, template: Template, kube: FakeKubeServer) -> Iterator[Cluster]:
+def cluster(tmp_path: Path, template: Template,
+            control_plane: ControlPlane) -> Iterator[Cluster]:
     servers: list[MariaDBServer] = []
     try:
         for ordinal in range(3):
@@ -125,15 +129,15 @@ def cluster(tmp_path: Path, template: Template, kube: FakeKubeServer) -> Iterato
                                                 f"gtid-strict-mode=ON\n{read_only}")
             server.root_password = template.root_password
             servers.append(server.start())
-        yield Cluster(servers, template, kube)
+        yield Cluster(servers, template, control_plane)
     finally:
         for server in servers:
             server.stop()
 
 
 @pytest.fixture
-def server(tmp_path: Path, kube: FakeKubeServer) -> Iterator[ProviderServer]:
-    kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
+def server(tmp_path: Path, control_plane: ControlPlane) -> Iterator[ProviderServer]:
+    kubeconfig = control_plane.write_kubeconfig(tmp_path / "kubeconfig")
     with ProviderServer(log_path=tmp_path / "provider.log",
                         env={"KUBECONFIG": str(kubeconfig)}) as srv:
         srv.configure()
@@ -200,8 +204,9 @@ class Writer:
         self.stop.set()
         self.thread.join(timeout=30)
 
-    def wait_commits_on(self, ordinal: int, count: int = 20) -> None:
-        wait_until(lambda: sum(c.server == ordinal for c in self.commits) > count,
+    def wait_commits_on(self, ordinal: int, *, after: int, count: int = 20) -> None:
+        """``count`` commits on ``ordinal`` among those after the first ``after``."""
+        wait_until(lambda: sum(c.server == ordinal for c in self.commits[after:]) > count,
                    timeout=30, what=f"the writer to commit on server {ordinal}")
 
 
@@ -241,6 +246,7 @@ def test_switchover_round_trip_under_a_writer_loses_nothing(
     rounds = int(os.environ.get("SWITCHOVER_ROUNDS", "1"))
     with Writer(cluster) as writer:
         for target in (1, 2, 0) * rounds:
+            before = len(writer.commits)
             result = driver.up(cluster.inputs(target))
             assert result.operation == "update"
             assert result.outputs["recorded_primary"] == target
@@ -248,7 +254,7 @@ def test_switchover_round_trip_under_a_writer_loses_nothing(
             assert not cluster.read_only(target)
             assert all(cluster.read_only(o) for o in range(3) if o != target)
             assert result.outputs["in_sync"] is True
-            writer.wait_commits_on(target)
+            writer.wait_commits_on(target, after=before)
     gaps = _check_history(writer, cluster)
     assert len(gaps) == 3 * rounds
     wait_until(lambda: len(set(cluster.checksums())) == 1, timeout=30,

@@ -1,7 +1,9 @@
 """A real multi-member etcd cluster as local processes on 127.0.0.1.
 
-Debian ships etcd 3.4; the image we deploy is 3.5. Both serve the v3 JSON gateway at
-/v3/... and /health, which is all this harness uses to decide a member is up or who
+etcd is the 3.5 release the image ships, built from its Go module by
+``scripts/build-tools.sh`` (tools/kube) and found through :mod:`tests.support.tools`, not
+Debian's 3.4 from PATH: the etcd component is tested on the major it deploys. The harness
+uses only the v3 JSON gateway at /v3/... and /health to decide a member is up or who
 leads. Tests that must reproduce the StatefulSet's exact command line build their own
 argv and hand it to :class:`EtcdMember`; the rest use :class:`EtcdCluster`.
 """
@@ -15,9 +17,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.support.procs import LOCALHOST, ManagedProcess, free_ports, require_binary, wait_until
+from tests.support.procs import LOCALHOST, ManagedProcess, free_ports, wait_until
+from tests.support.tools import tool
 
-BINARIES = ("etcd", "etcdctl")
+
+def etcd_binary() -> str:
+    """The built etcd 3.5 (skips, or fails under CI=true, when it is not built)."""
+    return str(tool("etcd"))
+
+
+def etcdctl_binary() -> str:
+    """The etcdctl built with that etcd."""
+    return str(tool("etcdctl"))
 
 
 def gateway(endpoint: str, path: str, body: Mapping[str, Any], timeout: float = 2.0) -> Any:
@@ -39,7 +50,6 @@ class EtcdMember:
 
     def __init__(self, name: str, argv: Sequence[str], *, client_url: str, data_dir: Path,
                  log_dir: Path, env: Mapping[str, str] | None = None) -> None:
-        require_binary(*BINARIES)
         self.name = name
         self.client_url = client_url
         self.data_dir = data_dir
@@ -78,7 +88,7 @@ class EtcdCluster:
 
     def __init__(self, base: Path, size: int = 3, *, token: str = "test-cluster",  # noqa: S107
                  extra_args: Sequence[str] = ()) -> None:
-        require_binary(*BINARIES)
+        etcd = etcd_binary()
         self.base = base
         ports = free_ports(2 * size)
         self.client_ports = ports[:size]
@@ -91,7 +101,7 @@ class EtcdCluster:
             client_url = f"http://{LOCALHOST}:{client}"
             peer_url = f"http://{LOCALHOST}:{peer}"
             data_dir = base / name
-            argv = ["etcd", f"--name={name}", f"--data-dir={data_dir}",
+            argv = [etcd, f"--name={name}", f"--data-dir={data_dir}",
                     f"--listen-client-urls={client_url}", f"--advertise-client-urls={client_url}",
                     f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
                     f"--initial-cluster={initial}", f"--initial-cluster-token={token}",

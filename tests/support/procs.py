@@ -17,7 +17,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import pytest
 
@@ -29,9 +29,13 @@ LOCALHOST = "127.0.0.1"
 def require_binary(*names: str) -> None:
     """Skip when a server binary is missing, but fail under CI=true: CI must run everything."""
     missing = [n for n in names if shutil.which(n) is None]
-    if not missing:
-        return
-    message = f"missing binaries: {', '.join(missing)} (run scripts/test.sh, which installs them)"
+    if missing:
+        missing_tool(f"missing binaries: {', '.join(missing)} "
+                     "(run scripts/test.sh, which installs them)")
+
+
+def missing_tool(message: str) -> NoReturn:
+    """A server or tool a test needs is absent: a skip locally, a failure under CI=true."""
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)

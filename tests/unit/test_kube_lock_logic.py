@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from distlock import BackendOptions, DistlockError, kube
+from distlock import BackendOptions, DistlockError, _kube, kube
 
-VALID_NAME = kube._OBJECT_NAME
+VALID_NAME = _kube._OBJECT_NAME
 
 
 @pytest.mark.parametrize("ttl", [1, 2.0, 10, 15, 60, 3600])
@@ -83,7 +83,7 @@ def _status(holder: str, token: int, renewals: int) -> dict[str, object]:
 
 
 def test_holder_expires_only_after_a_lease_without_a_renewal(clock: Clock) -> None:
-    observer = kube._Observer(clock)
+    observer = _kube._Observer(clock)
     observer.observe("n", _status("h", 1, 0))
     clock.now += 4.9
     assert observer.remaining("n", "holder", "h", 5) > 0
@@ -96,7 +96,7 @@ def test_holder_expires_only_after_a_lease_without_a_renewal(clock: Clock) -> No
 
 
 def test_a_new_grant_is_a_new_observation_even_with_equal_renewals(clock: Clock) -> None:
-    observer = kube._Observer(clock)
+    observer = _kube._Observer(clock)
     observer.observe("n", _status("h", 1, 0))
     clock.now += 10
     observer.observe("n", _status("h", 2, 0))
@@ -105,7 +105,7 @@ def test_a_new_grant_is_a_new_observation_even_with_equal_renewals(clock: Clock)
 
 def test_a_fresh_observer_waits_a_whole_lease(clock: Clock) -> None:
     """Whatever wall-clock time the object says, a newcomer starts its own clock now."""
-    observer = kube._Observer(clock)
+    observer = _kube._Observer(clock)
     status = _status("h", 7, 123)
     status["renewTime"] = "2000-01-01T00:00:00Z"  # ancient, and ignored
     observer.observe("n", status)
@@ -115,7 +115,7 @@ def test_a_fresh_observer_waits_a_whole_lease(clock: Clock) -> None:
 
 
 def test_waiters_are_judged_by_their_own_renewals(clock: Clock) -> None:
-    observer = kube._Observer(clock)
+    observer = _kube._Observer(clock)
     observer.observe("n", _status("h", 1, 0))
     clock.now += 3
     observer.observe("n", {**_status("h", 1, 0), "waiters": [

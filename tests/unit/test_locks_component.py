@@ -26,8 +26,8 @@ from pulumi.runtime.sync_await import _sync_await
 from components.config import ConfigError, LocksConfig, parse
 from components.locks import Locks, LocksArgs, lock_crd_manifest
 from components.locks.rbac import lock_user_binding
-from distlock import kube
-from tests.support.fake_kube import prune, validate_schema
+from distlock import _kube, kube
+from tests.support.crd_schema import prune, validate_schema
 from tests.unit.mocks import Mocks, ProgramResult, Recorded, config_map, run_stack
 
 DYNAMIC = "pulumi-python:dynamic:Resource"
@@ -102,18 +102,18 @@ def test_printer_columns_show_holder_token_waiters_and_age() -> None:
 def test_every_status_the_backend_writes_fits_the_schema_unpruned() -> None:
     """A field the backend writes but the schema lacks would be silently dropped."""
     schema = _schema()
-    status = kube._status({"status": {}})
+    status = _kube._status({"status": {}})
     statuses = []
-    status = kube._enqueued(status, "a-1", 10, set())
+    status = _kube._enqueued(status, "a-1", 10, set())
     statuses.append(status)
-    status = kube._enqueued(status, "b-2", 10, set())
-    status = kube._waiter_renewed(status, "b-2")
+    status = _kube._enqueued(status, "b-2", 10, set())
+    status = _kube._waiter_renewed(status, "b-2")
     statuses.append(status)
-    status = kube._claimed(status, "a-1", 10, set())
+    status = _kube._claimed(status, "a-1", 10, set())
     statuses.append(status)
-    status = kube._holder_renewed(status)
+    status = _kube._holder_renewed(status)
     statuses.append(status)
-    status = kube._dequeued(kube._released(status), "b-2")
+    status = _kube._dequeued(_kube._released(status), "b-2")
     statuses.append(status)
     for each in statuses:
         obj = {"spec": {"lockName": "shop/orders"}, "status": each}

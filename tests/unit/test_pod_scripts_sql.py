@@ -315,6 +315,31 @@ def test_mariadb_readiness_reads_slave_columns() -> None:
     assert result.stdout.strip() == "SQL thread is 'No'"
 
 
+PURGED_1236 = ("Got fatal error 1236 from master when reading data from binary log: 'Could "
+               "not find GTID state requested by slave in any binlog files. Probably the slave "
+               "state is too old and required binlog files have been purged.'")
+
+
+@pytest.mark.parametrize(("status", "reason"), [
+    (f"Slave_IO_Running: No\nSlave_SQL_Running: Yes\nLast_IO_Errno: 1236\n"
+     f"Last_IO_Error: {PURGED_1236}\nLast_SQL_Errno: 0\nLast_SQL_Error: \n",
+     f"IO thread is 'No'; last IO error 1236: {PURGED_1236}"),
+    ("Slave_IO_Running: Yes\nSlave_SQL_Running: No\nLast_IO_Errno: 0\nLast_IO_Error: \n"
+     "Last_SQL_Errno: 1062\nLast_SQL_Error: Duplicate entry '7' for key 'PRIMARY'\n",
+     "SQL thread is 'No'; last SQL error 1062: Duplicate entry '7' for key 'PRIMARY'"),
+    ("Slave_IO_Running: Connecting\nSlave_SQL_Running: Yes\nLast_IO_Errno: 1045\n"
+     "Last_IO_Error: error connecting to master 'repl@db-0:3306' - retry-time: 10\n"
+     "Last_SQL_Errno: 0\n",
+     "IO thread is 'Connecting'; last IO error 1045: error connecting to master "
+     "'repl@db-0:3306' - retry-time: 10"),
+], ids=["purged-binlogs", "sql-error", "io-retrying"])
+def test_readiness_names_the_last_replication_error(status: str, reason: str) -> None:
+    result = bash('replica_status_ready 30 <<<"$STATUS"', source="probe.sh", flavor="mariadb",
+                  env={"STATUS": status})
+    assert result.returncode != 0
+    assert result.stdout.strip() == reason
+
+
 @pytest.mark.parametrize(("pod_name", "ordinal"), [
     ("orders-mysql-0", "0"), ("orders-mysql-12", "12"), ("a-b-c-3", "3"), ("db-07", "7")])
 def test_ordinal_from_pod_name(pod_name: str, ordinal: str) -> None:

@@ -47,6 +47,43 @@
 #   ETCDCTL_CACERT, ETCDCTL_CERT, ETCDCTL_KEY          client TLS, read by etcdctl
 set -eu
 
+# The only shell in the pod is a busybox binary an init container copied in, with its
+# applets (awk, sleep, date, nc...) linked next to it: put them on PATH.
+if [ -n "${MEMBER_BUSYBOX:-}" ]; then
+    PATH="${MEMBER_BUSYBOX%/*}:$PATH"
+    export PATH
+fi
+
+# "etcd-member.sh readiness HOST PORT": the readiness probe (an exec probe, so it runs
+# with this container's environment) against the plain-HTTP metrics listener (no client
+# certificate needed). /health alone is not enough: a learner answers it with
+# {"health":"true"} (etcd 3.4 and 3.5), so a StatefulSet whose last new member is still a
+# non-voting learner would look rolled out. /readyz only checks for learners from etcd
+# 3.5.19 (etcd PR #19280; 3.4 never), so the check reads etcd_server_is_learner, a metric
+# both versions export. HTTP/1.0 over busybox nc: nc is in every busybox build, and
+# Debian's static busybox wget crashes (so the tests could not run it).
+http_get() {
+    printf 'GET %s HTTP/1.0\r\n\r\n' "$3" | nc -w 4 "$1" "$2"
+}
+
+if [ "${1:-}" = "readiness" ]; then
+    host=${2:?usage: etcd-member.sh readiness HOST PORT}
+    port=${3:?usage: etcd-member.sh readiness HOST PORT}
+    health=$(http_get "$host" "$port" /health 2>&1) || true
+    case "$health" in
+        "HTTP/1."?" 200 "*'"health":"true"'*) ;;
+        *) echo "not ready: /health on $host:$port answered: ${health:-nothing}" >&2; exit 1 ;;
+    esac
+    metrics=$(http_get "$host" "$port" /metrics 2>&1) || true
+    case "$metrics" in
+        *"etcd_server_is_learner 0"*) exit 0 ;;
+        *"etcd_server_is_learner 1"*)
+            echo "not ready: this member is a learner (not yet a voting member)" >&2
+            exit 1 ;;
+        *) echo "not ready: /metrics on $host:$port has no etcd_server_is_learner" >&2; exit 1 ;;
+    esac
+fi
+
 : "${MEMBER_NAME:?MEMBER_NAME is required (the pod name)}"
 : "${MEMBER_PEER_URL:?MEMBER_PEER_URL is required}"
 : "${MEMBER_DATA_DIR:?MEMBER_DATA_DIR is required}"
@@ -60,13 +97,6 @@ STALE_SECONDS=${MEMBER_STALE_LEARNER_SECONDS:-120}
 case "$STALE_SECONDS" in
     '' | *[!0-9]*) echo "MEMBER_STALE_LEARNER_SECONDS must be a whole number" >&2; exit 2 ;;
 esac
-
-# The only shell in the pod is a busybox binary an init container copied in, with its
-# applets (awk, sleep, date...) linked next to it: put them on PATH.
-if [ -n "${MEMBER_BUSYBOX:-}" ]; then
-    PATH="${MEMBER_BUSYBOX%/*}:$PATH"
-    export PATH
-fi
 
 log() {
     printf '%s etcd-member %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$MEMBER_NAME" "$*" >&2

@@ -44,6 +44,10 @@ backup_options_file() {
     printf '%s\n' "$RUN_DIR/backup-client.cnf"
 }
 
+root_options_file() {
+    printf '%s\n' "$RUN_DIR/root-client.cnf"
+}
+
 # One backup, streamed to stdout (the listener connects stdout to the peer).
 stream_backup() {
     require_vars POD_NAME DATA_DIR RUN_DIR
@@ -64,9 +68,12 @@ stream_backup() {
 wait_for_server() {
     local options=$1 wait=${SERVER_WAIT_SECONDS:-600}
     require_uint SERVER_WAIT_SECONDS "$wait"
-    local deadline=$((SECONDS + wait))
-    until run_sql "$options" <<<'SELECT 1' >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || die "the local server did not accept connections in time"
+    local deadline=$((SECONDS + wait)) error
+    # The client's last error is kept for the failure message: "not in time" alone hides
+    # whether the socket is missing, root's password is wrong or the server refuses.
+    until error=$(run_sql "$options" <<<'SELECT 1' 2>&1 >/dev/null); do
+        ((SECONDS < deadline)) \
+            || die "the local server did not accept connections within ${wait}s; last error: $error"
         sleep 0.5
     done
 }
@@ -74,6 +81,8 @@ wait_for_server() {
 configure_replication_once() {
     local configured="$DATA_DIR/$REPLICATION_CONFIGURED_MARKER"
     local started="$DATA_DIR/$REPLICATION_STARTED_MARKER"
+    # A sidecar SIGKILLed inside write_marker left a temp file beside the marker.
+    remove_marker_temps "$DATA_DIR" "$REPLICATION_CONFIGURED_MARKER" "$REPLICATION_STARTED_MARKER"
     if [[ -f "$configured" && -f "$started" ]]; then
         log "replication was configured for this clone already: leaving it to the server"
         return 0
@@ -83,7 +92,8 @@ configure_replication_once() {
     require_vars REPLICATION_USER
     read_secret ROOT_PASSWORD
     read_secret REPLICATION_PASSWORD
-    local options="$RUN_DIR/root-client.cnf"
+    local options
+    options=$(root_options_file)
     # Root's option file exists only while replication is being configured, even on failure.
     # shellcheck disable=SC2064
     trap "rm -f -- $(printf '%q' "$options")" EXIT
@@ -138,6 +148,10 @@ serve() {
     transport_tool >/dev/null  # fail at once, not after replication was configured
     read_secret BACKUP_PASSWORD
     mkdir -p "$RUN_DIR"
+    # A sidecar SIGKILLed inside write_marker or write_client_options left a temp file, perhaps
+    # holding a password; only this container writes these names.
+    remove_marker_temps "$RUN_DIR" "${pid_file##*/}" "$(basename "$(backup_options_file)")" \
+        "$(basename "$(root_options_file)")"
     # Leftovers of streams whose peer went away mid-way (the backup tool died with it).
     find "${TMPDIR:-/tmp}" -mindepth 1 -maxdepth 1 -name 'mysql-cluster-stream.*' \
         -exec rm -rf -- {} +

@@ -24,10 +24,15 @@ SCRIPT_NAME=clone
 source "${CONFIG_DIR:?CONFIG_DIR must name the ConfigMap mount}/lib.sh"
 
 # empty | in-progress | complete | foreign
+# A temp file of either clone marker without .clone-complete is in-progress: only this script
+# writes them, the in-progress one into an empty data dir and the complete one while the
+# in-progress marker exists, and a kill between write_marker's mktemp and its rename can leave
+# one alone in the data dir (issue 16 item 4: refused as foreign before).
 data_dir_state() {
     if [[ -f "$DATA_DIR/$CLONE_COMPLETE_MARKER" ]]; then
         echo complete
-    elif [[ -f "$DATA_DIR/$CLONE_IN_PROGRESS_MARKER" ]]; then
+    elif [[ -f "$DATA_DIR/$CLONE_IN_PROGRESS_MARKER" || -n "$(marker_temps "$DATA_DIR" \
+        "$CLONE_IN_PROGRESS_MARKER" "$CLONE_COMPLETE_MARKER")" ]]; then
         echo in-progress
     elif [[ -z "$(find "$DATA_DIR" -mindepth 1 -maxdepth 1 ! -name lost+found -print -quit)" ]]
     then
@@ -37,7 +42,8 @@ data_dir_state() {
     fi
 }
 
-# Everything but the in-progress marker, so a crash during the wipe still reads as in-progress.
+# Everything but the in-progress marker (marker temp files too), so a crash during the wipe
+# still reads as in-progress.
 wipe_partial_clone() {
     find "${DATA_DIR:?}" -mindepth 1 -maxdepth 1 ! -name "$CLONE_IN_PROGRESS_MARKER" \
         ! -name lost+found -exec rm -rf -- {} +
@@ -106,10 +112,20 @@ main() {
     case "$state" in
         complete)
             log "data dir holds a completed clone ($(tr '\n' ' ' <"$DATA_DIR/$CLONE_COMPLETE_MARKER")): keeping it"
+            # A kill after the complete marker's rename can leave the in-progress marker, and
+            # one inside write_marker a temp file: leftovers of a clone that did complete.
+            remove_marker_temps "$DATA_DIR" "$CLONE_IN_PROGRESS_MARKER" "$CLONE_COMPLETE_MARKER"
+            rm -f -- "$DATA_DIR/$CLONE_IN_PROGRESS_MARKER"
             return 0
             ;;
         in-progress)
             log "data dir holds a clone that never completed: wiping it and cloning again"
+            # Killed inside write_marker, a run leaves only the marker's temp file: the marker
+            # itself goes in first, so that a kill during the wipe still reads as in-progress.
+            if [[ ! -f "$DATA_DIR/$CLONE_IN_PROGRESS_MARKER" ]]; then
+                write_marker "$DATA_DIR/$CLONE_IN_PROGRESS_MARKER" \
+                    "started=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+            fi
             wipe_partial_clone
             ;;
         empty)

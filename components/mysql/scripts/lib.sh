@@ -185,7 +185,13 @@ run_sql() {
         --connect-timeout=10 "$@"
 }
 
-# Atomically writes a marker file in DATA_DIR with the given content lines.
+# write_marker PATH LINE...: atomically writes a marker file with the given content lines.
+# The temp file is PATH.XXXXXX beside it, because a rename is atomic only within one file
+# system and a container sees no other directory of its volume. A SIGKILL between mktemp and
+# the rename leaves that temp file behind, so readers must know it: marker_temps finds them,
+# clone.sh counts a clone marker's temp as its own (in-progress) work, and every writer removes
+# its own markers' stale temps before it relies on the directory. The directory is synced
+# after the rename so that a marker that vouches for data does not vanish in a power loss.
 write_marker() {
     local path=$1 tmp
     shift
@@ -193,6 +199,26 @@ write_marker() {
     printf '%s\n' "$@" >"$tmp"
     sync "$tmp" 2>/dev/null || true
     mv -f "$tmp" "$path"
+    sync "$(dirname "$path")" 2>/dev/null || true
+}
+
+# marker_temps DIR NAME...: prints the temp files write_marker (or write_client_options) left
+# in DIR for any of the NAMEs (NAME.XXXXXX, mktemp's six characters).
+marker_temps() {
+    local dir=$1 name
+    shift
+    for name in "$@"; do
+        find "$dir" -mindepth 1 -maxdepth 1 -type f -name "$name.??????" -print
+    done
+}
+
+# remove_marker_temps DIR NAME...: deletes them. Only for files no other process is writing at
+# the same time (each caller names only files that it alone writes).
+remove_marker_temps() {
+    local temp
+    while IFS= read -r temp; do
+        rm -f -- "$temp"
+    done < <(marker_temps "$@")
 }
 
 # --- backup metadata ---------------------------------------------------------------------------

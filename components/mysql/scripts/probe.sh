@@ -22,8 +22,13 @@ SCRIPT_NAME=probe
 source "${CONFIG_DIR:?CONFIG_DIR must name the ConfigMap mount}/lib.sh"
 
 # replica_status_ready MAX_LAG < `SHOW REPLICA STATUS` in vertical format; prints why not ready.
+# A stopped or retrying thread is reported with the last IO and SQL error number and text the
+# server recorded (the same column names in MariaDB and MySQL 8.4): "IO thread is 'No'" alone
+# hides the cause, e.g. error 1236 when the primary has purged binlogs this replica still needs,
+# or 1045 after a replication password change.
 replica_status_ready() {
     local max_lag=$1 key value io="" sql="" lag="" seen=no
+    local io_errno="" io_error="" sql_errno="" sql_error="" errors=""
     local io_key=Slave_IO_Running sql_key=Slave_SQL_Running lag_key=Seconds_Behind_Master
     if [[ $MYSQL_FLAVOR == mysql ]]; then
         io_key=Replica_IO_Running sql_key=Replica_SQL_Running lag_key=Seconds_Behind_Source
@@ -35,11 +40,17 @@ replica_status_ready() {
             "$io_key") io=$value seen=yes ;;
             "$sql_key") sql=$value ;;
             "$lag_key") lag=$value ;;
+            Last_IO_Errno) io_errno=$value ;;
+            Last_IO_Error) io_error=$value ;;
+            Last_SQL_Errno) sql_errno=$value ;;
+            Last_SQL_Error) sql_error=$value ;;
         esac
     done
     [[ $seen == yes ]] || { echo "replication is not configured"; return 1; }
-    [[ $io == Yes ]] || { echo "IO thread is '$io'"; return 1; }
-    [[ $sql == Yes ]] || { echo "SQL thread is '$sql'"; return 1; }
+    if [[ $io_errno =~ ^[1-9][0-9]*$ ]]; then errors+="; last IO error $io_errno: $io_error"; fi
+    if [[ $sql_errno =~ ^[1-9][0-9]*$ ]]; then errors+="; last SQL error $sql_errno: $sql_error"; fi
+    [[ $io == Yes ]] || { echo "IO thread is '$io'$errors"; return 1; }
+    [[ $sql == Yes ]] || { echo "SQL thread is '$sql'$errors"; return 1; }
     [[ "$lag" =~ ^[0-9]+$ ]] || { echo "lag is unknown ('$lag')"; return 1; }
     ((lag <= max_lag)) || { echo "lag ${lag}s exceeds ${max_lag}s"; return 1; }
 }

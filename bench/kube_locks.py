@@ -1,0 +1,144 @@
+"""Locks on the Kubernetes backend against client-go's leaderelection, on a real API server.
+
+Both run on one control plane started for the run (tests/support/controlplane.py:
+etcd 3.5 and kube-apiserver 1.37 built from their modules), one after the other, with
+the same number of contenders and the same timing: distlock's lease, renew deadline and
+retry period are client-go's 15/10/2 ratios scaled to its ``--ttl``, and the client-go
+program (tools/kube/cmd/leaderelection-bench, built from the same Kubernetes modules as
+the server) gets exactly those three durations. client-go's ``leaderelection`` with a
+``LeaseLock`` is what Kubernetes components use to take turns; it has no queue, so a
+free Lease goes to whichever contender's next retry comes first.
+
+A handoff is the time from one holder deciding to release to the next one holding, as
+bench/locks.py defines it. A FIFO queue never hands the lock back to the contender that
+has just released it (it queues behind everyone waiting); client-go's leaderelection can,
+and the table counts how often each did.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+
+from bench._procs import BenchUnavailable, workdir
+from bench._report import Report, Table, Target, ratio
+from bench.locks import _Contended, _Hold, _summarize, hold_loop, run_contenders
+from tests.support.tools import find_tool
+
+_NAMESPACE = "bench"
+_LOCK = "bench-handoff"
+_TTL = 3.0  # seconds; lease/renew/retry = 3 / 2 / 0.4 s for both clients
+_RUN_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class KubeLocksOptions:
+    contenders: int = 8
+    handoffs: int = 200
+    workdir: Path | None = None
+
+
+def _timing() -> tuple[float, float, float]:
+    """client-go's 15/10/2 ratios scaled to the TTL, as distlock's kube backend does."""
+    return _TTL, _TTL * 10 / 15, _TTL * 2 / 15
+
+
+def run(options: KubeLocksOptions) -> Report:
+    missing = [b for b in ("etcd", "kube-apiserver", "kube-controller-manager",
+                           "kube-scheduler", "kwok", "leaderelection-bench")
+               if find_tool(b) is None]
+    if missing:
+        raise BenchUnavailable(f"not built: {', '.join(missing)} (run scripts/build-tools.sh)")
+    from components.locks.crd import apply_crd, lock_crd_manifest  # noqa: PLC0415
+    from tests.support.controlplane import start_control_plane  # noqa: PLC0415
+
+    base = workdir("bench-kube-", options.workdir)
+    plane = start_control_plane(base / "cp")
+    try:
+        plane.create_namespace(_NAMESPACE)
+        apply_crd(plane.admin_client(), lock_crd_manifest(), owner="bench")
+        kubeconfig = plane.write_kubeconfig(base / "kubeconfig", namespace=_NAMESPACE)
+        project_run = _distlock_contended(kubeconfig, base, options)
+        go_run = _client_go_contended(kubeconfig, options)
+    finally:
+        plane.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    lease, renew, retry = _timing()
+    (project, project_repeats), (go, go_repeats) = project_run, go_run
+    rows = tuple((name, r.holds, r.handoffs_per_second, r.mean_ms, r.p50_ms, r.p99_ms,
+                  repeats, "yes" if r.exclusive else "no")
+                 for name, r, repeats in (
+                     ("distlock kubernetes", project, project_repeats),
+                     ("client-go leaderelection (LeaseLock)", go, go_repeats)))
+    report = Report("kube-locks", {"contenders": options.contenders,
+                                   "handoffs": options.handoffs,
+                                   "lease/renew/retry s": f"{lease:g}/{renew:.2f}/{retry:.2f}"})
+    report.tables.append(Table(
+        "lock handoffs on one real kube-apiserver (same run, same contenders)",
+        ("client", "holds", "handoffs/s", "mean ms", "p50 ms", "p99 ms", "back to releaser",
+         "exclusive"),
+        rows))
+    report.targets.append(Target(
+        "handoffs/s vs client-go leaderelection", ratio(project.handoffs_per_second,
+                                                        go.handoffs_per_second),
+        1.0, True, "x", "client-go's releaser mostly re-takes its own Lease at once (see "
+        "'back to releaser'): its rate is one client's release+acquire, not a handoff; "
+        "distlock's waiters contend with conflicting status writes (docs/benchmarks.md)"))
+    report.notes.append("FIFO order itself is proven by the conformance suite "
+                        "(test_fifo_order_under_contention); here 'back to releaser' counts "
+                        "grants that went to the contender that had just released, which a "
+                        "FIFO queue never does")
+    return report
+
+
+def _repeats(holds: list[tuple[float, object]]) -> int:
+    """Grants that went straight back to the holder that had just released."""
+    ordered = [holder for _, holder in sorted(holds, key=lambda h: h[0])]
+    return sum(1 for a, b in itertools.pairwise(ordered) if a == b)
+
+
+def _distlock_contended(kubeconfig: Path, base: Path, options: KubeLocksOptions,
+                        ) -> tuple[_Contended, int]:
+    records = run_contenders(_contend, (str(kubeconfig),), base, options.contenders,
+                             options.handoffs)
+    summary = _summarize([_Hold(acquired, released, 0) for acquired, released, _ in records])
+    return summary, _repeats([(acquired, pid) for acquired, _, pid in records])
+
+
+def _contend(kubeconfig: str, remaining: Synchronized[int], barrier: Barrier,
+             out: Path) -> None:
+    """One contender process with its own session; records (acquired, released, pid)."""
+    from distlock import BackendOptions, open_backend  # noqa: PLC0415
+
+    backend = open_backend("kubernetes", BackendOptions(kubeconfig=kubeconfig,
+                                                        namespace=_NAMESPACE, ttl=_TTL))
+    pid = os.getpid()
+    hold_loop(backend, _LOCK, remaining, barrier, out, tag=lambda _token: pid)
+
+
+def _client_go_contended(kubeconfig: Path, options: KubeLocksOptions,
+                         ) -> tuple[_Contended, int]:
+    lease, renew, retry = _timing()
+    program = find_tool("leaderelection-bench")
+    assert program is not None
+    result = subprocess.run(
+        [str(program), f"--kubeconfig={kubeconfig}", f"--namespace={_NAMESPACE}",
+         f"--contenders={options.contenders}", f"--handoffs={options.handoffs}",
+         f"--lease-duration={lease}s", f"--renew-deadline={renew:.3f}s",
+         f"--retry-period={retry:.3f}s"],
+        capture_output=True, text=True, timeout=_RUN_TIMEOUT, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"leaderelection-bench failed:\n{result.stderr[-2000:]}")
+    holds = json.loads(result.stdout)["holds"]
+    summary = _summarize([_Hold(h["acquired"], h["released"], 0) for h in holds])
+    return summary, _repeats([(h["acquired"], h["holder"]) for h in holds])
+
+
+__all__ = ["KubeLocksOptions", "run"]

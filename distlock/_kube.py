@@ -1,0 +1,848 @@
+"""The Kubernetes backend: fair, fenced locks stored as Lock custom resources.
+
+One Lock object (``locks.mysql-cluster.io/v1``, installed by components/locks) per
+named lock, in one namespace. All lock state lives in its ``status``:
+
+- ``holder``, ``fencingToken``, ``leaseDurationSeconds``, ``renewals``;
+- ``waiters``: the FIFO queue, one entry per waiting session, each with its own
+  ``renewals`` counter (a waiter that dies must not block the ones behind it).
+
+Why it is built this way
+------------------------
+*Every write is a compare-and-swap.* Each status write carries the
+``metadata.resourceVersion`` it was computed from; the API server answers ``409
+Conflict`` if anything changed since, and the writer re-reads and decides again (with a
+short randomised backoff so that a crowd of waiters does not retry in lockstep). There
+is no read-modify-write anywhere without that condition, so two clients can never both
+believe their grant landed.
+
+*The waiter grants itself.* A release only clears ``holder``; the first *live* waiter
+in the queue sees that (it watches the object) and writes the grant itself, in one
+conditional write that increments ``fencingToken``, sets ``holder`` to its identity and
+removes its queue entry. The token is therefore a counter incremented in the granting
+write: strictly increasing for as long as the object exists (lock users have no
+``delete`` permission, and the CRD provider refuses to delete the CRD while a lock is
+held, because deleting the object would restart the counter).
+
+*Expiry is judged on the observer's monotonic clock.* Machines' wall clocks disagree,
+so nobody compares timestamps. As in client-go's leader election, an observer records
+*when it saw* a holder's ``(fencingToken, renewals)`` change, and considers the holder
+expired only after that value has stayed the same for ``leaseDurationSeconds`` of its
+own ``time.monotonic()``. A newcomer therefore waits a whole lease before taking over
+from a silent holder: conservative, never early. Waiters are judged the same way.
+
+*Lease > renew deadline > retry period* (client-go's 15 s / 10 s / 2 s ratios, scaled
+to the TTL). The holder renews every retry period; if it has not managed a renewal for
+the renew deadline (measured from *before* the last successful write was sent), it
+fires the grant's lost signal. Others can only take over a full lease after they
+*observed* that write, so a live, connected holder always learns it lost the lock
+before anyone else can be granted it. A *paused* holder (SIGSTOP, GC) cannot learn
+anything; its stale writes are stopped by the fencing token, nothing else can.
+
+*Retry-safe acquire.* The queue entry and the holder field are the session's identity
+(unique per session), so a request whose response was lost is harmless to repeat:
+re-reading shows the entry already queued or the grant already made.
+
+*Watches survive 410 Gone.* A waiter watches its object from the resourceVersion it
+last saw; when the server has compacted that history it answers 410 and the waiter
+re-lists (a list, not a get, because only a list returns the collection
+resourceVersion that a new watch may start from) and watches again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import urllib3
+import yaml  # type: ignore[import-untyped]  # PyYAML ships with kubernetes; no stubs pinned
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from distlock._backend import BackendOptions, LockBackend
+from distlock._errors import BackendRefused, BackendUnavailable, DistlockError
+from distlock._grant import Grant, LockState
+from distlock.crd import CRD_NAME, GROUP, KIND, PLURAL, VERSION
+
+_log = logging.getLogger("distlock.kube")
+
+JSON = dict[str, Any]
+
+_IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+_OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_TRANSIENT_STATUS = frozenset({0, 408, 429, 500, 502, 503, 504})
+_MAX_NAME = 1024
+
+
+# ---------------------------------------------------------------------------------
+# Reaching the API server (shared with the Lock CRD provider in components/locks)
+# ---------------------------------------------------------------------------------
+
+
+def _kubeconfig_document(kubeconfig: str) -> Mapping[str, Any] | None:
+    """``kubeconfig`` as a parsed document when it is one (not a path), else None."""
+    if "\n" not in kubeconfig and not kubeconfig.lstrip().startswith("{"):
+        return None
+    try:
+        document = yaml.safe_load(kubeconfig)
+    except yaml.YAMLError as error:
+        raise ValueError(f"kubeconfig text is not valid YAML{_where(error)}") from None
+    if not isinstance(document, Mapping) or "clusters" not in document:
+        raise ValueError("kubeconfig text is not a kubeconfig document (no 'clusters')")
+    return document
+
+
+def _where(error: yaml.YAMLError) -> str:
+    """Where a YAML error is; never its text, which quotes the line (maybe a token)."""
+    mark = getattr(error, "problem_mark", None)
+    return f" at line {mark.line + 1}" if mark is not None else ""
+
+
+def api_client(kubeconfig: str | None = None, *, context: str | None = None) -> Any:
+    """A ``kubernetes.client.ApiClient`` for the cluster, found as kubectl finds it.
+
+    ``kubeconfig`` is a path or a kubeconfig document's text (Pulumi's
+    ``kubernetes:kubeconfig`` may be either); without it ``$KUBECONFIG`` (read now, not
+    at import), then ``~/.kube/config``, then the pod's service account. urllib3's own
+    retries are off: callers retry with their own deadlines and must see failures.
+    """
+    configuration = k8s_client.Configuration()
+    document = _kubeconfig_document(kubeconfig) if kubeconfig else None
+    path = None if document is not None else (kubeconfig or _default_kubeconfig_path())
+    if document is not None:
+        k8s_config.load_kube_config_from_dict(  # type: ignore[no-untyped-call]
+            dict(document), context=context, client_configuration=configuration,
+            persist_config=False)
+    elif path is not None:
+        if not Path(path).expanduser().is_file():
+            raise ValueError(f"kubeconfig {path!r} does not exist")
+        try:
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=path, context=context, client_configuration=configuration,
+                persist_config=False)
+        except yaml.YAMLError as error:
+            raise ValueError(f"kubeconfig {path!r} is not valid YAML{_where(error)}") from None
+    else:
+        k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration)
+    configuration.retries = 0
+    return k8s_client.ApiClient(configuration)
+
+
+def _default_kubeconfig_path() -> str | None:
+    for candidate in os.environ.get("KUBECONFIG", "").split(os.pathsep):
+        if candidate and Path(candidate).expanduser().exists():
+            return candidate
+    home = Path("~/.kube/config").expanduser()
+    return str(home) if home.exists() else None
+
+
+def default_namespace(kubeconfig: str | None = None, *, context: str | None = None) -> str:
+    """The namespace kubectl would use: the context's, the pod's, else ``default``."""
+    document = _kubeconfig_document(kubeconfig) if kubeconfig else None
+    path = None if document is not None else (kubeconfig or _default_kubeconfig_path())
+    if document is None and path is not None:
+        document = yaml.safe_load(Path(path).expanduser().read_text())
+    if isinstance(document, Mapping):
+        wanted = context or document.get("current-context")
+        for entry in document.get("contexts") or []:
+            if entry.get("name") == wanted:
+                return str((entry.get("context") or {}).get("namespace") or "default")
+        return "default"
+    if _IN_CLUSTER_NAMESPACE.exists():
+        return _IN_CLUSTER_NAMESPACE.read_text().strip()
+    return "default"
+
+
+def check_name(lock_name: str) -> None:
+    """ValueError naming the problem unless ``lock_name`` can be stored as a Lock object."""
+    object_name(lock_name)
+
+
+def object_name(lock_name: str) -> str:
+    """The Lock object's name for a lock name; ValueError for a name we cannot store.
+
+    Names that are already valid object names are used as they are, so ``kubectl get
+    locks`` shows what the program asked for; others (slashes, capitals) become a slug
+    plus a hash of the exact name, and the exact name is kept in ``spec.lockName``.
+    """
+    if not isinstance(lock_name, str) or not lock_name:
+        raise ValueError(f"lock name must be a non-empty string, got {lock_name!r}")
+    if len(lock_name) > _MAX_NAME or any(ord(c) < 32 or ord(c) == 127 for c in lock_name):
+        raise ValueError(f"lock name must be at most {_MAX_NAME} printable characters, "
+                         f"got {lock_name[:80]!r}")
+    if len(lock_name) <= 200 and _OBJECT_NAME.match(lock_name) and ".." not in lock_name:
+        return lock_name
+    slug = re.sub(r"[^a-z0-9]+", "-", lock_name.lower()).strip("-")[:180].strip("-")
+    digest = hashlib.sha256(lock_name.encode()).hexdigest()[:12]
+    return f"{slug}-{digest}" if slug else f"lock-{digest}"
+
+
+# ---------------------------------------------------------------------------------
+# Timing and local observation
+# ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timing:
+    """client-go's leader-election ratios (15 s / 10 s / 2 s) scaled to a TTL."""
+
+    lease_seconds: int
+    """What the object says; observers wait this long on their monotonic clock."""
+    renew_deadline: float
+    """The holder declares the grant lost after this long without a renewal."""
+    retry_period: float
+    """How often the holder renews."""
+    waiter_renew_period: float
+    """How often a waiter refreshes its queue entry (three times per lease)."""
+    request_timeout: float
+    """Connect/read timeout of one API call, well inside the renew deadline."""
+
+    @classmethod
+    def from_ttl(cls, ttl: float) -> Timing:
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 1 <= ttl <= 86400:
+            raise ValueError(f"ttl must be between 1 and 86400 seconds, got {ttl!r}")
+        renew_deadline = ttl * 2 / 3
+        return cls(lease_seconds=math.ceil(ttl), renew_deadline=renew_deadline,
+                   retry_period=ttl * 2 / 15, waiter_renew_period=ttl / 3,
+                   request_timeout=min(max(renew_deadline / 2, 0.5), 10.0))
+
+
+class _Observer:
+    """When this process first saw each holder's/waiter's current renewal value.
+
+    Liveness is a change of value, timed locally; a value that has not changed for a
+    lease means its owner stopped renewing. A value never seen before starts its clock
+    now, so a fresh observer is never early.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._seen: dict[tuple[str, str, str], tuple[object, float]] = {}
+        self._mutex = threading.Lock()
+
+    def observe(self, name: str, status: Mapping[str, Any]) -> None:
+        now = self._clock()
+        with self._mutex:
+            holder = status.get("holder")
+            if holder:
+                self._see((name, "holder", holder),
+                          (status.get("fencingToken", 0), status.get("renewals", 0)), now)
+            for waiter in status.get("waiters") or []:
+                self._see((name, "waiter", waiter["identity"]), waiter.get("renewals", 0), now)
+
+    def _see(self, key: tuple[str, str, str], value: object, now: float) -> None:
+        previous = self._seen.get(key)
+        if previous is None or previous[0] != value:
+            self._seen[key] = (value, now)
+
+    def remaining(self, name: str, role: str, identity: str, lease: float) -> float:
+        """Seconds until ``identity`` counts as expired here (<= 0: expired)."""
+        with self._mutex:
+            seen = self._seen.get((name, role, identity))
+        if seen is None:
+            return lease
+        return seen[1] + lease - self._clock()
+
+
+# ---------------------------------------------------------------------------------
+# Status transitions: pure functions from one status to the next
+# ---------------------------------------------------------------------------------
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status(obj: Mapping[str, Any] | None) -> JSON:
+    status = dict((obj or {}).get("status") or {})
+    status.setdefault("fencingToken", 0)
+    status["waiters"] = [dict(w) for w in status.get("waiters") or []]
+    return status
+
+
+def _with_waiters(status: JSON, waiters: list[JSON]) -> JSON:
+    status["waiters"] = waiters
+    status["waiterCount"] = len(waiters)
+    return status
+
+
+def _claimed(status: JSON, me: str, lease: int, dropped: set[str]) -> JSON:
+    """The granting write: token + 1, holder = me, out of the queue (with the dead)."""
+    result = dict(status)
+    result.update(holder=me, fencingToken=int(status.get("fencingToken", 0)) + 1,
+                  leaseDurationSeconds=lease, renewals=0, acquireTime=_now_text(),
+                  renewTime=_now_text())
+    waiters = [w for w in status["waiters"] if w["identity"] != me and
+               w["identity"] not in dropped]
+    return _with_waiters(result, waiters)
+
+
+def _enqueued(status: JSON, me: str, lease: int, dropped: set[str]) -> JSON:
+    waiters = [w for w in status["waiters"] if w["identity"] not in dropped]
+    waiters.append({"identity": me, "leaseDurationSeconds": lease, "renewals": 0,
+                    "enqueueTime": _now_text()})
+    return _with_waiters(dict(status), waiters)
+
+
+def _waiter_renewed(status: JSON, me: str) -> JSON:
+    waiters = [dict(w, renewals=int(w.get("renewals", 0)) + 1) if w["identity"] == me else w
+               for w in status["waiters"]]
+    return _with_waiters(dict(status), waiters)
+
+
+def _dequeued(status: JSON, me: str) -> JSON:
+    return _with_waiters(dict(status), [w for w in status["waiters"] if w["identity"] != me])
+
+
+def _holder_renewed(status: JSON) -> JSON:
+    return dict(status, renewals=int(status.get("renewals", 0)) + 1, renewTime=_now_text())
+
+
+def _released(status: JSON) -> JSON:
+    """The holder steps down; the token stays, so the next grant is greater."""
+    result = {k: v for k, v in status.items()
+              if k not in ("holder", "leaseDurationSeconds", "renewals", "acquireTime",
+                           "renewTime")}
+    return _with_waiters(result, status["waiters"])
+
+
+# ---------------------------------------------------------------------------------
+# The API calls, with errors sorted into what the algorithm reacts to
+# ---------------------------------------------------------------------------------
+
+
+class _Conflict(Exception):
+    """The object changed since it was read (409, or gone): re-read and decide again."""
+
+
+class _Transient(Exception):
+    """The API server could not be reached or was overloaded: back off and retry."""
+
+
+class _Gone(Exception):
+    """The watch's resourceVersion was compacted away (410): re-list."""
+
+
+def _reason(error: ApiException) -> str:
+    with contextlib.suppress(ValueError, TypeError):
+        return str(json.loads(error.body or "").get("message") or error.reason)
+    return str(error.reason)
+
+
+@dataclass
+class _Read:
+    obj: JSON | None
+    watch_from: str
+    """A resourceVersion a watch may start from (the collection's, after a list)."""
+
+
+class _LockObjects:
+    """Lock objects of one namespace through the official client."""
+
+    def __init__(self, api: Any, namespace: str, timing: Timing) -> None:
+        self._api = k8s_client.CustomObjectsApi(api)
+        self._namespace = namespace
+        self._timeout = timing.request_timeout
+
+    def _call(self, method: str, *args: Any, timeout: float | None = None,
+              **kwargs: Any) -> Any:
+        try:
+            return getattr(self._api, method)(GROUP, VERSION, self._namespace, PLURAL, *args,
+                                              _request_timeout=timeout or self._timeout,
+                                              **kwargs)
+        except ApiException as error:
+            if error.status in _TRANSIENT_STATUS:
+                raise _Transient(f"{error.status} {_reason(error)}") from error
+            if error.status == 409:
+                raise _Conflict(_reason(error)) from error
+            if error.status == 404 and method != "list_namespaced_custom_object":
+                raise _Conflict("the Lock object was deleted") from error
+            raise self._fatal(error) from error
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise _Transient(str(error)) from error
+
+    def _fatal(self, error: ApiException) -> BackendRefused:
+        where = f"Lock objects ({CRD_NAME}) in namespace {self._namespace!r}"
+        if error.status == 404:
+            return BackendRefused(f"{where} are not served: is the Lock CRD installed "
+                                  "(locks.enabled) and does the namespace exist? "
+                                  f"({_reason(error)})")
+        if error.status in (401, 403):
+            return BackendRefused(f"not allowed to use {where}: bind the lock-user "
+                                  f"ClusterRole to this identity ({error.status} "
+                                  f"{_reason(error)})")
+        return BackendRefused(f"the API server rejected a write to {where}: "
+                              f"{error.status} {_reason(error)}")
+
+    def read(self, obj_name: str, *, timeout: float | None = None) -> _Read:
+        listing = self._call("list_namespaced_custom_object", timeout=timeout,
+                             field_selector=f"metadata.name={obj_name}")
+        items = listing.get("items") or []
+        return _Read(items[0] if items else None, listing["metadata"]["resourceVersion"])
+
+    def create(self, obj_name: str, lock_name: str, *, timeout: float | None = None) -> None:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
+                "metadata": {"name": obj_name,
+                             "labels": {"app.kubernetes.io/managed-by": "distlock"}},
+                "spec": {"lockName": lock_name}}
+        # AlreadyExists: another client created it first, which is as good.
+        with contextlib.suppress(_Conflict):
+            self._call("create_namespaced_custom_object", body, timeout=timeout)
+
+    def write_status(self, obj: JSON, status: JSON, *, timeout: float | None = None) -> JSON:
+        body = dict(obj, status=status)
+        result: JSON = self._call("replace_namespaced_custom_object_status",
+                                  obj["metadata"]["name"], body, timeout=timeout)
+        return result
+
+    def next_change(self, obj_name: str, since: str, wait: float, *,
+                    connect_timeout: float | None = None) -> JSON | None:
+        """The object after the first change past ``since``, or None after ``wait``."""
+        try:
+            response: Any = self._api.list_namespaced_custom_object(
+                GROUP, VERSION, self._namespace, PLURAL, watch=True, resource_version=since,
+                field_selector=f"metadata.name={obj_name}",
+                timeout_seconds=max(1, math.ceil(wait)), _preload_content=False,
+                _request_timeout=(connect_timeout or self._timeout, max(wait, 0.05)))
+        except ApiException as error:
+            if error.status == 410:
+                raise _Gone(_reason(error)) from error
+            if error.status in _TRANSIENT_STATUS:
+                raise _Transient(f"{error.status} {_reason(error)}") from error
+            raise self._fatal(error) from error
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise _Transient(str(error)) from error
+        try:
+            for line in _lines(response):
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    if status.get("code") == 410:
+                        raise _Gone(str(status.get("message")))
+                    raise _Transient(f"watch error: {status.get('message')}")
+                if event.get("type") == "DELETED":
+                    raise _Conflict("the Lock object was deleted")
+                if event.get("type") in ("ADDED", "MODIFIED"):
+                    obj: JSON = event["object"]
+                    return obj
+        finally:
+            response.close()
+            response.release_conn()
+        return None
+
+
+def _lines(response: Any) -> Iterator[str]:
+    """Watch lines until the stream ends or the read timeout passes quietly."""
+    try:
+        yield from iter_resp_lines(response)  # type: ignore[no-untyped-call]
+    except (urllib3.exceptions.HTTPError, OSError):
+        return  # read timeout or closed stream: "nothing changed yet"
+
+
+# ---------------------------------------------------------------------------------
+# The backend
+# ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Held:
+    grant: Grant
+    obj_name: str
+    last_renewed: float
+    """Monotonic time *before* the last successful renewal (or grant) was sent."""
+    last_written: JSON | None = None
+    """The object as our last write left it: the next renewal is a CAS on it, so an
+    uncontended renewal is one request; a 409 means someone wrote since, so re-read."""
+
+
+class KubeLockBackend(LockBackend):
+    """A client session: one identity holding and waiting for Lock objects."""
+
+    def __init__(self, api: Any, namespace: str, *, ttl: float = 10.0,
+                 identity: str | None = None) -> None:
+        self._timing = Timing.from_ttl(ttl)
+        base = identity or f"{socket.gethostname()}-{os.getpid()}"
+        # Unique per session: retry safety relies on no other session sharing it.
+        self._identity = f"{base[:200]}-{uuid.uuid4().hex[:12]}"
+        self._api = api
+        self._namespace = namespace
+        self._objects = _LockObjects(api, namespace, self._timing)
+        self._observer = _Observer()
+        self._mutex = threading.Lock()
+        self._held: dict[str, _Held] = {}
+        self._busy: set[str] = set()
+        self._closed = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    @property
+    def timing(self) -> Timing:
+        return self._timing
+
+    # -- acquire ---------------------------------------------------------------------
+
+    def acquire(self, name: str, *, timeout: float | None,
+                cancel: threading.Event | None = None) -> Grant | None:
+        obj_name = object_name(name)
+        with self._mutex:
+            if self._closed.is_set():
+                raise DistlockError("this lock session is closed")
+            if name in self._held or name in self._busy:
+                raise RuntimeError(f"lock {name!r} is already held or being acquired by this "
+                                   "session (one holding per name per session)")
+            self._busy.add(name)
+        try:
+            once = timeout is not None and timeout <= 0
+            deadline = None if timeout is None or once else time.monotonic() + timeout
+            return _Acquisition(self, name, obj_name, once=once, deadline=deadline,
+                                cancel=cancel).run()
+        finally:
+            with self._mutex:
+                self._busy.discard(name)
+
+    def _read_or_create(self, name: str, obj_name: str, *,
+                        timeout: float | None = None) -> _Read:
+        read = self._objects.read(obj_name, timeout=timeout)
+        if read.obj is None:
+            self._objects.create(obj_name, name, timeout=timeout)
+            read = self._objects.read(obj_name, timeout=timeout)
+            if read.obj is None:
+                raise _Conflict("the Lock object vanished right after it was created")
+        lock_name = (read.obj.get("spec") or {}).get("lockName")
+        if lock_name not in (None, name):
+            raise BackendRefused(f"lock {name!r} maps to Lock object {obj_name!r}, which "
+                                 f"belongs to lock {lock_name!r}; rename one of them")
+        self._observer.observe(name, _status(read.obj))
+        return read
+
+    def _grant(self, name: str, obj_name: str, obj: JSON, sent_at: float) -> Grant:
+        grant = Grant(name=name, token=int(_status(obj)["fencingToken"]), holder=self._identity)
+        with self._mutex:
+            closed = self._closed.is_set()
+            if not closed:
+                self._held[name] = _Held(grant, obj_name, sent_at, obj)
+        if closed:
+            # Granted as the session closed: give it back; its holder must not rely on it.
+            grant.lost.fire(f"lock {name!r}: the session was closed while acquiring it")
+            self.release(grant)
+            return grant
+        with self._mutex:
+            if self._renewer is None and not self._closed.is_set():
+                self._renewer = threading.Thread(target=self._renew_loop,
+                                                 name=f"distlock-renew-{self._identity}",
+                                                 daemon=True)
+                self._renewer.start()
+        return grant
+
+    # -- renewal ---------------------------------------------------------------------
+
+    def _renew_loop(self) -> None:
+        timing = self._timing
+        pause = timing.retry_period
+        while not self._closed.wait(pause):
+            with self._mutex:
+                held = list(self._held.values())
+            for entry in held:
+                self._renew(entry)
+            # Wake no later than the earliest renew deadline, so a lost grant is
+            # signalled when its deadline passes, not up to a retry period later.
+            with self._mutex:
+                deadlines = [e.last_renewed + timing.renew_deadline for e in self._held.values()]
+            pause = min([timing.retry_period,
+                         *(d - time.monotonic() + 0.001 for d in deadlines)])
+            pause = max(pause, 0.001)
+
+    def _renew(self, entry: _Held) -> None:
+        grant = entry.grant
+        for _ in range(3):
+            started = time.monotonic()
+            # No request may outlast the renew deadline: a hung API server must not
+            # keep the holder believing it holds the lock past it.
+            left = entry.last_renewed + self._timing.renew_deadline - started
+            if left <= 0:
+                break
+            budget = min(left, self._timing.request_timeout)
+            try:
+                current, entry.last_written = entry.last_written, None
+                if current is None:
+                    current = self._objects.read(entry.obj_name, timeout=budget).obj
+                status = _status(current)
+                if current is None or status.get("holder") != self._identity or int(
+                        status["fencingToken"]) != grant.token:
+                    self._lose(entry, "the Lock object was deleted" if current is None else
+                               f"taken over by {status.get('holder') or 'nobody'} "
+                               f"(token {status['fencingToken']})")
+                    return
+                budget = entry.last_renewed + self._timing.renew_deadline - time.monotonic()
+                if budget <= 0:
+                    break
+                entry.last_written = self._objects.write_status(
+                    current, _holder_renewed(status),
+                    timeout=min(budget, self._timing.request_timeout))
+                entry.last_renewed = started
+                return
+            except _Conflict:
+                continue
+            except (_Transient, DistlockError) as error:
+                _log.warning("renewing lock %r failed: %s", grant.name, error)
+                break
+        silent = time.monotonic() - entry.last_renewed
+        if silent > self._timing.renew_deadline:
+            self._lose(entry, f"no successful renewal for {silent:.1f}s "
+                       f"(renew deadline {self._timing.renew_deadline:.1f}s)")
+
+    def _lose(self, entry: _Held, reason: str) -> None:
+        with self._mutex:
+            if self._held.get(entry.grant.name) is not entry:
+                # Released meanwhile: a renewal racing the release saw the lock go
+                # free, which is the release itself, never a loss.
+                return
+            del self._held[entry.grant.name]
+        entry.grant.lost.fire(f"lock {entry.grant.name!r}: {reason}")
+
+    # -- release, inspect, close ---------------------------------------------------------
+
+    def release(self, grant: Grant) -> None:
+        cached: JSON | None = None
+        with self._mutex:
+            entry = self._held.get(grant.name)
+            if entry is not None and entry.grant is grant:
+                del self._held[grant.name]
+                cached = entry.last_written  # a CAS on it first: one request if uncontended
+            obj_name = object_name(grant.name)
+        deadline = time.monotonic() + self._timing.lease_seconds
+        delay = 0.01
+        while True:
+            try:
+                current, cached = cached, None
+                if current is None:
+                    current = self._objects.read(obj_name).obj
+                status = _status(current)
+                if current is None or status.get("holder") != grant.holder or int(
+                        status["fencingToken"]) != grant.token:
+                    return  # already released, taken over, or gone: nothing of ours left
+                self._objects.write_status(current, _released(status))
+                return
+            except _Conflict:
+                continue  # changed since: re-read at once and decide again
+            except DistlockError as error:
+                # The CRD or the object is gone, or we may no longer write: nothing
+                # left to give back (or nothing we can), and a release must not raise.
+                _log.warning("could not release lock %r: %s", grant.name, error)
+                return
+            except _Transient as error:
+                if time.monotonic() >= deadline:
+                    _log.warning("could not release lock %r (%s); it expires after %ss",
+                                 grant.name, error, self._timing.lease_seconds)
+                    return
+                delay = min(delay * 2, self._timing.retry_period)
+            time.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not crypto
+
+    def inspect(self, name: str) -> LockState:
+        obj_name = object_name(name)
+        try:
+            read = self._objects.read(obj_name)
+        except _Transient as error:
+            raise BackendUnavailable(f"Kubernetes API unreachable: {error}") from error
+        status = _status(read.obj)
+        holder = status.get("holder") or None
+        return LockState(name=name, holder=holder,
+                         token=int(status["fencingToken"]) if holder else None,
+                         waiters=tuple(w["identity"] for w in status["waiters"]))
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._closed.is_set():
+                return
+            # Closed first: an acquire still running in another thread now gives up
+            # (or hands back what it is granted) instead of adding an unrenewed grant.
+            self._closed.set()
+            held = [entry.grant for entry in self._held.values()]
+        for grant in held:
+            self.release(grant)
+        renewer = self._renewer
+        if renewer is not None and renewer is not threading.current_thread():
+            renewer.join()
+        with contextlib.suppress(Exception):
+            self._api.close()
+
+
+class _Acquisition:
+    """One ``acquire`` call: read, decide, write or wait, until granted or given up."""
+
+    def __init__(self, backend: KubeLockBackend, name: str, obj_name: str, *, once: bool,
+                 deadline: float | None, cancel: threading.Event | None) -> None:
+        self.backend = backend
+        self.me = backend.identity
+        self.name = name
+        self.obj_name = obj_name
+        self.once = once
+        self.deadline = deadline
+        self.cancel = cancel
+        self.timing = backend.timing
+        self.claim_sent_at: float | None = None
+        self.last_waiter_renewal = 0.0
+
+    def giving_up(self) -> bool:
+        # A closed session gives up too: nobody would renew what it was granted.
+        return self.once or self.backend._closed.is_set() or (
+            self.cancel is not None and self.cancel.is_set()) or (
+            self.deadline is not None and time.monotonic() >= self.deadline)
+
+    def request_timeout(self) -> float | None:
+        """One request's timeout: never past the deadline, so the timeout bounds the
+        whole acquire even when the API server accepts connections and never answers."""
+        if self.deadline is None:
+            return None
+        return min(self.timing.request_timeout, max(self.deadline - time.monotonic(), 0.05))
+
+    def expired(self, role: str, identity: str, lease: float) -> bool:
+        return self.backend._observer.remaining(self.name, role, identity, lease) <= 0
+
+    def run(self) -> Grant | None:
+        unreachable_since: float | None = None
+        delay = 0.01
+        read: _Read | None = None
+        while True:
+            try:
+                if read is None:
+                    read = self.backend._read_or_create(self.name, self.obj_name,
+                                                        timeout=self.request_timeout())
+                unreachable_since = None
+                outcome = self.step(read)
+                if isinstance(outcome, Grant) or outcome is None:
+                    return outcome
+                read = outcome
+                delay = 0.01
+                continue
+            except _Conflict:
+                read = None
+                delay = min(delay * 2, 0.2)
+            except _Gone:
+                read = None  # re-list: the next read is a list with a fresh resourceVersion
+                continue
+            except _Transient as error:
+                now = time.monotonic()
+                unreachable_since = unreachable_since or now
+                if self.backend._closed.is_set():
+                    return None  # our queue entry, if any, expires unrenewed
+                if self.once or (self.deadline is not None and now >= self.deadline) or (
+                        now - unreachable_since > self.timing.lease_seconds):
+                    raise BackendUnavailable(
+                        f"Kubernetes API unreachable while acquiring {self.name!r}: {error}"
+                    ) from error
+                read = None
+                delay = min(max(delay * 2, 0.05), self.timing.retry_period)
+            pause = delay * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not crypto
+            if self.deadline is not None:
+                pause = min(pause, max(self.deadline - time.monotonic(), 0.0))
+            time.sleep(pause)
+
+    def step(self, read: _Read) -> Grant | _Read | None:  # noqa: PLR0911 - one per outcome
+        """One decision on a fresh read: a grant, None (gave up), or the next read."""
+        assert read.obj is not None
+        status = _status(read.obj)
+        holder = status.get("holder")
+        if holder == self.me and self.claim_sent_at is not None:
+            # Our claim landed even if its response was lost.
+            return self.backend._grant(self.name, self.obj_name, read.obj, self.claim_sent_at)
+        waiters = status["waiters"]
+        dead = {w["identity"] for w in waiters if w["identity"] != self.me and
+                self.expired("waiter", w["identity"], w["leaseDurationSeconds"])}
+        mine = next((i for i, w in enumerate(waiters) if w["identity"] == self.me), None)
+        ahead = [w for w in waiters[:mine] if w["identity"] not in dead]
+        free = not holder or holder == self.me or self.expired(
+            "holder", holder, int(status.get("leaseDurationSeconds") or 1))
+        if free and not ahead and not self.backend._closed.is_set():
+            self.claim_sent_at = time.monotonic()
+            obj = self.backend._objects.write_status(
+                read.obj, _claimed(status, self.me, self.timing.lease_seconds, dead),
+                timeout=self.request_timeout())
+            return self.backend._grant(self.name, self.obj_name, obj, self.claim_sent_at)
+        if self.giving_up():
+            if mine is None:
+                return None
+            # Leave no queue slot behind (a conflict re-reads and comes back here).
+            self.backend._objects.write_status(read.obj, _dequeued(status, self.me),
+                                               timeout=self.request_timeout())
+            return None
+        now = time.monotonic()
+        if mine is None:
+            obj = self.backend._objects.write_status(
+                read.obj, _enqueued(status, self.me, self.timing.lease_seconds, dead),
+                timeout=self.request_timeout())
+            self.last_waiter_renewal = now
+            return self._observed(obj)
+        if now - self.last_waiter_renewal >= self.timing.waiter_renew_period:
+            obj = self.backend._objects.write_status(read.obj, _waiter_renewed(status, self.me),
+                                                     timeout=self.request_timeout())
+            self.last_waiter_renewal = now
+            return self._observed(obj)
+        return self.wait(read, status, holder, ahead)
+
+    def _observed(self, obj: JSON) -> _Read:
+        self.backend._observer.observe(self.name, _status(obj))
+        return _Read(obj, obj["metadata"]["resourceVersion"])
+
+    def wait(self, read: _Read, status: JSON, holder: str | None,
+             ahead: list[JSON]) -> _Read | None:
+        """Watch for the next change, for no longer than the next thing we must do."""
+        assert read.obj is not None
+        now = time.monotonic()
+        horizons = [self.last_waiter_renewal + self.timing.waiter_renew_period - now, 0.5]
+        if self.deadline is not None:
+            horizons.append(self.deadline - now)
+        observer = self.backend._observer
+        if holder:
+            horizons.append(observer.remaining(self.name, "holder", holder,
+                                               int(status.get("leaseDurationSeconds") or 1)))
+        horizons += [observer.remaining(self.name, "waiter", w["identity"],
+                                        w["leaseDurationSeconds"]) for w in ahead]
+        wait = max(min(horizons), 0.01)
+        changed = self.backend._objects.next_change(self.obj_name, read.watch_from, wait,
+                                                    connect_timeout=self.request_timeout())
+        if changed is None:
+            # Nothing changed: decide again on what we have (an expiry may have passed).
+            return read
+        return self._observed(changed)
+
+
+def from_options(options: BackendOptions) -> KubeLockBackend:
+    """Build a session from CLI/``open_backend`` options (kubeconfig, namespace, ttl).
+
+    Opening contacts no server (the first request is the first acquire or inspect), so
+    ``open_timeout`` has nothing to bound here."""
+    Timing.from_ttl(options.ttl)  # a bad ttl is named before credentials are looked for
+    try:
+        api = api_client(options.kubeconfig)
+    except k8s_config.ConfigException as error:
+        raise DistlockError(f"no Kubernetes credentials: pass --kubeconfig, set $KUBECONFIG, "
+                            f"create ~/.kube/config or run in a pod ({error})") from error
+    namespace = options.namespace or default_namespace(options.kubeconfig)
+    return KubeLockBackend(api, namespace, ttl=options.ttl, identity=options.identity)
+
