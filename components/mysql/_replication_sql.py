@@ -258,24 +258,26 @@ def identity_problems(flavor: Flavor, identity: Identity) -> list[str]:
 
 
 def replica_refusals(ordinal: int, identity: Identity, primary_server_id: int,
-                     earlier: Mapping[int, int]) -> list[str]:
+                     earlier: Mapping[int, int], *, primary_ordinal: int = 0) -> list[str]:
     """Why the server reached as replica ``ordinal`` must not be touched.
 
-    The pods take server_id = the cluster's base (the primary's) + ordinal, so any other
-    id is another cluster's server, a shuffled endpoint list or the primary reached
-    twice. ``earlier``: server_id -> ordinal of the replicas already checked.
+    The pods take server_id = the cluster's base + ordinal (the primary, at
+    ``primary_ordinal``, has base + primary_ordinal), so any other id is another
+    cluster's server, a shuffled endpoint list or the primary reached twice.
+    ``earlier``: server_id -> ordinal of the replicas already checked.
     """
     server_id = identity.server_id
+    base = primary_server_id - primary_ordinal
     if server_id == primary_server_id:
         return [f"is the primary itself (both have server_id {primary_server_id}): check the "
                 "endpoints"]
     if server_id in earlier:
         return [f"is the same server as replica {earlier[server_id]} (server_id {server_id}): "
                 "two endpoints reach one pod"]
-    if server_id != primary_server_id + ordinal:
+    if server_id != base + ordinal:
         return [f"has server_id {server_id}, but ordinal {ordinal} of this cluster has "
-                f"{primary_server_id + ordinal} (the primary's {primary_server_id} + "
-                f"{ordinal}): another cluster's server or a shuffled endpoint list"]
+                f"{base + ordinal} (the cluster's base {base} + {ordinal}, from the primary's "
+                f"{primary_server_id}): another cluster's server or a shuffled endpoint list"]
     return []
 
 
@@ -390,6 +392,21 @@ def missing_gtids(flavor: Flavor, have: str, base: str) -> str:
     return _mysql_text({key: intervals for key, intervals in left.items() if intervals})
 
 
+@dataclass(frozen=True)
+class SemisyncState:
+    """One server's semi-sync settings, and whether its primary side is really waiting."""
+
+    source_enabled: bool
+    replica_enabled: bool
+    source_active: bool     # OFF while enabled: fell back to async after the timeout
+    timeout_ms: int
+    wait_count: int
+
+
+def _on(value: object) -> bool:
+    return str(value).upper() in ("1", "ON", "YES", "TRUE")
+
+
 def _int(value: object, default: int = 0) -> int:
     if value is None or value == "":
         return default
@@ -416,6 +433,7 @@ class Dialect:
     flavor: Flavor
     limits: Limits
     primary_position: Statement
+    read_only_state: Statement
     replica_variables: Statement
     # Every GTID a server holds, in columns executed_set() reads (also in replica_variables).
     executed: Statement
@@ -448,6 +466,65 @@ class Dialect:
 
     def drop_user(self, user: str) -> Statement:
         return Statement("DROP USER IF EXISTS %s@%s", (user, REPLICATION_HOST))
+
+    # --- topology (switchover): run as the topology account, never as admin -------------
+    # Client sessions a switchover ends on the old primary: not ours, not a replica's
+    # binlog dump, not a server thread.
+    client_sessions = Statement(
+        "SELECT ID AS id, USER AS user FROM information_schema.PROCESSLIST "
+        "WHERE ID <> CONNECTION_ID() AND COMMAND NOT LIKE 'Binlog Dump%%' "
+        "AND COMMAND NOT IN ('Daemon', 'Killed') "
+        "AND USER NOT IN ('system user', 'event_scheduler') AND USER <> %s")
+    read_only_on: tuple[Statement, ...]
+    writable: tuple[Statement, ...]
+    # What a demoted primary runs before it replicates (MariaDB positions from slave_pos).
+    demote: tuple[Statement, ...] = ()
+
+    # --- durability: semi-synchronous replication ----------------------------------------
+    semisync_state: Statement
+    _semisync_source: tuple[str, ...]      # variable names: enabled, timeout, wait point
+    _semisync_replica: str
+    _semisync_wait_count: str | None = None  # MariaDB waits for exactly one replica
+
+    def semisync_source(self, enabled: bool, timeout_seconds: int,
+                        wait_count: int) -> tuple[Statement, ...]:
+        """Primary side. AFTER_SYNC: a commit is visible only once a replica holds it."""
+        enabled_var, timeout_var, wait_point_var = self._semisync_source
+        if not enabled:
+            return (Statement(f"SET GLOBAL {enabled_var} = OFF"),)
+        statements = [Statement(f"SET GLOBAL {wait_point_var} = 'AFTER_SYNC'"),
+                      Statement(f"SET GLOBAL {timeout_var} = %s", (timeout_seconds * 1000,))]
+        if self._semisync_wait_count is not None:
+            statements.append(Statement(f"SET GLOBAL {self._semisync_wait_count} = %s",
+                                        (wait_count,)))
+        statements.append(Statement(f"SET GLOBAL {enabled_var} = ON"))
+        return tuple(statements)
+
+    def semisync_replica(self, enabled: bool) -> tuple[Statement, ...]:
+        """Replica side; the IO thread reads the setting when it (re)connects."""
+        return (Statement(f"SET GLOBAL {self._semisync_replica} = {'ON' if enabled else 'OFF'}"),
+                Statement(f"{self.stop.sql} IO_THREAD"), Statement(f"{self.start.sql} IO_THREAD"))
+
+    @staticmethod
+    def parse_semisync(row: Mapping[str, Any] | None) -> SemisyncState:
+        row = row or {}
+        return SemisyncState(
+            source_enabled=_on(row.get("source_enabled")),
+            replica_enabled=_on(row.get("replica_enabled")),
+            source_active=_on(row.get("source_active")),
+            timeout_ms=_int(row.get("timeout_ms")),
+            wait_count=_int(row.get("wait_count"), 1))
+
+    def sessions_of_others(self, own_user: str) -> Statement:
+        return Statement(self.client_sessions.sql, (own_user,))
+
+    @staticmethod
+    def kill(connection_id: int) -> Statement:
+        return Statement("KILL CONNECTION %s", (connection_id,))
+
+    def is_read_only(self, row: Mapping[str, Any] | None) -> bool:
+        """Whether the server refuses every client write (MySQL: super_read_only too)."""
+        raise NotImplementedError
 
     # The replication account lists its own grants (no privilege on mysql.* needed).
     own_grants = Statement("SHOW GRANTS")
@@ -543,6 +620,26 @@ class MariaDB(Dialect):
                          "@@GLOBAL.gtid_slave_pos AS gtid_position")
     _port_column = "Master_Port"
     _user_column = "Master_User"
+    # No super_read_only: read_only stops every account without READ ONLY ADMIN.
+    read_only_on = (Statement("SET GLOBAL read_only = ON"),)
+    writable = (Statement("SET GLOBAL read_only = OFF"),)
+    # A former primary's gtid_slave_pos is empty or older than its own binlog; slave_pos
+    # positioning would ask the new primary for transactions it already holds.
+    demote = (Statement("SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos"),)
+    read_only_state = Statement("SELECT @@GLOBAL.read_only AS read_only")
+    # Built into MariaDB (no plugin); it waits for one replica's acknowledgement.
+    semisync_state = Statement(
+        "SELECT @@GLOBAL.rpl_semi_sync_master_enabled AS source_enabled, "
+        "@@GLOBAL.rpl_semi_sync_slave_enabled AS replica_enabled, "
+        "@@GLOBAL.rpl_semi_sync_master_timeout AS timeout_ms, "
+        "(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+        "WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS') AS source_active")
+    _semisync_source = ("rpl_semi_sync_master_enabled", "rpl_semi_sync_master_timeout",
+                        "rpl_semi_sync_master_wait_point")
+    _semisync_replica = "rpl_semi_sync_slave_enabled"
+
+    def is_read_only(self, row: Mapping[str, Any] | None) -> bool:
+        return bool(_int((row or {}).get("read_only")))
 
     def position_from(self, row: Mapping[str, Any] | None) -> str:
         return str((row or {}).get("position") or "")
@@ -575,6 +672,28 @@ class MySQL(Dialect):
     executed = Statement("SELECT @@GLOBAL.gtid_executed AS gtid_position")
     _port_column = "Source_Port"
     _user_column = "Source_User"
+    # super_read_only=ON implies read_only=ON; OFF must be undone in the other order.
+    read_only_on = (Statement("SET GLOBAL super_read_only = ON"),)
+    writable = (Statement("SET GLOBAL super_read_only = OFF"),
+                Statement("SET GLOBAL read_only = OFF"))
+    read_only_state = Statement("SELECT @@GLOBAL.read_only AS read_only, "
+                                "@@GLOBAL.super_read_only AS super_read_only")
+    # The rpl_semi_sync_source/replica plugins (loaded by the server config, both on every
+    # server: any of them may be promoted).
+    semisync_state = Statement(
+        "SELECT @@GLOBAL.rpl_semi_sync_source_enabled AS source_enabled, "
+        "@@GLOBAL.rpl_semi_sync_replica_enabled AS replica_enabled, "
+        "@@GLOBAL.rpl_semi_sync_source_timeout AS timeout_ms, "
+        "@@GLOBAL.rpl_semi_sync_source_wait_for_replica_count AS wait_count, "
+        "(SELECT VARIABLE_VALUE FROM performance_schema.global_status "
+        "WHERE VARIABLE_NAME = 'Rpl_semi_sync_source_status') AS source_active")
+    _semisync_source = ("rpl_semi_sync_source_enabled", "rpl_semi_sync_source_timeout",
+                        "rpl_semi_sync_source_wait_point")
+    _semisync_replica = "rpl_semi_sync_replica_enabled"
+    _semisync_wait_count = "rpl_semi_sync_source_wait_for_replica_count"
+
+    def is_read_only(self, row: Mapping[str, Any] | None) -> bool:
+        return bool(_int((row or {}).get("super_read_only")))
 
     def __init__(self) -> None:
         super().__init__()

@@ -78,6 +78,12 @@ from pulumi.runtime.rpc import UNKNOWN as _UNKNOWN  # a value not known yet (pre
 import distlock
 from components._wire import whole_number
 from components.config import Endpoint
+from components.mysql._record import (
+    KubernetesRecordStore,
+    PrimaryRecord,
+    RecordError,
+    RecordStore,
+)
 from components.mysql._replication_sql import (
     DIALECTS,
     IDENTITY,
@@ -95,13 +101,24 @@ from components.mysql._replication_sql import (
     replica_refusals,
     replica_repair,
 )
+from components.mysql._switchover import (
+    Plan,
+    Source,
+    SwitchoverError,
+    make_writable,
+    switchover,
+)
 from components.mysql.flavor import FLAVORS, Flavor
 
-_SECRET_OUTPUTS = ("admin_password", "replication_password")
+_SECRET_OUTPUTS = ("admin_password", "replication_password", "topology_password")
 _INPUT_KEYS = ("flavor", "primary", "replicas", "source_host", "source_port", "admin_user",
                "admin_password", "replication_user", "replication_password",
-               "max_lag_seconds", "timeout_seconds", "lock_endpoints")
-_OUTPUT_KEYS = ("replica_status", "primary_gtid_position", "in_sync")
+               "max_lag_seconds", "timeout_seconds", "lock_endpoints", "primary_ordinal",
+               "sources", "topology_user", "topology_password", "record_namespace",
+               "record_name", "switchover_grace_seconds", "switchover_timeout_seconds",
+               "durability", "semisync_wait_count", "semisync_timeout_seconds")
+_OUTPUT_KEYS = ("replica_status", "primary_gtid_position", "in_sync", "epoch",
+                "recorded_primary", "durability_status")
 _HOST = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$")
 _USER = re.compile(r"^[A-Za-z0-9_][-A-Za-z0-9_.]*$")
 _URL = re.compile(r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:\d{1,5})?/?$")
@@ -131,6 +148,19 @@ class ReplicationInitArgs:
     max_lag_seconds: int
     timeout_seconds: int
     lock_endpoints: tuple[str, ...] = ()     # etcd client URLs for the per-cluster lock, if any
+    # Switchover (see _switchover.py): the wanted primary, how replicas reach each ordinal,
+    # the account topology statements run as, and the record (a ConfigMap) of who is primary.
+    primary_ordinal: int = 0
+    sources: tuple[Endpoint, ...] = ()
+    topology_user: str = ""
+    topology_password: pulumi.Input[str] | None = None
+    record_namespace: str = ""
+    record_name: str = ""
+    switchover_grace_seconds: int = 5
+    switchover_timeout_seconds: int = 30
+    durability: str = "async"              # "async" | "semisync"
+    semisync_wait_count: int = 1
+    semisync_timeout_seconds: int = 10
 
 
 class ReplicationError(RuntimeError):
@@ -151,6 +181,34 @@ class _Spec:
     max_lag_seconds: int
     timeout_seconds: int
     lock_endpoints: tuple[str, ...]
+    primary_ordinal: int = 0
+    # Every server by ordinal, and how replicas reach each (only ordinal 0's when absent).
+    servers: tuple[Endpoint, ...] = ()
+    sources: tuple[Endpoint, ...] = ()
+    topology_user: str = ""
+    topology_password: str = field(default="", repr=False)
+    record_namespace: str = ""
+    record_name: str = ""
+    switchover_grace_seconds: int = 5
+    switchover_timeout_seconds: int = 30
+    durability: str = "async"
+    semisync_wait_count: int = 1
+    semisync_timeout_seconds: int = 10
+    # The primary of this view: primary/replicas/source_* above are that ordinal's.
+    current: int = 0
+
+    def at(self, ordinal: int) -> _Spec:
+        """The same cluster seen with ``ordinal`` as its primary."""
+        if ordinal == self.current:
+            return self
+        source = self.sources[ordinal]
+        return dataclasses.replace(
+            self, primary=self.servers[ordinal],
+            replicas=tuple(e for o, e in enumerate(self.servers) if o != ordinal),
+            source_host=source.host, source_port=source.port, current=ordinal)
+
+    def replica_ordinal(self, index: int) -> int:
+        return index if index < self.current else index + 1
 
     @property
     def dialect(self) -> Dialect:
@@ -166,21 +224,27 @@ class _Spec:
         return f"primary {self.primary}"
 
     def replica_label(self, index: int) -> str:
-        return f"replica {index + 1} ({self.replicas[index]})"
+        return f"replica {self.replica_ordinal(index)} ({self.replicas[index]})"
+
+    def server_label(self, ordinal: int) -> str:
+        return f"server {ordinal} ({self.servers[ordinal]})"
 
     @property
     def lock_name(self) -> str:
         # The source address is the cluster's identity as every runner sees it: a laptop
-        # and a GitOps runner use different endpoints but the same pod DNS name.
-        return f"mysql-cluster/{self.source_host}:{self.source_port}/replication"
+        # and a GitOps runner use different endpoints but the same pod DNS name. Ordinal
+        # 0's, wherever the primary is, so every run of one cluster takes one lock.
+        first = self.sources[0]
+        return f"mysql-cluster/{first.host}:{first.port}/replication"
 
     def to_props(self) -> dict[str, Any]:
+        first = self.sources[0]
         return {
             "flavor": self.flavor,
-            "primary": _endpoint_props(self.primary),
-            "replicas": [_endpoint_props(r) for r in self.replicas],
-            "source_host": self.source_host,
-            "source_port": self.source_port,
+            "primary": _endpoint_props(self.servers[0]),
+            "replicas": [_endpoint_props(r) for r in self.servers[1:]],
+            "source_host": first.host,
+            "source_port": first.port,
             "admin_user": self.admin_user,
             "admin_password": self.admin_password,
             "replication_user": self.replication_user,
@@ -188,6 +252,17 @@ class _Spec:
             "max_lag_seconds": self.max_lag_seconds,
             "timeout_seconds": self.timeout_seconds,
             "lock_endpoints": list(self.lock_endpoints),
+            "primary_ordinal": self.primary_ordinal,
+            "sources": [_endpoint_props(s) for s in self.sources],
+            "topology_user": self.topology_user,
+            "topology_password": self.topology_password,
+            "record_namespace": self.record_namespace,
+            "record_name": self.record_name,
+            "switchover_grace_seconds": self.switchover_grace_seconds,
+            "switchover_timeout_seconds": self.switchover_timeout_seconds,
+            "durability": self.durability,
+            "semisync_wait_count": self.semisync_wait_count,
+            "semisync_timeout_seconds": self.semisync_timeout_seconds,
         }
 
 
@@ -305,6 +380,80 @@ class _Checker:
                 for index, url in enumerate(self._list(name, value, "URLs"))]
 
 
+def _topology_fields(check: _Checker, props: Mapping[str, Any], *, flavor: Flavor | None,
+                     limits: Any, primary: Endpoint | None, replicas: list[Endpoint],
+                     source: tuple[str, int]) -> dict[str, Any]:
+    """The switchover and durability inputs, checked; _Spec keyword arguments."""
+    source_host, source_port = source
+    servers = ([primary] if primary else []) + replicas
+    ordinal = check.integer("primary_ordinal", props.get("primary_ordinal", 0),
+                            minimum=0, maximum=999)
+    if primary is not None and not check.unknown and ordinal >= len(servers):
+        check.fail("primary_ordinal", f"got {ordinal}; the cluster has {len(servers)} "
+                                      f"server(s): ordinals 0..{len(servers) - 1}")
+    sources = [e for e in (check.endpoint(f"sources[{i}]", item) for i, item in
+                           enumerate(check._list("sources", props.get("sources", []),
+                                                 "endpoints"))) if e is not None]
+    if source_host and source_port:
+        if not sources:
+            sources = [Endpoint(source_host, source_port)]
+        elif sources[0] != Endpoint(source_host, source_port):
+            check.fail("sources[0]", f"{sources[0]} is not source_host:source_port "
+                                     f"{source_host}:{source_port}")
+    if sources and len(sources) not in (1, len(servers)):
+        check.fail("sources", f"has {len(sources)} endpoints; one per server "
+                              f"({len(servers)}) is needed")
+    if ordinal and len(sources) != len(servers):
+        check.fail("sources", "must list how replicas reach every ordinal for "
+                              f"primary_ordinal {ordinal}")
+    topology_user = ""
+    topology_password = ""
+    if props.get("topology_user"):
+        topology_user = check.string("topology_user", props.get("topology_user"),
+                                     pattern=_USER, max_length=limits.user,
+                                     what="an account name")
+        topology_password = check.secret("topology_password", props.get("topology_password"),
+                                         max_length=1024)
+    record_namespace = str(props.get("record_namespace") or "")
+    record_name = str(props.get("record_name") or "")
+    if bool(record_namespace) != bool(record_name):
+        check.fail("record_name", "record_namespace and record_name go together")
+    grace = check.integer("switchover_grace_seconds", props.get("switchover_grace_seconds", 5),
+                          minimum=0, maximum=3600)
+    switch_timeout = check.integer("switchover_timeout_seconds",
+                                   props.get("switchover_timeout_seconds", 30),
+                                   minimum=1, maximum=86400)
+    return {"primary_ordinal": ordinal, "servers": tuple(servers), "sources": tuple(sources),
+            "topology_user": topology_user, "topology_password": topology_password,
+            "record_namespace": record_namespace, "record_name": record_name,
+            "switchover_grace_seconds": grace, "switchover_timeout_seconds": switch_timeout,
+            **_durability_fields(check, props, flavor=flavor, replicas=len(replicas))}
+
+
+def _durability_fields(check: _Checker, props: Mapping[str, Any], *, flavor: Flavor | None,
+                       replicas: int) -> dict[str, Any]:
+    durability = props.get("durability", "async")
+    if durability not in ("async", "semisync"):
+        check.fail("durability", f"must be 'async' or 'semisync'; got {durability!r}")
+    wait_count = check.integer("semisync_wait_count", props.get("semisync_wait_count", 1),
+                               minimum=1, maximum=8)
+    semisync_timeout = check.integer("semisync_timeout_seconds",
+                                     props.get("semisync_timeout_seconds", 10),
+                                     minimum=1, maximum=3600)
+    if durability == "semisync":
+        if flavor == "mariadb" and wait_count != 1:
+            check.fail("semisync_wait_count", f"got {wait_count}; MariaDB's semi-sync waits "
+                                              "for exactly one replica's acknowledgement")
+        if wait_count > replicas:
+            check.fail("semisync_wait_count", f"got {wait_count}, but the cluster has "
+                                              f"{replicas} replica(s)")
+        if not props.get("topology_user"):
+            check.fail("durability", "semisync needs topology_user (setting it is a "
+                                     "privileged topology change)")
+    return {"durability": str(durability), "semisync_wait_count": wait_count,
+            "semisync_timeout_seconds": semisync_timeout}
+
+
 def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, list[CheckFailure]]:
     """Validate a property bag; the spec is None when anything is wrong or unknown.
 
@@ -337,6 +486,8 @@ def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, lis
     timeout = check.integer("timeout_seconds", props.get("timeout_seconds"),
                             minimum=1, maximum=86400)
     lock_endpoints = check.urls("lock_endpoints", props.get("lock_endpoints", []))
+    topology = _topology_fields(check, props, flavor=flavor, limits=limits, primary=primary,
+                                replicas=replicas, source=(source_host, source_port))
     if strict:
         for key in sorted(set(props) - set(_INPUT_KEYS) - set(_OUTPUT_KEYS) - {"__provider"}):
             check.fail(key, f"is not a ReplicationInit property; known: {', '.join(_INPUT_KEYS)}")
@@ -344,7 +495,7 @@ def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, lis
         return None, check.failures
     return _Spec(flavor, primary, tuple(replicas), source_host, source_port, admin_user,
                  admin_password, replication_user, replication_password, max_lag, timeout,
-                 tuple(lock_endpoints)), []
+                 tuple(lock_endpoints), **topology), []
 
 
 def _spec(props: Mapping[str, Any]) -> _Spec:
@@ -563,6 +714,7 @@ class _Checked:
     """What the pre-flight found: the server_id each replica endpoint must still reach."""
 
     replica_server_ids: tuple[int, ...]
+    primary_read_only: bool = False
 
 
 def _identify_replica(spec: _Spec,
@@ -576,7 +728,8 @@ def _identify_replica(spec: _Spec,
     return identity, status, problems
 
 
-def _preflight(spec: _Spec, *, converging: bool) -> _Checked:
+def _preflight(spec: _Spec, *, converging: bool,
+               primary_may_be_read_only: bool = False) -> _Checked:
     """Run every refusal on every server before the first statement that changes one.
 
     Refused: a server that cannot be reached (its checks cannot run), of another flavor
@@ -596,7 +749,7 @@ def _preflight(spec: _Spec, *, converging: bool) -> _Checked:
     if primary_id is not None:
         refusals += [f"{spec.primary_label}: {p}"
                      for p in identity_problems(spec.flavor, primary_id)]
-        if converging and primary_id.read_only:
+        if converging and primary_id.read_only and not primary_may_be_read_only:
             refusals.append(f"{spec.primary_label}: read_only is ON: the primary is writable "
                             "by design, so this endpoint may reach a replica")
     statuses: list[ReplicaStatus | None] = []
@@ -610,8 +763,10 @@ def _preflight(spec: _Spec, *, converging: bool) -> _Checked:
             statuses.append(None)
             continue
         if primary_id is not None:
-            problems += replica_refusals(index + 1, identity, primary_id.server_id, seen)
-        seen.setdefault(identity.server_id, index + 1)
+            problems += replica_refusals(spec.replica_ordinal(index), identity,
+                                         primary_id.server_id, seen,
+                                         primary_ordinal=spec.current)
+        seen.setdefault(identity.server_id, spec.replica_ordinal(index))
         if converging and not identity.read_only:
             problems.append(f"read_only is OFF (server_id {identity.server_id}). "
                             f"{_READ_ONLY_HINT}")
@@ -631,7 +786,8 @@ def _preflight(spec: _Spec, *, converging: bool) -> _Checked:
     if refusals:
         raise ReplicationError("refused before changing anything (nothing was changed on any "
                                "server):\n  - " + "\n  - ".join(refusals))
-    return _Checked(tuple(s.server_id for s in statuses if s is not None))
+    return _Checked(tuple(s.server_id for s in statuses if s is not None),
+                    primary_read_only=bool(primary_id and primary_id.read_only))
 
 
 def _same_server(label: str, status: ReplicaStatus, server_id: int) -> None:
@@ -701,11 +857,67 @@ class _Observation:
     primary_position: str
     replicas: tuple[dict[str, Any], ...]
     problems: tuple[str, ...]
+    durability: dict[str, Any] = field(default_factory=dict)
 
     def outputs(self) -> dict[str, Any]:
         return {"replica_status": list(self.replicas),
                 "primary_gtid_position": self.primary_position,
-                "in_sync": not self.problems}
+                "in_sync": not self.problems,
+                "durability_status": self.durability}
+
+
+def _durability_problems(spec: _Spec) -> tuple[dict[str, Any], list[str]]:
+    """What the primary really does, and how that differs from the declared durability.
+
+    Never claims semisync while running async: a primary whose replicas did not
+    acknowledge within the timeout keeps committing (the documented choice: availability
+    over blocking) but reports OFF, and that is drift here.
+    """
+    with _admin(spec, spec.primary_label, spec.primary) as primary:
+        state = spec.dialect.parse_semisync(primary.one(spec.dialect.semisync_state))
+    actual = ("semisync" if state.source_enabled and state.source_active
+              else "async (semisync enabled, fallen back)" if state.source_enabled
+              else "async")
+    status = {"declared": spec.durability, "actual": actual,
+              "timeout_ms": state.timeout_ms, "wait_count": state.wait_count}
+    problems = []
+    if spec.durability == "semisync" and actual != "semisync":
+        problems.append(
+            f"{spec.primary_label}: durability is declared semisync but the primary runs "
+            f"{actual}: no {spec.semisync_wait_count} replica(s) acknowledged within "
+            f"semisync_timeout_seconds={spec.semisync_timeout_seconds} (or semisync is off)")
+    if spec.durability == "async" and state.source_enabled:
+        problems.append(f"{spec.primary_label}: semisync is enabled but durability is async")
+    return {**status, "drift": problems}, problems
+
+
+def _ensure_durability(spec: _Spec, guard: _Guard) -> None:
+    """Primary waits for acknowledgements (or not); every replica acknowledges (or not)."""
+    dialect = spec.dialect
+    semisync = spec.durability == "semisync"
+    servers = _TopologyServers(spec)
+    for ordinal in range(len(spec.servers)):
+        with _admin(spec, spec.server_label(ordinal), spec.servers[ordinal]) as server:
+            state = dialect.parse_semisync(server.one(dialect.semisync_state))
+        statements: list[Statement] = []
+        if ordinal == spec.current:
+            want_timeout = spec.semisync_timeout_seconds * 1000
+            if state.source_enabled != semisync or (semisync and (
+                    state.timeout_ms != want_timeout
+                    or state.wait_count != spec.semisync_wait_count)):
+                statements += dialect.semisync_source(semisync, spec.semisync_timeout_seconds,
+                                                      spec.semisync_wait_count)
+        else:
+            if state.source_enabled:  # a demoted primary must not wait for anyone
+                statements += dialect.semisync_source(False, 0, 0)
+            if state.replica_enabled != semisync:
+                statements += dialect.semisync_replica(semisync)
+        if not statements:
+            continue
+        guard.check(f"changing durability on {spec.server_label(ordinal)}")
+        with servers.session(ordinal) as server:
+            for statement in statements:
+                server.run(statement)
 
 
 def _observe(spec: _Spec, *, with_position: bool) -> _Observation:
@@ -732,9 +944,16 @@ def _observe(spec: _Spec, *, with_position: bool) -> _Observation:
             position, _ = _primary_gtids(spec)
     except ReplicationError as error:
         problems.append(str(error))
+    durability: dict[str, Any] = {}
+    try:
+        durability, durability_problems = _durability_problems(spec)
+        problems += durability_problems
+    except ReplicationError as error:
+        problems.append(str(error))
     replicas = []
     for index, status in enumerate(statuses):
-        base: dict[str, Any] = {"ordinal": index + 1, "endpoint": str(spec.replicas[index])}
+        base: dict[str, Any] = {"ordinal": spec.replica_ordinal(index),
+                                "endpoint": str(spec.replicas[index])}
         if status is None:
             unreachable = errors[index]
             replicas.append({**base, "reachable": False, "error": unreachable,
@@ -745,7 +964,7 @@ def _observe(spec: _Spec, *, with_position: bool) -> _Observation:
         replicas.append({**base, "reachable": True, "error": "", **status.to_output(),
                          "drift": drift})
         problems += [f"{spec.replica_label(index)}: {d}" for d in drift]
-    return _Observation(position, tuple(replicas), tuple(problems))
+    return _Observation(position, tuple(replicas), tuple(problems), durability)
 
 
 class _Guard:
@@ -758,6 +977,11 @@ class _Guard:
 
     def __init__(self, lock: distlock.Lock | None = None) -> None:
         self.lock = lock
+
+    @property
+    def token(self) -> int | None:
+        """The lock's fencing token: the epoch of a topology change made under it."""
+        return None if self.lock is None else self.lock.token
 
     def check(self, before: str) -> None:
         if self.lock is None:
@@ -809,42 +1033,197 @@ def _cluster_lock(spec: _Spec) -> Iterator[_Guard]:
             backend.close()
 
 
-def _converge(spec: _Spec, *, rewrite_password: bool, old: _Spec | None) -> dict[str, Any]:
+class _TopologyServers:
+    """The switchover engine's view of the servers: by ordinal, as the topology account."""
+
+    def __init__(self, spec: _Spec) -> None:
+        self.spec = spec
+
+    def session(self, ordinal: int, *, read_timeout: int = 60) -> Any:
+        return _session(self.label(ordinal), self.spec.servers[ordinal],
+                        self.spec.topology_user, self.spec.topology_password,
+                        read_timeout=read_timeout)
+
+    def label(self, ordinal: int) -> str:
+        return self.spec.server_label(ordinal)
+
+
+def _record_store(spec: _Spec) -> RecordStore | None:
+    if not spec.record_name:
+        return None
+    return KubernetesRecordStore(spec.record_namespace, spec.record_name)
+
+
+@dataclass(frozen=True)
+class _Claim:
+    store: RecordStore | None
+    record: PrimaryRecord | None
+    current: int   # the recorded primary (ordinal 0 before any record)
+    epoch: int     # this run's epoch
+
+
+def _claim(spec: _Spec, guard: _Guard, seen_epoch: int | None) -> _Claim:
+    """Read the record and decide this run's epoch; refuse a run that is out of date.
+
+    ``seen_epoch``: the epoch this stack's state last saw. A record at another epoch was
+    changed by another run since: this run's plan was made on a topology that is gone.
+    """
+    store = _record_store(spec)
+    if store is None:
+        if spec.primary_ordinal:
+            raise ReplicationError(
+                f"primary_ordinal {spec.primary_ordinal}: a switchover needs the primary "
+                "record (record_namespace/record_name); nothing was changed")
+        return _Claim(None, None, 0, 0)
+    try:
+        record = store.read()
+    except RecordError as error:
+        raise ReplicationError(f"{error}; nothing was changed") from None
+    if record is not None and seen_epoch is not None and record.epoch != seen_epoch:
+        raise ReplicationError(
+            f"{store.describe()} is at epoch {record.epoch} (primary ordinal "
+            f"{record.primary}), but this stack last saw epoch {seen_epoch}: another run "
+            "changed the topology since; nothing was changed. Run `pulumi refresh`, then "
+            "`pulumi up` again")
+    current = record.primary if record is not None else 0
+    if current >= len(spec.servers):
+        raise ReplicationError(
+            f"{store.describe()} names primary ordinal {current}, but the stack has "
+            f"{len(spec.servers)} server(s): switch over to a lower ordinal before scaling "
+            "down; nothing was changed")
+    token = guard.token
+    epoch = token if token is not None else (record.epoch + 1 if record else 1)
+    if record is not None and epoch <= record.epoch:
+        raise ReplicationError(
+            f"epoch {epoch} (this run's lock token) is older than {store.describe()}'s epoch "
+            f"{record.epoch}: refused; nothing was changed")
+    return _Claim(store, record, current, epoch)
+
+
+def _candidate_refusals(view: _Spec, target: int) -> list[str]:
+    """Why ordinal ``target`` cannot become the primary of ``view``'s cluster."""
+    index = target if target < view.current else target - 1
+    label = view.replica_label(index)
+    with _admin(view, label, view.replicas[index]) as replica:
+        status = _replica_status(replica, view.dialect)
+    [checked] = _with_errant(view, [status])
+    assert checked is not None
+    return [f"switchover candidate {label}: {problem}"
+            for problem in replica_drift(checked, view.desired)]
+
+
+def _switch(spec: _Spec, view: _Spec, claim: _Claim) -> _Claim:
+    """Move the primary from ``claim.current`` to ``spec.primary_ordinal``."""
+    assert claim.store is not None
+    target = spec.primary_ordinal
+    refusals = _candidate_refusals(view, target)
+    if not spec.topology_user:
+        refusals.append("a switchover needs topology_user (the account that may set "
+                        "read_only and end sessions)")
+    if refusals:
+        raise ReplicationError("switchover refused before changing anything:\n  - "
+                               + "\n  - ".join(refusals))
+    source = spec.sources[target]
+    plan = Plan(old=claim.current, new=target, ordinals=tuple(range(len(spec.servers))),
+                epoch=claim.epoch, grace_seconds=spec.switchover_grace_seconds,
+                timeout_seconds=spec.switchover_timeout_seconds,
+                topology_user=spec.topology_user,
+                source=Source(source.host, source.port, spec.replication_user,
+                              spec.replication_password))
+    try:
+        outcome = switchover(_TopologyServers(spec), spec.dialect, plan, claim.store,
+                             record=claim.record)
+    except (SwitchoverError, RecordError) as error:
+        raise ReplicationError(str(error)) from None
+    return dataclasses.replace(claim, record=outcome.record, current=target)
+
+
+def _open_primary(spec: _Spec, claim: _Claim) -> _Claim:
+    """The recorded primary is read-only (every server starts so): this epoch opens it."""
+    assert claim.store is not None
+    if not spec.topology_user:
+        raise ReplicationError(f"{spec.server_label(claim.current)}: the recorded primary is "
+                               "read-only and making it writable needs topology_user")
+    try:
+        record = claim.store.write(claim.current, claim.epoch, claim.record)
+        make_writable(_TopologyServers(spec), spec.dialect, claim.current, claim.epoch,
+                      claim.store)
+    except RecordError as error:
+        raise ReplicationError(str(error)) from None
+    return dataclasses.replace(claim, record=record)
+
+
+def _converge(spec: _Spec, *, rewrite_password: bool, old: _Spec | None,
+              seen_epoch: int | None = None) -> dict[str, Any]:
     """Make the live cluster match ``spec``, wait for the replicas, return the outputs."""
     with _cluster_lock(spec) as guard:
         # The converge's own deadline starts once the lock is held.
         deadline = time.monotonic() + spec.timeout_seconds
-        checked = _preflight(spec, converging=True)
-        account_changed = _ensure_replication_account(spec, guard)
+        claim = _claim(spec, guard, seen_epoch)
+        view = spec.at(claim.current)
+        checked = _preflight(view, converging=True,
+                             primary_may_be_read_only=claim.store is not None)
+        if spec.primary_ordinal != claim.current:
+            claim = _switch(spec, view, claim)
+            view = spec.at(claim.current)
+            checked = _preflight(view, converging=True)
+        elif checked.primary_read_only:
+            claim = _open_primary(spec, claim)
+        elif claim.store is not None and claim.record is None:
+            claim = dataclasses.replace(claim, record=claim.store.write(
+                claim.current, claim.epoch, None))
+        account_changed = _ensure_replication_account(view, guard)
         failures: list[str] = []
         healthy: list[int] = []
-        for index in range(len(spec.replicas)):
+        for index in range(len(view.replicas)):
             try:
                 # A changed account means the replicas' stored password may be stale too.
-                _repair_replica(spec, index, guard, checked.replica_server_ids[index],
+                _repair_replica(view, index, guard, checked.replica_server_ids[index],
                                 rewrite_password=rewrite_password or account_changed)
                 healthy.append(index)
             except ReplicationError as error:
                 failures.append(str(error))
-        position, _ = _primary_gtids(spec)
+        # After the repairs: a replica's IO thread restarts to pick its setting up.
+        _ensure_durability(view, guard)
+        position, _ = _primary_gtids(view)
         for index in healthy:
             try:
-                _wait_caught_up(spec, index, position, deadline)
+                _wait_caught_up(view, index, position, deadline)
             except ReplicationError as error:
                 failures.append(str(error))
         if (not failures and old is not None
                 and old.replication_user != spec.replication_user):
             # Every replica now uses the new account; the old one is ours to remove.
             guard.check(f"dropping {old.replication_user!r}")
-            with _admin(spec, spec.primary_label, spec.primary) as primary:
+            with _admin(view, view.primary_label, view.primary) as primary:
                 primary.run(spec.dialect.drop_user(old.replication_user))
-        observation = _observe(spec, with_position=False)
+        observation = _observe(view, with_position=False)
     # An up never succeeds with drift in its own outputs (a write on a replica, a thread
     # that stopped since its wait ended): what it reports is what it verified.
     failures = failures or list(observation.problems)
     if failures:
         raise ReplicationError("replication did not converge:\n  - " + "\n  - ".join(failures))
-    return {**observation.outputs(), "primary_gtid_position": position}
+    return {**observation.outputs(), "primary_gtid_position": position,
+            **_record_outputs(claim.record)}
+
+
+def _record_outputs(record: PrimaryRecord | None) -> dict[str, Any]:
+    return {"epoch": record.epoch if record else 0,
+            "recorded_primary": record.primary if record else 0}
+
+
+def _seen_epoch(olds: Mapping[str, Any]) -> int | None:
+    return whole_number(olds.get("epoch")) if olds.get("epoch") else None
+
+
+def _recorded(spec: _Spec) -> PrimaryRecord | None:
+    store = _record_store(spec)
+    if store is None:
+        return None
+    try:
+        return store.read()
+    except RecordError as error:
+        raise ReplicationError(str(error)) from None
 
 
 def _teardown(spec: _Spec) -> None:
@@ -897,20 +1276,29 @@ class _ReplicationProvider(pulumi.dynamic.ResourceProvider):
             return DiffResult(changes=True, replaces=[], delete_before_replace=False)
         # Inputs unchanged: the live cluster decides. Unreachable servers count as drift,
         # so the update runs and reports the connection error with its context.
-        drifted = bool(_observe(spec, with_position=False).problems)
+        record = _recorded(spec)
+        current = record.primary if record else 0
+        if current != spec.primary_ordinal or current >= len(spec.servers):
+            return DiffResult(changes=True, replaces=[], delete_before_replace=False)
+        drifted = bool(_observe(spec.at(current), with_position=False).problems)
         return DiffResult(changes=drifted, replaces=[], delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         spec = _spec(news)
         old, _ = _parse(olds, strict=False)
         rewrite = old is None or old.replication_password != spec.replication_password
-        outputs = _converge(spec, rewrite_password=rewrite, old=old)
+        outputs = _converge(spec, rewrite_password=rewrite, old=old,
+                            seen_epoch=_seen_epoch(olds))
         return UpdateResult({**spec.to_props(), **outputs})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         spec = _spec(props)
-        observation = _observe(spec, with_position=True)
-        return ReadResult(id_, {**spec.to_props(), **observation.outputs()})
+        record = _recorded(spec)
+        current = record.primary if record else 0
+        view = spec.at(current) if current < len(spec.servers) else spec
+        observation = _observe(view, with_position=True)
+        return ReadResult(id_, {**spec.to_props(), **observation.outputs(),
+                                **_record_outputs(record)})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         _teardown(_spec(props))

@@ -1,0 +1,175 @@
+"""The switchover engine statement by statement, for both flavors, without a server.
+
+MySQL 8.4 exists only here: every statement it would receive is pinned. The servers are
+a fake that records what each ordinal was sent and answers the few reads the engine
+makes; the record is the in-memory store with the same compare-and-swap rules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from components.mysql._record import (
+    MemoryRecordStore,
+    PrimaryRecord,
+    RecordConflict,
+    StaleEpoch,
+    fence,
+)
+from components.mysql._replication_sql import DIALECTS, Statement
+from components.mysql._switchover import Plan, Source, SwitchoverError, switchover
+from components.mysql.flavor import Flavor
+
+POSITIONS: dict[Flavor, str] = {"mariadb": "0-1-42",
+                                "mysql": "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-42"}
+
+
+@dataclass
+class FakeSession:
+    ordinal: int
+    log: list[tuple[int, str]]
+    flavor: Flavor
+    caught_up: bool
+
+    def run(self, statement: Statement) -> list[dict[str, Any]]:
+        self.log.append((self.ordinal, statement.display()))
+        sql = statement.sql
+        position = POSITIONS[self.flavor]
+        if "PROCESSLIST" in sql:
+            return []
+        if "WAIT" in sql:
+            return [{"result": 0 if self.caught_up else -1}]
+        if "gtid_binlog_pos AS position" in sql or "BINARY LOG STATUS" in sql:
+            return [{"position": position, "Executed_Gtid_Set": position}]
+        if "gtid_binlog_state" in sql or "gtid_executed" in sql:
+            return [{"gtid_binlog_state": position, "gtid_position": position}]
+        return []
+
+    def one(self, statement: Statement) -> dict[str, Any] | None:
+        rows = self.run(statement)
+        return rows[0] if rows else None
+
+
+@dataclass
+class FakeServers:
+    flavor: Flavor
+    caught_up: bool = True
+    log: list[tuple[int, str]] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def session(self, ordinal: int, *, read_timeout: int = 60) -> Iterator[FakeSession]:
+        del read_timeout
+        yield FakeSession(ordinal, self.log, self.flavor, self.caught_up)
+
+    def label(self, ordinal: int) -> str:
+        return f"server {ordinal}"
+
+    def changes(self) -> list[tuple[int, str]]:
+        """Everything sent except reads."""
+        return [(o, sql) for o, sql in self.log if not sql.startswith("SELECT")
+                and not sql.startswith("SHOW")]
+
+
+def _plan(epoch: int = 7, timeout: float = 1) -> Plan:
+    return Plan(old=0, new=1, ordinals=(0, 1, 2), epoch=epoch, grace_seconds=0,
+                timeout_seconds=timeout, topology_user="topology",
+                source=Source("db-1.db-headless", 3306, "repl", "s3cret"))
+
+
+MYSQL_CHANGE = ("CHANGE REPLICATION SOURCE TO SOURCE_HOST='db-1.db-headless', "
+                "SOURCE_PORT=3306, SOURCE_USER='repl', SOURCE_PASSWORD='***', "
+                "SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1")
+
+
+@pytest.mark.parametrize("flavor", ["mysql", "mariadb"])
+def test_statements_in_order(flavor: Flavor) -> None:
+    dialect = DIALECTS[flavor]
+    servers = FakeServers(flavor)
+    store = MemoryRecordStore(PrimaryRecord(0, 3, "1"))
+    outcome = switchover(servers, dialect, _plan(), store, record=store.read())
+    change = dialect.change_source("db-1.db-headless", 3306, "repl", "s3cret").display()
+    if flavor == "mysql":
+        assert change == MYSQL_CHANGE
+        assert servers.changes() == [
+            (0, "SET GLOBAL super_read_only = ON"),
+            (1, "STOP REPLICA"),
+            (1, "RESET REPLICA ALL"),
+            (1, "SET GLOBAL super_read_only = OFF"),
+            (1, "SET GLOBAL read_only = OFF"),
+            (0, "STOP REPLICA"), (0, change), (0, "START REPLICA"),
+            (2, "STOP REPLICA"), (2, change), (2, "START REPLICA"),
+        ]
+        assert (1, "SELECT WAIT_FOR_EXECUTED_GTID_SET('"
+                   f"{POSITIONS['mysql']}', 1) AS result") in servers.log
+    else:
+        stop, start = dialect.stop.sql, dialect.start.sql
+        assert servers.changes() == [
+            (0, "SET GLOBAL read_only = ON"),
+            (1, stop),
+            (1, "RESET REPLICA ALL"),
+            (1, "SET GLOBAL read_only = OFF"),
+            (0, stop), (0, "SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos"),
+            (0, change), (0, start),
+            (2, stop), (2, change), (2, start),
+        ]
+        assert (1, f"SELECT MASTER_GTID_WAIT('{POSITIONS['mariadb']}', 1) AS result") in (
+            servers.log)
+    assert "s3cret" not in repr(servers.log)
+    # The epoch was claimed before any server changed, then moved with the primary.
+    assert [(r.primary, r.epoch) for r in store.writes] == [(0, 7), (1, 7)]
+    assert outcome.record == PrimaryRecord(1, 7, "3")
+    assert outcome.position == POSITIONS[flavor]
+
+
+@pytest.mark.parametrize("flavor", ["mysql", "mariadb"])
+def test_timeout_rolls_back_the_old_primary_only(flavor: Flavor) -> None:
+    dialect = DIALECTS[flavor]
+    servers = FakeServers(flavor, caught_up=False)
+    store = MemoryRecordStore(PrimaryRecord(0, 3, "1"))
+    with pytest.raises(SwitchoverError, match=r"rolled back.*switchoverTimeoutSeconds=1"):
+        switchover(servers, dialect, _plan(), store, record=store.read())
+    read_only_on = [s.sql for s in dialect.read_only_on]
+    writable = [s.sql for s in dialect.writable]
+    assert servers.changes() == [(0, s) for s in read_only_on + writable]
+    assert store.read() == PrimaryRecord(0, 7, "2")  # the primary never moved
+
+
+def test_an_older_epoch_changes_nothing() -> None:
+    servers = FakeServers("mysql")
+    store = MemoryRecordStore(PrimaryRecord(0, 3, "1"))
+    stale = store.read()
+    store.write(0, 9, stale)  # a newer run claimed the cluster meanwhile
+    with pytest.raises(RecordConflict):
+        switchover(servers, DIALECTS["mysql"], _plan(epoch=7), store, record=stale)
+    assert servers.log == []
+
+
+def test_a_run_overtaken_mid_way_stops_before_its_next_write() -> None:
+    servers = FakeServers("mariadb")
+    store = MemoryRecordStore(PrimaryRecord(0, 3, "1"))
+
+    class Overtaken(FakeServers):
+        @contextlib.contextmanager
+        def session(self, ordinal: int, *, read_timeout: int = 60) -> Iterator[FakeSession]:
+            if ordinal == 1 and any(o == 1 for o, _ in self.log):
+                current = store.read()
+                assert current is not None
+                if current.epoch == 7:
+                    store.write(0, 8, current)  # another run took over after the wait
+            with super().session(ordinal, read_timeout=read_timeout) as session:
+                yield session
+
+    servers = Overtaken("mariadb")
+    with pytest.raises(SwitchoverError) as failure:
+        switchover(servers, DIALECTS["mariadb"], _plan(), store, record=store.read())
+    assert "epoch 7 is not the record's epoch 8" in str(failure.value)
+    # Never promoted: the candidate's replication was not reset nor made writable.
+    assert not any(o == 1 and ("RESET" in sql or "read_only = OFF" in sql)
+                   for o, sql in servers.changes())
+    with pytest.raises(StaleEpoch):
+        fence(store, 7, "anything")
