@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -92,7 +92,7 @@ def metadata(name: str, namespace: str, labels: AppLabels, *,
              annotations: Mapping[str, str] | None = None) -> k8s.meta.v1.ObjectMetaArgsDict:
     """ObjectMeta with an explicit name: we never rely on Pulumi auto-naming for objects
     that scripts, DNS names or other components refer to by name."""
-    meta: k8s.meta.v1.ObjectMetaArgsDict = {
+    meta: dict[str, Any] = {
         "name": name, "namespace": namespace, "labels": labels.all(extra_labels)}
     if annotations:
         meta["annotations"] = dict(annotations)
@@ -176,7 +176,7 @@ def anti_affinity(spread: Spread, selector: Mapping[str, str]) -> _core.Affinity
     }
 
 
-def place(spec: _core.PodSpecArgsDict, spread: Spread, selector: Mapping[str, str],
+def place(spec: dict[str, Any], spread: Spread, selector: Mapping[str, str],
           node_selector: Sequence[tuple[str, str]] = ()) -> None:
     """Set the scheduling fields of a pod spec in place: topology spread and anti-affinity
     per ``spread``, and the node selector."""
@@ -206,7 +206,7 @@ def data_claim_template(labels: AppLabels, storage: str,
     Selector labels only: any change to a claim template forces the StatefulSet to be
     replaced, and the full label set carries the version, which changes on upgrades.
     """
-    spec: _core.PersistentVolumeClaimSpecArgsDict = {
+    spec: dict[str, Any] = {
         "access_modes": ["ReadWriteOnce"],
         "resources": {"requests": {"storage": storage}},
     }
@@ -229,7 +229,7 @@ def empty_dir(name: str, *, memory: bool = False,
               size_limit: str | None = None) -> _core.VolumeArgsDict:
     """A scratch volume; ``memory`` keeps secrets-bearing files (client option files) off
     disk."""
-    source: _core.EmptyDirVolumeSourceArgsDict = {}
+    source: dict[str, Any] = {}
     if memory:
         source["medium"] = "Memory"
     if size_limit:
@@ -277,8 +277,7 @@ __all__ = [
 
 def mount(name: str, path: str, *, read_only: bool = False,
           sub_path: str | None = None) -> _core.VolumeMountArgsDict:
-    volume_mount: _core.VolumeMountArgsDict = {"name": name, "mount_path": path,
-                                               "read_only": read_only}
+    volume_mount: dict[str, Any] = {"name": name, "mount_path": path, "read_only": read_only}
     if sub_path:
         volume_mount["sub_path"] = sub_path
     return volume_mount
@@ -286,7 +285,7 @@ def mount(name: str, path: str, *, read_only: bool = False,
 
 def requirements(resources: Resources) -> _core.ResourceRequirementsArgsDict:
     """Container requests and limits; a limit left unset is omitted, not sent empty."""
-    spec: _core.ResourceRequirementsArgsDict = {
+    spec: dict[str, Any] = {
         "requests": {"cpu": resources.requests_cpu, "memory": resources.requests_memory}}
     limits = {k: v for k, v in (("cpu", resources.limits_cpu),
                                 ("memory", resources.limits_memory)) if v}

@@ -68,6 +68,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -354,7 +355,7 @@ def _pod_spec(config: EtcdConfig, names: _Names, labels: _kube.AppLabels, token:
             *_tls_mounts(config, peer=True),
         ],
     }
-    spec: k8s.core.v1.PodSpecArgsDict = {
+    spec: dict[str, Any] = {
         "automount_service_account_token": False,
         "enable_service_links": False,
         "termination_grace_period_seconds": 30,
@@ -566,7 +567,7 @@ class EtcdCluster(pulumi.ComponentResource):
 
     def _snapshots(self, name: str, config: EtcdConfig, names: _Names,
                    labels: _kube.AppLabels, scripts: k8s.core.v1.ConfigMap) -> None:
-        claim: k8s.core.v1.PersistentVolumeClaimSpecArgsDict = {
+        claim: dict[str, Any] = {
             "access_modes": ["ReadWriteOnce"],
             "resources": {"requests": {"storage": config.snapshot.storage}},
         }

@@ -20,6 +20,7 @@ namespaces) on one cluster must not fight over one name.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -97,7 +98,7 @@ def lock_user_binding(resource_name: str, *, role_name: pulumi.Input[str],
     subjects = _subjects(service_accounts)
     role_ref: _rbac.RoleRefArgsDict = {"api_group": "rbac.authorization.k8s.io",
                                        "kind": "ClusterRole", "name": role_name}
-    metadata: k8s.meta.v1.ObjectMetaArgsDict = {"labels": labels or {}}
+    metadata: dict[str, Any] = {"labels": labels or {}}
     if namespace is None:
         return _rbac.ClusterRoleBinding(resource_name, metadata=metadata, role_ref=role_ref,
                                         subjects=subjects, opts=opts)

@@ -77,7 +77,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -559,7 +559,7 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
     ]
     primary_selector = f"{POD_INDEX_LABEL}=0"
     replica_selector = f"{POD_INDEX_LABEL},{POD_INDEX_LABEL}!=0"
-    spec: k8s.core.v1.PodSpecArgsDict = {
+    spec: dict[str, Any] = {
         "service_account_name": names.labeler,
         "automount_service_account_token": False,
         "enable_service_links": False,
