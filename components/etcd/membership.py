@@ -331,8 +331,12 @@ class EtcdMembershipProvider(ResourceProvider):
         gateway = _Gateway(props.get("endpoints") or [], timeout=min(timeout, 10.0),
                            tls=props.get("tls") or {})
         members: list[dict[str, str]] = list(props.get("members") or [])
+        # A leader change right after a member left is transient: retried within the
+        # gateway's timeout like every other step, so refresh does not miss real drift.
+        deadline = time.monotonic() + min(timeout, 10.0)
         try:
-            observed = _observe(gateway, members, members)
+            observed = _retrying("reading the member list", deadline,
+                                 lambda: _observe(gateway, members, members))
         except MembershipError as error:
             # Not drift: an up must still be able to fix the pods that make etcd
             # unreachable (the StatefulSet depends on this resource), and the

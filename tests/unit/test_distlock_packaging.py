@@ -24,10 +24,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _readme_example() -> str:
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## Distributed locks"):]
+    """The Python example of the locks documentation (moved there from the README)."""
+    section = (REPO / "docs" / "locks.md").read_text()
     match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match is not None, "the README's distlock section has no Python example"
+    assert match is not None, "docs/locks.md has no Python example"
     return match.group(1)
 
 
