@@ -14,6 +14,7 @@ provider returned, and stops one only after the provider removed it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import shutil
@@ -614,15 +615,22 @@ def test_a_member_whose_data_dir_was_lost_is_removed_and_re_added(
     assert voters(pods.client_url(0)) == ["etcd-0", "etcd-1", "etcd-2"]
 
 
-def test_a_removal_that_would_lose_quorum_is_refused_by_the_provider(
-        statefulset: LocalStatefulSet, tmp_path: Path) -> None:
-    pods = statefulset
+@contextlib.contextmanager
+def deployed(pods: LocalStatefulSet, tmp_path: Path) -> Iterator[ResourceDriver]:
+    """Three running members and the EtcdMembership resource created for them."""
     start_initial(pods)
     with ProviderServer(log_path=tmp_path / "provider.log") as server:
         server.configure()
         driver = ResourceDriver(server, EtcdMembershipProvider(), type_name=TYPE_NAME,
                                 name="locks-membership")
         driver.up(membership_inputs(pods, 3))
+        yield driver
+
+
+def test_a_removal_that_would_lose_quorum_is_refused_by_the_provider(
+        statefulset: LocalStatefulSet, tmp_path: Path) -> None:
+    pods = statefulset
+    with deployed(pods, tmp_path) as driver:
         pods.kill(1)
         # 3 -> 1 starts by removing etcd-2, which leaves etcd-0 and the dead etcd-1: two
         # voters, whose quorum of two only etcd-0 could vote in. etcd refuses from its live

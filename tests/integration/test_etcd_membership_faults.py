@@ -9,31 +9,28 @@ the kubelet (including the exec readiness probe, run as the kubelet runs it).
 from __future__ import annotations
 
 import base64
-import contextlib
 import subprocess
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from components.etcd.cluster import METRICS_PORT
-from components.etcd.membership import DESIRED_MEMBERS_KEY, EtcdMembershipProvider
+from components.etcd.membership import DESIRED_MEMBERS_KEY
 from tests.integration.test_etcd_cluster import (
-    TYPE_NAME,
     LocalStatefulSet,
+    deployed,
     etcdctl_that_never_promotes,
     listed,
     membership_inputs,
     mount,
-    start_initial,
     statefulset,
     voters,
     wait_voter,
 )
 from tests.support.etcd import gateway
 from tests.support.procs import wait_until
-from tests.support.provider_server import ProviderError, ProviderServer, ResourceDriver
+from tests.support.provider_server import ProviderError
 
 pytestmark = pytest.mark.integration
 __all__ = ["statefulset"]  # the fixture, re-used
@@ -61,18 +58,6 @@ def by_hand(endpoint: str, path: str, body: dict[str, object]) -> None:
     cluster") until every voter has been connected for 5 s, and etcdctl retries."""
     wait_until(lambda: gateway(endpoint, path, body) or True, timeout=30,
                what=f"etcd to accept {path} {body}")
-
-
-@contextlib.contextmanager
-def deployed(pods: LocalStatefulSet, tmp_path: Path) -> Iterator[ResourceDriver]:
-    """Three running members and the EtcdMembership resource created for them."""
-    start_initial(pods)
-    with ProviderServer(log_path=tmp_path / "provider.log") as server:
-        server.configure()
-        driver = ResourceDriver(server, EtcdMembershipProvider(), type_name=TYPE_NAME,
-                                name="locks-membership")
-        driver.up(membership_inputs(pods, 3))
-        yield driver
 
 
 # Failed once in a full CI rehearsal: etcd-3 passed readiness only after the 30 s wait
