@@ -661,6 +661,9 @@ class MetricsConfig(_Validated):
                          "and metrics Services for MySQL and etcd", default=False)
     exporter_image: str = _key("images.exporter", _PINNED, "mysqld_exporter image",
                                default=EXPORTER_DEFAULT_IMAGE)
+    scrape_namespaces: tuple[str, ...] = _key(
+        "scrapeNamespaces", _NAMESPACES, "namespaces (besides the cluster's own) whose pods "
+        "may scrape the metrics ports: where Prometheus runs", default=())
     service_monitor: bool = _key("serviceMonitor.enabled", _BOOLEAN, "ServiceMonitors for "
                                  "MySQL and etcd (prometheus-operator CRD)", default=False)
     prometheus_rule: bool = _key("prometheusRule.enabled", _BOOLEAN, "a PrometheusRule with "

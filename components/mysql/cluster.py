@@ -75,7 +75,7 @@ port-forward endpoints, with the admin and replication passwords as secrets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -85,8 +85,8 @@ import pulumi_random as random
 
 from components import _kube
 from components._kube import mount
-from components.config import Endpoint, MySQLConfig
-from components.mysql import credentials
+from components.config import Endpoint, MetricsConfig, MySQLConfig
+from components.mysql import _metrics, _tls, credentials
 from components.mysql.credentials import CREDENTIALS_DIR, PASSWORD_VARIABLES
 from components.mysql.flavor import FLAVORS, FlavorSpec
 from components.mysql.replication import ReplicationInit, ReplicationInitArgs
@@ -114,6 +114,7 @@ ADMIN_USER = "admin"
 REPLICATION_USER = "repl"
 MONITOR_USER = "monitor"
 BACKUP_USER = "backup"
+EXPORTER_USER = "exporter"
 # How long the server may take to accept connections after its container starts (crash
 # recovery of a large instance takes minutes). The mysql container's startup probe allows
 # this much, and backup-server.sh waits this long for the server before it gives up.
@@ -139,6 +140,10 @@ class MySQLClusterArgs:
     lock_endpoints: tuple[str, ...] = ()
     # What serves those URLs (the EtcdCluster): ReplicationInit waits until it is ready.
     lock_service: pulumi.Resource | None = None
+    # The exporter sidecar, the metrics Services, ServiceMonitor and PrometheusRule.
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    # etcd's metrics Service: the ``job`` of the etcd alert rules.
+    etcd_metrics_job: str = "etcd-metrics"
 
 
 def server_id_base(project: str, stack: str, namespace: str, name: str) -> int:
@@ -147,15 +152,17 @@ def server_id_base(project: str, stack: str, namespace: str, name: str) -> int:
     return _SERVER_ID_BLOCK * (1 + int.from_bytes(digest[:8], "big") % _SERVER_ID_BLOCKS)
 
 
-def pod_files(flavor: str) -> dict[str, str]:
-    """ConfigMap data: every script and every server config of ``flavor``, by file name."""
+def pod_files(flavor: str, *, tls: bool = False) -> dict[str, str]:
+    """ConfigMap data: every script and every server config of ``flavor`` (and ``tls``: the
+    TLS fragments init-config.sh copies), by file name."""
+    confs = [flavor, *(["tls"] if tls else [])]
     files = sorted(SCRIPTS_DIR.glob("*.sh")) + sorted(
-        p for p in (CONF_ROOT / flavor).glob("*") if p.is_file())
+        p for conf in confs for p in (CONF_ROOT / conf).glob("*") if p.is_file())
     data: dict[str, str] = {}
     for path in files:
         if path.name in data:
             raise MissingPodFilesError(
-                f"{path.name} exists both in {SCRIPTS_DIR} and {CONF_ROOT / flavor}; "
+                f"{path.name} exists twice in {SCRIPTS_DIR} and {CONF_ROOT}/{{{','.join(confs)}}}; "
                 "ConfigMap keys must be unique")
         data[path.name] = path.read_text(encoding="utf-8")
     missing = [n for n in (*REQUIRED_SCRIPTS, *REQUIRED_CONF) if n not in data]
@@ -197,6 +204,10 @@ class _Names:
         return f"{self.cluster}-config"
 
     @property
+    def metrics(self) -> str:
+        return f"{self.cluster}-metrics"
+
+    @property
     def labeler(self) -> str:
         return f"{self.cluster}-pod-labeler"
 
@@ -223,6 +234,7 @@ class _Plan:
     labels: _kube.AppLabels
     server_id_base: int
     files: dict[str, str]
+    metrics: MetricsConfig
 
 
 def _secret(value: pulumi.Output[T]) -> pulumi.Output[T]:
@@ -254,7 +266,8 @@ class MySQLCluster(pulumi.ComponentResource):
             labels=labels,
             server_id_base=config.server_id_base or server_id_base(
                 pulumi.get_project(), pulumi.get_stack(), namespace, config.name),
-            files=pod_files(config.flavor),
+            files=pod_files(config.flavor, tls=config.tls.enabled),
+            metrics=args.metrics,
         )
         child = pulumi.ResourceOptions(parent=self)
 
@@ -298,12 +311,14 @@ class MySQLCluster(pulumi.ComponentResource):
         k8s.networking.v1.NetworkPolicy(
             f"{name}-network-policy",
             metadata=_kube.metadata(names.statefulset, namespace, labels),
-            spec=_network_policy_spec(labels, config.client_namespaces),
+            spec=_network_policy_spec(labels, config.client_namespaces, args.metrics),
             opts=child,
         )
 
         if config.replication_init.enabled and config.replicas > 1:
             self._replication_init(name, plan, args, passwords, statefulset)
+        if args.metrics.enabled:
+            self._monitoring(name, plan, args, child)
 
         # The name is fixed; deriving it from the Secret makes consumers wait for it.
         self.secret_name = secret.id.apply(lambda _: names.secret)
@@ -350,6 +365,24 @@ class MySQLCluster(pulumi.ComponentResource):
                 },
                 opts=child,
             )
+
+    def _monitoring(self, name: str, plan: _Plan, args: MySQLClusterArgs,
+                    child: pulumi.ResourceOptions) -> None:
+        metrics, names = args.metrics, plan.names
+        _kube.metrics_service(f"{name}-metrics", name=names.metrics, namespace=plan.namespace,
+                              labels=plan.labels, port=_metrics.EXPORTER_PORT,
+                              service_monitor=metrics.service_monitor, opts=child)
+        if metrics.prometheus_rule:
+            settings = _metrics.AlertSettings(
+                mysql_job=names.metrics, etcd_job=args.etcd_metrics_job,
+                max_replica_lag_seconds=plan.config.max_replica_lag_seconds,
+                backup_margin_seconds=metrics.backup_margin_seconds,
+                binlog_archive_max_lag_seconds=metrics.binlog_archive_max_lag_seconds,
+                etcd_quota_ratio=metrics.etcd_quota_percent / 100,
+                lock_held_max_seconds=metrics.lock_held_max_seconds)
+            _metrics.prometheus_rule(f"{name}-alerts", name=names.cluster,
+                                     namespace=plan.namespace, labels=plan.labels,
+                                     settings=settings, opts=child)
 
     def _labeler_rbac(self, name: str, plan: _Plan, child: pulumi.ResourceOptions) -> None:
         names, namespace, labels = plan.names, plan.namespace, plan.labels
@@ -435,7 +468,10 @@ def _environment(plan: _Plan) -> list[k8s.core.v1.EnvVarArgsDict]:
         _kube.value_env("REPLICATION_USER", REPLICATION_USER),
         _kube.value_env("MONITOR_USER", MONITOR_USER),
         _kube.value_env("BACKUP_USER", BACKUP_USER),
+        _kube.value_env("EXPORTER_USER", EXPORTER_USER),
     ]
+    if config.tls.enabled:
+        env += _tls.tls_environment(config.tls.require_secure_transport == "on")
     # Paths, never passwords: only containers that mount the credentials can read them.
     env += [_kube.value_env(name, path)
             for name, path in credentials.file_variables(CREDENTIALS_DIR).items()]
@@ -458,7 +494,14 @@ def _credentials_volume(container: str, secret_name: str) -> k8s.core.v1.VolumeA
     }
 
 
-def _volumes(names: _Names) -> list[k8s.core.v1.VolumeArgsDict]:
+def _containers_with_credentials(config: MySQLConfig, metrics: MetricsConfig) -> list[str]:
+    """The containers that mount credentials in this pod: optional ones only when on."""
+    enabled = {"metrics": metrics.enabled, "tls": config.tls.enabled}
+    return [container for container in credentials.CONTAINER_PASSWORDS
+            if enabled.get(credentials.OPTIONAL_CONTAINERS.get(container, ""), True)]
+
+
+def _volumes(names: _Names, containers: list[str]) -> list[k8s.core.v1.VolumeArgsDict]:
     token: k8s.core.v1.VolumeArgsDict = {
         # What automounting would give every container, given to the label steps only.
         "name": "kube-api-access",
@@ -472,8 +515,7 @@ def _volumes(names: _Names) -> list[k8s.core.v1.VolumeArgsDict]:
     }
     return [
         {"name": "config-map", "config_map": {"name": names.config_map, "default_mode": 0o444}},
-        *(_credentials_volume(container, names.secret)
-          for container in credentials.CONTAINER_PASSWORDS),
+        *(_credentials_volume(container, names.secret) for container in containers),
         {"name": "initdb", "config_map": {
             "name": names.config_map, "default_mode": 0o444,
             "items": [{"key": "bootstrap-users.sh", "path": "bootstrap-users.sh"}]}},
@@ -557,6 +599,29 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
         # root is break-glass, reachable only from inside the pod.
         _kube.value_env(flavor.root_host_env, "localhost"),
     ]
+    volumes: list[Any] = _volumes(names, _containers_with_credentials(config, plan.metrics))
+    server_mounts: list[Any] = []
+    sidecars: list[Any] = []
+    init_extra: list[Any] = []
+    if config.tls.enabled:
+        assert config.tls.secret is not None  # config refuses TLS without a Secret
+        tls_volume, tls_mount, reload = _tls.pod_parts(
+            secret=config.tls.secret, server_image=config.server_image, config_dir=CONFIG_DIR,
+            env=env, mounts=[config_map, run, socket,
+                             mount("credentials-tls-reload", CREDENTIALS_DIR, read_only=True)])
+        volumes.append(tls_volume)
+        server_mounts.append(tls_mount)
+        sidecars.append(reload)
+    if plan.metrics.enabled:
+        exporter_init, exporter = _metrics.exporter_containers(
+            server_image=config.server_image, exporter_image=plan.metrics.exporter_image,
+            config_dir=CONFIG_DIR, socket_dir=flavor.socket_dir, env=env,
+            config_map_mount=dict(config_map),
+            credentials_mount=dict(mount("credentials-exporter-config", CREDENTIALS_DIR,
+                                         read_only=True)))
+        volumes.append(_metrics.exporter_volume())
+        init_extra.append(exporter_init)
+        sidecars.append(exporter)
     primary_selector = f"{POD_INDEX_LABEL}=0"
     replica_selector = f"{POD_INDEX_LABEL},{POD_INDEX_LABEL}!=0"
     spec: dict[str, Any] = {
@@ -588,6 +653,7 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
                 "resources": _BACKUP_RESOURCES,
                 "security_context": secure,
             },
+            *init_extra,
         ],
         "containers": [
             {
@@ -601,6 +667,7 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
                     data, mount("conf", CONF_DIR, read_only=True), config_map, run, tmp, socket,
                     mount("initdb", INITDB_DIR, read_only=True),
                     mount("credentials-mysql", CREDENTIALS_DIR, read_only=True),
+                    *server_mounts,
                 ],
                 "resources": _kube.requirements(config.resources),
                 "startup_probe": _probe("startup", period=5,
@@ -630,8 +697,9 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
                 "liveness_probe": _probe("backup", period=10, failures=3),
                 "security_context": secure,
             },
+            *sidecars,
         ],
-        "volumes": _volumes(names),
+        "volumes": volumes,
     }
     _kube.place(spec, config.spread, plan.labels.selector(), config.node_selector)
     return spec
@@ -663,15 +731,20 @@ def _statefulset_spec(plan: _Plan) -> k8s.apps.v1.StatefulSetSpecArgsDict:
 
 
 def _network_policy_spec(
-    labels: _kube.AppLabels, client_namespaces: tuple[str, ...]
+    labels: _kube.AppLabels, client_namespaces: tuple[str, ...],
+    metrics: MetricsConfig = MetricsConfig(),  # noqa: B008 (frozen, never mutated)
 ) -> k8s.networking.v1.NetworkPolicySpecArgsDict:
     clients = _kube.namespace_clients(client_namespaces)
+    ingress: list[Any] = [
+        {"ports": [{"port": MYSQL_PORT, "protocol": "TCP"}], "from_": clients},
+        {"ports": [{"port": BACKUP_PORT, "protocol": "TCP"}],
+         "from_": [{"pod_selector": {"match_labels": labels.selector()}}]},
+    ]
+    if metrics.enabled:
+        ingress.append({"ports": [{"port": _metrics.EXPORTER_PORT, "protocol": "TCP"}],
+                        "from_": _kube.namespace_clients(metrics.scrape_namespaces)})
     return {
         "pod_selector": {"match_labels": labels.selector()},
         "policy_types": ["Ingress"],
-        "ingress": [
-            {"ports": [{"port": MYSQL_PORT, "protocol": "TCP"}], "from_": clients},
-            {"ports": [{"port": BACKUP_PORT, "protocol": "TCP"}],
-             "from_": [{"pod_selector": {"match_labels": labels.selector()}}]},
-        ],
+        "ingress": ingress,
     }

@@ -43,6 +43,7 @@ PASSWORD_VARIABLES: Mapping[str, str] = {
     "replication": "REPLICATION_PASSWORD",
     "monitor": "MONITOR_PASSWORD",
     "backup": "BACKUP_PASSWORD",
+    "exporter": "EXPORTER_PASSWORD",
 }
 
 # The passwords each container reads (CONTRACT.md, Credentials); a container not listed
@@ -50,10 +51,17 @@ PASSWORD_VARIABLES: Mapping[str, str] = {
 #   mysql:  the image entrypoint (root), bootstrap-users.sh (every account), probe.sh (monitor)
 #   backup: backup-server.sh (root and replication to configure replication, backup to
 #           run the backup tool); `probe.sh backup` reads none
+#   exporter-config: exporter-config.sh writes the exporter's option file (metrics.enabled)
+#   tls-reload: tls-reload.sh watch reloads the certificate as root (mysql.tls.enabled)
 CONTAINER_PASSWORDS: Mapping[str, tuple[str, ...]] = {
-    "mysql": ("root", "admin", "replication", "monitor", "backup"),
+    "mysql": ("root", "admin", "replication", "monitor", "backup", "exporter"),
     "backup": ("root", "replication", "backup"),
+    "exporter-config": ("exporter",),
+    "tls-reload": ("root",),
 }
+# Containers that exist only when a feature is on: their credentials volumes too.
+OPTIONAL_CONTAINERS: Mapping[str, str] = {"exporter-config": "metrics",
+                                          "tls-reload": "tls"}
 
 
 def secret_key(account: str) -> str:

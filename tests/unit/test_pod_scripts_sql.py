@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from components.mysql._tls import replication_tls_clause
+
 SCRIPTS = Path(__file__).resolve().parents[2] / "components" / "mysql" / "scripts"
 UUID_A = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
 UUID_B = "8a94f357-aab4-11df-86ab-c80aa9429562"
@@ -171,7 +173,8 @@ def test_replication_sql_refuses_a_gtid_that_is_not_one() -> None:
 ACCOUNT_ENV = {
     "ADMIN_USER": "admin", "ADMIN_PASSWORD": "a-pw", "REPLICATION_USER": "repl",
     "REPLICATION_PASSWORD": "r-pw", "MONITOR_USER": "monitor", "MONITOR_PASSWORD": "m-pw",
-    "BACKUP_USER": "backup", "BACKUP_PASSWORD": PASSWORD,
+    "BACKUP_USER": "backup", "BACKUP_PASSWORD": PASSWORD, "EXPORTER_USER": "exporter",
+    "EXPORTER_PASSWORD": "e-pw",
 }
 
 
@@ -203,6 +206,12 @@ def test_mysql_accounts_have_explicit_privileges() -> None:
             f"GRANT SELECT ON performance_schema.keyring_component_status TO 'backup'@'{host}';",
             f"GRANT SELECT ON performance_schema.replication_group_members TO 'backup'@'{host}';",
         ]
+    expected += [
+        "CREATE USER IF NOT EXISTS 'exporter'@'localhost' IDENTIFIED BY 'e-pw';",
+        "ALTER USER 'exporter'@'localhost' IDENTIFIED BY 'e-pw';",
+        "ALTER USER 'exporter'@'localhost' WITH MAX_USER_CONNECTIONS 3;",
+        "GRANT REPLICATION CLIENT ON *.* TO 'exporter'@'localhost';",
+    ]
     assert output("bootstrap_users_sql", env=ACCOUNT_ENV).splitlines() == expected
 
 
@@ -529,3 +538,16 @@ def test_probe_names_its_modes() -> None:
     result = bash('main nonsense', source="probe.sh")
     assert result.returncode != 0
     assert "usage: probe.sh startup|liveness|readiness|backup" in result.stderr
+
+
+@pytest.mark.parametrize("flavor", ["mysql", "mariadb"])
+def test_replicas_verify_the_primary_over_tls_when_tls_is_on(flavor: str) -> None:
+    """The sidecar's CHANGE MASTER / CHANGE REPLICATION SOURCE carries exactly the clause
+    ReplicationInit sends (components/mysql/_tls.py): one TLS policy for both paths."""
+    configure = "replication_configure_sql '' db-0.db 3306 repl pw"
+    plain = output(configure, flavor=flavor)
+    assert "SSL" not in plain
+    with_tls = output(configure, flavor=flavor, env={"TLS_DIR": "/etc/mysql/tls"})
+    change = next(line for line in with_tls.splitlines() if line.startswith("CHANGE"))
+    assert change.endswith(f", {replication_tls_clause(flavor, '/etc/mysql/tls/ca.crt')};")
+    assert with_tls.replace(f", {replication_tls_clause(flavor)}", "") == plain

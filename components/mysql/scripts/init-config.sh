@@ -10,6 +10,26 @@ SCRIPT_NAME=init-config
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "${CONFIG_DIR:?CONFIG_DIR must name the ConfigMap mount}/lib.sh"
 
+# mysql.tls: TLS_DIR set (the Secret's mount) puts conf/tls/tls.cnf into conf.d, pointed at it;
+# REQUIRE_SECURE_TRANSPORT=on adds require-secure-transport.cnf. Otherwise neither is left.
+tls_config() {
+    local name content
+    rm -f "$CONF_DIR/tls.cnf" "$CONF_DIR/require-secure-transport.cnf"
+    [[ -n "${TLS_DIR:-}" ]] || return 0
+    local names=(tls.cnf)
+    case "${REQUIRE_SECURE_TRANSPORT:-off}" in
+        on) names+=(require-secure-transport.cnf) ;;
+        off) ;;
+        *) die "REQUIRE_SECURE_TRANSPORT must be 'on' or 'off', got '$REQUIRE_SECURE_TRANSPORT'" ;;
+    esac
+    for name in "${names[@]}"; do
+        [[ -f "$CONFIG_DIR/$name" ]] || die "$CONFIG_DIR/$name is missing from the ConfigMap (TLS is on)"
+        content=$(<"$CONFIG_DIR/$name")
+        printf '%s\n' "${content//\/etc\/mysql\/tls/$TLS_DIR}" >"$CONF_DIR/$name"
+        chmod 0644 "$CONF_DIR/$name"
+    done
+}
+
 main() {
     require_vars POD_NAME SERVER_ID_BASE CONF_DIR CONFIG_DIR MYSQL_PORT
     require_uint SERVER_ID_BASE "$SERVER_ID_BASE"
@@ -47,7 +67,8 @@ main() {
     mv -f "$tmp" "$CONF_DIR/$role.cnf"
     # A role never changes for an ordinal, but never leave both files for the server to merge.
     rm -f "$CONF_DIR/$([[ $role == primary ]] && echo replica || echo primary).cnf"
-    log "$POD_NAME: ordinal $ordinal, $role, server_id $server_id"
+    tls_config
+    log "$POD_NAME: ordinal $ordinal, $role, server_id $server_id, TLS ${TLS_DIR:+on}${TLS_DIR:-off}"
 }
 
 main "$@"

@@ -8,7 +8,11 @@
 #   readiness  primary: accepts queries and is writable. replica: IO and SQL threads running and
 #              lag <= MAX_REPLICA_LAG_SECONDS, so readers are never sent to a stale or broken copy
 # The monitor account connects over TCP to 127.0.0.1 with an option file in RUN_DIR (0600); its
-# password is read from the credentials volume (read_secret).
+# password is read from the credentials volume (read_secret). With TLS on (TLS_DIR set) it uses
+# the pod-local socket instead: requireSecureTransport leaves the socket open, and no
+# certificate has to name 127.0.0.1. Readiness then also checks the mounted certificate
+# (tls_problem): a server started with a broken pair carries on without TLS, which a query
+# over the socket would not notice.
 #
 # The backup container (startup and liveness probe):
 #   backup     the listener backup-server.sh exec'd is alive and holds the listening socket on
@@ -122,8 +126,12 @@ main() {
     read_secret MONITOR_PASSWORD
     local ordinal options="$RUN_DIR/monitor-client.cnf"
     ordinal=$(pod_ordinal)
-    write_client_options "$options" "$MONITOR_USER" "$MONITOR_PASSWORD" host 127.0.0.1 \
-        "$(peer_port "$MYSQL_PORT" "$ordinal")"
+    if [[ -n "${TLS_DIR:-}" ]]; then
+        write_client_options "$options" "$MONITOR_USER" "$MONITOR_PASSWORD" socket "$(server_socket)"
+    else
+        write_client_options "$options" "$MONITOR_USER" "$MONITOR_PASSWORD" host 127.0.0.1 \
+            "$(peer_port "$MYSQL_PORT" "$ordinal")"
+    fi
     case "$mode" in
         startup)
             run_sql "$options" <<<'SELECT 1' >/dev/null
@@ -132,6 +140,11 @@ main() {
             "$(admin_tool)" --defaults-file="$options" --connect-timeout=5 ping >/dev/null
             ;;
         readiness)
+            if [[ -n "${TLS_DIR:-}" ]]; then
+                local problem
+                problem=$(tls_problem)
+                [[ -z $problem ]] || die "TLS: $problem"
+            fi
             if ((ordinal == 0)); then
                 local read_only
                 if [[ $MYSQL_FLAVOR == mysql ]]; then
