@@ -184,10 +184,11 @@ def exporter_volume() -> dict[str, Any]:
 
 
 def exporter_containers(*, server_image: str, exporter_image: str, config_dir: str,
-                        socket_dir: str, env: list[Any], config_map_mount: dict[str, Any],
-                        credentials_mount: dict[str, Any],
+                        socket_dir: str, env: list[Any], config_map_mount: Any,
+                        credentials_mount: Any, tmp_mount: Any,
                         ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ``exporter-config`` init container and the ``exporter`` sidecar."""
+    """The ``exporter-config`` init container and the ``exporter`` sidecar (``tmp_mount``: the
+    pod's scratch volume, the only writable path besides their own under a read-only root)."""
     secure = _kube.container_security_context()
     run = _kube.mount("exporter-run", EXPORTER_RUN_DIR)
     init = {
@@ -195,7 +196,7 @@ def exporter_containers(*, server_image: str, exporter_image: str, config_dir: s
         "image": server_image,
         "command": ["bash", f"{config_dir}/exporter-config.sh"],
         "env": [*env, _kube.value_env("EXPORTER_RUN_DIR", EXPORTER_RUN_DIR)],
-        "volume_mounts": [config_map_mount, run, credentials_mount],
+        "volume_mounts": [config_map_mount, run, credentials_mount, tmp_mount],
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
                       "limits": {"memory": "128Mi"}},
         "security_context": secure,
@@ -209,7 +210,7 @@ def exporter_containers(*, server_image: str, exporter_image: str, config_dir: s
                  f"--web.listen-address=:{EXPORTER_PORT}", *EXPORTER_FLAGS],
         "ports": [{"name": "metrics", "container_port": EXPORTER_PORT, "protocol": "TCP"}],
         "volume_mounts": [_kube.mount("exporter-run", EXPORTER_RUN_DIR, read_only=True),
-                          _kube.mount("socket", socket_dir, read_only=True)],
+                          _kube.mount("socket", socket_dir, read_only=True), tmp_mount],
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
                       "limits": {"memory": "128Mi"}},
         # Not a readiness probe: the pod's readiness is its database's (see test_policy.py).

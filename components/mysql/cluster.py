@@ -607,7 +607,7 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
         assert config.tls.secret is not None  # config refuses TLS without a Secret
         tls_volume, tls_mount, reload = _tls.pod_parts(
             secret=config.tls.secret, server_image=config.server_image, config_dir=CONFIG_DIR,
-            env=env, mounts=[config_map, run, socket,
+            env=env, mounts=[config_map, run, socket, tmp,
                              mount("credentials-tls-reload", CREDENTIALS_DIR, read_only=True)])
         volumes.append(tls_volume)
         server_mounts.append(tls_mount)
@@ -616,9 +616,9 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
         exporter_init, exporter = _metrics.exporter_containers(
             server_image=config.server_image, exporter_image=plan.metrics.exporter_image,
             config_dir=CONFIG_DIR, socket_dir=flavor.socket_dir, env=env,
-            config_map_mount=dict(config_map),
-            credentials_mount=dict(mount("credentials-exporter-config", CREDENTIALS_DIR,
-                                         read_only=True)))
+            config_map_mount=config_map, tmp_mount=tmp,
+            credentials_mount=mount("credentials-exporter-config", CREDENTIALS_DIR,
+                                    read_only=True))
         volumes.append(_metrics.exporter_volume())
         init_extra.append(exporter_init)
         sidecars.append(exporter)

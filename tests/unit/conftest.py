@@ -24,6 +24,16 @@ def stack_with(stack: str, **mysql: Any) -> dict[str, Any]:
     return config
 
 
+def with_tls_and_metrics(config: dict[str, Any]) -> dict[str, Any]:
+    """A stack config with every TLS and metrics switch on: what the schema, policy and
+    wiring tests see of the objects those switches add."""
+    mysql = {**config["mysql-cluster:mysql"],
+             "tls": {"enabled": True, "secret": "mysql-tls", "requireSecureTransport": "on"}}
+    return {**config, "mysql-cluster:mysql": mysql, "mysql-cluster:metrics": {
+        "enabled": True, "scrapeNamespaces": ["monitoring"],
+        "serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}}
+
+
 @pytest.fixture(autouse=True)
 def _usable_event_loop() -> None:
     """Pulumi's runtime creates futures on the current event loop at resource creation.
@@ -58,6 +68,26 @@ def prod_mysql() -> ProgramResult:
 @pytest.fixture(scope="session")
 def dev_mysql() -> ProgramResult:
     return run_program(stack_with("dev", flavor="mysql", version="8.4.5"), stack="dev")
+
+
+@pytest.fixture(scope="session")
+def prod_tls_metrics() -> ProgramResult:
+    return run_program(with_tls_and_metrics(load_stack_file("prod")), stack="prod")
+
+
+@pytest.fixture(scope="session")
+def prod_mysql_tls_metrics() -> ProgramResult:
+    return run_program(with_tls_and_metrics(stack_with("prod", flavor="mysql", version="8.4.5")),
+                       stack="prod")
+
+
+@pytest.fixture(scope="session", params=["dev", "prod", "dev_mysql", "prod_mysql",
+                                         "prod_tls_metrics", "prod_mysql_tls_metrics"])
+def every_stack(request: pytest.FixtureRequest) -> ProgramResult:
+    """Each stack file with each flavor, and prod with every TLS and metrics switch on: for
+    the checks every object must pass (schemas, security contexts)."""
+    result: ProgramResult = request.getfixturevalue(request.param)
+    return result
 
 
 @pytest.fixture(scope="session", params=["dev", "prod", "dev_mysql", "prod_mysql"])

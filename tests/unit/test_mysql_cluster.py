@@ -81,6 +81,11 @@ def any_stack(any_stack: ProgramResult) -> ProgramResult:
     return any_stack.component(COMPONENT)
 
 
+@pytest.fixture(scope="session")
+def every_stack(every_stack: ProgramResult) -> ProgramResult:
+    return every_stack.component(COMPONENT)
+
+
 def statefulset(result: ProgramResult) -> dict[str, Any]:
     return result.one("StatefulSet").inputs
 
@@ -490,7 +495,9 @@ def test_resources_are_requested(prod: ProgramResult) -> None:
         assert "memory" in container["resources"]["limits"]
 
 
-def test_security_contexts_are_restricted(any_stack: ProgramResult) -> None:
+def test_security_contexts_are_restricted(every_stack: ProgramResult) -> None:
+    """Every container, the TLS watcher and the exporter's two included."""
+    any_stack = every_stack
     pod = pod_spec(any_stack)["securityContext"]
     assert pod["runAsNonRoot"] is True
     assert pod["runAsUser"] == 999
