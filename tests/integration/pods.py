@@ -69,12 +69,13 @@ SCRIPTS_DIR = REPO_ROOT / "components" / "mysql" / "scripts"
 CONF_ROOT = REPO_ROOT / "components" / "mysql" / "conf"
 
 Transport = Literal["ncat", "socat"]
-Container = Literal["init-config", "clone", "mysql", "backup"]
+Container = Literal["init-config", "clone", "mysql", "backup", "exporter-config", "tls-reload"]
 
 # The container each script runs in (CONTRACT.md); `probe.sh backup` is the backup container's.
 _SCRIPT_CONTAINERS: dict[str, Container] = {
     "init-config.sh": "init-config", "clone.sh": "clone", "backup-server.sh": "backup",
-    "bootstrap-users.sh": "mysql", "probe.sh": "mysql",
+    "bootstrap-users.sh": "mysql", "probe.sh": "mysql", "exporter-config.sh": "exporter-config",
+    "tls-reload.sh": "tls-reload",
 }
 _ACCOUNT_USERS = {"ADMIN_USER": "admin", "REPLICATION_USER": "repl", "MONITOR_USER": "monitor",
                   "BACKUP_USER": "backup", "EXPORTER_USER": "exporter"}
@@ -276,7 +277,8 @@ class PodCluster:
 
     def __init__(self, base: Path, *, name: str = "orders-mysql", max_pods: int = 6,
                  server_id_base: int = 7000, transport: Transport = "ncat",
-                 max_replica_lag_seconds: int = 30, version: str = DEBIAN) -> None:
+                 max_replica_lag_seconds: int = 30, version: str = DEBIAN,
+                 tls_dir: Path | None = None, require_secure_transport: bool = False) -> None:
         self.version = version
         self.distribution = distribution(version)
         require_binary("bash", transport)
@@ -286,6 +288,10 @@ class PodCluster:
         self.server_id_base = server_id_base
         self.transport: Transport = transport
         self.max_replica_lag_seconds = max_replica_lag_seconds
+        # mysql.tls: the Secret volume every pod mounts (one certificate for all of them here,
+        # as a wildcard for the headless Service would be in a cluster).
+        self.tls_dir = tls_dir
+        self.require_secure_transport = require_secure_transport
         self.secrets = ClusterSecrets()
         self.mysql_port = _port_block(2 * max_pods)
         self.backup_port = self.mysql_port + 1
@@ -301,7 +307,8 @@ class PodCluster:
     def _write_config_map(self) -> None:
         """The ConfigMap mount: every script and the flavor's .cnf files under their own names."""
         self.config_dir.mkdir(parents=True, exist_ok=True)
-        sources = [*SCRIPTS_DIR.glob("*.sh"), *(CONF_ROOT / "mariadb").glob("*.cnf")]
+        sources = [*SCRIPTS_DIR.glob("*.sh"), *(CONF_ROOT / "mariadb").glob("*.cnf"),
+                   *((CONF_ROOT / "tls").glob("*.cnf") if self.tls_dir else ())]
         for source in sources:
             shutil.copyfile(source, self.config_dir / source.name)
             (self.config_dir / source.name).chmod(0o444)
@@ -424,6 +431,8 @@ class Pod:
             "TMPDIR": str(self.scratch_dir),
             **_ACCOUNT_USERS,
             **credentials.file_variables(str(c.credentials_dir(container))),
+            **({"TLS_DIR": str(c.tls_dir), "REQUIRE_SECURE_TRANSPORT":
+                "on" if c.require_secure_transport else "off"} if c.tls_dir else {}),
         }
 
     def _script(self, name: str, *args: str) -> list[str]:

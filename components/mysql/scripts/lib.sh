@@ -177,6 +177,19 @@ write_client_options() {
     mv -f "$tmp" "$path"
 }
 
+# write_local_client_options PATH USER PASSWORD PORT: options for an account of this pod's own
+# server: TCP to 127.0.0.1:PORT, or with TLS on (TLS_DIR set) the pod-local socket, which
+# requireSecureTransport leaves open and which needs no certificate naming 127.0.0.1. The
+# accounts that connect this way (monitor, backup) exist @localhost and @127.0.0.1.
+write_local_client_options() {
+    local path=$1 user=$2 password=$3 port=$4
+    if [[ -n "${TLS_DIR:-}" ]]; then
+        write_client_options "$path" "$user" "$password" socket "$(server_socket)"
+    else
+        write_client_options "$path" "$user" "$password" host 127.0.0.1 "$port"
+    fi
+}
+
 # run_sql OPTION_FILE [client args...]: statements on stdin, tab-separated rows on stdout.
 run_sql() {
     local options=$1

@@ -126,12 +126,8 @@ main() {
     read_secret MONITOR_PASSWORD
     local ordinal options="$RUN_DIR/monitor-client.cnf"
     ordinal=$(pod_ordinal)
-    if [[ -n "${TLS_DIR:-}" ]]; then
-        write_client_options "$options" "$MONITOR_USER" "$MONITOR_PASSWORD" socket "$(server_socket)"
-    else
-        write_client_options "$options" "$MONITOR_USER" "$MONITOR_PASSWORD" host 127.0.0.1 \
-            "$(peer_port "$MYSQL_PORT" "$ordinal")"
-    fi
+    write_local_client_options "$options" "$MONITOR_USER" "$MONITOR_PASSWORD" \
+        "$(peer_port "$MYSQL_PORT" "$ordinal")"
     case "$mode" in
         startup)
             run_sql "$options" <<<'SELECT 1' >/dev/null

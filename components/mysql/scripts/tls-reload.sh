@@ -52,16 +52,15 @@ watch() {
     require_uint TLS_RELOAD_INTERVAL "$interval"
     write_client_options "$options" root "$ROOT_PASSWORD" socket "$(server_socket)"
     unset ROOT_PASSWORD
-    # The server read the files at its start: that is what it has loaded.
-    loaded=$(tls_digest)
-    problem=$(tls_problem)
-    if [[ -n $problem ]]; then
-        log "TLS: $problem"
-        printf '%s\n' "$problem" >"$invalid"
-    fi
+    # Nothing counts as loaded yet: the server read the files when it started, which may be
+    # before a rotation that happened while this container was starting, so the first pass
+    # reloads whatever is there (a no-op for the server when nothing changed).
+    loaded=""
+    local pause=0
     while true; do
         : >"$(heartbeat_file)"
-        sleep "$interval"
+        sleep "$pause"
+        pause=$interval
         digest=$(tls_digest)
         [[ $digest != "$loaded" ]] || continue
         problem=$(tls_problem)
