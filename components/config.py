@@ -161,6 +161,7 @@ def managed_server_option(spelling: str) -> tuple[str, str] | None:
 
 
 _SERVER_OPTION = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+_ABSOLUTE_PATH = re.compile(r"/[^'\\\x00]{0,4095}")
 
 
 BINLOG_EXPIRE_MAX_SECONDS = 99 * 86400
@@ -432,6 +433,11 @@ class ReplicationInitConfig(_Validated):
         default=())
     timeout_seconds: int = _key("timeoutSeconds", _integer(minimum=10, maximum=3600),
                                 "how long an up waits for replicas to catch up", default=300)
+    ca_file: str | None = _key(
+        "caFile", _text(_ABSOLUTE_PATH, "must be an absolute path without quotes or "
+                        "backslashes"), "mysql.tls: the TLS Secret's `ca.crt` where `pulumi up` "
+        "runs; its connections then verify the servers (host names too, in-cluster)",
+        default=None)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from components.mysql._tls import replication_tls_clause
 from components.mysql.flavor import FLAVORS, Flavor, FlavorSpec
 
 # The account host of the replication user: replicas connect from pod IPs that change
@@ -555,8 +556,14 @@ class Dialect:
         raise NotImplementedError
 
     # --- replicas -----------------------------------------------------------------------
-    def change_source(self, host: str, port: int, user: str, password: str) -> Statement:
-        return Statement(self.spec.change_source_sql,
+    def change_source(self, host: str, port: int, user: str, password: str,
+                      tls_ca: str = "") -> Statement:
+        """``tls_ca``: the CA file on the replica (mysql.tls), whose certificate check of the
+        primary is then required; the clause is the pods' own (lib.sh replication_tls_sql)."""
+        sql = self.spec.change_source_sql
+        if tls_ca:
+            sql += ", " + replication_tls_clause(self.spec.name, tls_ca).replace("%", "%%")
+        return Statement(sql,
                          {"host": host, "port": port, "user": user, "password": password},
                          hidden="password")
 

@@ -31,8 +31,6 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from components import _kube
-
 REQUIRED_KEYS = ("tls.crt", "tls.key", "ca.crt")
 # Where the StatefulSet mounts the Secret; conf/tls/tls.cnf names the same files.
 TLS_DIR = "/etc/mysql/tls"
@@ -101,6 +99,18 @@ def pymysql_ssl(ca_file: str) -> dict[str, Any]:
     return {"ssl_ca": ca_file, "ssl_verify_cert": True, "ssl_verify_identity": True}
 
 
+def replication_init_tls(config: Any) -> dict[str, Any]:
+    """ReplicationInitArgs' TLS fields for a MySQLConfig: the replicas verify the primary
+    against the Secret's CA at :data:`TLS_DIR`; ``replicationInit.caFile`` makes the
+    provider's own connections verify the servers (host names only in-cluster: through a
+    port-forward the name is 127.0.0.1, which no server certificate carries)."""
+    if not config.tls.enabled:
+        return {}
+    init = config.replication_init
+    return {"replication_tls_ca": f"{TLS_DIR}/ca.crt", "tls_ca_file": init.ca_file or "",
+            "tls_verify_identity": init.access == "in-cluster"}
+
+
 # How often the watcher compares the Secret's files (the kubelet's own sync is ~1 minute).
 RELOAD_INTERVAL_SECONDS = 10
 # Readable by the pod's fsGroup (the images' mysql group), as the credentials are.
@@ -109,10 +119,10 @@ _FILE_MODE = 0o440
 
 def tls_environment(require_secure_transport: bool) -> list[Any]:
     """What the scripts read to know TLS is on (CONTRACT.md)."""
-    return [_kube.value_env("TLS_DIR", TLS_DIR),
-            _kube.value_env("REQUIRE_SECURE_TRANSPORT", "on" if require_secure_transport
-                            else "off"),
-            _kube.value_env("TLS_RELOAD_INTERVAL", RELOAD_INTERVAL_SECONDS)]
+    return [{"name": "TLS_DIR", "value": TLS_DIR},
+            {"name": "REQUIRE_SECURE_TRANSPORT",
+             "value": "on" if require_secure_transport else "off"},
+            {"name": "TLS_RELOAD_INTERVAL", "value": str(RELOAD_INTERVAL_SECONDS)}]
 
 
 def pod_parts(*, secret: str, server_image: str, config_dir: str, env: list[Any],
@@ -120,6 +130,9 @@ def pod_parts(*, secret: str, server_image: str, config_dir: str, env: list[Any]
                                                       dict[str, Any]]:
     """(the Secret volume, its mount, the ``tls-reload`` sidecar). ``mounts``: the sidecar's
     other mounts (ConfigMap, run dir, socket, its credentials)."""
+    # Here, not at the top: ReplicationInit's provider process imports this module for its
+    # SQL and client arguments and has no use for pulumi_kubernetes.
+    from components import _kube  # noqa: PLC0415
     volume = {"name": "tls", "secret": {
         "secret_name": secret, "default_mode": _FILE_MODE,
         # A missing key keeps the pod from starting instead of serving without TLS.
@@ -143,5 +156,13 @@ def pod_parts(*, secret: str, server_image: str, config_dir: str, env: list[Any]
     return volume, mount, sidecar
 
 
-__all__ = ["REQUIRED_KEYS", "TLS_DIR", "pod_parts", "pymysql_ssl", "replication_tls_clause",
-           "tls_environment", "tls_secret_problems"]
+__all__ = [
+    "REQUIRED_KEYS",
+    "TLS_DIR",
+    "pod_parts",
+    "pymysql_ssl",
+    "replication_init_tls",
+    "replication_tls_clause",
+    "tls_environment",
+    "tls_secret_problems",
+]

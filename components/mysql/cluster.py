@@ -438,6 +438,7 @@ class MySQLCluster(pulumi.ComponentResource):
                 max_lag_seconds=plan.config.max_replica_lag_seconds,
                 timeout_seconds=init.timeout_seconds,
                 lock_endpoints=args.lock_endpoints,
+                **_tls.replication_init_tls(plan.config),
             ),
             # Depending on a component waits for every one of its children.
             opts=pulumi.ResourceOptions(

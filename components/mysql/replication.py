@@ -108,6 +108,7 @@ from components.mysql._switchover import (
     make_writable,
     switchover,
 )
+from components.mysql._tls import pymysql_ssl
 from components.mysql.flavor import FLAVORS, Flavor
 
 _SECRET_OUTPUTS = ("admin_password", "replication_password", "topology_password")
@@ -116,7 +117,8 @@ _INPUT_KEYS = ("flavor", "primary", "replicas", "source_host", "source_port", "a
                "max_lag_seconds", "timeout_seconds", "lock_endpoints", "primary_ordinal",
                "sources", "topology_user", "topology_password", "record_namespace",
                "record_name", "switchover_grace_seconds", "switchover_timeout_seconds",
-               "durability", "semisync_wait_count", "semisync_timeout_seconds")
+               "durability", "semisync_wait_count", "semisync_timeout_seconds",
+               "tls_ca_file", "tls_verify_identity", "replication_tls_ca")
 _OUTPUT_KEYS = ("replica_status", "primary_gtid_position", "in_sync", "epoch",
                 "recorded_primary", "durability_status")
 _HOST = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$")
@@ -161,6 +163,13 @@ class ReplicationInitArgs:
     durability: str = "async"              # "async" | "semisync"
     semisync_wait_count: int = 1
     semisync_timeout_seconds: int = 10
+    # mysql.tls: the CA file where `pulumi up` runs (connections to the servers then verify
+    # their certificates; the host name too when ``tls_verify_identity``), and the CA file on
+    # the replicas, which CHANGE MASTER / CHANGE REPLICATION SOURCE then verifies the primary
+    # against. Empty: no TLS asked for (pymysql still prefers it when the server offers it).
+    tls_ca_file: str = ""
+    tls_verify_identity: bool = True
+    replication_tls_ca: str = ""
 
 
 class ReplicationError(RuntimeError):
@@ -194,6 +203,9 @@ class _Spec:
     durability: str = "async"
     semisync_wait_count: int = 1
     semisync_timeout_seconds: int = 10
+    tls_ca_file: str = ""
+    tls_verify_identity: bool = True
+    replication_tls_ca: str = ""
     # The primary of this view: primary/replicas/source_* above are that ordinal's.
     current: int = 0
 
@@ -263,6 +275,10 @@ class _Spec:
             "durability": self.durability,
             "semisync_wait_count": self.semisync_wait_count,
             "semisync_timeout_seconds": self.semisync_timeout_seconds,
+            # As the component sends them: present only with TLS on.
+            **({"tls_ca_file": self.tls_ca_file, "tls_verify_identity": self.tls_verify_identity,
+                "replication_tls_ca": self.replication_tls_ca}
+               if self.tls_ca_file or self.replication_tls_ca else {}),
         }
 
 
@@ -486,6 +502,7 @@ def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, lis
     timeout = check.integer("timeout_seconds", props.get("timeout_seconds"),
                             minimum=1, maximum=86400)
     lock_endpoints = check.urls("lock_endpoints", props.get("lock_endpoints", []))
+    tls = _tls_fields(check, props)
     topology = _topology_fields(check, props, flavor=flavor, limits=limits, primary=primary,
                                 replicas=replicas, source=(source_host, source_port))
     if strict:
@@ -495,7 +512,27 @@ def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, lis
         return None, check.failures
     return _Spec(flavor, primary, tuple(replicas), source_host, source_port, admin_user,
                  admin_password, replication_user, replication_password, max_lag, timeout,
-                 tuple(lock_endpoints), **topology), []
+                 tuple(lock_endpoints), **topology, **tls), []
+
+
+def _tls_fields(check: _Checker, props: Mapping[str, Any]) -> dict[str, Any]:
+    """mysql.tls's inputs, checked; _Spec keyword arguments (absent in older state: off)."""
+    fields: dict[str, Any] = {}
+    for name in ("tls_ca_file", "replication_tls_ca"):
+        value = props.get(name) or ""
+        if value == _UNKNOWN:
+            check.unknown = True
+        elif not isinstance(value, str) or not value.isprintable() or "'" in value \
+                or "\\" in value or (value and not value.startswith("/")):
+            check.fail(name, f"must be an absolute file path without quotes; got {value!r}")
+        else:
+            fields[name] = value
+    verify = props.get("tls_verify_identity", True)
+    if not isinstance(verify, bool):
+        check.fail("tls_verify_identity", f"must be true or false; got {verify!r}")
+    else:
+        fields["tls_verify_identity"] = verify
+    return fields
 
 
 def _spec(props: Mapping[str, Any]) -> _Spec:
@@ -584,18 +621,23 @@ class _Connection(_BaseConnection):
         return context
 
 
-def _connect(endpoint: Endpoint, user: str, password: str,
-             read_timeout: int) -> pymysql.connections.Connection[Any]:
+def _connect(endpoint: Endpoint, user: str, password: str, read_timeout: int,
+             tls: tuple[str, bool] = ("", True)) -> pymysql.connections.Connection[Any]:
+    """``tls``: (CA file, verify the host name); no CA file: pymysql's preferred TLS."""
+    ca_file, verify_identity = tls
+    verified = ({**pymysql_ssl(ca_file), "ssl_verify_identity": verify_identity}
+                if ca_file else {})
     return _Connection(host=endpoint.host, port=endpoint.port, user=user, password=password,
                        connect_timeout=_CONNECT_TIMEOUT, read_timeout=read_timeout,
-                       write_timeout=read_timeout, autocommit=True)
+                       write_timeout=read_timeout, autocommit=True, **verified)
 
 
 @contextlib.contextmanager
 def _session(label: str, endpoint: Endpoint, user: str, password: str,
-             *, read_timeout: int = 60) -> Iterator[_Session]:
+             *, read_timeout: int = 60, tls: tuple[str, bool] = ("", True)
+             ) -> Iterator[_Session]:
     try:
-        connection = _connect(endpoint, user, password, read_timeout)
+        connection = _connect(endpoint, user, password, read_timeout, tls)
     except _CONNECT_ERRORS as error:
         raise ReplicationError(f"{label}: cannot connect as {user!r}: "
                                f"{_server_message(error)}") from None
@@ -606,7 +648,12 @@ def _session(label: str, endpoint: Endpoint, user: str, password: str,
 
 
 def _admin(spec: _Spec, label: str, endpoint: Endpoint, **kwargs: Any) -> Any:
-    return _session(label, endpoint, spec.admin_user, spec.admin_password, **kwargs)
+    return _session(label, endpoint, spec.admin_user, spec.admin_password,
+                    tls=_client_tls(spec), **kwargs)
+
+
+def _client_tls(spec: _Spec) -> tuple[str, bool]:
+    return spec.tls_ca_file, spec.tls_verify_identity
 
 
 def _replication_account_grants(spec: _Spec) -> list[str] | None:
@@ -618,7 +665,7 @@ def _replication_account_grants(spec: _Spec) -> list[str] | None:
     label = f"{spec.primary_label} as {spec.replication_user!r}"
     try:
         connection = _connect(spec.primary, spec.replication_user, spec.replication_password,
-                              read_timeout=30)
+                              read_timeout=30, tls=_client_tls(spec))
     except _CONNECT_ERRORS as error:
         if _errno(error) == 1045:  # access denied: no such account or another password
             return None
@@ -812,7 +859,8 @@ def _repair_replica(spec: _Spec, index: int, guard: _Guard, server_id: int, *,
             replica.run(dialect.stop)
         if repair.set_source:
             replica.run(dialect.change_source(spec.source_host, spec.source_port,
-                                              spec.replication_user, spec.replication_password))
+                                              spec.replication_user, spec.replication_password,
+                                              spec.replication_tls_ca))
         if repair.start:
             replica.run(dialect.start)
 
@@ -1042,7 +1090,7 @@ class _TopologyServers:
     def session(self, ordinal: int, *, read_timeout: int = 60) -> Any:
         return _session(self.label(ordinal), self.spec.servers[ordinal],
                         self.spec.topology_user, self.spec.topology_password,
-                        read_timeout=read_timeout)
+                        read_timeout=read_timeout, tls=_client_tls(self.spec))
 
     def label(self, ordinal: int) -> str:
         return self.spec.server_label(ordinal)
@@ -1331,6 +1379,10 @@ class ReplicationInit(pulumi.dynamic.Resource, module="mysql", name="Replication
             "max_lag_seconds": args.max_lag_seconds,
             "timeout_seconds": args.timeout_seconds,
             "lock_endpoints": list(args.lock_endpoints),
+            # Only when TLS is on: a stack without it keeps exactly the inputs it had.
+            **({"tls_ca_file": args.tls_ca_file, "tls_verify_identity": args.tls_verify_identity,
+                "replication_tls_ca": args.replication_tls_ca}
+               if args.tls_ca_file or args.replication_tls_ca else {}),
             **dict.fromkeys(_OUTPUT_KEYS),
         }
         secret_opts = pulumi.ResourceOptions(additional_secret_outputs=list(_SECRET_OUTPUTS))
