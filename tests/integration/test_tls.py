@@ -32,6 +32,7 @@ import requests
 
 from components.mysql._metrics import EXPORTER_FLAGS
 from components.mysql._tls import pymysql_ssl, replication_tls_clause
+from components.mysql.replication import _ReplicationProvider
 from tests.integration.pods import PodCluster
 from tests.support.certs import Pair, issue, make_ca, serial
 from tests.support.mariadb import MariaDBServer, random_password
@@ -43,6 +44,7 @@ from tests.support.procs import (
     run,
     wait_until,
 )
+from tests.support.provider_server import ProviderError, ProviderServer, ResourceDriver
 
 EXPORTER = "prometheus-mysqld-exporter"
 
@@ -412,3 +414,68 @@ def _scrape_up(url: str) -> str | None:
     except requests.RequestException:
         return None
     return text if "\nmysql_up 1" in text else None
+
+
+# --- ReplicationInit through the real provider server, against the TLS pods ------------------
+
+
+def _replication_inputs(cluster: PodCluster, ca: Path) -> dict[str, Any]:
+    """What MySQLCluster gives ReplicationInit with mysql.tls on (replicationInit.caFile set,
+    a port-forward-like endpoint 127.0.0.1 that the test certificate names)."""
+    primary, replica = cluster.primary, cluster.pod(1)
+    return {
+        "flavor": "mariadb",
+        "primary": {"host": LOCALHOST, "port": primary.mysql_port},
+        "replicas": [{"host": LOCALHOST, "port": replica.mysql_port}],
+        "source_host": LOCALHOST, "source_port": primary.mysql_port,
+        "admin_user": "admin", "admin_password": cluster.secrets.admin,
+        "replication_user": "repl", "replication_password": cluster.secrets.replication,
+        "max_lag_seconds": 30, "timeout_seconds": 60, "lock_endpoints": [],
+        "tls_ca_file": str(ca), "tls_verify_identity": True,
+        "replication_tls_ca": str(certs_ca(cluster)),
+    }
+
+
+def _driver(server: ProviderServer) -> ResourceDriver:
+    secrets = frozenset({"admin_password", "replication_password"})
+    return ResourceDriver(server, _ReplicationProvider(),
+                          type_name="pulumi-python:dynamic/mysql:ReplicationInit",
+                          name="tls-replication", secret_inputs=secrets,
+                          additional_secret_outputs=secrets)
+
+
+def test_replication_init_repoints_a_replica_onto_verified_tls(
+        tls_pods: tuple[PodCluster, SecretVolume]) -> None:
+    """A replica pointed elsewhere with TLS off (as a hand-made CHANGE MASTER would leave it)
+    is re-pointed by ReplicationInit, whose own connections verify the servers (plaintext TCP
+    is refused here), and replicates over verified TLS again."""
+    cluster, _ = tls_pods
+    replica = cluster.pod(1)
+    replica.query("STOP REPLICA")
+    replica.query("CHANGE MASTER TO MASTER_HOST='localhost', MASTER_SSL=0, "
+                  "MASTER_SSL_VERIFY_SERVER_CERT=0")
+    try:
+        with ProviderServer() as server:
+            result = _driver(server).up(_replication_inputs(cluster, certs_ca(cluster)))
+        assert result.outputs["in_sync"] is True
+        status = replica.query("SHOW REPLICA STATUS")[0]
+        assert (status["Master_Host"], status["Master_SSL_Allowed"],
+                status["Master_SSL_Verify_Server_Cert"]) == (LOCALHOST, "Yes", "Yes")
+        assert status["Slave_IO_Running"] == "Yes"
+    finally:
+        # The fixture's other tests expect the pods' own replication back.
+        status = replica.query("SHOW REPLICA STATUS")[0]
+        if status["Master_Host"] != LOCALHOST:
+            replica.query("STOP REPLICA")
+            clause = replication_tls_clause("mariadb", str(certs_ca(cluster)))
+            replica.query(f"CHANGE MASTER TO MASTER_HOST='{LOCALHOST}', {clause}")
+            replica.query("START REPLICA")
+
+
+def test_replication_init_refuses_a_server_its_ca_did_not_sign(
+        tls_pods: tuple[PodCluster, SecretVolume], certs: dict[str, Pair]) -> None:
+    cluster, _ = tls_pods
+    with ProviderServer() as server, pytest.raises(ProviderError) as refused:
+        _driver(server).up(_replication_inputs(cluster, certs["wrong_ca"].cert))
+    assert "CERTIFICATE_VERIFY_FAILED" in str(refused.value)
+    assert "cannot connect as 'admin'" in str(refused.value)

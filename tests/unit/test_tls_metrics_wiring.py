@@ -16,7 +16,9 @@ import pytest
 
 from components.config import ConfigError, parse
 from components.mysql import _metrics, _tls
+from components.mysql._replication_sql import DIALECTS
 from components.mysql.cluster import pod_files
+from components.mysql.flavor import Flavor
 from tests.unit.conftest import with_tls_and_metrics
 from tests.unit.mocks import ProgramResult, config_map, load_stack_file, manifests, run_program
 
@@ -192,3 +194,21 @@ def test_a_bare_yaml_on_is_the_switch_on() -> None:
     config = parse(config_map({"mysql-cluster:namespace": "apps", "mysql-cluster:mysql": {
         "tls": {"enabled": True, "secret": "s", "requireSecureTransport": True}}}), stack="dev")
     assert config.mysql.tls.require_secure_transport == "on"
+
+
+def test_replication_init_gets_the_replicas_ca_and_verifies_in_cluster(
+        prod_tls_metrics: ProgramResult, prod: ProgramResult) -> None:
+    (init,) = prod_tls_metrics.of_type("pulumi-python:dynamic/mysql:ReplicationInit")
+    assert init.inputs["replication_tls_ca"] == f"{_tls.TLS_DIR}/ca.crt"
+    assert init.inputs["tls_verify_identity"] is True  # prod reaches the pods by pod DNS
+    assert init.inputs["tls_ca_file"] == ""  # replicationInit.caFile unset
+    (plain,) = prod.of_type("pulumi-python:dynamic/mysql:ReplicationInit")
+    assert not {"replication_tls_ca", "tls_ca_file", "tls_verify_identity"} & set(plain.inputs)
+
+
+@pytest.mark.parametrize("flavor", ["mysql", "mariadb"])
+def test_replication_init_changes_the_source_with_the_pods_tls_clause(flavor: Flavor) -> None:
+    statement = DIALECTS[flavor].change_source("db-0", 3306, "repl", "pw", "/etc/mysql/tls/ca.crt")
+    assert statement.display().endswith(
+        ", " + _tls.replication_tls_clause(flavor, "/etc/mysql/tls/ca.crt"))
+    assert "SSL" not in DIALECTS[flavor].change_source("db-0", 3306, "repl", "pw").display()
