@@ -583,6 +583,43 @@ def _script(file: str) -> list[str]:
     return ["bash", f"{CONFIG_DIR}/{file}"]
 
 
+@dataclass(frozen=True)
+class _Optional:
+    """What mysql.tls and metrics.enabled add to the pod (empty when both are off)."""
+
+    volumes: list[Any] = field(default_factory=list)
+    server_mounts: list[Any] = field(default_factory=list)
+    init_containers: list[Any] = field(default_factory=list)
+    sidecars: list[Any] = field(default_factory=list)
+
+
+def _optional_parts(plan: _Plan, env: list[Any], mounts: dict[str, Any]) -> _Optional:
+    """The TLS watcher and Secret volume (_tls.py), the exporter and its option file
+    (_metrics.py); ``mounts``: the pod's shared mounts by volume name."""
+    config, parts = plan.config, _Optional()
+    shared = [mounts["config-map"], mounts["run"], mounts["socket"], mounts["tmp"]]
+    if config.tls.enabled:
+        assert config.tls.secret is not None  # config refuses TLS without a Secret
+        volume, server_mount, reload = _tls.pod_parts(
+            secret=config.tls.secret, server_image=config.server_image, config_dir=CONFIG_DIR,
+            env=env, mounts=[*shared, mount("credentials-tls-reload", CREDENTIALS_DIR,
+                                            read_only=True)])
+        parts.volumes.append(volume)
+        parts.server_mounts.append(server_mount)
+        parts.sidecars.append(reload)
+    if plan.metrics.enabled:
+        init, exporter = _metrics.exporter_containers(
+            server_image=config.server_image, exporter_image=plan.metrics.exporter_image,
+            config_dir=CONFIG_DIR, socket_dir=plan.flavor.socket_dir, env=env,
+            config_map_mount=mounts["config-map"], tmp_mount=mounts["tmp"],
+            credentials_mount=mount("credentials-exporter-config", CREDENTIALS_DIR,
+                                    read_only=True))
+        parts.volumes.append(_metrics.exporter_volume())
+        parts.init_containers.append(init)
+        parts.sidecars.append(exporter)
+    return parts
+
+
 def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
     config, flavor, names = plan.config, plan.flavor, plan.names
     env = _environment(plan)
@@ -600,29 +637,10 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
         # root is break-glass, reachable only from inside the pod.
         _kube.value_env(flavor.root_host_env, "localhost"),
     ]
-    volumes: list[Any] = _volumes(names, _containers_with_credentials(config, plan.metrics))
-    server_mounts: list[Any] = []
-    sidecars: list[Any] = []
-    init_extra: list[Any] = []
-    if config.tls.enabled:
-        assert config.tls.secret is not None  # config refuses TLS without a Secret
-        tls_volume, tls_mount, reload = _tls.pod_parts(
-            secret=config.tls.secret, server_image=config.server_image, config_dir=CONFIG_DIR,
-            env=env, mounts=[config_map, run, socket, tmp,
-                             mount("credentials-tls-reload", CREDENTIALS_DIR, read_only=True)])
-        volumes.append(tls_volume)
-        server_mounts.append(tls_mount)
-        sidecars.append(reload)
-    if plan.metrics.enabled:
-        exporter_init, exporter = _metrics.exporter_containers(
-            server_image=config.server_image, exporter_image=plan.metrics.exporter_image,
-            config_dir=CONFIG_DIR, socket_dir=flavor.socket_dir, env=env,
-            config_map_mount=config_map, tmp_mount=tmp,
-            credentials_mount=mount("credentials-exporter-config", CREDENTIALS_DIR,
-                                    read_only=True))
-        volumes.append(_metrics.exporter_volume())
-        init_extra.append(exporter_init)
-        sidecars.append(exporter)
+    extra = _optional_parts(plan, env, {"config-map": config_map, "run": run,
+                                        "socket": socket, "tmp": tmp})
+    volumes = [*_volumes(names, _containers_with_credentials(config, plan.metrics)),
+               *extra.volumes]
     primary_selector = f"{POD_INDEX_LABEL}=0"
     replica_selector = f"{POD_INDEX_LABEL},{POD_INDEX_LABEL}!=0"
     spec: dict[str, Any] = {
@@ -654,7 +672,7 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
                 "resources": _BACKUP_RESOURCES,
                 "security_context": secure,
             },
-            *init_extra,
+            *extra.init_containers,
         ],
         "containers": [
             {
@@ -668,7 +686,7 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
                     data, mount("conf", CONF_DIR, read_only=True), config_map, run, tmp, socket,
                     mount("initdb", INITDB_DIR, read_only=True),
                     mount("credentials-mysql", CREDENTIALS_DIR, read_only=True),
-                    *server_mounts,
+                    *extra.server_mounts,
                 ],
                 "resources": _kube.requirements(config.resources),
                 "startup_probe": _probe("startup", period=5,
@@ -698,7 +716,7 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
                 "liveness_probe": _probe("backup", period=10, failures=3),
                 "security_context": secure,
             },
-            *sidecars,
+            *extra.sidecars,
         ],
         "volumes": volumes,
     }
