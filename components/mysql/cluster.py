@@ -27,6 +27,10 @@ Objects, all children of the component (providers flow down from it):
   time) and ``NetworkPolicy`` (MySQL port from pods of the namespace and of
   ``clientNamespaces``; backup port from peers only).
 - ``ServiceAccount``/``Role``/``RoleBinding`` for role labels (below).
+- Optional, each behind its stack key and built in its own module: the TLS Secret's volume
+  and the ``tls-reload`` sidecar (``mysql.tls``, ``_tls.py``); the exporter's init container
+  and sidecar, the ``<name>-metrics`` Service, its ServiceMonitor and the PrometheusRule
+  (``metrics.*``, ``_metrics.py``). With both off the pod is what it was.
 
 Role labels. Services select pods by label, and a StatefulSet's pod template, shared by
 every ordinal, cannot carry a per-ordinal role. Each pod therefore labels *itself* in
