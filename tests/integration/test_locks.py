@@ -630,10 +630,10 @@ def test_a_retried_enqueue_reuses_its_slot(harness: BackendHarness,
 def test_a_predecessor_deleted_around_the_watch_start_still_hands_over(
         harness: BackendHarness, name: str, moment: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The waiter watches its predecessor from etcd's *current* revision (a watch from a
-    past revision waits on etcd's 100 ms catch-up loop). A delete that lands between the
-    waiter's read and the watch's registration is then invisible to the watch; only the
-    confirming read, made when the watch starts past the revision the waiter saw, finds
+    """The waiter watches the queue's deletions from etcd's *current* revision (a watch
+    from a past revision waits on etcd's 100 ms catch-up loop). A delete that lands
+    between the waiter's enqueue (which read the queue) and the watch's registration is
+    then invisible to the watch; only the read made once the watch is confirmed finds
     it. With periodic re-checks off, skipping that read leaves the waiter hanging."""
     endpoints = etcd_only(harness)
     from distlock import _etcd as distlock_etcd  # noqa: PLC0415 - only this test reaches inside
@@ -643,18 +643,18 @@ def test_a_predecessor_deleted_around_the_watch_start_still_hands_over(
     try:
         grant = holder.acquire(name, timeout=WAIT)
         assert grant is not None
-        real_init = distlock_etcd._DeletionWatch.__init__
+        real_init = distlock_etcd._QueueWatch.__init__
 
-        def racing_init(watch: Any, hub: WatchHub, key: bytes) -> None:
+        def racing_init(watch: Any, hub: WatchHub, prefix: bytes) -> None:
             if moment == "before-the-watch-exists":
                 holder.release(grant)
-                real_init(watch, hub, key)
+                real_init(watch, hub, prefix)
             else:
-                real_init(watch, hub, key)
+                real_init(watch, hub, prefix)
                 assert watch.created.wait(5)
                 holder.release(grant)
 
-        monkeypatch.setattr(distlock_etcd._DeletionWatch, "__init__", racing_init)
+        monkeypatch.setattr(distlock_etcd._QueueWatch, "__init__", racing_init)
         handed_over = waiter.acquire(name, timeout=8)
         assert handed_over is not None, "the waiter missed its predecessor's deletion"
         assert handed_over.token > grant.token
