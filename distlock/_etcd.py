@@ -263,7 +263,7 @@ class EtcdBackend(LockBackend):
         """
         own = key.encode()
         while True:
-            if watch is None or watch.broken:
+            if watch is None or watch.is_broken():
                 if watch is not None:
                     # The stream broke (member down, no leader): not in a tight loop
                     # while an election runs.
@@ -274,25 +274,22 @@ class EtcdBackend(LockBackend):
                 if not self._sleep_until(watch, watch.created_or_broken, math.inf, deadline,
                                          cancel):
                     return False
-                if watch.broken:
+                if watch.is_broken():
                     continue
                 queue = self._reread(key, prefix, queue.revision, deadline)
-            watch.interesting = frozenset(queue.ahead) | {own}
-            gone = watch.deleted_since(watch.interesting, queue.seen_at)
-            if own in gone:
-                raise LockLost(f"waiter key {key!r} vanished while queued (lease expired?)")
-            if not queue.ahead - gone:
-                return True
-            watch.wake.clear()
-            # Deletions that land while we compute set ``wake`` again after the clear.
-            if watch.deleted_since(watch.interesting, queue.seen_at) != gone:
-                continue
+            watch.expect(queue.ahead, own, queue.seen_at)
             recheck_at = time.monotonic() + self._recheck
             if not self._sleep_until(watch, watch.wake.is_set, recheck_at, deadline, cancel):
                 return False
-            if not watch.wake.is_set():
-                # ``recheck`` passed with no news: ask etcd itself.
-                queue = self._reread(key, prefix, queue.revision, deadline)
+            if watch.is_broken():
+                continue
+            first, own_gone = watch.outcome()
+            if own_gone:
+                raise LockLost(f"waiter key {key!r} vanished while queued (lease expired?)")
+            if first:
+                return True
+            # ``recheck`` passed with no news: ask etcd itself.
+            queue = self._reread(key, prefix, queue.revision, deadline)
 
     def _live_watch(self, prefix: str) -> QueueWatch | None:
         """This session's confirmed, unbroken watch of ``prefix``, if it has one."""
@@ -313,8 +310,11 @@ class EtcdBackend(LockBackend):
             old = self._queue_watches.pop(prefix, None)
             self._queue_watches[prefix] = watch
             evicted = [old] if old is not None else []
-            while len(self._queue_watches) > _KEPT_WATCHES:
-                evicted.append(self._queue_watches.popitem(last=False)[1])
+            # Oldest first, never one a waiter of this session is sleeping on.
+            idle = [name for name in self._queue_watches
+                    if f"{name}{self._lease_id:x}" not in self._busy]
+            for name in idle[:max(0, len(self._queue_watches) - _KEPT_WATCHES)]:
+                evicted.append(self._queue_watches.pop(name))
         for stale in evicted:
             stale.stop()
         return watch

@@ -295,40 +295,61 @@ class QueueWatch:
     on only deletions change that (a key created later sorts after it), so a watch of
     the prefix's deletions tells it when it is first without another read. ``created``
     is set once etcd confirmed the watch (``start_revision`` is then the first revision
-    it covers); ``broken`` once the stream ended or etcd cancelled the watch; ``wake``
-    on either and on a deletion of a key in :attr:`interesting`, for a waiter that
-    sleeps on it. :meth:`deleted_since` answers "which of these keys were deleted after
-    revision R"; the record holds one revision per key (its latest deletion) and is
-    emptied by :meth:`forget`, which a waiter calls before it reads the queue.
+    it covers); :meth:`is_broken` once the stream ended or etcd cancelled the watch. The waiter
+    says what it waits for with :meth:`expect`; ``wake`` is set when that has happened
+    (every key ahead deleted, or its own key), when the watch is created and when it
+    breaks. The check runs on the stream's thread as each event arrives, so every other
+    session's waiter, which sees the same deletions, is not woken for them.
     """
 
     def __init__(self, hub: WatchHub, prefix: bytes) -> None:
         self.created = threading.Event()
         self.wake = threading.Event()
-        self.broken = False
+        self._broken = False
         self.start_revision = 0
-        self.interesting: frozenset[bytes] = frozenset()
         self._mutex = threading.Lock()
+        # Latest deletion revision per key since forget(), for deletions that arrive
+        # between a waiter's enqueue and its expect().
         self._deleted: dict[bytes, int] = {}
+        self._ahead: set[bytes] = set()
+        self._own = b""
+        self._since = 0
+        self._own_gone = False
         self._hub = hub
         self.watch_id = hub.add(self, prefix, prefix_end(prefix))
 
     @property
     def live(self) -> bool:
         """Confirmed by etcd and still delivering."""
-        return self.created.is_set() and not self.broken
+        return self.created.is_set() and not self._broken
+
+    def is_broken(self) -> bool:
+        return self._broken
 
     def created_or_broken(self) -> bool:
-        return self.created.is_set() or self.broken
+        return self.created.is_set() or self._broken
 
     def forget(self) -> None:
+        """Drop what was recorded: a waiter calls this before it reads the queue."""
         with self._mutex:
             self._deleted.clear()
+            self._ahead, self._own, self._own_gone = set(), b"", False
 
-    def deleted_since(self, keys: Iterator[bytes] | frozenset[bytes] | set[bytes],
-                      revision: int) -> set[bytes]:
+    def expect(self, ahead: frozenset[bytes], own: bytes, since: int) -> None:
+        """Wake when every key of ``ahead`` (the queue ahead of ``own`` as read at
+        revision ``since``) or ``own`` itself has been deleted after ``since``."""
         with self._mutex:
-            return {key for key in keys if self._deleted.get(key, 0) > revision}
+            self._ahead = {key for key in ahead if self._deleted.get(key, 0) <= since}
+            self._own, self._since = own, since
+            self._own_gone = self._deleted.get(own, 0) > since
+            self.wake.clear()
+            if not self._ahead or self._own_gone:
+                self.wake.set()
+
+    def outcome(self) -> tuple[bool, bool]:
+        """(first: every key expected ahead is gone, own key gone) so far."""
+        with self._mutex:
+            return not self._ahead, self._own_gone
 
     def on_created(self, revision: int) -> None:
         self.start_revision = revision + 1
@@ -339,12 +360,15 @@ class QueueWatch:
         with self._mutex:
             for key, revision in deletions:
                 self._deleted[key] = max(revision, self._deleted.get(key, 0))
-        interesting = self.interesting
-        if any(key in interesting for key, _ in deletions):
+                if revision > self._since:
+                    self._ahead.discard(key)
+                    self._own_gone = self._own_gone or key == self._own
+            done = self._own != b"" and (not self._ahead or self._own_gone)
+        if done:
             self.wake.set()
 
     def on_broken(self) -> None:
-        self.broken = True
+        self._broken = True
         self.wake.set()
 
     def stop(self) -> None:
