@@ -714,6 +714,16 @@ def test_etcd_over_tls_with_a_client_certificate(tmp_path: Path) -> None:
         # No client certificate: etcd refuses it, which is not an outage (CLI exit 78).
         with pytest.raises(BackendRefused, match="refused this client's TLS certificate"):
             EtcdBackend([url], ttl=5, tls=TLSFiles(ca_file=files["ca.crt"]))
+        # The CLI says so in one line of its own: gRPC's C core logs the same refusal to
+        # stderr in its own format unless told not to.
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("GRPC_")}
+        refused = subprocess.run(
+            [sys.executable, "-m", "distlock", "run", "--backend", "etcd", "--endpoints", url,
+             "--cacert", files["ca.crt"], "--timeout", "10", "tls-cli", "--", "true"],
+            capture_output=True, text=True, timeout=WAIT, check=False, env=environment)
+        assert refused.returncode == 78, refused.stderr
+        assert refused.stderr.splitlines() == [refused.stderr.strip()], refused.stderr
+        assert "refused this client's TLS certificate" in refused.stderr
         with pytest.raises(ValueError, match="must be https"):
             EtcdBackend([url.replace("https", "http")], tls=tls)
     finally:
