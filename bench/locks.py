@@ -55,6 +55,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import grpc
+
 from bench._procs import need, workdir
 from bench._report import Report, Table, Target, percentile, ratio
 from tests.support.etcd import EtcdCluster
@@ -131,9 +133,16 @@ def run(options: LocksOptions) -> Report:
 def _measure(endpoint: str, base: Path, options: LocksOptions,
              etcd_pids: Sequence[int]) -> Report:
     cycles = options.handoffs
-    txns = _raw_txns(endpoint, max(200, cycles))
-    read_ms = _raw_reads(endpoint, max(200, cycles))
-    notify_ms = _watch_delay(endpoint, max(50, cycles // 4))
+    # Each raw operation over both of etcd's client APIs, the faster one kept: the floor
+    # is what the operations cost with the leanest client measured, whichever it is.
+    gateway_txns = _raw_txns(endpoint, max(200, cycles))
+    grpc_txns = _grpc_txns(endpoint, max(200, cycles))
+    txns = max(gateway_txns, grpc_txns, key=lambda t: t.per_second)
+    reads = {"gateway": _raw_reads(endpoint, max(200, cycles)),
+             "gRPC": _grpc_reads(endpoint, max(200, cycles))}
+    notifies = {"gateway": _watch_delay(endpoint, max(50, cycles // 4)),
+                "gRPC": _grpc_watch_delay(endpoint, max(50, cycles // 4))}
+    read_ms, notify_ms = min(reads.values()), min(notifies.values())
     catch_up_ms = _catch_up_delay(endpoint, 20 if cycles >= 100 else 5)
     etcdctl_rate = _etcdctl_uncontended(endpoint, max(10, cycles // 10))
     etcd_cpu = _CpuMeter(etcd_pids)
@@ -160,8 +169,12 @@ def _measure(endpoint: str, base: Path, options: LocksOptions,
     uncontended = Table(
         "uncontended: one client, acquire + release in a loop",
         ("client", "cycles/s", "vs txn rate / 2", "note"),
-        (("raw CAS txn (1 commit, the unit)", txns.per_second, None,
-          f"p50 {txns.p50_ms:.2f} ms, p99 {txns.p99_ms:.2f} ms"),
+        (("raw CAS txn, JSON gateway (http.client)", gateway_txns.per_second, None,
+          f"p50 {gateway_txns.p50_ms:.2f} ms, p99 {gateway_txns.p99_ms:.2f} ms" +
+          ("; the unit (1 commit)" if txns is gateway_txns else "")),
+         ("raw CAS txn, gRPC (grpcio)", grpc_txns.per_second, None,
+          f"p50 {grpc_txns.p50_ms:.2f} ms, p99 {grpc_txns.p99_ms:.2f} ms" +
+          ("; the unit (1 commit)" if txns is grpc_txns else "")),
          ("project lock (distlock, etcd)", project_rate, ratio(project_rate, limit), skipped),
          ("etcd concurrency.Mutex (Go, in-process)", go_rate, ratio(go_rate, limit), go_skipped),
          ("etcdctl lock -- true", etcdctl_rate, ratio(etcdctl_rate, limit),
@@ -188,16 +201,23 @@ def _measure(endpoint: str, base: Path, options: LocksOptions,
     # The Mutex algorithm's critical path per handoff, from parts measured just now.
     floor_ms = notify_ms + read_ms
     go_floor_ms = notify_ms + 2 * read_ms
+
+    def both(values: dict[str, float]) -> str:
+        return ", ".join(f"{api} {ms:.2f} ms" for api, ms in values.items())
+
     parts = Table(
         "a handoff's critical path, from raw operations measured in this run (p50)",
         ("step", "ms", "note"),
         (("holder's delete committed and seen by the next waiter's watch", notify_ms,
-          "put -> watch event, another client"),
+          f"put -> watch event, another client ({both(notifies)})"),
          ("waiter reads its key and the one ahead (one linearizable range)", read_ms,
-          "distlock: one range, limit 2, by create revision"),
-         ("floor for one handoff (distlock)", floor_ms,
+          f"the Mutex's confirming read ({both(reads)})"),
+         ("floor for one handoff (a watch event plus one read)", floor_ms,
           f"{1000 / floor_ms:.0f} handoffs/s = {1000 / floor_ms / txns.per_second:.2f}x "
-          "the txn rate"),
+          "the txn rate; the issue's floor"),
+         ("floor without the read (distlock: the queue's deletions on its watch)", notify_ms,
+          f"{1000 / notify_ms:.0f} handoffs/s = "
+          f"{1000 / notify_ms / txns.per_second:.2f}x the txn rate"),
          ("floor with two reads (etcd's Go Mutex, etcdctl lock)", go_floor_ms,
           f"{1000 / go_floor_ms:.0f} handoffs/s = "
           f"{1000 / go_floor_ms / txns.per_second:.2f}x the txn rate"),
@@ -380,6 +400,122 @@ def _catch_up_delay(endpoint: str, count: int) -> float:
             finally:
                 watcher.close()
     finally:
+        writer.close()
+    return percentile(delays, 50) * 1000
+
+
+class _Grpc:
+    """etcd's gRPC API through one channel, with etcd's own messages: what distlock speaks,
+    without distlock (no failover, no session), so its figures are the transport's own."""
+
+    def __init__(self, endpoint: str) -> None:
+        from distlock._etcdpb import rpc_pb2  # noqa: PLC0415 - the generated messages only
+
+        url = urlsplit(endpoint)
+        self.pb = rpc_pb2
+        self._channel = grpc.insecure_channel(f"{url.hostname or LOCALHOST}:{url.port or 2379}")
+        self.txn = self._unary("KV/Txn", rpc_pb2.TxnRequest, rpc_pb2.TxnResponse)
+        self.range = self._unary("KV/Range", rpc_pb2.RangeRequest, rpc_pb2.RangeResponse)
+        self.put = self._unary("KV/Put", rpc_pb2.PutRequest, rpc_pb2.PutResponse)
+
+    def _unary(self, method: str, request: Any, response: Any) -> Any:
+        return self._channel.unary_unary(f"/etcdserverpb.{method}",
+                                         request_serializer=request.SerializeToString,
+                                         response_deserializer=response.FromString)
+
+    def watch(self, key: bytes) -> Any:
+        """A Watch call on ``key`` from etcd's current revision: its responses, in order."""
+        pb = self.pb
+        call = self._channel.stream_stream("/etcdserverpb.Watch/Watch",
+                                           request_serializer=pb.WatchRequest.SerializeToString,
+                                           response_deserializer=pb.WatchResponse.FromString)
+        first = pb.WatchRequest(create_request=pb.WatchCreateRequest(key=key))
+        idle = threading.Event()
+
+        def requests() -> Iterator[Any]:
+            yield first
+            idle.wait()  # keep the request side open until the call is cancelled
+
+        responses = call(requests())
+        responses.add_done_callback(lambda _call: idle.set())
+        return responses
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _grpc_txns(endpoint: str, count: int) -> _Txns:
+    """:func:`_raw_txns` over gRPC."""
+    client = _Grpc(endpoint)
+    pb = client.pb
+    try:
+        key = b"bench/cas-grpc"
+        revision = int(client.put(pb.PutRequest(key=key, value=b"0"), timeout=10)
+                       .header.revision)
+        latencies = []
+        started = time.monotonic()
+        for i in range(count):
+            before = time.monotonic()
+            answer = client.txn(pb.TxnRequest(
+                compare=[pb.Compare(key=key, target=pb.Compare.MOD, result=pb.Compare.EQUAL,
+                                    mod_revision=revision)],
+                success=[pb.RequestOp(request_put=pb.PutRequest(key=key,
+                                                                value=str(i + 1).encode()))],
+            ), timeout=10)
+            latencies.append(time.monotonic() - before)
+            if not answer.succeeded:
+                raise RuntimeError(f"raw CAS txn {i} over gRPC did not succeed: {answer}")
+            revision = int(answer.header.revision)
+        elapsed = time.monotonic() - started
+    finally:
+        client.close()
+    return _Txns(count / elapsed, percentile(latencies, 50) * 1000,
+                 percentile(latencies, 99) * 1000)
+
+
+def _grpc_reads(endpoint: str, count: int) -> float:
+    """:func:`_raw_reads` over gRPC."""
+    client = _Grpc(endpoint)
+    try:
+        request = client.pb.RangeRequest(key=b"bench/cas-grpc")
+        latencies = []
+        for _ in range(count):
+            before = time.monotonic()
+            client.range(request, timeout=10)
+            latencies.append(time.monotonic() - before)
+    finally:
+        client.close()
+    return percentile(latencies, 50) * 1000
+
+
+def _grpc_watch_delay(endpoint: str, count: int) -> float:
+    """:func:`_watch_delay` over gRPC: a put by one client, seen by another's watch."""
+    watcher, writer = _Grpc(endpoint), _Grpc(endpoint)
+    key = b"bench/watched-grpc"
+    responses = watcher.watch(key)
+    seen: queue.Queue[float] = queue.Queue()
+
+    def read_events() -> None:
+        with contextlib.suppress(grpc.RpcError):
+            for message in responses:
+                if message.created:
+                    seen.put(0.0)
+                if message.events:
+                    seen.put(time.monotonic())
+
+    reader = threading.Thread(target=read_events, daemon=True)
+    reader.start()
+    delays = []
+    try:
+        seen.get(timeout=10)  # created: puts from now on are seen
+        for i in range(count):
+            before = time.monotonic()
+            writer.put(writer.pb.PutRequest(key=key, value=str(i).encode()), timeout=10)
+            delays.append(seen.get(timeout=10) - before)
+    finally:
+        responses.cancel()
+        reader.join(timeout=5)
+        watcher.close()
         writer.close()
     return percentile(delays, 50) * 1000
 
