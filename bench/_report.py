@@ -93,9 +93,11 @@ class Target:
         if self.met is None or self.measured is None:
             return "the project's path did not run"
         margin = abs(self.measured - self.goal) / self.goal
-        if self.met:
-            return f"{margin:.0%} better than the goal" if margin >= 0.005 else "at the goal"
-        return f"{margin:.0%} short of the goal"
+        if margin < 0.005:
+            return "at the goal"
+        if self.higher_is_better:
+            return f"{margin:.0%} {'above' if self.met else 'short of'} the goal"
+        return f"{margin:.0%} {'under' if self.met else 'over'} the goal"
 
 
 @dataclass
