@@ -66,6 +66,8 @@ from tests.support.tools import BUILD_COMMAND, bin_dir, find_tool
 _LOCK_NAME = "bench/handoff"
 _TTL = 10.0
 _RUN_TIMEOUT = 600.0
+# The Go Mutex and distlock each run this many times, alternating (see _measure).
+_ROUNDS = 2
 
 
 @dataclass(frozen=True)
@@ -146,24 +148,37 @@ def _measure(endpoint: str, base: Path, options: LocksOptions,
     catch_up_ms = _catch_up_delay(endpoint, 20 if cycles >= 100 else 5)
     etcdctl_rate = _etcdctl_uncontended(endpoint, max(10, cycles // 10))
     etcd_cpu = _CpuMeter(etcd_pids)
-    etcdctl = etcd_cpu.charge(lambda: _with_children_cpu(
-        lambda: _etcdctl_contended(endpoint, base, options)))
-    go_skipped = ""
-    go_rate: float | None = None
-    go: _Contended | None = None
+    etcdctl = etcd_cpu.charge([lambda _started: _with_children_cpu(
+        lambda: _etcdctl_contended(endpoint, base, options))])
+    go_skipped = skipped = ""
     try:
-        go_rate = _go_uncontended(endpoint, cycles)
-        go = etcd_cpu.charge(_go_contended(endpoint, options))
+        _go_mutex_bench()
     except _NotLanded as reason:
         go_skipped = str(reason)
-    skipped = ""
-    project_rate: float | None = None
-    project: _Contended | None = None
-    try:
-        project_rate = _project_uncontended(endpoint, cycles)
-        project = etcd_cpu.charge(lambda: _project_contended(endpoint, base, options))
-    except _NotLanded as reason:
-        skipped = str(reason)
+    # The Go Mutex and distlock alternate, in rounds, so that a change in the machine's
+    # load (other jobs come and go within seconds here) falls on both alike.
+    go_rates: list[float] = []
+    project_rates: list[float] = []
+    per_round = max(10, cycles // _ROUNDS)
+    for _ in range(_ROUNDS):
+        if not go_skipped:
+            go_rates.append(_go_uncontended(endpoint, per_round))
+        if not skipped:
+            try:
+                project_rates.append(_project_uncontended(endpoint, per_round))
+            except _NotLanded as reason:
+                skipped = str(reason)
+    go_rate = statistics.median(go_rates) if go_rates else None
+    project_rate = statistics.median(project_rates) if project_rates and not skipped else None
+    go_runs: list[_Run] = []
+    project_runs: list[_Run] = []
+    for _ in range(_ROUNDS):
+        if not go_skipped:
+            go_runs.append(lambda _started: _go_contended(endpoint, options, per_round))
+        if not skipped:
+            project_runs.append(lambda started: _project_contended(endpoint, base, options,
+                                                                   per_round, started))
+    go, project = etcd_cpu.charge_alternately(go_runs, project_runs)
 
     limit = txns.per_second / 2
     uncontended = Table(
@@ -196,7 +211,8 @@ def _measure(endpoint: str, base: Path, options: LocksOptions,
          "p99 vs txn p50", "FIFO/exclusive", "client CPU s/1k", "etcd CPU s/1k", "note"),
         (row("project lock (distlock, etcd)", project, skipped or "a process per session"),
          row("etcd concurrency.Mutex (Go, in-process)", go,
-             go_skipped or "8 sessions in one process; FIFO: grant revisions, always rising"),
+             go_skipped or f"{options.contenders} sessions in one process; FIFO: grant "
+             "revisions, always rising"),
          row("etcdctl lock", etcdctl, "each hold is a new etcdctl process")))
     # The Mutex algorithm's critical path per handoff, from parts measured just now.
     floor_ms = notify_ms + read_ms
@@ -224,6 +240,7 @@ def _measure(endpoint: str, base: Path, options: LocksOptions,
          ("if the waiter's watch starts at a revision already passed", catch_up_ms,
           "etcd catches such watchers up in a 100 ms loop; distlock watches from now")))
     report = Report("locks", {"contenders": options.contenders, "handoffs": options.handoffs,
+                              "rounds": f"{_ROUNDS} each, Go Mutex and distlock alternating",
                               "cluster": "3 etcd members on loopback", "endpoint": "leader"},
                     [uncontended, contended, parts])
     floor_rate = 1000 / floor_ms
@@ -538,7 +555,7 @@ _ETCDCTL_HOLD = 'a=$EPOCHREALTIME; printf "%s %s %s\\n" "$a" "$EPOCHREALTIME" ' 
                 '"$ETCD_LOCK_REV" >> "$HOLDS_FILE"'
 
 
-def _etcdctl_contended(endpoint: str, base: Path, options: LocksOptions) -> _Contended:
+def _etcdctl_contended(endpoint: str, base: Path, options: LocksOptions) -> list[_Hold]:
     holds_file = base / "etcdctl-holds.txt"
     remaining = [options.handoffs]
     guard = threading.Lock()
@@ -570,18 +587,32 @@ def _etcdctl_contended(endpoint: str, base: Path, options: LocksOptions) -> _Con
     for line in holds_file.read_text().splitlines():
         acquired, released, token = line.split()
         holds.append(_Hold(float(acquired), float(released), int(token)))
-    return _summarize(holds)
+    return holds
 
 
-def _summarize(holds: Sequence[_Hold]) -> _Contended:
-    ordered = sorted(holds, key=lambda h: h.acquired)
-    gaps = [b.acquired - a.released for a, b in itertools.pairwise(ordered)]
-    span = ordered[-1].acquired - ordered[0].acquired
-    fifo = all(a.token < b.token for a, b in itertools.pairwise(ordered))
+def _summarize(*rounds: Sequence[_Hold]) -> _Contended:
+    """One contended figure from one or more runs (rounds) of the same client: gaps and
+    spans are taken within each round, then pooled."""
+    gaps: list[float] = []
+    span = 0.0
+    fifo = True
+    holds = 0
+    for holds_of_round in rounds:
+        ordered = sorted(holds_of_round, key=lambda h: h.acquired)
+        gaps += [b.acquired - a.released for a, b in itertools.pairwise(ordered)]
+        span += ordered[-1].acquired - ordered[0].acquired
+        fifo = fifo and all(a.token < b.token for a, b in itertools.pairwise(ordered))
+        holds += len(ordered)
     exclusive = all(gap >= 0 for gap in gaps)
-    return _Contended(len(ordered), len(gaps) / span if span > 0 else float("nan"),
+    return _Contended(holds, len(gaps) / span if span > 0 else float("nan"),
                       statistics.fmean(gaps) * 1000, percentile(gaps, 50) * 1000,
                       percentile(gaps, 99) * 1000, fifo, exclusive)
+
+
+_Run = Callable[[Callable[[], None]], tuple[list["_Hold"], float]]
+"""One contended run: its holds and the CPU seconds its client processes spent. It is
+given a callable to call when its clock starts (after its clients opened their sessions),
+from which etcd's CPU is counted."""
 
 
 class _CpuMeter:
@@ -598,15 +629,44 @@ class _CpuMeter:
             total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
         return total / self._tick
 
-    def charge(self, run: Callable[[], tuple[_Contended, float]]) -> _Contended:
-        """Run ``run`` (which returns its result and its clients' CPU seconds) and put
-        the CPU per 1,000 handoffs of both sides into the result."""
-        before = self.seconds()
-        result, client_cpu = run()
-        etcd = self.seconds() - before
-        per = 1000 / max(result.holds, 1)
-        return dataclasses.replace(result, client_cpu_per_1000=client_cpu * per,
-                                   etcd_cpu_per_1000=etcd * per)
+    def charge(self, runs: Sequence[_Run]) -> _Contended:
+        """Run each of ``runs`` and summarize them as one, with the CPU per 1,000
+        handoffs of the clients and of etcd."""
+        return self.charge_alternately(runs, [])[0] or _EMPTY
+
+    def charge_alternately(self, first: Sequence[_Run],
+                           second: Sequence[_Run]) -> tuple[_Contended | None,
+                                                            _Contended | None]:
+        """Runs of two clients, alternating (first[0], second[0], first[1], ...), each
+        client's summarized with its CPU; None for a client with no runs."""
+        rounds: tuple[list[list[_Hold]], list[list[_Hold]]] = ([], [])
+        cpu = [[0.0, 0.0], [0.0, 0.0]]  # [client, etcd] per side
+        for index in range(max(len(first), len(second))):
+            for side, runs in enumerate((first, second)):
+                if index >= len(runs):
+                    continue
+                before = [self.seconds()]
+
+                def started(before: list[float] = before) -> None:
+                    before[0] = self.seconds()
+
+                holds, client_cpu = runs[index](started)
+                cpu[side][1] += self.seconds() - before[0]
+                cpu[side][0] += client_cpu
+                rounds[side].append(holds)
+        results: list[_Contended | None] = []
+        for side in (0, 1):
+            if not rounds[side]:
+                results.append(None)
+                continue
+            result = _summarize(*rounds[side])
+            per = 1000 / max(result.holds, 1)
+            results.append(dataclasses.replace(result, client_cpu_per_1000=cpu[side][0] * per,
+                                               etcd_cpu_per_1000=cpu[side][1] * per))
+        return results[0], results[1]
+
+
+_EMPTY = _Contended(0, float("nan"), float("nan"), float("nan"), float("nan"), True, True)
 
 
 def _cpu(who: int) -> float:
@@ -614,8 +674,8 @@ def _cpu(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _with_children_cpu(run: Callable[[], _Contended]) -> tuple[_Contended, float]:
-    """``run``'s result and the CPU seconds of the child processes it waited for."""
+def _with_children_cpu(run: Callable[[], list[_Hold]]) -> tuple[list[_Hold], float]:
+    """``run``'s holds and the CPU seconds of the child processes it waited for."""
     before = _cpu(resource.RUSAGE_CHILDREN)
     result = run()
     return result, _cpu(resource.RUSAGE_CHILDREN) - before
@@ -649,17 +709,15 @@ def _go_uncontended(endpoint: str, cycles: int) -> float:
     return float(answer["uncontended_per_second"])
 
 
-def _go_contended(endpoint: str,
-                  options: LocksOptions) -> Callable[[], tuple[_Contended, float]]:
-    _go_mutex_bench()  # not built: say so before the run is charged
-
-    def run() -> _Contended:
-        answer = _run_go_mutex(endpoint, cycles=0, handoffs=options.handoffs,
+def _go_contended(endpoint: str, options: LocksOptions,
+                  handoffs: int) -> tuple[list[_Hold], float]:
+    """One contended run of the Go Mutex: its holds and the CPU seconds it spent."""
+    def run() -> list[_Hold]:
+        answer = _run_go_mutex(endpoint, cycles=0, handoffs=handoffs,
                                contenders=options.contenders)
-        return _summarize([_Hold(h["acquired"], h["released"], h["token"])
-                           for h in answer["holds"]])
+        return [_Hold(h["acquired"], h["released"], h["token"]) for h in answer["holds"]]
 
-    return lambda: _with_children_cpu(run)
+    return _with_children_cpu(run)
 
 
 def _open_project_backend(endpoint: str) -> Any:
@@ -684,20 +742,22 @@ def _project_uncontended(endpoint: str, cycles: int) -> float:
         backend.close()
 
 
-def _project_contended(endpoint: str, base: Path,
-                       options: LocksOptions) -> tuple[_Contended, float]:
+def _project_contended(endpoint: str, base: Path, options: LocksOptions,
+                       handoffs: int, started: Callable[[], None]) -> tuple[list[_Hold], float]:
     """The holds of every contender and the CPU seconds they spent contending."""
-    records, cpu = run_contenders(_contend, (endpoint,), base, options.contenders,
-                                  options.handoffs)
-    return _summarize([_Hold(*record) for record in records]), cpu
+    records, cpu = run_contenders(_contend, (endpoint,), base, options.contenders, handoffs,
+                                  started)
+    return [_Hold(*record) for record in records], cpu
 
 
-def run_contenders(target: Callable[..., None], args: tuple[Any, ...], base: Path,
-                   contenders: int, handoffs: int) -> tuple[list[list[Any]], float]:
+def run_contenders(target: Callable[..., None], args: tuple[Any, ...], base: Path,  # noqa: PLR0917
+                   contenders: int, handoffs: int,
+                   on_start: Callable[[], None] | None = None) -> tuple[list[list[Any]], float]:
     """Run ``target(*args, remaining, barrier, out)`` in ``contenders`` processes that
     share a budget of ``handoffs`` acquisitions; the clock starts when every one has
-    its session (the barrier). Returns every record the processes wrote to ``out``
-    (through :func:`hold_loop`) and the CPU seconds they spent contending."""
+    its session (the barrier; ``on_start`` runs then). Returns every record the
+    processes wrote to ``out`` (through :func:`hold_loop`) and the CPU seconds they
+    spent contending."""
     context = multiprocessing.get_context("spawn")
     remaining = context.Value("i", handoffs)
     barrier = context.Barrier(contenders + 1)
@@ -709,6 +769,8 @@ def run_contenders(target: Callable[..., None], args: tuple[Any, ...], base: Pat
         process.start()
     try:
         barrier.wait(timeout=120)  # every contender has its session: start the clock
+        if on_start is not None:
+            on_start()
         deadline = time.monotonic() + _RUN_TIMEOUT
         for process in processes:
             process.join(max(0.1, deadline - time.monotonic()))
