@@ -149,6 +149,8 @@ option_quote() {
 
 # write_client_options PATH USER PASSWORD (host HOST PORT | socket SOCKET)
 # Atomic and created 0600 from the start, so the password is never readable by others, even briefly.
+# The temp file is named in WRITING_CLIENT_OPTIONS until the rename, so that a script's trap can
+# remove it when a signal ends the script in between (remove_unfinished_client_options).
 write_client_options() {
     local path=$1 user=$2 password=$3 kind=$4 tmp quoted_user quoted_password location
     [[ -n "$password" ]] || die "empty password for account '$user'"
@@ -165,7 +167,9 @@ write_client_options() {
         *) die "write_client_options: unknown connection kind '$kind'" ;;
     esac
     mkdir -p "$(dirname "$path")"
-    tmp=$(umask 077 && mktemp "$path.XXXXXX")
+    # One assignment: a trap runs between commands, so it never sees the file unnamed.
+    WRITING_CLIENT_OPTIONS=$(umask 077 && mktemp "$path.XXXXXX")
+    tmp=$WRITING_CLIENT_OPTIONS
     # [client] for the SQL clients and mariadb-backup; [xtrabackup] because Percona XtraBackup
     # reads only its own and the [mysqld] groups. protocol=TCP keeps the clients from turning
     # "localhost" into a socket; XtraBackup does not know the option.
@@ -175,6 +179,15 @@ write_client_options() {
         "$quoted_user" "$quoted_password" "$location" "$tcp" \
         "$quoted_user" "$quoted_password" "$location" >"$tmp"
     mv -f "$tmp" "$path"
+    WRITING_CLIENT_OPTIONS=""
+}
+
+# The EXIT trap of a script that can be stopped while write_client_options runs: removes the temp
+# file of a write that never reached its rename (it holds a password).
+remove_unfinished_client_options() {
+    if [[ -n "${WRITING_CLIENT_OPTIONS:-}" ]]; then
+        rm -f -- "$WRITING_CLIENT_OPTIONS"
+    fi
 }
 
 # run_sql OPTION_FILE [client args...]: statements on stdin, tab-separated rows on stdout.
