@@ -1,6 +1,6 @@
 """EtcdMembership never ends an up unconverged, shows drift on refresh, refuses before writing.
 
-Same stage as tests/integration/test_etcd_cluster.py (whose helpers this reuses): each
+Same stage as tests/integration/test_etcd_cluster.py (tests/support/etcd_pods.py): each
 "pod" runs the StatefulSet's exact command line and scripts on 127.0.0.1, the provider
 runs in the real provider server, and this test plays the StatefulSet controller and
 the kubelet (including the exec readiness probe, run as the kubelet runs it).
@@ -17,23 +17,21 @@ import pytest
 
 from components.etcd._membership import DESIRED_MEMBERS_KEY
 from components.etcd.cluster import METRICS_PORT
-from tests.integration.test_etcd_cluster import (
+from tests.support.etcd import gateway
+from tests.support.etcd_pods import (
     LocalStatefulSet,
     deployed,
     etcdctl_that_never_promotes,
     listed,
     membership_inputs,
     mount,
-    statefulset,
     voters,
     wait_voter,
 )
-from tests.support.etcd import gateway
 from tests.support.procs import wait_until
 from tests.support.provider_server import ProviderError
 
 pytestmark = pytest.mark.integration
-__all__ = ["statefulset"]  # the fixture, re-used
 
 
 

@@ -1,6 +1,6 @@
 """The pod scripts, run unmodified against real MariaDB, mariadb-backup, mbstream and ncat/socat.
 
-Each pod is a set of local processes (tests/integration/pods.py) with its own data dir, its
+Each pod is a set of local processes (tests/support/pods.py) with its own data dir, its
 pod name injected as the StatefulSet would, and only addresses and paths supplied from
 outside. Catch-up is awaited with MASTER_GTID_WAIT, never with sleeps, and consistency is
 checked both ways: CHECKSUM TABLE against the primary, and the exact list of rows a writer
@@ -23,7 +23,7 @@ from typing import Any
 import pymysql
 import pytest
 
-from tests.integration.pods import (
+from tests.support.pods import (
     CLONE_COMPLETE,
     CLONE_IN_PROGRESS,
     REPLICATION_CONFIGURED,

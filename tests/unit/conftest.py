@@ -1,4 +1,4 @@
-"""Shared fixtures for the unit tests: program runs under the mocks in tests/unit/mocks.py.
+"""Shared fixtures for the unit tests: program runs under the mocks in tests/support/mocks.py.
 
 A run of the whole program takes a fraction of a second, but dozens of tests inspect
 the same stacks, so each stack's run is shared per session. A run's result is plain
@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
-from tests.unit.mocks import ProgramResult, load_stack_file, run_program
-
-
-def stack_with(stack: str, **mysql: Any) -> dict[str, Any]:
-    """``Pulumi.<stack>.yaml``'s config with keys of the ``mysql`` object replaced."""
-    config = load_stack_file(stack)
-    config["mysql-cluster:mysql"] = {**config["mysql-cluster:mysql"], **mysql}
-    return config
+from tests.support.etcd import EtcdCluster
+from tests.support.mocks import ProgramResult, load_stack_file, run_program, stack_with
 
 
 @pytest.fixture(autouse=True)
@@ -65,3 +59,13 @@ def any_stack(request: pytest.FixtureRequest) -> ProgramResult:
     """Each stack file with each flavor."""
     result: ProgramResult = request.getfixturevalue(request.param)
     return result
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real etcd member per test module that asks for it; its client URL."""
+    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"), size=1).start()
+    try:
+        yield cluster.endpoints[0]
+    finally:
+        cluster.stop()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +19,8 @@ import pytest
 from distlock import _cli
 from distlock._etcd_grpc import Client
 from distlock.etcd import EtcdBackend
-from tests.support.etcd import EtcdCluster, gateway
+from tests.support.etcd import gateway
 from tests.support.procs import free_port
-
-
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One real etcd member; its client URL."""
-    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"), size=1).start()
-    try:
-        yield cluster.endpoints[0]
-    finally:
-        cluster.stop()
 
 
 def _leases_granted(endpoint: str) -> int:

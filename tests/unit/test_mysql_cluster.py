@@ -25,9 +25,8 @@ from components.mysql.cluster import (
     server_id_base,
 )
 from components.mysql.flavor import FLAVORS
-from tests.unit.conftest import stack_with
-from tests.unit.mocks import ProgramResult, Recorded, load_stack_file
-from tests.unit.mocks import run_program as run_whole_program
+from tests.support.mocks import ProgramResult, Recorded, load_stack_file, stack_with
+from tests.support.mocks import run_program as run_whole_program
 
 CONTRACT_ENV = {
     "POD_NAME", "MYSQL_FLAVOR", "SERVER_ID_BASE", "PEER_HOST_TEMPLATE", "MYSQL_PORT",

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.pod_scripts import SCRIPTS
 from tests.support.procs import free_port
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "components" / "mysql" / "scripts"
 TEMP_GLOB = "monitor-client.cnf.??????"
 # Each step is one simple command of the probe's own shell (subshells are not counted, so a
 # number names one instant); the trap runs just before it, so stopping at step N leaves exactly
