@@ -13,14 +13,13 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from components.etcd.cluster import SCRIPTS_DIR, SNAPSHOT_SCRIPT
-from tests.support.etcd import EtcdCluster, etcdctl_binary
+from tests.support.etcd import etcdctl_binary
 from tests.support.procs import ManagedProcess, run, wait_until
 
 pytestmark = pytest.mark.integration
@@ -51,15 +50,6 @@ class Snapshots:
 
     def saved(self) -> list[str]:
         return sorted(p.name for p in self.directory.glob("etcd-*.db"))
-
-
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"), size=1).start()
-    try:
-        yield cluster.endpoints[0]
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import Iterator
 
 import pytest
 
-from tests.support.etcd import EtcdCluster
 from tests.support.mocks import ProgramResult, load_stack_file, run_program, stack_with
 
 
@@ -60,12 +58,3 @@ def any_stack(request: pytest.FixtureRequest) -> ProgramResult:
     result: ProgramResult = request.getfixturevalue(request.param)
     return result
 
-
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One real etcd member per test module that asks for it; its client URL."""
-    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"), size=1).start()
-    try:
-        yield cluster.endpoints[0]
-    finally:
-        cluster.stop()
