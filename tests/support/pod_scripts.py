@@ -12,7 +12,16 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from components.mysql.flavor import FLAVORS
+
 SCRIPTS = Path(__file__).resolve().parents[2] / "components" / "mysql" / "scripts"
+
+
+def _pod_environment(flavor: str) -> dict[str, str]:
+    """What a pod of ``flavor`` gets besides MYSQL_FLAVOR; nothing for a flavor that is
+    none (the scripts must refuse it themselves)."""
+    spec = next((s for name, s in FLAVORS.items() if name == flavor), None)
+    return spec.pod_environment() if spec else {}
 
 
 def bash(snippet: str, *, flavor: str = "mysql", env: dict[str, str] | None = None,
@@ -23,7 +32,9 @@ def bash(snippet: str, *, flavor: str = "mysql", env: dict[str, str] | None = No
     """
     bash_path = shutil.which("bash")
     assert bash_path is not None
+    # The environment a pod of ``flavor`` gets from the component (flavor.py).
     full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MYSQL_FLAVOR": flavor,
+                **_pod_environment(flavor),
                 "CONFIG_DIR": str(SCRIPTS), **(env or {})}
     script = f'set -euo pipefail; source "$CONFIG_DIR/{source}"\n{snippet}'
     return subprocess.run([*prefix, bash_path, "-c", script], env=full_env, capture_output=True,

@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from components.mysql import credentials
+from components.mysql.flavor import FLAVORS
 from tests.support.mariadb import DEBIAN, MariaDBServer, distribution
 from tests.support.procs import LOCALHOST, ManagedProcess, require_binary, wait_until
 
@@ -406,6 +407,7 @@ class Pod:
         return {
             "POD_NAME": self.name,
             "MYSQL_FLAVOR": "mariadb",
+            **FLAVORS["mariadb"].pod_environment(),
             "SERVER_ID_BASE": str(c.server_id_base),
             "PEER_HOST_TEMPLATE": LOCALHOST,
             "MYSQL_PORT": str(c.mysql_port),

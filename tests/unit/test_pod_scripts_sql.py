@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from components.mysql.flavor import FLAVORS
 from tests.support.pod_scripts import SCRIPTS, argv, bash, output
 
 UUID_A = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
@@ -428,6 +429,7 @@ def test_bootstrap_sourced_by_an_entrypoint_fails_it_without_leaking_strict_mode
     result = subprocess.run(["bash", "-c", entrypoint], capture_output=True, text=True,
                             check=False, timeout=30,
                             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                                 **FLAVORS["mariadb"].pod_environment(),
                                  "CONFIG_DIR": str(SCRIPTS), "MYSQL_FLAVOR": "mariadb",
                                  "RUN_DIR": str(tmp_path / "run"),
                                  **{k: v for k, v in ACCOUNT_ENV.items()
@@ -500,3 +502,17 @@ def test_probe_names_its_modes() -> None:
     result = bash('main nonsense', source="probe.sh")
     assert result.returncode != 0
     assert "usage: probe.sh startup|liveness|readiness|backup" in result.stderr
+
+
+@pytest.mark.parametrize(("function", "variable"), [
+    ("server_socket", "MYSQL_SOCKET"), ("sql_client_tool", "MYSQL_CLIENT"),
+    ("admin_tool", "MYSQL_ADMIN_TOOL"), ("backup_tool", "BACKUP_TOOL"),
+    ("stream_tool", "BACKUP_STREAM_TOOL"), ("prepared_backup_type", "BACKUP_PREPARED_TYPE"),
+])
+def test_tools_and_socket_come_from_the_environment(function: str, variable: str) -> None:
+    """Handed by the component (flavor.py); a pod without one fails naming it."""
+    assert output(function, env={variable: "/from/the/pod/spec"}) == "/from/the/pod/spec\n"
+    missing = bash(function, env={variable: ""})
+    assert missing.returncode != 0
+    assert variable in missing.stderr
+

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from components.mysql.flavor import FLAVORS
 from tests.support.pod_scripts import SCRIPTS
 from tests.support.procs import free_port
 
@@ -81,6 +82,7 @@ def probe(tmp_path: Path) -> Probe:
     if client is None:
         pytest.fail("the mariadb client is not installed (Debian's mariadb-client)")
     return Probe(run_dir, {
+        **FLAVORS["mariadb"].pod_environment(),
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MYSQL_FLAVOR": "mariadb",
         "CONFIG_DIR": str(SCRIPTS), "POD_NAME": "orders-mysql-0", "RUN_DIR": str(run_dir),
         "MYSQL_PORT": str(free_port()), "MONITOR_USER": "monitor",
