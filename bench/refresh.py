@@ -101,7 +101,7 @@ def _median_ms(call: Callable[[], object], rounds: int) -> float:
 
 
 def _echo_floor(server: ProviderServer, rounds: int) -> dict[str, float]:
-    from tests.unit._echo_provider import EchoProvider  # noqa: PLC0415 - test helper
+    from tests.support.echo_provider import EchoProvider  # noqa: PLC0415 - test helper
 
     driver = ResourceDriver(server, EchoProvider(), name="bench-echo")
     inputs = {"count": 1}

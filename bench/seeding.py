@@ -10,7 +10,7 @@ measure, on the same primary holding ``size_mb`` of InnoDB data, in one run:
   -x`` then ``--prepare``: what the project scripts wrap, without the scripts.
 * **project clone path**: the real ``backup-server.sh`` sidecar of the primary pod
   serving and a new replica pod's ``clone.sh`` init container cloning (stream, extract,
-  prepare, verify, completion marker), as the pod harness (``tests/integration/pods.py``)
+  prepare, verify, completion marker), as the pod harness (``tests/support/pods.py``)
   runs them.
 * **dump and restore**: ``mariadb-dump | mariadb``, what many charts do.
 
@@ -167,7 +167,7 @@ def _primary(base: Path) -> Iterator[_Primary]:
         clone: Callable[[], _Seeded] | None = None
         why = ""
         try:
-            pods = importlib.import_module("tests.integration.pods")
+            pods = importlib.import_module("tests.support.pods")
             cluster = stack.enter_context(pods.PodCluster(base / "pods", max_pods=2))
             pod = cluster.pod(0)
             pod.init_config()

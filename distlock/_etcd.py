@@ -82,6 +82,47 @@ def check_name(name: str) -> None:
     _prefix(name)
 
 
+def _check_ttl(ttl: object) -> None:
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 1 <= ttl < math.inf:
+        raise ValueError(f"etcd lock ttl must be a number of seconds >= 1, got {ttl!r}")
+    if math.ceil(ttl) > _MAX_WIRE_TTL:
+        raise ValueError(f"etcd lock ttl must be at most {_MAX_WIRE_TTL} seconds (etcd's "
+                         f"int64), got {ttl!r}")
+
+
+def inspect(options: BackendOptions, name: str) -> LockState:
+    """``name``'s holder and queue, read without a session: a lease would be a write, and
+    reading needs none. Retries an unreachable etcd as long as opening a session would."""
+    _check_ttl(options.ttl)  # it still bounds the retries, so the same ttl is refused
+    client = Client(options.endpoints,
+                    tls=TLSFiles(options.ca_file, options.cert_file, options.key_file))
+    try:
+        timeout = (max(options.ttl, 5) if options.open_timeout is None
+                   else options.open_timeout)
+        return _lock_state(name, _range_prefix(client, _prefix(name), timeout=timeout))
+    finally:
+        client.close()
+
+
+def _range_prefix(client: Client, prefix: str, *, timeout: float) -> list[Any]:
+    """Every key under ``prefix``, oldest create revision first (keys only)."""
+    start = prefix.encode()
+    response = client.range(rpc_pb2.RangeRequest(
+        key=start, range_end=prefix_end(start), keys_only=True,
+        sort_order=rpc_pb2.RangeRequest.ASCEND, sort_target=rpc_pb2.RangeRequest.CREATE,
+    ), timeout=timeout)
+    return list(response.kvs)
+
+
+def _lock_state(name: str, kvs: Sequence[Any]) -> LockState:
+    """The holder is the oldest waiter key (lowest create revision), as the Mutex says."""
+    keys = sorted((kv.create_revision, kv.key.decode()) for kv in kvs)
+    if not keys:
+        return LockState(name=name, holder=None, token=None, waiters=())
+    return LockState(name=name, holder=keys[0][1], token=keys[0][0],
+                     waiters=tuple(k for _, k in keys[1:]))
+
+
 class EtcdBackend(LockBackend):
     """One etcd session (one lease); thread-safe, may hold many named locks."""
 
@@ -90,11 +131,7 @@ class EtcdBackend(LockBackend):
                  recheck: float = 1.0, open_timeout: float | None = None) -> None:
         """``open_timeout``: how long granting the session's lease may keep failing over
         (None: the TTL, at least 5 s); a caller with a deadline passes what is left."""
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 1 <= ttl < math.inf:
-            raise ValueError(f"etcd lock ttl must be a number of seconds >= 1, got {ttl!r}")
-        if math.ceil(ttl) > _MAX_WIRE_TTL:
-            raise ValueError(f"etcd lock ttl must be at most {_MAX_WIRE_TTL} seconds (etcd's "
-                             f"int64), got {ttl!r}")
+        _check_ttl(ttl)
         self._client = Client(endpoints, request_timeout=request_timeout, tls=tls)
         self._watches = WatchHub(self._client)
         self._recheck = recheck
@@ -176,14 +213,8 @@ class EtcdBackend(LockBackend):
         self._client.delete(grant.holder.encode(), timeout=self._request_deadline())
 
     def inspect(self, name: str) -> LockState:
-        prefix = _prefix(name)
-        kvs = self._range_prefix(prefix, timeout=self._request_deadline())
-        keys = [(kv.create_revision, kv.key.decode()) for kv in kvs]
-        keys.sort()
-        if not keys:
-            return LockState(name=name, holder=None, token=None, waiters=())
-        return LockState(name=name, holder=keys[0][1], token=keys[0][0],
-                         waiters=tuple(k for _, k in keys[1:]))
+        return _lock_state(name, self._range_prefix(_prefix(name),
+                                                    timeout=self._request_deadline()))
 
     def close(self) -> None:
         if self._closed.is_set():
@@ -359,12 +390,7 @@ class EtcdBackend(LockBackend):
                          error)
 
     def _range_prefix(self, prefix: str, *, timeout: float) -> list[Any]:
-        start = prefix.encode()
-        response = self._client.range(rpc_pb2.RangeRequest(
-            key=start, range_end=prefix_end(start), keys_only=True,
-            sort_order=rpc_pb2.RangeRequest.ASCEND, sort_target=rpc_pb2.RangeRequest.CREATE,
-        ), timeout=timeout)
-        return list(response.kvs)
+        return _range_prefix(self._client, prefix, timeout=timeout)
 
     # -- the session lease -----------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The lock conformance suite: one set of tests, run against every backend.
 
-Every test is parametrized over :data:`tests.integration.lock_backends.FACTORIES`
+Every test is parametrized over :data:`tests.support.lock_backends.FACTORIES`
 (a real 3-member etcd cluster; the real Kubernetes API server of the session's control
 plane, as admin and as a ServiceAccount holding only the lock-user role). Tests that
 need something only etcd has (a leader to kill, ``etcdctl lock`` to interoperate with,
@@ -47,15 +47,15 @@ from distlock._cli import EXIT_LOST, EXIT_TIMEOUT
 from distlock._errors import BackendRefused
 from distlock._etcd_grpc import Client, WatchHub
 from distlock.etcd import EtcdBackend, TLSFiles
-from tests.integration.lock_backends import FACTORIES, BackendHarness
-from tests.integration.lock_history import ACQUIRED, ENDED, RELEASED, History, check, fenced_store
 from tests.support.etcd import EtcdMember, etcd_binary, etcdctl_binary, gateway
+from tests.support.lock_backends import FACTORIES, BackendHarness
+from tests.support.lock_history import ACQUIRED, ENDED, RELEASED, History, check, fenced_store
 from tests.support.procs import free_ports, require_binary, run, wait_until
 
 pytestmark = pytest.mark.integration
 
 WAIT = 60.0  # generous upper bound for anything that should happen; never a measured figure
-HISTORY_MODULE = [sys.executable, "-m", "tests.integration.lock_history"]
+HISTORY_MODULE = [sys.executable, "-m", "tests.support.lock_history"]
 
 etcd_only_test = pytest.mark.parametrize("harness", ["etcd"], indirect=True)
 """Runs a test on the etcd backend only (rather than skipping it on the others, so the

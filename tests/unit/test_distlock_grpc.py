@@ -19,13 +19,8 @@ from distlock import _etcd_grpc
 from distlock._grant import Grant
 from distlock.etcd import EtcdBackend
 from tests.support.procs import wait_until
-from tests.unit import test_distlock_cli
 
 WAIT = 30.0  # an upper bound for what should happen at once; never a measured figure
-
-
-# ``etcd`` (one real member's client URL) is test_distlock_cli's module fixture.
-etcd = test_distlock_cli.etcd
 
 
 @pytest.fixture
