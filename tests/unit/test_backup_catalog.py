@@ -97,7 +97,7 @@ def test_points_outside_what_is_kept_are_refused() -> None:
 
 
 def test_another_flavor_or_a_newer_major_is_refused() -> None:
-    with pytest.raises(PlanError, match="is from 11.4.5, newer than this server 10.11.19"):
+    with pytest.raises(PlanError, match=r"is from 11\.4\.5, newer than this server 10\.11\.19"):
         plan([manifest("a", "0-1-10", minutes(0), version="11.4.5")], [], None)
     with pytest.raises(PlanError, match="of flavor mysql"):
         plan([manifest("a", "0-1-10", minutes(0), flavor="mysql")], [], None)
