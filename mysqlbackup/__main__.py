@@ -150,6 +150,29 @@ def cmd_fetch_binlogs(args: argparse.Namespace) -> None:
         print(path)
 
 
+def cmd_upload_snapshot(args: argparse.Namespace) -> None:
+    """An etcd snapshot file (``etcdctl snapshot save``), then its manifest."""
+    store = _store()
+    snapshot_id = args.id or catalog.new_backup_id()
+    key = f"{catalog.ETCD}{snapshot_id}/snapshot.db"
+    with Path(args.file).open("rb") as reader:
+        size, sha256 = store.upload_stream(key, reader)
+    manifest = catalog.SnapshotManifest(snapshot_id, size, sha256,
+                                        catalog.iso(catalog.utc_now()), args.source)
+    store.put_json(manifest.manifest_key, manifest.to_json())
+    print(json.dumps(manifest.to_json()))
+
+
+def cmd_fetch_snapshot(args: argparse.Namespace) -> None:
+    store = _store()
+    snapshot = catalog.choose_snapshot(catalog.list_snapshots(store), args.id)
+    partial = Path(f"{args.out}.partial")
+    with partial.open("wb") as writer:
+        store.download_stream(snapshot.key, writer, snapshot.sha256)
+    partial.rename(args.out)
+    print(json.dumps(snapshot.to_json()))
+
+
 def cmd_check(_args: argparse.Namespace) -> None:
     _store().check()
 
@@ -205,6 +228,17 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--plan", required=True)
     command.add_argument("--dir", required=True)
     command.set_defaults(run=cmd_fetch_binlogs)
+
+    command = commands.add_parser("upload-snapshot", help="an etcd snapshot file, manifest last")
+    command.add_argument("--file", required=True)
+    command.add_argument("--id", default="")
+    command.add_argument("--source", default="")
+    command.set_defaults(run=cmd_upload_snapshot)
+
+    command = commands.add_parser("fetch-snapshot", help="an etcd snapshot, verified, to a file")
+    command.add_argument("--id", default="latest")
+    command.add_argument("--out", required=True)
+    command.set_defaults(run=cmd_fetch_snapshot)
 
     command = commands.add_parser("check", help="the bucket exists and answers")
     command.set_defaults(run=cmd_check)

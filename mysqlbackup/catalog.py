@@ -395,3 +395,56 @@ def _binlogs_after(backup: Manifest, archived: list[BinlogRecord],
                             f"binlog (closed {iso(newest)})")
     return sorted(wanted.values(), key=lambda r: min(
         (g.seq for g in parse_gtid_list(r.first).values()), default=0))
+
+
+# --- etcd snapshots ------------------------------------------------------------------------------
+
+ETCD = "etcd/"
+
+
+@dataclass(frozen=True)
+class SnapshotManifest:
+    """An etcd snapshot: ``etcd/<id>/snapshot.db`` and, written after it, this manifest."""
+
+    id: str
+    size: int
+    sha256: str
+    created_at: str
+    source: str
+    format: int = MANIFEST_FORMAT
+
+    @property
+    def key(self) -> str:
+        return f"{ETCD}{self.id}/snapshot.db"
+
+    @property
+    def manifest_key(self) -> str:
+        return f"{ETCD}{self.id}/manifest.json"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(document: Mapping[str, Any]) -> SnapshotManifest:
+        known = set(SnapshotManifest.__dataclass_fields__)
+        return SnapshotManifest(**{k: v for k, v in document.items() if k in known})
+
+
+def list_snapshots(store: Store) -> list[SnapshotManifest]:
+    """Complete snapshots (with a manifest), oldest first."""
+    keys = {key for key, _ in store.objects(ETCD)}
+    found = [SnapshotManifest.from_json(store.get_json(key)) for key in sorted(keys)
+             if key.endswith("/manifest.json")]
+    return sorted(found, key=lambda s: (s.created_at, s.id))
+
+
+def choose_snapshot(snapshots: list[SnapshotManifest], wanted: str) -> SnapshotManifest:
+    if not snapshots:
+        raise PlanError("the store holds no complete etcd snapshot (one with a manifest)")
+    if wanted == "latest":
+        return snapshots[-1]
+    for snapshot in snapshots:
+        if snapshot.id == wanted:
+            return snapshot
+    raise PlanError(f"no complete etcd snapshot {wanted!r}; complete ones: "
+                    f"{', '.join(s.id for s in snapshots)}")

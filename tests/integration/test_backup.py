@@ -372,27 +372,37 @@ def test_retention_deletes_only_complete_backups_past_the_policy_never_the_newes
     assert "backups/00000101T000000Z-incomplete/data.xbstream.gzip" in store.objects()
 
 
-def _etcd(base: Path) -> EtcdMember:
-    """etcd 3.5 when built (tools/kube), else Debian's 3.4: the lock needs lease+txn+watch."""
-    binary = find_tool("etcd")
-    path = str(binary) if binary else shutil.which("etcd")
-    if path is None:
-        require_binary("etcd")
-    assert path is not None
+def _etcd_binaries() -> tuple[str, str]:
+    """etcd + etcdctl 3.5 when built (tools/kube), else Debian's 3.4 pair."""
+    built, built_ctl = find_tool("etcd"), find_tool("etcdctl")
+    if built and built_ctl:
+        return str(built), str(built_ctl)
+    require_binary("etcd", "etcdctl")
+    etcd, etcdctl = shutil.which("etcd"), shutil.which("etcdctl")
+    assert etcd is not None
+    assert etcdctl is not None
+    return etcd, etcdctl
+
+
+def _etcd(base: Path, data_dir: Path | None = None, name: str = "lock") -> EtcdMember:
+    """One etcd member on free ports; ``data_dir`` may hold a restored snapshot."""
+    etcd, _ = _etcd_binaries()
     client, peer = free_ports(2)
     url, peer_url = f"http://{LOCALHOST}:{client}", f"http://{LOCALHOST}:{peer}"
-    argv = [path, "--name=lock", f"--data-dir={base / 'data'}", f"--listen-client-urls={url}",
+    data = data_dir or base / "data"
+    argv = [etcd, f"--name={name}", f"--data-dir={data}", f"--listen-client-urls={url}",
             f"--advertise-client-urls={url}", f"--listen-peer-urls={peer_url}",
-            f"--initial-advertise-peer-urls={peer_url}", f"--initial-cluster=lock={peer_url}"]
-    member = EtcdMember("etcd", argv, client_url=url, data_dir=base / "data", log_dir=base)
-    return member.start()
+            f"--initial-advertise-peer-urls={peer_url}", f"--initial-cluster={name}={peer_url}"]
+    member = EtcdMember(name, argv, client_url=url, data_dir=data, log_dir=base)
+    member.start()
+    wait_until(lambda: healthy(url), timeout=30, what=f"etcd {name} to be healthy")
+    return member
 
 
 def test_two_backups_scheduled_at_once_one_waits_on_the_lock_none_overlap(
         source: Pod, store: Store, tmp_path: Path) -> None:
     etcd = _etcd(tmp_path / "etcd")
     try:
-        wait_until(lambda: healthy(etcd.client_url), timeout=30, what="etcd to be healthy")
         env = {**os.environ, **source.env("backup"), **store.env}
         argv = [sys.executable, "-m", "distlock", "run", "--backend", "etcd", "--endpoints",
                 etcd.client_url, "--ttl", "10", "mysql-cluster/orders-mysql", "--",
@@ -409,6 +419,48 @@ def test_two_backups_scheduled_at_once_one_waits_on_the_lock_none_overlap(
     first, second = manifests
     # started_at is taken after the lock is held, ended_at when the manifest is written.
     assert catalog.parse_time(second["started_at"]) >= catalog.parse_time(first["ended_at"])
+
+
+def test_an_etcd_snapshot_in_the_store_restores_a_new_cluster_with_the_same_keys(
+        store: Store, tmp_path: Path) -> None:
+    _, etcdctl = _etcd_binaries()
+    ctl_env = {**os.environ, "ETCDCTL_API": "3"}
+    source = _etcd(tmp_path / "source", name="source")
+    try:
+        for index in range(20):
+            subprocess.run([etcdctl, f"--endpoints={source.client_url}", "put",
+                            f"/locks/key-{index:02d}", f"value-{index}"], env=ctl_env,
+                           check=True, capture_output=True)
+        snapshot = tmp_path / "snapshot.db"
+        subprocess.run([etcdctl, f"--endpoints={source.client_url}", "snapshot", "save",
+                        str(snapshot)], env=ctl_env, check=True, capture_output=True)
+    finally:
+        source.stop()
+    uploaded = store.cli("upload-snapshot", "--file", str(snapshot), "--source", "source")
+    assert uploaded.returncode == 0, uploaded.stderr
+    # A snapshot whose manifest never came is never chosen, even when it is newer.
+    store.put("etcd/99991231T000000Z-partial/snapshot.db", b"half a snapshot")
+
+    fetched = tmp_path / "fetched.db"
+    result = store.cli("fetch-snapshot", "--id", "latest", "--out", str(fetched))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["id"] == json.loads(uploaded.stdout)["id"]
+    restored_dir = tmp_path / "restored" / "data"
+    _client, peer = free_ports(2)
+    peer_url = f"http://{LOCALHOST}:{peer}"
+    subprocess.run([etcdctl, "snapshot", "restore", str(fetched), f"--data-dir={restored_dir}",
+                    "--name=restored", f"--initial-cluster=restored={peer_url}",
+                    f"--initial-advertise-peer-urls={peer_url}"], env=ctl_env, check=True,
+                   capture_output=True)
+    restored = _etcd(tmp_path / "restored", data_dir=restored_dir, name="restored")
+    try:
+        keys = subprocess.run([etcdctl, f"--endpoints={restored.client_url}", "get", "/locks/",
+                               "--prefix"], env=ctl_env, check=True, capture_output=True,
+                              text=True).stdout.split()
+    finally:
+        restored.stop()
+    assert keys == [item for index in range(20)
+                    for item in (f"/locks/key-{index:02d}", f"value-{index}")]
 
 
 def test_bad_input_is_refused_before_anything_is_created(
