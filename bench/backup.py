@@ -107,7 +107,7 @@ def restore_time(pod: Pod, store: Store, work: Path, transactions: int) -> dict[
     if archived.returncode != 0:
         raise RuntimeError(archived.stderr)
     target = pod.gtid_binlog_pos()
-    restore = Restore(work / "restored", pod, store)
+    restore = Restore(pod, store)
     try:
         started = time.perf_counter()
         reached = restore.run(point=target)

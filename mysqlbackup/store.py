@@ -118,9 +118,13 @@ class Store:
             raise StoreError(f"{what}: endpoint {self.config.endpoint} is unreachable") from None
         except botocore.exceptions.ClientError as error:
             code = error.response.get("Error", {}).get("Code", "?")
-            if code == "NoSuchBucket":
+            # HEAD answers carry no body, so a missing bucket is a bare 404 there.
+            if code == "NoSuchBucket" or (method == "head_bucket" and code == "404"):
                 raise StoreError(f"{what}: bucket {self.config.bucket!r} does not exist at "
                                  f"{self.config.endpoint}") from None
+            if code in ("403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"):
+                raise StoreError(f"{what}: the store refused these keys ({code}); check the "
+                                 "files S3_ACCESS_KEY_FILE and S3_SECRET_KEY_FILE name") from None
             raise StoreError(f"{what}: {code}: {error}") from None
 
     def check(self) -> None:

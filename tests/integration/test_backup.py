@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -133,7 +134,10 @@ class Restore:
     new pods must log in with the passwords the backup holds.
     """
 
-    def __init__(self, base: Path, source: Pod, store: Store) -> None:
+    def __init__(self, source: Pod, store: Store) -> None:
+        # Its own short temp dir: a unix socket path must stay under 108 bytes.
+        base = Path(tempfile.mkdtemp(prefix="restore-"))
+        self.base = base
         self.cluster = PodCluster(base, name="restored-mysql")
         # The Secret is the source's (see the class docstring): rewrite every volume.
         shutil.rmtree(self.cluster.credentials_root)
@@ -163,7 +167,10 @@ class Restore:
         return applied.stdout.strip().splitlines()[-1]
 
     def close(self) -> None:
-        self.cluster.close()
+        try:
+            self.cluster.close()
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
 
 
 @pytest.fixture
@@ -174,8 +181,8 @@ def restores(tmp_path: Path, source: Pod, store: Store) -> Iterator[list[Restore
         restore.close()
 
 
-def new_restore(restores: list[Restore], tmp_path: Path, source: Pod, store: Store) -> Restore:
-    restore = Restore(tmp_path / f"restored-{len(restores)}", source, store)
+def new_restore(restores: list[Restore], source: Pod, store: Store) -> Restore:
+    restore = Restore(source, store)
     restores.append(restore)
     return restore
 
@@ -235,7 +242,7 @@ def test_backup_under_a_live_writer_restores_exactly_its_gtid_position(
     assert expected, "the backup ran before any writer commit: nothing is proven"
     assert len(expected) < len(committed), "the writer never wrote past the backup"
 
-    restore = new_restore(restores, tmp_path, source, store)
+    restore = new_restore(restores, source, store)
     reached = restore.run()
     assert reached == summary["gtid"]
     restored = [int(r["id"]) for r in restore.pod.query("SELECT id FROM shop.events ORDER BY id")]
@@ -256,15 +263,15 @@ def test_pitr_to_a_timestamp_and_to_a_gtid_gives_exactly_the_rows_before_it(
     insert_event(source, "b")
     archive(source, store)
 
-    at_time = new_restore(restores, tmp_path, source, store)
+    at_time = new_restore(restores, source, store)
     at_time.run(point=catalog.iso(point))
     assert notes(at_time.pod) == ["before-backup", "a"]
 
-    at_gtid = new_restore(restores, tmp_path, source, store)
+    at_gtid = new_restore(restores, source, store)
     assert at_gtid.run(point=gtid_a) == gtid_a
     assert notes(at_gtid.pod) == ["before-backup", "a"]
 
-    everything = new_restore(restores, tmp_path, source, store)
+    everything = new_restore(restores, source, store)
     everything.run(point=source.gtid_binlog_pos())
     assert notes(everything.pod) == ["before-backup", "a", "b"]
 
@@ -297,7 +304,7 @@ def test_a_backup_killed_mid_upload_leaves_no_manifest_and_is_never_used(
     listing = store.listing()
     assert [m["id"] for m in listing["complete"]] == [first["id"]]
     assert "99991231T000000Z-late" in listing["incomplete"]
-    restore = new_restore(restores, tmp_path, source, store)
+    restore = new_restore(restores, source, store)
     assert restore.run() == first["gtid"]
     assert store.cli("retention", "--keep", "1").returncode == 0
     assert [m["id"] for m in store.listing()["complete"]] == [first["id"]]
@@ -313,7 +320,7 @@ def test_a_corrupted_object_fails_the_checksum_naming_the_object(
     body[len(body) // 2] ^= 0xFF
     store.put(data, bytes(body))
 
-    restore = new_restore(restores, tmp_path, source, store)
+    restore = new_restore(restores, source, store)
     result = restore.fetch()
     assert result.returncode != 0
     assert f"checksum mismatch in s3://{store.bucket}/orders/{data}" in result.stderr
@@ -323,7 +330,7 @@ def test_a_corrupted_object_fails_the_checksum_naming_the_object(
     # A corrupted archived binlog is named the same way.
     insert_event(source, "after")
     archived = archive(source, store)["archived"]
-    fixed = new_restore(restores, tmp_path, source, store)
+    fixed = new_restore(restores, source, store)
     store.put(data, original)
     binlog = next(k for k in store.objects("binlogs/") if k.endswith(archived[-1]["file"]))
     store.put(binlog, store.get(binlog)[:-1] + b"\x00")
@@ -343,13 +350,13 @@ def test_a_missing_archived_binlog_fails_the_restore_naming_the_gtid_gap(
     store.delete(f"binlogs/{server_id}/{files[1]}")
     store.delete(f"binlogs/{server_id}/{files[1]}.json")
 
-    restore = new_restore(restores, tmp_path, source, store)
+    restore = new_restore(restores, source, store)
     result = restore.fetch(point=gtids[2])
     assert result.returncode != 0
     assert f"GTIDs {gtids[1]} to {gtids[1]} are in no archived binlog" in result.stderr
     assert list(restore.pod.data_dir.iterdir()) == []
     # Up to the last GTID before the gap still restores.
-    assert new_restore(restores, tmp_path, source, store).run(point=gtids[0]) == gtids[0]
+    assert new_restore(restores, source, store).run(point=gtids[0]) == gtids[0]
 
 
 def test_retention_deletes_only_complete_backups_past_the_policy_never_the_newest(
@@ -473,8 +480,9 @@ def test_bad_input_is_refused_before_anything_is_created(
     result = source.run_script("backup.sh", container="backup", extra_env=unreachable)
     assert "is unreachable" in result.stderr
     summary = backup(source, store)
-    restore = new_restore(restores, tmp_path, source, store)
-    before = catalog.iso(catalog.parse_time(summary["id"][:16] + "Z") - dt.timedelta(hours=1))
+    restore = new_restore(restores, source, store)
+    assert summary["id"]
+    before = catalog.iso(catalog.utc_now() - dt.timedelta(hours=1))
     result = restore.fetch(point=before)
     assert result.returncode != 0
     assert "is before the oldest usable backup" in result.stderr
