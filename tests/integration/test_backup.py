@@ -298,8 +298,18 @@ def test_a_backup_killed_mid_upload_leaves_no_manifest_and_is_never_used(
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(30)
     assert not any(key.startswith("backups/killed-backup/manifest") for key in store.objects())
-    # Also an upload that completed but whose manifest never came (the tool failed later).
-    store.put("backups/99991231T000000Z-late/data.xbstream.gzip", b"not a backup")
+    # A backup tool that fails after streaming part of a backup: the uploader sees an
+    # ordinary end of input and completes its upload, and only pipefail keeps the manifest out.
+    shim = tmp_path / "failing-tool"
+    shim.mkdir()
+    (shim / "mariadb-backup").write_text("#!/bin/sh\nhead -c 300000 /dev/urandom\nexit 1\n")
+    (shim / "mariadb-backup").chmod(0o755)
+    failed = source.run_script("backup.sh", container="backup", extra_env={
+        **store.env, "BACKUP_ID": "99991231T000000Z-late",
+        "PATH": f"{shim}:{source.env('backup')['PATH']}"})
+    assert failed.returncode != 0
+    assert "no manifest written" in failed.stderr
+    assert "backups/99991231T000000Z-late/data.xbstream.gzip" in store.objects()
 
     listing = store.listing()
     assert [m["id"] for m in listing["complete"]] == [first["id"]]
