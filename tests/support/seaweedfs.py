@@ -52,6 +52,9 @@ class SeaweedS3:
                 f"-master.port={self.master}", f"-master.port.grpc={self.master_grpc}",
                 f"-volume.port={self.volume}", f"-volume.port.grpc={self.volume_grpc}",
                 "-volume.max=0", "-master.volumeSizeLimitMB=256",
+                # The volume server's default 10 s of goodbye heartbeats serve a cluster
+                # of many; a test server has no one to tell.
+                "-volume.preStopSeconds=0",
                 "-filer", f"-filer.port={self.filer}", f"-filer.port.grpc={self.filer_grpc}",
                 "-s3", f"-s3.port={self.s3}", f"-s3.port.grpc={self.s3_grpc}",
                 "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={self.config_file}"]
