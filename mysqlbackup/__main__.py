@@ -17,7 +17,9 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mysqlbackup import catalog
 from mysqlbackup.store import Store, StoreConfig, StoreError
@@ -120,8 +122,11 @@ def cmd_plan(args: argparse.Namespace) -> None:
     store = _store()
     store.check()
     listing = catalog.list_backups(store)
-    plan = catalog.make_plan(listing.complete, catalog.list_binlogs(store), backup=args.backup,
-                             point=args.point or None, flavor=args.flavor,
+    archived = catalog.list_binlogs(store)
+    # "end": everything archived, the point verification restores to.
+    point = (catalog.archive_end(archived) or None) if args.point == "end" else args.point
+    plan = catalog.make_plan(listing.complete, archived, backup=args.backup,
+                             point=point or None, flavor=args.flavor,
                              server_version=args.server_version)
     Path(args.out).write_text(json.dumps(plan.to_json(), indent=1))
     print(json.dumps({"backup": plan.backup.id, "gtid": plan.backup.gtid,
@@ -173,6 +178,13 @@ def cmd_fetch_snapshot(args: argparse.Namespace) -> None:
     print(json.dumps(snapshot.to_json()))
 
 
+def cmd_record_verification(args: argparse.Namespace) -> None:
+    """The verification result, next to the backup it verified."""
+    result = json.loads(Path(args.result).read_text())
+    _store().put_json(f"{catalog.BACKUPS}{args.id}/verification.json",
+                      {**result, "verified_at": catalog.iso(catalog.utc_now())})
+
+
 def cmd_check(_args: argparse.Namespace) -> None:
     _store().check()
 
@@ -181,69 +193,49 @@ def cmd_create_bucket(_args: argparse.Namespace) -> None:
     _store().create_bucket()
 
 
+_REQUIRED: dict[str, Any] = {"required": True}
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m mysqlbackup", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
 
-    command = commands.add_parser("upload-data", help="stdin to the backup's data object")
-    command.add_argument("--id", required=True)
-    command.add_argument("--compression", required=True)
-    command.set_defaults(run=cmd_upload_data)
+    def add(name: str, run: Callable[[argparse.Namespace], None], text: str,
+            *options: tuple[str, dict[str, Any]]) -> None:
+        command = commands.add_parser(name, help=text)
+        for flag, settings in options:
+            command.add_argument(flag, **settings)
+        command.set_defaults(run=run)
 
-    command = commands.add_parser("write-manifest", help="the manifest, after a clean upload")
-    for name in ("--id", "--flavor", "--server-version", "--info", "--upload",
-                 "--compression", "--started-at", "--host"):
-        command.add_argument(name, required=True)
-    command.add_argument("--server-id", required=True, type=int)
-    command.add_argument("--server-uuid", default="")
-    command.set_defaults(run=cmd_write_manifest)
-
-    command = commands.add_parser("list", help="complete and incomplete backups, as JSON")
-    command.set_defaults(run=cmd_list)
-
-    command = commands.add_parser("retention", help="delete complete backups past the policy")
-    command.add_argument("--keep", type=int)
-    command.add_argument("--max-age-seconds", type=int)
-    command.set_defaults(run=cmd_retention)
-
-    command = commands.add_parser("archive-binlogs", help="upload closed binlogs")
-    command.add_argument("--binlog-dir", required=True)
-    command.add_argument("--index", default="mysql-bin.index")
-    command.add_argument("--server-id", required=True, type=int)
-    command.set_defaults(run=cmd_archive_binlogs)
-
-    command = commands.add_parser("plan", help="choose backup and binlogs for a restore")
-    command.add_argument("--backup", default="latest")
-    command.add_argument("--point", default="")
-    command.add_argument("--flavor", required=True)
-    command.add_argument("--server-version", required=True)
-    command.add_argument("--out", required=True)
-    command.set_defaults(run=cmd_plan)
-
-    command = commands.add_parser("fetch-backup", help="the plan's backup to stdout, verified")
-    command.add_argument("--plan", required=True)
-    command.set_defaults(run=cmd_fetch_backup)
-
-    command = commands.add_parser("fetch-binlogs", help="the plan's binlogs, verified")
-    command.add_argument("--plan", required=True)
-    command.add_argument("--dir", required=True)
-    command.set_defaults(run=cmd_fetch_binlogs)
-
-    command = commands.add_parser("upload-snapshot", help="an etcd snapshot file, manifest last")
-    command.add_argument("--file", required=True)
-    command.add_argument("--id", default="")
-    command.add_argument("--source", default="")
-    command.set_defaults(run=cmd_upload_snapshot)
-
-    command = commands.add_parser("fetch-snapshot", help="an etcd snapshot, verified, to a file")
-    command.add_argument("--id", default="latest")
-    command.add_argument("--out", required=True)
-    command.set_defaults(run=cmd_fetch_snapshot)
-
-    command = commands.add_parser("check", help="the bucket exists and answers")
-    command.set_defaults(run=cmd_check)
-    command = commands.add_parser("create-bucket", help="create the bucket (tests, first use)")
-    command.set_defaults(run=cmd_create_bucket)
+    add("upload-data", cmd_upload_data, "stdin to the backup's data object",
+        ("--id", _REQUIRED), ("--compression", _REQUIRED))
+    add("write-manifest", cmd_write_manifest, "the manifest, after a clean upload",
+        *((flag, _REQUIRED) for flag in ("--id", "--flavor", "--server-version", "--info",
+                                         "--upload", "--compression", "--started-at",
+                                         "--host")),
+        ("--server-id", {"required": True, "type": int}), ("--server-uuid", {"default": ""}))
+    add("list", cmd_list, "complete and incomplete backups, as JSON")
+    add("retention", cmd_retention, "delete complete backups past the policy",
+        ("--keep", {"type": int}), ("--max-age-seconds", {"type": int}))
+    add("archive-binlogs", cmd_archive_binlogs, "upload closed binlogs",
+        ("--binlog-dir", _REQUIRED), ("--index", {"default": "mysql-bin.index"}),
+        ("--server-id", {"required": True, "type": int}))
+    add("plan", cmd_plan, "choose backup and binlogs for a restore",
+        ("--backup", {"default": "latest"}),
+        ("--point", {"default": "", "help": "RFC 3339, a GTID position, or end"}),
+        ("--flavor", _REQUIRED), ("--server-version", _REQUIRED), ("--out", _REQUIRED))
+    add("fetch-backup", cmd_fetch_backup, "the plan's backup to stdout, verified",
+        ("--plan", _REQUIRED))
+    add("fetch-binlogs", cmd_fetch_binlogs, "the plan's binlogs, verified",
+        ("--plan", _REQUIRED), ("--dir", _REQUIRED))
+    add("upload-snapshot", cmd_upload_snapshot, "an etcd snapshot file, manifest last",
+        ("--file", _REQUIRED), ("--id", {"default": ""}), ("--source", {"default": ""}))
+    add("fetch-snapshot", cmd_fetch_snapshot, "an etcd snapshot, verified, to a file",
+        ("--id", {"default": "latest"}), ("--out", _REQUIRED))
+    add("record-verification", cmd_record_verification, "store a verification result",
+        ("--id", _REQUIRED), ("--result", _REQUIRED))
+    add("check", cmd_check, "the bucket exists and answers")
+    add("create-bucket", cmd_create_bucket, "create the bucket (tests, first use)")
     return top
 
 

@@ -265,6 +265,16 @@ def scan_binlog_text(text: str) -> tuple[dict[int, Gtid], dict[int, Gtid], str |
     return first, last, first_at, last_at
 
 
+def archive_end(archived: Iterable[BinlogRecord]) -> str:
+    """The newest archived GTID of each domain: what the archive promises a restore reaches."""
+    end: dict[int, Gtid] = {}
+    for record in archived:
+        for domain, gtid in parse_gtid_list(record.last).items():
+            if domain not in end or gtid.seq > end[domain].seq:
+                end[domain] = gtid
+    return format_gtid_list(end)
+
+
 # --- restore plans -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

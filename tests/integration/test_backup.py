@@ -480,6 +480,35 @@ def test_an_etcd_snapshot_in_the_store_restores_a_new_cluster_with_the_same_keys
                     for item in (f"/locks/key-{index:02d}", f"value-{index}")]
 
 
+def test_verification_restores_the_newest_backup_and_records_what_it_holds(
+        source: Pod, store: Store) -> None:
+    summary = backup(source, store)
+    for note in ("x", "y"):
+        insert_event(source, note)
+    archived = archive(source, store)["archived"]
+
+    def verify() -> subprocess.CompletedProcess[str]:
+        work = tempfile.mkdtemp(prefix="verify-")  # short: the scratch server's socket lives here
+        return source.run_script("verify.sh", container="backup",
+                                 extra_env={**store.env, "VERIFY_WORK_DIR": work}, timeout=600)
+
+    result = verify()
+    assert result.returncode == 0, result.stderr
+    recorded = json.loads(store.get(f"backups/{summary['id']}/verification.json"))
+    assert recorded["ok"] is True
+    assert recorded["gtid"] == recorded["promised_gtid"] == source.gtid_binlog_pos()
+    assert recorded["checksums"]["shop.items"] == source.checksum("shop.items")
+    assert recorded["checksums"]["shop.events"] == source.checksum("shop.events")
+
+    # A damaged archive fails the verification, and the failure is recorded.
+    binlog = next(k for k in store.objects("binlogs/") if k.endswith(archived[-1]["file"]))
+    store.put(binlog, store.get(binlog)[:-1] + b"\x00")
+    result = verify()
+    assert result.returncode != 0
+    recorded = json.loads(store.get(f"backups/{summary['id']}/verification.json"))
+    assert recorded["ok"] is False
+
+
 def test_bad_input_is_refused_before_anything_is_created(
         source: Pod, store: Store, restores: list[Restore], tmp_path: Path) -> None:
     missing_bucket = {**store.env, "S3_BUCKET": "no-such-bucket"}
