@@ -14,7 +14,7 @@ backup path costs and what it promises, measured against a real store.
   a disaster at that instant would lose. Target: max <= interval + 2 s.
 
 The store is SeaweedFS's ``weed server -s3`` on 127.0.0.1 (tests/support/seaweedfs.py); the
-servers and scripts are the integration tests' (tests/integration/pods.py). Prints tables and
+servers and scripts are the integration tests' (tests/support/pods.py). Prints tables and
 writes bench/results/backup.json.
 """
 
@@ -34,8 +34,8 @@ from typing import Any
 
 from bench._report import RESULTS_DIR, machine
 from mysqlbackup import catalog
-from tests.integration.pods import Pod, PodCluster
-from tests.integration.test_backup import Restore, Store
+from tests.support.backups import Restore, Store
+from tests.support.pods import Pod, PodCluster
 from tests.support.seaweedfs import SeaweedS3
 
 

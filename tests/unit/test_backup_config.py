@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from components.config import ConfigError, StackConfig, parse
-from tests.unit import mocks
+from tests.support import mocks
 
 PROJECT = "mysql-cluster"
 
