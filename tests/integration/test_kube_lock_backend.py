@@ -17,7 +17,9 @@ a fresh proxy (tests/support/fault_proxy.py).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import os
 import signal
 import subprocess
@@ -29,6 +31,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client as k8s
+from kubernetes import watch as k8s_watch
 
 from distlock import DistlockError, Grant
 from distlock._kube import _LockObjects
@@ -404,3 +407,163 @@ def test_closing_a_session_ends_its_waiting_acquires_without_a_slot(
     assert owner.inspect("orders").waiters == (), "a closed session left its queue slot"
     with pytest.raises(DistlockError, match="closed"):
         closing.acquire("orders", timeout=0)
+
+
+# -- strict FIFO under churn: every state the object goes through, checked -------------
+
+CONTENDERS = 8
+ROUNDS = 30  # per contender: 240 grants, several leases of a 3 s TTL
+
+
+class StateHistory(threading.Thread):
+    """Every status the Lock object goes through, in order, from the server's own watch.
+
+    A Kubernetes watch delivers one event per change of the object, none merged, so the
+    list is the object's whole history from ``since``; when the server ends a stream the
+    next one resumes from the last resourceVersion seen, which loses nothing either."""
+
+    def __init__(self, plane: ControlPlane, namespace: str, obj_name: str, since: str) -> None:
+        super().__init__(daemon=True)
+        self.api = _objects(plane)
+        self.namespace, self.obj_name, self.since = namespace, obj_name, since
+        self.states: list[dict[str, Any]] = []
+        self.error: BaseException | None = None
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                stream = k8s_watch.Watch().stream(  # type: ignore[no-untyped-call]
+                    self.api.list_namespaced_custom_object, GROUP, VERSION, self.namespace,
+                    PLURAL, field_selector=f"metadata.name={self.obj_name}",
+                    resource_version=self.since, timeout_seconds=1)
+                for event in stream:
+                    obj = event["object"]
+                    assert event["type"] == "MODIFIED", f"unexpected watch event {event}"
+                    self.since = obj["metadata"]["resourceVersion"]
+                    self.states.append(dict(obj.get("status") or {}))
+        except BaseException as error:  # noqa: BLE001 - reported by stop()
+            self.error = error
+
+    def tokens(self) -> int:
+        return int(self.states[-1].get("fencingToken", 0)) if self.states else 0
+
+    def stop(self) -> list[dict[str, Any]]:
+        self.stopping.set()
+        self.join(WAIT)
+        assert not self.is_alive(), "the history watch did not stop"
+        if self.error is not None:
+            raise self.error
+        return self.states
+
+
+def _queue(status: dict[str, Any]) -> list[str]:
+    return [str(w["identity"]) for w in status.get("waiters") or []]
+
+
+def assert_strict_fifo(first: dict[str, Any], states: list[dict[str, Any]],
+                       records: list[tuple[int, str]]) -> None:
+    """Every grant went to the head of the queue as it stood, tokens went up by one,
+    entries joined at the back and left only by being granted (nobody died or gave up),
+    and what the contenders were granted is exactly what the object recorded."""
+    granted: list[tuple[int, str]] = []
+    for before, after in itertools.pairwise([first, *states]):
+        queue_before, queue_after = _queue(before), _queue(after)
+        token_before, token_after = int(before.get("fencingToken", 0)), int(
+            after.get("fencingToken", 0))
+        new_holder = str(after.get("holder")) if token_after != token_before else None
+        if new_holder is not None:
+            assert token_after == token_before + 1, (
+                f"the token went from {token_before} to {token_after}")
+            if queue_before:
+                assert new_holder == queue_before[0], (
+                    f"token {token_after} went to {new_holder}, not to the first in the "
+                    f"queue {queue_before}")
+            granted.append((token_after, new_holder))
+        removed = [w for w in queue_before if w not in queue_after]
+        assert set(removed) <= {new_holder}, (
+            f"{removed} left the queue {queue_before} without being granted "
+            f"(token {token_after}, holder {after.get('holder')})")
+        kept = [w for w in queue_after if w in queue_before]
+        assert kept == [w for w in queue_before if w not in removed], (
+            f"the queue was reordered: {queue_before} -> {queue_after}")
+        assert queue_after[len(kept):] == [w for w in queue_after if w not in queue_before], (
+            f"an entry joined ahead of others: {queue_before} -> {queue_after}")
+    assert sorted(records) == granted, "the contenders' grants differ from the object's"
+    assert len(records) == CONTENDERS * ROUNDS
+
+
+def _churn(plane: ControlPlane, namespace: str, kubeconfigs: list[str],
+           during: Callable[[StateHistory], None] = lambda _: None) -> None:
+    """CONTENDERS sessions that each acquire, release and at once ask again, ROUNDS times."""
+    name = "churn"
+    starter = KubeLockBackend(api_client(kubeconfigs[0]), namespace, ttl=3)
+    with starter:
+        grant = starter.acquire(name, timeout=WAIT)  # creates the object
+        assert grant is not None
+        starter.release(grant)
+    first = _objects(plane).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                         name)
+    history = StateHistory(plane, namespace, name, first["metadata"]["resourceVersion"])
+    history.start()
+    records: list[tuple[int, str]] = []
+    failures: list[BaseException] = []
+    start = threading.Barrier(CONTENDERS)
+
+    def contend(kubeconfig: str) -> None:
+        try:
+            with KubeLockBackend(api_client(kubeconfig), namespace, ttl=3) as session:
+                start.wait(WAIT)
+                for _ in range(ROUNDS):
+                    held = session.acquire(name, timeout=WAIT)
+                    assert held is not None, "acquire timed out"
+                    records.append((held.token, session.identity))
+                    session.release(held)  # and at once, the next round asks again
+        except BaseException as error:  # noqa: BLE001 - re-raised below
+            failures.append(error)
+
+    threads = [threading.Thread(target=contend, args=(kubeconfigs[i % len(kubeconfigs)],),
+                                daemon=True) for i in range(CONTENDERS)]
+    for thread in threads:
+        thread.start()
+    try:
+        during(history)
+    finally:
+        for thread in threads:
+            thread.join(10 * WAIT)
+    assert not any(thread.is_alive() for thread in threads), "a contender never finished"
+    assert not failures, failures
+    last = int(first["status"]["fencingToken"]) + CONTENDERS * ROUNDS
+    wait_until(lambda: history.tokens() >= last, timeout=WAIT, what="the history to catch up")
+    assert_strict_fifo(dict(first["status"]), history.stop(), records)
+
+
+def test_a_releaser_that_asks_again_queues_behind_the_waiters(
+        plane: ControlPlane, namespace: str, kubeconfig: str) -> None:
+    """Eight contenders, each asking again the moment it releases, for 240 grants: every
+    grant goes to the first waiter in the queue, never back to the releaser while anyone
+    waits, with the token one up each time."""
+    _churn(plane, namespace, [kubeconfig])
+
+
+def test_fifo_and_fencing_hold_through_lost_responses_and_cut_watches(
+        plane: ControlPlane, namespace: str, proxy: FaultProxy, proxied: str) -> None:
+    """The same churn through the fault proxy: every so often a write's response is
+    lost (it was applied; the writer retries and must find what it did) and every open
+    watch is cut (waiters resume or re-list). Still strictly FIFO, tokens one up."""
+    injected = {"lost": 0, "cut": 0}
+
+    def faults(history: StateHistory) -> None:
+        for step in range(1, 10):
+            target = history.tokens() + 20
+            wait_until(functools.partial(lambda t: history.tokens() >= t, target),
+                       timeout=WAIT, what=f"20 more grants (fault round {step})")
+            if step % 2:
+                proxy.lose_next_responses(1, methods=("PUT",))
+                injected["lost"] += 1
+            else:
+                injected["cut"] += proxy.close_watches()
+
+    _churn(plane, namespace, [proxied], faults)
+    assert injected["lost"] >= 4
+    assert injected["cut"] >= 1
