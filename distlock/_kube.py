@@ -68,6 +68,7 @@ resourceVersion that a new watch may start from) and watches again.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -107,6 +108,8 @@ _IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/name
 _OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _TRANSIENT_STATUS = frozenset({0, 408, 429, 500, 502, 503, 504})
 _MAX_NAME = 1024
+_KINDS = {"list_namespaced_custom_object": "LIST", "create_namespaced_custom_object": "POST",
+          "replace_namespaced_custom_object_status": "PUT"}
 _WATCH_SECONDS = 300  # the server ends a watch after this; the watcher resumes it
 
 
@@ -347,18 +350,24 @@ def _holder_renewed(status: JSON) -> JSON:
     return dict(status, renewals=int(status.get("renewals", 0)) + 1, renewTime=_now_text())
 
 
-def _released(status: JSON, live: Callable[[JSON], bool]) -> JSON:
-    """The holder steps down: straight to the first ``live`` waiter, else to nobody.
+def _released(status: JSON, expired: Callable[[JSON], bool],
+              fresh: Callable[[JSON], bool]) -> JSON:
+    """The holder steps down: straight to the first waiter not ``expired``, if that one
+    is ``fresh`` (seen renewing lately), else to nobody.
 
     Handing over in the releasing write is what makes the queue a queue: the next
     holder is decided by order of arrival, in the one write a handoff needs, and a
     releaser that asks again at once finds the lock held and queues behind everyone
-    (when the waiters granted themselves, it raced them for the free lock). Waiters
-    ahead of the first live one are dropped, as a claim drops them. The token stays
-    with nobody holding, so the next grant is greater either way."""
+    (when the waiters granted themselves after a release that only cleared the holder,
+    the releaser raced them for the free lock). Expired waiters ahead of the successor
+    are dropped, as a claim drops them. A first waiter that has been silent for a while
+    but not a whole lease may have died: it is not handed a lock it might never renew;
+    the lock is left free, and that waiter claims it itself if it is alive, or the next
+    one does once it has expired. The token stays with nobody holding, so the next grant
+    is greater either way."""
     waiters = status["waiters"]
-    first = next((i for i, w in enumerate(waiters) if live(w)), None)
-    if first is not None:
+    first = next((i for i, w in enumerate(waiters) if not expired(w)), None)
+    if first is not None and fresh(waiters[first]):
         successor = waiters[first]
         return _claimed(status, successor["identity"],
                         int(successor["leaseDurationSeconds"]),
@@ -406,14 +415,25 @@ class _LockObjects:
         self._api = k8s_client.CustomObjectsApi(api)
         self._namespace = namespace
         self._timeout = timing.request_timeout
+        self._counting = threading.Lock()
+        self.requests: collections.Counter[str] = collections.Counter()
+        """Requests sent, by kind, and refusals by kind and status ("PUT", "PUT 409",
+        "LIST", "WATCH"): where a handoff's cost goes (bench/kube_locks.py reports it)."""
+
+    def count(self, kind: str, status: int | None = None) -> None:
+        with self._counting:
+            self.requests[kind if status is None else f"{kind} {status}"] += 1
 
     def _call(self, method: str, *args: Any, timeout: float | None = None,
               **kwargs: Any) -> Any:
+        kind = _KINDS.get(method, method)
+        self.count(kind)
         try:
             return getattr(self._api, method)(GROUP, VERSION, self._namespace, PLURAL, *args,
                                               _request_timeout=timeout or self._timeout,
                                               **kwargs)
         except ApiException as error:
+            self.count(kind, error.status)
             if error.status in _TRANSIENT_STATUS:
                 raise _Transient(f"{error.status} {_reason(error)}") from error
             if error.status == 409:
@@ -461,6 +481,7 @@ class _LockObjects:
     def open_watch(self, obj_name: str, since: str, *, connect_timeout: float | None) -> Any:
         """A streaming watch of one object from ``since``; the server ends it after
         ``_WATCH_SECONDS`` (then the watcher resumes from the last event it saw)."""
+        self.count("WATCH")
         try:
             return self._api.list_namespaced_custom_object(
                 GROUP, VERSION, self._namespace, PLURAL, watch=True, resource_version=since,
@@ -602,8 +623,28 @@ class _Held:
     last_renewed: float
     """Monotonic time *before* the last successful renewal (or grant) was sent."""
     last_written: JSON | None = None
-    """The object as our last write left it: the next renewal is a CAS on it, so an
-    uncontended renewal is one request; a 409 means someone wrote since, so re-read."""
+    """The object as our last write left it (or a later watch event): the next renewal
+    or the release is a CAS on it, so an uncontended one is one request; a 409 means
+    someone wrote since, so re-read."""
+    watcher: _Watcher | None = None
+    """The watch the acquisition had open, kept while the lock is held: what others
+    wrote meanwhile (the previous holder queueing again, a waiter renewing) arrives
+    there, so the release writes on the current object instead of a 409 and a re-read."""
+
+    def newest(self) -> JSON | None:
+        """``last_written``, or a newer object from the watch (which then replaces it)."""
+        if self.watcher is not None:
+            item = self.watcher.next(0)
+            if isinstance(item, Exception):
+                self.drop_watcher()
+            elif item is not None and _newer(item, self.last_written):
+                self.last_written = item
+        return self.last_written
+
+    def drop_watcher(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
 
 
 class KubeLockBackend(LockBackend):
@@ -622,9 +663,9 @@ class KubeLockBackend(LockBackend):
         self._mutex = threading.Lock()
         self._held: dict[str, _Held] = {}
         self._released: dict[str, tuple[JSON, float]] = {}
-        self._waiter_renewals = 0
         """Per object: our last release's answer and when it was sent, so an acquire
         that follows at once decides on it instead of reading the object again."""
+        self._waiter_renewals = 0
         self._busy: set[str] = set()
         self._closed = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -640,6 +681,10 @@ class KubeLockBackend(LockBackend):
     @property
     def timing(self) -> Timing:
         return self._timing
+
+    def request_counts(self) -> dict[str, int]:
+        """Requests this session sent to the API server, by kind and refusal status."""
+        return dict(self._objects.requests)
 
     # -- acquire ---------------------------------------------------------------------
 
@@ -690,13 +735,16 @@ class KubeLockBackend(LockBackend):
             return None  # old news: a read is cheaper than the conflicts it would cause
         return _Read(obj, obj["metadata"]["resourceVersion"]), sent_at
 
-    def _grant(self, name: str, obj_name: str, obj: JSON, sent_at: float) -> Grant:
+    def _grant(self, name: str, obj_name: str, obj: JSON, sent_at: float,
+               watcher: _Watcher | None = None) -> Grant:
         grant = Grant(name=name, token=int(_status(obj)["fencingToken"]), holder=self._identity)
         with self._mutex:
             closed = self._closed.is_set()
             if not closed:
-                self._held[name] = _Held(grant, obj_name, sent_at, obj)
+                self._held[name] = _Held(grant, obj_name, sent_at, obj, watcher)
         if closed:
+            if watcher is not None:
+                watcher.stop()
             # Granted as the session closed: give it back; its holder must not rely on it.
             grant.lost.fire(f"lock {name!r}: the session was closed while acquiring it")
             self.release(grant)
@@ -738,7 +786,7 @@ class KubeLockBackend(LockBackend):
                 break
             budget = min(left, self._timing.request_timeout)
             try:
-                current, entry.last_written = entry.last_written, None
+                current, entry.last_written = entry.newest(), None
                 if current is None:
                     current = self._objects.read(entry.obj_name, timeout=budget).obj
                 status = _status(current)
@@ -775,6 +823,7 @@ class KubeLockBackend(LockBackend):
                 # free, which is the release itself, never a loss.
                 return
             del self._held[entry.grant.name]
+        entry.drop_watcher()
         entry.grant.lost.fire(f"lock {entry.grant.name!r}: {reason}")
 
     # -- release, inspect, close ---------------------------------------------------------
@@ -785,14 +834,29 @@ class KubeLockBackend(LockBackend):
             entry = self._held.get(grant.name)
             if entry is not None and entry.grant is grant:
                 del self._held[grant.name]
-                cached = entry.last_written  # a CAS on it first: one request if uncontended
+            else:
+                entry = None
             obj_name = object_name(grant.name)
+        if entry is not None:
+            cached = entry.newest()  # a CAS on it first: one request if uncontended
+            entry.drop_watcher()
         deadline = time.monotonic() + self._timing.lease_seconds
         delay = 0.01
 
-        def live(waiter: JSON) -> bool:
-            return self._observer.remaining(grant.name, "waiter", waiter["identity"],
-                                            waiter["leaseDurationSeconds"]) > 0
+        def silent(waiter: JSON) -> float:
+            """How long this session has seen the waiter's entry unchanged."""
+            lease = float(waiter["leaseDurationSeconds"])
+            return lease - self._observer.remaining(grant.name, "waiter", waiter["identity"],
+                                                    lease)
+
+        def expired(waiter: JSON) -> bool:
+            return silent(waiter) >= float(waiter["leaseDurationSeconds"])
+
+        def fresh(waiter: JSON) -> bool:
+            # A live waiter renews every waiter_renew_period; give its write a request
+            # timeout to land.
+            return silent(waiter) < self._timing.waiter_renew_period + \
+                self._timing.request_timeout
 
         while True:
             try:
@@ -805,7 +869,7 @@ class KubeLockBackend(LockBackend):
                     return  # already released, taken over, or gone: nothing of ours left
                 self._observer.observe(grant.name, status)
                 sent = time.monotonic()
-                written = self._objects.write_status(current, _released(status, live))
+                written = self._objects.write_status(current, _released(status, expired, fresh))
                 with self._mutex:
                     self._released[obj_name] = (written, sent)
                 return
@@ -1008,7 +1072,8 @@ class _Acquisition:
             obj = self.backend._objects.write_status(
                 read.obj, _claimed(status, self.me, self.timing.lease_seconds, dead),
                 timeout=self.request_timeout())
-            return self.backend._grant(self.name, self.obj_name, obj, self.claim_sent_at)
+            return self.backend._grant(self.name, self.obj_name, obj, self.claim_sent_at,
+                                       self.keep_watcher())
         if self.giving_up():
             if mine is None:
                 return None
@@ -1041,8 +1106,14 @@ class _Acquisition:
             sent = time.monotonic()
             obj = self.backend._objects.write_status(read.obj, _holder_renewed(status),
                                                      timeout=self.request_timeout())
-            return self.backend._grant(self.name, self.obj_name, obj, sent)
-        return self.backend._grant(self.name, self.obj_name, read.obj, sent_at)
+            return self.backend._grant(self.name, self.obj_name, obj, sent, self.keep_watcher())
+        return self.backend._grant(self.name, self.obj_name, read.obj, sent_at,
+                                   self.keep_watcher())
+
+    def keep_watcher(self) -> _Watcher | None:
+        """The open watch, handed over to the holding (see ``_Held.watcher``)."""
+        watcher, self.watcher = self.watcher, None
+        return watcher
 
     def _observed(self, obj: JSON) -> _Read:
         self.backend._observer.observe(self.name, _status(obj))

@@ -175,7 +175,7 @@ def _queued(*identities: str) -> dict[str, object]:
 
 def test_a_release_hands_the_lock_to_the_first_live_waiter() -> None:
     status = _kube._released(_queued("dead", "next", "later"),
-                             lambda waiter: waiter["identity"] != "dead")
+                             lambda waiter: waiter["identity"] == "dead", lambda _waiter: True)
     assert status["holder"] == "next"
     assert status["fencingToken"] == 8, "the granting write increments the token"
     assert status["leaseDurationSeconds"] == 5, "the successor's own lease"
@@ -184,12 +184,18 @@ def test_a_release_hands_the_lock_to_the_first_live_waiter() -> None:
     assert status["waiterCount"] == 1
 
 
-def test_a_release_with_no_live_waiter_leaves_the_lock_free_and_the_token_alone() -> None:
-    status = _kube._released(_queued("dead"), lambda _waiter: False)
+@pytest.mark.parametrize(("expired", "fresh"), [({"a", "b"}, set()), (set(), {"b"})],
+                         ids=["all expired", "first one silent lately"])
+def test_a_release_with_no_waiter_to_hand_to_leaves_the_lock_free(expired: set[str],
+                                                                   fresh: set[str]) -> None:
+    """Nobody alive, or the first live waiter has been silent for a while: it may be
+    dead, so it is not handed the lock, nor skipped (it claims it itself if alive)."""
+    status = _kube._released(_queued("a", "b"), lambda w: w["identity"] in expired,
+                             lambda w: w["identity"] in fresh)
     assert "holder" not in status
     assert "renewals" not in status
     assert status["fencingToken"] == 7
-    assert [w["identity"] for w in status["waiters"]] == ["dead"]
+    assert [w["identity"] for w in status["waiters"]] == ["a", "b"]
 
 
 def test_a_session_that_queues_again_is_seen_alive_by_its_new_entry(clock: Clock) -> None:

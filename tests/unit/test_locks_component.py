@@ -114,8 +114,8 @@ def test_every_status_the_backend_writes_fits_the_schema_unpruned() -> None:
     statuses.append(status)
     status = _kube._holder_renewed(status)
     statuses.append(status)
-    statuses.append(_kube._released(status, lambda _waiter: True))  # handed to b-2
-    status = _kube._dequeued(_kube._released(status, lambda _waiter: False), "b-2")
+    statuses.append(_kube._released(status, lambda _w: False, lambda _w: True))  # to b-2
+    status = _kube._dequeued(_kube._released(status, lambda _w: True, lambda _w: False), "b-2")
     statuses.append(status)
     for each in statuses:
         obj = {"spec": {"lockName": "shop/orders"}, "status": each}
