@@ -425,8 +425,8 @@ class _LockObjects:
             self.requests[kind if status is None else f"{kind} {status}"] += 1
 
     def _call(self, method: str, *args: Any, timeout: float | None = None,
-              **kwargs: Any) -> Any:
-        kind = _KINDS.get(method, method)
+              label: str | None = None, **kwargs: Any) -> Any:
+        kind = _KINDS.get(method, method) + (f" {label}" if label else "")
         self.count(kind)
         try:
             return getattr(self._api, method)(GROUP, VERSION, self._namespace, PLURAL, *args,
@@ -472,10 +472,13 @@ class _LockObjects:
         with contextlib.suppress(_Conflict):
             self._call("create_namespaced_custom_object", body, timeout=timeout)
 
-    def write_status(self, obj: JSON, status: JSON, *, timeout: float | None = None) -> JSON:
+    def write_status(self, obj: JSON, status: JSON, *, timeout: float | None = None,
+                     label: str) -> JSON:
+        """A conditional write of ``status``; ``label`` names it in ``requests``."""
         body = dict(obj, status=status)
         result: JSON = self._call("replace_namespaced_custom_object_status",
-                                  obj["metadata"]["name"], body, timeout=timeout)
+                                  obj["metadata"]["name"], body, timeout=timeout,
+                                  label=label)
         return result
 
     def open_watch(self, obj_name: str, since: str, *, connect_timeout: float | None) -> Any:
@@ -547,6 +550,8 @@ class _Watcher:
         self._stopped = threading.Event()
         self._mutex = threading.Lock()
         self._response: Any = None
+        self.broken = False
+        """An error ended the stream and was consumed by ``newer_than``."""
         self._thread = threading.Thread(target=self._run, name=f"distlock-watch-{obj_name}",
                                         daemon=True)
         self._thread.start()
@@ -596,6 +601,25 @@ class _Watcher:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+    def newer_than(self, obj: JSON, timeout: float) -> JSON | None:
+        """The first event newer than ``obj`` within ``timeout``, else None.
+
+        After a 409, whoever wrote first changed the object after ``obj``, so that
+        change is on its way down this watch: waiting for it costs no request, where a
+        re-read would be one more for the API server while a crowd retries. None (also
+        when the watch broke: see ``broken``) means re-read."""
+        until = time.monotonic() + timeout
+        while (left := until - time.monotonic()) > 0:
+            item = self.next(left)
+            if item is None:
+                return None
+            if isinstance(item, Exception):
+                self.broken = True
+                return None
+            if _newer(item, obj):
+                return item
+        return None
 
     def next(self, timeout: float) -> JSON | Exception | None:
         """The newest queued event (older ones are superseded), or None after ``timeout``."""
@@ -803,7 +827,7 @@ class KubeLockBackend(LockBackend):
                     break
                 entry.last_written = self._objects.write_status(
                     current, _holder_renewed(status),
-                    timeout=min(budget, self._timing.request_timeout))
+                    timeout=min(budget, self._timing.request_timeout), label="renew")
                 entry.last_renewed = started
                 return
             except _Conflict:
@@ -837,9 +861,18 @@ class KubeLockBackend(LockBackend):
             else:
                 entry = None
             obj_name = object_name(grant.name)
+        watcher: _Watcher | None = None
         if entry is not None:
             cached = entry.newest()  # a CAS on it first: one request if uncontended
-            entry.drop_watcher()
+            watcher, entry.watcher = entry.watcher, None
+        try:
+            self._release(grant, obj_name, cached, watcher)
+        finally:
+            if watcher is not None:
+                watcher.stop()
+
+    def _release(self, grant: Grant, obj_name: str, cached: JSON | None,
+                 watcher: _Watcher | None) -> None:
         deadline = time.monotonic() + self._timing.lease_seconds
         delay = 0.01
 
@@ -869,12 +902,17 @@ class KubeLockBackend(LockBackend):
                     return  # already released, taken over, or gone: nothing of ours left
                 self._observer.observe(grant.name, status)
                 sent = time.monotonic()
-                written = self._objects.write_status(current, _released(status, expired, fresh))
+                written = self._objects.write_status(current, _released(status, expired, fresh),
+                                                     label="release")
                 with self._mutex:
                     self._released[obj_name] = (written, sent)
                 return
             except _Conflict:
-                continue  # changed since: re-read at once and decide again
+                # Changed since: decide again on the change, from the watch if we have
+                # one (the write that beat ours is on its way there), else re-read.
+                if watcher is not None and not watcher.broken and current is not None:
+                    cached = watcher.newer_than(current, self._timing.request_timeout)
+                continue
             except DistlockError as error:
                 # The CRD or the object is gone, or we may no longer write: nothing
                 # left to give back (or nothing we can), and a release must not raise.
@@ -1011,35 +1049,26 @@ class _Acquisition:
         if obj is None or _status(obj).get("holder") != self.me:
             self.fresh_at = sent
 
-    def write(self, read: _Read, status: JSON) -> _Read:
+    def write(self, read: _Read, status: JSON, label: str) -> _Read:
         """A conditional status write on ``read``; its answer is the next read."""
         sent = time.monotonic()
         assert read.obj is not None
         obj = self.backend._objects.write_status(read.obj, status,
-                                                 timeout=self.request_timeout())
+                                                 timeout=self.request_timeout(), label=label)
         self.saw(obj, sent)
         return self._observed(obj)
 
     def after_conflict(self, read: _Read | None) -> _Read | None:
-        """What to decide on after a 409: the write that beat ours, from the watch.
-
-        Whoever wrote first changed the object after our read, so that change is on its
-        way down our watch; waiting for it costs no request, where a re-read would be
-        one more for the API server to answer while a crowd retries. Without a watch
-        (or if the change does not come), re-read (None)."""
+        """What to decide on after a 409: the write that beat ours, from the watch
+        (``_Watcher.newer_than``); without a watch, re-read (None)."""
         if self.watcher is None or read is None or read.obj is None:
             return None
-        until = time.monotonic() + self.timing.request_timeout
-        while (left := until - time.monotonic()) > 0:
-            item = self.watcher.next(left)
-            if item is None:
-                break
-            if isinstance(item, Exception):
+        newer = self.watcher.newer_than(read.obj, self.timing.request_timeout)
+        if newer is None:
+            if self.watcher.broken:
                 self.drop_watcher()
-                return None
-            if _newer(item, read.obj):
-                return self._observed(item)
-        return None
+            return None
+        return self._observed(newer)
 
     def ensure_watcher(self, read: _Read) -> None:
         if self.watcher is None:
@@ -1071,7 +1100,7 @@ class _Acquisition:
             self.claim_sent_at = time.monotonic()
             obj = self.backend._objects.write_status(
                 read.obj, _claimed(status, self.me, self.timing.lease_seconds, dead),
-                timeout=self.request_timeout())
+                timeout=self.request_timeout(), label="claim")
             return self.backend._grant(self.name, self.obj_name, obj, self.claim_sent_at,
                                        self.keep_watcher())
         if self.giving_up():
@@ -1079,7 +1108,7 @@ class _Acquisition:
                 return None
             # Leave no queue slot behind (a conflict re-reads and comes back here).
             self.backend._objects.write_status(read.obj, _dequeued(status, self.me),
-                                               timeout=self.request_timeout())
+                                               timeout=self.request_timeout(), label="dequeue")
             return None
         # Watch from the read we decide on, before writing: no change after it is missed,
         # and a 409 on the write below is answered by the watch, not by a re-read.
@@ -1087,12 +1116,14 @@ class _Acquisition:
         now = time.monotonic()
         if mine is None:
             written = self.write(read, _enqueued(status, self.me, self.timing.lease_seconds,
-                                                 dead, self.backend._next_renewal()))
+                                                 dead, self.backend._next_renewal()),
+                                 "enqueue")
             self.last_waiter_renewal = now
             return written
         if now - self.last_waiter_renewal >= self.timing.waiter_renew_period:
             written = self.write(read, _waiter_renewed(status, self.me,
-                                                       self.backend._next_renewal()))
+                                                       self.backend._next_renewal()),
+                                 "waiter-renew")
             self.last_waiter_renewal = now
             return written
         return self.wait(read, status, holder, ahead)
@@ -1105,7 +1136,8 @@ class _Acquisition:
             # it, so the renew deadline starts from a write of our own.
             sent = time.monotonic()
             obj = self.backend._objects.write_status(read.obj, _holder_renewed(status),
-                                                     timeout=self.request_timeout())
+                                                     timeout=self.request_timeout(),
+                                                     label="confirm")
             return self.backend._grant(self.name, self.obj_name, obj, sent, self.keep_watcher())
         return self.backend._grant(self.name, self.obj_name, read.obj, sent_at,
                                    self.keep_watcher())

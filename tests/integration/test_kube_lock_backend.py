@@ -355,7 +355,7 @@ def test_a_release_racing_a_renewal_is_not_a_loss(
     renewed_after_race: list[str] = []
 
     def write_status(self: _LockObjects, obj: dict[str, Any], status: dict[str, Any], *,
-                     timeout: float | None = None) -> dict[str, Any]:
+                     timeout: float | None = None, label: str) -> dict[str, Any]:
         if threading.current_thread().name.startswith("distlock-renew"):
             if raced.is_set():
                 renewed_after_race.append(obj["metadata"]["name"])
@@ -365,7 +365,7 @@ def test_a_release_racing_a_renewal_is_not_a_loss(
                 releaser.start()
                 releaser.join()
                 raced.set()
-        return real_write(self, obj, status, timeout=timeout)
+        return real_write(self, obj, status, timeout=timeout, label=label)
 
     monkeypatch.setattr(_LockObjects, "write_status", write_status)
     other = session.acquire("other", timeout=WAIT)
