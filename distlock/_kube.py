@@ -1194,3 +1194,10 @@ def from_options(options: BackendOptions) -> KubeLockBackend:
     namespace = options.namespace or default_namespace(options.kubeconfig)
     return KubeLockBackend(api, namespace, ttl=options.ttl, identity=options.identity)
 
+
+def inspect(options: BackendOptions, name: str) -> LockState:
+    """``name``'s holder and queue. A session here writes nothing until it acquires, so
+    reading through one is already read-only."""
+    with from_options(options) as backend:
+        return backend.inspect(name)
+

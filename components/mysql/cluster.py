@@ -87,9 +87,9 @@ from components import _kube
 from components._kube import mount
 from components.config import Endpoint, MySQLConfig
 from components.mysql import credentials
+from components.mysql._replication import ReplicationInit, ReplicationInitArgs
 from components.mysql.credentials import CREDENTIALS_DIR, PASSWORD_VARIABLES
 from components.mysql.flavor import FLAVORS, FlavorSpec
-from components.mysql.replication import ReplicationInit, ReplicationInitArgs
 
 CONFIG_DIR = "/mnt/config-map"
 CONF_DIR = "/etc/mysql/conf.d"
@@ -420,6 +420,9 @@ def _environment(plan: _Plan) -> list[k8s.core.v1.EnvVarArgsDict]:
         _kube.field_env("POD_NAME", "metadata.name"),
         _kube.field_env("POD_NAMESPACE", "metadata.namespace"),
         _kube.value_env("MYSQL_FLAVOR", config.flavor),
+        # The flavor's tools and socket (flavor.py), so no script decides them itself.
+        *(_kube.value_env(name, value)
+          for name, value in plan.flavor.pod_environment().items()),
         _kube.value_env("SERVER_ID_BASE", plan.server_id_base),
         _kube.value_env("PEER_HOST_TEMPLATE", names.peer_host_template),
         _kube.value_env("MYSQL_PORT", MYSQL_PORT),

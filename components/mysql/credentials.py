@@ -16,7 +16,7 @@ serves a port to peers, gets only what configuring replication and running the b
 tool take (root, replication, backup), never the admin or monitor passwords.
 
 Why a module of its own, free of Pulumi imports: the StatefulSet (``cluster.py``) and the
-harness that runs the pods as local processes (``tests/integration/pods.py``, also used by
+harness that runs the pods as local processes (``tests/support/pods.py``, also used by
 the benchmarks) must agree on every name here, and the harness should not have to import
 pulumi_kubernetes to learn them.
 """

@@ -35,6 +35,13 @@ def _bench(name: str, tmp_path: Path, *extra: str) -> dict[str, Any]:
     assert report["benchmark"] == name
     assert {"nproc", "cpu", "memory", "kernel", "mariadbd", "etcd", "python"} <= set(
         report["machine"])
+    # Every target is printed as a row of the targets table, with its verdict.
+    assert report["targets"], f"bench {name} has no targets"
+    lines = result.stdout.splitlines()
+    for target in report["targets"]:
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
+        assert any(line.startswith(target["name"]) and f"  {verdict}  " in line
+                   for line in lines), f"no verdict row for {target['name']!r}:\n{result.stdout}"
     return report
 
 

@@ -37,10 +37,10 @@ from kubernetes import client as k8s
 from distlock import DistlockError, Grant
 from distlock._kube import _LockObjects
 from distlock.kube import GROUP, PLURAL, VERSION, KubeLockBackend, api_client, object_name
-from tests.integration.lock_backends import bind_lock_user, install_lock_crd
 from tests.support.controlplane import ControlPlane
 from tests.support.fault_proxy import FaultProxy
 from tests.support.kube_lock_history import StateHistory, fifo_violations, grants
+from tests.support.lock_backends import bind_lock_user, install_lock_crd
 from tests.support.procs import wait_until
 
 pytestmark = pytest.mark.integration

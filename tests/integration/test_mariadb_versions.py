@@ -2,7 +2,7 @@
 
 The stacks deploy 11.4; Debian ships 10.11. Every test here runs on both (the
 ``mariadb_version`` fixture, tests/conftest.py), against a primary and a replica started by the
-unmodified pod scripts (tests/integration/pods.py): ``init-config.sh`` writes conf.d from
+unmodified pod scripts (tests/support/pods.py): ``init-config.sh`` writes conf.d from
 ``conf/mariadb/*.cnf``, ``bootstrap-users.sh`` creates the accounts, the sidecar configures
 replication, ``probe.sh`` is run as the kubelet runs it. On 11.4 there is no backup tool, so its
 replica starts empty and applies the primary's whole binary log (``Pod.seed_without_backup``);
@@ -24,9 +24,9 @@ from typing import Any
 import pymysql
 import pytest
 
-from tests.integration.pods import CONF_ROOT, Pod, PodCluster
 from tests.support.accounts import bootstrap_statements
 from tests.support.mariadb import MAVEN
+from tests.support.pods import CONF_ROOT, Pod, PodCluster
 from tests.support.procs import LOCALHOST, wait_until
 
 pytestmark = pytest.mark.integration

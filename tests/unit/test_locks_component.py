@@ -29,7 +29,7 @@ from components.locks.crd import lock_crd_manifest
 from components.locks.rbac import lock_user_binding
 from distlock import _kube, kube
 from tests.support.crd_schema import prune, validate_schema
-from tests.unit.mocks import Mocks, ProgramResult, Recorded, config_map, run_stack
+from tests.support.mocks import Mocks, ProgramResult, Recorded, config_map, run_stack
 
 DYNAMIC = "pulumi-python:dynamic:Resource"
 

@@ -25,9 +25,8 @@ from components.mysql.cluster import (
     server_id_base,
 )
 from components.mysql.flavor import FLAVORS
-from tests.unit.conftest import stack_with
-from tests.unit.mocks import ProgramResult, Recorded, load_stack_file
-from tests.unit.mocks import run_program as run_whole_program
+from tests.support.mocks import ProgramResult, Recorded, load_stack_file, stack_with
+from tests.support.mocks import run_program as run_whole_program
 
 CONTRACT_ENV = {
     "POD_NAME", "MYSQL_FLAVOR", "SERVER_ID_BASE", "PEER_HOST_TEMPLATE", "MYSQL_PORT",
@@ -427,6 +426,26 @@ def test_every_contract_container_gets_the_contract_environment(any_stack: Progr
         assert values["SERVER_WAIT_SECONDS"] == "600"
         assert (values["ADMIN_USER"], values["REPLICATION_USER"], values["MONITOR_USER"],
                 values["BACKUP_USER"]) == ("admin", "repl", "monitor", "backup")
+
+
+def test_every_container_gets_the_flavors_tools_and_socket(any_stack: ProgramResult) -> None:
+    """The scripts no longer decide tools and socket by flavor: the component hands them."""
+    flavor = statefulset(any_stack)["metadata"]["labels"]["app.kubernetes.io/name"]
+    expected = {
+        "mysql": {"MYSQL_SOCKET": "/var/run/mysqld/mysqld.sock", "MYSQL_CLIENT": "mysql",
+                  "MYSQL_ADMIN_TOOL": "mysqladmin", "BACKUP_TOOL": "xtrabackup",
+                  "BACKUP_STREAM_TOOL": "xbstream", "BACKUP_PREPARED_TYPE": "full-prepared"},
+        "mariadb": {"MYSQL_SOCKET": "/run/mysqld/mysqld.sock", "MYSQL_CLIENT": "mariadb",
+                    "MYSQL_ADMIN_TOOL": "mariadb-admin", "BACKUP_TOOL": "mariadb-backup",
+                    "BACKUP_STREAM_TOOL": "mbstream", "BACKUP_PREPARED_TYPE": "log-applied"},
+    }[flavor]
+    for name in ("init-config", "clone", "mysql", "backup"):
+        env = env_of(containers(any_stack)[name])
+        assert {k: env[k]["value"] for k in expected} == expected, name
+    # The socket is in the directory both containers that talk to the server share.
+    socket_dir = expected["MYSQL_SOCKET"].rsplit("/", 1)[0]
+    for name in ("mysql", "backup"):
+        assert mounts_of(containers(any_stack)[name])[socket_dir]["name"] == "socket"
 
 
 def test_headless_service_name_resolves_the_peer_template(any_stack: ProgramResult) -> None:

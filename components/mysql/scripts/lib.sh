@@ -2,10 +2,10 @@
 # Shared code for the pod scripts (see CONTRACT.md). Sourced, never run.
 #
 # Why the pieces look the way they do:
-# - Everything flavor-specific (tool names, SQL dialect, backup file names) is decided here, in
-#   functions that only print, so tests/unit/test_pod_scripts_sql.py can source this file with
-#   MYSQL_FLAVOR=mysql and assert the exact statements and commands MySQL 8.4 pods would run
-#   without a MySQL server being available.
+# - The pods' SQL and backup file names are decided here, in functions that only print, so
+#   tests/unit/test_pod_scripts_sql.py can source this file with MySQL 8.4's environment and
+#   assert the exact statements and commands MySQL 8.4 pods would run without a MySQL server
+#   being available. Tool names and the socket come from the environment (flavor.py).
 # - Passwords come from the cluster Secret mounted as files (CONTRACT.md, Credentials), read
 #   once per script by read_secret into shell variables that are never exported, and reach the
 #   tools only through option files in RUN_DIR (mode 0600) or SQL on stdin: never argv, which
@@ -109,25 +109,15 @@ require_flavor() {
     esac
 }
 
-# The server's unix socket, in the socket directory the StatefulSet shares between the mysql and
-# backup containers (the images' own locations). MYSQL_SOCKET overrides it (test harnesses).
-server_socket() {
-    require_flavor
-    if [[ -n "${MYSQL_SOCKET:-}" ]]; then
-        printf '%s\n' "$MYSQL_SOCKET"
-    elif [[ $MYSQL_FLAVOR == mysql ]]; then
-        echo /var/run/mysqld/mysqld.sock
-    else
-        echo /run/mysqld/mysqld.sock
-    fi
-}
-
-# Tool names per flavor: MySQL 8.4 pairs with Percona XtraBackup 8.4 (xbstream); MariaDB ships
-# mariadb-backup and mbstream in its server image.
-sql_client_tool() { require_flavor; [[ $MYSQL_FLAVOR == mysql ]] && echo mysql || echo mariadb; }
-admin_tool() { require_flavor; [[ $MYSQL_FLAVOR == mysql ]] && echo mysqladmin || echo mariadb-admin; }
-backup_tool() { require_flavor; [[ $MYSQL_FLAVOR == mysql ]] && echo xtrabackup || echo mariadb-backup; }
-stream_tool() { require_flavor; [[ $MYSQL_FLAVOR == mysql ]] && echo xbstream || echo mbstream; }
+# The flavor's tools and the server's socket are handed to every container (CONTRACT.md,
+# Environment; components/mysql/flavor.py decides them): nothing here branches on the flavor
+# for them. The socket is in the directory the StatefulSet shares between the mysql and backup
+# containers, where the image's own config puts it.
+server_socket() { require_vars MYSQL_SOCKET; printf '%s\n' "$MYSQL_SOCKET"; }
+sql_client_tool() { require_vars MYSQL_CLIENT; printf '%s\n' "$MYSQL_CLIENT"; }
+admin_tool() { require_vars MYSQL_ADMIN_TOOL; printf '%s\n' "$MYSQL_ADMIN_TOOL"; }
+backup_tool() { require_vars BACKUP_TOOL; printf '%s\n' "$BACKUP_TOOL"; }
+stream_tool() { require_vars BACKUP_STREAM_TOOL; printf '%s\n' "$BACKUP_STREAM_TOOL"; }
 
 # A single-quoted SQL string literal (the server runs without NO_BACKSLASH_ESCAPES).
 sql_quote() {
@@ -149,6 +139,8 @@ option_quote() {
 
 # write_client_options PATH USER PASSWORD (host HOST PORT | socket SOCKET)
 # Atomic and created 0600 from the start, so the password is never readable by others, even briefly.
+# The temp file is named in WRITING_CLIENT_OPTIONS until the rename, so that a script's trap can
+# remove it when a signal ends the script in between (remove_unfinished_client_options).
 write_client_options() {
     local path=$1 user=$2 password=$3 kind=$4 tmp quoted_user quoted_password location
     [[ -n "$password" ]] || die "empty password for account '$user'"
@@ -165,7 +157,9 @@ write_client_options() {
         *) die "write_client_options: unknown connection kind '$kind'" ;;
     esac
     mkdir -p "$(dirname "$path")"
-    tmp=$(umask 077 && mktemp "$path.XXXXXX")
+    # One assignment: a trap runs between commands, so it never sees the file unnamed.
+    WRITING_CLIENT_OPTIONS=$(umask 077 && mktemp "$path.XXXXXX")
+    tmp=$WRITING_CLIENT_OPTIONS
     # [client] for the SQL clients and mariadb-backup; [xtrabackup] because Percona XtraBackup
     # reads only its own and the [mysqld] groups. protocol=TCP keeps the clients from turning
     # "localhost" into a socket; XtraBackup does not know the option.
@@ -175,6 +169,15 @@ write_client_options() {
         "$quoted_user" "$quoted_password" "$location" "$tcp" \
         "$quoted_user" "$quoted_password" "$location" >"$tmp"
     mv -f "$tmp" "$path"
+    WRITING_CLIENT_OPTIONS=""
+}
+
+# The EXIT trap of a script that can be stopped while write_client_options runs: removes the temp
+# file of a write that never reached its rename (it holds a password).
+remove_unfinished_client_options() {
+    if [[ -n "${WRITING_CLIENT_OPTIONS:-}" ]]; then
+        rm -f -- "$WRITING_CLIENT_OPTIONS"
+    fi
 }
 
 # run_sql OPTION_FILE [client args...]: statements on stdin, tab-separated rows on stdout.
@@ -421,10 +424,7 @@ prepare_command() {
 }
 
 # The backup_type the tool writes into its checkpoints file once --prepare has succeeded.
-prepared_backup_type() {
-    require_flavor
-    [[ $MYSQL_FLAVOR == mysql ]] && echo full-prepared || echo log-applied
-}
+prepared_backup_type() { require_vars BACKUP_PREPARED_TYPE; printf '%s\n' "$BACKUP_PREPARED_TYPE"; }
 
 # --- transport: ncat when present, else socat (the MariaDB and XtraBackup images ship socat only) --
 
@@ -464,5 +464,37 @@ serve_command() {
             _serve_command=(socat -U "TCP-LISTEN:$port,reuseaddr,fork,max-children=1"
                 "SYSTEM:$shell_serve_command")
             ;;
+    esac
+}
+
+# --- object-store backups (backup.sh, binlog-archive.sh, restore.sh) ------------------------------
+
+# mysqlbackup_command ARRAY: the Python half of the backup path (the mysqlbackup package);
+# MYSQLBACKUP_PYTHON names the interpreter that has it and boto3 (default python3).
+mysqlbackup_command() {
+    local -n _mysqlbackup_command=$1
+    _mysqlbackup_command=("${MYSQLBACKUP_PYTHON:-python3}" -m mysqlbackup)
+}
+
+# compress_command ARRAY KIND / decompress_command ARRAY KIND: gzip (in every image), zstd
+# (faster at the same ratio, where present) or none. KIND is recorded in the manifest, so a
+# restore always decompresses with what the backup used.
+compress_command() {
+    local -n _compress_command=$1
+    case "$2" in
+        gzip) _compress_command=(gzip -1 -c) ;;
+        zstd) _compress_command=(zstd -q -1 -T0 -c) ;;
+        none) _compress_command=(cat) ;;
+        *) die "BACKUP_COMPRESSION must be gzip, zstd or none, got '$2'" ;;
+    esac
+}
+
+decompress_command() {
+    local -n _decompress_command=$1
+    case "$2" in
+        gzip) _decompress_command=(gzip -d -c) ;;
+        zstd) _decompress_command=(zstd -q -d -c) ;;
+        none) _decompress_command=(cat) ;;
+        *) die "the backup names compression '$2', which this script does not know" ;;
     esac
 }

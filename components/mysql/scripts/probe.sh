@@ -121,6 +121,17 @@ main() {
     require_vars POD_NAME RUN_DIR MYSQL_PORT MONITOR_USER
     read_secret MONITOR_PASSWORD
     local ordinal options="$RUN_DIR/monitor-client.cnf"
+    # A probe stopped between the option file's mktemp and its rename would leave the temp
+    # file (it holds the monitor password): signals end the script through its EXIT trap,
+    # which removes it. SIGKILL (the kubelet's timeout) cannot be trapped: such a leftover is
+    # removed by a later probe once it is older than any probe lives (timeoutSeconds 5), so
+    # the temp file of a probe running right now is never touched.
+    trap remove_unfinished_client_options EXIT
+    trap 'exit 129' HUP
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    find "$RUN_DIR" -mindepth 1 -maxdepth 1 -type f -name 'monitor-client.cnf.??????' -mmin +1 \
+        -delete 2>/dev/null || true
     ordinal=$(pod_ordinal)
     write_client_options "$options" "$MONITOR_USER" "$MONITOR_PASSWORD" host 127.0.0.1 \
         "$(peer_port "$MYSQL_PORT" "$ordinal")"

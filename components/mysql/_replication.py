@@ -22,9 +22,9 @@ Design rules this module keeps:
 - Nothing unpicklable is captured: the provider is stateless, lives in an importable
   module (dill pickles it by reference, the provider process imports current code),
   and every method opens and closes its own connections.
-- Numbers arrive from the engine as floats (``3306.0``); ``components._wire.whole_number``
-  accepts only integral numbers and every method parses its properties through
-  :func:`_parse`.
+- Numbers arrive from the engine as floats (``3306.0``); every method parses its
+  properties through :func:`_parse`, on the rules of :mod:`components._check` that all
+  providers share (integral numbers only, full pattern matches, unknowns left alone).
 - Passwords are outputs only because Diff and Delete need them; they are secret via
   ``additional_secret_outputs`` and never appear in an error (statements show ``***``).
 - Converge changes only what is wrong. It never resets anything on the primary and
@@ -73,9 +73,9 @@ from pulumi.dynamic import (
     ReadResult,
     UpdateResult,
 )
-from pulumi.runtime.rpc import UNKNOWN as _UNKNOWN  # a value not known yet (preview)
 
 import distlock
+from components._check import HOST, Checker, has_unknowns
 from components._wire import whole_number
 from components.config import Endpoint
 from components.mysql._record import (
@@ -119,9 +119,7 @@ _INPUT_KEYS = ("flavor", "primary", "replicas", "source_host", "source_port", "a
                "durability", "semisync_wait_count", "semisync_timeout_seconds")
 _OUTPUT_KEYS = ("replica_status", "primary_gtid_position", "in_sync", "epoch",
                 "recorded_primary", "durability_status")
-_HOST = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$")
-_USER = re.compile(r"^[A-Za-z0-9_][-A-Za-z0-9_.]*$")
-_URL = re.compile(r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:\d{1,5})?/?$")
+_USER = re.compile(r"[A-Za-z0-9_][-A-Za-z0-9_.]*")
 _CONNECT_TIMEOUT = 10
 # A blocking GTID wait is cut into slices so a replica whose threads stop while we wait
 # is reported at once with its error, not after the whole timeout.
@@ -273,65 +271,11 @@ def _endpoint_props(endpoint: Endpoint) -> dict[str, Any]:
 # --- input validation ----------------------------------------------------------------
 
 
-class _Checker:
-    """Collects CheckFailures; unknown values (preview) are accepted and left unchecked."""
-
-    def __init__(self, props: Mapping[str, Any]) -> None:
-        self.props = props
-        self.failures: list[CheckFailure] = []
-        self.unknown = False
-
-    def fail(self, name: str, reason: str) -> None:
-        self.failures.append(CheckFailure(name, reason))
-
-    def _present(self, name: str, value: object) -> bool:
-        if value == _UNKNOWN:
-            self.unknown = True
-            return False
-        if value is None:
-            self.fail(name, "is required")
-            return False
-        return True
-
-    def string(self, name: str, value: object, *, pattern: re.Pattern[str] | None = None,
-               max_length: int = 255, what: str = "a non-empty string") -> str:
-        if not self._present(name, value):
-            return ""
-        if (not isinstance(value, str) or not value or len(value) > max_length
-                or (pattern is not None and not pattern.match(value))):
-            self.fail(name, f"must be {what} of at most {max_length} characters; "
-                            f"got {value!r}")
-            return ""
-        return value
-
-    def secret(self, name: str, value: object, *, max_length: int) -> str:
-        if not self._present(name, value):
-            return ""
-        # The value itself is never echoed: it is a password.
-        if not isinstance(value, str) or not value:
-            self.fail(name, "must be a non-empty string (passwords are never empty)")
-            return ""
-        if len(value) > max_length:
-            self.fail(name, f"is {len(value)} characters; the server accepts at most "
-                            f"{max_length} for this flavor")
-            return ""
-        if "\0" in value:
-            self.fail(name, "must not contain NUL characters")
-            return ""
-        return value
-
-    def integer(self, name: str, value: object, *, minimum: int, maximum: int) -> int:
-        if not self._present(name, value):
-            return 0
-        number = whole_number(value)
-        if number is None or not minimum <= number <= maximum:
-            self.fail(name, f"must be a whole number between {minimum} and {maximum}; "
-                            f"got {value!r}")
-            return 0
-        return number
+class _Checker(Checker):
+    """The shared input rules plus ReplicationInit's own shapes: endpoints and flavors."""
 
     def endpoint(self, name: str, value: object) -> Endpoint | None:
-        if not self._present(name, value):
+        if not self.present(name, value):
             return None
         if not isinstance(value, Mapping):
             self.fail(name, f"must be an object with host and port; got {value!r}")
@@ -339,31 +283,19 @@ class _Checker:
         extra = sorted(set(value) - {"host", "port"})
         if extra:
             self.fail(name, f"has unknown keys {extra}; only host and port are allowed")
-        host = self.string(f"{name}.host", value.get("host"), pattern=_HOST,
+        host = self.string(f"{name}.host", value.get("host"), pattern=HOST,
                            what="a DNS name or IPv4 address")
         port = self.integer(f"{name}.port", value.get("port"), minimum=1, maximum=65535)
         return Endpoint(host, port) if host and port else None
 
-    def flavor(self, name: str, value: object) -> Flavor | None:
-        if not self._present(name, value):
-            return None
-        for flavor in FLAVORS:
-            if value == flavor:
-                return flavor
-        self.fail(name, f"must be one of {sorted(FLAVORS)}; got {value!r}")
-        return None
-
-    def _list(self, name: str, value: object, what: str) -> Sequence[object]:
-        if not self._present(name, value):
-            return ()
-        if not isinstance(value, Sequence) or isinstance(value, str):
-            self.fail(name, f"must be a list of {what}; got {value!r}")
-            return ()
-        return value
+    def endpoints(self, name: str, value: object) -> list[Endpoint]:
+        found = (self.endpoint(f"{name}[{index}]", item)
+                 for index, item in enumerate(self.sequence(name, value, "endpoints")))
+        return [e for e in found if e is not None]
 
     def replicas(self, name: str, value: object, primary: Endpoint | None) -> list[Endpoint]:
         replicas: list[Endpoint] = []
-        for index, item in enumerate(self._list(name, value, "endpoints")):
+        for index, item in enumerate(self.sequence(name, value, "endpoints")):
             endpoint = self.endpoint(f"{name}[{index}]", item)
             if endpoint is None:
                 continue
@@ -375,9 +307,9 @@ class _Checker:
         return replicas
 
     def urls(self, name: str, value: object) -> list[str]:
-        return [self.string(f"{name}[{index}]", url, pattern=_URL,
-                            what="an etcd client URL such as http://etcd-0.etcd:2379")
-                for index, url in enumerate(self._list(name, value, "URLs"))]
+        return [self.url(f"{name}[{index}]", url,
+                         what="an etcd client URL such as http://etcd-0.etcd:2379")
+                for index, url in enumerate(self.sequence(name, value, "URLs"))]
 
 
 def _topology_fields(check: _Checker, props: Mapping[str, Any], *, flavor: Flavor | None,
@@ -391,9 +323,7 @@ def _topology_fields(check: _Checker, props: Mapping[str, Any], *, flavor: Flavo
     if primary is not None and not check.unknown and ordinal >= len(servers):
         check.fail("primary_ordinal", f"got {ordinal}; the cluster has {len(servers)} "
                                       f"server(s): ordinals 0..{len(servers) - 1}")
-    sources = [e for e in (check.endpoint(f"sources[{i}]", item) for i, item in
-                           enumerate(check._list("sources", props.get("sources", []),
-                                                 "endpoints"))) if e is not None]
+    sources = check.endpoints("sources", props.get("sources", []))
     if source_host and source_port:
         if not sources:
             sources = [Endpoint(source_host, source_port)]
@@ -432,9 +362,8 @@ def _topology_fields(check: _Checker, props: Mapping[str, Any], *, flavor: Flavo
 
 def _durability_fields(check: _Checker, props: Mapping[str, Any], *, flavor: Flavor | None,
                        replicas: int) -> dict[str, Any]:
-    durability = props.get("durability", "async")
-    if durability not in ("async", "semisync"):
-        check.fail("durability", f"must be 'async' or 'semisync'; got {durability!r}")
+    durability = check.choice("durability", props.get("durability", "async"),
+                              ("async", "semisync"))
     wait_count = check.integer("semisync_wait_count", props.get("semisync_wait_count", 1),
                                minimum=1, maximum=8)
     semisync_timeout = check.integer("semisync_timeout_seconds",
@@ -450,7 +379,7 @@ def _durability_fields(check: _Checker, props: Mapping[str, Any], *, flavor: Fla
         if not props.get("topology_user"):
             check.fail("durability", "semisync needs topology_user (setting it is a "
                                      "privileged topology change)")
-    return {"durability": str(durability), "semisync_wait_count": wait_count,
+    return {"durability": durability or "async", "semisync_wait_count": wait_count,
             "semisync_timeout_seconds": semisync_timeout}
 
 
@@ -460,12 +389,12 @@ def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, lis
     ``strict`` (Check) also rejects unknown keys; state written by this provider carries
     outputs beside the inputs, so the other methods read leniently.
     """
-    check = _Checker(props)
-    flavor = check.flavor("flavor", props.get("flavor"))
+    check = _Checker()
+    flavor = check.choice("flavor", props.get("flavor"), FLAVORS)
     limits = DIALECTS[flavor or "mysql"].limits  # the stricter limits until flavor is known
     primary = check.endpoint("primary", props.get("primary"))
     replicas = check.replicas("replicas", props.get("replicas"), primary)
-    source_host = check.string("source_host", props.get("source_host"), pattern=_HOST,
+    source_host = check.string("source_host", props.get("source_host"), pattern=HOST,
                                max_length=limits.host, what="a DNS name or IPv4 address")
     source_port = check.integer("source_port", props.get("source_port"),
                                 minimum=1, maximum=65535)
@@ -489,8 +418,7 @@ def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, lis
     topology = _topology_fields(check, props, flavor=flavor, limits=limits, primary=primary,
                                 replicas=replicas, source=(source_host, source_port))
     if strict:
-        for key in sorted(set(props) - set(_INPUT_KEYS) - set(_OUTPUT_KEYS) - {"__provider"}):
-            check.fail(key, f"is not a ReplicationInit property; known: {', '.join(_INPUT_KEYS)}")
+        check.only(props, inputs=_INPUT_KEYS, outputs=_OUTPUT_KEYS, resource="ReplicationInit")
     if check.failures or check.unknown or flavor is None or primary is None:
         return None, check.failures
     return _Spec(flavor, primary, tuple(replicas), source_host, source_port, admin_user,
@@ -504,16 +432,6 @@ def _spec(props: Mapping[str, Any]) -> _Spec:
         reasons = "; ".join(f"{f.property} {f.reason}" for f in failures) or "unknown values"
         raise ReplicationError(f"invalid ReplicationInit properties: {reasons}")
     return spec
-
-
-def _has_unknowns(value: object) -> bool:
-    if value == _UNKNOWN:
-        return True
-    if isinstance(value, Mapping):
-        return any(_has_unknowns(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_has_unknowns(v) for v in value)
-    return False
 
 
 # --- talking to servers ----------------------------------------------------------------
@@ -1268,7 +1186,7 @@ class _ReplicationProvider(pulumi.dynamic.ResourceProvider):
                             {**spec.to_props(), **outputs})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        if _has_unknowns(news):
+        if has_unknowns(news):
             return DiffResult(changes=True, replaces=[], delete_before_replace=False)
         old, _ = _parse(olds, strict=False)
         spec = _spec(news)

@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from components.mysql import credentials
+from components.mysql.flavor import FLAVORS
 from tests.support.mariadb import DEBIAN, MariaDBServer, distribution
 from tests.support.procs import LOCALHOST, ManagedProcess, require_binary, wait_until
 
@@ -74,6 +75,8 @@ Container = Literal["init-config", "clone", "mysql", "backup"]
 # The container each script runs in (CONTRACT.md); `probe.sh backup` is the backup container's.
 _SCRIPT_CONTAINERS: dict[str, Container] = {
     "init-config.sh": "init-config", "clone.sh": "clone", "backup-server.sh": "backup",
+    "backup.sh": "backup", "binlog-archive.sh": "backup", "restore.sh": "backup",
+    "verify.sh": "backup",
     "bootstrap-users.sh": "mysql", "probe.sh": "mysql",
 }
 _ACCOUNT_USERS = {"ADMIN_USER": "admin", "REPLICATION_USER": "repl", "MONITOR_USER": "monitor",
@@ -406,6 +409,7 @@ class Pod:
         return {
             "POD_NAME": self.name,
             "MYSQL_FLAVOR": "mariadb",
+            **FLAVORS["mariadb"].pod_environment(),
             "SERVER_ID_BASE": str(c.server_id_base),
             "PEER_HOST_TEMPLATE": LOCALHOST,
             "MYSQL_PORT": str(c.mysql_port),
@@ -638,6 +642,23 @@ class Pod:
                                      f"{status[0]['Last_SQL_Error']}")
             if time.monotonic() >= deadline:
                 raise AssertionError(f"{self.name} did not reach {gtid} in {timeout}s: {status}")
+
+    def wait_caught_up(self, timeout: float = 120) -> None:
+        """Until the SQL thread says it has applied all it received (Seconds_Behind_Master 0).
+
+        After MASTER_GTID_WAIT returns, MariaDB may still count lag from the backlog's event
+        timestamps until its SQL thread finds the relay log exhausted: a readiness probe
+        asked at that moment says "lag 48s" for a replica that holds everything. This is
+        what a readiness check after catching up must wait for.
+        """
+        def caught_up() -> bool:
+            status = self.query("SHOW REPLICA STATUS")
+            if status and status[0]["Last_SQL_Errno"]:
+                raise AssertionError(f"{self.name} stopped applying: "
+                                     f"{status[0]['Last_SQL_Error']}")
+            return bool(status) and status[0]["Seconds_Behind_Master"] == 0
+
+        wait_until(caught_up, timeout=timeout, what=f"{self.name} to report no lag")
 
     def checksum(self, table: str) -> int:
         return int(self.query(f"CHECKSUM TABLE {table}")[0]["Checksum"])
