@@ -118,7 +118,7 @@ _INPUT_KEYS = ("flavor", "primary", "replicas", "source_host", "source_port", "a
                "record_name", "switchover_grace_seconds", "switchover_timeout_seconds",
                "durability", "semisync_wait_count", "semisync_timeout_seconds")
 _OUTPUT_KEYS = ("replica_status", "primary_gtid_position", "in_sync", "epoch",
-                "recorded_primary", "durability_status")
+                "recorded_primary", "record_fenced", "durability_status")
 _HOST = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$")
 _USER = re.compile(r"^[A-Za-z0-9_][-A-Za-z0-9_.]*$")
 _URL = re.compile(r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:\d{1,5})?/?$")
@@ -1081,11 +1081,13 @@ def _claim(spec: _Spec, guard: _Guard, seen_epoch: int | None) -> _Claim:
         raise ReplicationError(f"{error}; nothing was changed") from None
     if record is not None and seen_epoch is not None and record.epoch != seen_epoch:
         raise ReplicationError(
-            f"{store.describe()} is at epoch {record.epoch} (primary ordinal "
-            f"{record.primary}), but this stack last saw epoch {seen_epoch}: another run "
+            f"{store.describe()} is at epoch {record.epoch} ({record.describe()}), but this "
+            f"stack last saw epoch {seen_epoch}: another run "
             "changed the topology since; nothing was changed. Run `pulumi refresh`, then "
             "`pulumi up` again")
-    current = record.primary if record is not None else 0
+    # A fenced record (a switchover that did not finish) names the ordinal that holds
+    # every acknowledged commit: this run starts from it.
+    current = record.authority if record is not None else 0
     if current >= len(spec.servers):
         raise ReplicationError(
             f"{store.describe()} names primary ordinal {current}, but the stack has "
@@ -1169,9 +1171,10 @@ def _converge(spec: _Spec, *, rewrite_password: bool, old: _Spec | None,
             checked = _preflight(view, converging=True)
         elif checked.primary_read_only:
             claim = _open_primary(spec, claim)
-        elif claim.store is not None and claim.record is None:
+        elif claim.store is not None and (claim.record is None or claim.record.fenced):
+            # No record yet, or one fenced by a run that died before demoting anybody.
             claim = dataclasses.replace(claim, record=claim.store.write(
-                claim.current, claim.epoch, None))
+                claim.current, claim.epoch, claim.record))
         account_changed = _ensure_replication_account(view, guard)
         failures: list[str] = []
         healthy: list[int] = []
@@ -1209,7 +1212,8 @@ def _converge(spec: _Spec, *, rewrite_password: bool, old: _Spec | None,
 
 def _record_outputs(record: PrimaryRecord | None) -> dict[str, Any]:
     return {"epoch": record.epoch if record else 0,
-            "recorded_primary": record.primary if record else 0}
+            "recorded_primary": record.authority if record else 0,
+            "record_fenced": bool(record and record.fenced)}
 
 
 def _seen_epoch(olds: Mapping[str, Any]) -> int | None:
@@ -1277,8 +1281,9 @@ class _ReplicationProvider(pulumi.dynamic.ResourceProvider):
         # Inputs unchanged: the live cluster decides. Unreachable servers count as drift,
         # so the update runs and reports the connection error with its context.
         record = _recorded(spec)
-        current = record.primary if record else 0
-        if current != spec.primary_ordinal or current >= len(spec.servers):
+        current = record.authority if record else 0
+        if (current != spec.primary_ordinal or current >= len(spec.servers)
+                or (record is not None and record.fenced)):
             return DiffResult(changes=True, replaces=[], delete_before_replace=False)
         drifted = bool(_observe(spec.at(current), with_position=False).problems)
         return DiffResult(changes=drifted, replaces=[], delete_before_replace=False)
@@ -1294,7 +1299,7 @@ class _ReplicationProvider(pulumi.dynamic.ResourceProvider):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         spec = _spec(props)
         record = _recorded(spec)
-        current = record.primary if record else 0
+        current = record.authority if record else 0
         view = spec.at(current) if current < len(spec.servers) else spec
         observation = _observe(view, with_position=True)
         return ReadResult(id_, {**spec.to_props(), **observation.outputs(),
