@@ -52,16 +52,11 @@ from components.mysql._replication_sql import Dialect, Statement, missing_gtids
 _GRACE_POLL_SECONDS = 0.05
 _WAIT_SLICE_SECONDS = 1
 
-# The account the switchover statements run as: what SET GLOBAL read_only, KILL of
-# other users' sessions and the replication statements need, and nothing that reads or
-# writes data. Application and admin accounts never get these (READ ONLY ADMIN would
-# let them write on a read-only server).
-TOPOLOGY_PRIVILEGES = {
-    "mariadb": "READ_ONLY ADMIN, CONNECTION ADMIN, REPLICATION SLAVE ADMIN, SLAVE MONITOR, "
-               "BINLOG MONITOR, REPLICATION MASTER ADMIN, RELOAD, PROCESS",
-    "mysql": "SYSTEM_VARIABLES_ADMIN, CONNECTION_ADMIN, REPLICATION_SLAVE_ADMIN, "
-             "REPLICATION CLIENT, RELOAD, PROCESS",  # SYSTEM_VARIABLES_ADMIN covers semisync
-}
+# The statements run as the topology account, which bootstrap-users.sh creates
+# (scripts/lib.sh, bootstrap_users_sql): what SET GLOBAL read_only, KILL of other users'
+# sessions and the replication statements need, and nothing that reads or writes data.
+# Application and admin accounts never get these (READ ONLY ADMIN would let them write on
+# a read-only server).
 
 
 class SwitchoverError(RuntimeError):

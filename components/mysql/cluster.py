@@ -114,6 +114,7 @@ ADMIN_USER = "admin"
 REPLICATION_USER = "repl"
 MONITOR_USER = "monitor"
 BACKUP_USER = "backup"
+TOPOLOGY_USER = "topology"
 # How long the server may take to accept connections after its container starts (crash
 # recovery of a large instance takes minutes). The mysql container's startup probe allows
 # this much, and backup-server.sh waits this long for the server before it gives up.
@@ -435,6 +436,7 @@ def _environment(plan: _Plan) -> list[k8s.core.v1.EnvVarArgsDict]:
         _kube.value_env("REPLICATION_USER", REPLICATION_USER),
         _kube.value_env("MONITOR_USER", MONITOR_USER),
         _kube.value_env("BACKUP_USER", BACKUP_USER),
+        _kube.value_env("TOPOLOGY_USER", TOPOLOGY_USER),
     ]
     # Paths, never passwords: only containers that mount the credentials can read them.
     env += [_kube.value_env(name, path)

@@ -77,7 +77,7 @@ _SCRIPT_CONTAINERS: dict[str, Container] = {
     "bootstrap-users.sh": "mysql", "probe.sh": "mysql",
 }
 _ACCOUNT_USERS = {"ADMIN_USER": "admin", "REPLICATION_USER": "repl", "MONITOR_USER": "monitor",
-                  "BACKUP_USER": "backup"}
+                  "BACKUP_USER": "backup", "TOPOLOGY_USER": "topology"}
 
 # Markers the scripts keep in DATA_DIR (lib.sh).
 CLONE_IN_PROGRESS = ".clone-in-progress"
@@ -101,6 +101,7 @@ class ClusterSecrets:
     replication: str = field(default_factory=_password)
     monitor: str = field(default_factory=_password)
     backup: str = field(default_factory=_password)
+    topology: str = field(default_factory=_password)
 
     def password(self, account: str) -> str:
         credentials.secret_key(account)  # an unknown account is an error, not an attribute

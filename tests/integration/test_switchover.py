@@ -24,7 +24,6 @@ from typing import Any
 import pymysql
 import pytest
 
-from components.mysql._switchover import TOPOLOGY_PRIVILEGES
 from components.mysql.replication import _ReplicationProvider
 from tests.support.accounts import create_accounts
 from tests.support.controlplane import ControlPlane
@@ -53,13 +52,12 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     passwords = {name: random_password() for name in (ADMIN, TOPOLOGY, APP)}
     server = MariaDBServer(base, name="template").initialize()
     try:
-        create_accounts(server, users={ADMIN}, passwords={
+        # The accounts exactly as bootstrap-users.sh makes them in the pods.
+        create_accounts(server, users={ADMIN, TOPOLOGY}, passwords={
             "ADMIN": passwords[ADMIN], "REPLICATION": random_password(),
-            "MONITOR": random_password(), "BACKUP": random_password()})
+            "MONITOR": random_password(), "BACKUP": random_password(),
+            "TOPOLOGY": passwords[TOPOLOGY]})
         with server.cursor() as cursor:
-            cursor.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (TOPOLOGY, passwords[TOPOLOGY]))
-            cursor.execute(f"GRANT {TOPOLOGY_PRIVILEGES['mariadb']} ON *.* TO %s@'%%'",
-                           (TOPOLOGY,))
             cursor.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (APP, passwords[APP]))
             cursor.execute("CREATE DATABASE app")
             cursor.execute("CREATE TABLE app.log (seq BIGINT PRIMARY KEY, epoch BIGINT, "

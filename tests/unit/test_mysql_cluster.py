@@ -40,11 +40,11 @@ CREDENTIALS_DIR = "/run/secrets/mysql-cluster"
 # The keys each container mounts: what its scripts (and the image entrypoint) read, no more.
 MOUNTED_KEYS = {
     "mysql": ["root-password", "admin-password", "replication-password", "monitor-password",
-              "backup-password"],
+              "backup-password", "topology-password"],
     "backup": ["root-password", "replication-password", "backup-password"],
 }
 PASSWORD_KEYS = {"root-password", "admin-password", "replication-password", "monitor-password",
-                 "backup-password"}
+                 "backup-password", "topology-password"}
 SCRIPT_CONTAINERS = {"init-config": "init-config.sh", "clone": "clone.sh",
                      "backup": "backup-server.sh"}
 
@@ -140,7 +140,7 @@ def test_program_runs_for_both_stacks_and_registers_every_object(any_stack: Prog
                  "ServiceAccount", "Role", "RoleBinding"):
         assert kind in kinds, kind
     assert kinds.count("Service") == 3
-    assert len(any_stack.of_type("random:index/randomPassword:RandomPassword")) == 5
+    assert len(any_stack.of_type("random:index/randomPassword:RandomPassword")) == 6
 
 
 def test_every_child_is_parented_to_the_component() -> None:
@@ -169,12 +169,12 @@ def test_replica_counts_follow_the_stack_files(dev: ProgramResult, prod: Program
 
 # ---------------------------------------------------------------- secrets
 
-def test_secret_holds_five_nonempty_passwords_marked_secret(any_stack: ProgramResult) -> None:
+def test_secret_holds_six_nonempty_passwords_marked_secret(any_stack: ProgramResult) -> None:
     secret = any_stack.one("Secret")
     data = secret.inputs["stringData"]
     assert set(data) == PASSWORD_KEYS
     assert all(isinstance(v, str) and len(v) == 32 for v in data.values())
-    assert len(set(data.values())) == 5
+    assert len(set(data.values())) == len(PASSWORD_KEYS)
     assert secret.is_secret("stringData")
 
 

@@ -28,7 +28,7 @@ main() {
     # Every input is read and validated before anything is written or run: bad input changes
     # nothing. The passwords are shell variables from here on, never exported.
     local account
-    for account in ROOT ADMIN REPLICATION MONITOR BACKUP; do
+    for account in ROOT ADMIN REPLICATION MONITOR BACKUP TOPOLOGY; do
         read_secret "${account}_PASSWORD"
     done
     local sql options="$RUN_DIR/root-client.cnf"
@@ -38,7 +38,7 @@ main() {
     trap "rm -f -- $(printf '%q' "$options")" EXIT
     write_client_options "$options" root "$ROOT_PASSWORD" socket "$SOCKET"
     run_sql "$options" <<<"$sql"
-    log "created accounts $ADMIN_USER, $REPLICATION_USER, $MONITOR_USER, $BACKUP_USER"
+    log "created accounts $ADMIN_USER, $REPLICATION_USER, $MONITOR_USER, $BACKUP_USER, $TOPOLOGY_USER"
 }
 
 main "$@"

@@ -343,27 +343,37 @@ replication_start_sql() {
 # CONNECTION_ADMIN / SYSTEM_VARIABLES_ADMIN (MySQL): any of them lets it write on a read-only
 # replica, which is how errant GTIDs are born. It holds REPLICATION SLAVE only so that it can
 # grant it: the ReplicationInit provider repairs the replication account as admin.
+#
+# The topology account is the one that moves the primary (ReplicationInit's switchover): it may set
+# read_only, end other sessions and run the replication statements (MariaDB's RESET REPLICA ALL needs
+# RELOAD), and reads or writes no data. On MariaDB setting read_only takes READ ONLY ADMIN, so this
+# account could write through read_only if it held any data privilege; it holds none.
 bootstrap_users_sql() {
     require_flavor
     require_vars ADMIN_USER ADMIN_PASSWORD REPLICATION_USER REPLICATION_PASSWORD \
-        MONITOR_USER MONITOR_PASSWORD BACKUP_USER BACKUP_PASSWORD
+        MONITOR_USER MONITOR_PASSWORD BACKUP_USER BACKUP_PASSWORD TOPOLOGY_USER TOPOLOGY_PASSWORD
     local admin_privileges repl_privileges monitor_privileges backup_privileges host
+    local topology_privileges
     local common="SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, RELOAD, PROCESS, REFERENCES, INDEX, ALTER, SHOW DATABASES, CREATE TEMPORARY TABLES, LOCK TABLES, EXECUTE, CREATE VIEW, SHOW VIEW, CREATE ROUTINE, ALTER ROUTINE, CREATE USER, EVENT, TRIGGER"
     repl_privileges="REPLICATION SLAVE"
     if [[ $MYSQL_FLAVOR == mariadb ]]; then
         admin_privileges="$common, BINLOG MONITOR, SLAVE MONITOR, REPLICATION SLAVE, REPLICATION SLAVE ADMIN"
         monitor_privileges="SLAVE MONITOR"
         backup_privileges="RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR, SLAVE MONITOR"
+        topology_privileges="READ_ONLY ADMIN, CONNECTION ADMIN, REPLICATION SLAVE ADMIN, SLAVE MONITOR, BINLOG MONITOR, REPLICATION MASTER ADMIN, RELOAD, PROCESS"
     else
         admin_privileges="$common, REPLICATION CLIENT, REPLICATION SLAVE, REPLICATION_SLAVE_ADMIN"
         monitor_privileges="REPLICATION CLIENT"
         backup_privileges="BACKUP_ADMIN, PROCESS, RELOAD, LOCK TABLES, REPLICATION CLIENT"
+        topology_privileges="SYSTEM_VARIABLES_ADMIN, CONNECTION_ADMIN, REPLICATION_SLAVE_ADMIN, REPLICATION CLIENT, RELOAD, PROCESS"
     fi
     _account_sql "$ADMIN_USER" % "$ADMIN_PASSWORD"
     printf 'GRANT %s ON *.* TO %s@%s WITH GRANT OPTION;\n' "$admin_privileges" \
         "$(sql_quote "$ADMIN_USER")" "'%'"
     _account_sql "$REPLICATION_USER" % "$REPLICATION_PASSWORD"
     printf 'GRANT %s ON *.* TO %s@%s;\n' "$repl_privileges" "$(sql_quote "$REPLICATION_USER")" "'%'"
+    _account_sql "$TOPOLOGY_USER" % "$TOPOLOGY_PASSWORD"
+    printf 'GRANT %s ON *.* TO %s@%s;\n' "$topology_privileges" "$(sql_quote "$TOPOLOGY_USER")" "'%'"
     for host in localhost 127.0.0.1; do
         _account_sql "$MONITOR_USER" "$host" "$MONITOR_PASSWORD"
         printf 'GRANT %s ON *.* TO %s@%s;\n' "$monitor_privileges" \
