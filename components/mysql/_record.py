@@ -33,7 +33,11 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-# ConfigMap data keys; pods read them (the label init containers through env vars).
+# Pod labels: the Services select on the role; the epoch says which record set it.
+ROLE_LABEL = "mysql-cluster.io/role"
+EPOCH_LABEL = "mysql-cluster.io/epoch"
+
+# ConfigMap data keys; the pods mount the ConfigMap and read them as files (lib.sh).
 PRIMARY_KEY = "primary"
 EPOCH_KEY = "epoch"
 PREVIOUS_KEY = "previous"
@@ -244,3 +248,67 @@ class KubernetesRecordStore:
             raise RecordError(f"{self.describe()}: write failed: {error.status} "
                               f"{error.reason}") from None
         return dataclasses.replace(wanted, version=str(written.metadata.resource_version))
+
+
+class KubernetesPodLabels:
+    """The role labels of the cluster's pods (``pods[ordinal]``), which the Services select.
+
+    Moved by the holder of the record's epoch, right after the record: every other pod
+    becomes ``replica`` first, then the primary ``primary``, so ``<name>-primary`` never
+    selects two pods. A pod that does not exist is skipped: it labels itself from the
+    record when it starts (init-config.sh).
+    """
+
+    def __init__(self, namespace: str, pods: tuple[str, ...], *, kubeconfig: str | None = None,
+                 context: str | None = None) -> None:
+        self.namespace = namespace
+        self.pods = pods
+        self._kubeconfig = kubeconfig
+        self._context = context
+
+    def _api(self) -> Any:
+        from kubernetes import client  # noqa: PLC0415 (provider process only)
+
+        from distlock.kube import api_client  # noqa: PLC0415
+
+        return client.CoreV1Api(api_client(self._kubeconfig, context=self._context))
+
+    def read(self) -> dict[int, dict[str, str]]:
+        """Each existing pod's role and epoch labels, by ordinal."""
+        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+        api, found = self._api(), {}
+        for ordinal, pod in enumerate(self.pods):
+            try:
+                labels = api.read_namespaced_pod(pod, self.namespace).metadata.labels or {}
+            except ApiException as error:
+                if error.status == 404:
+                    continue
+                raise RecordError(f"pod {self.namespace}/{pod}: read failed: {error.status} "
+                                  f"{error.reason}") from None
+            found[ordinal] = {k: labels[k] for k in (ROLE_LABEL, EPOCH_LABEL) if k in labels}
+        return found
+
+    @staticmethod
+    def wanted(primary: int | None, epoch: int, ordinal: int) -> dict[str, str]:
+        role = "primary" if ordinal == primary else "replica"
+        return {ROLE_LABEL: role, EPOCH_LABEL: str(epoch)}
+
+    def move(self, primary: int | None, epoch: int) -> None:
+        """Label every pod for (primary, epoch); ``primary`` None: every pod a replica."""
+        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+        api = self._api()
+        order = [o for o in range(len(self.pods)) if o != primary]
+        if primary is not None and primary < len(self.pods):
+            order.append(primary)
+        for ordinal in order:
+            pod = self.pods[ordinal]
+            patch = {"metadata": {"labels": self.wanted(primary, epoch, ordinal)}}
+            try:
+                api.patch_namespaced_pod(pod, self.namespace, patch)
+            except ApiException as error:
+                if error.status == 404:
+                    continue
+                raise RecordError(f"pod {self.namespace}/{pod}: labelling failed: "
+                                  f"{error.status} {error.reason}") from None

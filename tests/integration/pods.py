@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from components.mysql import credentials
+from components.mysql._record import EPOCH_LABEL, ROLE_LABEL
 from tests.support.mariadb import DEBIAN, MariaDBServer, distribution
 from tests.support.procs import LOCALHOST, ManagedProcess, require_binary, wait_until
 
@@ -421,6 +422,11 @@ class Pod:
             "SERVER_WAIT_SECONDS": "600",
             "PATH": c.script_path,
             "TMPDIR": str(self.scratch_dir),
+            # No record volume: the record is absent, as before the first `pulumi up`.
+            "RECORD_DIR": str(self.dir / "record"),
+            "ROLE_LABEL": ROLE_LABEL,
+            "EPOCH_LABEL": EPOCH_LABEL,
+            "ROLE_LABELS_FILE": str(self.scratch_dir / "role-labels.json"),
             **_ACCOUNT_USERS,
             **credentials.file_variables(str(c.credentials_dir(container))),
         }
@@ -536,8 +542,17 @@ class Pod:
                                       log_dir=self.logs, env=self.env("backup")).start()
         return self.sidecar
 
-    def start(self, *, wait: bool = True) -> Pod:
-        """The whole pod: init-config, clone (replicas), server, sidecar; waits until serving."""
+    def open_primary(self) -> None:
+        """What ReplicationInit's first `pulumi up` does to the recorded primary, which
+        starts read-only like every server: the topology account makes it writable."""
+        self.server.query("SET GLOBAL read_only = OFF", user="topology",
+                          password=self.cluster.secrets.topology)
+
+    def start(self, *, wait: bool = True, open_primary: bool = True) -> Pod:
+        """The whole pod: init-config, clone (replicas), server, sidecar; waits until serving.
+
+        ``open_primary``: ordinal 0 (the primary while there is no record) is then made
+        writable as ReplicationInit would (every server starts read-only)."""
         self.init_config()
         if self.ordinal == 0 and not (self.data_dir / "mysql").exists():
             self.initialize_primary()
@@ -552,6 +567,8 @@ class Pod:
         self.start_sidecar()
         if wait:
             self.wait_serving()
+        if open_primary and self.ordinal == 0:
+            self.open_primary()
         return self
 
     def wait_serving(self, timeout: float = 120) -> None:

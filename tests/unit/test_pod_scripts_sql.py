@@ -477,6 +477,7 @@ def test_bootstrap_sourced_by_an_entrypoint_fails_it_without_leaking_strict_mode
                             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                                  "CONFIG_DIR": str(SCRIPTS), "MYSQL_FLAVOR": "mariadb",
                                  "RUN_DIR": str(tmp_path / "run"),
+                                 "DATA_DIR": str(tmp_path / "data"),
                                  **{k: v for k, v in ACCOUNT_ENV.items()
                                     if not k.endswith("_PASSWORD")},
                                  **_secret_files(tmp_path / "secrets", {

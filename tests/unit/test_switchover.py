@@ -211,3 +211,43 @@ def test_no_server_is_writable_while_the_record_names_another(caught_up: bool) -
         if "WAIT" in sql or sql in {s.sql for s in dialect.read_only_on}:
             assert record is not None, (ordinal, sql)
             assert (record.fenced, record.previous) == (True, 0), (ordinal, sql, record)
+
+
+def _cnf(flavor: str, role: str) -> dict[str, list[str]]:
+    from components.mysql.cluster import CONF_ROOT  # noqa: PLC0415
+
+    options: dict[str, list[str]] = {}
+    for line in (CONF_ROOT / flavor / f"{role}.cnf").read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, value = (part.strip() for part in line.split("=", 1))
+            options.setdefault(key, []).append(value)
+    return options
+
+
+@pytest.mark.parametrize("flavor", ["mysql", "mariadb"])
+@pytest.mark.parametrize("role", ["primary", "replica"])
+def test_every_server_starts_read_only_and_can_be_demoted(flavor: str, role: str) -> None:
+    options = _cnf(flavor, role)
+    assert options["read_only"] == ["ON"]
+    if flavor == "mysql":
+        assert options["super_read_only"] == ["ON"]
+    # A primary becomes a replica by a switchover, without a restart.
+    assert options["relay_log"] == ["relay-bin"]
+    assert options["relay_log_recovery"] == ["ON"]
+
+
+@pytest.mark.parametrize("role", ["primary", "replica"])
+def test_mysql_loads_the_semisync_plugins_the_dialect_sets(role: str) -> None:
+    """MySQL 8.4 has no built-in semi-sync: the variables the dialect sets exist only with
+    the rpl_semi_sync_source / rpl_semi_sync_replica plugins loaded, both on every server."""
+    dialect = DIALECTS["mysql"]
+    assert _cnf("mysql", role)["plugin_load_add"] == ["semisync_source.so",
+                                                     "semisync_replica.so"]
+    sql = " ".join(s.sql for s in (*dialect.semisync_source(True, 5, 2),
+                                   *dialect.semisync_replica(True)))
+    assert "rpl_semi_sync_source_enabled = ON" in sql
+    assert "rpl_semi_sync_source_wait_for_replica_count = %s" in sql
+    assert "rpl_semi_sync_replica_enabled = ON" in sql
+    assert "rpl_semi_sync_master" not in sql
+    assert "rpl_semi_sync_slave" not in sql
+    assert "plugin_load_add" not in _cnf("mariadb", role)  # built into MariaDB

@@ -31,6 +31,9 @@ backup_listener_pid_file() {
     CLONE_COMPLETE_MARKER=".clone-complete"
     REPLICATION_CONFIGURED_MARKER=".replication-configured"
     REPLICATION_STARTED_MARKER=".replication-started"
+    # Written by bootstrap-users.sh into the data dir the image initialised: this server began
+    # as the cluster's first primary, so its data is its own, not a foreign or partial copy.
+    BOOTSTRAP_COMPLETE_MARKER=".bootstrap-complete"
 }
 
 log() {
@@ -99,6 +102,70 @@ peer_port() {
     require_uint PORT_STRIDE "$stride"
     require_uint port "$base"
     printf '%d\n' "$((base + ordinal * stride))"
+}
+
+# --- the primary record ------------------------------------------------------------------------
+# Which ordinal is the primary is decided by ReplicationInit and kept in the primary record
+# (components/mysql/_record.py), a ConfigMap the pods mount at RECORD_DIR: files `primary` (an
+# ordinal, or `none` while a switchover holds it), `epoch` and, while fenced, `previous`. The
+# mount is optional: before the first `pulumi up` wrote a record the directory is empty, and
+# ordinal 0 is where a new cluster starts. The files are read when a pod starts, never to decide
+# whether a server may accept writes: every server starts read-only, and only the holder of
+# the record's epoch opens one.
+
+# _record_field NAME: the record's field, or nothing when there is no record.
+_record_field() {
+    local file="${RECORD_DIR:-}/$1"
+    [[ -n "${RECORD_DIR:-}" && -f "$file" ]] || return 0
+    local value
+    value=$(<"$file")
+    printf '%s\n' "$value"
+}
+
+_record_ordinal() {
+    [[ "$2" =~ ^[0-9]+$ ]] || die "the primary record's $1 is '$2', not an ordinal" \
+        "(RECORD_DIR=${RECORD_DIR:-}); fix or delete the record ConfigMap"
+    printf '%d\n' "$((10#$2))"
+}
+
+# The ordinal that holds every acknowledged commit: the recorded primary, or while a switchover
+# fences the record the one it is moving away from (read-only; the others copy it). 0 when there
+# is no record yet.
+recorded_authority() {
+    local primary
+    primary=$(_record_field primary)
+    if [[ -z "$primary" ]]; then
+        printf '0\n'
+    elif [[ "$primary" == none ]]; then
+        _record_ordinal previous "$(_record_field previous)"
+    else
+        _record_ordinal primary "$primary"
+    fi
+}
+
+# recorded_role ORDINAL: `primary` when the record names ORDINAL (before any record: ordinal 0);
+# `replica` otherwise, and for every ordinal while the record is fenced.
+recorded_role() {
+    local primary
+    primary=$(_record_field primary)
+    if [[ -z "$primary" ]]; then
+        primary=0
+    elif [[ "$primary" == none ]]; then
+        printf 'replica\n'
+        return 0
+    fi
+    if (($(_record_ordinal primary "$primary") == $1)); then
+        printf 'primary\n'
+    else
+        printf 'replica\n'
+    fi
+}
+
+# The record's epoch; 0 before any record.
+recorded_epoch() {
+    local epoch
+    epoch=$(_record_field epoch)
+    _record_ordinal epoch "${epoch:-0}"
 }
 
 require_flavor() {
