@@ -1,9 +1,13 @@
 """MySQLCluster: a replicated MySQL 8.4 or MariaDB StatefulSet with one primary.
 
-Topology. Ordinal 0 is always the primary and every other ordinal a replica of it (GTID
-replication). There is no automatic failover: a primary that moves by itself is how
-split brain and errant GTIDs happen, and the pod scripts never reset replication on a
-primary. What each pod does is fixed by the pod contract
+Topology. One primary, every other ordinal a replica of it (GTID replication). Which
+ordinal is the primary is the primary record's (``_record.py``): a ConfigMap
+``<name>-primary-record`` that only ReplicationInit writes, under the per-cluster lock,
+with the lock's fencing token as its epoch; ordinal 0 until the first record. Changing
+``mysql.primary`` makes the next ``pulumi up`` a planned switchover (``_switchover.py``).
+Nothing moves the primary by itself: a primary that moves on its own is how split brain
+and errant GTIDs happen, and the pod scripts never reset replication on a primary. Every
+server starts read-only; only ReplicationInit, holding the record's epoch, opens one. What each pod does is fixed by the pod contract
 (``components/mysql/scripts/CONTRACT.md``): this module gives the scripts exactly the
 names, environment, mounts and invocations written there, and nothing else.
 
@@ -29,24 +33,22 @@ Objects, all children of the component (providers flow down from it):
 - ``ServiceAccount``/``Role``/``RoleBinding`` for role labels (below).
 
 Role labels. Services select pods by label, and a StatefulSet's pod template, shared by
-every ordinal, cannot carry a per-ordinal role. Each pod therefore labels *itself* in
-two init containers running the distroless ``registry.k8s.io/kubectl`` image (no shell,
-so no scripting to get wrong)::
+every ordinal, cannot carry a per-ordinal role; and the role moves with the record. The
+record reaches the pods as an optional ConfigMap volume (``RECORD_DIR``: read by the
+kubelet, so no pod needs API credentials to learn it). ``init-config.sh`` derives the
+pod's role from it (``primary`` only for the ordinal the record names; ``replica`` for
+the others, and for all while a switchover fences the record) and writes a merge patch
+of the role and epoch labels to ``/tmp``; the last init container, ``label``, runs the
+distroless ``registry.k8s.io/kubectl`` image (no shell) to apply it to its own pod::
 
-    kubectl label pods --field-selector metadata.name=$(POD_NAME)
-        --selector 'apps.kubernetes.io/pod-index=0'            mysql-cluster.io/role=primary
-        --selector 'apps.kubernetes.io/pod-index,apps.kubernetes.io/pod-index!=0'  ...=replica
+    kubectl patch pod $(POD_NAME) --type=merge --patch-file=/tmp/role-labels.json
 
-Exactly one of the two matches the pod; the other is a no-op. ``apps.kubernetes.io/
-pod-index`` is set by the StatefulSet controller (Kubernetes 1.28+). A pod missing it
-matches neither and stays unlabelled: outside both Services, never a primary posing as
-a replica. Init containers run again on every pod (re)creation, so a rescheduled pod is
-labelled before its server starts, and a label cannot go stale while the pod lives
-because roles never move. RBAC: a Role allowing ``get``, ``list`` and ``patch`` on pods
-whose names are this StatefulSet's pod names only (a ``list`` with a
-``metadata.name`` field selector is authorised against ``resourceNames``); the
-ServiceAccount token is not automounted but projected into the two label containers
-alone, so the database and backup containers hold no API credentials.
+A switchover moves the labels of the running pods itself (ReplicationInit, fenced by its
+epoch: replicas first, then the primary, so ``<name>-primary`` never selects two pods),
+and every ``pulumi up`` puts back labels that differ from the record. RBAC: a Role
+allowing ``get`` and ``patch`` on this StatefulSet's pod names only; the ServiceAccount
+token is not automounted but projected into the ``label`` container alone, so the
+database and backup containers hold no API credentials.
 
 server-id. Replication breaks silently when two servers in one topology share a
 server-id, and clusters are cloned or chained across stacks (a prod replica seeded

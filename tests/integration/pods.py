@@ -554,15 +554,18 @@ class Pod:
         ``open_primary``: ordinal 0 (the primary while there is no record) is then made
         writable as ReplicationInit would (every server starts read-only)."""
         self.init_config()
-        if self.ordinal == 0 and not (self.data_dir / "mysql").exists():
+        if self.ordinal > 0 and not self.cluster.distribution.has_backup_tool:
+            self.seed_without_backup()
+        else:
+            # Every pod runs the clone init container; the script decides (the record's
+            # authority, or a data dir that is already complete, clones nothing).
+            code = self.clone()
+            if code != 0:
+                raise RuntimeError(f"{self.name}: clone.sh exited {code}:\n{self.clone_log()}")
+        if not (self.data_dir / "mysql").exists():
+            # The image entrypoint on an empty data dir: install, bootstrap-users.sh.
             self.initialize_primary()
         else:
-            if self.ordinal > 0 and not self.cluster.distribution.has_backup_tool:
-                self.seed_without_backup()
-            elif self.ordinal > 0:
-                code = self.clone()
-                if code != 0:
-                    raise RuntimeError(f"{self.name}: clone.sh exited {code}:\n{self.clone_log()}")
             self.start_server()
         self.start_sidecar()
         if wait:
@@ -608,11 +611,11 @@ class Pod:
         shutil.rmtree(self.data_dir)
         self._new_pod_volumes()
 
-    def restart(self, *, wait: bool = True) -> Pod:
+    def restart(self, *, wait: bool = True, open_primary: bool = True) -> Pod:
         """A new pod with the same name and PVC: fresh emptyDirs, every container again."""
         self.kill()
         self._new_pod_volumes()
-        return self.start(wait=wait)
+        return self.start(wait=wait, open_primary=open_primary)
 
     def stop(self) -> None:
         if self.sidecar is not None:

@@ -1,14 +1,17 @@
 """Planned switchover through the real provider server against three real MariaDB servers.
 
-The record lives in a ConfigMap of a real kube-apiserver (tests/support/controlplane.py),
-reached by the provider process through the official client and a kubeconfig. A writer
-thread commits continuously as an application account (no READ ONLY ADMIN), always to
-the primary the record names, and logs every acknowledged commit with the epoch and
-server it saw.
+Every test runs on MariaDB 10.11 and 11.4 (the ``mariadb_version`` fixture). The record
+lives in a ConfigMap of a real kube-apiserver (tests/support/controlplane.py), reached by
+the provider process through the official client and a kubeconfig; the role labels are
+moved on real Pod objects there (pods only pretend to run: kwok). A writer thread commits
+continuously as an application account (no READ ONLY ADMIN), always to the primary the
+record names (none while the record is fenced), and logs every acknowledged commit with
+the epoch and server it saw. The accounts are bootstrap-users.sh's own statements.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -24,6 +27,7 @@ from typing import Any
 import pymysql
 import pytest
 
+from components.mysql._record import EPOCH_LABEL, ROLE_LABEL
 from components.mysql.replication import _ReplicationProvider
 from tests.support.accounts import create_accounts
 from tests.support.controlplane import ControlPlane
@@ -44,13 +48,14 @@ class Template:
     data_dir: Path
     root_password: str
     passwords: dict[str, str]
+    version: str
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
-    base = tmp_path_factory.mktemp("template")
+def template(tmp_path_factory: pytest.TempPathFactory, mariadb_version: str) -> Template:
+    base = tmp_path_factory.mktemp(f"template-{mariadb_version}")
     passwords = {name: random_password() for name in (ADMIN, TOPOLOGY, APP)}
-    server = MariaDBServer(base, name="template").initialize()
+    server = MariaDBServer(base, name="template", version=mariadb_version).initialize()
     try:
         # The accounts exactly as bootstrap-users.sh makes them in the pods.
         create_accounts(server, users={ADMIN, TOPOLOGY}, passwords={
@@ -65,7 +70,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
             cursor.execute("GRANT SELECT, INSERT ON app.* TO %s@'%%'", (APP,))
     finally:
         server.stop()
-    return Template(server.data_dir, server.root_password, passwords)
+    return Template(server.data_dir, server.root_password, passwords, mariadb_version)
 
 
 @dataclass
@@ -73,20 +78,52 @@ class Cluster:
     servers: list[MariaDBServer]
     template: Template
     plane: ControlPlane
-    # One control plane serves the whole session: each test has its own record.
+    # One control plane serves the whole session: each test has its own record and pods.
     record_name: str = field(default_factory=lambda: f"orders-primary-{uuid.uuid4().hex[:8]}")
+    pod_prefix: str = field(default_factory=lambda: f"orders-{uuid.uuid4().hex[:8]}")
 
-    def record(self) -> tuple[int, int] | None:
+    def _core(self) -> Any:
         from kubernetes import client  # noqa: PLC0415
 
-        core: Any = client.CoreV1Api(self.plane.admin_client())
+        return client.CoreV1Api(self.plane.admin_client())
+
+    def record(self) -> tuple[int | None, int] | None:
+        """(primary, epoch) as the record holds it; primary None while fenced."""
+        from kubernetes import client  # noqa: PLC0415
+
         try:
-            found = core.read_namespaced_config_map(self.record_name, NAMESPACE)
+            found = self._core().read_namespaced_config_map(self.record_name, NAMESPACE)
         except client.ApiException as error:
             if error.status == 404:
                 return None
             raise
-        return int(found.data["primary"]), int(found.data["epoch"])
+        primary = found.data["primary"]
+        return (None if primary == "none" else int(primary)), int(found.data["epoch"])
+
+    @property
+    def pods(self) -> list[str]:
+        return [f"{self.pod_prefix}-{o}" for o in range(len(self.servers))]
+
+    def create_pods(self) -> None:
+        """Pod objects for the labels (kwok pretends to run them, nothing runs here)."""
+        for pod in self.pods:
+            self._core().create_namespaced_pod(NAMESPACE, {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": pod, "labels": {"app": self.pod_prefix}},
+                "spec": {"containers": [{"name": "mysql", "image": "mariadb:11.4.8"}]}})
+
+    def roles(self) -> list[tuple[str | None, str | None]]:
+        """Each pod's (role, epoch) labels."""
+        found = []
+        for pod in self.pods:
+            labels = self._core().read_namespaced_pod(pod, NAMESPACE).metadata.labels or {}
+            found.append((labels.get(ROLE_LABEL), labels.get(EPOCH_LABEL)))
+        return found
+
+    def delete_pods(self) -> None:
+        for pod in self.pods:
+            with contextlib.suppress(Exception):
+                self._core().delete_namespaced_pod(pod, NAMESPACE, grace_period_seconds=0)
 
     def inputs(self, primary: int, **overrides: Any) -> dict[str, Any]:
         endpoints = [{"host": LOCALHOST, "port": s.port} for s in self.servers]
@@ -100,6 +137,7 @@ class Cluster:
             "record_namespace": NAMESPACE, "record_name": self.record_name,
             "max_lag_seconds": 30, "timeout_seconds": 60, "lock_endpoints": [],
             "switchover_grace_seconds": 1, "switchover_timeout_seconds": 20,
+            "pods": self.pods,
         }
         inputs.update(overrides)
         return inputs
@@ -123,12 +161,15 @@ def cluster(tmp_path: Path, template: Template,
             # holder of the record's epoch makes one writable.
             read_only = "read-only=ON\n"
             server = MariaDBServer(base, name=f"m{ordinal}", server_id=1 + ordinal,
-                                   data_dir=base / "data",
+                                   data_dir=base / "data", version=template.version,
                                    extra_config="log-bin=mysql-bin\nlog-slave-updates\n"
                                                 f"gtid-strict-mode=ON\n{read_only}")
             server.root_password = template.root_password
             servers.append(server.start())
-        yield Cluster(servers, template, control_plane)
+        made = Cluster(servers, template, control_plane)
+        made.create_pods()
+        yield made
+        made.delete_pods()
     finally:
         for server in servers:
             server.stop()
@@ -198,13 +239,18 @@ class Writer:
             connection.close()
 
     def _record(self) -> tuple[int, int] | None:
-        """The record as the writer's client sees it; None (retry) if unreachable."""
+        """The record as the writer's client sees it; None (retry) if unreachable or
+        fenced (no primary to write to)."""
         try:
-            return self.cluster.record() or (0, 0)
+            primary, epoch = self.cluster.record() or (0, 0)
         except Exception as error:  # noqa: BLE001 - any client failure: ask again
             self.record_errors.append(repr(error))
             time.sleep(0.005)
             return None
+        if primary is None:
+            time.sleep(0.005)  # not in place of a condition: the record is read again
+            return None
+        return primary, epoch
 
     def __enter__(self) -> Writer:
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -258,6 +304,8 @@ def test_switchover_round_trip_under_a_writer_loses_nothing(
     assert cluster.record() == (0, 1)
     assert result.outputs["epoch"] == 1
     assert not cluster.read_only(0)  # opened by the first up, under epoch 1
+    # The first up labels the pods from the record too (the Services select on them).
+    assert cluster.roles() == [("primary", "1"), ("replica", "1"), ("replica", "1")]
     gaps: list[float] = []
     # SWITCHOVER_ROUNDS repeats the round trip (the benchmark: median and max of many).
     rounds = int(os.environ.get("SWITCHOVER_ROUNDS", "1"))
@@ -271,6 +319,9 @@ def test_switchover_round_trip_under_a_writer_loses_nothing(
             assert not cluster.read_only(target)
             assert all(cluster.read_only(o) for o in range(3) if o != target)
             assert result.outputs["in_sync"] is True
+            epoch = str(result.outputs["epoch"])
+            assert cluster.roles() == [("primary" if o == target else "replica", epoch)
+                                       for o in range(3)]
             writer.wait_commits_on(target, after=before)
     gaps = _check_history(writer, cluster)
     assert len(gaps) == 3 * rounds
@@ -305,6 +356,68 @@ def test_candidate_that_cannot_catch_up_is_rolled_back(
                        what="writes to resume on the old primary")
     finally:
         blocker.close()
+    _check_history(writer, cluster)
+
+
+def test_a_slowed_candidate_is_waited_for_fenced_and_nothing_is_lost(
+        server: ProviderServer, cluster: Cluster) -> None:
+    """The candidate's applier is held up (a table lock on it blocks the SQL thread), for
+    less than switchoverTimeoutSeconds: the switchover waits with the record fenced (no
+    primary) and the old primary read-only, then completes once the candidate caught up."""
+    driver = _driver(server)
+    driver.up(cluster.inputs(0))
+    blocker = cluster.servers[1].connect()
+    blocker.cursor().execute("LOCK TABLES app.log WRITE")
+    outcome: dict[str, Any] = {}
+
+    def switch() -> None:
+        try:
+            outcome["result"] = driver.up(cluster.inputs(1, switchover_timeout_seconds=120))
+        except ProviderError as error:
+            outcome["error"] = str(error)
+
+    thread = threading.Thread(target=switch, daemon=True)
+    try:
+        with Writer(cluster) as writer:
+            thread.start()
+            wait_until(lambda: (cluster.record() or (0, 0))[0] is None and cluster.read_only(0),
+                       timeout=60, what="the switchover to fence the record and demote")
+            # Still waiting: the candidate lacks the old primary's last commits, so the
+            # record names nobody, and no server accepts a write.
+            primary_position = cluster.servers[0].query(
+                "SELECT @@GLOBAL.gtid_binlog_pos AS p")[0]["p"]
+            assert cluster.servers[1].query(
+                "SELECT @@GLOBAL.gtid_slave_pos AS p")[0]["p"] != primary_position
+            assert thread.is_alive()
+            assert all(cluster.read_only(o) for o in range(3))
+            fenced_at = len(writer.commits)
+            blocker.cursor().execute("UNLOCK TABLES")
+            thread.join(timeout=120)
+            assert "error" not in outcome, outcome
+            assert cluster.record() == (1, outcome["result"].outputs["epoch"])
+            writer.wait_commits_on(1, after=fenced_at)
+    finally:
+        blocker.close()
+    _check_history(writer, cluster)
+
+
+def test_a_candidate_whose_applier_stopped_is_refused_before_anything_changes(
+        server: ProviderServer, cluster: Cluster) -> None:
+    driver = _driver(server)
+    driver.up(cluster.inputs(0))
+    cluster.servers[1].query("STOP REPLICA SQL_THREAD")
+    with Writer(cluster) as writer:
+        with pytest.raises(ProviderError) as failure:
+            driver.up(cluster.inputs(1))
+        message = str(failure.value)
+        assert "switchover refused before changing anything" in message
+        assert "SQL thread is stopped" in message
+        assert cluster.record() == (0, 1)
+        assert not cluster.read_only(0)
+        count = len(writer.commits)
+        wait_until(lambda: len(writer.commits) > count + 20, timeout=30,
+                   what="writes to go on on the primary")
+    cluster.servers[1].query("START REPLICA SQL_THREAD")
     _check_history(writer, cluster)
 
 
