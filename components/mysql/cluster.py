@@ -7,9 +7,10 @@ with the lock's fencing token as its epoch; ordinal 0 until the first record. Ch
 ``mysql.primary`` makes the next ``pulumi up`` a planned switchover (``_switchover.py``).
 Nothing moves the primary by itself: a primary that moves on its own is how split brain
 and errant GTIDs happen, and the pod scripts never reset replication on a primary. Every
-server starts read-only; only ReplicationInit, holding the record's epoch, opens one. What each pod does is fixed by the pod contract
-(``components/mysql/scripts/CONTRACT.md``): this module gives the scripts exactly the
-names, environment, mounts and invocations written there, and nothing else.
+server starts read-only; only ReplicationInit, holding the record's epoch, opens one.
+What each pod does is fixed by the pod contract (``components/mysql/scripts/CONTRACT.md``):
+this module gives the scripts exactly the names, environment, mounts and invocations
+written there, and nothing else.
 
 Objects, all children of the component (providers flow down from it):
 

@@ -108,3 +108,17 @@ def test_init_config_takes_the_role_and_labels_from_the_record(
     epoch = str(record.epoch) if record else "0"
     patch = json.loads((tmp_path / "role-labels.json").read_text())
     assert patch == {"metadata": {"labels": {ROLE_LABEL: role, EPOCH_LABEL: epoch}}}
+
+
+@pytest.mark.parametrize(("current", "wanted", "reached"), [
+    ("0-1-40", "0-2-33", True),      # replication ran past the clone's position
+    ("0-1-31", "0-2-33", False),     # a promoted donor's old replica position: behind
+    ("0-2-33", "0-2-33", True),
+    ("0-1-40,1-1-5", "0-2-33,1-3-7", False),  # behind in one domain
+    ("0-1-40,1-1-9", "0-2-33,1-3-7", True),
+    ("1-1-40", "0-2-33", False),     # the domain is missing
+    ("", "0-2-33", False),
+])
+def test_mariadb_gtid_reached(current: str, wanted: str, reached: bool) -> None:
+    result = bash(f"mariadb_gtid_reached '{current}' '{wanted}'", flavor="mariadb")
+    assert (result.returncode == 0) is reached, result.stderr

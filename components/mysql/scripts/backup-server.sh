@@ -124,7 +124,9 @@ configure_replication_once() {
             # replica by itself; setting gtid_slave_pos again would rewind it and re-apply
             # transactions. Only a position still at the clone's (or unset) may be set.
             current=$(run_sql "$options" <<<'SELECT @@GLOBAL.gtid_slave_pos')
-            if [[ -n "$current" && "$current" != "$gtid" ]]; then
+            # Ahead of the clone's position, not merely different: a donor that was a replica
+            # before it was promoted hands down its own, older gtid_slave_pos.
+            if [[ -n "$current" && "$current" != "$gtid" ]] && mariadb_gtid_reached "$current" "$gtid"; then
                 log "gtid_slave_pos '$current' is past the clone's '$gtid': replication already" \
                     "ran, so it was configured; not rewinding it"
                 write_marker "$configured" "gtid=$current" "source=already configured" \

@@ -104,6 +104,29 @@ peer_port() {
     printf '%d\n' "$((base + ordinal * stride))"
 }
 
+# mariadb_gtid_reached CURRENT GTID: whether the MariaDB GTID position CURRENT has reached GTID in
+# every replication domain of GTID (a sequence number at least as high; within a domain they only
+# grow, whichever server wrote them). Not string equality: a clone taken from a primary that was
+# once a replica carries that old replica's gtid_slave_pos, which is *behind* the clone's position
+# and must be replaced, while a position that replication has already advanced is ahead.
+mariadb_gtid_reached() {
+    local current=$1 wanted=$2 entry domain seq have found
+    local -a wanted_entries current_entries
+    IFS=, read -ra wanted_entries <<<"$wanted"
+    IFS=, read -ra current_entries <<<"$current"
+    for entry in "${wanted_entries[@]}"; do
+        [[ "$entry" =~ ^([0-9]+)-[0-9]+-([0-9]+)$ ]] || return 1
+        domain=${BASH_REMATCH[1]} seq=${BASH_REMATCH[2]} found=no
+        for have in "${current_entries[@]}"; do
+            if [[ "$have" =~ ^([0-9]+)-[0-9]+-([0-9]+)$ ]] && ((BASH_REMATCH[1] == domain)); then
+                found=yes
+                ((BASH_REMATCH[2] >= seq)) || return 1
+            fi
+        done
+        [[ $found == yes ]] || return 1
+    done
+}
+
 # --- the primary record ------------------------------------------------------------------------
 # Which ordinal is the primary is decided by ReplicationInit and kept in the primary record
 # (components/mysql/_record.py), a ConfigMap the pods mount at RECORD_DIR: files `primary` (an
