@@ -91,9 +91,9 @@ from components._kube import mount
 from components.config import Endpoint, MySQLConfig
 from components.mysql import credentials
 from components.mysql._record import EPOCH_LABEL, ROLE_LABEL
+from components.mysql._replication import ReplicationInit, ReplicationInitArgs, switchover_args
 from components.mysql.credentials import CREDENTIALS_DIR, PASSWORD_VARIABLES
 from components.mysql.flavor import FLAVORS, FlavorSpec
-from components.mysql.replication import ReplicationInit, ReplicationInitArgs, switchover_args
 
 CONFIG_DIR = "/mnt/config-map"
 CONF_DIR = "/etc/mysql/conf.d"

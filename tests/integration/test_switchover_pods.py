@@ -20,9 +20,9 @@ import pytest
 
 from components.config import Endpoint
 from components.mysql._record import ROLE_LABEL, MemoryRecordStore, PrimaryRecord
+from components.mysql._replication import _session
 from components.mysql._replication_sql import DIALECTS
 from components.mysql._switchover import Plan, Source, make_writable, switchover
-from components.mysql.replication import _session
 from tests.integration.pods import CLONE_COMPLETE, Pod, PodCluster
 from tests.support.mariadb import DEBIAN
 from tests.support.procs import LOCALHOST, wait_until

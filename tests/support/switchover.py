@@ -25,7 +25,7 @@ from typing import Any
 import pymysql
 
 from components.mysql._record import EPOCH_LABEL, ROLE_LABEL
-from components.mysql.replication import _ReplicationProvider
+from components.mysql._replication import _ReplicationProvider
 from tests.support.accounts import create_accounts
 from tests.support.controlplane import ControlPlane
 from tests.support.mariadb import MariaDBServer, random_password

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.mysql.replication import _ReplicationProvider
+from components.mysql._replication import _ReplicationProvider
 from tests.unit.conftest import stack_with
 from tests.unit.mocks import ProgramResult
 from tests.unit.mocks import run_program as run_whole_program
