@@ -136,7 +136,8 @@ def _cluster(base: Path, count: int) -> Iterator[tuple[list[MariaDBServer], dict
             # The admin account exactly as the pods' bootstrap-users.sh creates it.
             create_accounts(server, users={_ADMIN_USER}, passwords={
                 "ADMIN": admin_password, "REPLICATION": random_password(),
-                "MONITOR": random_password(), "BACKUP": random_password()})
+                "MONITOR": random_password(), "BACKUP": random_password(),
+                "TOPOLOGY": random_password()})
         position = primary.query("SELECT @@GLOBAL.gtid_binlog_pos AS p")[0]["p"]
         for replica in replicas:
             # read_only set at run time, not in the config: mariadb-install-db's bootstrap

@@ -68,6 +68,8 @@ SECTIONS = ("mysql", "etcd", "locks")
 SPREADS: tuple[Spread, ...] = ("required", "preferred", "none")
 Access = Literal["in-cluster", "port-forward"]
 ACCESSES: tuple[Access, ...] = ("in-cluster", "port-forward")
+Durability = Literal["async", "semisync"]
+DURABILITIES: tuple[Durability, ...] = ("async", "semisync")
 Retention = Literal["Retain", "Delete"]
 RETENTIONS: tuple[Retention, ...] = ("Retain", "Delete")
 
@@ -412,7 +414,7 @@ class ReplicationInitConfig(_Validated):
     access: Access = _key("access", _choice(ACCESSES), "how `pulumi up` reaches the pods: pod "
                           "DNS, or `kubectl port-forward` (docs/mysql.md)", default="in-cluster")
     endpoints: tuple[Endpoint, ...] = _key(
-        "endpoints", _ENDPOINTS, "port-forward: the local end for every pod, primary first",
+        "endpoints", _ENDPOINTS, "port-forward: the local end for every pod, by ordinal",
         default=())
     timeout_seconds: int = _key("timeoutSeconds", _integer(minimum=10, maximum=3600),
                                 "how long an up waits for replicas to catch up", default=300)
@@ -511,7 +513,7 @@ class MySQLConfig(_Validated):
                             f"`{spec.default_version}` ({name})"
                             for name, spec in FLAVORS.items()))
     replicas: int = _key("replicas", _integer(minimum=1, maximum=9),
-                         "total pods; ordinal 0 is the primary", default=2)
+                         "total pods; `primary` says which ordinal is the primary", default=2)
     storage: str = _key("storage", _QUANTITY_KIND, "data PVC per pod", default="10Gi")
     storage_class: str | None = _key("storageClass", _STORAGE_CLASS, "StorageClass of the "
                                      "data PVCs (unset: the cluster default)", default=None)
@@ -568,6 +570,29 @@ class MySQLConfig(_Validated):
                                 default=BackupConfig())
     restore: RestoreConfig = _key("restore", _OBJECT, "", nested=RestoreConfig,
                                   default=RestoreConfig())
+    # Switchover and durability (components/mysql/_switchover.py, docs/mysql.md): a changed
+    # `primary` is a switchover, run by ReplicationInit under the per-cluster lock.
+    primary: int = _key("primary", _integer(minimum=0, maximum=8), "the primary's ordinal; "
+                        "changing it is a planned switchover during `pulumi up`", default=0)
+    durability: Durability = _key(
+        "durability", _choice(DURABILITIES), "`semisync`: a commit waits for "
+        "`semisyncWaitCount` replicas' acknowledgement (async again after "
+        "`semisyncTimeoutSeconds` without one, shown as drift)", default="async")
+    semisync_wait_count: int = _key(
+        "semisyncWaitCount", _integer(minimum=1, maximum=8),
+        "replicas that acknowledge each commit (MariaDB: exactly 1)", default=1)
+    semisync_timeout_seconds: int = _key(
+        "semisyncTimeoutSeconds", _integer(minimum=1, maximum=3600),
+        "how long a commit waits for acknowledgements before the primary runs async",
+        default=10)
+    switchover_grace_seconds: int = _key(
+        "switchoverGraceSeconds", _integer(minimum=0, maximum=3600),
+        "switchover: how long the old primary's client sessions may finish before they are "
+        "ended", default=5)
+    switchover_timeout_seconds: int = _key(
+        "switchoverTimeoutSeconds", _integer(minimum=1, maximum=3600),
+        "switchover: how long the candidate may take to apply the old primary's last "
+        "commit before the switchover is rolled back", default=30)
 
     def _problems(self) -> list[Problem]:
         if self.restore.backup is not None and self.backup.endpoint is None:
@@ -578,11 +603,44 @@ class MySQLConfig(_Validated):
             return [Problem("restore.point_in_time", self.restore.point_in_time,
                             "needs restore.backup (an id or latest)")]
         init = self.replication_init
+        problems = []
         if init.enabled and init.access == "port-forward" and len(init.endpoints) != self.replicas:
-            return [Problem("replication_init.endpoints", [str(e) for e in init.endpoints],
-                            f"port-forward access needs exactly {self.replicas} endpoints "
-                            "(the primary first, then each replica by ordinal)")]
-        return []
+            problems.append(Problem(
+                "replication_init.endpoints", [str(e) for e in init.endpoints],
+                f"port-forward access needs exactly {self.replicas} endpoints "
+                "(ordinal 0 first, then each ordinal in order)"))
+        return problems + self._topology_problems()
+
+    def _topology_problems(self) -> list[Problem]:
+        """What a switchover or semisync needs of the rest of the config."""
+        problems = []
+        if self.primary >= self.replicas:
+            problems.append(Problem(
+                "primary", self.primary, f"the cluster has {{0}} = {self.replicas} pod(s): "
+                f"ordinals 0..{self.replicas - 1}; switch over to one of them before scaling "
+                "down", refs=("replicas",)))
+        # Only ReplicationInit moves the primary or sets semisync: without it the keys
+        # would be accepted and silently do nothing.
+        runs = self.replication_init.enabled and self.replicas > 1
+        if self.primary != 0 and not runs and self.primary < self.replicas:
+            problems.append(Problem(
+                "primary", self.primary, "a switchover is run by ReplicationInit: it needs "
+                "{0} true and more than one pod", refs=("replication_init.enabled",)))
+        if self.durability == "semisync":
+            if not runs:
+                problems.append(Problem(
+                    "durability", self.durability, "semisync is set by ReplicationInit: it "
+                    "needs {0} true and more than one pod", refs=("replication_init.enabled",)))
+            if self.flavor == "mariadb" and self.semisync_wait_count != 1:
+                problems.append(Problem(
+                    "semisync_wait_count", self.semisync_wait_count, "MariaDB's semi-sync "
+                    "waits for exactly one replica's acknowledgement: use 1"))
+            elif self.semisync_wait_count > self.replicas - 1:
+                problems.append(Problem(
+                    "semisync_wait_count", self.semisync_wait_count, f"only "
+                    f"{self.replicas - 1} replica(s) can acknowledge ({{0}} = {self.replicas})",
+                    refs=("replicas",)))
+        return problems
 
 
 @dataclass(frozen=True)

@@ -77,12 +77,14 @@ from pulumi.dynamic import (
 import distlock
 from components._check import HOST, Checker, has_unknowns
 from components._wire import whole_number
-from components.config import Endpoint
+from components.config import Endpoint, MySQLConfig
 from components.mysql._record import (
+    KubernetesPodLabels,
     KubernetesRecordStore,
     PrimaryRecord,
     RecordError,
     RecordStore,
+    fence,
 )
 from components.mysql._replication_sql import (
     DIALECTS,
@@ -116,10 +118,11 @@ _INPUT_KEYS = ("flavor", "primary", "replicas", "source_host", "source_port", "a
                "max_lag_seconds", "timeout_seconds", "lock_endpoints", "primary_ordinal",
                "sources", "topology_user", "topology_password", "record_namespace",
                "record_name", "switchover_grace_seconds", "switchover_timeout_seconds",
-               "durability", "semisync_wait_count", "semisync_timeout_seconds")
+               "durability", "semisync_wait_count", "semisync_timeout_seconds", "pods")
 _OUTPUT_KEYS = ("replica_status", "primary_gtid_position", "in_sync", "epoch",
-                "recorded_primary", "durability_status")
+                "recorded_primary", "record_fenced", "durability_status")
 _USER = re.compile(r"[A-Za-z0-9_][-A-Za-z0-9_.]*")
+_POD = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 _CONNECT_TIMEOUT = 10
 # A blocking GTID wait is cut into slices so a replica whose threads stop while we wait
 # is reported at once with its error, not after the whole timeout.
@@ -159,6 +162,22 @@ class ReplicationInitArgs:
     durability: str = "async"              # "async" | "semisync"
     semisync_wait_count: int = 1
     semisync_timeout_seconds: int = 10
+    # The pods by ordinal (in record_namespace): their role labels follow the record.
+    pods: tuple[str, ...] = ()
+
+
+def switchover_args(config: MySQLConfig, *, sources: tuple[Endpoint, ...],
+                    record_namespace: str, record_name: str, pods: tuple[str, ...],
+                    topology_user: str, topology_password: pulumi.Input[str]) -> dict[str, Any]:
+    """The switchover and durability part of ReplicationInitArgs, from the stack config."""
+    return {"primary_ordinal": config.primary, "sources": sources,
+            "topology_user": topology_user, "topology_password": topology_password,
+            "record_namespace": record_namespace, "record_name": record_name,
+            "switchover_grace_seconds": config.switchover_grace_seconds,
+            "switchover_timeout_seconds": config.switchover_timeout_seconds,
+            "durability": config.durability,
+            "semisync_wait_count": config.semisync_wait_count,
+            "semisync_timeout_seconds": config.semisync_timeout_seconds, "pods": pods}
 
 
 class ReplicationError(RuntimeError):
@@ -192,6 +211,7 @@ class _Spec:
     durability: str = "async"
     semisync_wait_count: int = 1
     semisync_timeout_seconds: int = 10
+    pods: tuple[str, ...] = ()
     # The primary of this view: primary/replicas/source_* above are that ordinal's.
     current: int = 0
 
@@ -261,6 +281,7 @@ class _Spec:
             "durability": self.durability,
             "semisync_wait_count": self.semisync_wait_count,
             "semisync_timeout_seconds": self.semisync_timeout_seconds,
+            "pods": list(self.pods),
         }
 
 
@@ -348,6 +369,13 @@ def _topology_fields(check: _Checker, props: Mapping[str, Any], *, flavor: Flavo
     record_name = str(props.get("record_name") or "")
     if bool(record_namespace) != bool(record_name):
         check.fail("record_name", "record_namespace and record_name go together")
+    pods = [check.string(f"pods[{i}]", pod, pattern=_POD, max_length=253,
+                         what="a pod name (RFC 1123)")
+            for i, pod in enumerate(check.sequence("pods", props.get("pods", []), "pod names"))]
+    if pods and not record_name:
+        check.fail("pods", "labelling the pods follows the primary record: record_name is needed")
+    if pods and primary is not None and not check.unknown and len(pods) != len(servers):
+        check.fail("pods", f"has {len(pods)} names; one per server ({len(servers)}) is needed")
     grace = check.integer("switchover_grace_seconds", props.get("switchover_grace_seconds", 5),
                           minimum=0, maximum=3600)
     switch_timeout = check.integer("switchover_timeout_seconds",
@@ -357,6 +385,7 @@ def _topology_fields(check: _Checker, props: Mapping[str, Any], *, flavor: Flavo
             "topology_user": topology_user, "topology_password": topology_password,
             "record_namespace": record_namespace, "record_name": record_name,
             "switchover_grace_seconds": grace, "switchover_timeout_seconds": switch_timeout,
+            "pods": tuple(pods),
             **_durability_fields(check, props, flavor=flavor, replicas=len(replicas))}
 
 
@@ -972,6 +1001,41 @@ def _record_store(spec: _Spec) -> RecordStore | None:
     return KubernetesRecordStore(spec.record_namespace, spec.record_name)
 
 
+def _pod_labels(spec: _Spec) -> KubernetesPodLabels | None:
+    if not spec.pods:
+        return None
+    return KubernetesPodLabels(spec.record_namespace, spec.pods)
+
+
+def _label_drift(spec: _Spec, record: PrimaryRecord | None) -> list[str]:
+    """Pods whose role labels do not match the record (what the Services would get wrong)."""
+    labels = _pod_labels(spec)
+    if labels is None or record is None:
+        return []
+    try:
+        found = labels.read()
+    except RecordError as error:
+        return [str(error)]
+    return [f"pod {spec.pods[o]}: labels {found[o]} but the record wants "
+            f"{labels.wanted(record.primary, record.epoch, o)}"
+            for o in sorted(found)
+            if found[o] != labels.wanted(record.primary, record.epoch, o)]
+
+
+def _ensure_labels(spec: _Spec, claim: _Claim) -> None:
+    """Move the role labels to the record's primary, fenced by this run's epoch."""
+    labels = _pod_labels(spec)
+    if labels is None or claim.store is None or claim.record is None:
+        return
+    if not _label_drift(spec, claim.record):
+        return
+    try:
+        fence(claim.store, claim.epoch, "moving the role labels")
+        labels.move(claim.record.primary, claim.epoch)
+    except RecordError as error:
+        raise ReplicationError(str(error)) from None
+
+
 @dataclass(frozen=True)
 class _Claim:
     store: RecordStore | None
@@ -999,11 +1063,13 @@ def _claim(spec: _Spec, guard: _Guard, seen_epoch: int | None) -> _Claim:
         raise ReplicationError(f"{error}; nothing was changed") from None
     if record is not None and seen_epoch is not None and record.epoch != seen_epoch:
         raise ReplicationError(
-            f"{store.describe()} is at epoch {record.epoch} (primary ordinal "
-            f"{record.primary}), but this stack last saw epoch {seen_epoch}: another run "
+            f"{store.describe()} is at epoch {record.epoch} ({record.describe()}), but this "
+            f"stack last saw epoch {seen_epoch}: another run "
             "changed the topology since; nothing was changed. Run `pulumi refresh`, then "
             "`pulumi up` again")
-    current = record.primary if record is not None else 0
+    # A fenced record (a switchover that did not finish) names the ordinal that holds
+    # every acknowledged commit: this run starts from it.
+    current = record.authority if record is not None else 0
     if current >= len(spec.servers):
         raise ReplicationError(
             f"{store.describe()} names primary ordinal {current}, but the stack has "
@@ -1048,9 +1114,11 @@ def _switch(spec: _Spec, view: _Spec, claim: _Claim) -> _Claim:
                 topology_user=spec.topology_user,
                 source=Source(source.host, source.port, spec.replication_user,
                               spec.replication_password))
+    labels = _pod_labels(spec)
     try:
         outcome = switchover(_TopologyServers(spec), spec.dialect, plan, claim.store,
-                             record=claim.record)
+                             record=claim.record,
+                             labeller=labels.move if labels is not None else None)
     except (SwitchoverError, RecordError) as error:
         raise ReplicationError(str(error)) from None
     return dataclasses.replace(claim, record=outcome.record, current=target)
@@ -1087,9 +1155,10 @@ def _converge(spec: _Spec, *, rewrite_password: bool, old: _Spec | None,
             checked = _preflight(view, converging=True)
         elif checked.primary_read_only:
             claim = _open_primary(spec, claim)
-        elif claim.store is not None and claim.record is None:
+        elif claim.store is not None and (claim.record is None or claim.record.fenced):
+            # No record yet, or one fenced by a run that died before demoting anybody.
             claim = dataclasses.replace(claim, record=claim.store.write(
-                claim.current, claim.epoch, None))
+                claim.current, claim.epoch, claim.record))
         account_changed = _ensure_replication_account(view, guard)
         failures: list[str] = []
         healthy: list[int] = []
@@ -1103,6 +1172,10 @@ def _converge(spec: _Spec, *, rewrite_password: bool, old: _Spec | None,
                 failures.append(str(error))
         # After the repairs: a replica's IO thread restarts to pick its setting up.
         _ensure_durability(view, guard)
+        try:
+            _ensure_labels(spec, claim)
+        except ReplicationError as error:
+            failures.append(str(error))
         position, _ = _primary_gtids(view)
         for index in healthy:
             try:
@@ -1127,7 +1200,8 @@ def _converge(spec: _Spec, *, rewrite_password: bool, old: _Spec | None,
 
 def _record_outputs(record: PrimaryRecord | None) -> dict[str, Any]:
     return {"epoch": record.epoch if record else 0,
-            "recorded_primary": record.primary if record else 0}
+            "recorded_primary": record.authority if record else 0,
+            "record_fenced": bool(record and record.fenced)}
 
 
 def _seen_epoch(olds: Mapping[str, Any]) -> int | None:
@@ -1195,10 +1269,12 @@ class _ReplicationProvider(pulumi.dynamic.ResourceProvider):
         # Inputs unchanged: the live cluster decides. Unreachable servers count as drift,
         # so the update runs and reports the connection error with its context.
         record = _recorded(spec)
-        current = record.primary if record else 0
-        if current != spec.primary_ordinal or current >= len(spec.servers):
+        current = record.authority if record else 0
+        if (current != spec.primary_ordinal or current >= len(spec.servers)
+                or (record is not None and record.fenced)):
             return DiffResult(changes=True, replaces=[], delete_before_replace=False)
-        drifted = bool(_observe(spec.at(current), with_position=False).problems)
+        drifted = bool(_observe(spec.at(current), with_position=False).problems
+                       or _label_drift(spec, record))
         return DiffResult(changes=drifted, replaces=[], delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
@@ -1212,7 +1288,7 @@ class _ReplicationProvider(pulumi.dynamic.ResourceProvider):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         spec = _spec(props)
         record = _recorded(spec)
-        current = record.primary if record else 0
+        current = record.authority if record else 0
         view = spec.at(current) if current < len(spec.servers) else spec
         observation = _observe(view, with_position=True)
         return ReadResult(id_, {**spec.to_props(), **observation.outputs(),
@@ -1249,8 +1325,21 @@ class ReplicationInit(pulumi.dynamic.Resource, module="mysql", name="Replication
             "max_lag_seconds": args.max_lag_seconds,
             "timeout_seconds": args.timeout_seconds,
             "lock_endpoints": list(args.lock_endpoints),
+            "primary_ordinal": args.primary_ordinal,
+            "sources": [_endpoint_props(s) for s in args.sources],
+            "topology_user": args.topology_user,
+            "record_namespace": args.record_namespace,
+            "record_name": args.record_name,
+            "switchover_grace_seconds": args.switchover_grace_seconds,
+            "switchover_timeout_seconds": args.switchover_timeout_seconds,
+            "durability": args.durability,
+            "semisync_wait_count": args.semisync_wait_count,
+            "semisync_timeout_seconds": args.semisync_timeout_seconds,
+            "pods": list(args.pods),
             **dict.fromkeys(_OUTPUT_KEYS),
         }
+        if args.topology_password is not None:
+            props["topology_password"] = pulumi.Output.secret(args.topology_password)
         secret_opts = pulumi.ResourceOptions(additional_secret_outputs=list(_SECRET_OUTPUTS))
         super().__init__(_ReplicationProvider(), name, props,
                          pulumi.ResourceOptions.merge(opts, secret_opts))

@@ -144,6 +144,7 @@ ACCOUNT_ENV = {
     "ADMIN_USER": "admin", "ADMIN_PASSWORD": "a-pw", "REPLICATION_USER": "repl",
     "REPLICATION_PASSWORD": "r-pw", "MONITOR_USER": "monitor", "MONITOR_PASSWORD": "m-pw",
     "BACKUP_USER": "backup", "BACKUP_PASSWORD": PASSWORD,
+    "TOPOLOGY_USER": "topology", "TOPOLOGY_PASSWORD": "t-pw",
 }
 
 
@@ -161,6 +162,12 @@ def test_mysql_accounts_have_explicit_privileges() -> None:
         "CREATE USER IF NOT EXISTS 'repl'@'%' IDENTIFIED BY 'r-pw';",
         "ALTER USER 'repl'@'%' IDENTIFIED BY 'r-pw';",
         "GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%';",
+        "CREATE USER IF NOT EXISTS 'topology'@'%' IDENTIFIED BY 't-pw';",
+        "ALTER USER 'topology'@'%' IDENTIFIED BY 't-pw';",
+        # MySQL 8.4: super_read_only and the semisync variables (SYSTEM_VARIABLES_ADMIN),
+        # KILL (CONNECTION_ADMIN), the replication statements; no data privilege.
+        "GRANT SYSTEM_VARIABLES_ADMIN, CONNECTION_ADMIN, REPLICATION_SLAVE_ADMIN, "
+        "REPLICATION CLIENT, RELOAD, PROCESS ON *.* TO 'topology'@'%';",
     ]
     for host in ("localhost", "127.0.0.1"):
         expected += [
@@ -186,6 +193,17 @@ def test_admin_never_gets_what_bypasses_read_only(flavor: str) -> None:
     for forbidden in ("ALL", "SUPER", "READ ONLY ADMIN", "CONNECTION_ADMIN",
                       "SYSTEM_VARIABLES_ADMIN"):
         assert forbidden not in admin_grant.replace("ALTER", "").replace("CALL", "")
+
+
+@pytest.mark.parametrize("flavor", ["mysql", "mariadb"])
+def test_the_topology_account_reads_and_writes_no_data(flavor: str) -> None:
+    sql = output("bootstrap_users_sql", flavor=flavor, env=ACCOUNT_ENV)
+    [grant] = [line for line in sql.splitlines() if line.startswith("GRANT")
+               and "TO 'topology'" in line]
+    privileges = {p.strip() for p in grant.removeprefix("GRANT ").split(" ON ")[0].split(",")}
+    assert not privileges & {"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER",
+                             "ALL", "ALL PRIVILEGES", "SUPER", "CREATE USER"}, privileges
+    assert "WITH GRANT OPTION" not in grant
 
 
 def test_accounts_refuse_an_empty_password() -> None:
@@ -432,6 +450,7 @@ def test_bootstrap_sourced_by_an_entrypoint_fails_it_without_leaking_strict_mode
                                  **FLAVORS["mariadb"].pod_environment(),
                                  "CONFIG_DIR": str(SCRIPTS), "MYSQL_FLAVOR": "mariadb",
                                  "RUN_DIR": str(tmp_path / "run"),
+                                 "DATA_DIR": str(tmp_path / "data"),
                                  **{k: v for k, v in ACCOUNT_ENV.items()
                                     if not k.endswith("_PASSWORD")},
                                  **_secret_files(tmp_path / "secrets", {

@@ -31,6 +31,9 @@ backup_listener_pid_file() {
     CLONE_COMPLETE_MARKER=".clone-complete"
     REPLICATION_CONFIGURED_MARKER=".replication-configured"
     REPLICATION_STARTED_MARKER=".replication-started"
+    # Written by bootstrap-users.sh into the data dir the image initialised: this server began
+    # as the cluster's first primary, so its data is its own, not a foreign or partial copy.
+    BOOTSTRAP_COMPLETE_MARKER=".bootstrap-complete"
 }
 
 log() {
@@ -99,6 +102,93 @@ peer_port() {
     require_uint PORT_STRIDE "$stride"
     require_uint port "$base"
     printf '%d\n' "$((base + ordinal * stride))"
+}
+
+# mariadb_gtid_reached CURRENT GTID: whether the MariaDB GTID position CURRENT has reached GTID in
+# every replication domain of GTID (a sequence number at least as high; within a domain they only
+# grow, whichever server wrote them). Not string equality: a clone taken from a primary that was
+# once a replica carries that old replica's gtid_slave_pos, which is *behind* the clone's position
+# and must be replaced, while a position that replication has already advanced is ahead.
+mariadb_gtid_reached() {
+    local current=$1 wanted=$2 entry domain seq have found
+    local -a wanted_entries current_entries
+    IFS=, read -ra wanted_entries <<<"$wanted"
+    IFS=, read -ra current_entries <<<"$current"
+    for entry in "${wanted_entries[@]}"; do
+        [[ "$entry" =~ ^([0-9]+)-[0-9]+-([0-9]+)$ ]] || return 1
+        domain=${BASH_REMATCH[1]} seq=${BASH_REMATCH[2]} found=no
+        for have in "${current_entries[@]}"; do
+            if [[ "$have" =~ ^([0-9]+)-[0-9]+-([0-9]+)$ ]] && ((BASH_REMATCH[1] == domain)); then
+                found=yes
+                ((BASH_REMATCH[2] >= seq)) || return 1
+            fi
+        done
+        [[ $found == yes ]] || return 1
+    done
+}
+
+# --- the primary record ------------------------------------------------------------------------
+# Which ordinal is the primary is decided by ReplicationInit and kept in the primary record
+# (components/mysql/_record.py), a ConfigMap the pods mount at RECORD_DIR: files `primary` (an
+# ordinal, or `none` while a switchover holds it), `epoch` and, while fenced, `previous`. The
+# mount is optional: before the first `pulumi up` wrote a record the directory is empty, and
+# ordinal 0 is where a new cluster starts. The files are read when a pod starts, never to decide
+# whether a server may accept writes: every server starts read-only, and only the holder of
+# the record's epoch opens one.
+
+# _record_field NAME: the record's field, or nothing when there is no record.
+_record_field() {
+    local file="${RECORD_DIR:-}/$1"
+    [[ -n "${RECORD_DIR:-}" && -f "$file" ]] || return 0
+    local value
+    value=$(<"$file")
+    printf '%s\n' "$value"
+}
+
+_record_ordinal() {
+    [[ "$2" =~ ^[0-9]+$ ]] || die "the primary record's $1 is '$2', not an ordinal" \
+        "(RECORD_DIR=${RECORD_DIR:-}); fix or delete the record ConfigMap"
+    printf '%d\n' "$((10#$2))"
+}
+
+# The ordinal that holds every acknowledged commit: the recorded primary, or while a switchover
+# fences the record the one it is moving away from (read-only; the others copy it). 0 when there
+# is no record yet.
+recorded_authority() {
+    local primary
+    primary=$(_record_field primary)
+    if [[ -z "$primary" ]]; then
+        printf '0\n'
+    elif [[ "$primary" == none ]]; then
+        _record_ordinal previous "$(_record_field previous)"
+    else
+        _record_ordinal primary "$primary"
+    fi
+}
+
+# recorded_role ORDINAL: `primary` when the record names ORDINAL (before any record: ordinal 0);
+# `replica` otherwise, and for every ordinal while the record is fenced.
+recorded_role() {
+    local primary
+    primary=$(_record_field primary)
+    if [[ -z "$primary" ]]; then
+        primary=0
+    elif [[ "$primary" == none ]]; then
+        printf 'replica\n'
+        return 0
+    fi
+    if (($(_record_ordinal primary "$primary") == $1)); then
+        printf 'primary\n'
+    else
+        printf 'replica\n'
+    fi
+}
+
+# The record's epoch; 0 before any record.
+recorded_epoch() {
+    local epoch
+    epoch=$(_record_field epoch)
+    _record_ordinal epoch "${epoch:-0}"
 }
 
 require_flavor() {
@@ -346,27 +436,37 @@ replication_start_sql() {
 # CONNECTION_ADMIN / SYSTEM_VARIABLES_ADMIN (MySQL): any of them lets it write on a read-only
 # replica, which is how errant GTIDs are born. It holds REPLICATION SLAVE only so that it can
 # grant it: the ReplicationInit provider repairs the replication account as admin.
+#
+# The topology account is the one that moves the primary (ReplicationInit's switchover): it may set
+# read_only, end other sessions and run the replication statements (MariaDB's RESET REPLICA ALL needs
+# RELOAD), and reads or writes no data. On MariaDB setting read_only takes READ ONLY ADMIN, so this
+# account could write through read_only if it held any data privilege; it holds none.
 bootstrap_users_sql() {
     require_flavor
     require_vars ADMIN_USER ADMIN_PASSWORD REPLICATION_USER REPLICATION_PASSWORD \
-        MONITOR_USER MONITOR_PASSWORD BACKUP_USER BACKUP_PASSWORD
+        MONITOR_USER MONITOR_PASSWORD BACKUP_USER BACKUP_PASSWORD TOPOLOGY_USER TOPOLOGY_PASSWORD
     local admin_privileges repl_privileges monitor_privileges backup_privileges host
+    local topology_privileges
     local common="SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, RELOAD, PROCESS, REFERENCES, INDEX, ALTER, SHOW DATABASES, CREATE TEMPORARY TABLES, LOCK TABLES, EXECUTE, CREATE VIEW, SHOW VIEW, CREATE ROUTINE, ALTER ROUTINE, CREATE USER, EVENT, TRIGGER"
     repl_privileges="REPLICATION SLAVE"
     if [[ $MYSQL_FLAVOR == mariadb ]]; then
         admin_privileges="$common, BINLOG MONITOR, SLAVE MONITOR, REPLICATION SLAVE, REPLICATION SLAVE ADMIN"
         monitor_privileges="SLAVE MONITOR"
         backup_privileges="RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR, SLAVE MONITOR"
+        topology_privileges="READ_ONLY ADMIN, CONNECTION ADMIN, REPLICATION SLAVE ADMIN, SLAVE MONITOR, BINLOG MONITOR, REPLICATION MASTER ADMIN, RELOAD, PROCESS"
     else
         admin_privileges="$common, REPLICATION CLIENT, REPLICATION SLAVE, REPLICATION_SLAVE_ADMIN"
         monitor_privileges="REPLICATION CLIENT"
         backup_privileges="BACKUP_ADMIN, PROCESS, RELOAD, LOCK TABLES, REPLICATION CLIENT"
+        topology_privileges="SYSTEM_VARIABLES_ADMIN, CONNECTION_ADMIN, REPLICATION_SLAVE_ADMIN, REPLICATION CLIENT, RELOAD, PROCESS"
     fi
     _account_sql "$ADMIN_USER" % "$ADMIN_PASSWORD"
     printf 'GRANT %s ON *.* TO %s@%s WITH GRANT OPTION;\n' "$admin_privileges" \
         "$(sql_quote "$ADMIN_USER")" "'%'"
     _account_sql "$REPLICATION_USER" % "$REPLICATION_PASSWORD"
     printf 'GRANT %s ON *.* TO %s@%s;\n' "$repl_privileges" "$(sql_quote "$REPLICATION_USER")" "'%'"
+    _account_sql "$TOPOLOGY_USER" % "$TOPOLOGY_PASSWORD"
+    printf 'GRANT %s ON *.* TO %s@%s;\n' "$topology_privileges" "$(sql_quote "$TOPOLOGY_USER")" "'%'"
     for host in localhost 127.0.0.1; do
         _account_sql "$MONITOR_USER" "$host" "$MONITOR_PASSWORD"
         printf 'GRANT %s ON *.* TO %s@%s;\n' "$monitor_privileges" \

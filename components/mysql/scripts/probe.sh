@@ -5,8 +5,15 @@
 #   startup    the server accepts queries
 #   liveness   the server process answers (mysqladmin ping also succeeds on "access denied": a
 #              server that is up but refuses the monitor account is not a reason to restart it)
-#   readiness  primary: accepts queries and is writable. replica: IO and SQL threads running and
-#              lag <= MAX_REPLICA_LAG_SECONDS, so readers are never sent to a stale or broken copy
+#   readiness  a replica (replication configured): IO and SQL threads running and lag <=
+#              MAX_REPLICA_LAG_SECONDS, so readers are never sent to a stale or broken copy.
+#              A server that replicates from nobody is the primary (or is being made one): it
+#              accepts queries. Writable is not asked: every server starts read-only and only
+#              ReplicationInit, after the StatefulSet is Ready, opens the recorded primary; a
+#              readiness that waited for that would stall the rollout that precedes it forever.
+#              Which Service sends clients where is the role label's job (moved with the record),
+#              so the role is read from the server here, never from the ordinal or a mounted
+#              copy of the record that the kubelet refreshes late.
 # The monitor account connects over TCP to 127.0.0.1 with an option file in RUN_DIR (0600); its
 # password is read from the credentials volume (read_secret).
 #
@@ -143,20 +150,12 @@ main() {
             "$(admin_tool)" --defaults-file="$options" --connect-timeout=5 ping >/dev/null
             ;;
         readiness)
-            if ((ordinal == 0)); then
-                local read_only
-                if [[ $MYSQL_FLAVOR == mysql ]]; then
-                    read_only=$(run_sql "$options" <<<'SELECT @@GLOBAL.read_only + @@GLOBAL.super_read_only')
-                else
-                    read_only=$(run_sql "$options" <<<'SELECT @@GLOBAL.read_only')
-                fi
-                [[ $read_only == 0 ]] || die "primary is read-only"
-            else
-                require_vars MAX_REPLICA_LAG_SECONDS
-                require_uint MAX_REPLICA_LAG_SECONDS "$MAX_REPLICA_LAG_SECONDS"
-                local status reason
-                status=$("$(sql_client_tool)" --defaults-file="$options" --connect-timeout=10 \
-                    --vertical <<<'SHOW REPLICA STATUS')
+            require_vars MAX_REPLICA_LAG_SECONDS
+            require_uint MAX_REPLICA_LAG_SECONDS "$MAX_REPLICA_LAG_SECONDS"
+            local status reason
+            status=$("$(sql_client_tool)" --defaults-file="$options" --connect-timeout=10 \
+                --vertical <<<'SHOW REPLICA STATUS')
+            if [[ -n "$status" ]]; then
                 reason=$(replica_status_ready "$MAX_REPLICA_LAG_SECONDS" <<<"$status") \
                     || die "replica not ready: $reason"
             fi
