@@ -418,6 +418,84 @@ class ReplicationInitConfig(_Validated):
                                 "how long an up waits for replicas to catch up", default=300)
 
 
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_PREFIX = re.compile(r"[A-Za-z0-9!_.*'()/-]{0,512}")
+_ENDPOINT_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?")
+_POINT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})"
+                    r"|\d+-\d+-\d+(,\d+-\d+-\d+)*")
+_BACKUP_ID = re.compile(r"latest|[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+@dataclass(frozen=True)
+class BackupRetentionConfig(_Validated):
+    """Only complete backups (with a manifest) count; the newest complete one is never
+    deleted (mysqlbackup/catalog.py)."""
+
+    count: int = _key("count", _integer(minimum=1, maximum=1000), "complete backups kept",
+                      default=7)
+    max_age_days: int | None = _key("maxAgeDays", _integer(minimum=1, maximum=3650),
+                                    "complete backups older than this are deleted",
+                                    default=None)
+
+
+@dataclass(frozen=True)
+class BackupConfig(_Validated):
+    """Physical backups streamed to an S3-compatible store, and binlog archiving (issue 14).
+
+    The store's keys come from a Secret (keys ``access-key`` and ``secret-key``) mounted as
+    files; they never appear in the stack config, argv, environment or outputs.
+    """
+
+    enabled: bool = _key("enabled", _BOOLEAN, "scheduled backups and binlog archiving",
+                         default=False)
+    schedule: str = _key("schedule", Kind("cron", _check_schedule, "cron"), "when a backup "
+                         "runs", default="0 3 * * *")
+    endpoint: str | None = _key("endpoint", _text(_ENDPOINT_URL, "must be an http(s) URL "
+                                "such as https://s3.eu-west-1.amazonaws.com"),
+                                "S3-compatible endpoint URL", default=None)
+    bucket: str | None = _key("bucket", _text(_BUCKET, "must be an S3 bucket name (3-63 "
+                              "lowercase letters, digits, dots and hyphens)"), "bucket",
+                              default=None)
+    prefix: str | None = _key("prefix", _text(_PREFIX, "must be an object key prefix"),
+                              "key prefix of this cluster's objects (unset: the StatefulSet "
+                              "name)", default=None)
+    region: str = _key("region", _text(re.compile(r"[a-z0-9-]{1,32}"), "must be a region "
+                       "name such as us-east-1"), "bucket region", default="us-east-1")
+    path_style: bool = _key("pathStyle", _BOOLEAN, "path-style addressing (most "
+                            "S3-compatible servers need it)", default=True)
+    credentials_secret: str | None = _key("credentialsSecret", _SECRET_NAME, "Secret holding "
+                                          "`access-key` and `secret-key`", default=None)
+    compression: str = _key("compression", _choice(("gzip", "zstd", "none")),
+                            "stream compression", default="gzip")
+    archive_interval_seconds: int = _key(
+        "archiveIntervalSeconds", _integer(minimum=1, maximum=3600),
+        "binlog rotation and upload interval: the recovery point", default=10)
+    retention: BackupRetentionConfig = _key("retention", _OBJECT, "",
+                                            nested=BackupRetentionConfig,
+                                            default=BackupRetentionConfig())
+
+    def _problems(self) -> list[Problem]:
+        if not self.enabled:
+            return []
+        return [Problem(name, None, "is required when backup.enabled is true")
+                for name in ("endpoint", "bucket", "credentials_secret")
+                if getattr(self, name) is None]
+
+
+@dataclass(frozen=True)
+class RestoreConfig(_Validated):
+    """A new cluster's primary restored from the backup store (mysql.backup's endpoint)."""
+
+    backup: str | None = _key("backup", _text(_BACKUP_ID, "must be a backup id or latest"),
+                              "backup to restore (`latest` or an id); unset: no restore",
+                              default=None)
+    point_in_time: str | None = _key(
+        "pointInTime", _text(_POINT, "must be an RFC 3339 time with a zone "
+                             "(2026-12-03T08:00:00Z) or a GTID position (0-1-42)"),
+        "replay archived binlogs up to this time or GTID (unset: the backup itself)",
+        default=None)
+
+
 def _mysql_version(values: Mapping[str, Any]) -> str:
     return FLAVORS[values["flavor"]].default_version
 
@@ -486,8 +564,19 @@ class MySQLConfig(_Validated):
     replication_init: ReplicationInitConfig = _key(
         "replicationInit", _OBJECT, "", nested=ReplicationInitConfig,
         default=ReplicationInitConfig())
+    backup: BackupConfig = _key("backup", _OBJECT, "", nested=BackupConfig,
+                                default=BackupConfig())
+    restore: RestoreConfig = _key("restore", _OBJECT, "", nested=RestoreConfig,
+                                  default=RestoreConfig())
 
     def _problems(self) -> list[Problem]:
+        if self.restore.backup is not None and self.backup.endpoint is None:
+            return [Problem("restore.backup", self.restore.backup,
+                            "a restore reads the store that mysql.backup names: set "
+                            "backup.endpoint, bucket and credentialsSecret")]
+        if self.restore.point_in_time is not None and self.restore.backup is None:
+            return [Problem("restore.point_in_time", self.restore.point_in_time,
+                            "needs restore.backup (an id or latest)")]
         init = self.replication_init
         if init.enabled and init.access == "port-forward" and len(init.endpoints) != self.replicas:
             return [Problem("replication_init.endpoints", [str(e) for e in init.endpoints],

@@ -75,6 +75,8 @@ Container = Literal["init-config", "clone", "mysql", "backup"]
 # The container each script runs in (CONTRACT.md); `probe.sh backup` is the backup container's.
 _SCRIPT_CONTAINERS: dict[str, Container] = {
     "init-config.sh": "init-config", "clone.sh": "clone", "backup-server.sh": "backup",
+    "backup.sh": "backup", "binlog-archive.sh": "backup", "restore.sh": "backup",
+    "verify.sh": "backup",
     "bootstrap-users.sh": "mysql", "probe.sh": "mysql",
 }
 _ACCOUNT_USERS = {"ADMIN_USER": "admin", "REPLICATION_USER": "repl", "MONITOR_USER": "monitor",

@@ -506,3 +506,35 @@ serve_command() {
             ;;
     esac
 }
+
+# --- object-store backups (backup.sh, binlog-archive.sh, restore.sh) ------------------------------
+
+# mysqlbackup_command ARRAY: the Python half of the backup path (the mysqlbackup package);
+# MYSQLBACKUP_PYTHON names the interpreter that has it and boto3 (default python3).
+mysqlbackup_command() {
+    local -n _mysqlbackup_command=$1
+    _mysqlbackup_command=("${MYSQLBACKUP_PYTHON:-python3}" -m mysqlbackup)
+}
+
+# compress_command ARRAY KIND / decompress_command ARRAY KIND: gzip (in every image), zstd
+# (faster at the same ratio, where present) or none. KIND is recorded in the manifest, so a
+# restore always decompresses with what the backup used.
+compress_command() {
+    local -n _compress_command=$1
+    case "$2" in
+        gzip) _compress_command=(gzip -1 -c) ;;
+        zstd) _compress_command=(zstd -q -1 -T0 -c) ;;
+        none) _compress_command=(cat) ;;
+        *) die "BACKUP_COMPRESSION must be gzip, zstd or none, got '$2'" ;;
+    esac
+}
+
+decompress_command() {
+    local -n _decompress_command=$1
+    case "$2" in
+        gzip) _decompress_command=(gzip -d -c) ;;
+        zstd) _decompress_command=(zstd -q -d -c) ;;
+        none) _decompress_command=(cat) ;;
+        *) die "the backup names compression '$2', which this script does not know" ;;
+    esac
+}
