@@ -149,6 +149,13 @@ replica_position_is_kept() {
     [[ $MYSQL_FLAVOR == mariadb ]]
 }
 
+# require_mariadb WHAT: stops a script whose feature exists for MariaDB only so far; WHAT is the
+# sentence's subject and verb ("restores support"), the message ends "MariaDB only so far".
+require_mariadb() {
+    require_flavor
+    [[ $MYSQL_FLAVOR == mariadb ]] || die "$1 MariaDB only so far"
+}
+
 # The flavor's tools and the server's socket are handed to every container (CONTRACT.md,
 # Environment; components/mysql/flavor.py decides them): nothing here branches on the flavor
 # for them. The socket is in the directory the StatefulSet shares between the mysql and backup
