@@ -63,8 +63,20 @@ def test_only_mariadb_keeps_a_replica_position_that_setting_again_would_rewind(
     assert result.stderr == ""
 
 
+@pytest.mark.parametrize(("flavor", "refused"), [("mysql", True), ("mariadb", False)])
+def test_a_feature_for_mariadb_only_stops_other_flavors_naming_it(flavor: str,
+                                                                  refused: bool) -> None:
+    result = bash("require_mariadb 'restores support'; echo ran", flavor=flavor)
+    assert (result.returncode != 0) is refused
+    if refused:
+        assert "FATAL: restores support MariaDB only so far" in result.stderr
+        assert result.stdout == ""
+    else:
+        assert result.stdout == "ran\n"
+
+
 @pytest.mark.parametrize("function", ["replica_status_keys", "read_only_sql", "tls_reload_sql",
-                                      "replica_position_is_kept"])
+                                      "replica_position_is_kept", "require_mariadb x"])
 @pytest.mark.parametrize(("flavor", "message"), [
     ("", "required environment variable(s) empty or unset: MYSQL_FLAVOR"),
     ("postgres", "MYSQL_FLAVOR must be 'mysql' or 'mariadb', got 'postgres'"),
