@@ -8,7 +8,7 @@ verified, a wrong CA refused by both, plaintext TCP refused with requireSecureTr
 failed connection and no server restart; a broken rotation (a key that does not match) is
 refused, named in RUN_DIR/tls-invalid, and the server keeps the certificate it had.
 
-Then the pods themselves with TLS on and requireSecureTransport (tests/integration/pods.py, the
+Then the pods themselves with TLS on and requireSecureTransport (tests/support/pods.py, the
 scripts unmodified, as the StatefulSet wires them): a replica cloned and replicating with the
 primary's certificate verified, every probe passing over the socket while plaintext TCP is
 refused, readiness naming a certificate that cannot serve, and the exporter scraping through the
@@ -31,11 +31,12 @@ import pytest
 import requests
 
 from components.mysql._metrics import EXPORTER_FLAGS
+from components.mysql._replication import _ReplicationProvider
 from components.mysql._tls import pymysql_ssl, replication_tls_clause
-from components.mysql.replication import _ReplicationProvider
-from tests.integration.pods import PodCluster
+from components.mysql.flavor import FLAVORS
 from tests.support.certs import Pair, issue, make_ca, serial
 from tests.support.mariadb import MariaDBServer, random_password
+from tests.support.pods import PodCluster
 from tests.support.procs import (
     LOCALHOST,
     ManagedProcess,
@@ -212,7 +213,8 @@ def start_watcher(server: MariaDBServer, volume: SecretVolume, base: Path) -> Ma
     password_file = base / "root-password"
     password_file.write_text(server.root_password)
     password_file.chmod(0o400)
-    env = {"CONFIG_DIR": str(SCRIPTS), "MYSQL_FLAVOR": "mariadb", "TLS_DIR": str(volume.directory),
+    env = {**FLAVORS["mariadb"].pod_environment(),
+           "CONFIG_DIR": str(SCRIPTS), "MYSQL_FLAVOR": "mariadb", "TLS_DIR": str(volume.directory),
            "RUN_DIR": str(run_dir), "ROOT_PASSWORD_FILE": str(password_file),
            "MYSQL_SOCKET": str(server.socket), "TLS_RELOAD_INTERVAL": "1",
            "PATH": server.distribution.path()}

@@ -8,86 +8,22 @@ exact command line and environment from it.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import kubernetes_validate
 import pytest
 
 from components import config as stack_config
-from components.etcd import membership
+from components.etcd._membership import DESIRED_MEMBERS_KEY
 from components.etcd.cluster import (
     BUSYBOX,
     SCRIPTS_DIR,
     STALE_LEARNER_SECONDS,
-    EtcdCluster,
-    EtcdClusterArgs,
     backend_quota_bytes,
     cluster_token,
 )
-from components.etcd.membership import (
-    DESIRED_MEMBERS_KEY,
-    EtcdMembershipProvider,
-    MembershipError,
-    _Gateway,
-    _Member,
-    _remove,
-)
+from tests.support.etcd_stack import DYNAMIC, etcd_config, render
 from tests.support.procs import require_binary
-from tests.unit.mocks import ProgramResult, run_program
-
-NAMESPACE = "db"
-DYNAMIC = "pulumi-python:dynamic:Resource"
-
-
-@dataclass
-class Rendered:
-    result: ProgramResult
-
-    @property
-    def resources(self) -> list[tuple[str, str, dict[str, Any]]]:
-        return [(r.type, r.name, r.inputs) for r in self.result.resources]
-
-    def of_type(self, typ: str) -> list[dict[str, Any]]:
-        return [inputs for t, _, inputs in self.resources if t == typ]
-
-    def one(self, typ: str) -> dict[str, Any]:
-        found = self.of_type(typ)
-        assert len(found) == 1, f"expected one {typ}, found {len(found)}"
-        return found[0]
-
-    @property
-    def statefulset(self) -> dict[str, Any]:
-        return self.one("kubernetes:apps/v1:StatefulSet")
-
-    @property
-    def etcd_container(self) -> dict[str, Any]:
-        containers = self.statefulset["spec"]["template"]["spec"]["containers"]
-        return next(c for c in containers if c["name"] == "etcd")
-
-    def env(self, container: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        container = container or self.etcd_container
-        return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
-
-
-def _stack(etcd: Mapping[str, Any]) -> dict[str, Any]:
-    return {"mysql-cluster:namespace": NAMESPACE, "mysql-cluster:etcd": dict(etcd)}
-
-
-def etcd_config(**etcd: Any) -> stack_config.EtcdConfig:
-    return stack_config.parse(_stack(etcd), stack="dev").etcd
-
-
-def _program() -> None:
-    config = stack_config.load()
-    EtcdCluster("locks", EtcdClusterArgs(namespace=config.namespace, config=config.etcd))
-
-
-def render(**etcd: Any) -> Rendered:
-    """Build an EtcdCluster from ``etcd`` stack config under the shared mocks."""
-    return Rendered(run_program(_stack(etcd), stack="dev", program=_program))
 
 
 def test_statefulset_runs_parallel_members_on_pvcs_from_the_pinned_image() -> None:
@@ -330,170 +266,3 @@ def test_scripts_are_shellcheck_clean() -> None:
     result = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True,
                             check=False)
     assert result.returncode == 0, result.stdout
-
-
-# --- EtcdMembershipProvider decisions that need no etcd ---------------------------------
-
-def _members(count: int) -> list[dict[str, str]]:
-    return [{"name": f"etcd-{i}", "peer_url": f"http://etcd-{i}.p:2380"} for i in range(count)]
-
-
-def test_check_admits_any_step_up_or_down_in_one_update() -> None:
-    provider = EtcdMembershipProvider()
-    news = {"members": _members(5), "endpoints": ["http://c:2379"], "timeout_seconds": 30.0}
-    for old, new in ((3, 5), (5, 7), (1, 3), (5, 3), (7, 1), (3, 4)):
-        result = provider.check({"members": _members(old)}, {**news, "members": _members(new)})
-        assert not result.failures, (old, new, result.failures)
-    # Floats from the engine become whole seconds.
-    assert provider.check({"members": _members(3)}, news).inputs["timeout_seconds"] == 30
-
-
-def test_check_refuses_moving_a_member_and_bad_input() -> None:
-    provider = EtcdMembershipProvider()
-    moved = [{**m, "peer_url": m["peer_url"].replace(".p:", ".q:")} for m in _members(3)]
-    result = provider.check({"members": _members(3)},
-                            {"members": moved, "endpoints": ["http://c:2379"]})
-    assert "cannot move" in result.failures[0].reason
-    bad = provider.check({}, {"members": [{"name": "x"}], "endpoints": ["ftp://c"],
-                              "timeout_seconds": -1})
-    assert {f.property for f in bad.failures} == {"members", "endpoints", "timeout_seconds"}
-
-
-class _FakeGateway(_Gateway):
-    """etcd's member API as the provider sees it, recording every change in order."""
-
-    def __init__(self, members: list[_Member], *, refuse_remove: str | None = None,
-                 slot_race: bool = False) -> None:
-        super().__init__(["http://unused:2379"], timeout=1, tls={})
-        self.listed = members
-        self.calls: list[tuple[str, str]] = []
-        self.refuse_remove = refuse_remove
-        self.slot_race = slot_race
-        self.kv: dict[str, str] = {}
-
-    def members(self) -> list[_Member]:
-        return list(self.listed)
-
-    def remove(self, member_id: str) -> None:
-        if self.refuse_remove == member_id:
-            raise MembershipError("etcd refused /v3/cluster/member/remove: etcdserver: "
-                                  "unhealthy cluster")
-        self.calls.append(("remove", member_id))
-        self.listed = [m for m in self.listed if m.id != member_id]
-
-    def add_learner(self, peer_url: str) -> None:
-        if self.slot_race:
-            raise MembershipError("etcd refused /v3/cluster/member/add: etcdserver: too many "
-                                  "learner members in cluster")
-        if any(m.is_learner for m in self.listed):
-            raise AssertionError("etcd admits one learner at a time")
-        self.calls.append(("add", peer_url))
-        self.listed.append(_Member(f"new-{peer_url}", "", (peer_url,), True))
-
-    def promote(self, member_id: str) -> None:
-        raise MembershipError("etcdserver: can only promote a learner member which is in sync")
-
-    def put(self, key: str, value: str) -> None:
-        self.calls.append(("put", value))
-        self.kv[key] = value
-
-    def get(self, key: str) -> str | None:
-        return self.kv.get(key)
-
-
-def _member(i: int, *, started: bool = True, learner: bool = False) -> _Member:
-    return _Member(str(100 + i), f"etcd-{i}" if started else "", (f"http://etcd-{i}.p:2380",),
-                   learner)
-
-
-def _url(i: int) -> str:
-    return f"http://etcd-{i}.p:2380"
-
-
-Update = Callable[[_FakeGateway, int, int], None]
-
-
-@pytest.fixture
-def update(monkeypatch: pytest.MonkeyPatch) -> Update:
-    """The provider's update() from ``old`` to ``new`` members, against a fake etcd."""
-    def run(gateway: _FakeGateway, old: int, new: int) -> None:
-        monkeypatch.setattr(membership, "_Gateway", lambda *_a, **_k: gateway)
-        olds = {"members": _members(old), "endpoints": ["http://c:2379"],
-                "timeout_seconds": 1, "bootstrap_cluster": "etcd-0=http://etcd-0.p:2380"}
-        EtcdMembershipProvider().update("id", olds, {**olds, "members": _members(new)})
-
-    return run
-
-
-@pytest.mark.parametrize(("old", "new"), [(3, 5), (5, 7), (1, 3)])
-def test_scale_up_records_the_desired_members_then_adds_the_first_new_one(
-        update: Update, old: int, new: int) -> None:
-    gateway = _FakeGateway([_member(i) for i in range(old)])
-    update(gateway, old, new)
-    desired = ",".join(_url(i) for i in range(new))
-    # The desired list first (the further pods add themselves from it), then one learner:
-    # the lowest new ordinal, before its pod exists.
-    assert gateway.calls == [("put", desired), ("add", _url(old))]
-    assert gateway.kv[DESIRED_MEMBERS_KEY] == desired
-
-
-def test_scale_up_leaves_a_taken_learner_slot_to_the_pods(update: Update) -> None:
-    # A learner still catching up (a previous scale-up) holds the slot: nothing is added;
-    # etcd-5 and etcd-6 add themselves once it is free. etcd-4's pod already runs, so the
-    # update waits for its promotion and, when that does not come within the timeout,
-    # fails naming it: an up never ends with a member it already had still a learner.
-    busy = _FakeGateway([*(_member(i) for i in range(4)), _member(4, learner=True)])
-    with pytest.raises(MembershipError, match=r"did not converge .* etcd-4 .* is a learner"):
-        update(busy, 5, 7)
-    assert busy.calls == [("put", ",".join(_url(i) for i in range(7)))]
-    # A joining pod takes the slot between the provider's list and its add: not an error.
-    raced = _FakeGateway([_member(i) for i in range(3)], slot_race=True)
-    update(raced, 3, 5)
-    assert [c[0] for c in raced.calls] == ["put"]
-    # Re-running an interrupted update adds nobody twice.
-    again = _FakeGateway([*(_member(i) for i in range(3)),
-                          _member(3, started=False, learner=True)])
-    update(again, 3, 5)
-    assert [c[0] for c in again.calls] == ["put"]
-
-
-def test_learners_nobody_wants_are_removed_so_they_cannot_hold_the_slot(update: Update) -> None:
-    # etcd-5: a learner left by an interrupted run or by a pod that raced a scale-down.
-    gateway = _FakeGateway([*(_member(i) for i in range(3)),
-                            _member(5, started=False, learner=True)])
-    update(gateway, 3, 5)
-    assert gateway.calls == [("put", ",".join(_url(i) for i in range(5))), ("remove", "105"),
-                             ("add", _url(3))]
-
-
-def test_scale_down_records_the_smaller_list_before_removing_highest_first(update: Update) -> None:
-    gateway = _FakeGateway([_member(i) for i in range(5)])
-    update(gateway, 5, 3)
-    assert gateway.calls == [("put", ",".join(_url(i) for i in range(3))),
-                             ("remove", "104"), ("remove", "103")]
-
-
-def test_a_refused_scale_down_keeps_the_members_left_desired(update: Update) -> None:
-    # etcd refuses to remove etcd-3 after etcd-4 went: etcd-3 stays a voting member and
-    # must stay desired, or its pod would not re-add itself after losing its data dir.
-    gateway = _FakeGateway([_member(i) for i in range(5)], refuse_remove="103")
-    with pytest.raises(MembershipError, match="refusing to remove etcd-3"):
-        update(gateway, 5, 3)
-    assert gateway.calls == [("put", ",".join(_url(i) for i in range(3))), ("remove", "104"),
-                             ("put", ",".join(_url(i) for i in range(4)))]
-
-
-def test_remove_refuses_when_the_rest_could_not_form_a_quorum() -> None:
-    # Five voters of which two never started: removing a started one leaves 4 voters
-    # (quorum 3) with only 2 started.
-    gateway = _FakeGateway([_member(0), _member(1), _member(2), _member(3, started=False),
-                            _member(4, started=False)])
-    with pytest.raises(MembershipError, match="need 3 for quorum, but only 2"):
-        _remove(gateway, {"name": "etcd-2", "peer_url": "http://etcd-2.p:2380"}, 0.0)
-    assert gateway.calls == []
-    healthy = _FakeGateway([_member(i) for i in range(5)])
-    _remove(healthy, {"name": "etcd-4", "peer_url": "http://etcd-4.p:2380"}, 0.0)
-    assert healthy.calls == [("remove", "104")]
-    # Idempotent: a member already gone is not an error.
-    _remove(healthy, {"name": "etcd-4", "peer_url": "http://etcd-4.p:2380"}, 0.0)
-    assert healthy.calls == [("remove", "104")]

@@ -22,7 +22,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from tests.unit.mocks import ProgramResult, manifests
+from tests.support.mocks import ProgramResult, manifests
 
 # kubernetes-validate's own validator; no type stubs in the venv: imported as a plain module.
 jsonschema: Any = importlib.import_module("jsonschema")

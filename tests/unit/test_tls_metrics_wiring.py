@@ -19,8 +19,8 @@ from components.mysql import _metrics, _tls
 from components.mysql._replication_sql import DIALECTS
 from components.mysql.cluster import pod_files
 from components.mysql.flavor import Flavor
-from tests.unit.conftest import with_tls_and_metrics
-from tests.unit.mocks import ProgramResult, config_map, load_stack_file, manifests, run_program
+from tests.support.mocks import ProgramResult, config_map, load_stack_file, manifests, run_program
+from tests.support.objects import with_tls_and_metrics
 
 CREDENTIALS_DIR = "/run/secrets/mysql-cluster"
 

@@ -1,7 +1,7 @@
 """Every Kubernetes object a stack's program creates, as plain manifests.
 
 Two sources, because the program creates objects two ways: Kubernetes provider
-resources (``tests.unit.mocks.manifests``), and manifests handed to a dynamic provider
+resources (``tests.support.mocks.manifests``), and manifests handed to a dynamic provider
 that applies them itself (the Lock CRD, applied by the locks provider so that stacks can
 share it). Policy and RBAC checks must see both, or an object would escape them.
 """
@@ -10,10 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.unit.conftest import with_tls_and_metrics
-from tests.unit.mocks import ProgramResult, load_stack_file, manifests, run_program, run_stack
+from tests.support.mocks import ProgramResult, load_stack_file, manifests, run_program, run_stack
 
 DYNAMIC = "pulumi-python:dynamic:Resource"
+
+
+def with_tls_and_metrics(config: dict[str, Any]) -> dict[str, Any]:
+    """A stack config with every TLS and metrics switch on: what the schema, policy and
+    wiring tests see of the objects those switches add."""
+    mysql = {**config["mysql-cluster:mysql"],
+             "tls": {"enabled": True, "secret": "mysql-tls", "requireSecureTransport": "on"}}
+    return {**config, "mysql-cluster:mysql": mysql, "mysql-cluster:metrics": {
+        "enabled": True, "scrapeNamespaces": ["monitoring"],
+        "serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}}
 
 
 def program_objects(result: ProgramResult) -> list[dict[str, Any]]:
