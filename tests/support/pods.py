@@ -560,9 +560,12 @@ class Pod:
 
     def open_primary(self) -> None:
         """What ReplicationInit's first `pulumi up` does to the recorded primary, which
-        starts read-only like every server: the topology account makes it writable."""
+        starts read-only like every server: the topology account makes it writable.
+        Under requireSecureTransport TCP needs TLS, which these harness connections leave
+        off (ReplicationInit's own TLS path is tested in test_tls.py): the socket then."""
+        host = None if self.cluster.require_secure_transport else LOCALHOST
         self.server.query("SET GLOBAL read_only = OFF", user="topology",
-                          password=self.cluster.secrets.topology)
+                          password=self.cluster.secrets.topology, host=host)
 
     def start(self, *, wait: bool = True, open_primary: bool = True) -> Pod:
         """The whole pod: init-config, clone (replicas), server, sidecar; waits until serving.
