@@ -149,7 +149,8 @@ def test_program_runs_for_both_stacks_and_registers_every_object(any_stack: Prog
                  "ServiceAccount", "Role", "RoleBinding"):
         assert kind in kinds, kind
     assert kinds.count("Service") == 3
-    assert len(any_stack.of_type("random:index/randomPassword:RandomPassword")) == len(PASSWORD_KEYS)
+    passwords = any_stack.of_type("random:index/randomPassword:RandomPassword")
+    assert len(passwords) == len(PASSWORD_KEYS)
 
 
 def test_every_child_is_parented_to_the_component() -> None:
