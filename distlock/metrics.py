@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -79,7 +80,9 @@ class LockMetrics:
             self.held_since.remove(name)
 
 
-_enabled: dict[int, LockMetrics] = {}
+# Keyed by the registry itself, weakly: an id() key would hand a new registry that reuses a
+# collected one's address the old registry's metrics, and record nothing into the new one.
+_enabled: weakref.WeakKeyDictionary[CollectorRegistry, LockMetrics] = weakref.WeakKeyDictionary()
 _mutex = threading.Lock()
 
 
@@ -87,8 +90,8 @@ def enable(registry: CollectorRegistry = REGISTRY) -> LockMetrics:
     """Start measuring every Lock of this process into ``registry``; idempotent per registry.
     ``LockMetrics.stop()`` stops the measuring (the families stay registered)."""
     with _mutex:
-        if id(registry) in _enabled:
-            return _enabled[id(registry)]
+        if registry in _enabled:
+            return _enabled[registry]
         metrics = LockMetrics(
             acquire_seconds=Histogram(
                 "distlock_acquire_seconds", "Time spent waiting in acquire, queue included.",
@@ -104,7 +107,7 @@ def enable(registry: CollectorRegistry = REGISTRY) -> LockMetrics:
                              ["lock"], registry=registry),
             stop=lambda: None)
         metrics.stop = add_observer(metrics)
-        _enabled[id(registry)] = metrics
+        _enabled[registry] = metrics
         return metrics
 
 
