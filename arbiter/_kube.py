@@ -1,0 +1,114 @@
+"""What the arbiter writes in the Kubernetes API besides the record: status, events, labels.
+
+Exactly these three, because its RBAC allows no more (the component's Role): the status
+ConfigMap (``<record>-failover``) holds the leader's latest decision so that "why was
+there no failover?" has one place to look; an Event per decision shows in
+``kubectl get events``; and the role labels of the cluster's own pods move with the
+primary so the ``-primary``/``-read`` Services follow the record.
+
+The Kubernetes client is imported inside the calls (the agent never needs it for more
+than the record, and unit tests of the decision logic need no client at all).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from arbiter._config import Config
+
+_log = logging.getLogger("arbiter")
+COMPONENT = "mysql-arbiter"
+
+
+@dataclass
+class Status:
+    state: str                      # watching | failing | promoting | promoted | blocked
+    reason: str
+    primary: int
+    epoch: int
+    excluded: dict[int, str] = field(default_factory=dict)  # ordinal -> why it is kept out
+
+    def data(self) -> dict[str, str]:
+        return {"state": self.state, "reason": self.reason, "primary": str(self.primary),
+                "epoch": str(self.epoch),
+                "excluded": json.dumps({str(k): v for k, v in sorted(self.excluded.items())}),
+                "updated": _now()}
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Kube:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._core: Any = None
+
+    def core(self) -> Any:
+        if self._core is None:
+            from kubernetes import client  # noqa: PLC0415 (see the module docstring)
+
+            from distlock.kube import api_client  # noqa: PLC0415
+
+            self._core = client.CoreV1Api(api_client(self.config.kubeconfig))
+        return self._core
+
+    def report(self, status: Status, *, event: bool, warning: bool = False) -> None:
+        """Store ``status``; with ``event``, also record it as an Event on the record."""
+        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+        cfg = self.config
+        name = cfg.status_name or f"{cfg.record_name}-failover"
+        body = {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": cfg.record_namespace},
+                "data": status.data()}
+        try:
+            try:
+                self.core().replace_namespaced_config_map(name, cfg.record_namespace, body)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+                self.core().create_namespaced_config_map(cfg.record_namespace, body)
+            if event:
+                self._event(status, warning)
+        except ApiException as error:
+            # Reporting must never stop a failover; the log still has it.
+            _log.warning("could not report status %s: %s %s", status.state, error.status,
+                         error.reason)
+        (_log.warning if warning else _log.info)("%s: %s", status.state, status.reason)
+
+    def _event(self, status: Status, warning: bool) -> None:
+        cfg = self.config
+        now = datetime.datetime.now(datetime.UTC)
+        self.core().create_namespaced_event(cfg.record_namespace, {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{cfg.record_name}-failover-",
+                         "namespace": cfg.record_namespace},
+            "involvedObject": {"apiVersion": "v1", "kind": "ConfigMap",
+                               "name": cfg.record_name, "namespace": cfg.record_namespace},
+            "reason": f"Failover{status.state.capitalize()}",
+            "message": status.reason[:1000],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": COMPONENT},
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        })
+
+    def move_labels(self, primary: int, epoch: int) -> None:
+        """The switchover engine's labeller: replicas first, so no instant has two primaries."""
+        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+        cfg = self.config
+        order = [o for o in range(len(cfg.pods)) if o != primary] + [primary]
+        for ordinal in order:
+            role = "primary" if ordinal == primary else "replica"
+            patch = {"metadata": {"labels": {cfg.role_label: role}}}
+            try:
+                self.core().patch_namespaced_pod(cfg.pods[ordinal], cfg.record_namespace, patch)
+            except ApiException as error:
+                if error.status != 404:  # a pod being recreated labels itself from the record
+                    raise RuntimeError(f"labelling pod {cfg.pods[ordinal]} {role} (epoch "
+                                       f"{epoch}): {error.status} {error.reason}") from None
