@@ -9,11 +9,12 @@ client sessions so that a commit waiting for a semi-sync acknowledgement is neve
 acknowledged, when
 
 - the record names another server (the arbiter moved it), or
-- it has not confirmed for ``ttl - period`` seconds (it cannot reach the API, or its
+- it has not confirmed for ``ttl - 2 * period`` seconds (it cannot reach the API, or its
   process was paused: the check runs first after every wake-up, before any read).
 
-The arbiter opens a new primary only ``ttl + period`` after it moved the record, so by
-then an old primary that is alive has demoted itself. The agent never makes a server
+The arbiter opens a new primary only ``ttl`` after it moved the record, so by then an
+old primary that is alive has demoted itself, with two periods to spare for the
+demotion (its connect and each statement are bounded by one period). The agent never makes a server
 writable: only the arbiter or `pulumi up`, holding the current epoch, does.
 
 The record read runs in a worker thread with a deadline of one period: a hung API call
@@ -47,6 +48,7 @@ class Agent:
         # Set when the server must be read-only; cleared only by a new confirmation, so a
         # demotion that failed (the server was frozen too) is retried every period.
         self.fenced = False
+        self._last_failure = ""
         self.demotions = 0
         self._reader = concurrent.futures.ThreadPoolExecutor(max_workers=1)
 
@@ -67,11 +69,12 @@ class Agent:
     def tick(self) -> None:
         ttl, period = self.config.failover.ttl_seconds, self.config.failover.period_seconds
         # First, before anything that could block: a paused process wakes up here.
-        if self.confirmed_at is not None and time.monotonic() - self.confirmed_at >= ttl - period:
+        deadline = ttl - 2 * period
+        if self.confirmed_at is not None and time.monotonic() - self.confirmed_at >= deadline:
             self.fenced = True
             self.confirmed_at = None
         if self.fenced:
-            self.demote(f"no confirmation of the record within {ttl - period:g}s")
+            self.demote(f"no confirmation of the record within {deadline:g}s")
         started = time.monotonic()
         record = self._read(timeout=period)
         if record is None:
@@ -110,8 +113,12 @@ class Agent:
                     server.run(statement)
                 self._end_sessions(server)
         except ServerError as error:
-            _log.warning("%s: cannot demote (%s): %s", self.label, why, error)
+            # Once per distinct failure: a dead server is retried every period.
+            if str(error) != self._last_failure:
+                _log.warning("%s: cannot demote (%s): %s", self.label, why, error)
+            self._last_failure = str(error)
             return
+        self._last_failure = ""
         self.demotions += 1
         _log.warning("%s: made read-only: %s", self.label, why)
 

@@ -85,9 +85,11 @@ def _domain_tops(text: str) -> dict[int, int]:
 
 def errant_gtids(flavor: str, server: Observed, others: Sequence[Observed]) -> str:
     """GTIDs ``server`` executed that came neither from its source nor exist elsewhere."""
-    base = ",".join(part for part in [server.retrieved,
-                                      server.status.gtid_position if server.status else "",
-                                      *(o.has for o in others)] if part)
+    # MariaDB's gtid_slave_pos is what it replicated (MySQL's column is gtid_executed,
+    # which holds its own writes too).
+    replicated = server.status.gtid_position if server.status and flavor == "mariadb" else ""
+    base = ",".join(part for part in [server.retrieved, replicated, *(o.has for o in others)]
+                    if part)
     missing = missing_gtids(flavor, server.executed, base)  # type: ignore[arg-type]
     if flavor != "mariadb" or not missing:
         return missing

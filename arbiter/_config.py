@@ -194,11 +194,10 @@ def parse(data: Any, base: Path) -> Config:
         pods=tuple(str(p) for p in pods),
         role_label=r.get("role_label", str, "mysql-cluster.io/role"),
         kubeconfig=r.get("kubeconfig", str, None))
-    if failover.checks * failover.period_seconds > 0 and \
-            failover.ttl_seconds < failover.period_seconds:
+    if failover.ttl_seconds < 3 * failover.period_seconds:
         r.problems.append(f"failover.ttl_seconds: got {failover.ttl_seconds:g}; must be at "
-                          f"least period_seconds ({failover.period_seconds:g}), or the agent "
-                          "demotes a healthy primary between two of its checks")
+                          f"least 3 x period_seconds ({3 * failover.period_seconds:g}): the "
+                          "agent demotes after ttl - 2 periods without a confirmation")
     if r.problems:
         raise ConfigError(f"arbiter configuration ({len(r.problems)} problem(s)):\n  - "
                           + "\n  - ".join(r.problems))

@@ -31,6 +31,7 @@ Why these steps, in this order (issue 20):
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -44,7 +45,7 @@ from arbiter._config import Config
 from arbiter._kube import Kube, Status
 from arbiter._servers import ServerError, Servers
 from components.mysql._record import PrimaryRecord, RecordError, RecordStore, fence
-from components.mysql._replication_sql import missing_gtids
+from components.mysql._replication_sql import Statement, missing_gtids
 from components.mysql._switchover import Source, make_writable, repoint
 
 _log = logging.getLogger("arbiter")
@@ -120,8 +121,9 @@ class Arbiter:
         cfg = self.config.failover
         if check.ok:
             if self.state.failures:
-                _log.info("%s healthy again after %d failed check(s)",
-                          self.servers.label(record.primary), self.state.failures)
+                self._report("watching", f"{self.servers.label(record.primary)} is healthy "
+                             f"again after {self.state.failures} failed check(s), fewer than "
+                             f"checks={cfg.checks}: no failover", record=record)
             self.state.failures = 0
             self._rejoin(session, leader, record)
             return
@@ -161,7 +163,36 @@ class Arbiter:
                         retrieved=retrieved.replace("\n", ""),
                         recorded_primary=ordinal == record.primary)
 
+    def observe_all(self, record: PrimaryRecord) -> list[Observed]:
+        """Every server at once: a failover waits for the slowest, not for the sum."""
+        count = len(self.config.servers)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
+            return list(pool.map(lambda o: self.observe(o, record), range(count)))
+
     # --- failover ---------------------------------------------------------------------
+    def _each_replica(self, record: PrimaryRecord, statement: Statement,
+                      ordinals: list[int] | None = None) -> None:
+        targets = [o for o in (ordinals if ordinals is not None
+                               else range(len(self.config.servers))) if o != record.primary]
+
+        def run(ordinal: int) -> None:
+            try:
+                with self.servers.quick(ordinal) as server:
+                    server.run(statement)
+            except ServerError as error:
+                _log.info("%s", error)  # unreachable: observed as such next
+
+        fence(self.store, record.epoch, f"running {statement.display()} on the replicas")
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+            list(pool.map(run, targets))
+
+    def _stop_receiving(self, record: PrimaryRecord) -> None:
+        self._each_replica(record, Statement(f"{self.dialect.stop.sql} IO_THREAD"))
+
+    def _resume_receiving(self, record: PrimaryRecord, observed: list[Observed]) -> None:
+        self._each_replica(record, Statement(f"{self.dialect.start.sql} IO_THREAD"),
+                           [s.ordinal for s in observed if s.reachable])
+
     @contextlib.contextmanager
     def _action_lock(self, session: distlock.LockBackend, leader: distlock.Lock,
                      timeout: float | None) -> Iterator[distlock.Lock]:
@@ -175,7 +206,10 @@ class Arbiter:
 
     def failover(self, session: distlock.LockBackend, leader: distlock.Lock,
                  seen: PrimaryRecord, reason: str) -> None:
+        asked = time.monotonic()
         with self._action_lock(session, leader, timeout=None) as lock:
+            _log.info("holding %s after %.3fs (token %d)", self.config.lock_name,
+                      time.monotonic() - asked, lock.token)
             record = self.store.read()
             if record is None or record.version != seen.version:
                 # Someone (a switchover, another leader) moved the record meanwhile.
@@ -189,12 +223,16 @@ class Arbiter:
             if token <= record.epoch:
                 raise FailoverStopped(f"lock token {token} is not newer than the record's "
                                       f"epoch {record.epoch}; not acting")
-            observed = [self.observe(o, record) for o in range(len(self.config.servers))]
+            # Frozen GTID sets: the choice cannot go stale, and an old primary that is
+            # only cut off from us loses its semi-sync acknowledgements from here on.
+            self._stop_receiving(record)
+            observed = self.observe_all(record)
             choice = choose(self.dialect.flavor, observed,
                             max_lag=self.config.failover.max_lag_seconds,
                             excluded=self.state.excluded)
             self.state.excluded.update({o: f"errant GTIDs {g}" for o, g in choice.errant.items()})
             if choice.candidate is None:
+                self._resume_receiving(record, observed)
                 self._report("blocked", f"primary {self.servers.label(record.primary)} "
                              f"failed ({reason}); {choice.reason()}", warning=True,
                              record=record)
@@ -236,11 +274,11 @@ class Arbiter:
                 for statement in dialect.semisync_source(True, cfg.semisync_timeout_seconds,
                                                          cfg.semisync_wait_count):
                     candidate.run(statement)
-        # 4. An old primary that may still be alive has demoted itself within the TTL
-        # (its agent's rule); one more period covers the demotion itself.
+        # 4. An old primary that may still be alive has demoted itself within the TTL:
+        # its agent demotes after ttl - 2 periods without a confirmation, and every
+        # confirmation it made started before the record moved.
         if not fenced:
-            remaining = moved_at + cfg.failover.ttl_seconds + cfg.failover.period_seconds \
-                - time.monotonic()
+            remaining = moved_at + cfg.failover.ttl_seconds - time.monotonic()
             if remaining > 0:
                 # Not a stand-in for a condition: the old primary's lease running out is
                 # the condition, and nothing observable tells it sooner.
@@ -302,10 +340,10 @@ class Arbiter:
                 record: PrimaryRecord) -> None:
         source = self.config.sources[record.primary]
         strays = []
-        for ordinal in range(len(self.config.servers)):
+        for seen in self.observe_all(record):
+            ordinal = seen.ordinal
             if ordinal == record.primary:
                 continue
-            seen = self.observe(ordinal, record)
             status = seen.status
             following = (status is not None and status.source_host == source.host
                          and status.source_port == source.port)

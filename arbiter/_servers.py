@@ -45,8 +45,8 @@ class Session:
 @contextlib.contextmanager
 def connect(label: str, address: Address, user: str, password: str, *,
             timeout: float, read_timeout: float | None = None) -> Iterator[Session]:
-    # pymysql takes whole seconds for read/write timeouts; connect_timeout may be a float.
-    seconds = max(1, round(read_timeout if read_timeout is not None else timeout))
+    # pymysql hands both to socket.settimeout, so fractions of a second work.
+    seconds = read_timeout if read_timeout is not None else timeout
     try:
         connection = pymysql.connect(host=address.host, port=address.port, user=user,
                                      password=password, connect_timeout=max(timeout, 0.1),
