@@ -49,6 +49,7 @@ from components.mysql._replication_sql import Statement, missing_gtids
 from components.mysql._switchover import Source, make_writable, repoint
 
 _log = logging.getLogger("arbiter")
+_EVENT_EVERY_TIME = frozenset({"promoted", "excluded", "rejoined", "fenced"})
 
 
 class FailoverStopped(RuntimeError):
@@ -404,10 +405,11 @@ class Arbiter:
                         primary if primary is not None else (record.primary if record else -1),
                         epoch if epoch is not None else (record.epoch if record else 0),
                         dict(self.state.excluded))
-        # One Event per distinct decision: a blocked failover retried every period must
-        # not flood the namespace.
-        event = f"{state}:{reason}" != self.state.last_report
-        self.state.last_report = f"{state}:{reason}"
+        # One Event per change of state: a blocked failover retried every period (its
+        # reason names lags that change every time) must not flood the namespace; each
+        # server kept out, rejoined or fenced is an event of its own.
+        event = state != self.state.last_report or state in _EVENT_EVERY_TIME
+        self.state.last_report = state
         if self.kube is not None:
             self.kube.report(status, event=event, warning=warning)
         else:

@@ -23,6 +23,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -328,3 +329,178 @@ def test_sigkill_of_the_primary_fails_over_without_losing_an_acknowledged_commit
     out = os.environ.get("FAILOVER_RESULTS")
     if out:
         Path(out).write_text(json.dumps(summary, indent=2))
+
+
+def _excluded(failover: Failover) -> dict[str, str]:
+    found: dict[str, str] = json.loads(failover.status().get("excluded") or "{}")
+    return found
+
+
+def test_a_frozen_primary_is_fenced_and_acknowledges_nothing_under_its_old_epoch(
+        failover: Failover) -> None:
+    """SIGSTOP the primary's pod (server and agent) past the TTL, then SIGCONT."""
+    failover.start_agents()
+    failover.start_arbiters()
+    failover.leader()
+    with Writer(failover.cluster) as writer:
+        before = failover.record()
+        old, agent = failover.servers[before[0]], failover.agents[before[0]]
+        frozen_at = len(writer.commits)
+        old.process.signal(signal.SIGSTOP)
+        agent.signal(signal.SIGSTOP)
+        try:
+            after = failover.wait_failover(before)
+            writer.wait_commits_on(after[0], after=frozen_at)
+        finally:
+            old.process.signal(signal.SIGCONT)
+            agent.signal(signal.SIGCONT)
+        # Back, it has demoted itself (its agent could not confirm for longer than the
+        # TTL) or been fenced by the arbiter; either way it takes no write.
+        wait_until(lambda: failover.read_only(before[0]), timeout=30,
+                   what="the old primary to be read-only")
+        wait_until(lambda: failover.replicates_from(before[0], after[0])
+                   or str(before[0]) in _excluded(failover), timeout=FAILOVER_TIMEOUT,
+                   what=f"the old primary to rejoin or be kept out ({failover.status()})")
+        count = len(writer.commits)
+        writer.wait_commits_on(after[0], after=count)
+    assert failover.read_only(before[0])
+    assert all(c.server == after[0] for c in writer.commits if c.epoch == after[1])
+    rejoined = str(before[0]) not in _excluded(failover)
+    survivors = [s for o, s in enumerate(failover.servers) if rejoined or o != before[0]]
+    check_history(writer, survivors)
+    if rejoined:
+        checksums_equal(failover.servers)
+    else:
+        # What it holds beyond the new primary was never acknowledged to the writer.
+        extra = {r["seq"] for r in old.query("SELECT seq FROM app.log")} - {
+            r["seq"] for r in failover.servers[after[0]].query("SELECT seq FROM app.log")}
+        assert not extra & {c.seq for c in writer.commits}
+
+
+def test_killing_the_leader_mid_failover_the_other_arbiter_finishes_it(
+        failover: Failover) -> None:
+    failover.start_agents()
+    failover.start_arbiters()
+    leader = failover.leader()
+    with Writer(failover.cluster) as writer:
+        before = failover.record()
+        killed_at = len(writer.commits)
+        failover.servers[before[0]].kill()
+
+        def midway() -> tuple[int, int] | None:
+            # The record moved, the candidate is not writable yet: the fencing wait.
+            now = failover.record()
+            return now if now[1] > before[1] and failover.read_only(now[0]) else None
+
+        mid = wait_until(midway, timeout=FAILOVER_TIMEOUT, what="the failover to start",
+                         interval=0.01)
+        leader.kill()
+        assert failover.read_only(mid[0]), "the leader finished before it was killed"
+        survivor = next(a for a in failover.arbiters if a is not leader)
+
+        def finished() -> tuple[int, int] | None:
+            now = failover.record()
+            return now if now[1] > mid[1] and not failover.read_only(now[0]) else None
+
+        after = wait_until(finished, timeout=FAILOVER_TIMEOUT,
+                           what=f"the other arbiter to finish\n{failover.logs()}")
+        assert "leader (token" in survivor.log_tail(400)
+        writer.wait_commits_on(after[0], after=killed_at)
+    live = [o for o in range(3) if o != before[0]]
+    assert [failover.read_only(o) for o in live].count(False) == 1
+    check_history(writer, [failover.servers[o] for o in live])
+    checksums_equal([failover.servers[o] for o in live])
+
+
+def test_a_blip_shorter_than_the_checks_does_not_fail_over(failover: Failover) -> None:
+    checks = 5
+    failover.write_config(checks=checks)
+    failover.start_agents()
+    failover.start_arbiters()
+    failover.leader()
+    with Writer(failover.cluster) as writer:
+        before = failover.record()
+        server = failover.servers[before[0]]
+        server.process.signal(signal.SIGSTOP)
+        # Frozen until the leader has counted a failed check, well short of `checks`.
+        try:
+            wait_until(lambda: any("check 1/" in a.log_tail(50) for a in failover.arbiters),
+                       timeout=30, what="a failed check")
+        finally:
+            server.process.signal(signal.SIGCONT)
+        status = wait_until(lambda: (s := failover.status()).get("state") == "watching"
+                            and "healthy again" in s.get("reason", "") and s,
+                            timeout=30, what="the leader to see the primary healthy again")
+        count = len(writer.commits)
+        writer.wait_commits_on(before[0], after=count)
+    assert f"fewer than checks={checks}: no failover" in status["reason"]
+    assert failover.record() == before
+    assert not failover.read_only(before[0])
+    check_history(writer, failover.servers)
+
+
+def test_every_replica_beyond_max_lag_no_promotion_and_the_reason_is_reported(
+        failover: Failover) -> None:
+    failover.write_config(max_lag_seconds=1)
+    failover.start_agents()
+    failover.start_arbiters()
+    failover.leader()
+    blockers = [failover.servers[o].connect() for o in (1, 2)]
+    try:
+        with Writer(failover.cluster) as writer:
+            # Their appliers wait behind these locks while their relay logs grow.
+            for blocker in blockers:
+                blocker.cursor().execute("FLUSH TABLES WITH READ LOCK")
+
+            def lagging(ordinal: int) -> bool:
+                rows = failover.servers[ordinal].query("SHOW REPLICA STATUS")
+                return int(rows[0]["Seconds_Behind_Master"] or 0) > 3
+
+            wait_until(lambda: lagging(1) and lagging(2), timeout=60,
+                       what="both replicas beyond maxLagSeconds")
+            before = failover.record()
+            failover.servers[0].kill()
+            status = wait_until(lambda: (s := failover.status()).get("state") == "blocked"
+                                and s, timeout=FAILOVER_TIMEOUT,
+                                what=f"the failover to be blocked\n{failover.logs()}")
+        assert "beyond maxLagSeconds=1" in status["reason"], status
+        assert failover.record() == before
+        assert failover.read_only(1)
+        assert failover.read_only(2)
+        assert any(reason == "FailoverBlocked" and "maxLagSeconds" in message
+                   for reason, message in failover.events())
+    finally:
+        for blocker in blockers:
+            blocker.close()
+    # Once a replica has applied its relay log it qualifies, and the arbiter promotes it.
+    after = failover.wait_failover(before)
+    check_history(writer, [s for o, s in enumerate(failover.servers) if o != 0])
+    assert after[0] in (1, 2)
+
+
+def test_an_old_primary_returning_with_an_errant_write_is_kept_out_and_reported(
+        failover: Failover) -> None:
+    failover.start_agents()
+    failover.start_arbiters()
+    failover.leader()
+    primary = failover.servers[0]
+    for replica in failover.servers[1:]:
+        replica.query("STOP REPLICA IO_THREAD")
+    # An async commit no replica received: errant once another server is promoted.
+    primary.query("SET GLOBAL rpl_semi_sync_master_enabled = OFF")
+    primary.query("INSERT INTO app.log VALUES (999999, 0, 0)")
+    errant = primary.query("SELECT @@GLOBAL.gtid_binlog_pos AS p")[0]["p"]
+    before = failover.record()
+    primary.kill()
+    after = failover.wait_failover(before)
+    primary.start()
+    wait_until(lambda: "0" in _excluded(failover), timeout=FAILOVER_TIMEOUT,
+               what=f"the old primary to be kept out ({failover.status()})")
+    reason = _excluded(failover)["0"]
+    assert errant in reason, reason
+    assert failover.read_only(0)
+    assert not failover.replicates_from(0, after[0])
+    assert any(reason == "FailoverExcluded" and errant in message
+               for reason, message in failover.events())
+    # Nothing was wiped: the write is still there for a person to inspect.
+    assert primary.query("SELECT seq FROM app.log WHERE seq = 999999")
