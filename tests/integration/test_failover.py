@@ -165,6 +165,19 @@ class Failover:
             raise
         return dict(found.data or {})
 
+    def wait_status(self, state: str, reason: str, *, timeout: float) -> dict[str, str]:
+        """The arbiter's status once it is ``state`` with ``reason`` in its reason."""
+        def reached() -> dict[str, str] | None:
+            status = self.status()
+            return status if status.get("state") == state \
+                and reason in status.get("reason", "") else None
+
+        try:
+            return wait_until(reached, timeout=timeout, what=f"the arbiter's status {state}")
+        except TimeoutError:
+            raise AssertionError(f"status {self.status()}, not {state!r} with {reason!r}\n"
+                                 f"{self.logs()}") from None
+
     def events(self) -> list[tuple[str, str]]:
         from kubernetes import client  # noqa: PLC0415
 
@@ -428,9 +441,7 @@ def test_a_blip_shorter_than_the_checks_does_not_fail_over(failover: Failover) -
                        timeout=30, what="a failed check")
         finally:
             server.process.signal(signal.SIGCONT)
-        status = wait_until(lambda: (s := failover.status()).get("state") == "watching"
-                            and "healthy again" in s.get("reason", "") and s,
-                            timeout=30, what="the leader to see the primary healthy again")
+        status = failover.wait_status("watching", "healthy again", timeout=30)
         count = len(writer.commits)
         writer.wait_commits_on(before[0], after=count)
     assert f"fewer than checks={checks}: no failover" in status["reason"]
@@ -460,9 +471,7 @@ def test_every_replica_beyond_max_lag_no_promotion_and_the_reason_is_reported(
                        what="both replicas beyond maxLagSeconds")
             before = failover.record()
             failover.servers[0].kill()
-            status = wait_until(lambda: (s := failover.status()).get("state") == "blocked"
-                                and s, timeout=FAILOVER_TIMEOUT,
-                                what=f"the failover to be blocked\n{failover.logs()}")
+            status = failover.wait_status("blocked", "", timeout=FAILOVER_TIMEOUT)
         assert "beyond maxLagSeconds=1" in status["reason"], status
         assert failover.record() == before
         assert failover.read_only(1)
