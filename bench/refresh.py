@@ -186,7 +186,7 @@ def _connect_floor(replicas: list[MariaDBServer], admin_password: str, rounds: i
 
 def _project(server: ProviderServer, inputs: dict[str, Any], rounds: int) -> dict[str, float]:
     try:
-        from components.mysql.replication import _ReplicationProvider  # noqa: PLC0415
+        from components.mysql._replication import _ReplicationProvider  # noqa: PLC0415
     except ImportError as error:
         raise _NotLanded(f"ReplicationInit not importable ({error})") from None
 

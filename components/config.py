@@ -564,7 +564,7 @@ class EtcdConfig(_Validated):
     # 1, 3, 5 or 7: an even size tolerates no more failures than the odd size below it,
     # and past 7 (etcd's recommended maximum) every write waits on a larger majority.
     # Scaling between sizes still changes one member at a time, in one `pulumi up`
-    # (see components/etcd/membership.py).
+    # (see components/etcd/_membership.py).
     replicas: int = _key("replicas", _integer(choices=ETCD_SIZES), "members", default=3)
     version: str = _key("version", _text(_ETCD_VERSION, "must be an etcd release 3.5.3 or "
                                          f"later, such as {ETCD_DEFAULT_VERSION} (3.5.0-3.5.2 "

@@ -3,7 +3,7 @@
 Everything here is pure: statements are data (:class:`Statement`), the replica's live
 state is a normalized :class:`ReplicaStatus`, and :func:`replica_drift` /
 :func:`replica_repair` decide what is wrong and what to do about it. The provider
-(``replication.py``) only runs what these functions return, so the exact SQL sent to
+(``_replication.py``) only runs what these functions return, so the exact SQL sent to
 MySQL 8.4 (which only exists in unit tests here) and MariaDB (which the integration
 tests run) is checked statement by statement without a server.
 

@@ -87,9 +87,9 @@ from components import _kube
 from components._kube import mount
 from components.config import Endpoint, MySQLConfig
 from components.mysql import credentials
+from components.mysql._replication import ReplicationInit, ReplicationInitArgs
 from components.mysql.credentials import CREDENTIALS_DIR, PASSWORD_VARIABLES
 from components.mysql.flavor import FLAVORS, FlavorSpec
-from components.mysql.replication import ReplicationInit, ReplicationInitArgs
 
 CONFIG_DIR = "/mnt/config-map"
 CONF_DIR = "/etc/mysql/conf.d"

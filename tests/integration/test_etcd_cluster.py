@@ -29,6 +29,12 @@ from typing import Any
 
 import pytest
 
+from components.etcd._membership import (
+    DESIRED_MEMBERS_KEY,
+    EtcdMembershipProvider,
+    MembershipError,
+    _Gateway,
+)
 from components.etcd.cluster import (
     CLIENT_TLS_DIR,
     DATA_DIR,
@@ -37,12 +43,6 @@ from components.etcd.cluster import (
     SCRIPTS_DIR,
     SCRIPTS_MOUNT,
     SHELL_MOUNT,
-)
-from components.etcd.membership import (
-    DESIRED_MEMBERS_KEY,
-    EtcdMembershipProvider,
-    MembershipError,
-    _Gateway,
 )
 from tests.support.etcd import EtcdMember, etcd_binary, etcdctl_binary, gateway, healthy
 from tests.support.procs import LOCALHOST, free_ports, require_binary, run, wait_until

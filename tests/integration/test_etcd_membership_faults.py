@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from components.etcd._membership import DESIRED_MEMBERS_KEY
 from components.etcd.cluster import METRICS_PORT
-from components.etcd.membership import DESIRED_MEMBERS_KEY
 from tests.integration.test_etcd_cluster import (
     LocalStatefulSet,
     deployed,

@@ -23,7 +23,7 @@ import pymysql
 import pytest
 
 import distlock
-from components.mysql.replication import _ReplicationProvider
+from components.mysql._replication import _ReplicationProvider
 from tests.support.accounts import create_accounts
 from tests.support.etcd import EtcdCluster
 from tests.support.mariadb import MariaDBServer, random_password

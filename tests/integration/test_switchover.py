@@ -24,8 +24,8 @@ from typing import Any
 import pymysql
 import pytest
 
+from components.mysql._replication import _ReplicationProvider
 from components.mysql._switchover import TOPOLOGY_PRIVILEGES
-from components.mysql.replication import _ReplicationProvider
 from tests.support.accounts import create_accounts
 from tests.support.controlplane import ControlPlane
 from tests.support.mariadb import MariaDBServer, random_password

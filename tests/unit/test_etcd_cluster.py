@@ -17,7 +17,15 @@ import kubernetes_validate
 import pytest
 
 from components import config as stack_config
-from components.etcd import membership
+from components.etcd import _membership as membership
+from components.etcd._membership import (
+    DESIRED_MEMBERS_KEY,
+    EtcdMembershipProvider,
+    MembershipError,
+    _Gateway,
+    _Member,
+    _remove,
+)
 from components.etcd.cluster import (
     BUSYBOX,
     SCRIPTS_DIR,
@@ -26,14 +34,6 @@ from components.etcd.cluster import (
     EtcdClusterArgs,
     backend_quota_bytes,
     cluster_token,
-)
-from components.etcd.membership import (
-    DESIRED_MEMBERS_KEY,
-    EtcdMembershipProvider,
-    MembershipError,
-    _Gateway,
-    _Member,
-    _remove,
 )
 from tests.support.procs import require_binary
 from tests.unit.mocks import ProgramResult, run_program
