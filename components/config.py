@@ -531,6 +531,12 @@ class MySQLConfig(_Validated):
 
     def _problems(self) -> list[Problem]:
         init = self.replication_init
+        if self.failover.enabled and (not init.enabled or self.replicas < 2):
+            return [Problem("failover.enabled", True,
+                            f"needs {{0}} (it writes the primary record the arbiter acts on) "
+                            f"and at least 2 replicas; got replicationInit.enabled="
+                            f"{str(init.enabled).lower()}, replicas={self.replicas}",
+                            refs=("replication_init.enabled",))]
         if init.enabled and init.access == "port-forward" and len(init.endpoints) != self.replicas:
             return [Problem("replication_init.endpoints", [str(e) for e in init.endpoints],
                             f"port-forward access needs exactly {self.replicas} endpoints "

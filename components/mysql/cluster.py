@@ -86,8 +86,12 @@ import pulumi_random as random
 from components import _kube
 from components._kube import mount
 from components.config import Endpoint, MySQLConfig
-from components.mysql import credentials
-from components.mysql._replication import ReplicationInit, ReplicationInitArgs
+from components.mysql import _arbiter, credentials
+from components.mysql._replication import (
+    ReplicationInit,
+    ReplicationInitArgs,
+    cluster_lock_name,
+)
 from components.mysql.credentials import CREDENTIALS_DIR, PASSWORD_VARIABLES
 from components.mysql.flavor import FLAVORS, FlavorSpec
 
@@ -304,6 +308,11 @@ class MySQLCluster(pulumi.ComponentResource):
 
         if config.replication_init.enabled and config.replicas > 1:
             self._replication_init(name, plan, args, passwords, statefulset)
+        if config.failover.enabled:
+            _arbiter.Arbiter(f"{name}-arbiter", _arbiter_plan(plan, args),
+                             image=config.failover.image or "", labels=_arbiter_labels(plan),
+                             agent_service_account=names.labeler,
+                             opts=pulumi.ResourceOptions(parent=self, depends_on=[secret]))
 
         # The name is fixed; deriving it from the Secret makes consumers wait for it.
         self.secret_name = secret.id.apply(lambda _: names.secret)
@@ -411,6 +420,24 @@ class MySQLCluster(pulumi.ComponentResource):
                 parent=self,
                 depends_on=[statefulset, *([args.lock_service] if args.lock_service else [])]),
         )
+
+
+def _arbiter_plan(plan: _Plan, args: MySQLClusterArgs) -> _arbiter.ArbiterPlan:
+    config, names = plan.config, plan.names
+    return _arbiter.ArbiterPlan(
+        cluster=names.cluster, namespace=plan.namespace, flavor=config.flavor,
+        pods=tuple(names.pod(i) for i in range(config.replicas)),
+        hosts=tuple(names.pod_host(i) for i in range(config.replicas)), port=MYSQL_PORT,
+        secret=names.secret, record=f"{names.cluster}-primary-record",
+        topology_user="topology", replication_user=REPLICATION_USER,
+        lock_endpoints=args.lock_endpoints,
+        lock_name=cluster_lock_name(names.pod_host(0), MYSQL_PORT),
+        failover=config.failover, role_label=ROLE_LABEL)
+
+
+def _arbiter_labels(plan: _Plan) -> _kube.AppLabels:
+    return _kube.AppLabels(name="mysql-arbiter", instance=plan.config.name,
+                           component="failover-arbiter", version=plan.config.version)
 
 
 def _environment(plan: _Plan) -> list[k8s.core.v1.EnvVarArgsDict]:
@@ -633,6 +660,9 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
         ],
         "volumes": _volumes(names),
     }
+    if config.failover.enabled:
+        _arbiter.add_agent(spec, cluster=names.cluster, secret=names.secret,
+                           image=config.failover.image or "", api_volume="kube-api-access")
     _kube.place(spec, config.spread, plan.labels.selector(), config.node_selector)
     return spec
 
