@@ -94,6 +94,9 @@ class Agent:
         except concurrent.futures.TimeoutError:
             _log.warning("%s: reading %s took longer than %gs", self.label,
                          self.store.describe(), timeout)
+            # That read may never return: the next one gets a thread of its own.
+            self._reader.shutdown(wait=False, cancel_futures=True)
+            self._reader = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         except RecordError as error:
             _log.warning("%s: %s", self.label, error)
         return None
