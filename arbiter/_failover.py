@@ -172,23 +172,29 @@ class Arbiter:
 
     # --- failover ---------------------------------------------------------------------
     def _each_replica(self, record: PrimaryRecord, statement: Statement,
-                      ordinals: list[int] | None = None) -> None:
+                      ordinals: list[int] | None = None) -> dict[int, str]:
+        """Run ``statement`` on every replica at once; the errors by ordinal."""
         targets = [o for o in (ordinals if ordinals is not None
                                else range(len(self.config.servers))) if o != record.primary]
+        # STOP ... IO_THREAD waits for a thread blocked on a frozen source: allow the TTL,
+        # which the failover waits anyway.
+        timeout = self.config.failover.ttl_seconds
 
-        def run(ordinal: int) -> None:
+        def run(ordinal: int) -> str:
             try:
-                with self.servers.quick(ordinal) as server:
+                with self.servers.session(ordinal, read_timeout=max(1, int(timeout))) as server:
                     server.run(statement)
             except ServerError as error:
-                _log.info("%s", error)  # unreachable: observed as such next
+                return str(error)
+            return ""
 
         fence(self.store, record.epoch, f"running {statement.display()} on the replicas")
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
-            list(pool.map(run, targets))
+            errors = dict(zip(targets, pool.map(run, targets), strict=True))
+        return {o: e for o, e in errors.items() if e}
 
-    def _stop_receiving(self, record: PrimaryRecord) -> None:
-        self._each_replica(record, Statement(f"{self.dialect.stop.sql} IO_THREAD"))
+    def _stop_receiving(self, record: PrimaryRecord) -> dict[int, str]:
+        return self._each_replica(record, Statement(f"{self.dialect.stop.sql} IO_THREAD"))
 
     def _resume_receiving(self, record: PrimaryRecord, observed: list[Observed]) -> None:
         self._each_replica(record, Statement(f"{self.dialect.start.sql} IO_THREAD"),
@@ -226,8 +232,11 @@ class Arbiter:
                                       f"epoch {record.epoch}; not acting")
             # Frozen GTID sets: the choice cannot go stale, and an old primary that is
             # only cut off from us loses its semi-sync acknowledgements from here on.
-            self._stop_receiving(record)
-            observed = self.observe_all(record)
+            unfrozen = self._stop_receiving(record)
+            # A replica that may still be receiving cannot be judged: treated as absent.
+            observed = [Observed(s.ordinal, error=f"could not stop receiving: "
+                                 f"{unfrozen[s.ordinal]}") if s.ordinal in unfrozen else s
+                        for s in self.observe_all(record)]
             choice = choose(self.dialect.flavor, observed,
                             max_lag=self.config.failover.max_lag_seconds,
                             excluded=self.state.excluded)
@@ -315,12 +324,13 @@ class Arbiter:
             return False
 
     def _wait_applied(self, candidate: Observed) -> None:
-        position = candidate.retrieved
-        if not position:
-            return
+        """Until the candidate applied its whole relay log (read again: it is final now)."""
+        column = RETRIEVED_COLUMN[self.dialect.flavor]
         deadline = time.monotonic() + self.config.failover.apply_timeout_seconds
         with self.servers.session(candidate.ordinal, read_timeout=30) as server:
-            while True:
+            position = str((server.one(self.dialect.status) or {}).get(column) or "")
+            position = position.replace("\n", "")
+            while position:
                 row = server.one(self.dialect.wait_for(position, 1)) or {}
                 if self.dialect.wait_reached(row.get("result")):
                     return
