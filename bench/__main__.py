@@ -1,4 +1,4 @@
-"""``venv/bin/python -m bench [seeding|locks|kube-locks|refresh|program|all] [--quick] [...]``
+"""``venv/bin/python -m bench [BENCHMARK ...|all] [--quick] [...]``, BENCHMARK one of NAMES.
 
 One command runs every benchmark (or the ones named) at its default size, prints each
 report's tables and targets, and writes them as JSON under ``bench/results/``.
@@ -21,7 +21,7 @@ from pathlib import Path
 from bench._procs import BenchUnavailable
 from bench._report import RESULTS_DIR, Report, machine
 
-NAMES = ("seeding", "locks", "kube-locks", "refresh", "program")
+NAMES = ("seeding", "locks", "kube-locks", "refresh", "program", "failover")
 
 
 def _positive(text: str) -> int:
@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     program = parser.add_argument_group("program")
     program.add_argument("--runs", type=_positive, default=None,
                          help="program runs, each in a fresh interpreter (default 5; quick 2)")
+    failover = parser.add_argument_group("failover")
+    failover.add_argument("--rounds", type=_positive, default=None,
+                          help="primaries SIGKILLed, one failover each (default 20; quick 2)")
     return parser
 
 
@@ -115,8 +118,13 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Report]]:
 
         return run(ProgramOptions(runs=pick(args.runs, 5, 2)))
 
+    def failover() -> Report:
+        from bench.failover import FailoverOptions, run  # noqa: PLC0415
+
+        return run(FailoverOptions(rounds=pick(args.rounds, 20, 2), workdir=args.workdir))
+
     return {"seeding": seeding, "locks": locks, "kube-locks": kube_locks, "refresh": refresh,
-            "program": program}
+            "program": program, "failover": failover}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

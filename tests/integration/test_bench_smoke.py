@@ -80,3 +80,10 @@ def test_refresh_benchmark_runs(tmp_path: Path) -> None:
 
 def test_program_benchmark_runs(tmp_path: Path) -> None:
     _measured(_bench("program", tmp_path))
+
+
+def test_failover_benchmark_runs(tmp_path: Path) -> None:
+    require_binary("mariadbd", "mariadb-install-db")
+    report = _bench("failover", tmp_path)
+    _measured(report)
+    assert len(report["tables"][0]["rows"]) == 2
