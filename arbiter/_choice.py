@@ -14,7 +14,10 @@ The rules (issue 20), each a field of :class:`Observed`, checked in :func:`choos
   was once primary, with no other survivor, would look errant: MOCO#419's failure mode);
   MySQL's UUID sets are exact.
 - **lag within maxLagSeconds**, both threads' errors clear: a replica whose applier
-  stopped on an error has a relay log it cannot apply.
+  stopped on an error has a relay log it cannot apply. MariaDB reports no lag (NULL)
+  once its source is gone, so the leader judges by the lag it sampled while the primary
+  was healthy (:func:`effective_lag`): a lag that came from a relay-log backlog ends when
+  the backlog is applied; one without a backlog (the replica was not receiving) stays.
 
 Pure functions of what the servers reported, so every rule is unit-tested without servers.
 """
@@ -44,6 +47,15 @@ class Observed:
     executed: str = ""              # every GTID it holds
     retrieved: str = ""             # GTIDs in its relay log (received from its source)
     recorded_primary: bool = False  # the record names it (it restarted read-only)
+    # The lag to judge by, when the arbiter knows better than the server's
+    # Seconds_Behind_Master (which MariaDB reports as NULL once its source is gone).
+    lag_seconds: int | None = None
+
+    @property
+    def lag(self) -> int | None:
+        if self.lag_seconds is not None:
+            return self.lag_seconds
+        return self.status.lag_seconds if self.status else None
 
     @property
     def reachable(self) -> bool:
@@ -102,6 +114,30 @@ def errant_gtids(flavor: str, server: Observed, others: Sequence[Observed]) -> s
     return ",".join(kept)
 
 
+@dataclass(frozen=True)
+class LagSample:
+    """A replica's lag as sampled while the primary was healthy."""
+
+    seconds: int | None
+    backlog: bool   # it had retrieved transactions it had not applied yet
+
+
+def backlog(flavor: str, server: Observed) -> bool:
+    return bool(server.retrieved) and bool(
+        missing_gtids(flavor, server.retrieved, server.executed))  # type: ignore[arg-type]
+
+
+def effective_lag(flavor: str, server: Observed, sample: LagSample | None) -> int | None:
+    """The lag to judge ``server`` by during a failover (see the module docstring)."""
+    if server.status is None or server.status.lag_seconds is not None:
+        return server.status.lag_seconds if server.status else None
+    if sample is None or sample.seconds is None:
+        return None
+    if sample.backlog and not backlog(flavor, server):
+        return 0  # what it lagged by was in its relay log, and it has applied it all
+    return sample.seconds
+
+
 def _lag_problem(server: Observed, max_lag: int) -> str:
     status = server.status
     if status is None or not status.configured:
@@ -110,8 +146,8 @@ def _lag_problem(server: Observed, max_lag: int) -> str:
         return f"its SQL thread stopped on error {status.last_sql_errno}: {status.last_sql_error}"
     if not status.sql_running:
         return "its SQL thread is stopped"
-    if status.lag_seconds is not None and status.lag_seconds > max_lag:
-        return f"lag {status.lag_seconds}s is beyond maxLagSeconds={max_lag}"
+    if server.lag is not None and server.lag > max_lag:
+        return f"lag {server.lag}s is beyond maxLagSeconds={max_lag}"
     return ""
 
 
@@ -166,7 +202,7 @@ def choose(flavor: str, observed: Sequence[Observed], *, max_lag: int,
     if not qualified:
         return Choice(None, refused, errant)
     best = min(qualified, key=lambda s: (not s.recorded_primary,
-                                         (s.status.lag_seconds or 0) if s.status else 0,
+                                         s.lag or 0,
                                          s.ordinal))
     for server in qualified:
         if server is not best:

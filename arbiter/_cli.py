@@ -19,8 +19,7 @@ from types import FrameType
 from arbiter._agent import Agent
 from arbiter._config import ConfigError, load
 from arbiter._failover import Arbiter
-from arbiter._kube import Kube
-from components.mysql._record import KubernetesRecordStore
+from arbiter._kube import Kube, RecordStore
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,8 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         sys.stderr.write(f"{error}\n")
         return 2
-    store = KubernetesRecordStore(config.record_namespace, config.record_name,
-                                  kubeconfig=config.kubeconfig)
+    store = RecordStore(config.record_namespace, config.record_name,
+                        kubeconfig=config.kubeconfig)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -40,7 +41,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import distlock
-from arbiter._choice import RETRIEVED_COLUMN, Choice, Observed, choose
+from arbiter._choice import (
+    RETRIEVED_COLUMN,
+    Choice,
+    LagSample,
+    Observed,
+    backlog,
+    choose,
+    effective_lag,
+)
 from arbiter._config import Config
 from arbiter._kube import Kube, Status
 from arbiter._servers import ServerError, Servers
@@ -67,6 +76,7 @@ class _State:
     failures: int = 0
     last_report: str = ""
     excluded: dict[int, str] = field(default_factory=dict)
+    lags: dict[int, LagSample] = field(default_factory=dict)
 
 
 class Arbiter:
@@ -234,8 +244,11 @@ class Arbiter:
             # only cut off from us loses its semi-sync acknowledgements from here on.
             unfrozen = self._stop_receiving(record)
             # A replica that may still be receiving cannot be judged: treated as absent.
+            flavor = self.dialect.flavor
             observed = [Observed(s.ordinal, error=f"could not stop receiving: "
-                                 f"{unfrozen[s.ordinal]}") if s.ordinal in unfrozen else s
+                                 f"{unfrozen[s.ordinal]}") if s.ordinal in unfrozen else
+                        dataclasses.replace(s, lag_seconds=effective_lag(
+                            flavor, s, self.state.lags.get(s.ordinal)))
                         for s in self.observe_all(record)]
             choice = choose(self.dialect.flavor, observed,
                             max_lag=self.config.failover.max_lag_seconds,
@@ -355,6 +368,9 @@ class Arbiter:
             ordinal = seen.ordinal
             if ordinal == record.primary:
                 continue
+            if seen.status is not None:
+                self.state.lags[ordinal] = LagSample(seen.status.lag_seconds,
+                                                     backlog(self.dialect.flavor, seen))
             status = seen.status
             following = (status is not None and status.source_host == source.host
                          and status.source_port == source.port)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arbiter._config import Config
+from components.mysql._record import KubernetesRecordStore
 
 _log = logging.getLogger("arbiter")
 COMPONENT = "mysql-arbiter"
@@ -41,6 +42,25 @@ class Status:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class RecordStore(KubernetesRecordStore):
+    """The record, through one API client for the process's life.
+
+    The engine's store builds a client per call (right for a provider process that runs
+    a handful of calls); the agent reads every period, and a TLS handshake plus a
+    kubeconfig parse per read took longer than a period on a loaded node, which is a
+    missed confirmation.
+    """
+
+    def __init__(self, namespace: str, name: str, *, kubeconfig: str | None = None) -> None:
+        super().__init__(namespace, name, kubeconfig=kubeconfig)
+        self._client: Any = None
+
+    def _api(self) -> Any:
+        if self._client is None:
+            self._client = super()._api()
+        return self._client
 
 
 class Kube:

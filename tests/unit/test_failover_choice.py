@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from arbiter._choice import Observed, choose, errant_gtids
+from arbiter._choice import LagSample, Observed, choose, effective_lag, errant_gtids
 from arbiter._config import ConfigError, load
 from components.mysql._replication_sql import ReplicaStatus
 
@@ -154,3 +154,15 @@ def test_config_refuses_an_empty_password_file(tmp_path: Path) -> None:
     (tmp_path / "topology").write_text("\n")
     with pytest.raises(ConfigError, match="is empty"):
         load(path)
+
+
+def test_lag_from_a_backlog_ends_once_the_backlog_is_applied() -> None:
+    # NULL lag (the source is gone): judged by the sample taken while it was healthy.
+    gone = replica(1, "0-1-100", "0-1-100", lag=None)
+    assert effective_lag("mariadb", gone, LagSample(90, backlog=True)) == 0
+    behind = replica(1, "0-1-80", "0-1-100", lag=None)
+    assert effective_lag("mariadb", behind, LagSample(90, backlog=True)) == 90
+    # A lag without a backlog: it was not receiving; applying its relay log changes nothing.
+    assert effective_lag("mariadb", gone, LagSample(90, backlog=False)) == 90
+    assert effective_lag("mariadb", gone, None) is None
+    assert effective_lag("mariadb", replica(1, "0-1-100", lag=7), LagSample(90, True)) == 7
