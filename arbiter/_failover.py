@@ -87,6 +87,10 @@ class Arbiter:
         self.dialect = config.dialect
         period = config.failover.period_seconds
         self.servers = Servers(config, timeout=period)
+        # A check is failed when it takes longer than a period (that is what failed
+        # means); reading a server's replication state only has to finish, on a node
+        # that may be loaded: a timeout there would hide a survivor from the choice.
+        self._observe_timeout = max(period, 2.0)
         self.state = _State()
 
     # --- the loop -------------------------------------------------------------------
@@ -97,6 +101,10 @@ class Arbiter:
                                           ttl=cfg.failover.ttl_seconds,
                                           namespace=cfg.lock_namespace,
                                           kubeconfig=cfg.kubeconfig, identity="arbiter")
+        # The first read builds the API client (seconds on a loaded node): done before
+        # campaigning, so a new leader's first check is not late by that much.
+        with contextlib.suppress(RecordError):
+            self.store.read()
         with distlock.open_backend(cfg.lock_backend, options) as session:
             leader = session.lock(cfg.leader_lock_name)
             while not stop.is_set():
@@ -161,7 +169,7 @@ class Arbiter:
     def observe(self, ordinal: int, record: PrimaryRecord) -> Observed:
         dialect = self.dialect
         try:
-            with self.servers.quick(ordinal) as server:
+            with self.servers.quick(ordinal, timeout=self._observe_timeout) as server:
                 row = server.one(dialect.status)
                 variables = server.one(dialect.replica_variables) or {}
                 read_only = dialect.is_read_only(server.one(dialect.read_only_state))
@@ -250,6 +258,11 @@ class Arbiter:
                         dataclasses.replace(s, lag_seconds=effective_lag(
                             flavor, s, self.state.lags.get(s.ordinal)))
                         for s in self.observe_all(record)]
+            _log.info("observed under epoch %d: %s", token, "; ".join(
+                f"server {s.ordinal}: " + (s.error or f"lag {s.lag} (sample "
+                                           f"{self.state.lags.get(s.ordinal)}), executed "
+                                           f"{s.executed}, retrieved {s.retrieved}")
+                for s in observed))
             choice = choose(self.dialect.flavor, observed,
                             max_lag=self.config.failover.max_lag_seconds,
                             excluded=self.state.excluded)
@@ -368,7 +381,9 @@ class Arbiter:
             ordinal = seen.ordinal
             if ordinal == record.primary:
                 continue
-            if seen.status is not None:
+            # NULL lag means a thread is not running (the primary may have died since
+            # the check): the last real figure stays the one to judge by.
+            if seen.status is not None and seen.status.lag_seconds is not None:
                 self.state.lags[ordinal] = LagSample(seen.status.lag_seconds,
                                                      backlog(self.dialect.flavor, seen))
             status = seen.status

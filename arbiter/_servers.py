@@ -74,11 +74,12 @@ class Servers:
                        self.config.topology_user, self.config.topology_password,
                        timeout=self.timeout, read_timeout=read_timeout)
 
-    def quick(self, ordinal: int) -> contextlib.AbstractContextManager[Session]:
-        """A session whose every wait is bounded by the check timeout."""
+    def quick(self, ordinal: int, *, timeout: float | None = None
+              ) -> contextlib.AbstractContextManager[Session]:
+        """A session whose every wait is bounded by the check timeout (or ``timeout``)."""
         return connect(self.label(ordinal), self.config.servers[ordinal],
                        self.config.topology_user, self.config.topology_password,
-                       timeout=self.timeout)
+                       timeout=timeout if timeout is not None else self.timeout)
 
     def label(self, ordinal: int) -> str:
         return self.config.label(ordinal)
