@@ -1,9 +1,10 @@
 """MySQLCluster: a replicated MySQL 8.4 or MariaDB StatefulSet with one primary.
 
 Topology. Ordinal 0 is always the primary and every other ordinal a replica of it (GTID
-replication). There is no automatic failover: a primary that moves by itself is how
-split brain and errant GTIDs happen, and the pod scripts never reset replication on a
-primary. What each pod does is fixed by the pod contract
+replication). The pod scripts never move the primary or reset replication on one: a
+primary that moves by itself is how split brain and errant GTIDs happen. Automatic
+failover is opt-in (``mysql.failover``): a fenced arbiter and an agent per pod do it
+(``_arbiter.py``, ``arbiter/``). What each pod does is fixed by the pod contract
 (``components/mysql/scripts/CONTRACT.md``): this module gives the scripts exactly the
 names, environment, mounts and invocations written there, and nothing else.
 
