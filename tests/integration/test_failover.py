@@ -36,6 +36,8 @@ from typing import Any
 
 import pytest
 
+from components.config import FailoverConfig
+from components.mysql import _arbiter
 from components.mysql._record import KubernetesRecordStore
 from components.mysql._switchover import TOPOLOGY_PRIVILEGES
 from tests.integration.test_switchover import NAMESPACE, Cluster, Template, Writer
@@ -48,6 +50,8 @@ from tests.support.procs import LOCALHOST, ManagedProcess, wait_until
 pytestmark = pytest.mark.integration
 
 ADMIN, TOPOLOGY, APP, REPL = "admin", "topology", "app", "repl"
+ROLE_LABEL = "mysql-cluster.io/role"
+_CAMEL = {"api_groups": "apiGroups", "resource_names": "resourceNames"}
 REPO = Path(__file__).resolve().parents[2]
 TTL, CHECKS, PERIOD = 3.0, 3, 0.5
 # A failover takes checks x period to detect, ttl + period to fence, then the promotion.
@@ -100,6 +104,7 @@ class Failover:
     base: Path
     etcd: EtcdCluster
     config_path: Path = field(init=False)
+    agent_config_path: Path | None = None
     agents: list[ManagedProcess] = field(default_factory=list)
     arbiters: list[ManagedProcess] = field(default_factory=list)
 
@@ -129,19 +134,70 @@ class Failover:
         self.config_path = self.base / "arbiter.json"
         self.config_path.write_text(json.dumps(config))
 
-    def _process(self, name: str, *args: str) -> ManagedProcess:
+    def _process(self, name: str, *args: str, config: Path | None = None) -> ManagedProcess:
         return ManagedProcess(name, [sys.executable, "-m", "arbiter", *args,
-                                     "--config", str(self.config_path)],
+                                     "--config", str(config or self.config_path)],
                               log_dir=self.base, cwd=REPO,
                               env={"PYTHONPATH": str(REPO)}).start()
 
     def start_agents(self) -> None:
-        self.agents = [self._process(f"agent-{o}", "agent", "--ordinal", str(o))
+        self.agents = [self._process(f"agent-{o}", "agent", "--ordinal", str(o),
+                                     config=self.agent_config_path)
                        for o in range(len(self.servers))]
 
     def start_arbiters(self, count: int = 2) -> None:
         self.arbiters += [self._process(f"arbiter-{len(self.arbiters) + i}", "run")
                           for i in range(count)]
+
+    def pods(self) -> list[str]:
+        return [f"{self.cluster.record_name}-{o}" for o in range(len(self.servers))]
+
+    def restrict_rbac(self) -> None:
+        """Arbiters and agents as ServiceAccounts holding only the component's Roles, and
+        pods for the role labels: what they write in a cluster, with no more rights."""
+        from kubernetes import client  # noqa: PLC0415
+
+        plane, name = self.cluster.plane, self.cluster.record_name
+        api = plane.admin_client()
+        core: Any = client.CoreV1Api(api)
+        rbac: Any = client.RbacAuthorizationV1Api(api)
+        for pod in self.pods():
+            core.create_namespaced_pod(NAMESPACE, {
+                "metadata": {"name": pod, "labels": {ROLE_LABEL: "none"}},
+                "spec": {"containers": [{"name": "mysql", "image": "mariadb:11.4.8"}]}})
+        plan = _arbiter.ArbiterPlan(
+            cluster=name, namespace=NAMESPACE, flavor="mariadb", pods=tuple(self.pods()),
+            hosts=(), port=3306, secret="", record=name, topology_user=TOPOLOGY,
+            replication_user=REPL, lock_endpoints=tuple(self.etcd.endpoints), lock_name="",
+            failover=FailoverConfig(), role_label=ROLE_LABEL)
+        kubeconfigs = {}
+        for who, rules in (("arbiter", _arbiter.arbiter_rules(plan)),
+                           ("agent", _arbiter.agent_rules(plan))):
+            role = f"{name}-{who}"
+            rbac.create_namespaced_role(NAMESPACE, {"metadata": {"name": role}, "rules": [
+                {_CAMEL.get(k, k): v for k, v in rule.items()} for rule in rules]})
+            rbac.create_namespaced_role_binding(NAMESPACE, {
+                "metadata": {"name": role},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                            "name": role},
+                "subjects": [{"kind": "ServiceAccount", "name": role,
+                              "namespace": NAMESPACE}]})
+            token = plane.service_account_token(NAMESPACE, role)
+            kubeconfigs[who] = plane.write_kubeconfig(self.base / f"{who}.kubeconfig",
+                                                      token=token)
+        config = json.loads(self.config_path.read_text())
+        agent = {**config, "kubeconfig": str(kubeconfigs["agent"])}
+        self.agent_config_path = self.base / "agent.json"
+        self.agent_config_path.write_text(json.dumps(agent))
+        config.update(kubeconfig=str(kubeconfigs["arbiter"]), pods=self.pods())
+        self.config_path.write_text(json.dumps(config))
+
+    def roles(self) -> list[str]:
+        from kubernetes import client  # noqa: PLC0415
+
+        core: Any = client.CoreV1Api(self.cluster.plane.admin_client())
+        return [core.read_namespaced_pod(pod, NAMESPACE).metadata.labels[ROLE_LABEL]
+                for pod in self.pods()]
 
     def leader(self) -> ManagedProcess:
         def find() -> ManagedProcess | None:
@@ -501,6 +557,8 @@ def test_every_replica_beyond_max_lag_no_promotion_and_the_reason_is_reported(
 
 def test_an_old_primary_returning_with_an_errant_write_is_kept_out_and_reported(
         failover: Failover) -> None:
+    """Run with only the component's RBAC: everything the arbiter writes, it may write."""
+    failover.restrict_rbac()
     failover.start_agents()
     failover.start_arbiters()
     failover.leader()
@@ -517,6 +575,10 @@ def test_an_old_primary_returning_with_an_errant_write_is_kept_out_and_reported(
     # a tail the engine had not marked committed yet, errant or not.
     primary.stop()
     after = failover.wait_failover(before)
+    wait_until(lambda: failover.roles().count("primary") == 1, timeout=30,
+               what="the role labels to move")
+    assert failover.roles()[after[0]] == "primary"
+    assert failover.roles().count("replica") == 2
     primary.start()
     wait_until(lambda: "0" in _excluded(failover), timeout=FAILOVER_TIMEOUT,
                what=f"the old primary to be kept out ({failover.status()})")
