@@ -85,7 +85,7 @@ class Agent:
         else:
             self.confirmed_at = None
             self.fenced = True
-            self.demote(f"the record names server {record.primary} (epoch {record.epoch})")
+            self.demote(f"the record names {record.describe()} (epoch {record.epoch})")
 
     def _read(self, timeout: float) -> PrimaryRecord | None:
         future = self._reader.submit(self.store.read)

@@ -53,7 +53,13 @@ from arbiter._choice import (
 from arbiter._config import Config
 from arbiter._kube import Kube, Status
 from arbiter._servers import ServerError, Servers
-from components.mysql._record import PrimaryRecord, RecordError, RecordStore, fence
+from components.mysql._record import (
+    KubernetesPodLabels,
+    PrimaryRecord,
+    RecordError,
+    RecordStore,
+    fence,
+)
 from components.mysql._replication_sql import Statement, missing_gtids
 from components.mysql._switchover import Source, make_writable, repoint
 
@@ -136,11 +142,14 @@ class Arbiter:
             self._report("waiting", f"{self.store.describe()} does not exist yet: `pulumi up` "
                          "writes it")
             return
-        check = self.check(record.primary)
+        # A fenced record (a switchover moving the primary) names no writable server: a
+        # failed check too; under the lock, one still fenced is a switchover that died.
+        check = Check(False, "the record is fenced (no primary)") if record.fenced \
+            else self.check(record.authority)
         cfg = self.config.failover
         if check.ok:
             if self.state.failures:
-                self._report("watching", f"{self.servers.label(record.primary)} is healthy "
+                self._report("watching", f"{self.servers.label(record.authority)} is healthy "
                              f"again after {self.state.failures} failed check(s), fewer than "
                              f"checks={cfg.checks}: no failover", record=record)
             self.state.failures = 0
@@ -149,7 +158,7 @@ class Arbiter:
         self.state.failures += 1
         if self.state.failures < cfg.checks:
             _log.info("check %d/%d of %s failed: %s", self.state.failures, cfg.checks,
-                      self.servers.label(record.primary), check.reason)
+                      self.servers.label(record.authority), check.reason)
             return
         self.failover(session, leader, record, check.reason)
 
@@ -175,12 +184,12 @@ class Arbiter:
                 read_only = dialect.is_read_only(server.one(dialect.read_only_state))
                 executed = dialect.executed_set(server.one(dialect.executed))
         except ServerError as error:
-            return Observed(ordinal, error=str(error), recorded_primary=ordinal == record.primary)
+            return Observed(ordinal, error=str(error), recorded_primary=ordinal == record.authority)
         status = dialect.parse_status(row, variables) if row else None
         retrieved = str((row or {}).get(RETRIEVED_COLUMN[dialect.flavor]) or "")
         return Observed(ordinal, read_only=read_only, status=status, executed=executed,
                         retrieved=retrieved.replace("\n", ""),
-                        recorded_primary=ordinal == record.primary)
+                        recorded_primary=ordinal == record.authority)
 
     def observe_all(self, record: PrimaryRecord) -> list[Observed]:
         """Every server at once: a failover waits for the slowest, not for the sum."""
@@ -193,7 +202,7 @@ class Arbiter:
                       ordinals: list[int] | None = None) -> dict[int, str]:
         """Run ``statement`` on every replica at once; the errors by ordinal."""
         targets = [o for o in (ordinals if ordinals is not None
-                               else range(len(self.config.servers))) if o != record.primary]
+                               else range(len(self.config.servers))) if o != record.authority]
         # STOP ... IO_THREAD waits for a thread blocked on a frozen source: allow the TTL,
         # which the failover waits anyway.
         timeout = self.config.failover.ttl_seconds
@@ -240,7 +249,7 @@ class Arbiter:
                 # Someone (a switchover, another leader) moved the record meanwhile.
                 self.state.failures = 0
                 return
-            check = self.check(record.primary)
+            check = Check(False, "fenced") if record.fenced else self.check(record.authority)
             if check.ok:
                 self.state.failures = 0
                 return
@@ -269,11 +278,11 @@ class Arbiter:
             self.state.excluded.update({o: f"errant GTIDs {g}" for o, g in choice.errant.items()})
             if choice.candidate is None:
                 self._resume_receiving(record, observed)
-                self._report("blocked", f"primary {self.servers.label(record.primary)} "
+                self._report("blocked", f"primary {self.servers.label(record.authority)} "
                              f"failed ({reason}); {choice.reason()}", warning=True,
                              record=record)
                 return
-            self._report("promoting", f"primary {self.servers.label(record.primary)} failed "
+            self._report("promoting", f"primary {self.servers.label(record.authority)} failed "
                          f"{self.config.failover.checks} checks ({reason}); promoting "
                          f"under epoch {token}: {choice.reason()}", record=record, epoch=token)
             self._promote(leader, lock, record, choice, observed=observed, epoch=token)
@@ -292,7 +301,7 @@ class Arbiter:
                  choice: Choice, *, observed: list[Observed], epoch: int) -> None:
         cfg, dialect, servers = self.config, self.dialect, self.servers
         assert choice.candidate is not None
-        new, old = choice.candidate.ordinal, record.primary
+        new, old = choice.candidate.ordinal, record.authority
         leader.check()
         # 1. The record names the candidate: from here the old primary's agent demotes.
         self.store.write(new, epoch, record)
@@ -335,9 +344,10 @@ class Arbiter:
                         store=self.store, demote=server.ordinal == old)
             except ServerError as error:
                 _log.warning("repointing after the failover: %s", error)
-        if self.kube is not None and cfg.pods:
+        if cfg.pods:
             self._guard(leader, lock, epoch, "moving the role labels")
-            self.kube.move_labels(new, epoch)
+            KubernetesPodLabels(cfg.record_namespace, cfg.pods,
+                                kubeconfig=cfg.kubeconfig).move(new, epoch)
 
     def _fence_old(self, old: int, epoch: int) -> bool:
         """Best effort: make the old primary read-only ourselves; True if it is now."""
@@ -375,11 +385,11 @@ class Arbiter:
     # --- rejoin -----------------------------------------------------------------------
     def _rejoin(self, session: distlock.LockBackend, leader: distlock.Lock,
                 record: PrimaryRecord) -> None:
-        source = self.config.sources[record.primary]
+        source = self.config.sources[record.authority]
         strays = []
         for seen in self.observe_all(record):
             ordinal = seen.ordinal
-            if ordinal == record.primary:
+            if ordinal == record.authority:
                 continue
             # NULL lag means a thread is not running (the primary may have died since
             # the check): the last real figure stays the one to judge by.
@@ -397,7 +407,7 @@ class Arbiter:
         if not strays:
             return
         try:
-            with self.servers.quick(record.primary) as primary:
+            with self.servers.quick(record.authority) as primary:
                 primary_executed = self.dialect.executed_set(primary.one(self.dialect.executed))
         except ServerError:
             return
@@ -414,26 +424,26 @@ class Arbiter:
             # Two writable servers: the one the record does not name stops first.
             self._fence_old(seen.ordinal, record.epoch)
             self._report("fenced", f"{label} was writable but the record names "
-                         f"{self.servers.label(record.primary)}: made read-only", warning=True)
+                         f"{self.servers.label(record.authority)}: made read-only", warning=True)
         errant = missing_gtids(self.dialect.flavor, seen.executed, primary_executed)
         if errant:
             why = (f"errant GTIDs {errant} (transactions the primary "
-                   f"{self.servers.label(record.primary)} never had); kept out, read-only "
+                   f"{self.servers.label(record.authority)} never had); kept out, read-only "
                    "and not replicating: inspect them, then rebuild or repair it by hand")
             if self.state.excluded.get(seen.ordinal) != why:
                 self.state.excluded[seen.ordinal] = why
                 self._report("excluded", f"{label}: {why}", warning=True)
             return
-        source = self.config.sources[record.primary]
+        source = self.config.sources[record.authority]
         if seen.status is not None and seen.status.source_host == source.host \
                 and seen.status.source_port == source.port:
             return  # it follows the primary already; it only had to stop being writable
-        repoint(self.servers, self.dialect, seen.ordinal, source=self._source(record.primary),
+        repoint(self.servers, self.dialect, seen.ordinal, source=self._source(record.authority),
                 epoch=record.epoch, store=self.store, demote=True)
         self.state.excluded.pop(seen.ordinal, None)
         self._report("rejoined", f"{label} replicates from "
-                     f"{self.servers.label(record.primary)} again", epoch=record.epoch,
-                     primary=record.primary)
+                     f"{self.servers.label(record.authority)} again", epoch=record.epoch,
+                     primary=record.authority)
 
     # --- reporting --------------------------------------------------------------------
     def _report(self, state: str, reason: str, *, warning: bool = False,
@@ -443,7 +453,7 @@ class Arbiter:
             with contextlib.suppress(RecordError):
                 record = self.store.read()
         status = Status(state, reason,
-                        primary if primary is not None else (record.primary if record else -1),
+                        primary if primary is not None else (record.authority if record else -1),
                         epoch if epoch is not None else (record.epoch if record else 0),
                         dict(self.state.excluded))
         # One Event per change of state: a blocked failover retried every period (its

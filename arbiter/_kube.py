@@ -1,10 +1,10 @@
-"""What the arbiter writes in the Kubernetes API besides the record: status, events, labels.
+"""What the arbiter writes in the Kubernetes API besides the record and the role labels.
 
-Exactly these three, because its RBAC allows no more (the component's Role): the status
-ConfigMap (``<record>-failover``) holds the leader's latest decision so that "why was
-there no failover?" has one place to look; an Event per decision shows in
-``kubectl get events``; and the role labels of the cluster's own pods move with the
-primary so the ``-primary``/``-read`` Services follow the record.
+Its RBAC allows no more (the component's Role): the status ConfigMap (``<record>-failover``)
+holds the leader's latest decision so that "why was there no failover?" has one place
+to look, and an Event per change of state shows in ``kubectl get events``. (The role
+labels move through the engine's :class:`~components.mysql._record.KubernetesPodLabels`,
+as a switchover moves them.)
 
 The Kubernetes client is imported inside the calls (the agent never needs it for more
 than the record, and unit tests of the decision logic need no client at all).
@@ -116,19 +116,3 @@ class Kube:
             "source": {"component": COMPONENT},
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         })
-
-    def move_labels(self, primary: int, epoch: int) -> None:
-        """The switchover engine's labeller: replicas first, so no instant has two primaries."""
-        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
-
-        cfg = self.config
-        order = [o for o in range(len(cfg.pods)) if o != primary] + [primary]
-        for ordinal in order:
-            role = "primary" if ordinal == primary else "replica"
-            patch = {"metadata": {"labels": {cfg.role_label: role}}}
-            try:
-                self.core().patch_namespaced_pod(cfg.pods[ordinal], cfg.record_namespace, patch)
-            except ApiException as error:
-                if error.status != 404:  # a pod being recreated labels itself from the record
-                    raise RuntimeError(f"labelling pod {cfg.pods[ordinal]} {role} (epoch "
-                                       f"{epoch}): {error.status} {error.reason}") from None

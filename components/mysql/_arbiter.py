@@ -42,9 +42,9 @@ ARBITER_CONFIG = "arbiter.json"
 AGENT_CONFIG = "agent.json"
 # The arbiter image's non-root user (deploy/arbiter/Dockerfile).
 ARBITER_UID = 1000
-# Keys of the cluster's credentials Secret the arbiter reads: the topology account of the
-# switchover (issue 13, bootstrap-users.sh) and the replication account.
-TOPOLOGY_SECRET_KEY = "topology-password"  # noqa: S105 - a Secret key's name, not a password
+# Keys of the cluster's credentials Secret the arbiter reads: the topology account
+# (bootstrap-users.sh: read_only, sessions, replication statements) and the replication one.
+TOPOLOGY_SECRET_KEY = credentials.secret_key("topology")
 REPLICATION_SECRET_KEY = credentials.secret_key("replication")
 
 

@@ -38,19 +38,17 @@ import pytest
 
 from components.config import FailoverConfig
 from components.mysql import _arbiter
-from components.mysql._record import KubernetesRecordStore
-from components.mysql._switchover import TOPOLOGY_PRIVILEGES
-from tests.integration.test_switchover import NAMESPACE, Cluster, Template, Writer
+from components.mysql._record import ROLE_LABEL, KubernetesRecordStore
 from tests.support.accounts import create_accounts
 from tests.support.controlplane import ControlPlane
 from tests.support.etcd import EtcdCluster
-from tests.support.mariadb import MariaDBServer, random_password
+from tests.support.mariadb import DEBIAN, MariaDBServer, random_password
 from tests.support.procs import LOCALHOST, ManagedProcess, wait_until
+from tests.support.switchover import NAMESPACE, Cluster, Template, Writer
 
 pytestmark = pytest.mark.integration
 
 ADMIN, TOPOLOGY, APP, REPL = "admin", "topology", "app", "repl"
-ROLE_LABEL = "mysql-cluster.io/role"
 _CAMEL = {"api_groups": "apiGroups", "resource_names": "resourceNames"}
 REPO = Path(__file__).resolve().parents[2]
 TTL, CHECKS, PERIOD = 3.0, 3, 0.5
@@ -70,13 +68,12 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     passwords = {name: random_password() for name in (ADMIN, TOPOLOGY, APP, REPL)}
     server = MariaDBServer(base, name="template").initialize()
     try:
-        create_accounts(server, users={ADMIN, REPL}, passwords={
+        # The accounts exactly as bootstrap-users.sh makes them in the pods.
+        create_accounts(server, users={ADMIN, REPL, TOPOLOGY}, passwords={
             "ADMIN": passwords[ADMIN], "REPLICATION": passwords[REPL],
-            "MONITOR": random_password(), "BACKUP": random_password()})
+            "MONITOR": random_password(), "BACKUP": random_password(),
+            "TOPOLOGY": passwords[TOPOLOGY]})
         with server.cursor() as cursor:
-            cursor.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (TOPOLOGY, passwords[TOPOLOGY]))
-            cursor.execute(f"GRANT {TOPOLOGY_PRIVILEGES['mariadb']} ON *.* TO %s@'%%'",
-                           (TOPOLOGY,))
             cursor.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (APP, passwords[APP]))
             cursor.execute("CREATE DATABASE app")
             cursor.execute("CREATE TABLE app.log (seq BIGINT PRIMARY KEY, epoch BIGINT, "
@@ -84,7 +81,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
             cursor.execute("GRANT SELECT, INSERT ON app.* TO %s@'%%'", (APP,))
     finally:
         server.stop()
-    return Template(server.data_dir, server.root_password, passwords)
+    return Template(server.data_dir, server.root_password, passwords, DEBIAN)
 
 
 @pytest.fixture(scope="module")
@@ -149,9 +146,6 @@ class Failover:
         self.arbiters += [self._process(f"arbiter-{len(self.arbiters) + i}", "run")
                           for i in range(count)]
 
-    def pods(self) -> list[str]:
-        return [f"{self.cluster.record_name}-{o}" for o in range(len(self.servers))]
-
     def restrict_rbac(self) -> None:
         """Arbiters and agents as ServiceAccounts holding only the component's Roles, and
         pods for the role labels: what they write in a cluster, with no more rights."""
@@ -159,14 +153,10 @@ class Failover:
 
         plane, name = self.cluster.plane, self.cluster.record_name
         api = plane.admin_client()
-        core: Any = client.CoreV1Api(api)
         rbac: Any = client.RbacAuthorizationV1Api(api)
-        for pod in self.pods():
-            core.create_namespaced_pod(NAMESPACE, {
-                "metadata": {"name": pod, "labels": {ROLE_LABEL: "none"}},
-                "spec": {"containers": [{"name": "mysql", "image": "mariadb:11.4.8"}]}})
+        self.cluster.create_pods()
         plan = _arbiter.ArbiterPlan(
-            cluster=name, namespace=NAMESPACE, flavor="mariadb", pods=tuple(self.pods()),
+            cluster=name, namespace=NAMESPACE, flavor="mariadb", pods=tuple(self.cluster.pods),
             hosts=(), port=3306, secret="", record=name, topology_user=TOPOLOGY,
             replication_user=REPL, lock_endpoints=tuple(self.etcd.endpoints), lock_name="",
             failover=FailoverConfig(), role_label=ROLE_LABEL)
@@ -189,15 +179,11 @@ class Failover:
         agent = {**config, "kubeconfig": str(kubeconfigs["agent"])}
         self.agent_config_path = self.base / "agent.json"
         self.agent_config_path.write_text(json.dumps(agent))
-        config.update(kubeconfig=str(kubeconfigs["arbiter"]), pods=self.pods())
+        config.update(kubeconfig=str(kubeconfigs["arbiter"]), pods=self.cluster.pods)
         self.config_path.write_text(json.dumps(config))
 
-    def roles(self) -> list[str]:
-        from kubernetes import client  # noqa: PLC0415
-
-        core: Any = client.CoreV1Api(self.cluster.plane.admin_client())
-        return [core.read_namespaced_pod(pod, NAMESPACE).metadata.labels[ROLE_LABEL]
-                for pod in self.pods()]
+    def roles(self) -> list[str | None]:
+        return [role for role, _epoch in self.cluster.roles()]
 
     def leader(self) -> ManagedProcess:
         def find() -> ManagedProcess | None:
@@ -209,9 +195,12 @@ class Failover:
         return wait_until(find, timeout=30, what="an arbiter to lead")
 
     def record(self) -> tuple[int, int]:
+        """(primary, epoch): a failover never fences the record, and no switchover runs."""
         found = self.cluster.record()
         assert found is not None
-        return found
+        primary, epoch = found
+        assert primary is not None, f"the record is fenced at epoch {epoch}"
+        return primary, epoch
 
     def status(self) -> dict[str, str]:
         from kubernetes import client  # noqa: PLC0415

@@ -129,7 +129,8 @@ def template(tmp_path_factory: pytest.TempPathFactory, mariadb_version: str) -> 
         # The admin account exactly as the pods' bootstrap-users.sh creates it.
         create_accounts(server, users={ADMIN_USER}, passwords={
             "ADMIN": admin_password, "REPLICATION": random_password(),
-            "MONITOR": random_password(), "BACKUP": random_password()})
+            "MONITOR": random_password(), "BACKUP": random_password(),
+            "TOPOLOGY": random_password()})
     finally:
         server.stop()
     return Template(server.data_dir, server.root_password, admin_password, mariadb_version)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from arbiter._config import parse
-from tests.unit.mocks import ProgramResult, Recorded, run_stack
+from tests.support.mocks import ProgramResult, Recorded, run_stack
 
 IMAGE = "ghcr.io/example/mysql-cluster-arbiter:1.0.0"
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from components.config import ConfigError, StackConfig, parse
-from tests.unit import mocks
+from tests.support import mocks
 
 
 def _parse(failover: dict[str, Any]) -> StackConfig:

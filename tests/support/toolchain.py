@@ -36,7 +36,7 @@ from pulumi import automation as auto
 from tests.support.procs import LOCALHOST
 from tests.support.tools import bin_dir, tool
 
-PROGRAMS_DIR = Path(__file__).parent / "programs"
+PROGRAMS_DIR = Path(__file__).resolve().parents[1] / "e2e" / "programs"
 
 # Everything tools/pulumi/build.sh puts into its bin directory; the engine finds the
 # plugins and the dynamic-provider script on PATH, before any plugin cache.
