@@ -35,7 +35,7 @@ main() {
     require_flavor
     require_vars DATA_DIR RUN_DIR BACKUP_USER S3_ENDPOINT S3_BUCKET S3_ACCESS_KEY_FILE \
         S3_SECRET_KEY_FILE
-    [[ $MYSQL_FLAVOR == mariadb ]] || die "binlog archiving supports MariaDB only so far"
+    require_mariadb "binlog archiving supports"
     local interval=${ARCHIVE_INTERVAL_SECONDS:-10} options
     require_uint ARCHIVE_INTERVAL_SECONDS "$interval"
     ((interval > 0)) || die "ARCHIVE_INTERVAL_SECONDS must be at least 1"
