@@ -1,5 +1,5 @@
 """``venv/bin/python -m bench [NAME ...|all] [--quick] [...]``, NAME one of seeding, locks,
-kube-locks, refresh, program, switchover.
+kube-locks, refresh, program, switchover, failover.
 
 One command runs every benchmark (or the ones named) at its default size, prints each
 report's tables and targets, and writes them as JSON under ``bench/results/``.
@@ -22,7 +22,7 @@ from pathlib import Path
 from bench._procs import BenchUnavailable
 from bench._report import RESULTS_DIR, Report, machine
 
-NAMES = ("seeding", "locks", "kube-locks", "refresh", "program", "switchover")
+NAMES = ("seeding", "locks", "kube-locks", "refresh", "program", "switchover", "failover")
 
 
 def _positive(text: str) -> int:
@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     program = parser.add_argument_group("program")
     program.add_argument("--runs", type=_positive, default=None,
                          help="program runs, each in a fresh interpreter (default 5; quick 2)")
+    failover = parser.add_argument_group("failover")
+    failover.add_argument("--rounds", type=_positive, default=None,
+                          help="primaries SIGKILLed, one failover each (default 20; quick 2)")
     return parser
 
 
@@ -125,8 +128,13 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Report]]:
         return run(SwitchoverOptions(switchovers=pick(args.switchovers, 12, 3),
                                      commits=pick(None, 300, 30), workdir=args.workdir))
 
+    def failover() -> Report:
+        from bench.failover import FailoverOptions, run  # noqa: PLC0415
+
+        return run(FailoverOptions(rounds=pick(args.rounds, 20, 2), workdir=args.workdir))
+
     return {"seeding": seeding, "locks": locks, "kube-locks": kube_locks, "refresh": refresh,
-            "program": program, "switchover": switchover}
+            "program": program, "switchover": switchover, "failover": failover}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

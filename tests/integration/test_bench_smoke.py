@@ -101,3 +101,10 @@ def test_switchover_benchmark_runs_and_loses_no_commit(tmp_path: Path) -> None:
     _measured(report)
     assert _row(report, 0, "write unavailability (last ack old -> first ack new)")[
         "median s"] is not None
+
+
+def test_failover_benchmark_runs(tmp_path: Path) -> None:
+    require_binary("mariadbd", "mariadb-install-db")
+    report = _bench("failover", tmp_path)
+    _measured(report)
+    assert len(report["tables"][0]["rows"]) == 2
