@@ -5,17 +5,22 @@ named lock, in one namespace. All lock state lives in its ``status``:
 
 - ``holder``, ``fencingToken``, ``leaseDurationSeconds``, ``renewals``;
 - ``waiters``: the FIFO queue, one entry per waiting session, each with its own
-  ``renewals`` counter (a waiter that dies must not block the ones behind it).
+  ``renewals`` counter (a waiter that dies must not block the ones behind it). No
+  stored count: an append cannot keep one (old objects' ``waiterCount`` is removed).
 
 Why it is built this way
 ------------------------
-*Every write is a compare-and-swap.* Each status write carries the
-``metadata.resourceVersion`` it was computed from; the API server answers ``409
-Conflict`` if anything changed since, and the writer decides again on the newer object
-(a waiter takes it from its watch, where the write that beat it arrives anyway; others
-re-read). There is no read-modify-write anywhere without that condition, so two clients
-can never both believe their grant landed, and no fixed backoff: a 409 means somebody
-else's write landed, which is progress.
+*No write lands on a state it did not decide on; independent writes do not conflict.*
+A claim of a free lock carries the ``metadata.resourceVersion`` it was computed from
+(``409 Conflict`` if anything changed since). The frequent writes are JSON patches
+instead, because under churn every whole-object compare-and-swap raced every other
+(each handoff against every pending enqueue: ~5.7 writes per grant, 2 useful). The API
+server applies a patch to the object as stored, inside the storage update, and its
+``test`` operations fail it whole: an enqueue appends and tests nothing, a release
+tests holder, token and each entry it removes, a waiter's renewal its own entry (see
+``_test``). A 409 or a failed test means somebody else's write landed, which is
+progress: the writer decides again on the newer object (a waiter takes it from its
+watch, where that write arrives anyway; others re-read). No fixed backoff.
 
 *The releaser hands over.* Releasing is one conditional write that makes the first
 *live* waiter in the queue the holder: it increments ``fencingToken``, sets ``holder``
@@ -58,7 +63,9 @@ anything; its stale writes are stopped by the fencing token, nothing else can.
 
 *Retry-safe acquire.* The queue entry and the holder field are the session's identity
 (unique per session), so a request whose response was lost is harmless to repeat:
-re-reading shows the entry already queued or the grant already made.
+re-reading shows the entry already queued or the grant already made. An append is not
+conditional, so one whose answer was lost and that landed only after the re-read would
+queue the session twice: its first entry is its place, and its grant removes them all.
 
 *Watches survive 410 Gone.* A waiter watches its object from the resourceVersion it
 last saw; when the server has compacted that history it answers 410 and the waiter
