@@ -8,7 +8,8 @@ backup path costs and what it promises, measured against a real store.
   transfer. Target: at least 0.8x. Run with ``none`` and ``gzip`` compression.
 - Restore: ``restore.sh fetch`` + ``apply`` of that backup plus ``--transactions`` archived
   transactions, wall time.
-- Recovery point under a writer: ``binlog-archive.sh`` runs its loop (``--interval`` seconds)
+- Recovery point under a writer: ``binlog-archive.sh`` runs its loop (``--interval`` seconds,
+  one long-lived ``mysqlbackup archive-serve`` coprocess)
   while a writer commits continuously for ``--seconds``; every 0.25 s the newest archived
   transaction's commit time is read from the store's records, and ``now - that`` is the data
   a disaster at that instant would lose. Target: max <= interval + 2 s.
@@ -34,7 +35,7 @@ from typing import Any
 
 from bench._report import RESULTS_DIR, machine
 from mysqlbackup import catalog
-from tests.support.backups import Restore, Store
+from tests.support.backups import Archiver, Restore, Store
 from tests.support.pods import Pod, PodCluster
 from tests.support.seaweedfs import SeaweedS3
 
@@ -121,11 +122,6 @@ def restore_time(pod: Pod, store: Store, work: Path, transactions: int) -> dict[
 
 
 def recovery_point(pod: Pod, store: Store, interval: int, seconds: float) -> dict[str, Any]:
-    env = {**os.environ, **pod.env("backup"), **store.env,
-           "ARCHIVE_INTERVAL_SECONDS": str(interval)}
-    archiver = subprocess.Popen(["bash", str(pod.cluster.config_dir / "binlog-archive.sh")],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True)
     stop = threading.Event()
 
     def writer() -> None:
@@ -135,24 +131,21 @@ def recovery_point(pod: Pod, store: Store, interval: int, seconds: float) -> dic
 
     thread = threading.Thread(target=writer, daemon=True)
     lags: list[float] = []
-    try:
-        thread.start()
-        # Let the first rotation and upload happen before sampling.
-        deadline = time.monotonic() + seconds
-        warmup = time.monotonic() + interval + 2
-        while time.monotonic() < deadline:
-            records = [json.loads(store.get(key)) for key in store.objects("binlogs/")
-                       if key.endswith(".json")]
-            newest = max((catalog.parse_time(r["last_event_at"]) for r in records
-                          if r.get("last_event_at")), default=None)
-            if newest is not None and time.monotonic() > warmup:
-                lags.append((catalog.utc_now() - newest).total_seconds())
-            time.sleep(0.25)  # the sampling period of the measurement itself
-    finally:
-        stop.set()
-        thread.join(10)
-        os.killpg(archiver.pid, 15)
-        archiver.wait(30)
+    with Archiver(pod, store, interval) as archiver:
+        try:
+            thread.start()
+            # Let the first rotation and upload happen before sampling.
+            deadline = time.monotonic() + seconds
+            warmup = time.monotonic() + interval + 2
+            while time.monotonic() < deadline:
+                newest = max((catalog.parse_time(r["last_event_at"]) for r in archiver.records()
+                              if r.get("last_event_at")), default=None)
+                if newest is not None and time.monotonic() > warmup:
+                    lags.append((catalog.utc_now() - newest).total_seconds())
+                time.sleep(0.25)  # the sampling period of the measurement itself
+        finally:
+            stop.set()
+            thread.join(10)
     if not lags:
         raise RuntimeError("no archived binlog appeared while the writer ran")
     return {"interval_s": interval, "samples": len(lags),

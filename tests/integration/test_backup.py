@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from mysqlbackup import catalog
-from tests.support.backups import Restore, Store, archive, backup
+from tests.support.backups import Archiver, Restore, Store, archive, backup
 from tests.support.etcd import EtcdMember, healthy
 from tests.support.pods import Pod, PodCluster
 from tests.support.procs import LOCALHOST, free_ports, require_binary, wait_until
@@ -173,6 +173,28 @@ def test_pitr_to_a_timestamp_and_to_a_gtid_gives_exactly_the_rows_before_it(
     everything = new_restore(restores, source, store)
     everything.run(point=source.gtid_binlog_pos())
     assert notes(everything.pod) == ["before-backup", "a", "b"]
+
+
+def test_the_archive_loop_uploads_each_rotation_from_one_long_lived_python_process(
+        source: Pod, store: Store) -> None:
+    """The loop's passes are answered by one coprocess (no interpreter start per pass, which
+    is what pushed the recovery point past the interval), and each transaction reaches the
+    store after the next rotation without anything else happening."""
+
+    def archived(gtid: str) -> bool:
+        return any(record["last"] == gtid for record in archiver.records())
+
+    with Archiver(source, store, interval=1) as archiver:
+        first = insert_event(source, "first")
+        wait_until(lambda: archived(first), timeout=60, what=f"{first} archived by the loop")
+        pythons = archiver.pythons()
+        assert len(pythons) == 1, f"python processes of the loop: {pythons}"
+        second = insert_event(source, "second")
+        wait_until(lambda: archived(second), timeout=60, what=f"{second} archived by the loop")
+        assert archiver.pythons() == pythons, "the loop started another python process"
+        log = archiver.stop()
+    assert "archive pass failed" not in log, log
+    assert not archiver.pythons(), "the coprocess outlived its loop"
 
 
 def test_a_backup_killed_mid_upload_leaves_no_manifest_and_is_never_used(
