@@ -197,6 +197,27 @@ def test_the_archive_loop_uploads_each_rotation_from_one_long_lived_python_proce
     assert not archiver.pythons(), "the coprocess outlived its loop"
 
 
+def test_the_archive_loop_archives_only_while_its_pod_is_the_recorded_primary(
+        source: Pod, store: Store) -> None:
+    """Every pod runs the archiver sidecar; the record decides which one archives, at every
+    tick, so a switchover moves the archiving without restarting anything."""
+    record = source.dir / "record"
+    record.mkdir(exist_ok=True)
+    (record / "primary").write_text("1\n")
+    with Archiver(source, store, interval=1) as archiver:
+        wait_until(lambda: archiver.logged("recorded replica"), timeout=60,
+                   what="the loop reading that another pod is the recorded primary")
+        gtid = insert_event(source, "written while the record names pod 1")
+        promoted_at = catalog.utc_now().replace(microsecond=0)
+        (record / "primary").write_text("0\n")
+        wait_until(lambda: any(r["last"] == gtid for r in archiver.records()), timeout=60,
+                   what=f"{gtid} archived once the record names this pod")
+        log = archiver.stop()
+    assert log.index("recorded replica") < log.index("recorded primary"), log
+    # Nothing was archived while the pod was a replica.
+    assert all(catalog.parse_time(r["closed_at"]) >= promoted_at for r in archiver.records())
+
+
 def test_a_backup_killed_mid_upload_leaves_no_manifest_and_is_never_used(
         source: Pod, store: Store, restores: list[Restore], tmp_path: Path) -> None:
     first = backup(source, store)

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,18 @@ class Archiver:
             ["bash", str(pod.cluster.config_dir / "binlog-archive.sh")], env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             start_new_session=True)
+        # Read as it comes, so the log can be polled while the loop runs.
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    def logged(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
 
     def __enter__(self) -> Archiver:
         return self
@@ -99,8 +112,9 @@ class Archiver:
         """Stops the loop; returns what it logged."""
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
-        _, stderr = self.process.communicate(timeout=30)
-        return stderr
+        self.process.wait(timeout=30)
+        self._reader.join(timeout=30)
+        return "".join(self.lines)
 
     def pythons(self) -> list[int]:
         """PIDs of the Python processes in the loop's process group."""

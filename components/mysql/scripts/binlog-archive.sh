@@ -12,6 +12,12 @@
 # cadence (tick N at start + N * interval), so a slow pass shortens the next wait instead of
 # delaying every later rotation.
 #
+# The loop follows the primary: at every tick it reads the primary record (RECORD_DIR, a
+# ConfigMap volume the kubelet keeps current) and rotates and archives only while this pod is
+# the recorded primary, so every pod can run the sidecar and a switchover moves the archiving
+# without a restart. While the record is fenced (`none`) nobody archives; the new primary's
+# first tick uploads everything closed since.
+#
 # Why rotate: only a closed binary log can be archived whole, so the forced rotation bounds
 # the recovery point by the interval (plus one upload). Rotating only when gtid_binlog_pos
 # moved keeps an idle server from filling the store with empty files. Each upload is followed
@@ -49,7 +55,9 @@ now_us() {
 
 # archive_loop OPTIONS INTERVAL: rotation at every tick, the coprocess's pass at once after it.
 archive_loop() {
-    local options=$1 interval_us=$(($2 * 1000000)) next remaining answer
+    local options=$1 interval_us=$(($2 * 1000000)) next remaining answer ordinal role
+    local last_role=""
+    ordinal=$(pod_ordinal)
     coproc ARCHIVER { exec "${mysqlbackup[@]}" archive-serve --binlog-dir "$DATA_DIR" \
         --index mysql-bin.index --server-id "$server_id"; }
     # The coprocess's descriptors, copied: bash unsets ARCHIVER once the process exits.
@@ -57,10 +65,17 @@ archive_loop() {
     next=$(now_us)
     while true; do
         next=$((next + interval_us))
-        rotate_if_written "$options" || log "rotation failed; retrying at the next tick"
-        printf 'pass\n' >&"$to_archiver" || die "the archiver process exited"
-        IFS= read -r answer <&"$from_archiver" || die "the archiver process exited"
-        [[ "$answer" != '{"error"'* ]] || log "archive pass failed: $answer"
+        role=$(recorded_role "$ordinal")
+        if [[ "$role" != "$last_role" ]]; then
+            log "this pod is the recorded $role (archiving only while primary)"
+            last_role=$role
+        fi
+        if [[ "$role" == primary ]]; then
+            rotate_if_written "$options" || log "rotation failed; retrying at the next tick"
+            printf 'pass\n' >&"$to_archiver" || die "the archiver process exited"
+            IFS= read -r answer <&"$from_archiver" || die "the archiver process exited"
+            [[ "$answer" != '{"error"'* ]] || log "archive pass failed: $answer"
+        fi
         remaining=$((next - $(now_us)))
         if ((remaining > 0)); then
             # A schedule, not a condition: the next tick is due at a fixed time.
