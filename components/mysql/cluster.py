@@ -89,7 +89,7 @@ import pulumi_random as random
 from components import _kube
 from components._kube import mount
 from components.config import Endpoint, MySQLConfig
-from components.mysql import credentials
+from components.mysql import _backup, credentials
 from components.mysql._record import EPOCH_LABEL, ROLE_LABEL
 from components.mysql._replication import ReplicationInit, ReplicationInitArgs, switchover_args
 from components.mysql.credentials import CREDENTIALS_DIR, PASSWORD_VARIABLES
@@ -665,6 +665,9 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
         ],
         "volumes": _volumes(names),
     }
+    _backup.add_archiver(spec, config, env, _script("binlog-archive.sh"), [
+        mount("data", DATA_DIR, sub_path="mysql", read_only=True), config_map, run, tmp, socket,
+        record, mount("credentials-backup", CREDENTIALS_DIR, read_only=True)])
     _kube.place(spec, config.spread, plan.labels.selector(), config.node_selector)
     return spec
 
