@@ -652,6 +652,10 @@ class MySQLConfig(_Validated):
                             f"and at least 2 replicas; got replicationInit.enabled="
                             f"{str(init.enabled).lower()}, replicas={self.replicas}",
                             refs=("replication_init.enabled",)))
+        if self.backup.enabled and self.flavor != "mariadb":
+            # The pod scripts refuse it too, but only as a crash-looping sidecar.
+            problems.append(Problem("backup.enabled", True, "backups and binlog archiving "
+                                    "support MariaDB only so far (no XtraBackup path)"))
         if init.enabled and init.access == "port-forward" and len(init.endpoints) != self.replicas:
             problems.append(Problem(
                 "replication_init.endpoints", [str(e) for e in init.endpoints],

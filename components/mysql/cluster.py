@@ -91,7 +91,7 @@ import pulumi_random as random
 from components import _kube
 from components._kube import mount
 from components.config import Endpoint, MySQLConfig
-from components.mysql import _arbiter, credentials
+from components.mysql import _arbiter, _backup, credentials
 from components.mysql._record import EPOCH_LABEL, ROLE_LABEL
 from components.mysql._replication import (
     ReplicationInit,
@@ -699,6 +699,9 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
     if config.failover.enabled:
         _arbiter.add_agent(spec, cluster=names.cluster, secret=names.secret,
                            image=config.failover.image or "", api_volume="kube-api-access")
+    _backup.add_archiver(spec, config, env, _script("binlog-archive.sh"), [
+        mount("data", DATA_DIR, sub_path="mysql", read_only=True), config_map, run, tmp, socket,
+        record, mount("credentials-backup", CREDENTIALS_DIR, read_only=True)])
     _kube.place(spec, config.spread, plan.labels.selector(), config.node_selector)
     return spec
 
