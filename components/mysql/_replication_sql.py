@@ -30,12 +30,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from components.mysql._tls import replication_tls_clause
 from components.mysql.flavor import FLAVORS, Flavor
 
 # The account host of the replication user: replicas connect from pod IPs that change
 # with every reschedule, so no narrower host pattern is stable.
 REPLICATION_HOST = "%"
+
+
+def replication_tls_clause(flavor: str, ca_file: str) -> str:
+    """The CHANGE MASTER TO / CHANGE REPLICATION SOURCE TO options for verified TLS against
+    ``ca_file`` on the replica (mysql.tls: _tls.TLS_DIR/ca.crt); lib.sh's
+    replication_tls_sql writes the same clause for the pods."""
+    if "'" in ca_file or "\\" in ca_file:
+        raise ValueError(f"CA file path {ca_file!r} must not contain quotes or backslashes")
+    if flavor == "mariadb":
+        return f"MASTER_SSL = 1, MASTER_SSL_CA = '{ca_file}', MASTER_SSL_VERIFY_SERVER_CERT = 1"
+    if flavor == "mysql":
+        return f"SOURCE_SSL = 1, SOURCE_SSL_CA = '{ca_file}', SOURCE_SSL_VERIFY_SERVER_CERT = 1"
+    raise ValueError(f"unknown flavor {flavor!r}: expected 'mysql' or 'mariadb'")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
+# The clause lives with the rest of the SQL, which the pulumi-free arbiter image ships too.
+from components.mysql._replication_sql import replication_tls_clause
+
 REQUIRED_KEYS = ("tls.crt", "tls.key", "ca.crt")
 # Where the StatefulSet mounts the Secret; conf/tls/tls.cnf names the same files.
 TLS_DIR = "/etc/mysql/tls"
@@ -81,17 +84,6 @@ def tls_secret_problems(secret: str, data: Mapping[str, str | bytes],
     if not _signed_by(cert, ca):
         problems.append(f"Secret {secret}: tls.crt is not signed by the CA in ca.crt")
     return problems
-
-
-def replication_tls_clause(flavor: str, ca_file: str = f"{TLS_DIR}/ca.crt") -> str:
-    """The CHANGE MASTER TO / CHANGE REPLICATION SOURCE TO options for verified TLS."""
-    if "'" in ca_file or "\\" in ca_file:
-        raise ValueError(f"CA file path {ca_file!r} must not contain quotes or backslashes")
-    if flavor == "mariadb":
-        return f"MASTER_SSL = 1, MASTER_SSL_CA = '{ca_file}', MASTER_SSL_VERIFY_SERVER_CERT = 1"
-    if flavor == "mysql":
-        return f"SOURCE_SSL = 1, SOURCE_SSL_CA = '{ca_file}', SOURCE_SSL_VERIFY_SERVER_CERT = 1"
-    raise ValueError(f"unknown flavor {flavor!r}: expected 'mysql' or 'mariadb'")
 
 
 def pymysql_ssl(ca_file: str) -> dict[str, Any]:

@@ -536,12 +536,13 @@ def test_replicas_verify_the_primary_over_tls_when_tls_is_on(flavor: str) -> Non
     """The sidecar's CHANGE MASTER / CHANGE REPLICATION SOURCE carries exactly the clause
     ReplicationInit sends (components/mysql/_tls.py): one TLS policy for both paths."""
     configure = "replication_configure_sql '' db-0.db 3306 repl pw"
+    ca = "/etc/mysql/tls/ca.crt"  # where the pods mount the Secret's CA
     plain = output(configure, flavor=flavor)
     assert "SSL" not in plain
     with_tls = output(configure, flavor=flavor, env={"TLS_DIR": "/etc/mysql/tls"})
     change = next(line for line in with_tls.splitlines() if line.startswith("CHANGE"))
-    assert change.endswith(f", {replication_tls_clause(flavor, '/etc/mysql/tls/ca.crt')};")
-    assert with_tls.replace(f", {replication_tls_clause(flavor)}", "") == plain
+    assert change.endswith(f", {replication_tls_clause(flavor, ca)};")
+    assert with_tls.replace(f", {replication_tls_clause(flavor, ca)}", "") == plain
 
 
 @pytest.mark.parametrize(("function", "variable"), [

@@ -14,60 +14,13 @@ would silently drop them.
 
 from __future__ import annotations
 
-import functools
-import importlib
-from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 
 from tests.support.mocks import ProgramResult, manifests
-
-# kubernetes-validate's own validator; no type stubs in the venv: imported as a plain module.
-jsonschema: Any = importlib.import_module("jsonschema")
-VERSIONS = ["1.30", kubernetes_validate.latest_version()]
-CRDS = Path(__file__).resolve().parents[1] / "support" / "crds"
-OPERATOR_GROUP = "monitoring.coreos.com/"
-
-
-def _strict(schema: Any) -> Any:
-    """The CRD schema with additionalProperties false wherever it lists properties: a
-    misspelt field fails here, where the API server would prune it without a word."""
-    if isinstance(schema, dict):
-        out = {k: _strict(v) for k, v in schema.items()}
-        # Go's regexp takes a flag group anywhere; Python only at the start.
-        if isinstance(out.get("pattern"), str) and "(?i)" in out["pattern"]:
-            out["pattern"] = "(?i)" + out["pattern"].replace("(?i)", "")
-        if "properties" in out and "additionalProperties" not in out \
-                and not out.get("x-kubernetes-preserve-unknown-fields"):
-            out["additionalProperties"] = False
-        return out
-    if isinstance(schema, list):
-        return [_strict(v) for v in schema]
-    return schema
-
-
-@functools.cache
-def operator_schema(kind: str) -> dict[str, Any]:
-    # PyYAML comes with pulumi (no type stubs in the venv): imported as a plain module.
-    yaml: Any = importlib.import_module("yaml")
-    for path in CRDS.glob("*.yaml"):
-        crd = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if crd["spec"]["names"]["kind"] == kind:
-            (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-            schema: dict[str, Any] = _strict(version["schema"]["openAPIV3Schema"])
-            # metadata is the API server's ObjectMeta, not described by the CRD.
-            schema["properties"]["metadata"] = {"type": "object"}
-            return schema
-    raise AssertionError(f"no CRD for {kind} in {CRDS}")
-
-
-def validate(manifest: dict[str, Any], version: str) -> None:
-    if manifest["apiVersion"].startswith(OPERATOR_GROUP):
-        jsonschema.validate(manifest, operator_schema(manifest["kind"]))
-    else:
-        kubernetes_validate.validate(manifest, version, strict=True)
+from tests.support.schemas import OPERATOR_GROUP, VERSIONS, jsonschema, schema_failures, validate
 
 
 def _objects(result: ProgramResult) -> list[dict[str, Any]]:
@@ -78,12 +31,7 @@ def _objects(result: ProgramResult) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_every_object_of_every_stack_validates(every_stack: ProgramResult, version: str) -> None:
-    failures = []
-    for manifest in _objects(every_stack):
-        try:
-            validate(manifest, version)
-        except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as error:
-            failures.append(f"{manifest['kind']}/{manifest['metadata']['name']}: {error}")
+    failures = schema_failures(_objects(every_stack), version)
     assert not failures, "\n".join(failures)
 
 
