@@ -54,12 +54,12 @@ REPO = Path(__file__).resolve().parents[2]
 TTL, CHECKS, PERIOD = 3.0, 3, 0.5
 # A failover takes checks x period to detect, ttl + period to fence, then the promotion.
 FAILOVER_TIMEOUT = 60.0
-# Semi-sync as ReplicationInit sets it (durability: semisync); the rest of the servers'
-# config is the pods' own replica.cnf, init-rpl-role=SLAVE included: a server restarting
-# after a crash drops from its binlog what no replica acknowledged (MDEV-33465).
+# init-rpl-role=SLAVE: a server restarting after a crash drops from its binlog what no
+# replica acknowledged (MariaDB's semi-sync recovery, since 10.11.9 tied to this option,
+# MDEV-33465). Every server starts so, the recorded primary too: it starts read-only and
+# the arbiter opens the most advanced server, which holds every acknowledged commit.
 SEMISYNC_CNF = ("rpl_semi_sync_slave_enabled=ON\nrpl_semi_sync_master_timeout=10000\n"
-                "rpl_semi_sync_master_wait_point=AFTER_SYNC\n")
-SHIPPED_CNF = REPO / "components" / "mysql" / "conf" / "mariadb" / "replica.cnf"
+                "rpl_semi_sync_master_wait_point=AFTER_SYNC\ninit-rpl-role=SLAVE\n")
 
 
 @pytest.fixture(scope="module")
@@ -272,13 +272,11 @@ def failover(tmp_path: Path, template: Template, control_plane: ControlPlane,
         for ordinal in range(3):
             base = tmp_path / f"m{ordinal}"
             shutil.copytree(template.data_dir, base / "data")
-            # The pods' config, read-only at start (primary.cnf sets the same options):
-            # a server that fails over from a replica keeps what it started with.
-            (base / "conf.d").mkdir(parents=True)
-            shutil.copy(SHIPPED_CNF, base / "conf.d" / "replica.cnf")
             server = MariaDBServer(base, name=f"m{ordinal}", server_id=1 + ordinal,
-                                   data_dir=base / "data", include_dir=base / "conf.d",
-                                   extra_config=SEMISYNC_CNF)
+                                   data_dir=base / "data",
+                                   extra_config="log-bin=mysql-bin\nlog-slave-updates\n"
+                                                f"gtid-strict-mode=ON\nread-only=ON\n"
+                                                f"{SEMISYNC_CNF}")
             server.root_password = template.root_password
             servers.append(server.start())
         cluster = Cluster(servers, template, control_plane,

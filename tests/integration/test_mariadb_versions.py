@@ -264,6 +264,11 @@ def effective_options(pod: Pod) -> dict[str, str]:
     return options
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "not shipped yet: with loose_init_rpl_role = SLAVE in conf/mariadb/*.cnf, "
+    "test_switchover_pods.py::test_restarted_pods_follow_the_record fails (a pod cloned "
+    "from a restarted primary lacks the primary's last row when its wait returns); see "
+    "docs/mysql.md, Not yet done"))
 @pytest.mark.parametrize("ordinal", [0, 1])
 def test_every_server_starts_with_init_rpl_role_slave(pods: PodCluster, ordinal: int) -> None:
     """A SIGKILLed primary must come back without the commit no replica acknowledged
