@@ -157,20 +157,20 @@ def api_client(kubeconfig: str | None = None, *, context: str | None = None) -> 
     document = _kubeconfig_document(kubeconfig) if kubeconfig else None
     path = None if document is not None else (kubeconfig or _default_kubeconfig_path())
     if document is not None:
-        k8s_config.load_kube_config_from_dict(  # type: ignore[no-untyped-call]
+        k8s_config.load_kube_config_from_dict(
             dict(document), context=context, client_configuration=configuration,
             persist_config=False)
     elif path is not None:
         if not Path(path).expanduser().is_file():
             raise ValueError(f"kubeconfig {path!r} does not exist")
         try:
-            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+            k8s_config.load_kube_config(
                 config_file=path, context=context, client_configuration=configuration,
                 persist_config=False)
         except yaml.YAMLError as error:
             raise ValueError(f"kubeconfig {path!r} is not valid YAML{_where(error)}") from None
     else:
-        k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
+        k8s_config.load_incluster_config(
             client_configuration=configuration)
     configuration.retries = 0
     return k8s_client.ApiClient(configuration)
@@ -652,7 +652,7 @@ class _LockObjects:
 def _lines(response: Any) -> Iterator[str]:
     """Watch lines until the stream ends, is cut, or is shut down by ``_Watcher.stop``."""
     try:
-        yield from iter_resp_lines(response)  # type: ignore[no-untyped-call]
+        yield from iter_resp_lines(response)
     except (urllib3.exceptions.HTTPError, OSError, ValueError):
         return  # a closed or cut stream: the watcher resumes (or was told to stop)
 

@@ -122,7 +122,7 @@ _INPUT_KEYS = ("flavor", "primary", "replicas", "source_host", "source_port", "a
                "durability", "semisync_wait_count", "semisync_timeout_seconds", "pods",
                "tls_ca_file", "tls_verify_identity", "replication_tls_ca")
 _OUTPUT_KEYS = ("replica_status", "primary_gtid_position", "in_sync", "epoch",
-                "recorded_primary", "record_fenced", "durability_status")
+                "recorded_primary", "record_fenced", "durability_status", "primary_decision")
 _USER = re.compile(r"[A-Za-z0-9_][-A-Za-z0-9_.]*")
 # Printable, no quote or backslash: the path lands in a SQL string literal as it is.
 _ABSOLUTE_PATH = re.compile(r"/[^'\\\x00-\x1f\x7f]*")
@@ -1079,10 +1079,52 @@ def _ensure_labels(spec: _Spec, claim: _Claim) -> None:
     if not _label_drift(spec, claim.record):
         return
     try:
-        fence(claim.store, claim.epoch, "moving the role labels")
-        labels.move(claim.record.primary, claim.epoch)
+        # Under the record's epoch, which is this run's once it wrote the record: an up
+        # that only adopts the record (or fixes labels) claims no epoch, and only checks
+        # that nobody moved the record since it read it. Labels ahead of the record would
+        # read as drift forever.
+        fence(claim.store, claim.record.epoch, "moving the role labels")
+        labels.move(claim.record.primary, claim.record.epoch)
     except RecordError as error:
         raise ReplicationError(str(error)) from None
+
+
+@dataclass(frozen=True)
+class PrimaryDecision:
+    """What an up does with the primary: keep it, adopt the record's, or switch over.
+
+    ``target`` is the ordinal the up leaves as primary; ``message`` is what preview and
+    the error texts say about it.
+    """
+
+    kind: str        # "keep" | "adopt" | "switchover"
+    target: int
+    message: str
+
+
+def decide_primary(*, previous: int | None, wanted: int, recorded: int) -> PrimaryDecision:
+    """Whose primary wins: the record's unless the user changed ``mysql.primary``.
+
+    The arbiter moves the primary without touching the stack, so the stack's
+    ``primary_ordinal`` is the user's last wish, not the truth. An up whose
+    ``primary_ordinal`` equals the last applied one (``previous``) has no new wish and
+    adopts the recorded primary: moving it back would undo a failover the user never
+    asked to undo. Only a changed ``primary_ordinal`` (or a first up, ``previous`` None)
+    is a request to switch over.
+    """
+    if previous is not None and previous == wanted:
+        if recorded == wanted:
+            return PrimaryDecision("keep", recorded, f"the primary stays ordinal {recorded}")
+        return PrimaryDecision(
+            "adopt", recorded,
+            f"the record names ordinal {recorded} as primary (moved by the failover arbiter "
+            f"or another run) while mysql.primary is still {wanted}: adopting it, no "
+            f"switchover; set mysql.primary to {recorded} to match")
+    if recorded == wanted:
+        return PrimaryDecision("keep", recorded, f"the primary stays ordinal {recorded}")
+    return PrimaryDecision("switchover", wanted,
+                           f"switchover from ordinal {recorded} to {wanted} (mysql.primary "
+                           "changed)")
 
 
 @dataclass(frozen=True)
@@ -1145,10 +1187,9 @@ def _candidate_refusals(view: _Spec, target: int) -> list[str]:
             for problem in replica_drift(checked, view.desired)]
 
 
-def _switch(spec: _Spec, view: _Spec, claim: _Claim) -> _Claim:
-    """Move the primary from ``claim.current`` to ``spec.primary_ordinal``."""
+def _switch(spec: _Spec, view: _Spec, claim: _Claim, target: int) -> _Claim:
+    """Move the primary from ``claim.current`` to ``target``."""
     assert claim.store is not None
-    target = spec.primary_ordinal
     refusals = _candidate_refusals(view, target)
     if not spec.topology_user:
         refusals.append("a switchover needs topology_user (the account that may set "
@@ -1190,16 +1231,25 @@ def _open_primary(spec: _Spec, claim: _Claim) -> _Claim:
 
 def _converge(spec: _Spec, *, rewrite_password: bool, old: _Spec | None,
               seen_epoch: int | None = None) -> dict[str, Any]:
-    """Make the live cluster match ``spec``, wait for the replicas, return the outputs."""
+    """Make the live cluster match ``spec``, wait for the replicas, return the outputs.
+
+    ``old``: the last applied spec; an unchanged ``primary_ordinal`` adopts the record's
+    primary (:func:`decide_primary`), and then an epoch moved since (a failover) is no
+    reason to refuse: this run changes no primary.
+    """
+    previous = old.primary_ordinal if old is not None else None
+    adopting = previous == spec.primary_ordinal
     with _cluster_lock(spec) as guard:
         # The converge's own deadline starts once the lock is held.
         deadline = time.monotonic() + spec.timeout_seconds
-        claim = _claim(spec, guard, seen_epoch)
+        claim = _claim(spec, guard, None if adopting else seen_epoch)
+        decision = decide_primary(previous=previous, wanted=spec.primary_ordinal,
+                                  recorded=claim.current)
         view = spec.at(claim.current)
         checked = _preflight(view, converging=True,
                              primary_may_be_read_only=claim.store is not None)
-        if spec.primary_ordinal != claim.current:
-            claim = _switch(spec, view, claim)
+        if decision.kind == "switchover":
+            claim = _switch(spec, view, claim, decision.target)
             view = spec.at(claim.current)
             checked = _preflight(view, converging=True)
         elif checked.primary_read_only:
@@ -1244,13 +1294,20 @@ def _converge(spec: _Spec, *, rewrite_password: bool, old: _Spec | None,
     if failures:
         raise ReplicationError("replication did not converge:\n  - " + "\n  - ".join(failures))
     return {**observation.outputs(), "primary_gtid_position": position,
-            **_record_outputs(claim.record)}
+            **_record_outputs(claim.record), "primary_decision": decision.message}
 
 
 def _record_outputs(record: PrimaryRecord | None) -> dict[str, Any]:
     return {"epoch": record.epoch if record else 0,
             "recorded_primary": record.authority if record else 0,
             "record_fenced": bool(record and record.fenced)}
+
+
+def _record_outputs_of(olds: Mapping[str, Any]) -> dict[str, Any]:
+    """The record outputs a state holds, in :func:`_record_outputs`'s shape."""
+    return {"epoch": whole_number(olds.get("epoch") or 0) or 0,
+            "recorded_primary": whole_number(olds.get("recorded_primary") or 0) or 0,
+            "record_fenced": bool(olds.get("record_fenced"))}
 
 
 def _seen_epoch(olds: Mapping[str, Any]) -> int | None:
@@ -1313,16 +1370,22 @@ class _ReplicationProvider(pulumi.dynamic.ResourceProvider):
             return DiffResult(changes=True, replaces=[], delete_before_replace=False)
         old, _ = _parse(olds, strict=False)
         spec = _spec(news)
+        # Never a replacement: a moved primary, adopted or switched to, is an update.
         if old != spec:
             return DiffResult(changes=True, replaces=[], delete_before_replace=False)
         # Inputs unchanged: the live cluster decides. Unreachable servers count as drift,
         # so the update runs and reports the connection error with its context.
         record = _recorded(spec)
         current = record.authority if record else 0
-        if (current != spec.primary_ordinal or current >= len(spec.servers)
+        decision = decide_primary(previous=old.primary_ordinal, wanted=spec.primary_ordinal,
+                                  recorded=current)
+        if (decision.kind == "switchover" or current >= len(spec.servers)
                 or (record is not None and record.fenced)):
             return DiffResult(changes=True, replaces=[], delete_before_replace=False)
-        drifted = bool(_observe(spec.at(current), with_position=False).problems
+        # An adopted primary the state has not seen yet is an output change (epoch,
+        # recorded_primary), applied by an update that switches nothing over.
+        drifted = bool(_record_outputs(record) != _record_outputs_of(olds)
+                       or _observe(spec.at(current), with_position=False).problems
                        or _label_drift(spec, record))
         return DiffResult(changes=drifted, replaces=[], delete_before_replace=False)
 
@@ -1352,12 +1415,18 @@ class ReplicationInit(pulumi.dynamic.Resource, module="mysql", name="Replication
 
     Outputs: ``replica_status`` (per replica, in ordinal order: threads, lag, GTID
     position, last errors, read_only and a ``drift`` list), ``primary_gtid_position``
-    (what the replicas were waited for) and ``in_sync``.
+    (what the replicas were waited for), ``in_sync``, and the record's
+    ``recorded_primary`` and ``epoch``: an up with an unchanged ``primary_ordinal``
+    adopts the recorded primary (the arbiter's, after a failover) instead of moving the
+    primary back; set ``mysql.primary`` to ``recorded_primary`` to make the stack say so.
     """
 
     replica_status: pulumi.Output[list[dict[str, Any]]]
     primary_gtid_position: pulumi.Output[str]
     in_sync: pulumi.Output[bool]
+    # The record's primary and epoch: after a failover, what to set mysql.primary to.
+    recorded_primary: pulumi.Output[int]
+    epoch: pulumi.Output[int]
 
     def __init__(self, name: str, args: ReplicationInitArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
@@ -1398,4 +1467,5 @@ class ReplicationInit(pulumi.dynamic.Resource, module="mysql", name="Replication
                          pulumi.ResourceOptions.merge(opts, secret_opts))
 
 
-__all__ = ["ReplicationError", "ReplicationInit", "ReplicationInitArgs"]
+__all__ = ["PrimaryDecision", "ReplicationError", "ReplicationInit", "ReplicationInitArgs",
+           "decide_primary"]

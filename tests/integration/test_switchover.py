@@ -21,11 +21,16 @@ from typing import Any
 import pymysql
 import pytest
 
+from components.mysql._record import KubernetesRecordStore
+from components.mysql._replication import _spec, _TopologyServers
+from components.mysql._replication_sql import DIALECTS
+from components.mysql._switchover import Source, make_writable, repoint
 from tests.support.controlplane import ControlPlane
-from tests.support.procs import wait_until
+from tests.support.procs import LOCALHOST, wait_until
 from tests.support.provider_server import ProviderError, ProviderServer, ResourceDriver
 from tests.support.switchover import (
     APP,
+    NAMESPACE,
     Cluster,
     Template,
     Writer,
@@ -292,3 +297,85 @@ def test_restarted_old_primary_comes_back_read_only_replicating_from_the_new_one
     assert refused.value.args[0] == 1290  # read-only
     # It is a healthy replica again: the next up finds nothing to change.
     assert driver.up(cluster.inputs(1)).operation == "same"
+
+
+def _fail_over_as_the_arbiter(cluster: Cluster, kubeconfig: Path, *, new: int,
+                              rejoin: tuple[int, ...]) -> int:
+    """SIGKILL the recorded primary and promote ``new`` with the engine's own steps, as
+    the arbiter does (record first, under a newer epoch; then writable; then repoint),
+    rejoining only ``rejoin``: the others are left for the next up to converge."""
+    record = KubernetesRecordStore(NAMESPACE, cluster.record_name,
+                                   kubeconfig=str(kubeconfig))
+    current = record.read()
+    assert current is not None
+    assert current.primary is not None
+    old = current.primary
+    cluster.servers[old].kill()
+    spec = _spec(cluster.inputs(new))
+    servers, dialect = _TopologyServers(spec), DIALECTS["mariadb"]
+    epoch = current.epoch + 1
+    record.write(new, epoch, current)
+    with servers.session(new) as candidate:
+        candidate.run(dialect.stop)
+        candidate.run(dialect.reset_all)
+    make_writable(servers, dialect, new, epoch, record)
+    cluster.servers[old].start()  # back read-only, as every server starts
+    source = Source(LOCALHOST, cluster.servers[new].port, "repl", "repl-" + "x" * 20)
+    for ordinal in rejoin:
+        repoint(servers, dialect, ordinal, source=source, epoch=epoch, store=record,
+                demote=ordinal == old)
+    return epoch
+
+
+def test_an_up_after_a_failover_adopts_the_recorded_primary_and_never_moves_it_back(
+        server: ProviderServer, cluster: Cluster, control_plane: ControlPlane,
+        tmp_path: Path) -> None:
+    """The arbiter moved the primary 0 -> 1 and repointed the old primary but died before
+    repointing server 2 and moving the labels. An up with mysql.primary still 0 finishes
+    that (server 2 onto 1, labels) and leaves 1 primary; only a changed mysql.primary
+    switches over."""
+    driver = new_driver(server)
+    driver.up(cluster.inputs(0))
+    for seq in range(20):
+        cluster.servers[0].query("INSERT INTO app.log VALUES (%s, 1, 0)", (seq,), user=APP,
+                                 password=cluster.template.passwords[APP])
+    wait_until(lambda: len(set(cluster.checksums())) == 1, timeout=30,
+               what="the replicas to apply the primary's writes")
+    kubeconfig = control_plane.write_kubeconfig(tmp_path / "kubeconfig-arbiter")
+    epoch = _fail_over_as_the_arbiter(cluster, kubeconfig, new=1, rejoin=(0,))
+    assert cluster.record() == (1, epoch)
+
+    preview = driver.preview(cluster.inputs(0))
+    assert preview is not None
+    assert preview.changes is True  # server 2 and the labels lag, the outputs too
+    assert preview.replaces == ()
+    result = driver.up(cluster.inputs(0))
+    assert result.operation == "update"
+    assert cluster.record() == (1, epoch)  # adopted: no new epoch, no switchover
+    assert result.outputs["recorded_primary"] == 1
+    assert result.outputs["epoch"] == epoch
+    assert "set mysql.primary to 1" in result.outputs["primary_decision"]
+    assert result.outputs["in_sync"] is True
+    assert not cluster.read_only(1)
+    assert cluster.read_only(0)
+    assert cluster.read_only(2)
+    for ordinal in (0, 2):
+        status = cluster.servers[ordinal].query("SHOW REPLICA STATUS")[0]
+        assert status["Master_Port"] == cluster.servers[1].port
+    assert cluster.roles() == [("replica", str(epoch)), ("primary", str(epoch)),
+                               ("replica", str(epoch))]
+    # Converged: the same config again changes nothing (the two never fight).
+    assert driver.up(cluster.inputs(0)).operation == "same"
+    # Setting mysql.primary to the adopted one moves nothing either.
+    result = driver.up(cluster.inputs(1))
+    assert cluster.record() == (1, epoch)
+    assert result.outputs["recorded_primary"] == 1
+    # A changed mysql.primary is a switchover, from the recorded primary.
+    result = driver.up(cluster.inputs(2))
+    assert result.outputs["recorded_primary"] == 2
+    assert cluster.record() == (2, result.outputs["epoch"])
+    assert not cluster.read_only(2)
+    assert cluster.read_only(0)
+    assert cluster.read_only(1)
+    wait_until(lambda: len(set(cluster.checksums())) == 1, timeout=30,
+               what="every server checksum-identical")

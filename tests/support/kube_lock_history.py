@@ -41,7 +41,7 @@ class StateHistory(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stopping.is_set():
-                stream = k8s_watch.Watch().stream(  # type: ignore[no-untyped-call]
+                stream = k8s_watch.Watch().stream(
                     self.api.list_namespaced_custom_object, GROUP, VERSION, self.namespace,
                     PLURAL, field_selector=f"metadata.name={self.obj_name}",
                     resource_version=self.since, timeout_seconds=1)
