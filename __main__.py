@@ -27,17 +27,21 @@ pulumi.export("namespace", config.namespace)
 # etcd: the lock store. Membership changes (EtcdMembership) happen before the StatefulSet
 # changes size: one `pulumi up` scales up or down any step, one member at a time inside it.
 etcd = EtcdCluster(config.etcd.name,
-                   EtcdClusterArgs(namespace=config.namespace, config=config.etcd))
+                   EtcdClusterArgs(namespace=config.namespace, config=config.etcd,
+                                   metrics=config.metrics))
 pulumi.export("etcdClientUrl", etcd.client_url)
 pulumi.export("etcdMemberClientUrls", etcd.member_client_urls)
 
-# MySQL / MariaDB: ordinal 0 is the primary, every other pod a replica of it.
+# MySQL / MariaDB: ordinal 0 is the primary, every other pod a replica of it. With
+# metrics.enabled each pod runs an exporter, and the PrometheusRule (metrics.prometheusRule)
+# covers replication, backups, etcd and locks, the etcd rules naming etcd's metrics Service.
 # ReplicationInit converges under a per-cluster lock in this stack's etcd, so two
 # `pulumi up` runs never reconfigure the same replica at once.
 mysql = MySQLCluster(
     config.mysql.name,
     MySQLClusterArgs(namespace=config.namespace, config=config.mysql,
-                     lock_endpoints=etcd.lock_endpoints, lock_service=etcd),
+                     lock_endpoints=etcd.lock_endpoints, lock_service=etcd,
+                     metrics=config.metrics, etcd_metrics_job=etcd.metrics_job),
 )
 pulumi.export("mysqlPrimaryHost", mysql.primary_host)
 pulumi.export("mysqlReadHost", mysql.read_host)

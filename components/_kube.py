@@ -308,3 +308,31 @@ def stack_digest(project: str, stack: str, namespace: str, name: str) -> bytes:
     distinct per stack, for values that must not collide between clusters (etcd's
     cluster token, MySQL's server-id block) without anything to keep in state."""
     return hashlib.sha256(f"{project}/{stack}/{namespace}/{name}".encode()).digest()
+
+
+def metrics_service(resource_name: str, *, name: str, namespace: str, labels: AppLabels,
+                    port: int, service_monitor: bool,
+                    opts: pulumi.ResourceOptions) -> None:
+    """A headless Service naming every pod's ``metrics`` port, and (``service_monitor``) the
+    prometheus-operator ServiceMonitor that scrapes it. Prometheus labels each series with
+    ``job`` = the Service's name, which is what the alert rules select on
+    (components/mysql/_metrics.py). Headless with ``publishNotReadyAddresses``: a pod whose
+    database is not ready is exactly the one whose metrics matter."""
+    k8s.core.v1.Service(
+        resource_name,
+        metadata=metadata(name, namespace, labels),
+        spec={"cluster_ip": "None", "publish_not_ready_addresses": True,
+              "selector": labels.selector(),
+              "ports": [{"name": "metrics", "port": port, "target_port": "metrics",
+                         "protocol": "TCP"}]},
+        opts=opts)
+    if service_monitor:
+        k8s.apiextensions.CustomResource(
+            f"{resource_name}-monitor",
+            api_version="monitoring.coreos.com/v1",
+            kind="ServiceMonitor",
+            metadata=metadata(name, namespace, labels),
+            spec={"selector": {"matchLabels": labels.selector()},
+                  "namespaceSelector": {"matchNames": [namespace]},
+                  "endpoints": [{"port": "metrics", "interval": "30s"}]},
+            opts=opts)

@@ -61,9 +61,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 PROJECT = "mysql-cluster"
-TOP_LEVEL_KEYS = ("namespace", "mysql", "etcd", "locks")
+TOP_LEVEL_KEYS = ("namespace", "mysql", "etcd", "locks", "metrics")
 # The object-valued top-level keys.
-SECTIONS = ("mysql", "etcd", "locks")
+SECTIONS = ("mysql", "etcd", "locks", "metrics")
 
 SPREADS: tuple[Spread, ...] = ("required", "preferred", "none")
 Access = Literal["in-cluster", "port-forward"]
@@ -89,6 +89,11 @@ _PINNED_TEXT = ("must be an image pinned to an exact tag or digest, such as mari
 # StatefulSet's controller-revision-hash label "<name>-<10 chars>" are limited to 63.
 _CLUSTER_NAME = re.compile(r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?")
 KUBECTL_DEFAULT_IMAGE = "registry.k8s.io/kubectl:v1.32.4"
+# The release Debian packages (prometheus-mysqld-exporter 0.14), which the tests scrape a real
+# server with; its flags and metric names are what components/mysql/_metrics.py relies on.
+EXPORTER_DEFAULT_IMAGE = "quay.io/prometheus/mysqld-exporter:v0.14.0"
+Switch = Literal["off", "on"]
+SWITCHES: tuple[Switch, ...] = ("off", "on")
 # Server options the cluster itself manages, by what relies on them. extraServerConfig may
 # not reach any of them in any spelling the server accepts (see server_option_names).
 # Canonical names: lowercase, "_" for "-"; a name ending in "_" is a family (every option
@@ -158,6 +163,7 @@ def managed_server_option(spelling: str) -> tuple[str, str] | None:
 
 
 _SERVER_OPTION = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+_ABSOLUTE_PATH = re.compile(r"/[^'\\\x00]{0,4095}")
 
 
 BINLOG_EXPIRE_MAX_SECONDS = 99 * 86400
@@ -272,6 +278,17 @@ def _check_endpoints(value: Any, default: Any, _: Mapping[str, Any]) -> Checked:
 
 
 _ENDPOINTS = Kind("endpoints", _check_endpoints, "`host:port` list")
+
+
+def _check_switch(value: Any, default: Any, values: Mapping[str, Any]) -> Checked:
+    # YAML 1.1 reads a bare on/off as a boolean, so `requireSecureTransport: on` in a stack
+    # file reaches the program as true: both spellings mean the same switch.
+    if isinstance(value, bool):
+        return ("on" if value else "off"), []
+    return check_choice(value, default, SWITCHES)
+
+
+_SWITCH = Kind("switch", _check_switch, " / ".join(f"`{c}`" for c in SWITCHES))
 
 
 def _check_schedule(value: Any, default: Any, _: Mapping[str, Any]) -> Checked:
@@ -418,6 +435,35 @@ class ReplicationInitConfig(_Validated):
         default=())
     timeout_seconds: int = _key("timeoutSeconds", _integer(minimum=10, maximum=3600),
                                 "how long an up waits for replicas to catch up", default=300)
+    ca_file: str | None = _key(
+        "caFile", _text(_ABSOLUTE_PATH, "must be an absolute path without quotes or "
+                        "backslashes"), "mysql.tls: the TLS Secret's `ca.crt` where `pulumi up` "
+        "runs; its connections then verify the servers (host names too, in-cluster)",
+        default=None)
+
+
+@dataclass(frozen=True)
+class MySQLTLSConfig(_Validated):
+    """TLS for clients and replication. The Secret is cert-manager's Certificate Secret or any
+    Secret with ``tls.crt``, ``tls.key`` and ``ca.crt``; the program never generates keys."""
+
+    enabled: bool = _key("enabled", _BOOLEAN, "TLS for clients and replication (the server's "
+                         "certificate, replicas verify the primary against `ca.crt`)",
+                         default=False)
+    secret: str | None = _key("secret", _SECRET_NAME, "Secret with `tls.crt`, `tls.key` and "
+                              "`ca.crt` (cert-manager's Certificate Secret fits)", default=None)
+    require_secure_transport: Switch = _key(
+        "requireSecureTransport", _SWITCH, "`on`: TCP clients without TLS are "
+        "refused (the pod-local socket, which the probes use, stays open)", default="off")
+
+    def _problems(self) -> list[Problem]:
+        if self.enabled and not self.secret:
+            return [Problem("secret", None, "is required when tls.enabled is true: the name of "
+                            "a Secret with tls.crt, tls.key and ca.crt")]
+        if self.require_secure_transport == "on" and not self.enabled:
+            return [Problem("require_secure_transport", "on", "needs tls.enabled: true (without "
+                            "TLS every TCP client would be refused)")]
+        return []
 
 
 @dataclass(frozen=True)
@@ -606,6 +652,8 @@ class MySQLConfig(_Validated):
     replication_init: ReplicationInitConfig = _key(
         "replicationInit", _OBJECT, "", nested=ReplicationInitConfig,
         default=ReplicationInitConfig())
+    tls: MySQLTLSConfig = _key("tls", _OBJECT, "", nested=MySQLTLSConfig,
+                               default=MySQLTLSConfig())
     backup: BackupConfig = _key("backup", _OBJECT, "", nested=BackupConfig,
                                 default=BackupConfig())
     restore: RestoreConfig = _key("restore", _OBJECT, "", nested=RestoreConfig,
@@ -809,6 +857,43 @@ class LocksConfig(_Validated):
 
 
 @dataclass(frozen=True)
+class MetricsConfig(_Validated):
+    """The exporter sidecar and the prometheus-operator objects (components/mysql/_metrics.py).
+    ServiceMonitor and PrometheusRule are CRDs of the prometheus-operator: they must exist in
+    the cluster before either switch is turned on."""
+
+    enabled: bool = _key("enabled", _BOOLEAN, "a `mysqld_exporter` sidecar in every MySQL pod "
+                         "and metrics Services for MySQL and etcd", default=False)
+    exporter_image: str = _key("images.exporter", _PINNED, "mysqld_exporter image",
+                               default=EXPORTER_DEFAULT_IMAGE)
+    scrape_namespaces: tuple[str, ...] = _key(
+        "scrapeNamespaces", _NAMESPACES, "namespaces (besides the cluster's own) whose pods "
+        "may scrape the metrics ports: where Prometheus runs", default=())
+    service_monitor: bool = _key("serviceMonitor.enabled", _BOOLEAN, "ServiceMonitors for "
+                                 "MySQL and etcd (prometheus-operator CRD)", default=False)
+    prometheus_rule: bool = _key("prometheusRule.enabled", _BOOLEAN, "a PrometheusRule with "
+                                 "the cluster's alerts (prometheus-operator CRD)", default=False)
+    backup_margin_seconds: int = _key(
+        "prometheusRule.backupMarginSeconds", _integer(minimum=60, maximum=86400),
+        "alert when the newest backup is older than its schedule plus this", default=3600)
+    binlog_archive_max_lag_seconds: int = _key(
+        "prometheusRule.binlogArchiveMaxLagSeconds", _integer(minimum=10, maximum=86400),
+        "alert when the binary log archive is further behind", default=600)
+    etcd_quota_percent: int = _key(
+        "prometheusRule.etcdQuotaPercent", _integer(minimum=1, maximum=99),
+        "alert when etcd's database is above this share of its quota", default=80)
+    lock_held_max_seconds: int = _key(
+        "prometheusRule.lockHeldMaxSeconds", _integer(minimum=1, maximum=86400),
+        "alert when one distlock lock is held longer", default=300)
+
+    def _problems(self) -> list[Problem]:
+        return [Problem(name, True, "needs metrics.enabled: true (the exporter and metrics "
+                        "Services it reads)")
+                for name in ("service_monitor", "prometheus_rule")
+                if getattr(self, name) and not self.enabled]
+
+
+@dataclass(frozen=True)
 class StackConfig(_Validated):
     project: str
     stack: str
@@ -820,6 +905,8 @@ class StackConfig(_Validated):
     mysql: MySQLConfig = _key("mysql", _OBJECT, "", nested=MySQLConfig, default=MySQLConfig())
     etcd: EtcdConfig = _key("etcd", _OBJECT, "", nested=EtcdConfig, default=EtcdConfig())
     locks: LocksConfig = _key("locks", _OBJECT, "", nested=LocksConfig, default=LocksConfig())
+    metrics: MetricsConfig = _key("metrics", _OBJECT, "", nested=MetricsConfig,
+                                  default=MetricsConfig())
 
     def _problems(self) -> list[Problem]:
         if self.mysql.name == self.etcd.name:
@@ -949,7 +1036,9 @@ __all__ = [
     "ConfigError",
     "EtcdConfig",
     "LocksConfig",
+    "MetricsConfig",
     "MySQLConfig",
+    "MySQLTLSConfig",
     "StackConfig",
     "load",
     "markdown_table",

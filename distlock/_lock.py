@@ -9,6 +9,10 @@ use is a ``with`` block, where a silent False would run the body unlocked;
 ``try_acquire`` is the boolean form. The async methods run the blocking backend call
 in a worker thread and turn task cancellation into the backend's ``cancel`` event, so
 a cancelled waiter leaves its queue slot promptly instead of when the thread times out.
+
+Observers (:func:`add_observer`) hear of every wait, grant, release and loss of every Lock in
+the process; :mod:`distlock.metrics` is the one this package ships (Prometheus). Here, in the
+front, because every backend's locks pass through it: no backend knows about metrics.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
@@ -36,6 +41,42 @@ class LockSession(Protocol):
                 cancel: threading.Event | None = None) -> Grant | None: ...
 
     def release(self, grant: Grant) -> None: ...
+
+
+class LockObserver(Protocol):
+    """What an observer hears (seconds on the monotonic clock). Called on the thread that
+    did the work, so it must be quick and must not raise."""
+
+    def granted(self, name: str, waited: float) -> None: ...
+
+    def not_granted(self, name: str, waited: float) -> None: ...
+
+    def released(self, name: str, held: float) -> None: ...
+
+    def lost(self, name: str) -> None: ...
+
+
+_observers: list[LockObserver] = []
+_observers_mutex = threading.Lock()
+
+
+def add_observer(observer: LockObserver) -> Callable[[], None]:
+    """Observe every Lock of the process from now on; returns the call that stops it."""
+    with _observers_mutex:
+        _observers.append(observer)
+
+    def remove() -> None:
+        with _observers_mutex:
+            if observer in _observers:
+                _observers.remove(observer)
+    return remove
+
+
+def _notify(event: Callable[[LockObserver], None]) -> None:
+    with _observers_mutex:
+        observers = list(_observers)
+    for observer in observers:
+        event(observer)
 
 
 class _Unset(enum.Enum):
@@ -66,6 +107,7 @@ class Lock:
         self._timeout = _checked_timeout(timeout)
         self._on_lost = on_lost
         self._grant: Grant | None = None
+        self._granted_at = 0.0
         self._acquiring = False
         self._mutex = threading.Lock()
 
@@ -130,7 +172,11 @@ class Lock:
             grant, self._grant = self._grant, None
         if grant is None:
             raise NotHeldError(f"lock {self._name!r} is not held")
-        self._backend.release(grant)
+        try:
+            self._backend.release(grant)
+        finally:
+            held = time.monotonic() - self._granted_at
+            _notify(lambda o: o.released(self._name, held))
 
     async def acquire_async(self, timeout: float | _Unset | None = _UNSET) -> int:
         wait = self._timeout if timeout is _UNSET else _checked_timeout(timeout)
@@ -159,15 +205,21 @@ class Lock:
                 raise RuntimeError(f"lock {self._name!r} is already held or being acquired by "
                                    "this Lock object (distlock locks are not reentrant)")
             self._acquiring = True
+        started = time.monotonic()
         try:
             grant = self._backend.acquire(self._name, timeout=timeout, cancel=cancel)
         finally:
             with self._mutex:
                 self._acquiring = False
+        now = time.monotonic()
         if grant is None:
+            _notify(lambda o: o.not_granted(self._name, now - started))
             return None
         with self._mutex:
             self._grant = grant
+            self._granted_at = now
+        _notify(lambda o: o.granted(self._name, now - started))
+        grant.lost.add_callback(lambda _reason: _notify(lambda o: o.lost(self._name)))
         if self._on_lost is not None:
             grant.lost.add_callback(self._on_lost)
         return grant

@@ -66,7 +66,7 @@ listener (as kubeadm does): a kubelet cannot present a client certificate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ import pulumi_kubernetes as k8s
 from components import _kube
 from components._kube import mount
 from components._validate import quantity_value
-from components.config import EtcdConfig
+from components.config import EtcdConfig, MetricsConfig
 from components.etcd._membership import DESIRED_MEMBERS_KEY, EtcdMembership, EtcdMembershipArgs
 
 SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
@@ -113,6 +113,8 @@ _QUOTA_MAX = 8 * 2**30
 class EtcdClusterArgs:
     namespace: str
     config: EtcdConfig
+    # metrics.enabled: a Service naming the plain metrics port (and its ServiceMonitor).
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 @dataclass(frozen=True)
@@ -441,7 +443,8 @@ def _snapshot_job_spec(config: EtcdConfig, names: _Names) -> k8s.batch.v1.JobSpe
     }
 
 
-def network_policy_spec(labels: _kube.AppLabels, client_namespaces: tuple[str, ...]
+def network_policy_spec(labels: _kube.AppLabels, client_namespaces: tuple[str, ...],
+                        scrape_namespaces: tuple[str, ...] = ()
                         ) -> k8s.networking.v1.NetworkPolicySpecArgsDict:
     """Raft (2380) only between members: anything else that reaches it could disrupt the
     cluster. Clients (2379) and health/metrics (2381): the namespace's pods (the snapshot
@@ -457,6 +460,11 @@ def network_policy_spec(labels: _kube.AppLabels, client_namespaces: tuple[str, .
              "from_": clients},
             {"ports": [{"port": PEER_PORT, "protocol": "TCP"}],
              "from_": [{"pod_selector": {"match_labels": labels.selector()}}]},
+            # Prometheus, where metrics.scrapeNamespaces says it runs.
+            *([{"ports": [{"port": METRICS_PORT, "protocol": "TCP"}],
+                "from_": [{"namespace_selector": {"match_labels": {
+                    "kubernetes.io/metadata.name": ns}}} for ns in scrape_namespaces]}]
+              if scrape_namespaces else []),
         ],
     }
 
@@ -481,6 +489,8 @@ class EtcdCluster(pulumi.ComponentResource):
     # Client URLs as reached from where `pulumi up` runs, for providers that hold a lock
     # here (ReplicationInit). Empty with TLS: those providers take no client certificate.
     lock_endpoints: tuple[str, ...]
+    # The job name Prometheus gives etcd's metrics Service (the etcd alert rules select on it).
+    metrics_job: str
 
     def __init__(self, name: str, args: EtcdClusterArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
@@ -499,6 +509,12 @@ class EtcdCluster(pulumi.ComponentResource):
             f"{name}-scripts", metadata=_kube.metadata(names.scripts, namespace, labels),
             data=files, opts=child)
         self._services(name, names, labels, child)
+        # The alert rules' etcd ``job`` (the Service's name is what Prometheus calls it).
+        self.metrics_job = f"{config.name}-metrics"
+        if args.metrics.enabled:
+            _kube.metrics_service(f"{name}-metrics", name=self.metrics_job,
+                                  namespace=namespace, labels=labels, port=METRICS_PORT,
+                                  service_monitor=args.metrics.service_monitor, opts=child)
 
         depends: list[pulumi.Resource] = [scripts]
         bootstrap: pulumi.Input[str] = bootstrap_cluster(names, config.replicas)
@@ -527,7 +543,9 @@ class EtcdCluster(pulumi.ComponentResource):
         k8s.networking.v1.NetworkPolicy(
             f"{name}-network-policy",
             metadata=_kube.metadata(config.name, namespace, labels),
-            spec=network_policy_spec(labels, config.client_namespaces),
+            spec=network_policy_spec(labels, config.client_namespaces,
+                                     args.metrics.scrape_namespaces if args.metrics.enabled
+                                     else ()),
             opts=child)
         if config.snapshot.enabled:
             self._snapshots(name, config, names, labels, scripts)

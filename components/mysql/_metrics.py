@@ -26,15 +26,38 @@ Metric sources and what is real today:
   the names those features are to export, ``mysql_cluster_backup_last_success_timestamp_seconds``,
   ``mysql_cluster_backup_interval_seconds`` and ``mysql_cluster_binlog_archive_lag_seconds``, and
   tested on synthetic series.
-- ``etcd_*``: etcd's own ``/metrics`` on its client port (3.4 and 3.5 use the same names).
+- ``etcd_*``: etcd's own ``/metrics`` (3.4 and 3.5 use the same names).
 - ``distlock_*``: distlock's optional metrics (``distlock_lock_held_since_timestamp_seconds``
   per held lock); the rule is tested on synthetic series.
+- ``etcd_*`` is scraped from etcd's plain-HTTP metrics port (2381) through the ``<etcd>-metrics``
+  Service, so it is the same with etcd TLS on.
+
+The pod side (``exporter_containers``): an ``exporter-config`` init container (the server image,
+for bash) writes the exporter's option file into a memory volume only the two share, from the
+exporter account's Secret key; the ``exporter`` sidecar (the pinned mysqld_exporter image)
+reads it and connects through the pod-local socket, which stays open under
+``requireSecureTransport`` and needs no certificate.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import _kube
+
+EXPORTER_PORT = 9104
+EXPORTER_RUN_DIR = "/run/mysql-exporter"
+# The collectors whose series the rules read; the others need privileges the exporter account
+# deliberately lacks (PROCESS for InnoDB status, performance_schema), so they are off.
+# tests/integration/test_metrics.py runs Debian's exporter with exactly these flags.
+EXPORTER_FLAGS = ("--collect.global_status", "--collect.global_variables",
+                  "--collect.slave_status", "--no-collect.info_schema.innodb_cmp",
+                  "--no-collect.info_schema.innodb_cmpmem",
+                  "--no-collect.info_schema.query_response_time")
 
 
 @dataclass(frozen=True)
@@ -155,4 +178,59 @@ def alert_rules(settings: AlertSettings) -> dict[str, Any]:
     ]}
 
 
-__all__ = ["AlertSettings", "alert_rules"]
+def exporter_volume() -> dict[str, Any]:
+    # The option file holds the exporter's password: memory, never the node's disk.
+    return dict(_kube.empty_dir("exporter-run", memory=True, size_limit="1Mi"))
+
+
+def exporter_containers(*, server_image: str, exporter_image: str, config_dir: str,
+                        socket_dir: str, env: list[Any], config_map_mount: Any,
+                        credentials_mount: Any, tmp_mount: Any,
+                        ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``exporter-config`` init container and the ``exporter`` sidecar (``tmp_mount``: the
+    pod's scratch volume, the only writable path besides their own under a read-only root)."""
+    secure = _kube.container_security_context()
+    run = _kube.mount("exporter-run", EXPORTER_RUN_DIR)
+    init = {
+        "name": "exporter-config",
+        "image": server_image,
+        "command": ["bash", f"{config_dir}/exporter-config.sh"],
+        "env": [*env, _kube.value_env("EXPORTER_RUN_DIR", EXPORTER_RUN_DIR)],
+        "volume_mounts": [config_map_mount, run, credentials_mount, tmp_mount],
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
+                      "limits": {"memory": "128Mi"}},
+        "security_context": secure,
+    }
+    probe = {"http_get": {"path": "/", "port": "metrics"}, "period_seconds": 30,
+             "timeout_seconds": 5, "failure_threshold": 3}
+    sidecar = {
+        "name": "exporter",
+        "image": exporter_image,
+        "args": [f"--config.my-cnf={EXPORTER_RUN_DIR}/exporter.cnf",
+                 f"--web.listen-address=:{EXPORTER_PORT}", *EXPORTER_FLAGS],
+        "ports": [{"name": "metrics", "container_port": EXPORTER_PORT, "protocol": "TCP"}],
+        "volume_mounts": [_kube.mount("exporter-run", EXPORTER_RUN_DIR, read_only=True),
+                          _kube.mount("socket", socket_dir, read_only=True), tmp_mount],
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
+                      "limits": {"memory": "128Mi"}},
+        # Not a readiness probe: the pod's readiness is its database's (see test_policy.py).
+        "liveness_probe": probe,
+        "security_context": secure,
+    }
+    return init, sidecar
+
+
+def prometheus_rule(resource_name: str, *, name: str, namespace: str, labels: _kube.AppLabels,
+                    settings: AlertSettings, opts: pulumi.ResourceOptions) -> None:
+    """The PrometheusRule whose spec is exactly :func:`alert_rules` (what promtool tests)."""
+    k8s.apiextensions.CustomResource(
+        resource_name,
+        api_version="monitoring.coreos.com/v1",
+        kind="PrometheusRule",
+        metadata=_kube.metadata(name, namespace, labels),
+        spec=alert_rules(settings),
+        opts=opts)
+
+
+__all__ = ["EXPORTER_FLAGS", "EXPORTER_PORT", "AlertSettings", "alert_rules",
+           "exporter_containers", "exporter_volume", "prometheus_rule"]

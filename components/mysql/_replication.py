@@ -110,6 +110,7 @@ from components.mysql._switchover import (
     make_writable,
     switchover,
 )
+from components.mysql._tls import pymysql_ssl
 from components.mysql.flavor import FLAVORS, Flavor
 
 _SECRET_OUTPUTS = ("admin_password", "replication_password", "topology_password")
@@ -118,10 +119,13 @@ _INPUT_KEYS = ("flavor", "primary", "replicas", "source_host", "source_port", "a
                "max_lag_seconds", "timeout_seconds", "lock_endpoints", "primary_ordinal",
                "sources", "topology_user", "topology_password", "record_namespace",
                "record_name", "switchover_grace_seconds", "switchover_timeout_seconds",
-               "durability", "semisync_wait_count", "semisync_timeout_seconds", "pods")
+               "durability", "semisync_wait_count", "semisync_timeout_seconds", "pods",
+               "tls_ca_file", "tls_verify_identity", "replication_tls_ca")
 _OUTPUT_KEYS = ("replica_status", "primary_gtid_position", "in_sync", "epoch",
                 "recorded_primary", "record_fenced", "durability_status", "primary_decision")
 _USER = re.compile(r"[A-Za-z0-9_][-A-Za-z0-9_.]*")
+# Printable, no quote or backslash: the path lands in a SQL string literal as it is.
+_ABSOLUTE_PATH = re.compile(r"/[^'\\\x00-\x1f\x7f]*")
 _POD = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 _CONNECT_TIMEOUT = 10
 # A blocking GTID wait is cut into slices so a replica whose threads stop while we wait
@@ -164,6 +168,13 @@ class ReplicationInitArgs:
     semisync_timeout_seconds: int = 10
     # The pods by ordinal (in record_namespace): their role labels follow the record.
     pods: tuple[str, ...] = ()
+    # mysql.tls: the CA file where `pulumi up` runs (connections to the servers then verify
+    # their certificates; the host name too when ``tls_verify_identity``), and the CA file on
+    # the replicas, which CHANGE MASTER / CHANGE REPLICATION SOURCE then verifies the primary
+    # against. Empty: no TLS asked for (pymysql still prefers it when the server offers it).
+    tls_ca_file: str = ""
+    tls_verify_identity: bool = True
+    replication_tls_ca: str = ""
 
 
 def switchover_args(config: MySQLConfig, *, sources: tuple[Endpoint, ...],
@@ -218,6 +229,9 @@ class _Spec:
     semisync_wait_count: int = 1
     semisync_timeout_seconds: int = 10
     pods: tuple[str, ...] = ()
+    tls_ca_file: str = ""
+    tls_verify_identity: bool = True
+    replication_tls_ca: str = ""
     # The primary of this view: primary/replicas/source_* above are that ordinal's.
     current: int = 0
 
@@ -288,6 +302,10 @@ class _Spec:
             "semisync_wait_count": self.semisync_wait_count,
             "semisync_timeout_seconds": self.semisync_timeout_seconds,
             "pods": list(self.pods),
+            # As the component sends them: present only with TLS on.
+            **({"tls_ca_file": self.tls_ca_file, "tls_verify_identity": self.tls_verify_identity,
+                "replication_tls_ca": self.replication_tls_ca}
+               if self.tls_ca_file or self.replication_tls_ca else {}),
         }
 
 
@@ -450,6 +468,7 @@ def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, lis
     timeout = check.integer("timeout_seconds", props.get("timeout_seconds"),
                             minimum=1, maximum=86400)
     lock_endpoints = check.urls("lock_endpoints", props.get("lock_endpoints", []))
+    tls = _tls_fields(check, props)
     topology = _topology_fields(check, props, flavor=flavor, limits=limits, primary=primary,
                                 replicas=replicas, source=(source_host, source_port))
     if strict:
@@ -458,7 +477,20 @@ def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, lis
         return None, check.failures
     return _Spec(flavor, primary, tuple(replicas), source_host, source_port, admin_user,
                  admin_password, replication_user, replication_password, max_lag, timeout,
-                 tuple(lock_endpoints), **topology), []
+                 tuple(lock_endpoints), **topology, **tls), []
+
+
+def _tls_fields(check: _Checker, props: Mapping[str, Any]) -> dict[str, Any]:
+    """mysql.tls's inputs, checked; _Spec keyword arguments (absent in older state: off).
+    The paths go into SQL string literals (the CHANGE MASTER clause), hence no quotes."""
+    fields: dict[str, Any] = {
+        name: check.string(name, props.get(name) or None, pattern=_ABSOLUTE_PATH,
+                           max_length=4096, required=False,
+                           what="an absolute file path without quotes or backslashes")
+        for name in ("tls_ca_file", "replication_tls_ca")}
+    fields["tls_verify_identity"] = check.boolean("tls_verify_identity",
+                                                  props.get("tls_verify_identity", True))
+    return fields
 
 
 def _spec(props: Mapping[str, Any]) -> _Spec:
@@ -537,18 +569,23 @@ class _Connection(_BaseConnection):
         return context
 
 
-def _connect(endpoint: Endpoint, user: str, password: str,
-             read_timeout: int) -> pymysql.connections.Connection[Any]:
+def _connect(endpoint: Endpoint, user: str, password: str, read_timeout: int,
+             tls: tuple[str, bool] = ("", True)) -> pymysql.connections.Connection[Any]:
+    """``tls``: (CA file, verify the host name); no CA file: pymysql's preferred TLS."""
+    ca_file, verify_identity = tls
+    verified = ({**pymysql_ssl(ca_file), "ssl_verify_identity": verify_identity}
+                if ca_file else {})
     return _Connection(host=endpoint.host, port=endpoint.port, user=user, password=password,
                        connect_timeout=_CONNECT_TIMEOUT, read_timeout=read_timeout,
-                       write_timeout=read_timeout, autocommit=True)
+                       write_timeout=read_timeout, autocommit=True, **verified)
 
 
 @contextlib.contextmanager
 def _session(label: str, endpoint: Endpoint, user: str, password: str,
-             *, read_timeout: int = 60) -> Iterator[_Session]:
+             *, read_timeout: int = 60, tls: tuple[str, bool] = ("", True)
+             ) -> Iterator[_Session]:
     try:
-        connection = _connect(endpoint, user, password, read_timeout)
+        connection = _connect(endpoint, user, password, read_timeout, tls)
     except _CONNECT_ERRORS as error:
         raise ReplicationError(f"{label}: cannot connect as {user!r}: "
                                f"{_server_message(error)}") from None
@@ -559,7 +596,12 @@ def _session(label: str, endpoint: Endpoint, user: str, password: str,
 
 
 def _admin(spec: _Spec, label: str, endpoint: Endpoint, **kwargs: Any) -> Any:
-    return _session(label, endpoint, spec.admin_user, spec.admin_password, **kwargs)
+    return _session(label, endpoint, spec.admin_user, spec.admin_password,
+                    tls=_client_tls(spec), **kwargs)
+
+
+def _client_tls(spec: _Spec) -> tuple[str, bool]:
+    return spec.tls_ca_file, spec.tls_verify_identity
 
 
 def _replication_account_grants(spec: _Spec) -> list[str] | None:
@@ -571,7 +613,7 @@ def _replication_account_grants(spec: _Spec) -> list[str] | None:
     label = f"{spec.primary_label} as {spec.replication_user!r}"
     try:
         connection = _connect(spec.primary, spec.replication_user, spec.replication_password,
-                              read_timeout=30)
+                              read_timeout=30, tls=_client_tls(spec))
     except _CONNECT_ERRORS as error:
         if _errno(error) == 1045:  # access denied: no such account or another password
             return None
@@ -765,7 +807,8 @@ def _repair_replica(spec: _Spec, index: int, guard: _Guard, server_id: int, *,
             replica.run(dialect.stop)
         if repair.set_source:
             replica.run(dialect.change_source(spec.source_host, spec.source_port,
-                                              spec.replication_user, spec.replication_password))
+                                              spec.replication_user, spec.replication_password,
+                                              spec.replication_tls_ca))
         if repair.start:
             replica.run(dialect.start)
 
@@ -995,7 +1038,7 @@ class _TopologyServers:
     def session(self, ordinal: int, *, read_timeout: int = 60) -> Any:
         return _session(self.label(ordinal), self.spec.servers[ordinal],
                         self.spec.topology_user, self.spec.topology_password,
-                        read_timeout=read_timeout)
+                        read_timeout=read_timeout, tls=_client_tls(self.spec))
 
     def label(self, ordinal: int) -> str:
         return self.spec.server_label(ordinal)
@@ -1411,6 +1454,10 @@ class ReplicationInit(pulumi.dynamic.Resource, module="mysql", name="Replication
             "semisync_wait_count": args.semisync_wait_count,
             "semisync_timeout_seconds": args.semisync_timeout_seconds,
             "pods": list(args.pods),
+            # Only when TLS is on: a stack without it keeps exactly the inputs it had.
+            **({"tls_ca_file": args.tls_ca_file, "tls_verify_identity": args.tls_verify_identity,
+                "replication_tls_ca": args.replication_tls_ca}
+               if args.tls_ca_file or args.replication_tls_ca else {}),
             **dict.fromkeys(_OUTPUT_KEYS),
         }
         if args.topology_password is not None:

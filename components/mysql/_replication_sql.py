@@ -37,6 +37,19 @@ from components.mysql.flavor import FLAVORS, Flavor
 REPLICATION_HOST = "%"
 
 
+def replication_tls_clause(flavor: str, ca_file: str) -> str:
+    """The CHANGE MASTER TO / CHANGE REPLICATION SOURCE TO options for verified TLS against
+    ``ca_file`` on the replica (mysql.tls: _tls.TLS_DIR/ca.crt); lib.sh's
+    replication_tls_sql writes the same clause for the pods."""
+    if "'" in ca_file or "\\" in ca_file:
+        raise ValueError(f"CA file path {ca_file!r} must not contain quotes or backslashes")
+    if flavor == "mariadb":
+        return f"MASTER_SSL = 1, MASTER_SSL_CA = '{ca_file}', MASTER_SSL_VERIFY_SERVER_CERT = 1"
+    if flavor == "mysql":
+        return f"SOURCE_SSL = 1, SOURCE_SSL_CA = '{ca_file}', SOURCE_SSL_VERIFY_SERVER_CERT = 1"
+    raise ValueError(f"unknown flavor {flavor!r}: expected 'mysql' or 'mariadb'")
+
+
 @dataclass(frozen=True)
 class Statement:
     """One SQL statement with its driver parameters; ``hidden`` marks the password one.
@@ -560,8 +573,14 @@ class Dialect:
         raise NotImplementedError
 
     # --- replicas -----------------------------------------------------------------------
-    def change_source(self, host: str, port: int, user: str, password: str) -> Statement:
-        return Statement(self._change_source_sql,
+    def change_source(self, host: str, port: int, user: str, password: str,
+                      tls_ca: str = "") -> Statement:
+        """``tls_ca``: the CA file on the replica (mysql.tls), whose certificate check of the
+        primary is then required; the clause is the pods' own (lib.sh replication_tls_sql)."""
+        sql = self._change_source_sql
+        if tls_ca:
+            sql += ", " + replication_tls_clause(self.flavor, tls_ca).replace("%", "%%")
+        return Statement(sql,
                          {"host": host, "port": port, "user": user, "password": password},
                          hidden="password")
 

@@ -12,6 +12,13 @@ Replication verifies the primary's certificate against the Secret's CA on both f
 MariaDB ``MASTER_SSL=1, MASTER_SSL_CA, MASTER_SSL_VERIFY_SERVER_CERT=1``; MySQL 8.4
 ``SOURCE_SSL=1, SOURCE_SSL_CA, SOURCE_SSL_VERIFY_SERVER_CERT=1``. pymysql clients (ReplicationInit)
 get :func:`pymysql_ssl` arguments: the CA, verification of the chain and of the host name.
+
+The pod side (:func:`pod_parts`): the Secret is a read-only volume at :data:`TLS_DIR` in the
+``mysql`` container (the server reads it, and reads the CA when it replicates) and in the
+``tls-reload`` sidecar (``tls-reload.sh watch``: the server image, root through the socket,
+reloading without a restart). ``init-config.sh`` copies ``conf/tls/*.cnf`` into conf.d when
+``TLS_DIR`` is set. The probes use the pod-local socket under TLS, so ``requireSecureTransport``
+never refuses them and no certificate needs 127.0.0.1 as a name.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+
+# The clause lives with the rest of the SQL, which the pulumi-free arbiter image ships too.
+from components.mysql._replication_sql import replication_tls_clause
 
 REQUIRED_KEYS = ("tls.crt", "tls.key", "ca.crt")
 # Where the StatefulSet mounts the Secret; conf/tls/tls.cnf names the same files.
@@ -76,21 +86,75 @@ def tls_secret_problems(secret: str, data: Mapping[str, str | bytes],
     return problems
 
 
-def replication_tls_clause(flavor: str, ca_file: str = f"{TLS_DIR}/ca.crt") -> str:
-    """The CHANGE MASTER TO / CHANGE REPLICATION SOURCE TO options for verified TLS."""
-    if "'" in ca_file or "\\" in ca_file:
-        raise ValueError(f"CA file path {ca_file!r} must not contain quotes or backslashes")
-    if flavor == "mariadb":
-        return (f"MASTER_SSL=1, MASTER_SSL_CA='{ca_file}', MASTER_SSL_VERIFY_SERVER_CERT=1")
-    if flavor == "mysql":
-        return (f"SOURCE_SSL=1, SOURCE_SSL_CA='{ca_file}', SOURCE_SSL_VERIFY_SERVER_CERT=1")
-    raise ValueError(f"unknown flavor {flavor!r}: expected 'mysql' or 'mariadb'")
-
-
 def pymysql_ssl(ca_file: str) -> dict[str, Any]:
     """pymysql.connect arguments that require TLS, verify the chain and the host name."""
     return {"ssl_ca": ca_file, "ssl_verify_cert": True, "ssl_verify_identity": True}
 
 
-__all__ = ["REQUIRED_KEYS", "TLS_DIR", "pymysql_ssl", "replication_tls_clause",
-           "tls_secret_problems"]
+def replication_init_tls(config: Any) -> dict[str, Any]:
+    """ReplicationInitArgs' TLS fields for a MySQLConfig: the replicas verify the primary
+    against the Secret's CA at :data:`TLS_DIR`; ``replicationInit.caFile`` makes the
+    provider's own connections verify the servers (host names only in-cluster: through a
+    port-forward the name is 127.0.0.1, which no server certificate carries)."""
+    if not config.tls.enabled:
+        return {}
+    init = config.replication_init
+    return {"replication_tls_ca": f"{TLS_DIR}/ca.crt", "tls_ca_file": init.ca_file or "",
+            "tls_verify_identity": init.access == "in-cluster"}
+
+
+# How often the watcher compares the Secret's files (the kubelet's own sync is ~1 minute).
+RELOAD_INTERVAL_SECONDS = 10
+# Readable by the pod's fsGroup (the images' mysql group), as the credentials are.
+_FILE_MODE = 0o440
+
+
+def tls_environment(require_secure_transport: bool) -> list[Any]:
+    """What the scripts read to know TLS is on (CONTRACT.md)."""
+    return [{"name": "TLS_DIR", "value": TLS_DIR},
+            {"name": "REQUIRE_SECURE_TRANSPORT",
+             "value": "on" if require_secure_transport else "off"},
+            {"name": "TLS_RELOAD_INTERVAL", "value": str(RELOAD_INTERVAL_SECONDS)}]
+
+
+def pod_parts(*, secret: str, server_image: str, config_dir: str, env: list[Any],
+              mounts: list[Any]) -> tuple[dict[str, Any], dict[str, Any],
+                                                      dict[str, Any]]:
+    """(the Secret volume, its mount, the ``tls-reload`` sidecar). ``mounts``: the sidecar's
+    other mounts (ConfigMap, run dir, socket, its credentials)."""
+    # Here, not at the top: ReplicationInit's provider process imports this module for its
+    # SQL and client arguments and has no use for pulumi_kubernetes.
+    from components import _kube  # noqa: PLC0415
+    volume = {"name": "tls", "secret": {
+        "secret_name": secret, "default_mode": _FILE_MODE,
+        # A missing key keeps the pod from starting instead of serving without TLS.
+        "optional": False, "items": [{"key": key, "path": key} for key in REQUIRED_KEYS]}}
+    mount = dict(_kube.mount("tls", TLS_DIR, read_only=True))
+    command = ["bash", f"{config_dir}/tls-reload.sh"]
+    sidecar = {
+        "name": "tls-reload",
+        "image": server_image,
+        "command": [*command, "watch"],
+        "env": env,
+        "volume_mounts": [*mounts, mount],
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
+                      "limits": {"memory": "128Mi"}},
+        # The loop's heartbeat: a stuck watcher is restarted (no readiness probe: the pod's
+        # readiness is its database's, which probe.sh checks with the same TLS checks).
+        "liveness_probe": {"exec_": {"command": [*command, "alive"]}, "period_seconds": 30,
+                           "timeout_seconds": 5, "failure_threshold": 3},
+        "security_context": _kube.container_security_context(),
+    }
+    return volume, mount, sidecar
+
+
+__all__ = [
+    "REQUIRED_KEYS",
+    "TLS_DIR",
+    "pod_parts",
+    "pymysql_ssl",
+    "replication_init_tls",
+    "replication_tls_clause",
+    "tls_environment",
+    "tls_secret_problems",
+]

@@ -34,6 +34,10 @@ Objects, all children of the component (providers flow down from it):
   time) and ``NetworkPolicy`` (MySQL port from pods of the namespace and of
   ``clientNamespaces``; backup port from peers only).
 - ``ServiceAccount``/``Role``/``RoleBinding`` for role labels (below).
+- Optional, each behind its stack key and built in its own module: the TLS Secret's volume
+  and the ``tls-reload`` sidecar (``mysql.tls``, ``_tls.py``); the exporter's init container
+  and sidecar, the ``<name>-metrics`` Service, its ServiceMonitor and the PrometheusRule
+  (``metrics.*``, ``_metrics.py``). With both off the pod is what it was.
 
 Role labels. Services select pods by label, and a StatefulSet's pod template, shared by
 every ordinal, cannot carry a per-ordinal role; and the role moves with the record. The
@@ -80,7 +84,7 @@ port-forward endpoints, with the admin and replication passwords as secrets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -90,8 +94,8 @@ import pulumi_random as random
 
 from components import _kube
 from components._kube import mount
-from components.config import Endpoint, MySQLConfig
-from components.mysql import _arbiter, _backup, credentials
+from components.config import Endpoint, MetricsConfig, MySQLConfig
+from components.mysql import _arbiter, _backup, _metrics, _tls, credentials
 from components.mysql._record import EPOCH_LABEL, ROLE_LABEL
 from components.mysql._replication import (
     ReplicationInit,
@@ -129,6 +133,7 @@ REPLICATION_USER = "repl"
 MONITOR_USER = "monitor"
 BACKUP_USER = "backup"
 TOPOLOGY_USER = "topology"
+EXPORTER_USER = "exporter"
 # How long the server may take to accept connections after its container starts (crash
 # recovery of a large instance takes minutes). The mysql container's startup probe allows
 # this much, and backup-server.sh waits this long for the server before it gives up.
@@ -154,6 +159,10 @@ class MySQLClusterArgs:
     lock_endpoints: tuple[str, ...] = ()
     # What serves those URLs (the EtcdCluster): ReplicationInit waits until it is ready.
     lock_service: pulumi.Resource | None = None
+    # The exporter sidecar, the metrics Services, ServiceMonitor and PrometheusRule.
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    # etcd's metrics Service: the ``job`` of the etcd alert rules.
+    etcd_metrics_job: str = "etcd-metrics"
 
 
 def server_id_base(project: str, stack: str, namespace: str, name: str) -> int:
@@ -162,15 +171,17 @@ def server_id_base(project: str, stack: str, namespace: str, name: str) -> int:
     return _SERVER_ID_BLOCK * (1 + int.from_bytes(digest[:8], "big") % _SERVER_ID_BLOCKS)
 
 
-def pod_files(flavor: str) -> dict[str, str]:
-    """ConfigMap data: every script and every server config of ``flavor``, by file name."""
+def pod_files(flavor: str, *, tls: bool = False) -> dict[str, str]:
+    """ConfigMap data: every script and every server config of ``flavor`` (and ``tls``: the
+    TLS fragments init-config.sh copies), by file name."""
+    confs = [flavor, *(["tls"] if tls else [])]
     files = sorted(SCRIPTS_DIR.glob("*.sh")) + sorted(
-        p for p in (CONF_ROOT / flavor).glob("*") if p.is_file())
+        p for conf in confs for p in (CONF_ROOT / conf).glob("*") if p.is_file())
     data: dict[str, str] = {}
     for path in files:
         if path.name in data:
             raise MissingPodFilesError(
-                f"{path.name} exists both in {SCRIPTS_DIR} and {CONF_ROOT / flavor}; "
+                f"{path.name} exists twice in {SCRIPTS_DIR} and {CONF_ROOT}/{{{','.join(confs)}}}; "
                 "ConfigMap keys must be unique")
         data[path.name] = path.read_text(encoding="utf-8")
     missing = [n for n in (*REQUIRED_SCRIPTS, *REQUIRED_CONF) if n not in data]
@@ -212,6 +223,10 @@ class _Names:
         return f"{self.cluster}-config"
 
     @property
+    def metrics(self) -> str:
+        return f"{self.cluster}-metrics"
+
+    @property
     def labeler(self) -> str:
         return f"{self.cluster}-pod-labeler"
 
@@ -243,6 +258,7 @@ class _Plan:
     labels: _kube.AppLabels
     server_id_base: int
     files: dict[str, str]
+    metrics: MetricsConfig
 
 
 def _secret(value: pulumi.Output[T]) -> pulumi.Output[T]:
@@ -274,7 +290,8 @@ class MySQLCluster(pulumi.ComponentResource):
             labels=labels,
             server_id_base=config.server_id_base or server_id_base(
                 pulumi.get_project(), pulumi.get_stack(), namespace, config.name),
-            files=pod_files(config.flavor),
+            files=pod_files(config.flavor, tls=config.tls.enabled),
+            metrics=args.metrics,
         )
         child = pulumi.ResourceOptions(parent=self)
 
@@ -318,7 +335,7 @@ class MySQLCluster(pulumi.ComponentResource):
         k8s.networking.v1.NetworkPolicy(
             f"{name}-network-policy",
             metadata=_kube.metadata(names.statefulset, namespace, labels),
-            spec=_network_policy_spec(labels, config.client_namespaces),
+            spec=_network_policy_spec(labels, config.client_namespaces, args.metrics),
             opts=child,
         )
 
@@ -329,6 +346,8 @@ class MySQLCluster(pulumi.ComponentResource):
                              image=config.failover.image or "", labels=_arbiter_labels(plan),
                              agent_service_account=names.labeler,
                              opts=pulumi.ResourceOptions(parent=self, depends_on=[secret]))
+        if args.metrics.enabled:
+            self._monitoring(name, plan, args, child)
 
         # The name is fixed; deriving it from the Secret makes consumers wait for it.
         self.secret_name = secret.id.apply(lambda _: names.secret)
@@ -375,6 +394,24 @@ class MySQLCluster(pulumi.ComponentResource):
                 },
                 opts=child,
             )
+
+    def _monitoring(self, name: str, plan: _Plan, args: MySQLClusterArgs,
+                    child: pulumi.ResourceOptions) -> None:
+        metrics, names = args.metrics, plan.names
+        _kube.metrics_service(f"{name}-metrics", name=names.metrics, namespace=plan.namespace,
+                              labels=plan.labels, port=_metrics.EXPORTER_PORT,
+                              service_monitor=metrics.service_monitor, opts=child)
+        if metrics.prometheus_rule:
+            settings = _metrics.AlertSettings(
+                mysql_job=names.metrics, etcd_job=args.etcd_metrics_job,
+                max_replica_lag_seconds=plan.config.max_replica_lag_seconds,
+                backup_margin_seconds=metrics.backup_margin_seconds,
+                binlog_archive_max_lag_seconds=metrics.binlog_archive_max_lag_seconds,
+                etcd_quota_ratio=metrics.etcd_quota_percent / 100,
+                lock_held_max_seconds=metrics.lock_held_max_seconds)
+            _metrics.prometheus_rule(f"{name}-alerts", name=names.cluster,
+                                     namespace=plan.namespace, labels=plan.labels,
+                                     settings=settings, opts=child)
 
     def _labeler_rbac(self, name: str, plan: _Plan, child: pulumi.ResourceOptions) -> None:
         names, namespace, labels = plan.names, plan.namespace, plan.labels
@@ -439,6 +476,7 @@ class MySQLCluster(pulumi.ComponentResource):
                                   pods=tuple(names.pod(i) for i in range(config.replicas)),
                                   topology_user=TOPOLOGY_USER,
                                   topology_password=_secret(passwords["topology"])),
+                **_tls.replication_init_tls(plan.config),
             ),
             # Depending on a component waits for every one of its children.
             opts=pulumi.ResourceOptions(
@@ -492,11 +530,14 @@ def _environment(plan: _Plan) -> list[k8s.core.v1.EnvVarArgsDict]:
         _kube.value_env("MONITOR_USER", MONITOR_USER),
         _kube.value_env("BACKUP_USER", BACKUP_USER),
         _kube.value_env("TOPOLOGY_USER", TOPOLOGY_USER),
+        _kube.value_env("EXPORTER_USER", EXPORTER_USER),
         _kube.value_env("RECORD_DIR", RECORD_DIR),
         _kube.value_env("ROLE_LABEL", ROLE_LABEL),
         _kube.value_env("EPOCH_LABEL", EPOCH_LABEL),
         _kube.value_env("ROLE_LABELS_FILE", ROLE_LABELS_FILE),
     ]
+    if config.tls.enabled:
+        env += _tls.tls_environment(config.tls.require_secure_transport == "on")
     # Paths, never passwords: only containers that mount the credentials can read them.
     env += [_kube.value_env(name, path)
             for name, path in credentials.file_variables(CREDENTIALS_DIR).items()]
@@ -519,7 +560,14 @@ def _credentials_volume(container: str, secret_name: str) -> k8s.core.v1.VolumeA
     }
 
 
-def _volumes(names: _Names) -> list[k8s.core.v1.VolumeArgsDict]:
+def _containers_with_credentials(config: MySQLConfig, metrics: MetricsConfig) -> list[str]:
+    """The containers that mount credentials in this pod: optional ones only when on."""
+    enabled = {"metrics": metrics.enabled, "tls": config.tls.enabled}
+    return [container for container in credentials.CONTAINER_PASSWORDS
+            if enabled.get(credentials.OPTIONAL_CONTAINERS.get(container, ""), True)]
+
+
+def _volumes(names: _Names, containers: list[str]) -> list[k8s.core.v1.VolumeArgsDict]:
     token: k8s.core.v1.VolumeArgsDict = {
         # What automounting would give every container, given to the label steps only.
         "name": "kube-api-access",
@@ -536,8 +584,7 @@ def _volumes(names: _Names) -> list[k8s.core.v1.VolumeArgsDict]:
         # Optional: absent until the first `pulumi up` with ReplicationInit writes it.
         {"name": "record", "config_map": {"name": names.record, "default_mode": 0o444,
                                           "optional": True}},
-        *(_credentials_volume(container, names.secret)
-          for container in credentials.CONTAINER_PASSWORDS),
+        *(_credentials_volume(container, names.secret) for container in containers),
         {"name": "initdb", "config_map": {
             "name": names.config_map, "default_mode": 0o444,
             "items": [{"key": "bootstrap-users.sh", "path": "bootstrap-users.sh"}]}},
@@ -604,6 +651,43 @@ def _script(file: str) -> list[str]:
     return ["bash", f"{CONFIG_DIR}/{file}"]
 
 
+@dataclass(frozen=True)
+class _Optional:
+    """What mysql.tls and metrics.enabled add to the pod (empty when both are off)."""
+
+    volumes: list[Any] = field(default_factory=list)
+    server_mounts: list[Any] = field(default_factory=list)
+    init_containers: list[Any] = field(default_factory=list)
+    sidecars: list[Any] = field(default_factory=list)
+
+
+def _optional_parts(plan: _Plan, env: list[Any], mounts: dict[str, Any]) -> _Optional:
+    """The TLS watcher and Secret volume (_tls.py), the exporter and its option file
+    (_metrics.py); ``mounts``: the pod's shared mounts by volume name."""
+    config, parts = plan.config, _Optional()
+    shared = [mounts["config-map"], mounts["run"], mounts["socket"], mounts["tmp"]]
+    if config.tls.enabled:
+        assert config.tls.secret is not None  # config refuses TLS without a Secret
+        volume, server_mount, reload = _tls.pod_parts(
+            secret=config.tls.secret, server_image=config.server_image, config_dir=CONFIG_DIR,
+            env=env, mounts=[*shared, mount("credentials-tls-reload", CREDENTIALS_DIR,
+                                            read_only=True)])
+        parts.volumes.append(volume)
+        parts.server_mounts.append(server_mount)
+        parts.sidecars.append(reload)
+    if plan.metrics.enabled:
+        init, exporter = _metrics.exporter_containers(
+            server_image=config.server_image, exporter_image=plan.metrics.exporter_image,
+            config_dir=CONFIG_DIR, socket_dir=plan.flavor.socket_dir, env=env,
+            config_map_mount=mounts["config-map"], tmp_mount=mounts["tmp"],
+            credentials_mount=mount("credentials-exporter-config", CREDENTIALS_DIR,
+                                    read_only=True))
+        parts.volumes.append(_metrics.exporter_volume())
+        parts.init_containers.append(init)
+        parts.sidecars.append(exporter)
+    return parts
+
+
 def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
     config, flavor, names = plan.config, plan.flavor, plan.names
     env = _environment(plan)
@@ -622,6 +706,10 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
         _kube.value_env(flavor.root_host_env, "localhost"),
     ]
     record = mount("record", RECORD_DIR, read_only=True)
+    extra = _optional_parts(plan, env, {"config-map": config_map, "run": run,
+                                        "socket": socket, "tmp": tmp})
+    volumes = [*_volumes(names, _containers_with_credentials(config, plan.metrics)),
+               *extra.volumes]
     spec: dict[str, Any] = {
         "service_account_name": names.labeler,
         "automount_service_account_token": False,
@@ -649,6 +737,7 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
                 "resources": _BACKUP_RESOURCES,
                 "security_context": secure,
             },
+            *extra.init_containers,
             # Last: the pod joins a Service only once its server config is in place.
             _label_container(config.kubectl_image),
         ],
@@ -664,6 +753,7 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
                     data, mount("conf", CONF_DIR, read_only=True), config_map, run, tmp, socket,
                     mount("initdb", INITDB_DIR, read_only=True),
                     mount("credentials-mysql", CREDENTIALS_DIR, read_only=True),
+                    *extra.server_mounts,
                 ],
                 "resources": _kube.requirements(config.resources),
                 "startup_probe": _probe("startup", period=5,
@@ -693,8 +783,9 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
                 "liveness_probe": _probe("backup", period=10, failures=3),
                 "security_context": secure,
             },
+            *extra.sidecars,
         ],
-        "volumes": _volumes(names),
+        "volumes": volumes,
     }
     if config.failover.enabled:
         _arbiter.add_agent(spec, cluster=names.cluster, secret=names.secret,
@@ -732,15 +823,20 @@ def _statefulset_spec(plan: _Plan) -> k8s.apps.v1.StatefulSetSpecArgsDict:
 
 
 def _network_policy_spec(
-    labels: _kube.AppLabels, client_namespaces: tuple[str, ...]
+    labels: _kube.AppLabels, client_namespaces: tuple[str, ...],
+    metrics: MetricsConfig = MetricsConfig(),  # noqa: B008 (frozen, never mutated)
 ) -> k8s.networking.v1.NetworkPolicySpecArgsDict:
     clients = _kube.namespace_clients(client_namespaces)
+    ingress: list[Any] = [
+        {"ports": [{"port": MYSQL_PORT, "protocol": "TCP"}], "from_": clients},
+        {"ports": [{"port": BACKUP_PORT, "protocol": "TCP"}],
+         "from_": [{"pod_selector": {"match_labels": labels.selector()}}]},
+    ]
+    if metrics.enabled:
+        ingress.append({"ports": [{"port": _metrics.EXPORTER_PORT, "protocol": "TCP"}],
+                        "from_": _kube.namespace_clients(metrics.scrape_namespaces)})
     return {
         "pod_selector": {"match_labels": labels.selector()},
         "policy_types": ["Ingress"],
-        "ingress": [
-            {"ports": [{"port": MYSQL_PORT, "protocol": "TCP"}], "from_": clients},
-            {"ports": [{"port": BACKUP_PORT, "protocol": "TCP"}],
-             "from_": [{"pod_selector": {"match_labels": labels.selector()}}]},
-        ],
+        "ingress": ingress,
     }

@@ -45,6 +45,8 @@ PASSWORD_VARIABLES: Mapping[str, str] = {
     "backup": "BACKUP_PASSWORD",
     # The account ReplicationInit moves the primary with (read_only, KILL, replication).
     "topology": "TOPOLOGY_PASSWORD",
+    # The mysqld_exporter sidecar's account (socket only, metrics.enabled).
+    "exporter": "EXPORTER_PASSWORD",
 }
 
 # The passwords each container reads (CONTRACT.md, Credentials); a container not listed
@@ -53,10 +55,17 @@ PASSWORD_VARIABLES: Mapping[str, str] = {
 #           (no pod script uses the topology password after creating the account)
 #   backup: backup-server.sh (root and replication to configure replication, backup to
 #           run the backup tool); `probe.sh backup` reads none
+#   exporter-config: exporter-config.sh writes the exporter's option file (metrics.enabled)
+#   tls-reload: tls-reload.sh watch reloads the certificate as root (mysql.tls.enabled)
 CONTAINER_PASSWORDS: Mapping[str, tuple[str, ...]] = {
-    "mysql": ("root", "admin", "replication", "monitor", "backup", "topology"),
+    "mysql": ("root", "admin", "replication", "monitor", "backup", "topology", "exporter"),
     "backup": ("root", "replication", "backup"),
+    "exporter-config": ("exporter",),
+    "tls-reload": ("root",),
 }
+# Containers that exist only when a feature is on: their credentials volumes too.
+OPTIONAL_CONTAINERS: Mapping[str, str] = {"exporter-config": "metrics",
+                                          "tls-reload": "tls"}
 
 
 def secret_key(account: str) -> str:

@@ -97,7 +97,7 @@ def expected_grants(cluster: PodCluster) -> dict[str, set[str]]:
     for statement in bootstrap_statements(flavor="mariadb", passwords={
             "ADMIN": secrets.admin, "REPLICATION": secrets.replication,
             "MONITOR": secrets.monitor, "BACKUP": secrets.backup,
-            "TOPOLOGY": secrets.topology}):
+            "TOPOLOGY": secrets.topology, "EXPORTER": secrets.exporter}):
         match = re.match(r"GRANT (.+?) ON \*\.\* TO ('[^']+'@'[^']+')", statement)
         if match:
             expected[match.group(2)] = privilege_names(match.group(1))
@@ -122,7 +122,8 @@ def test_every_account_holds_exactly_the_privileges_bootstrap_users_grants(
     expected = expected_grants(pods)
     assert set(expected) == {"'admin'@'%'", "'repl'@'%'", "'monitor'@'localhost'",
                              "'monitor'@'127.0.0.1'", "'backup'@'localhost'",
-                             "'backup'@'127.0.0.1'", "'topology'@'%'"}
+                             "'backup'@'127.0.0.1'", "'topology'@'%'",
+                             "'exporter'@'localhost'"}
     replica = pods.pod(1)
     for account, privileges in expected.items():
         # The replica got its accounts from the primary (clone or binary log), not its own run.

@@ -1,8 +1,9 @@
 """The alert rules on series recorded from a real mysqld_exporter and a real etcd.
 
 A primary and a replica run the real pod scripts (tests/support/pods.py); Debian's
-``prometheus-mysqld-exporter`` (0.14, the release the sidecar image pins) scrapes each as the
-``monitor`` account bootstrap-users.sh creates; a 3-member etcd serves its own ``/metrics``.
+``prometheus-mysqld-exporter`` (0.14, the release the sidecar image pins) scrapes each with the
+option file ``exporter-config.sh`` writes (the ``exporter`` account bootstrap-users.sh creates,
+through the socket) and the sidecar's flags; a 3-member etcd serves its own ``/metrics``.
 Each scrape becomes constant promtool input series labelled as a ServiceMonitor labels them
 (job, namespace, pod), plus ``up`` (1 when the scrape answered), and ``promtool test rules``
 evaluates the deployed rule document on them: healthy, every rule is quiet; after a real fault
@@ -14,13 +15,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from components.mysql._metrics import AlertSettings, alert_rules
+from components.mysql._metrics import EXPORTER_FLAGS, AlertSettings, alert_rules
 from tests.support.etcd import EtcdCluster
 from tests.support.pods import Pod, PodCluster
 from tests.support.procs import LOCALHOST, ManagedProcess, free_port, require_binary, wait_until
@@ -33,31 +33,12 @@ RULES = alert_rules(SETTINGS)
 ALERTS = [rule["alert"] for group in RULES["groups"] for rule in group["rules"]]
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-# Collectors whose series the rules read; the others need privileges the monitor account
-# deliberately lacks (PROCESS for InnoDB status), so the sidecar turns them off.
-EXPORTER_FLAGS = ("--collect.global_status", "--collect.global_variables",
-                  "--collect.slave_status", "--no-collect.info_schema.innodb_cmp",
-                  "--no-collect.info_schema.innodb_cmpmem",
-                  "--no-collect.info_schema.query_response_time")
-
-
 def rule_metrics() -> set[str]:
     names = set()
     for group in RULES["groups"]:
         for rule in group["rules"]:
             names.update(re.findall(r"\b((?:mysql|etcd)_[a-z0-9_]+)\{", rule["expr"]))
     return names
-
-
-def exporter_cnf(path: Path, user: str, password: str, port: int) -> Path:
-    """go-ini (the exporter's parser) reads a backquoted value verbatim: no escapes."""
-    if "`" in password or "\n" in password:
-        raise ValueError(f"{user}'s password cannot be written to {path}: it contains a "
-                         "backquote or a newline")
-    path.write_text(f"[client]\nuser={user}\npassword=`{password}`\nhost={LOCALHOST}\n"
-                    f"port={port}\n")
-    path.chmod(0o600)
-    return path
 
 
 def scrape(url: str) -> list[tuple[str, dict[str, str], float]] | None:
@@ -106,8 +87,11 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         targets = []
         for pod in pods:
             port = free_port()
-            cnf = exporter_cnf(base / f"{pod.name}-exporter.cnf", "monitor",
-                               cluster.secrets.password("monitor"), pod.mysql_port)
+            run_dir = base / f"{pod.name}-exporter-run"
+            written = pod.run_script("exporter-config.sh",
+                                     extra_env={"EXPORTER_RUN_DIR": str(run_dir)})
+            assert written.returncode == 0, written.stderr
+            cnf = run_dir / "exporter.cnf"
             process = ManagedProcess(f"{pod.name}-exporter", [
                 EXPORTER, f"--web.listen-address={LOCALHOST}:{port}",
                 f"--config.my-cnf={cnf}", *EXPORTER_FLAGS], log_dir=base).start()
@@ -152,9 +136,10 @@ def test_the_exporter_reads_every_series_the_replication_rules_need(
               "mysql_slave_status_last_sql_errno"}
     assert needed <= replica, sorted(needed - replica)
     samples = scrape(system["targets"][1].url) or []
-    failed = [labels for name, labels, value in samples
-              if name == "mysql_exporter_collector_success" and value != 1]
-    assert not failed, f"collectors failing as the monitor account: {failed}"
+    # 0.14 has no per-collector success series: a collector refused for lack of a privilege
+    # shows as a scrape error.
+    errors = [value for name, _, value in samples if name == "mysql_exporter_last_scrape_error"]
+    assert errors == [0], f"the exporter account could not scrape everything: {errors}"
     assert any(name == "mysql_up" and value == 1 for name, _, value in samples)
     etcd = {name for name, _, _ in scrape(system["targets"][2].url) or []}
     assert {"etcd_server_has_leader", "etcd_mvcc_db_total_size_in_bytes",

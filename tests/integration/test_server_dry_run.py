@@ -6,11 +6,14 @@ values, DNS-1123 names, label syntax, cross-field rules, immutable fields, defau
 So each stack's objects, rendered by the real program under mocks
 (:func:`tests.support.objects.stack_objects`), are applied with server-side apply and
 ``--dry-run=server`` by kubectl to the session's kube-apiserver: the full write path runs,
-nothing is stored.
+nothing is stored. The variant with every TLS and metrics switch on runs too, after the
+prometheus-operator's own CRDs (v0.93.0, tests/support/crds/) are installed, as the docs say
+they must be before ``metrics.serviceMonitor`` / ``metrics.prometheusRule``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +27,7 @@ from tests.support.tools import tool
 pytestmark = pytest.mark.integration
 
 FIELD_MANAGER = "pulumi-kubernetes"  # what the provider's server-side apply uses
+OPERATOR_CRDS = Path(__file__).resolve().parents[1] / "support" / "crds"
 
 
 def dry_run_apply(plane: ControlPlane, objects: list[dict[str, Any]]) -> tuple[int, str]:
@@ -35,9 +39,20 @@ def dry_run_apply(plane: ControlPlane, objects: list[dict[str, Any]]) -> tuple[i
     return result.returncode, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
+def install_operator_crds(plane: ControlPlane) -> None:
+    kubectl = [str(tool("kubectl")), f"--kubeconfig={plane.kubeconfig}"]
+    for crd in sorted(OPERATOR_CRDS.glob("*.yaml")):
+        run([*kubectl, "apply", "--server-side", "-f", str(crd)], timeout=120)
+    run([*kubectl, "wait", "--for=condition=Established", "--timeout=60s",
+         "crd/servicemonitors.monitoring.coreos.com",
+         "crd/prometheusrules.monitoring.coreos.com"], timeout=90)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod", "prod-tls-metrics"])
 def test_every_object_of_the_stack_passes_the_real_api_servers_admission(
         control_plane: ControlPlane, stack: str) -> None:
+    if stack.endswith("-tls-metrics"):
+        install_operator_crds(control_plane)
     objects = stack_objects(stack)
     assert objects, "the program created no Kubernetes objects"
     for namespace in sorted({o["metadata"].get("namespace") for o in objects} - {None}):

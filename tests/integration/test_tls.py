@@ -7,11 +7,18 @@ verified, a wrong CA refused by both, plaintext TCP refused with requireSecureTr
 ``tls-reload.sh watch`` rotating the certificate under a client that keeps connecting, with no
 failed connection and no server restart; a broken rotation (a key that does not match) is
 refused, named in RUN_DIR/tls-invalid, and the server keeps the certificate it had.
+
+Then the pods themselves with TLS on and requireSecureTransport (tests/support/pods.py, the
+scripts unmodified, as the StatefulSet wires them): a replica cloned and replicating with the
+primary's certificate verified, every probe passing over the socket while plaintext TCP is
+refused, readiness naming a certificate that cannot serve, and the exporter scraping through the
+socket as its own least-privilege account.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import ssl
 import threading
@@ -21,12 +28,26 @@ from typing import Any
 
 import pymysql
 import pytest
+import requests
 
+from components.mysql._metrics import EXPORTER_FLAGS
+from components.mysql._replication import _ReplicationProvider
 from components.mysql._tls import pymysql_ssl, replication_tls_clause
 from components.mysql.flavor import FLAVORS
 from tests.support.certs import Pair, issue, make_ca, serial
 from tests.support.mariadb import MariaDBServer, random_password
-from tests.support.procs import LOCALHOST, ManagedProcess, run, wait_until
+from tests.support.pods import PodCluster
+from tests.support.procs import (
+    LOCALHOST,
+    ManagedProcess,
+    free_port,
+    require_binary,
+    run,
+    wait_until,
+)
+from tests.support.provider_server import ProviderError, ProviderServer, ResourceDriver
+
+EXPORTER = "prometheus-mysqld-exporter"
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "components" / "mysql" / "conf" / "tls"
@@ -272,3 +293,191 @@ def test_check_names_each_bad_secret(tmp_path: Path, certs: dict[str, Pair]) -> 
     result = run(["bash", str(SCRIPTS / "tls-reload.sh"), "check"], check=False,
                  env={"CONFIG_DIR": str(SCRIPTS), "TLS_DIR": str(good.directory)})
     assert result.returncode == 0, result.stderr
+
+
+# --- the pods with TLS on: the pod scripts unmodified, as the StatefulSet wires them ---------
+
+
+@pytest.fixture(scope="module")
+def tls_pods(tmp_path_factory: pytest.TempPathFactory,
+             certs: dict[str, Pair]) -> Iterator[tuple[PodCluster, SecretVolume]]:
+    """A primary and a cloned replica with mysql.tls on and requireSecureTransport: init-config
+    copies conf/tls into conf.d, the sidecar's CHANGE MASTER verifies the primary, the probes
+    and the backup tool use the socket. One certificate (IP 127.0.0.1) serves both pods."""
+    base = tmp_path_factory.mktemp("tls-pods")
+    volume = SecretVolume(base / "tls")
+    volume.publish(certs["server"].cert, certs["server"].key, certs["ca"].cert)
+    cluster = PodCluster(base / "pods", max_pods=2, tls_dir=volume.directory,
+                         require_secure_transport=True)
+    try:
+        cluster.start_pod(0)
+        cluster.primary.query("CREATE DATABASE app")
+        cluster.primary.query("CREATE TABLE app.t (id INT PRIMARY KEY)")
+        cluster.primary.query("INSERT INTO app.t VALUES (1)")
+        cluster.start_pod(1)  # cloned through the primary's sidecar, whose backup tool
+        #                       logs in over the socket: plaintext TCP is refused here
+        yield cluster, volume
+    finally:
+        cluster.close()
+
+
+def test_the_pods_replicate_over_verified_tls(
+        tls_pods: tuple[PodCluster, SecretVolume]) -> None:
+    cluster, _ = tls_pods
+    primary, replica = cluster.primary, cluster.pod(1)
+    primary.query("INSERT INTO app.t VALUES (2)")
+    replica.wait_for_gtid(primary.gtid_binlog_pos())
+    assert replica.query("SELECT id FROM app.t ORDER BY id") == [{"id": 1}, {"id": 2}]
+    status = replica.query("SHOW REPLICA STATUS")[0]
+    assert (status["Master_SSL_Allowed"], status["Master_SSL_Verify_Server_Cert"]) == (
+        "Yes", "Yes")
+    assert status["Master_SSL_CA_File"] == str(certs_ca(cluster))
+    # The server itself serves the Secret's certificate, and refuses plaintext TCP.
+    for pod in (primary, replica):
+        with tls_connect(pod.server, certs_ca(cluster), user="monitor",
+                         password=cluster.secrets.monitor) as conn:
+            assert peer_serial(conn) == serial(certs_ca(cluster).with_name("tls.crt"))
+        with pytest.raises(pymysql.err.OperationalError) as refused:
+            pod.server.connect(user="monitor", password=cluster.secrets.monitor)
+        assert refused.value.args[0] == 1045
+
+
+def certs_ca(cluster: PodCluster) -> Path:
+    assert cluster.tls_dir is not None
+    return cluster.tls_dir / "ca.crt"
+
+
+def test_the_probes_pass_under_require_secure_transport(
+        tls_pods: tuple[PodCluster, SecretVolume]) -> None:
+    """Over TCP the monitor account is refused (above); the probes use the socket."""
+    cluster, _ = tls_pods
+    for pod in (cluster.primary, cluster.pod(1)):
+        for kind in ("startup", "liveness", "readiness"):
+            result = pod.probe(kind)
+            assert result.returncode == 0, (pod.name, kind, result.stderr)
+
+
+def test_readiness_names_a_certificate_that_cannot_serve(
+        tls_pods: tuple[PodCluster, SecretVolume], certs: dict[str, Pair]) -> None:
+    cluster, volume = tls_pods
+    volume.publish(certs["server"].cert, certs["stray"].key, certs["ca"].cert)
+    try:
+        result = cluster.pod(1).probe("readiness")
+        assert result.returncode != 0
+        assert "TLS: " in result.stderr
+        assert "tls.key: does not match the certificate" in result.stderr
+    finally:
+        volume.publish(certs["server"].cert, certs["server"].key, certs["ca"].cert)
+    assert cluster.pod(1).probe("readiness").returncode == 0
+
+
+def test_the_exporter_scrapes_through_the_socket_as_its_own_account(
+        tls_pods: tuple[PodCluster, SecretVolume], tmp_path: Path) -> None:
+    """exporter-config.sh writes the option file the sidecar reads; Debian's mysqld_exporter
+    (the pinned image's release) reads every series the rules need with the exporter account,
+    through the socket, with plaintext TCP refused."""
+    require_binary(EXPORTER)
+    cluster, _ = tls_pods
+    replica = cluster.pod(1)
+    run_dir = tmp_path / "exporter-run"
+    result = replica.run_script("exporter-config.sh", extra_env={"EXPORTER_RUN_DIR": str(run_dir)})
+    assert result.returncode == 0, result.stderr
+    cnf = run_dir / "exporter.cnf"
+    assert oct(cnf.stat().st_mode & 0o777) == "0o600"
+    assert "monitor" not in cnf.read_text()
+    port = free_port()
+    exporter = ManagedProcess("exporter", [
+        EXPORTER, f"--web.listen-address={LOCALHOST}:{port}", f"--config.my-cnf={cnf}",
+        *EXPORTER_FLAGS], log_dir=tmp_path).start()
+    try:
+        url = f"http://{LOCALHOST}:{port}/metrics"
+        text = wait_until(lambda: _scrape_up(url), timeout=30, what="the exporter to scrape")
+        for series in ("mysql_slave_status_slave_io_running", "mysql_global_variables_read_only",
+                       "mysql_slave_status_last_io_errno"):
+            assert re.search(f"^{series}[ {{]", text, re.MULTILINE), series
+        # 0.14 reports a failing collector (a missing privilege) as a scrape error.
+        assert re.search(r"^mysql_exporter_last_scrape_error 0$", text, re.MULTILINE), text
+        collectors = set(re.findall(
+            r'^mysql_exporter_collector_duration_seconds\{collector="collect\.([a-z_]+)"\}',
+            text, re.MULTILINE))
+        assert collectors == {"global_status", "global_variables", "slave_status"}
+    finally:
+        exporter.stop()
+    # Least privilege: replication status, no data.
+    with pytest.raises(pymysql.err.OperationalError) as denied:
+        replica.server.query("SELECT * FROM app.t", user="exporter",
+                             password=cluster.secrets.exporter, host=None)
+    assert denied.value.args[0] in (1142, 1044)
+
+
+def _scrape_up(url: str) -> str | None:
+    try:
+        text = requests.get(url, timeout=5).text
+    except requests.RequestException:
+        return None
+    return text if "\nmysql_up 1" in text else None
+
+
+# --- ReplicationInit through the real provider server, against the TLS pods ------------------
+
+
+def _replication_inputs(cluster: PodCluster, ca: Path) -> dict[str, Any]:
+    """What MySQLCluster gives ReplicationInit with mysql.tls on (replicationInit.caFile set,
+    a port-forward-like endpoint 127.0.0.1 that the test certificate names)."""
+    primary, replica = cluster.primary, cluster.pod(1)
+    return {
+        "flavor": "mariadb",
+        "primary": {"host": LOCALHOST, "port": primary.mysql_port},
+        "replicas": [{"host": LOCALHOST, "port": replica.mysql_port}],
+        "source_host": LOCALHOST, "source_port": primary.mysql_port,
+        "admin_user": "admin", "admin_password": cluster.secrets.admin,
+        "replication_user": "repl", "replication_password": cluster.secrets.replication,
+        "max_lag_seconds": 30, "timeout_seconds": 60, "lock_endpoints": [],
+        "tls_ca_file": str(ca), "tls_verify_identity": True,
+        "replication_tls_ca": str(certs_ca(cluster)),
+    }
+
+
+def _driver(server: ProviderServer) -> ResourceDriver:
+    secrets = frozenset({"admin_password", "replication_password"})
+    return ResourceDriver(server, _ReplicationProvider(),
+                          type_name="pulumi-python:dynamic/mysql:ReplicationInit",
+                          name="tls-replication", secret_inputs=secrets,
+                          additional_secret_outputs=secrets)
+
+
+def test_replication_init_repoints_a_replica_onto_verified_tls(
+        tls_pods: tuple[PodCluster, SecretVolume]) -> None:
+    """A replica pointed elsewhere with TLS off (as a hand-made CHANGE MASTER would leave it)
+    is re-pointed by ReplicationInit, whose own connections verify the servers (plaintext TCP
+    is refused here), and replicates over verified TLS again."""
+    cluster, _ = tls_pods
+    replica = cluster.pod(1)
+    replica.query("STOP REPLICA")
+    replica.query("CHANGE MASTER TO MASTER_HOST='localhost', MASTER_SSL=0, "
+                  "MASTER_SSL_VERIFY_SERVER_CERT=0")
+    try:
+        with ProviderServer() as server:
+            result = _driver(server).up(_replication_inputs(cluster, certs_ca(cluster)))
+        assert result.outputs["in_sync"] is True
+        status = replica.query("SHOW REPLICA STATUS")[0]
+        assert (status["Master_Host"], status["Master_SSL_Allowed"],
+                status["Master_SSL_Verify_Server_Cert"]) == (LOCALHOST, "Yes", "Yes")
+        assert status["Slave_IO_Running"] == "Yes"
+    finally:
+        # The fixture's other tests expect the pods' own replication back.
+        status = replica.query("SHOW REPLICA STATUS")[0]
+        if status["Master_Host"] != LOCALHOST:
+            replica.query("STOP REPLICA")
+            clause = replication_tls_clause("mariadb", str(certs_ca(cluster)))
+            replica.query(f"CHANGE MASTER TO MASTER_HOST='{LOCALHOST}', {clause}")
+            replica.query("START REPLICA")
+
+
+def test_replication_init_refuses_a_server_its_ca_did_not_sign(
+        tls_pods: tuple[PodCluster, SecretVolume], certs: dict[str, Pair]) -> None:
+    cluster, _ = tls_pods
+    with ProviderServer() as server, pytest.raises(ProviderError) as refused:
+        _driver(server).up(_replication_inputs(cluster, certs["wrong_ca"].cert))
+    assert "CERTIFICATE_VERIFY_FAILED" in str(refused.value)
+    assert "cannot connect as 'admin'" in str(refused.value)

@@ -10,20 +10,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.mariadb import MariaDBServer
+from tests.support.mariadb import MariaDBServer, random_password
 from tests.support.procs import run
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "components" / "mysql" / "scripts"
+# Every account bootstrap_users_sql creates (their *_PASSWORD variables).
+ROLES = ("ADMIN", "REPLICATION", "MONITOR", "BACKUP", "TOPOLOGY", "EXPORTER")
 
 
 def bootstrap_statements(*, flavor: str, passwords: dict[str, str]) -> list[str]:
     """What bootstrap-users.sh runs, one statement per item.
 
-    ``passwords`` maps ADMIN/REPLICATION/MONITOR/BACKUP/TOPOLOGY to their passwords.
+    ``passwords`` maps ADMIN/REPLICATION/MONITOR/BACKUP/TOPOLOGY/EXPORTER to their passwords;
+    an account left out gets a random one (tests of one account need not know every other).
     """
+    passwords = {role: random_password() for role in ROLES} | passwords
     env = {"MYSQL_FLAVOR": flavor, "CONFIG_DIR": str(SCRIPTS),
            "ADMIN_USER": "admin", "REPLICATION_USER": "repl", "MONITOR_USER": "monitor",
-           "BACKUP_USER": "backup", "TOPOLOGY_USER": "topology",
+           "BACKUP_USER": "backup", "TOPOLOGY_USER": "topology", "EXPORTER_USER": "exporter",
            **{f"{role}_PASSWORD": password for role, password in passwords.items()}}
     script = f'set -euo pipefail; source "{SCRIPTS}/lib.sh"; bootstrap_users_sql'
     sql = run(["bash", "-c", script], env=env).stdout

@@ -10,9 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.support.mocks import ProgramResult, manifests, run_stack
+from tests.support.mocks import ProgramResult, load_stack_file, manifests, run_program, run_stack
 
 DYNAMIC = "pulumi-python:dynamic:Resource"
+
+
+def with_tls_and_metrics(config: dict[str, Any]) -> dict[str, Any]:
+    """A stack config with every TLS and metrics switch on: what the schema, policy and
+    wiring tests see of the objects those switches add."""
+    mysql = {**config["mysql-cluster:mysql"],
+             "tls": {"enabled": True, "secret": "mysql-tls", "requireSecureTransport": "on"}}
+    return {**config, "mysql-cluster:mysql": mysql, "mysql-cluster:metrics": {
+        "enabled": True, "scrapeNamespaces": ["monitoring"],
+        "serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}}
 
 
 def program_objects(result: ProgramResult) -> list[dict[str, Any]]:
@@ -24,6 +34,15 @@ def program_objects(result: ProgramResult) -> list[dict[str, Any]]:
     return objects
 
 
+# Variants of a stack file, checked like the stacks themselves: <stack>-tls-metrics.
+_TLS_METRICS = "-tls-metrics"
+
+
 def stack_objects(stack: str) -> list[dict[str, Any]]:
-    """The objects of ``Pulumi.<stack>.yaml``'s run under mocks."""
+    """The objects of ``Pulumi.<stack>.yaml``'s run under mocks (``<stack>-tls-metrics``: with
+    every TLS and metrics switch on)."""
+    if stack.endswith(_TLS_METRICS):
+        base = stack.removesuffix(_TLS_METRICS)
+        return program_objects(run_program(with_tls_and_metrics(load_stack_file(base)),
+                                           stack=base))
     return program_objects(run_stack(stack))

@@ -71,17 +71,19 @@ SCRIPTS_DIR = REPO_ROOT / "components" / "mysql" / "scripts"
 CONF_ROOT = REPO_ROOT / "components" / "mysql" / "conf"
 
 Transport = Literal["ncat", "socat"]
-Container = Literal["init-config", "clone", "mysql", "backup"]
+Container = Literal["init-config", "clone", "mysql", "backup", "exporter-config", "tls-reload"]
 
 # The container each script runs in (CONTRACT.md); `probe.sh backup` is the backup container's.
 _SCRIPT_CONTAINERS: dict[str, Container] = {
     "init-config.sh": "init-config", "clone.sh": "clone", "backup-server.sh": "backup",
     "backup.sh": "backup", "binlog-archive.sh": "backup", "restore.sh": "backup",
     "verify.sh": "backup",
-    "bootstrap-users.sh": "mysql", "probe.sh": "mysql",
+    "bootstrap-users.sh": "mysql", "probe.sh": "mysql", "exporter-config.sh": "exporter-config",
+    "tls-reload.sh": "tls-reload",
 }
 _ACCOUNT_USERS = {"ADMIN_USER": "admin", "REPLICATION_USER": "repl", "MONITOR_USER": "monitor",
-                  "BACKUP_USER": "backup", "TOPOLOGY_USER": "topology"}
+                  "BACKUP_USER": "backup", "TOPOLOGY_USER": "topology",
+                  "EXPORTER_USER": "exporter"}
 
 # Markers the scripts keep in DATA_DIR (lib.sh).
 CLONE_IN_PROGRESS = ".clone-in-progress"
@@ -106,6 +108,8 @@ class ClusterSecrets:
     monitor: str = field(default_factory=_password)
     backup: str = field(default_factory=_password)
     topology: str = field(default_factory=_password)
+    # Read by the exporter from a backquoted go-ini value: no backquote, no newline.
+    exporter: str = field(default_factory=lambda: secrets.token_urlsafe(12) + "#'\" \\x")
 
     def password(self, account: str) -> str:
         credentials.secret_key(account)  # an unknown account is an error, not an attribute
@@ -279,7 +283,8 @@ class PodCluster:
 
     def __init__(self, base: Path, *, name: str = "orders-mysql", max_pods: int = 6,
                  server_id_base: int = 7000, transport: Transport = "ncat",
-                 max_replica_lag_seconds: int = 30, version: str = DEBIAN) -> None:
+                 max_replica_lag_seconds: int = 30, version: str = DEBIAN,
+                 tls_dir: Path | None = None, require_secure_transport: bool = False) -> None:
         self.version = version
         self.distribution = distribution(version)
         require_binary("bash", transport)
@@ -289,6 +294,10 @@ class PodCluster:
         self.server_id_base = server_id_base
         self.transport: Transport = transport
         self.max_replica_lag_seconds = max_replica_lag_seconds
+        # mysql.tls: the Secret volume every pod mounts (one certificate for all of them here,
+        # as a wildcard for the headless Service would be in a cluster).
+        self.tls_dir = tls_dir
+        self.require_secure_transport = require_secure_transport
         self.secrets = ClusterSecrets()
         self.mysql_port = _port_block(2 * max_pods)
         self.backup_port = self.mysql_port + 1
@@ -304,7 +313,8 @@ class PodCluster:
     def _write_config_map(self) -> None:
         """The ConfigMap mount: every script and the flavor's .cnf files under their own names."""
         self.config_dir.mkdir(parents=True, exist_ok=True)
-        sources = [*SCRIPTS_DIR.glob("*.sh"), *(CONF_ROOT / "mariadb").glob("*.cnf")]
+        sources = [*SCRIPTS_DIR.glob("*.sh"), *(CONF_ROOT / "mariadb").glob("*.cnf"),
+                   *((CONF_ROOT / "tls").glob("*.cnf") if self.tls_dir else ())]
         for source in sources:
             shutil.copyfile(source, self.config_dir / source.name)
             (self.config_dir / source.name).chmod(0o444)
@@ -433,6 +443,8 @@ class Pod:
             "ROLE_LABELS_FILE": str(self.scratch_dir / "role-labels.json"),
             **_ACCOUNT_USERS,
             **credentials.file_variables(str(c.credentials_dir(container))),
+            **({"TLS_DIR": str(c.tls_dir), "REQUIRE_SECURE_TRANSPORT":
+                "on" if c.require_secure_transport else "off"} if c.tls_dir else {}),
         }
 
     def _script(self, name: str, *args: str) -> list[str]:
@@ -548,9 +560,12 @@ class Pod:
 
     def open_primary(self) -> None:
         """What ReplicationInit's first `pulumi up` does to the recorded primary, which
-        starts read-only like every server: the topology account makes it writable."""
+        starts read-only like every server: the topology account makes it writable.
+        Under requireSecureTransport TCP needs TLS, which these harness connections leave
+        off (ReplicationInit's own TLS path is tested in test_tls.py): the socket then."""
+        host = None if self.cluster.require_secure_transport else LOCALHOST
         self.server.query("SET GLOBAL read_only = OFF", user="topology",
-                          password=self.cluster.secrets.topology)
+                          password=self.cluster.secrets.topology, host=host)
 
     def start(self, *, wait: bool = True, open_primary: bool = True) -> Pod:
         """The whole pod: init-config, clone (replicas), server, sidecar; waits until serving.

@@ -14,6 +14,7 @@ import warnings
 import pytest
 
 from tests.support.mocks import ProgramResult, load_stack_file, run_program, stack_with
+from tests.support.objects import with_tls_and_metrics
 
 
 @pytest.fixture(autouse=True)
@@ -50,6 +51,26 @@ def prod_mysql() -> ProgramResult:
 @pytest.fixture(scope="session")
 def dev_mysql() -> ProgramResult:
     return run_program(stack_with("dev", flavor="mysql", version="8.4.5"), stack="dev")
+
+
+@pytest.fixture(scope="session")
+def prod_tls_metrics() -> ProgramResult:
+    return run_program(with_tls_and_metrics(load_stack_file("prod")), stack="prod")
+
+
+@pytest.fixture(scope="session")
+def prod_mysql_tls_metrics() -> ProgramResult:
+    return run_program(with_tls_and_metrics(stack_with("prod", flavor="mysql", version="8.4.5")),
+                       stack="prod")
+
+
+@pytest.fixture(scope="session", params=["dev", "prod", "dev_mysql", "prod_mysql",
+                                         "prod_tls_metrics", "prod_mysql_tls_metrics"])
+def every_stack(request: pytest.FixtureRequest) -> ProgramResult:
+    """Each stack file with each flavor, and prod with every TLS and metrics switch on: for
+    the checks every object must pass (schemas, security contexts)."""
+    result: ProgramResult = request.getfixturevalue(request.param)
+    return result
 
 
 @pytest.fixture(scope="session", params=["dev", "prod", "dev_mysql", "prod_mysql"])

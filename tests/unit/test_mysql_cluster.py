@@ -35,7 +35,8 @@ CONTRACT_ENV = {
     "BACKUP_PORT", "PORT_STRIDE", "DATA_DIR", "CONF_DIR", "CONFIG_DIR", "RUN_DIR",
     "MAX_REPLICA_LAG_SECONDS", "SERVER_WAIT_SECONDS", "ROOT_PASSWORD_FILE",
     "ADMIN_PASSWORD_FILE", "REPLICATION_PASSWORD_FILE", "MONITOR_PASSWORD_FILE",
-    "BACKUP_PASSWORD_FILE", "ADMIN_USER", "REPLICATION_USER", "MONITOR_USER", "BACKUP_USER",
+    "BACKUP_PASSWORD_FILE", "EXPORTER_PASSWORD_FILE", "ADMIN_USER", "REPLICATION_USER",
+    "MONITOR_USER", "BACKUP_USER", "EXPORTER_USER",
     "TOPOLOGY_PASSWORD_FILE", "TOPOLOGY_USER", "RECORD_DIR", "ROLE_LABEL", "EPOCH_LABEL",
     "ROLE_LABELS_FILE",
 }
@@ -43,11 +44,11 @@ CREDENTIALS_DIR = "/run/secrets/mysql-cluster"
 # The keys each container mounts: what its scripts (and the image entrypoint) read, no more.
 MOUNTED_KEYS = {
     "mysql": ["root-password", "admin-password", "replication-password", "monitor-password",
-              "backup-password", "topology-password"],
+              "backup-password", "topology-password", "exporter-password"],
     "backup": ["root-password", "replication-password", "backup-password"],
 }
 PASSWORD_KEYS = {"root-password", "admin-password", "replication-password", "monitor-password",
-                 "backup-password", "topology-password"}
+                 "backup-password", "topology-password", "exporter-password"}
 SCRIPT_CONTAINERS = {"init-config": "init-config.sh", "clone": "clone.sh",
                      "backup": "backup-server.sh"}
 
@@ -81,6 +82,11 @@ def prod_mysql(prod_mysql: ProgramResult) -> ProgramResult:
 @pytest.fixture(scope="session")
 def any_stack(any_stack: ProgramResult) -> ProgramResult:
     return any_stack.component(COMPONENT)
+
+
+@pytest.fixture(scope="session")
+def every_stack(every_stack: ProgramResult) -> ProgramResult:
+    return every_stack.component(COMPONENT)
 
 
 def statefulset(result: ProgramResult) -> dict[str, Any]:
@@ -143,7 +149,8 @@ def test_program_runs_for_both_stacks_and_registers_every_object(any_stack: Prog
                  "ServiceAccount", "Role", "RoleBinding"):
         assert kind in kinds, kind
     assert kinds.count("Service") == 3
-    assert len(any_stack.of_type("random:index/randomPassword:RandomPassword")) == 6
+    passwords = any_stack.of_type("random:index/randomPassword:RandomPassword")
+    assert len(passwords) == len(PASSWORD_KEYS)
 
 
 def test_every_child_is_parented_to_the_component() -> None:
@@ -534,7 +541,9 @@ def test_resources_are_requested(prod: ProgramResult) -> None:
         assert "memory" in container["resources"]["limits"]
 
 
-def test_security_contexts_are_restricted(any_stack: ProgramResult) -> None:
+def test_security_contexts_are_restricted(every_stack: ProgramResult) -> None:
+    """Every container, the TLS watcher and the exporter's two included."""
+    any_stack = every_stack
     pod = pod_spec(any_stack)["securityContext"]
     assert pod["runAsNonRoot"] is True
     assert pod["runAsUser"] == 999

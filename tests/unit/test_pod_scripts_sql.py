@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from components.mysql._tls import replication_tls_clause
 from components.mysql.flavor import FLAVORS
 from tests.support.pod_scripts import SCRIPTS, argv, bash, output
 
@@ -145,6 +146,7 @@ ACCOUNT_ENV = {
     "REPLICATION_PASSWORD": "r-pw", "MONITOR_USER": "monitor", "MONITOR_PASSWORD": "m-pw",
     "BACKUP_USER": "backup", "BACKUP_PASSWORD": PASSWORD,
     "TOPOLOGY_USER": "topology", "TOPOLOGY_PASSWORD": "t-pw",
+    "EXPORTER_USER": "exporter", "EXPORTER_PASSWORD": "e-pw",
 }
 
 
@@ -182,6 +184,12 @@ def test_mysql_accounts_have_explicit_privileges() -> None:
             f"GRANT SELECT ON performance_schema.keyring_component_status TO 'backup'@'{host}';",
             f"GRANT SELECT ON performance_schema.replication_group_members TO 'backup'@'{host}';",
         ]
+    expected += [
+        "CREATE USER IF NOT EXISTS 'exporter'@'localhost' IDENTIFIED BY 'e-pw';",
+        "ALTER USER 'exporter'@'localhost' IDENTIFIED BY 'e-pw';",
+        "ALTER USER 'exporter'@'localhost' WITH MAX_USER_CONNECTIONS 3;",
+        "GRANT REPLICATION CLIENT ON *.* TO 'exporter'@'localhost';",
+    ]
     assert output("bootstrap_users_sql", env=ACCOUNT_ENV).splitlines() == expected
 
 
@@ -521,6 +529,20 @@ def test_probe_names_its_modes() -> None:
     result = bash('main nonsense', source="probe.sh")
     assert result.returncode != 0
     assert "usage: probe.sh startup|liveness|readiness|backup" in result.stderr
+
+
+@pytest.mark.parametrize("flavor", ["mysql", "mariadb"])
+def test_replicas_verify_the_primary_over_tls_when_tls_is_on(flavor: str) -> None:
+    """The sidecar's CHANGE MASTER / CHANGE REPLICATION SOURCE carries exactly the clause
+    ReplicationInit sends (components/mysql/_tls.py): one TLS policy for both paths."""
+    configure = "replication_configure_sql '' db-0.db 3306 repl pw"
+    ca = "/etc/mysql/tls/ca.crt"  # where the pods mount the Secret's CA
+    plain = output(configure, flavor=flavor)
+    assert "SSL" not in plain
+    with_tls = output(configure, flavor=flavor, env={"TLS_DIR": "/etc/mysql/tls"})
+    change = next(line for line in with_tls.splitlines() if line.startswith("CHANGE"))
+    assert change.endswith(f", {replication_tls_clause(flavor, ca)};")
+    assert with_tls.replace(f", {replication_tls_clause(flavor, ca)}", "") == plain
 
 
 @pytest.mark.parametrize(("function", "variable"), [

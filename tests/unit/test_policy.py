@@ -31,7 +31,7 @@ import pytest
 from tests.support import checkov
 from tests.support.objects import stack_objects
 
-STACKS = ("dev", "prod")
+STACKS = ("dev", "prod", "prod-tls-metrics")
 # Kinds that live outside namespaces; everything else must name its namespace.
 CLUSTER_SCOPED = frozenset({
     "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace",
@@ -102,11 +102,13 @@ ALLOWED: tuple[Allowance, ...] = (
             "root filesystem, which is what protects the host; a UID above 10000 would add "
             "a chown of the data volume on every start and nothing else."),
     Allowance(
-        "CKV_K8S_9", r"StatefulSet\.[^.]+\.[^.]+", containers=frozenset({"backup"}),
-        why="The backup sidecar only serves clone streams. A pod's readiness is its "
-            "database's readiness: a readiness probe on the sidecar would take a healthy "
-            "primary out of its Service whenever the clone server restarts. The mysql "
-            "container's readiness probe is re-checked below."),
+        "CKV_K8S_9", r"StatefulSet\.[^.]+\.[^.]+",
+        containers=frozenset({"backup", "exporter", "tls-reload"}),
+        why="The backup sidecar only serves clone streams; the exporter and the TLS watcher "
+            "only observe. A pod's readiness is its database's readiness: a readiness probe "
+            "on a sidecar would take a healthy primary out of its Service whenever the clone "
+            "server, the exporter or the watcher restarts (each has a liveness probe). The "
+            "mysql container's readiness probe is re-checked below."),
 )
 
 TO_FIX: tuple[PendingFix, ...] = ()

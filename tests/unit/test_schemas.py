@@ -4,6 +4,12 @@ OpenAPI schemas (kubernetes-validate, offline): Kubernetes 1.30 and the newest b
 Strict mode rejects unknown fields, so a misspelt key (``publishNotReadyAdresses``) or a
 field a version does not have fails here instead of being silently dropped by the API
 server. The schemas do not check enum values or name formats; the component tests do.
+
+The prometheus-operator's objects (ServiceMonitor, PrometheusRule; metrics.*) are not in
+Kubernetes' schemas: they are validated against the openAPIV3Schema of the operator's own CRDs
+(v0.93.0, ``tests/support/crds/``, Apache-2.0, copied unchanged from the operator's
+``example/prometheus-operator-crd``), with unknown fields refused as the API server's pruning
+would silently drop them.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import kubernetes_validate
 import pytest
 
 from tests.support.mocks import ProgramResult, manifests
-from tests.support.schemas import VERSIONS, schema_failures
+from tests.support.schemas import OPERATOR_GROUP, VERSIONS, jsonschema, schema_failures, validate
 
 
 def _objects(result: ProgramResult) -> list[dict[str, Any]]:
@@ -24,8 +30,8 @@ def _objects(result: ProgramResult) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_every_object_of_every_stack_validates(any_stack: ProgramResult, version: str) -> None:
-    failures = schema_failures(_objects(any_stack), version)
+def test_every_object_of_every_stack_validates(every_stack: ProgramResult, version: str) -> None:
+    failures = schema_failures(_objects(every_stack), version)
     assert not failures, "\n".join(failures)
 
 
@@ -41,3 +47,19 @@ def test_validation_catches_an_unknown_field(dev: ProgramResult) -> None:
     broken = {**statefulset, "spec": {**statefulset["spec"], "serviceNme": "x"}}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, "1.30", strict=True)
+
+
+def test_operator_objects_are_checked_against_their_crds(prod_tls_metrics: ProgramResult) -> None:
+    """The TLS/metrics variant creates both kinds, and a misspelt field fails."""
+    kinds = {m["kind"] for m in _objects(prod_tls_metrics)
+             if m["apiVersion"].startswith(OPERATOR_GROUP)}
+    assert kinds == {"ServiceMonitor", "PrometheusRule"}
+    monitor = next(m for m in _objects(prod_tls_metrics) if m["kind"] == "ServiceMonitor")
+    broken = {**monitor, "spec": {**monitor["spec"], "endpoint": monitor["spec"]["endpoints"]}}
+    with pytest.raises(jsonschema.ValidationError):
+        validate(broken, "1.30")
+    rule = next(m for m in _objects(prod_tls_metrics) if m["kind"] == "PrometheusRule")
+    group = rule["spec"]["groups"][0]
+    broken = {**rule, "spec": {"groups": [{**group, "rules": [{"alrt": "x", "expr": "1"}]}]}}
+    with pytest.raises(jsonschema.ValidationError):
+        validate(broken, "1.30")

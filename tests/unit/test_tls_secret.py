@@ -57,11 +57,11 @@ def test_garbage_is_named(material: dict[str, Pair]) -> None:
 
 def test_replication_clauses_verify_the_primary() -> None:
     assert replication_tls_clause("mariadb", "/t/ca.crt") == (
-        "MASTER_SSL=1, MASTER_SSL_CA='/t/ca.crt', MASTER_SSL_VERIFY_SERVER_CERT=1")
+        "MASTER_SSL = 1, MASTER_SSL_CA = '/t/ca.crt', MASTER_SSL_VERIFY_SERVER_CERT = 1")
     assert replication_tls_clause("mysql", "/t/ca.crt") == (
-        "SOURCE_SSL=1, SOURCE_SSL_CA='/t/ca.crt', SOURCE_SSL_VERIFY_SERVER_CERT=1")
+        "SOURCE_SSL = 1, SOURCE_SSL_CA = '/t/ca.crt', SOURCE_SSL_VERIFY_SERVER_CERT = 1")
     with pytest.raises(ValueError, match="flavor"):
-        replication_tls_clause("postgres")
+        replication_tls_clause("postgres", "/t/ca.crt")
     with pytest.raises(ValueError, match="quotes"):
         replication_tls_clause("mysql", "/t/'x")
     assert pymysql_ssl("/t/ca.crt")["ssl_verify_identity"] is True

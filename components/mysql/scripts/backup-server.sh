@@ -174,8 +174,9 @@ serve() {
         require_vars PEER_HOST_TEMPLATE
         configure_replication_once
     fi
-    write_client_options "$(backup_options_file)" "$BACKUP_USER" "$BACKUP_PASSWORD" \
-        host 127.0.0.1 "$(local_mysql_port)"
+    # The socket under TLS (requireSecureTransport refuses plaintext TCP): lib.sh.
+    write_local_client_options "$(backup_options_file)" "$BACKUP_USER" "$BACKUP_PASSWORD" \
+        "$(local_mysql_port)"
     local port
     port=$(peer_port "$BACKUP_PORT" "$ordinal")
     local -a listener

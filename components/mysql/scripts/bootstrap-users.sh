@@ -28,7 +28,7 @@ main() {
     # Every input is read and validated before anything is written or run: bad input changes
     # nothing. The passwords are shell variables from here on, never exported.
     local account
-    for account in ROOT ADMIN REPLICATION MONITOR BACKUP TOPOLOGY; do
+    for account in ROOT ADMIN REPLICATION MONITOR BACKUP TOPOLOGY EXPORTER; do
         read_secret "${account}_PASSWORD"
     done
     local sql options="$RUN_DIR/root-client.cnf"
@@ -40,7 +40,7 @@ main() {
     run_sql "$options" <<<"$sql"
     # This data dir is the first primary's own (clone.sh keeps it when the primary moves away).
     write_marker "$DATA_DIR/$BOOTSTRAP_COMPLETE_MARKER" "at=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    log "created accounts $ADMIN_USER, $REPLICATION_USER, $MONITOR_USER, $BACKUP_USER, $TOPOLOGY_USER"
+    log "created accounts $ADMIN_USER, $REPLICATION_USER, $MONITOR_USER, $BACKUP_USER, $TOPOLOGY_USER, $EXPORTER_USER"
 }
 
 main "$@"

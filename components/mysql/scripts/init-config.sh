@@ -17,6 +17,26 @@ SCRIPT_NAME=init-config
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "${CONFIG_DIR:?CONFIG_DIR must name the ConfigMap mount}/lib.sh"
 
+# mysql.tls: TLS_DIR set (the Secret's mount) puts conf/tls/tls.cnf into conf.d, pointed at it;
+# REQUIRE_SECURE_TRANSPORT=on adds require-secure-transport.cnf. Otherwise neither is left.
+tls_config() {
+    local name content
+    rm -f "$CONF_DIR/tls.cnf" "$CONF_DIR/require-secure-transport.cnf"
+    [[ -n "${TLS_DIR:-}" ]] || return 0
+    local names=(tls.cnf)
+    case "${REQUIRE_SECURE_TRANSPORT:-off}" in
+        on) names+=(require-secure-transport.cnf) ;;
+        off) ;;
+        *) die "REQUIRE_SECURE_TRANSPORT must be 'on' or 'off', got '$REQUIRE_SECURE_TRANSPORT'" ;;
+    esac
+    for name in "${names[@]}"; do
+        [[ -f "$CONFIG_DIR/$name" ]] || die "$CONFIG_DIR/$name is missing from the ConfigMap (TLS is on)"
+        content=$(<"$CONFIG_DIR/$name")
+        printf '%s\n' "${content//\/etc\/mysql\/tls/$TLS_DIR}" >"$CONF_DIR/$name"
+        chmod 0644 "$CONF_DIR/$name"
+    done
+}
+
 main() {
     require_vars POD_NAME SERVER_ID_BASE CONF_DIR CONFIG_DIR MYSQL_PORT ROLE_LABEL EPOCH_LABEL \
         ROLE_LABELS_FILE
@@ -56,6 +76,7 @@ main() {
     mv -f "$tmp" "$CONF_DIR/$role.cnf"
     # The role of an ordinal moves with the primary: never leave both files for the server to merge.
     rm -f "$CONF_DIR/$([[ $role == primary ]] && echo replica || echo primary).cnf"
+    tls_config
 
     # Label keys and values are fixed strings and digits: nothing here needs JSON escaping.
     tmp=$(mktemp "$ROLE_LABELS_FILE.XXXXXX")
@@ -63,7 +84,7 @@ main() {
         "$ROLE_LABEL" "$role" "$EPOCH_LABEL" "$epoch" >"$tmp"
     chmod 0644 "$tmp"
     mv -f "$tmp" "$ROLE_LABELS_FILE"
-    log "$POD_NAME: ordinal $ordinal, $role (record epoch $epoch), server_id $server_id"
+    log "$POD_NAME: ordinal $ordinal, $role (record epoch $epoch), server_id $server_id, TLS ${TLS_DIR:-off}"
 }
 
 main "$@"

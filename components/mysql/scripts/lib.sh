@@ -306,6 +306,19 @@ remove_unfinished_client_options() {
     fi
 }
 
+# write_local_client_options PATH USER PASSWORD PORT: options for an account of this pod's own
+# server: TCP to 127.0.0.1:PORT, or with TLS on (TLS_DIR set) the pod-local socket, which
+# requireSecureTransport leaves open and which needs no certificate naming 127.0.0.1. The
+# accounts that connect this way (monitor, backup) exist @localhost and @127.0.0.1.
+write_local_client_options() {
+    local path=$1 user=$2 password=$3 port=$4
+    if [[ -n "${TLS_DIR:-}" ]]; then
+        write_client_options "$path" "$user" "$password" socket "$(server_socket)"
+    else
+        write_client_options "$path" "$user" "$password" host 127.0.0.1 "$port"
+    fi
+}
+
 # run_sql OPTION_FILE [client args...]: statements on stdin, tab-separated rows on stdout.
 run_sql() {
     local options=$1
@@ -446,21 +459,22 @@ missing_gtids_sql() {
 # MariaDB: GTID is the backup's position, set as gtid_slave_pos. MySQL: GTID is what the restored
 # server lacks (see missing_gtids_sql); positioning itself is automatic.
 replication_configure_sql() {
-    local gtid=$1 host=$2 port=$3 user=$4 password=$5
+    local gtid=$1 host=$2 port=$3 user=$4 password=$5 tls
     require_flavor
+    tls=$(replication_tls_sql)
     require_uint "replication source port" "$port"
     validate_gtid_set "$gtid" || die "refusing to put '$gtid' into SQL: not a $MYSQL_FLAVOR GTID set"
     printf 'STOP REPLICA;\n'
     if [[ $MYSQL_FLAVOR == mariadb ]]; then
         printf 'SET GLOBAL gtid_slave_pos = %s;\n' "$(sql_quote "$gtid")"
-        printf 'CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = %d, MASTER_USER = %s, MASTER_PASSWORD = %s, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 10;\n' \
-            "$(sql_quote "$host")" "$port" "$(sql_quote "$user")" "$(sql_quote "$password")"
+        printf 'CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = %d, MASTER_USER = %s, MASTER_PASSWORD = %s, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 10%s;\n' \
+            "$(sql_quote "$host")" "$port" "$(sql_quote "$user")" "$(sql_quote "$password")" "$tls"
     else
         if [[ -n "$gtid" ]]; then
             printf 'SET GLOBAL gtid_purged = %s;\n' "$(sql_quote "+$gtid")"
         fi
-        printf 'CHANGE REPLICATION SOURCE TO SOURCE_HOST = %s, SOURCE_PORT = %d, SOURCE_USER = %s, SOURCE_PASSWORD = %s, SOURCE_AUTO_POSITION = 1, GET_SOURCE_PUBLIC_KEY = 1, SOURCE_CONNECT_RETRY = 10;\n' \
-            "$(sql_quote "$host")" "$port" "$(sql_quote "$user")" "$(sql_quote "$password")"
+        printf 'CHANGE REPLICATION SOURCE TO SOURCE_HOST = %s, SOURCE_PORT = %d, SOURCE_USER = %s, SOURCE_PASSWORD = %s, SOURCE_AUTO_POSITION = 1, GET_SOURCE_PUBLIC_KEY = 1, SOURCE_CONNECT_RETRY = 10%s;\n' \
+            "$(sql_quote "$host")" "$port" "$(sql_quote "$user")" "$(sql_quote "$password")" "$tls"
     fi
 }
 
@@ -477,10 +491,15 @@ replication_start_sql() {
 # read_only, end other sessions and run the replication statements (MariaDB's RESET REPLICA ALL needs
 # RELOAD), and reads or writes no data. On MariaDB setting read_only takes READ ONLY ADMIN, so this
 # account could write through read_only if it held any data privilege; it holds none.
+#
+# The exporter account (the mysqld_exporter sidecar) reads replication status and the global
+# status and variables; it reaches the server through the pod-local socket only (localhost), and
+# three connections at most, so a hung server is not buried under scrapes.
 bootstrap_users_sql() {
     require_flavor
     require_vars ADMIN_USER ADMIN_PASSWORD REPLICATION_USER REPLICATION_PASSWORD \
-        MONITOR_USER MONITOR_PASSWORD BACKUP_USER BACKUP_PASSWORD TOPOLOGY_USER TOPOLOGY_PASSWORD
+        MONITOR_USER MONITOR_PASSWORD BACKUP_USER BACKUP_PASSWORD TOPOLOGY_USER TOPOLOGY_PASSWORD \
+        EXPORTER_USER EXPORTER_PASSWORD
     local admin_privileges repl_privileges monitor_privileges backup_privileges host
     local topology_privileges
     local common="SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, RELOAD, PROCESS, REFERENCES, INDEX, ALTER, SHOW DATABASES, CREATE TEMPORARY TABLES, LOCK TABLES, EXECUTE, CREATE VIEW, SHOW VIEW, CREATE ROUTINE, ALTER ROUTINE, CREATE USER, EVENT, TRIGGER"
@@ -518,6 +537,11 @@ bootstrap_users_sql() {
             done
         fi
     done
+    # SHOW REPLICA STATUS needs the same privilege the probes' account holds; the collectors
+    # that would need PROCESS or performance_schema are off in the sidecar.
+    _account_sql "$EXPORTER_USER" localhost "$EXPORTER_PASSWORD"
+    printf 'ALTER USER %s@%s WITH MAX_USER_CONNECTIONS 3;\n' "$(sql_quote "$EXPORTER_USER")" "'localhost'"
+    printf 'GRANT %s ON *.* TO %s@%s;\n' "$monitor_privileges" "$(sql_quote "$EXPORTER_USER")" "'localhost'"
 }
 
 # CREATE IF NOT EXISTS then ALTER: a re-run converges on the Secret's password instead of failing.
@@ -528,6 +552,55 @@ _account_sql() {
     password=$(sql_quote "$3")
     printf 'CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s;\n' "$user" "$host" "$password"
     printf 'ALTER USER %s@%s IDENTIFIED BY %s;\n' "$user" "$host" "$password"
+}
+
+# --- TLS (mysql.tls) ----------------------------------------------------------------------------
+
+# shellcheck disable=SC2034  # used by the scripts that source this file
+TLS_SECRET_FILES=(tls.crt tls.key ca.crt)
+
+# tls_problem: prints what is wrong with TLS_DIR's files (the mounted TLS Secret), nothing when
+# they are usable. tls-reload.sh runs it before every reload, probe.sh readiness on every probe:
+# a server started with a broken pair may carry on without TLS (MariaDB logs the error and
+# disables SSL), which only a check of the files reveals.
+tls_problem() {
+    local name path cert_key private_key
+    for name in "${TLS_SECRET_FILES[@]}"; do
+        path="$TLS_DIR/$name"
+        [[ -s $path ]] || { echo "$path: missing or empty (the Secret needs tls.crt, tls.key and ca.crt)"; return; }
+    done
+    if ! openssl x509 -in "$TLS_DIR/tls.crt" -noout 2>/dev/null; then
+        echo "$TLS_DIR/tls.crt: not a PEM certificate"; return
+    fi
+    if ! openssl x509 -in "$TLS_DIR/tls.crt" -noout -checkend 0 >/dev/null; then
+        echo "$TLS_DIR/tls.crt: certificate expired ($(openssl x509 -in "$TLS_DIR/tls.crt" -noout -enddate))"
+        return
+    fi
+    if ! private_key=$(openssl pkey -in "$TLS_DIR/tls.key" -pubout 2>/dev/null); then
+        echo "$TLS_DIR/tls.key: not a readable unencrypted PEM private key"; return
+    fi
+    cert_key=$(openssl x509 -in "$TLS_DIR/tls.crt" -noout -pubkey)
+    [[ $cert_key == "$private_key" ]] \
+        || { echo "$TLS_DIR/tls.key: does not match the certificate in tls.crt"; return; }
+    if ! openssl verify -CAfile "$TLS_DIR/ca.crt" "$TLS_DIR/tls.crt" >/dev/null 2>&1; then
+        echo "$TLS_DIR/tls.crt: not signed by the CA in ca.crt"
+    fi
+}
+
+# replication_tls_sql: the CHANGE MASTER / CHANGE REPLICATION SOURCE options for replication
+# over TLS with the primary's certificate verified against the Secret's CA, or nothing when
+# TLS_DIR is unset (TLS off). components/mysql/_tls.py replication_tls_clause is the same clause
+# for ReplicationInit; tests/unit/test_pod_scripts_sql.py keeps the two equal.
+replication_tls_sql() {
+    require_flavor
+    [[ -n "${TLS_DIR:-}" ]] || return 0
+    local ca
+    ca=$(sql_quote "$TLS_DIR/ca.crt")
+    if [[ $MYSQL_FLAVOR == mariadb ]]; then
+        printf ', MASTER_SSL = 1, MASTER_SSL_CA = %s, MASTER_SSL_VERIFY_SERVER_CERT = 1' "$ca"
+    else
+        printf ', SOURCE_SSL = 1, SOURCE_SSL_CA = %s, SOURCE_SSL_VERIFY_SERVER_CERT = 1' "$ca"
+    fi
 }
 
 # --- commands ----------------------------------------------------------------------------------

@@ -15,7 +15,11 @@
 #              so the role is read from the server here, never from the ordinal or a mounted
 #              copy of the record that the kubelet refreshes late.
 # The monitor account connects over TCP to 127.0.0.1 with an option file in RUN_DIR (0600); its
-# password is read from the credentials volume (read_secret).
+# password is read from the credentials volume (read_secret). With TLS on (TLS_DIR set) it uses
+# the pod-local socket instead: requireSecureTransport leaves the socket open, and no
+# certificate has to name 127.0.0.1. Readiness then also checks the mounted certificate
+# (tls_problem): a server started with a broken pair carries on without TLS, which a query
+# over the socket would not notice.
 #
 # The backup container (startup and liveness probe):
 #   backup     the listener backup-server.sh exec'd is alive and holds the listening socket on
@@ -139,7 +143,7 @@ main() {
     find "$RUN_DIR" -mindepth 1 -maxdepth 1 -type f -name 'monitor-client.cnf.??????' -mmin +1 \
         -delete 2>/dev/null || true
     ordinal=$(pod_ordinal)
-    write_client_options "$options" "$MONITOR_USER" "$MONITOR_PASSWORD" host 127.0.0.1 \
+    write_local_client_options "$options" "$MONITOR_USER" "$MONITOR_PASSWORD" \
         "$(peer_port "$MYSQL_PORT" "$ordinal")"
     case "$mode" in
         startup)
@@ -149,6 +153,11 @@ main() {
             "$(admin_tool)" --defaults-file="$options" --connect-timeout=5 ping >/dev/null
             ;;
         readiness)
+            if [[ -n "${TLS_DIR:-}" ]]; then
+                local problem
+                problem=$(tls_problem)
+                [[ -z $problem ]] || die "TLS: $problem"
+            fi
             require_vars MAX_REPLICA_LAG_SECONDS
             require_uint MAX_REPLICA_LAG_SECONDS "$MAX_REPLICA_LAG_SECONDS"
             local status reason

@@ -15,43 +15,18 @@
 #          new connections use at once while existing ones keep theirs. When check fails it
 #          logs why, keeps the server on the files it has, and records the reason in
 #          RUN_DIR/tls-invalid (which readiness reports) until good files arrive.
+#   alive  the sidecar's liveness probe: the watch loop touched its heartbeat file in
+#          RUN_DIR within three intervals (plus slack for a slow reload).
 # Root connects through the pod-local socket with a 0600 option file, as the other scripts do.
 set -euo pipefail
 shopt -s inherit_errexit
-SCRIPT_NAME=tls-reload
+SCRIPT_NAME="tls-reload"
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "${CONFIG_DIR:?CONFIG_DIR must name the ConfigMap mount}/lib.sh"
 
-TLS_FILES=(tls.crt tls.key ca.crt)
-
-# tls_problem: prints what is wrong with TLS_DIR's files, nothing when they are usable.
-tls_problem() {
-    local name path cert_key private_key
-    for name in "${TLS_FILES[@]}"; do
-        path="$TLS_DIR/$name"
-        [[ -s $path ]] || { echo "$path: missing or empty (the Secret needs tls.crt, tls.key and ca.crt)"; return; }
-    done
-    if ! openssl x509 -in "$TLS_DIR/tls.crt" -noout 2>/dev/null; then
-        echo "$TLS_DIR/tls.crt: not a PEM certificate"; return
-    fi
-    if ! openssl x509 -in "$TLS_DIR/tls.crt" -noout -checkend 0 >/dev/null; then
-        echo "$TLS_DIR/tls.crt: certificate expired ($(openssl x509 -in "$TLS_DIR/tls.crt" -noout -enddate))"
-        return
-    fi
-    if ! private_key=$(openssl pkey -in "$TLS_DIR/tls.key" -pubout 2>/dev/null); then
-        echo "$TLS_DIR/tls.key: not a readable unencrypted PEM private key"; return
-    fi
-    cert_key=$(openssl x509 -in "$TLS_DIR/tls.crt" -noout -pubkey)
-    [[ $cert_key == "$private_key" ]] \
-        || { echo "$TLS_DIR/tls.key: does not match the certificate in tls.crt"; return; }
-    if ! openssl verify -CAfile "$TLS_DIR/ca.crt" "$TLS_DIR/tls.crt" >/dev/null 2>&1; then
-        echo "$TLS_DIR/tls.crt: not signed by the CA in ca.crt"
-    fi
-}
-
 tls_digest() {
     local name
-    for name in "${TLS_FILES[@]}"; do
+    for name in "${TLS_SECRET_FILES[@]}"; do
         cat -- "$TLS_DIR/$name" 2>/dev/null || true
     done | sha256sum | cut -d' ' -f1
 }
@@ -76,15 +51,15 @@ watch() {
     require_uint TLS_RELOAD_INTERVAL "$interval"
     write_client_options "$options" root "$ROOT_PASSWORD" socket "$(server_socket)"
     unset ROOT_PASSWORD
-    # The server read the files at its start: that is what it has loaded.
-    loaded=$(tls_digest)
-    problem=$(tls_problem)
-    if [[ -n $problem ]]; then
-        log "TLS: $problem"
-        printf '%s\n' "$problem" >"$invalid"
-    fi
+    # Nothing counts as loaded yet: the server read the files when it started, which may be
+    # before a rotation that happened while this container was starting, so the first pass
+    # reloads whatever is there (a no-op for the server when nothing changed).
+    loaded=""
+    local pause=0
     while true; do
-        sleep "$interval"
+        : >"$(heartbeat_file)"
+        sleep "$pause"
+        pause=$interval
         digest=$(tls_digest)
         [[ $digest != "$loaded" ]] || continue
         problem=$(tls_problem)
@@ -105,8 +80,24 @@ watch() {
     done
 }
 
+heartbeat_file() {
+    require_vars RUN_DIR
+    printf '%s\n' "$RUN_DIR/tls-reload.heartbeat"
+}
+
+alive() {
+    local interval=${TLS_RELOAD_INTERVAL:-10} file touched now
+    require_uint TLS_RELOAD_INTERVAL "$interval"
+    file=$(heartbeat_file)
+    touched=$(stat -c %Y -- "$file" 2>/dev/null) || die "TLS watcher: no heartbeat yet ($file)"
+    now=$(date +%s)
+    ((now - touched <= 3 * interval + 30)) \
+        || die "TLS watcher: last heartbeat $((now - touched)) s ago (interval ${interval} s)"
+}
+
 case "${1:-}" in
     check) check ;;
     watch) watch ;;
-    *) die "usage: tls-reload.sh check|watch" ;;
+    alive) alive ;;
+    *) die "usage: tls-reload.sh check|watch|alive" ;;
 esac
