@@ -37,6 +37,12 @@ from tests.support.procs import LOCALHOST
 from tests.support.tools import bin_dir, tool
 
 PROGRAMS_DIR = Path(__file__).parent / "programs"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROJECT = "mysql-cluster"
+# What the real project directory lends a test's: the program, the packages it imports
+# (the dynamic-provider process imports them from its working directory) and the venv
+# Pulumi.yaml names.
+PROJECT_LINKS = ("__main__.py", "components", "distlock", "venv")
 
 # Everything tools/pulumi/build.sh puts into its bin directory; the engine finds the
 # plugins and the dynamic-provider script on PATH, before any plugin cache.
@@ -179,6 +185,37 @@ class PulumiSandbox:
         created = auto.create_stack(stack, project_name=project, program=run_program,
                                     opts=workspace)
         created.set_all_config(dict(config))
+        return created
+
+    def project_stack(self, stack: str, *, stack_file: str = "e2e",
+                      config: Mapping[str, auto.ConfigValue] | None = None) -> auto.Stack:
+        """``pulumi stack init`` of the real project with ``Pulumi.<stack_file>.yaml``.
+
+        The project directory is a temporary one holding the repository's program, packages
+        and venv as symlinks (so the program and the code the dynamic-provider process
+        imports are the repository's, unchanged) and copies of ``Pulumi.yaml`` and the stack
+        file, because ``stack init`` and ``set_config`` write into the stack file."""
+        project_dir = self.root / f"project-{stack}"
+        project_dir.mkdir()
+        for entry in PROJECT_LINKS:
+            (project_dir / entry).symlink_to(REPO_ROOT / entry)
+        shutil.copyfile(REPO_ROOT / "Pulumi.yaml", project_dir / "Pulumi.yaml")
+        shutil.copyfile(REPO_ROOT / f"Pulumi.{stack_file}.yaml",
+                        project_dir / f"Pulumi.{stack}.yaml")
+        main = project_dir / "__main__.py"
+
+        def run_program() -> None:
+            runpy.run_path(str(main), run_name="__main__")
+
+        workspace = auto.LocalWorkspaceOptions(
+            work_dir=str(project_dir),
+            pulumi_home=str(self.home),
+            pulumi_command=auto.PulumiCommand(root=str(self.bin_dir.parent)),
+        )
+        created = auto.create_stack(stack, project_name=PROJECT, program=run_program,
+                                    opts=workspace)
+        if config:
+            created.set_all_config(dict(config))
         return created
 
     def state_files(self) -> Iterator[Path]:

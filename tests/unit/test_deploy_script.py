@@ -51,7 +51,7 @@ def test_an_unknown_stack_is_refused_naming_the_known_ones(fake_pulumi: Path) ->
     result = deploy(fake_pulumi, "staging", PULUMI_CONFIG_PASSPHRASE="not-empty")
     assert result.returncode == 2
     assert "no stack file Pulumi.staging.yaml" in result.stderr
-    assert "known stacks: dev prod" in result.stderr
+    assert "known stacks: dev e2e prod" in result.stderr
     assert calls(fake_pulumi) == []
 
 

@@ -1,0 +1,348 @@
+"""The real program deployed by the real engine onto the test control plane (issue 12).
+
+Everything the mocks tests assume about the engine is checked here against the Pulumi
+CLI and Kubernetes provider built from tools/pulumi and a real kube-apiserver
+(tests/support/controlplane.py; kwok marks the pods Ready, no container runs). The stack
+is ``Pulumi.e2e.yaml`` of the repository, the program is ``__main__.py`` unchanged, run
+through the Automation API (tests/e2e/toolchain.py says why), with a file backend and a
+random passphrase. The passwords come from a Secret made beforehand
+(``mysql.credentials.existingSecret``): pulumi-random's provider cannot be built here.
+
+In order, sharing one deployment (each test needs the state the previous one left):
+first ``up`` (every object the mocks render exists, pods Ready, the Lock CRD
+Established, outputs, no password or token in the state in plaintext, nothing reached
+the network); ``preview --expect-no-changes``, ``refresh`` and a no-op ``up``; scaling
+with one ``up`` each; a second stack sharing the Lock CRD; ``destroy`` refused while a
+lock is held, then done, the PVCs, the namespace and the user's Secret kept; the other
+stack's locks still working, and its destroy removing the CRD; then bad stack files,
+each failing with the config message and leaving no object behind.
+
+Wall times of the first ``up``, a no-op ``up`` and ``destroy`` are printed
+(``-s`` shows them; docs/benchmarks.md records them with the machine's load).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from pulumi import automation as auto
+
+from components.locks.crd import OWNERS_ANNOTATION
+from components.mysql import credentials
+from distlock.kube import CRD_NAME, KubeLockBackend, api_client
+from tests.e2e.kube import Kubectl, condition, prepare_cluster
+from tests.e2e.toolchain import NetworkTrap, PulumiSandbox, RunLog, toolchain_bin
+from tests.support.controlplane import ControlPlane
+from tests.unit._objects import program_objects
+from tests.unit.mocks import load_stack_file, run_program
+
+pytestmark = pytest.mark.e2e
+
+PROJECT = "mysql-cluster"
+STORAGE_CLASS = "e2e-local"
+SECRET = "mysql-e2e-credentials"  # Pulumi.e2e.yaml's mysql.credentials.existingSecret
+STACK_FILE = load_stack_file("e2e")
+NAMESPACE = STACK_FILE[f"{PROJECT}:namespace"]
+OTHER_NAMESPACE = "mysql-e2e-b"
+BAD_NAMESPACE = "mysql-e2e-bad"
+
+
+# Stacks deployed and not yet destroyed: the module's teardown destroys them.
+_stacks: dict[str, auto.Stack] = {}
+
+
+def changes(summary: Mapping[Any, int] | None) -> dict[str, int]:
+    return {getattr(op, "value", op): count for op, count in (summary or {}).items()}
+
+
+def timed(label: str, timings: dict[str, float], started: float) -> None:
+    timings[label] = time.monotonic() - started
+    print(f"\ne2e wall time: {label} {timings[label]:.1f} s")
+
+
+@dataclass
+class Deployment:
+    """One stack of the real project, with what the tests need to judge it."""
+
+    sandbox: PulumiSandbox
+    plane: ControlPlane
+    kubectl: Kubectl
+    stack: auto.Stack
+    name: str
+    namespace: str
+    passwords: dict[str, str]
+    mysql: dict[str, Any]
+    etcd: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+    first_up: auto.UpResult | None = None
+
+    def config_map(self) -> dict[str, Any]:
+        """The engine's config map for the mocks run of the same stack."""
+        return {**STACK_FILE, f"{PROJECT}:namespace": self.namespace,
+                f"{PROJECT}:mysql": self.mysql, f"{PROJECT}:etcd": self.etcd}
+
+    def set_sections(self, **sections: dict[str, Any]) -> None:
+        for key, value in sections.items():
+            setattr(self, key, value)
+            self.stack.set_config(f"{PROJECT}:{key}", auto.ConfigValue(json.dumps(value)))
+
+    def up(self) -> auto.UpResult:
+        log = RunLog()
+        try:
+            return self.stack.up(on_output=log.on_output, on_event=log.on_event)
+        except auto.CommandError as error:
+            raise AssertionError(f"pulumi up of {self.name} failed:\n{error}") from None
+
+    def expected_objects(self) -> list[dict[str, Any]]:
+        """What the mocks tests say this stack creates: the same program and config under
+        mocks, with the user's Secret as a ``get`` finds it."""
+        data = {credentials.secret_key(account): _b64(value)
+                for account, value in self.passwords.items()}
+        result = run_program(self.config_map(), stack=self.name, existing={
+            f"{self.namespace}/{SECRET}": {"apiVersion": "v1", "kind": "Secret",
+                                           "data": data}})
+        return program_objects(result)
+
+    def secrets_in_play(self) -> list[str]:
+        return [*self.passwords.values(), self.plane.token]
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def make_user_secret(kubectl: Kubectl, namespace: str) -> dict[str, str]:
+    """The Secret a user manages (Vault, External Secrets...), made with kubectl."""
+    passwords = {account: secrets.token_urlsafe(18) for account in credentials.PASSWORD_VARIABLES}
+    kubectl("create", "secret", "generic", SECRET, "-n", namespace,
+            *(f"--from-literal={credentials.secret_key(a)}={p}" for a, p in passwords.items()))
+    return passwords
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulumiSandbox]:
+    """As tests/e2e/conftest.py's, shared by this module's stacks."""
+    bin_dir = toolchain_bin()
+    trap = NetworkTrap()
+    box = PulumiSandbox(root=tmp_path_factory.mktemp("e2e-stack"), bin_dir=bin_dir, trap=trap)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in box.environment().items():
+            patch.setenv(name, value)
+        # The stack's kubernetes:kubeconfig is the only way to the cluster.
+        patch.delenv("KUBECONFIG", raising=False)
+        try:
+            box.login()
+            yield box
+        finally:
+            trap.close()
+
+
+@pytest.fixture(scope="module")
+def kubectl(control_plane: ControlPlane) -> Kubectl:
+    prepare_cluster(control_plane, nodes=3, volumes=10, storage_class=STORAGE_CLASS,
+                    prefix="e2e")
+    return Kubectl(control_plane)
+
+
+def new_deployment(sandbox: PulumiSandbox, plane: ControlPlane, kubectl: Kubectl,
+                   name: str, namespace: str) -> Deployment:
+    plane.create_namespace(namespace)  # the README: it must exist before the first up
+    passwords = make_user_secret(kubectl, namespace)
+    kubeconfig = plane.write_kubeconfig(sandbox.root / f"{name}.kubeconfig").read_text()
+    stack = sandbox.project_stack(name, config={
+        "kubernetes:kubeconfig": auto.ConfigValue(kubeconfig, secret=True)})
+    deployment = Deployment(sandbox, plane, kubectl, stack, name, namespace, passwords,
+                            mysql=dict(STACK_FILE[f"{PROJECT}:mysql"]),
+                            etcd=dict(STACK_FILE[f"{PROJECT}:etcd"]))
+    if namespace != NAMESPACE:
+        stack.set_config(f"{PROJECT}:namespace", auto.ConfigValue(namespace))
+    return deployment
+
+
+@pytest.fixture(scope="module")
+def deployed(sandbox: PulumiSandbox, control_plane: ControlPlane,
+             kubectl: Kubectl) -> Iterator[Deployment]:
+    """The e2e stack after its first ``pulumi up``; destroyed at the end whatever happened
+    (the control plane is shared: the next tests expect no Lock CRD)."""
+    deployment = new_deployment(sandbox, control_plane, kubectl, "e2e", NAMESPACE)
+    started = time.monotonic()
+    _stacks[deployment.name] = deployment.stack
+    deployment.first_up = deployment.up()
+    timed("first up", deployment.timings, started)
+    try:
+        yield deployment
+    finally:
+        for stack in _stacks.values():
+            try:
+                stack.destroy()
+            except auto.CommandError as error:
+                print(f"cleanup: destroy of {stack.name} failed: {error}")
+
+
+def test_first_up_creates_every_object_as_the_mocks_say(deployed: Deployment) -> None:
+    assert deployed.first_up is not None
+    assert deployed.first_up.summary.result == "succeeded"
+    expected = deployed.expected_objects()
+    assert expected, "the mocks rendered nothing"
+    live = deployed.kubectl.live(expected)
+    assert [(o["kind"], o["metadata"]["name"]) for o in live] == [
+        (o["kind"], o["metadata"]["name"]) for o in expected]
+    for want, have in zip(expected, live, strict=True):
+        labels = (want["metadata"].get("labels") or {}).items()
+        assert labels <= (have["metadata"].get("labels") or {}).items(), want["metadata"]
+    # The user's Secret is read, not owned: the stack made no Secret of its own.
+    made = [o for o in expected if o["kind"] == "Secret"]
+    assert made == []
+    deployed.kubectl.wait_ready(deployed.namespace, deployed.mysql["name"],
+                                deployed.mysql["replicas"])
+    deployed.kubectl.wait_ready(deployed.namespace, "etcd", deployed.etcd["replicas"])
+    crd = deployed.kubectl.crd(CRD_NAME)
+    assert condition(crd, "Established") == "True"
+    assert crd is not None
+    assert crd["metadata"]["annotations"][OWNERS_ANNOTATION] == f"{PROJECT}/{deployed.name}"
+
+
+def test_first_up_outputs_and_state(deployed: Deployment) -> None:
+    outputs = deployed.stack.outputs()
+    namespace = deployed.namespace
+    assert outputs["namespace"].value == namespace
+    assert outputs["mysqlPrimaryHost"].value == f"mysql-primary.{namespace}.svc"
+    assert outputs["mysqlReadHost"].value == f"mysql-read.{namespace}.svc"
+    assert outputs["mysqlPort"].value == 3306
+    assert outputs["mysqlSecretName"].value == SECRET
+    assert outputs["lockCrdName"].value == CRD_NAME
+    for name, account in (("mysqlAdminPassword", "admin"), ("mysqlRootPassword", "root")):
+        assert outputs[name].secret, f"{name} is not a secret output"
+        assert outputs[name].value == deployed.passwords[account]
+    state = list(deployed.sandbox.state_files())
+    assert state, "no state files"
+    for path in state:
+        text = path.read_text(errors="replace")
+        leaked = [s for s in deployed.secrets_in_play() if s in text]
+        assert leaked == [], f"{len(leaked)} secret(s) in plaintext in {path}"
+    assert deployed.sandbox.trap.connections == [], "a run tried to reach the network"
+
+
+def test_no_op_preview_refresh_and_up(deployed: Deployment) -> None:
+    log = RunLog()
+    try:
+        deployed.stack.preview(expect_no_changes=True, on_output=log.on_output)
+    except auto.CommandError as error:
+        raise AssertionError(f"preview --expect-no-changes found changes:\n{error}") from None
+    refresh = deployed.stack.refresh()
+    drift = {op: n for op, n in changes(refresh.summary.resource_changes).items()
+             if op != "same"}
+    assert drift == {}, refresh.stdout
+    started = time.monotonic()
+    again = deployed.up()
+    timed("no-op up", deployed.timings, started)
+    assert set(changes(again.summary.resource_changes)) == {"same"}, again.stdout
+
+
+def test_scaling_converges_with_one_up_each(deployed: Deployment) -> None:
+    deployed.set_sections(mysql={**deployed.mysql, "replicas": 3})
+    deployed.up()
+    deployed.kubectl.wait_ready(deployed.namespace, "mysql", 3)
+    for size in (3, 1):
+        deployed.set_sections(etcd={**deployed.etcd, "replicas": size})
+        deployed.up()
+        deployed.kubectl.wait_ready(deployed.namespace, "etcd", size)
+    # What the engine left is what the program says for the new sizes.
+    deployed.kubectl.live(deployed.expected_objects())
+
+
+@pytest.fixture(scope="module")
+def other(sandbox: PulumiSandbox, control_plane: ControlPlane, kubectl: Kubectl,
+          deployed: Deployment) -> Deployment:
+    """A second stack of the project in its own namespace, on the same cluster."""
+    deployment = new_deployment(sandbox, control_plane, kubectl, "e2e-b", OTHER_NAMESPACE)
+    _stacks[deployment.name] = deployment.stack
+    deployment.up()
+    return deployment
+
+
+def test_a_second_stack_shares_the_lock_crd(deployed: Deployment, other: Deployment) -> None:
+    crd = deployed.kubectl.crd(CRD_NAME)
+    assert crd is not None
+    owners = set(crd["metadata"]["annotations"][OWNERS_ANNOTATION].split(","))
+    assert owners == {f"{PROJECT}/{deployed.name}", f"{PROJECT}/{other.name}"}
+
+
+def lock_session(deployment: Deployment, namespace: str) -> KubeLockBackend:
+    path = deployment.plane.write_kubeconfig(
+        deployment.sandbox.root / f"locks-{namespace}.kubeconfig", namespace=namespace)
+    return KubeLockBackend(api_client(str(path)), namespace, ttl=10)
+
+
+def test_destroy_is_refused_while_a_lock_is_held_then_keeps_data(
+        deployed: Deployment, other: Deployment) -> None:
+    namespace = deployed.namespace
+    session = lock_session(deployed, namespace)
+    try:
+        grant = session.acquire("orders", timeout=10)
+        assert grant is not None
+        with pytest.raises(auto.CommandError) as refused:
+            deployed.stack.destroy()
+        assert f"{namespace}/orders held by {session.identity}" in str(refused.value)
+        assert deployed.kubectl.crd(CRD_NAME) is not None
+        assert not grant.lost.is_set()
+    finally:
+        session.close()  # releases
+    pvcs_before = deployed.kubectl.pvcs(namespace)
+    started = time.monotonic()
+    deployed.stack.destroy()
+    timed("destroy", deployed.timings, started)
+    del _stacks[deployed.name]
+    assert deployed.kubectl.project_objects(namespace) == []
+    assert deployed.kubectl.pvcs(namespace) == pvcs_before
+    assert len(pvcs_before) >= 4, pvcs_before  # 3 MySQL + at least 1 etcd claim
+    deployed.kubectl("get", "namespace", namespace)
+    deployed.kubectl("get", "secret", SECRET, "-n", namespace)
+    # The other stack still owns the CRD: its locks keep working.
+    crd = deployed.kubectl.crd(CRD_NAME)
+    assert crd is not None
+    assert crd["metadata"]["annotations"][OWNERS_ANNOTATION] == f"{PROJECT}/{other.name}"
+    with lock_session(other, other.namespace) as other_session:
+        other_grant = other_session.acquire("payments", timeout=10)
+        assert other_grant is not None
+        other_session.release(other_grant)
+    other.stack.destroy()
+    del _stacks[other.name]
+    assert deployed.kubectl.crd(CRD_NAME) is None
+
+
+# One per class of bad input the config tests cover: (what is wrong, sections, message).
+BAD_STACK_FILES: list[tuple[str, dict[str, dict[str, Any]], str]] = [
+    ("wrong type", {"mysql": {"replicas": "two"}}, "mysql-cluster:mysql.replicas: got 'two'"),
+    ("out of range", {"mysql": {"replicas": 0}}, "mysql-cluster:mysql.replicas: got 0"),
+    ("even etcd size", {"etcd": {"replicas": 2}}, "mysql-cluster:etcd.replicas: got 2"),
+    ("malformed quantity", {"mysql": {"storage": "1 GB"}},
+     "mysql-cluster:mysql.storage: got '1 GB'"),
+    ("unknown flavor", {"mysql": {"flavor": "postgres"}},
+     "mysql-cluster:mysql.flavor: got 'postgres'"),
+    ("misspelled key", {"mysql": {"storge": "1Gi"}}, "did you mean 'storage'?"),
+]
+
+
+def test_bad_stack_files_fail_with_the_config_message_and_leave_nothing(
+        sandbox: PulumiSandbox, control_plane: ControlPlane, kubectl: Kubectl) -> None:
+    bad = new_deployment(sandbox, control_plane, kubectl, "e2e-bad", BAD_NAMESPACE)
+    for what, sections, message in BAD_STACK_FILES:
+        bad.set_sections(**{key: {**getattr(bad, key), **value}
+                            for key, value in sections.items()})
+        with pytest.raises(auto.CommandError) as failed:
+            bad.stack.up()
+        assert message in str(failed.value), (what, str(failed.value))
+        assert "invalid stack configuration" in str(failed.value), what
+        assert kubectl.project_objects(BAD_NAMESPACE) == [], what
+        assert kubectl.crd(CRD_NAME) is None, what
+        bad.set_sections(mysql=dict(STACK_FILE[f"{PROJECT}:mysql"]),
+                         etcd=dict(STACK_FILE[f"{PROJECT}:etcd"]))
+    assert sandbox.trap.connections == [], "a run tried to reach the network"
