@@ -33,12 +33,12 @@ from pathlib import Path
 
 from pulumi import automation as auto
 
+from scripts.pulumi_inline import inline_stack
 from tests.support.procs import LOCALHOST
 from tests.support.tools import bin_dir, tool
 
 PROGRAMS_DIR = Path(__file__).parent / "programs"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PROJECT = "mysql-cluster"
 # What the real project directory lends a test's: the program, the packages it imports
 # (the dynamic-provider process imports them from its working directory) and the venv
 # Pulumi.yaml names.
@@ -160,6 +160,9 @@ class PulumiSandbox:
                                  f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
         return result
 
+    def command(self) -> auto.PulumiCommand:
+        return auto.PulumiCommand(root=str(self.bin_dir.parent))
+
     def login(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.cli("login", self.backend_url)
@@ -179,7 +182,7 @@ class PulumiSandbox:
         workspace = auto.LocalWorkspaceOptions(
             work_dir=str(project_dir),
             pulumi_home=str(self.home),
-            pulumi_command=auto.PulumiCommand(root=str(self.bin_dir.parent)),
+            pulumi_command=self.command(),
             project_settings=auto.ProjectSettings(name=project, runtime="python"),
         )
         created = auto.create_stack(stack, project_name=project, program=run_program,
@@ -202,18 +205,8 @@ class PulumiSandbox:
         shutil.copyfile(REPO_ROOT / "Pulumi.yaml", project_dir / "Pulumi.yaml")
         shutil.copyfile(REPO_ROOT / f"Pulumi.{stack_file}.yaml",
                         project_dir / f"Pulumi.{stack}.yaml")
-        main = project_dir / "__main__.py"
-
-        def run_program() -> None:
-            runpy.run_path(str(main), run_name="__main__")
-
-        workspace = auto.LocalWorkspaceOptions(
-            work_dir=str(project_dir),
-            pulumi_home=str(self.home),
-            pulumi_command=auto.PulumiCommand(root=str(self.bin_dir.parent)),
-        )
-        created = auto.create_stack(stack, project_name=PROJECT, program=run_program,
-                                    opts=workspace)
+        created = inline_stack(project_dir, stack, pulumi_home=self.home,
+                               pulumi_command=self.command(), create=auto.create_stack)
         if config:
             created.set_all_config(dict(config))
         return created
