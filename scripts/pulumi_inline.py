@@ -10,7 +10,7 @@ working directory of the CLI and of the dynamic providers' process, exactly as w
 ``pulumi up``. ``scripts/deploy.sh`` uses this when no language host is installed, and
 tests/e2e deploys through :func:`inline_stack` as well.
 
-    venv/bin/python -m scripts.pulumi_inline up e2e --yes
+    venv/bin/python -m scripts.pulumi_inline up e2e --yes     # from the project directory
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from pathlib import Path
 
 from pulumi import automation as auto
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
 COMMANDS = ("up", "preview", "refresh", "destroy")
 
 
@@ -86,7 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("up", "destroy") and not args.yes:
         parser.error(f"{args.command} needs --yes here: the Automation API cannot ask for "
                      "confirmation (run `preview` first to see the changes)")
-    stack = inline_stack(PROJECT_DIR, args.stack, pulumi_command=_command())
+    # The project is the working directory, as for `pulumi up` (deploy.sh cds into it).
+    project_dir = Path.cwd()
+    if not (project_dir / "Pulumi.yaml").is_file():
+        parser.error(f"no Pulumi.yaml in {project_dir}: run it from the project directory")
+    stack = inline_stack(project_dir, args.stack, pulumi_command=_command())
     try:
         if args.command == "up":
             stack.up(on_output=_echo, diff=args.diff, expect_no_changes=args.expect_no_changes)

@@ -5,11 +5,21 @@ says it did: these helpers read objects back (``kubectl get -f`` of the manifest
 mocks tests render, so "every object exists as the mocks tests say" is one comparison),
 the StatefulSets' readiness and the pods behind them, and which objects of the project
 are left in a namespace.
+
+Run as a module it is the README walkthrough's cluster: the test control plane with
+nodes and volumes for ``Pulumi.e2e.yaml``, kept up until Ctrl-C::
+
+    venv/bin/python -m tests.e2e.kube /tmp/control-plane
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import secrets
+import signal
+import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +28,14 @@ from typing import Any
 import yaml  # type: ignore[import-untyped]  # PyYAML ships with kubernetes
 
 from components._kube import PART_OF
-from tests.support.controlplane import ControlPlane
+from components.mysql import credentials
+from tests.support.controlplane import ControlPlane, start_control_plane
 from tests.support.procs import run, wait_until
 from tests.support.tools import tool
 
+# Pulumi.e2e.yaml's storage class (static volumes) and mysql.credentials.existingSecret.
+STORAGE_CLASS = "e2e-local"
+SECRET = "mysql-e2e-credentials"
 # Every namespaced kind the program creates, for "nothing of the stack is left".
 STACK_KINDS = ("statefulsets", "services", "configmaps", "secrets", "serviceaccounts",
                "roles", "rolebindings", "poddisruptionbudgets", "networkpolicies", "cronjobs",
@@ -53,6 +67,12 @@ class Kubectl:
         output = self("get", ",".join(STACK_KINDS), "-n", namespace, "-o", "name",
                       "-l", f"app.kubernetes.io/part-of={PART_OF}")
         return sorted(line for line in output.splitlines() if line)
+
+    def wait_project_gone(self, namespace: str) -> None:
+        """No object of the project is left in ``namespace`` (a destroyed StatefulSet's
+        pods are deleted by the garbage collector, after the destroy returned)."""
+        wait_until(lambda: self.project_objects(namespace) == [], timeout=60,
+                   what=f"every object of the project in {namespace} to be deleted")
 
     def crd(self, name: str) -> dict[str, Any] | None:
         output = self("get", "customresourcedefinition", name, "-o", "json",
@@ -100,6 +120,36 @@ def prepare_cluster(plane: ControlPlane, *, nodes: int, volumes: int, storage_cl
                                        storage_class=storage_class)
 
 
-def write_admin_kubeconfig(plane: ControlPlane, path: Path, namespace: str) -> str:
-    """The admin kubeconfig as text (what the stack's ``kubernetes:kubeconfig`` holds)."""
-    return plane.write_kubeconfig(path, namespace=namespace).read_text()
+def make_user_secret(kubectl: Kubectl, namespace: str) -> dict[str, str]:
+    """The Secret a user manages (Vault, External Secrets...), made with kubectl; returns
+    the passwords by account."""
+    passwords = {account: secrets.token_urlsafe(18)
+                 for account in credentials.PASSWORD_VARIABLES}
+    kubectl("create", "secret", "generic", SECRET, "-n", namespace,
+            *(f"--from-literal={credentials.secret_key(a)}={p}" for a, p in passwords.items()))
+    return passwords
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.e2e.kube", description=(
+        "Start the test control plane with nodes and volumes for Pulumi.e2e.yaml; "
+        "stop it with Ctrl-C."))
+    parser.add_argument("directory", type=Path, help="where its data, PKI and logs go")
+    args = parser.parse_args(argv)
+    plane = start_control_plane(args.directory)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        prepare_cluster(plane, nodes=3, volumes=10, storage_class=STORAGE_CLASS,
+                        prefix="walkthrough")
+        sys.stdout.write(f"control plane ready: export KUBECONFIG={plane.kubeconfig}\n")
+        sys.stdout.flush()
+        stop.wait()
+    finally:
+        plane.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,7 +36,14 @@ from pulumi import automation as auto
 from components.locks.crd import OWNERS_ANNOTATION
 from components.mysql import credentials
 from distlock.kube import CRD_NAME, KubeLockBackend, api_client
-from tests.e2e.kube import Kubectl, condition, prepare_cluster
+from tests.e2e.kube import (
+    SECRET,
+    STORAGE_CLASS,
+    Kubectl,
+    condition,
+    make_user_secret,
+    prepare_cluster,
+)
 from tests.e2e.toolchain import NetworkTrap, PulumiSandbox, RunLog, toolchain_bin
 from tests.support.controlplane import ControlPlane
 from tests.unit._objects import program_objects
@@ -46,8 +52,6 @@ from tests.unit.mocks import load_stack_file, run_program
 pytestmark = pytest.mark.e2e
 
 PROJECT = "mysql-cluster"
-STORAGE_CLASS = "e2e-local"
-SECRET = "mysql-e2e-credentials"  # Pulumi.e2e.yaml's mysql.credentials.existingSecret
 STACK_FILE = load_stack_file("e2e")
 NAMESPACE = STACK_FILE[f"{PROJECT}:namespace"]
 OTHER_NAMESPACE = "mysql-e2e-b"
@@ -116,14 +120,6 @@ class Deployment:
 
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
-
-
-def make_user_secret(kubectl: Kubectl, namespace: str) -> dict[str, str]:
-    """The Secret a user manages (Vault, External Secrets...), made with kubectl."""
-    passwords = {account: secrets.token_urlsafe(18) for account in credentials.PASSWORD_VARIABLES}
-    kubectl("create", "secret", "generic", SECRET, "-n", namespace,
-            *(f"--from-literal={credentials.secret_key(a)}={p}" for a, p in passwords.items()))
-    return passwords
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +296,7 @@ def test_destroy_is_refused_while_a_lock_is_held_then_keeps_data(
     deployed.stack.destroy()
     timed("destroy", deployed.timings, started)
     del _stacks[deployed.name]
-    assert deployed.kubectl.project_objects(namespace) == []
+    deployed.kubectl.wait_project_gone(namespace)
     assert deployed.kubectl.pvcs(namespace) == pvcs_before
     assert len(pvcs_before) >= 4, pvcs_before  # 3 MySQL + at least 1 etcd claim
     deployed.kubectl("get", "namespace", namespace)
