@@ -20,7 +20,7 @@ import secrets
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,11 +120,13 @@ def prepare_cluster(plane: ControlPlane, *, nodes: int, volumes: int, storage_cl
                                        storage_class=storage_class)
 
 
-def make_user_secret(kubectl: Kubectl, namespace: str) -> dict[str, str]:
-    """The Secret a user manages (Vault, External Secrets...), made with kubectl; returns
-    the passwords by account."""
-    passwords = {account: secrets.token_urlsafe(18)
-                 for account in credentials.PASSWORD_VARIABLES}
+def make_user_secret(kubectl: Kubectl, namespace: str,
+                     passwords: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    """The Secret a user manages (Vault, External Secrets...), made with kubectl, holding
+    ``passwords`` by account (random ones by default); returns them."""
+    if passwords is None:
+        passwords = {account: secrets.token_urlsafe(18)
+                     for account in credentials.PASSWORD_VARIABLES}
     kubectl("create", "secret", "generic", SECRET, "-n", namespace,
             *(f"--from-literal={credentials.secret_key(a)}={p}" for a, p in passwords.items()))
     return passwords

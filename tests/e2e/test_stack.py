@@ -23,121 +23,36 @@ Wall times of the first ``up``, a no-op ``up`` and ``destroy`` are printed
 
 from __future__ import annotations
 
-import base64
-import json
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from pulumi import automation as auto
 
 from components.locks.crd import OWNERS_ANNOTATION
-from components.mysql import credentials
 from distlock.kube import CRD_NAME, KubeLockBackend, api_client
-from tests.e2e.kube import (
-    SECRET,
-    STORAGE_CLASS,
-    Kubectl,
-    condition,
-    make_user_secret,
-    prepare_cluster,
+from tests.e2e.deployment import (
+    NAMESPACE,
+    PROJECT,
+    STACK_FILE,
+    Deployment,
+    changes,
+    new_deployment,
+    timed,
 )
-from tests.e2e.toolchain import NetworkTrap, PulumiSandbox, RunLog, toolchain_bin
+from tests.e2e.kube import SECRET, STORAGE_CLASS, Kubectl, condition, prepare_cluster
+from tests.e2e.toolchain import PulumiSandbox, RunLog
 from tests.support.controlplane import ControlPlane
-from tests.unit._objects import program_objects
-from tests.unit.mocks import load_stack_file, run_program
 
 pytestmark = pytest.mark.e2e
 
-PROJECT = "mysql-cluster"
-STACK_FILE = load_stack_file("e2e")
-NAMESPACE = STACK_FILE[f"{PROJECT}:namespace"]
 OTHER_NAMESPACE = "mysql-e2e-b"
 BAD_NAMESPACE = "mysql-e2e-bad"
 
 
 # Stacks deployed and not yet destroyed: the module's teardown destroys them.
 _stacks: dict[str, auto.Stack] = {}
-
-
-def changes(summary: Mapping[Any, int] | None) -> dict[str, int]:
-    return {getattr(op, "value", op): count for op, count in (summary or {}).items()}
-
-
-def timed(label: str, timings: dict[str, float], started: float) -> None:
-    timings[label] = time.monotonic() - started
-    print(f"\ne2e wall time: {label} {timings[label]:.1f} s")
-
-
-@dataclass
-class Deployment:
-    """One stack of the real project, with what the tests need to judge it."""
-
-    sandbox: PulumiSandbox
-    plane: ControlPlane
-    kubectl: Kubectl
-    stack: auto.Stack
-    name: str
-    namespace: str
-    passwords: dict[str, str]
-    mysql: dict[str, Any]
-    etcd: dict[str, Any]
-    timings: dict[str, float] = field(default_factory=dict)
-    first_up: auto.UpResult | None = None
-
-    def config_map(self) -> dict[str, Any]:
-        """The engine's config map for the mocks run of the same stack."""
-        return {**STACK_FILE, f"{PROJECT}:namespace": self.namespace,
-                f"{PROJECT}:mysql": self.mysql, f"{PROJECT}:etcd": self.etcd}
-
-    def set_sections(self, **sections: dict[str, Any]) -> None:
-        for key, value in sections.items():
-            setattr(self, key, value)
-            self.stack.set_config(f"{PROJECT}:{key}", auto.ConfigValue(json.dumps(value)))
-
-    def up(self) -> auto.UpResult:
-        log = RunLog()
-        try:
-            return self.stack.up(on_output=log.on_output, on_event=log.on_event)
-        except auto.CommandError as error:
-            raise AssertionError(f"pulumi up of {self.name} failed:\n{error}") from None
-
-    def expected_objects(self) -> list[dict[str, Any]]:
-        """What the mocks tests say this stack creates: the same program and config under
-        mocks, with the user's Secret as a ``get`` finds it."""
-        data = {credentials.secret_key(account): _b64(value)
-                for account, value in self.passwords.items()}
-        result = run_program(self.config_map(), stack=self.name, existing={
-            f"{self.namespace}/{SECRET}": {"apiVersion": "v1", "kind": "Secret",
-                                           "data": data}})
-        return program_objects(result)
-
-    def secrets_in_play(self) -> list[str]:
-        return [*self.passwords.values(), self.plane.token]
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulumiSandbox]:
-    """As tests/e2e/conftest.py's, shared by this module's stacks."""
-    bin_dir = toolchain_bin()
-    trap = NetworkTrap()
-    box = PulumiSandbox(root=tmp_path_factory.mktemp("e2e-stack"), bin_dir=bin_dir, trap=trap)
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in box.environment().items():
-            patch.setenv(name, value)
-        # The stack's kubernetes:kubeconfig is the only way to the cluster.
-        patch.delenv("KUBECONFIG", raising=False)
-        try:
-            box.login()
-            yield box
-        finally:
-            trap.close()
 
 
 @pytest.fixture(scope="module")
@@ -147,32 +62,17 @@ def kubectl(control_plane: ControlPlane) -> Kubectl:
     return Kubectl(control_plane)
 
 
-def new_deployment(sandbox: PulumiSandbox, plane: ControlPlane, kubectl: Kubectl,
-                   name: str, namespace: str) -> Deployment:
-    plane.create_namespace(namespace)  # the README: it must exist before the first up
-    passwords = make_user_secret(kubectl, namespace)
-    kubeconfig = plane.write_kubeconfig(sandbox.root / f"{name}.kubeconfig").read_text()
-    stack = sandbox.project_stack(name, config={
-        "kubernetes:kubeconfig": auto.ConfigValue(kubeconfig, secret=True)})
-    deployment = Deployment(sandbox, plane, kubectl, stack, name, namespace, passwords,
-                            mysql=dict(STACK_FILE[f"{PROJECT}:mysql"]),
-                            etcd=dict(STACK_FILE[f"{PROJECT}:etcd"]))
-    if namespace != NAMESPACE:
-        stack.set_config(f"{PROJECT}:namespace", auto.ConfigValue(namespace))
-    return deployment
-
-
 @pytest.fixture(scope="module")
-def deployed(sandbox: PulumiSandbox, control_plane: ControlPlane,
+def deployed(stack_sandbox: PulumiSandbox, control_plane: ControlPlane,
              kubectl: Kubectl) -> Iterator[Deployment]:
     """The e2e stack after its first ``pulumi up``; destroyed at the end whatever happened
     (the control plane is shared: the next tests expect no Lock CRD)."""
-    deployment = new_deployment(sandbox, control_plane, kubectl, "e2e", NAMESPACE)
-    started = time.monotonic()
+    deployment = new_deployment(stack_sandbox, control_plane, kubectl, "e2e", NAMESPACE)
     _stacks[deployment.name] = deployment.stack
-    deployment.first_up = deployment.up()
-    timed("first up", deployment.timings, started)
     try:
+        started = time.monotonic()
+        deployment.first_up = deployment.up()
+        timed("first up", deployment.timings, started)
         yield deployment
     finally:
         for stack in _stacks.values():
@@ -255,10 +155,11 @@ def test_scaling_converges_with_one_up_each(deployed: Deployment) -> None:
 
 
 @pytest.fixture(scope="module")
-def other(sandbox: PulumiSandbox, control_plane: ControlPlane, kubectl: Kubectl,
+def other(stack_sandbox: PulumiSandbox, control_plane: ControlPlane, kubectl: Kubectl,
           deployed: Deployment) -> Deployment:
     """A second stack of the project in its own namespace, on the same cluster."""
-    deployment = new_deployment(sandbox, control_plane, kubectl, "e2e-b", OTHER_NAMESPACE)
+    deployment = new_deployment(stack_sandbox, control_plane, kubectl, "e2e-b",
+                                OTHER_NAMESPACE)
     _stacks[deployment.name] = deployment.stack
     deployment.up()
     return deployment
@@ -328,7 +229,8 @@ BAD_STACK_FILES: list[tuple[str, dict[str, dict[str, Any]], str]] = [
 
 
 def test_bad_stack_files_fail_with_the_config_message_and_leave_nothing(
-        sandbox: PulumiSandbox, control_plane: ControlPlane, kubectl: Kubectl) -> None:
+        stack_sandbox: PulumiSandbox, control_plane: ControlPlane, kubectl: Kubectl) -> None:
+    sandbox = stack_sandbox
     bad = new_deployment(sandbox, control_plane, kubectl, "e2e-bad", BAD_NAMESPACE)
     for what, sections, message in BAD_STACK_FILES:
         bad.set_sections(**{key: {**getattr(bad, key), **value}
