@@ -10,12 +10,13 @@ test_replication_engine.py): each stack gets its namespace, the user-managed Sec
 from __future__ import annotations
 
 import base64
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import yaml  # type: ignore[import-untyped]  # PyYAML ships with kubernetes
 from pulumi import automation as auto
 
 from components.mysql import credentials
@@ -60,10 +61,18 @@ class Deployment:
         return {**STACK_FILE, f"{PROJECT}:namespace": self.namespace,
                 f"{PROJECT}:mysql": self.mysql, f"{PROJECT}:etcd": self.etcd}
 
+    @property
+    def stack_file(self) -> Path:
+        return Path(self.stack.workspace.work_dir) / f"Pulumi.{self.name}.yaml"
+
     def set_sections(self, **sections: dict[str, Any]) -> None:
+        """Edit the stack file as a user would: the object-valued keys (``mysql``,
+        ``etcd``) replaced, everything else (encryption salt, secrets) kept."""
+        document = yaml.safe_load(self.stack_file.read_text())
         for key, value in sections.items():
             setattr(self, key, value)
-            self.stack.set_config(f"{PROJECT}:{key}", auto.ConfigValue(json.dumps(value)))
+            document["config"][f"{PROJECT}:{key}"] = value
+        self.stack_file.write_text(yaml.safe_dump(document, sort_keys=False))
 
     def up(self) -> auto.UpResult:
         log = RunLog()
