@@ -1,4 +1,5 @@
-"""``venv/bin/python -m bench [seeding|locks|kube-locks|refresh|program|all] [--quick] [...]``
+"""``venv/bin/python -m bench [NAME ...|all] [--quick] [...]``, NAME one of seeding, locks,
+kube-locks, refresh, program, switchover.
 
 One command runs every benchmark (or the ones named) at its default size, prints each
 report's tables and targets, and writes them as JSON under ``bench/results/``.
@@ -21,7 +22,7 @@ from pathlib import Path
 from bench._procs import BenchUnavailable
 from bench._report import RESULTS_DIR, Report, machine
 
-NAMES = ("seeding", "locks", "kube-locks", "refresh", "program")
+NAMES = ("seeding", "locks", "kube-locks", "refresh", "program", "switchover")
 
 
 def _positive(text: str) -> int:
@@ -60,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     refresh = parser.add_argument_group("refresh")
     refresh.add_argument("--replicas", type=_positive, default=None,
                          help="replicas behind the primary (default 2)")
+    switch = parser.add_argument_group("switchover")
+    switch.add_argument("--switchovers", type=_positive, default=None,
+                        help="switchovers timed under the writer (default 12; quick 3)")
     program = parser.add_argument_group("program")
     program.add_argument("--runs", type=_positive, default=None,
                          help="program runs, each in a fresh interpreter (default 5; quick 2)")
@@ -115,8 +119,14 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Report]]:
 
         return run(ProgramOptions(runs=pick(args.runs, 5, 2)))
 
+    def switchover() -> Report:
+        from bench.switchover import SwitchoverOptions, run  # noqa: PLC0415
+
+        return run(SwitchoverOptions(switchovers=pick(args.switchovers, 12, 3),
+                                     commits=pick(None, 300, 30), workdir=args.workdir))
+
     return {"seeding": seeding, "locks": locks, "kube-locks": kube_locks, "refresh": refresh,
-            "program": program}
+            "program": program, "switchover": switchover}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,7 @@ def main() -> None:
     import pulumi  # noqa: PLC0415, F401 - the import cost is what is measured
     import pulumi_kubernetes  # noqa: PLC0415, F401
 
-    from tests.unit import mocks  # noqa: PLC0415
+    from tests.support import mocks  # noqa: PLC0415
 
     imported = time.perf_counter()
     first_started = time.perf_counter()

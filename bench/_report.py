@@ -84,6 +84,21 @@ class Target:
     def verdict(self) -> str:
         return {True: "met", False: "MISSED", None: "not measured"}[self.met]
 
+    @property
+    def note(self) -> str:
+        """``why`` when given, else how far the figure is from the goal, so that no row of
+        the targets table is blank where a reader looks for the reason of its verdict."""
+        if self.why:
+            return self.why
+        if self.met is None or self.measured is None:
+            return "the project's path did not run"
+        margin = abs(self.measured - self.goal) / self.goal
+        if margin < 0.005:
+            return "at the goal"
+        if self.higher_is_better:
+            return f"{margin:.0%} {'above' if self.met else 'short of'} the goal"
+        return f"{margin:.0%} {'under' if self.met else 'over'} the goal"
+
 
 @dataclass
 class Report:
@@ -112,7 +127,7 @@ class Report:
         if not self.targets:
             return list(self.tables)
         rows = tuple((t.name, t.measured, ("≥ " if t.higher_is_better else "≤ ") +
-                      f"{_format(t.goal)}{t.unit}", t.verdict, t.why) for t in self.targets)
+                      f"{_format(t.goal)}{t.unit}", t.verdict, t.note) for t in self.targets)
         return [*self.tables, Table("targets", ("target", "measured", "goal", "verdict",
                                                 "note"), rows)]
 

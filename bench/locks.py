@@ -55,6 +55,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import grpc
+
 from bench._procs import need, workdir
 from bench._report import Report, Table, Target, percentile, ratio
 from tests.support.etcd import EtcdCluster
@@ -64,6 +66,8 @@ from tests.support.tools import BUILD_COMMAND, bin_dir, find_tool
 _LOCK_NAME = "bench/handoff"
 _TTL = 10.0
 _RUN_TIMEOUT = 600.0
+# The Go Mutex and distlock each run this many times, alternating (see _measure).
+_ROUNDS = 2
 
 
 @dataclass(frozen=True)
@@ -131,37 +135,63 @@ def run(options: LocksOptions) -> Report:
 def _measure(endpoint: str, base: Path, options: LocksOptions,
              etcd_pids: Sequence[int]) -> Report:
     cycles = options.handoffs
-    txns = _raw_txns(endpoint, max(200, cycles))
-    read_ms = _raw_reads(endpoint, max(200, cycles))
-    notify_ms = _watch_delay(endpoint, max(50, cycles // 4))
     catch_up_ms = _catch_up_delay(endpoint, 20 if cycles >= 100 else 5)
     etcdctl_rate = _etcdctl_uncontended(endpoint, max(10, cycles // 10))
     etcd_cpu = _CpuMeter(etcd_pids)
-    etcdctl = etcd_cpu.charge(lambda: _with_children_cpu(
-        lambda: _etcdctl_contended(endpoint, base, options)))
-    go_skipped = ""
-    go_rate: float | None = None
-    go: _Contended | None = None
+    etcdctl = etcd_cpu.charge([lambda _started: _with_children_cpu(
+        lambda: _etcdctl_contended(endpoint, base, options))])
+    go_skipped = skipped = ""
     try:
-        go_rate = _go_uncontended(endpoint, cycles)
-        go = etcd_cpu.charge(_go_contended(endpoint, options))
+        _go_mutex_bench()
     except _NotLanded as reason:
         go_skipped = str(reason)
-    skipped = ""
-    project_rate: float | None = None
-    project: _Contended | None = None
-    try:
-        project_rate = _project_uncontended(endpoint, cycles)
-        project = etcd_cpu.charge(lambda: _project_contended(endpoint, base, options))
-    except _NotLanded as reason:
-        skipped = str(reason)
+    # The Go Mutex and distlock alternate, in rounds, so that a change in the machine's
+    # load (other jobs come and go within seconds here) falls on both alike.
+    go_rates: list[float] = []
+    project_rates: list[float] = []
+    per_round = max(10, cycles // _ROUNDS)
+    for _ in range(_ROUNDS):
+        if not go_skipped:
+            go_rates.append(_go_uncontended(endpoint, per_round))
+        if not skipped:
+            try:
+                project_rates.append(_project_uncontended(endpoint, per_round))
+            except _NotLanded as reason:
+                skipped = str(reason)
+    go_rate = statistics.median(go_rates) if go_rates else None
+    project_rate = statistics.median(project_rates) if project_rates and not skipped else None
+    go_runs: list[_Run] = []
+    project_runs: list[_Run] = []
+    for _ in range(_ROUNDS):
+        if not go_skipped:
+            go_runs.append(lambda _started: _go_contended(endpoint, options, per_round))
+        if not skipped:
+            project_runs.append(lambda started: _project_contended(endpoint, base, options,
+                                                                   per_round, started))
+    # The raw operations are measured before each round of contended runs, outside the
+    # CPU they are charged, so the floor sees the same machine the lock does.
+    raws: list[_RawOps] = []
+    go, project = etcd_cpu.charge_alternately(
+        go_runs, project_runs, before_round=lambda: raws.append(_raw_ops(endpoint, cycles)))
+    gateway_txns = _median_txns([raw.gateway_txns for raw in raws])
+    grpc_txns = _median_txns([raw.grpc_txns for raw in raws])
+    # Each raw operation over both of etcd's client APIs, the faster one kept: the floor
+    # is what the operations cost with the leanest client measured, whichever it is.
+    txns = max(gateway_txns, grpc_txns, key=lambda t: t.per_second)
+    reads = {api: statistics.median(raw.reads[api] for raw in raws) for api in _APIS}
+    notifies = {api: statistics.median(raw.notifies[api] for raw in raws) for api in _APIS}
+    read_ms, notify_ms = min(reads.values()), min(notifies.values())
 
     limit = txns.per_second / 2
     uncontended = Table(
         "uncontended: one client, acquire + release in a loop",
         ("client", "cycles/s", "vs txn rate / 2", "note"),
-        (("raw CAS txn (1 commit, the unit)", txns.per_second, None,
-          f"p50 {txns.p50_ms:.2f} ms, p99 {txns.p99_ms:.2f} ms"),
+        (("raw CAS txn, JSON gateway (http.client)", gateway_txns.per_second, None,
+          f"p50 {gateway_txns.p50_ms:.2f} ms, p99 {gateway_txns.p99_ms:.2f} ms" +
+          ("; the unit (1 commit)" if txns is gateway_txns else "")),
+         ("raw CAS txn, gRPC (grpcio)", grpc_txns.per_second, None,
+          f"p50 {grpc_txns.p50_ms:.2f} ms, p99 {grpc_txns.p99_ms:.2f} ms" +
+          ("; the unit (1 commit)" if txns is grpc_txns else "")),
          ("project lock (distlock, etcd)", project_rate, ratio(project_rate, limit), skipped),
          ("etcd concurrency.Mutex (Go, in-process)", go_rate, ratio(go_rate, limit), go_skipped),
          ("etcdctl lock -- true", etcdctl_rate, ratio(etcdctl_rate, limit),
@@ -183,27 +213,36 @@ def _measure(endpoint: str, base: Path, options: LocksOptions,
          "p99 vs txn p50", "FIFO/exclusive", "client CPU s/1k", "etcd CPU s/1k", "note"),
         (row("project lock (distlock, etcd)", project, skipped or "a process per session"),
          row("etcd concurrency.Mutex (Go, in-process)", go,
-             go_skipped or "8 sessions in one process; FIFO: grant revisions, always rising"),
+             go_skipped or f"{options.contenders} sessions in one process; FIFO: grant "
+             "revisions, always rising"),
          row("etcdctl lock", etcdctl, "each hold is a new etcdctl process")))
     # The Mutex algorithm's critical path per handoff, from parts measured just now.
     floor_ms = notify_ms + read_ms
     go_floor_ms = notify_ms + 2 * read_ms
+
+    def both(values: dict[str, float]) -> str:
+        return ", ".join(f"{api} {ms:.2f} ms" for api, ms in values.items())
+
     parts = Table(
         "a handoff's critical path, from raw operations measured in this run (p50)",
         ("step", "ms", "note"),
         (("holder's delete committed and seen by the next waiter's watch", notify_ms,
-          "put -> watch event, another client"),
+          f"put -> watch event, another client ({both(notifies)})"),
          ("waiter reads its key and the one ahead (one linearizable range)", read_ms,
-          "distlock: one range, limit 2, by create revision"),
-         ("floor for one handoff (distlock)", floor_ms,
+          f"the Mutex's confirming read ({both(reads)})"),
+         ("floor for one handoff (a watch event plus one read)", floor_ms,
           f"{1000 / floor_ms:.0f} handoffs/s = {1000 / floor_ms / txns.per_second:.2f}x "
-          "the txn rate"),
+          "the txn rate; the issue's floor"),
+         ("floor without the read (distlock: the queue's deletions on its watch)", notify_ms,
+          f"{1000 / notify_ms:.0f} handoffs/s = "
+          f"{1000 / notify_ms / txns.per_second:.2f}x the txn rate"),
          ("floor with two reads (etcd's Go Mutex, etcdctl lock)", go_floor_ms,
           f"{1000 / go_floor_ms:.0f} handoffs/s = "
           f"{1000 / go_floor_ms / txns.per_second:.2f}x the txn rate"),
          ("if the waiter's watch starts at a revision already passed", catch_up_ms,
           "etcd catches such watchers up in a 100 ms loop; distlock watches from now")))
     report = Report("locks", {"contenders": options.contenders, "handoffs": options.handoffs,
+                              "rounds": f"{_ROUNDS} each, Go Mutex and distlock alternating",
                               "cluster": "3 etcd members on loopback", "endpoint": "leader"},
                     [uncontended, contended, parts])
     floor_rate = 1000 / floor_ms
@@ -384,6 +423,152 @@ def _catch_up_delay(endpoint: str, count: int) -> float:
     return percentile(delays, 50) * 1000
 
 
+class _Grpc:
+    """etcd's gRPC API through one channel, with etcd's own messages: what distlock speaks,
+    without distlock (no failover, no session), so its figures are the transport's own."""
+
+    def __init__(self, endpoint: str) -> None:
+        from distlock._etcdpb import rpc_pb2  # noqa: PLC0415 - the generated messages only
+
+        url = urlsplit(endpoint)
+        self.pb = rpc_pb2
+        self._channel = grpc.insecure_channel(f"{url.hostname or LOCALHOST}:{url.port or 2379}")
+        self.txn = self._unary("KV/Txn", rpc_pb2.TxnRequest, rpc_pb2.TxnResponse)
+        self.range = self._unary("KV/Range", rpc_pb2.RangeRequest, rpc_pb2.RangeResponse)
+        self.put = self._unary("KV/Put", rpc_pb2.PutRequest, rpc_pb2.PutResponse)
+
+    def _unary(self, method: str, request: Any, response: Any) -> Any:
+        return self._channel.unary_unary(f"/etcdserverpb.{method}",
+                                         request_serializer=request.SerializeToString,
+                                         response_deserializer=response.FromString)
+
+    def watch(self, key: bytes) -> Any:
+        """A Watch call on ``key`` from etcd's current revision: its responses, in order."""
+        pb = self.pb
+        call = self._channel.stream_stream("/etcdserverpb.Watch/Watch",
+                                           request_serializer=pb.WatchRequest.SerializeToString,
+                                           response_deserializer=pb.WatchResponse.FromString)
+        first = pb.WatchRequest(create_request=pb.WatchCreateRequest(key=key))
+        idle = threading.Event()
+
+        def requests() -> Iterator[Any]:
+            yield first
+            idle.wait()  # keep the request side open until the call is cancelled
+
+        responses = call(requests())
+        responses.add_done_callback(lambda _call: idle.set())
+        return responses
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _grpc_txns(endpoint: str, count: int) -> _Txns:
+    """:func:`_raw_txns` over gRPC."""
+    client = _Grpc(endpoint)
+    pb = client.pb
+    try:
+        key = b"bench/cas-grpc"
+        revision = int(client.put(pb.PutRequest(key=key, value=b"0"), timeout=10)
+                       .header.revision)
+        latencies = []
+        started = time.monotonic()
+        for i in range(count):
+            before = time.monotonic()
+            answer = client.txn(pb.TxnRequest(
+                compare=[pb.Compare(key=key, target=pb.Compare.MOD, result=pb.Compare.EQUAL,
+                                    mod_revision=revision)],
+                success=[pb.RequestOp(request_put=pb.PutRequest(key=key,
+                                                                value=str(i + 1).encode()))],
+            ), timeout=10)
+            latencies.append(time.monotonic() - before)
+            if not answer.succeeded:
+                raise RuntimeError(f"raw CAS txn {i} over gRPC did not succeed: {answer}")
+            revision = int(answer.header.revision)
+        elapsed = time.monotonic() - started
+    finally:
+        client.close()
+    return _Txns(count / elapsed, percentile(latencies, 50) * 1000,
+                 percentile(latencies, 99) * 1000)
+
+
+def _grpc_reads(endpoint: str, count: int) -> float:
+    """:func:`_raw_reads` over gRPC."""
+    client = _Grpc(endpoint)
+    try:
+        request = client.pb.RangeRequest(key=b"bench/cas-grpc")
+        latencies = []
+        for _ in range(count):
+            before = time.monotonic()
+            client.range(request, timeout=10)
+            latencies.append(time.monotonic() - before)
+    finally:
+        client.close()
+    return percentile(latencies, 50) * 1000
+
+
+def _grpc_watch_delay(endpoint: str, count: int) -> float:
+    """:func:`_watch_delay` over gRPC: a put by one client, seen by another's watch."""
+    watcher, writer = _Grpc(endpoint), _Grpc(endpoint)
+    key = b"bench/watched-grpc"
+    responses = watcher.watch(key)
+    seen: queue.Queue[float] = queue.Queue()
+
+    def read_events() -> None:
+        with contextlib.suppress(grpc.RpcError):
+            for message in responses:
+                if message.created:
+                    seen.put(0.0)
+                if message.events:
+                    seen.put(time.monotonic())
+
+    reader = threading.Thread(target=read_events, daemon=True)
+    reader.start()
+    delays = []
+    try:
+        seen.get(timeout=10)  # created: puts from now on are seen
+        for i in range(count):
+            before = time.monotonic()
+            writer.put(writer.pb.PutRequest(key=key, value=str(i).encode()), timeout=10)
+            delays.append(seen.get(timeout=10) - before)
+    finally:
+        responses.cancel()
+        reader.join(timeout=5)
+        watcher.close()
+        writer.close()
+    return percentile(delays, 50) * 1000
+
+
+_APIS = ("gateway", "gRPC")
+
+
+@dataclass(frozen=True)
+class _RawOps:
+    """One measurement of the raw operations a handoff is judged by, over both APIs."""
+
+    gateway_txns: _Txns
+    grpc_txns: _Txns
+    reads: dict[str, float]
+    """p50 ms of a linearizable range, by API."""
+    notifies: dict[str, float]
+    """p50 ms from a put to another client's watch event, by API."""
+
+
+def _raw_ops(endpoint: str, cycles: int) -> _RawOps:
+    return _RawOps(_raw_txns(endpoint, max(200, cycles // 2)),
+                   _grpc_txns(endpoint, max(200, cycles // 2)),
+                   {"gateway": _raw_reads(endpoint, max(200, cycles // 2)),
+                    "gRPC": _grpc_reads(endpoint, max(200, cycles // 2))},
+                   {"gateway": _watch_delay(endpoint, max(50, cycles // 8)),
+                    "gRPC": _grpc_watch_delay(endpoint, max(50, cycles // 8))})
+
+
+def _median_txns(samples: Sequence[_Txns]) -> _Txns:
+    return _Txns(statistics.median(t.per_second for t in samples),
+                 statistics.median(t.p50_ms for t in samples),
+                 statistics.median(t.p99_ms for t in samples))
+
+
 def _etcdctl(endpoint: str) -> list[str]:
     return ["etcdctl", f"--endpoints={endpoint}", "--dial-timeout=5s"]
 
@@ -402,7 +587,7 @@ _ETCDCTL_HOLD = 'a=$EPOCHREALTIME; printf "%s %s %s\\n" "$a" "$EPOCHREALTIME" ' 
                 '"$ETCD_LOCK_REV" >> "$HOLDS_FILE"'
 
 
-def _etcdctl_contended(endpoint: str, base: Path, options: LocksOptions) -> _Contended:
+def _etcdctl_contended(endpoint: str, base: Path, options: LocksOptions) -> list[_Hold]:
     holds_file = base / "etcdctl-holds.txt"
     remaining = [options.handoffs]
     guard = threading.Lock()
@@ -434,18 +619,32 @@ def _etcdctl_contended(endpoint: str, base: Path, options: LocksOptions) -> _Con
     for line in holds_file.read_text().splitlines():
         acquired, released, token = line.split()
         holds.append(_Hold(float(acquired), float(released), int(token)))
-    return _summarize(holds)
+    return holds
 
 
-def _summarize(holds: Sequence[_Hold]) -> _Contended:
-    ordered = sorted(holds, key=lambda h: h.acquired)
-    gaps = [b.acquired - a.released for a, b in itertools.pairwise(ordered)]
-    span = ordered[-1].acquired - ordered[0].acquired
-    fifo = all(a.token < b.token for a, b in itertools.pairwise(ordered))
+def _summarize(*rounds: Sequence[_Hold]) -> _Contended:
+    """One contended figure from one or more runs (rounds) of the same client: gaps and
+    spans are taken within each round, then pooled."""
+    gaps: list[float] = []
+    span = 0.0
+    fifo = True
+    holds = 0
+    for holds_of_round in rounds:
+        ordered = sorted(holds_of_round, key=lambda h: h.acquired)
+        gaps += [b.acquired - a.released for a, b in itertools.pairwise(ordered)]
+        span += ordered[-1].acquired - ordered[0].acquired
+        fifo = fifo and all(a.token < b.token for a, b in itertools.pairwise(ordered))
+        holds += len(ordered)
     exclusive = all(gap >= 0 for gap in gaps)
-    return _Contended(len(ordered), len(gaps) / span if span > 0 else float("nan"),
+    return _Contended(holds, len(gaps) / span if span > 0 else float("nan"),
                       statistics.fmean(gaps) * 1000, percentile(gaps, 50) * 1000,
                       percentile(gaps, 99) * 1000, fifo, exclusive)
+
+
+_Run = Callable[[Callable[[], None]], tuple[list["_Hold"], float]]
+"""One contended run: its holds and the CPU seconds its client processes spent. It is
+given a callable to call when its clock starts (after its clients opened their sessions),
+from which etcd's CPU is counted."""
 
 
 class _CpuMeter:
@@ -462,15 +661,46 @@ class _CpuMeter:
             total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
         return total / self._tick
 
-    def charge(self, run: Callable[[], tuple[_Contended, float]]) -> _Contended:
-        """Run ``run`` (which returns its result and its clients' CPU seconds) and put
-        the CPU per 1,000 handoffs of both sides into the result."""
-        before = self.seconds()
-        result, client_cpu = run()
-        etcd = self.seconds() - before
-        per = 1000 / max(result.holds, 1)
-        return dataclasses.replace(result, client_cpu_per_1000=client_cpu * per,
-                                   etcd_cpu_per_1000=etcd * per)
+    def charge(self, runs: Sequence[_Run]) -> _Contended:
+        """Run each of ``runs`` and summarize them as one, with the CPU per 1,000
+        handoffs of the clients and of etcd."""
+        return self.charge_alternately(runs, [])[0] or _EMPTY
+
+    def charge_alternately(self, first: Sequence[_Run], second: Sequence[_Run], *,
+                           before_round: Callable[[], None] = lambda: None,
+                           ) -> tuple[_Contended | None, _Contended | None]:
+        """Runs of two clients, alternating (first[0], second[0], first[1], ...), each
+        client's summarized with its CPU; None for a client with no runs.
+        ``before_round`` runs before each pair, uncharged."""
+        rounds: tuple[list[list[_Hold]], list[list[_Hold]]] = ([], [])
+        cpu = [[0.0, 0.0], [0.0, 0.0]]  # [client, etcd] per side
+        for index in range(max(len(first), len(second), 1)):
+            before_round()
+            for side, runs in enumerate((first, second)):
+                if index >= len(runs):
+                    continue
+                before = [self.seconds()]
+
+                def started(before: list[float] = before) -> None:
+                    before[0] = self.seconds()
+
+                holds, client_cpu = runs[index](started)
+                cpu[side][1] += self.seconds() - before[0]
+                cpu[side][0] += client_cpu
+                rounds[side].append(holds)
+        results: list[_Contended | None] = []
+        for side in (0, 1):
+            if not rounds[side]:
+                results.append(None)
+                continue
+            result = _summarize(*rounds[side])
+            per = 1000 / max(result.holds, 1)
+            results.append(dataclasses.replace(result, client_cpu_per_1000=cpu[side][0] * per,
+                                               etcd_cpu_per_1000=cpu[side][1] * per))
+        return results[0], results[1]
+
+
+_EMPTY = _Contended(0, float("nan"), float("nan"), float("nan"), float("nan"), True, True)
 
 
 def _cpu(who: int) -> float:
@@ -478,8 +708,8 @@ def _cpu(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _with_children_cpu(run: Callable[[], _Contended]) -> tuple[_Contended, float]:
-    """``run``'s result and the CPU seconds of the child processes it waited for."""
+def _with_children_cpu(run: Callable[[], list[_Hold]]) -> tuple[list[_Hold], float]:
+    """``run``'s holds and the CPU seconds of the child processes it waited for."""
     before = _cpu(resource.RUSAGE_CHILDREN)
     result = run()
     return result, _cpu(resource.RUSAGE_CHILDREN) - before
@@ -513,17 +743,15 @@ def _go_uncontended(endpoint: str, cycles: int) -> float:
     return float(answer["uncontended_per_second"])
 
 
-def _go_contended(endpoint: str,
-                  options: LocksOptions) -> Callable[[], tuple[_Contended, float]]:
-    _go_mutex_bench()  # not built: say so before the run is charged
-
-    def run() -> _Contended:
-        answer = _run_go_mutex(endpoint, cycles=0, handoffs=options.handoffs,
+def _go_contended(endpoint: str, options: LocksOptions,
+                  handoffs: int) -> tuple[list[_Hold], float]:
+    """One contended run of the Go Mutex: its holds and the CPU seconds it spent."""
+    def run() -> list[_Hold]:
+        answer = _run_go_mutex(endpoint, cycles=0, handoffs=handoffs,
                                contenders=options.contenders)
-        return _summarize([_Hold(h["acquired"], h["released"], h["token"])
-                           for h in answer["holds"]])
+        return [_Hold(h["acquired"], h["released"], h["token"]) for h in answer["holds"]]
 
-    return lambda: _with_children_cpu(run)
+    return _with_children_cpu(run)
 
 
 def _open_project_backend(endpoint: str) -> Any:
@@ -548,20 +776,22 @@ def _project_uncontended(endpoint: str, cycles: int) -> float:
         backend.close()
 
 
-def _project_contended(endpoint: str, base: Path,
-                       options: LocksOptions) -> tuple[_Contended, float]:
+def _project_contended(endpoint: str, base: Path, options: LocksOptions,
+                       handoffs: int, started: Callable[[], None]) -> tuple[list[_Hold], float]:
     """The holds of every contender and the CPU seconds they spent contending."""
-    records, cpu = run_contenders(_contend, (endpoint,), base, options.contenders,
-                                  options.handoffs)
-    return _summarize([_Hold(*record) for record in records]), cpu
+    records, cpu = run_contenders(_contend, (endpoint,), base, options.contenders, handoffs,
+                                  started)
+    return [_Hold(*record) for record in records], cpu
 
 
-def run_contenders(target: Callable[..., None], args: tuple[Any, ...], base: Path,
-                   contenders: int, handoffs: int) -> tuple[list[list[Any]], float]:
+def run_contenders(target: Callable[..., None], args: tuple[Any, ...], base: Path,  # noqa: PLR0917
+                   contenders: int, handoffs: int,
+                   on_start: Callable[[], None] | None = None) -> tuple[list[list[Any]], float]:
     """Run ``target(*args, remaining, barrier, out)`` in ``contenders`` processes that
     share a budget of ``handoffs`` acquisitions; the clock starts when every one has
-    its session (the barrier). Returns every record the processes wrote to ``out``
-    (through :func:`hold_loop`) and the CPU seconds they spent contending."""
+    its session (the barrier; ``on_start`` runs then). Returns every record the
+    processes wrote to ``out`` (through :func:`hold_loop`) and the CPU seconds they
+    spent contending."""
     context = multiprocessing.get_context("spawn")
     remaining = context.Value("i", handoffs)
     barrier = context.Barrier(contenders + 1)
@@ -573,6 +803,8 @@ def run_contenders(target: Callable[..., None], args: tuple[Any, ...], base: Pat
         process.start()
     try:
         barrier.wait(timeout=120)  # every contender has its session: start the clock
+        if on_start is not None:
+            on_start()
         deadline = time.monotonic() + _RUN_TIMEOUT
         for process in processes:
             process.join(max(0.1, deadline - time.monotonic()))

@@ -101,7 +101,7 @@ def _median_ms(call: Callable[[], object], rounds: int) -> float:
 
 
 def _echo_floor(server: ProviderServer, rounds: int) -> dict[str, float]:
-    from tests.unit._echo_provider import EchoProvider  # noqa: PLC0415 - test helper
+    from tests.support.echo_provider import EchoProvider  # noqa: PLC0415 - test helper
 
     driver = ResourceDriver(server, EchoProvider(), name="bench-echo")
     inputs = {"count": 1}
@@ -136,7 +136,8 @@ def _cluster(base: Path, count: int) -> Iterator[tuple[list[MariaDBServer], dict
             # The admin account exactly as the pods' bootstrap-users.sh creates it.
             create_accounts(server, users={_ADMIN_USER}, passwords={
                 "ADMIN": admin_password, "REPLICATION": random_password(),
-                "MONITOR": random_password(), "BACKUP": random_password()})
+                "MONITOR": random_password(), "BACKUP": random_password(),
+                "TOPOLOGY": random_password()})
         position = primary.query("SELECT @@GLOBAL.gtid_binlog_pos AS p")[0]["p"]
         for replica in replicas:
             # read_only set at run time, not in the config: mariadb-install-db's bootstrap
@@ -186,7 +187,7 @@ def _connect_floor(replicas: list[MariaDBServer], admin_password: str, rounds: i
 
 def _project(server: ProviderServer, inputs: dict[str, Any], rounds: int) -> dict[str, float]:
     try:
-        from components.mysql.replication import _ReplicationProvider  # noqa: PLC0415
+        from components.mysql._replication import _ReplicationProvider  # noqa: PLC0415
     except ImportError as error:
         raise _NotLanded(f"ReplicationInit not importable ({error})") from None
 

@@ -10,7 +10,7 @@ measure, on the same primary holding ``size_mb`` of InnoDB data, in one run:
   -x`` then ``--prepare``: what the project scripts wrap, without the scripts.
 * **project clone path**: the real ``backup-server.sh`` sidecar of the primary pod
   serving and a new replica pod's ``clone.sh`` init container cloning (stream, extract,
-  prepare, verify, completion marker), as the pod harness (``tests/integration/pods.py``)
+  prepare, verify, completion marker), as the pod harness (``tests/support/pods.py``)
   runs them.
 * **dump and restore**: ``mariadb-dump | mariadb``, what many charts do.
 
@@ -59,7 +59,7 @@ from bench._procs import (
 )
 from bench._report import Cell, Report, Table, Target, ratio
 from tests.support.mariadb import MariaDBServer, random_password
-from tests.support.procs import LOCALHOST, free_port, wait_until
+from tests.support.procs import LOCALHOST, ManagedProcess, free_port, wait_until
 
 MB = 1024 * 1024
 # The restore target's (and, without the pod harness, the primary's): big enough that
@@ -108,6 +108,21 @@ class _Seeded:
     runs: int = 1
     prepare_seconds: float | None = None
     """Of ``seconds``, the time ``--prepare`` took (where it can be timed on its own)."""
+    phases: dict[str, float] | None = None
+    """The project clone path only: seconds per phase of clone.sh (see :data:`PHASES`)."""
+
+
+# Where the project clone path's time goes, from clone.sh's own trace: the tools'
+# work (the same commands the hand-wired pipe runs), the sync both paths end with,
+# and the rest, which is the scripts' own (markers, checks, donor choice, logging).
+PHASES = ("stream + extract (ncat | mbstream)", "prepare (mariadb-backup --prepare)",
+          "sync (the clone on disk before its marker)", "scripts' own work")
+_STREAM, _PREPARE, _SYNC, _SCRIPTS = PHASES
+# Each command clone.sh runs, with the time it starts, appended to the file in $1; the
+# trap's own cost (a printf per command, ~330 of them) is charged to the scripts.
+_TIMED_TRACE = ("__trace=$1; "
+                """trap 'printf "%s %s\\n" "$EPOCHREALTIME" "$BASH_COMMAND" >>"$__trace"' DEBUG; """
+                'source "$0"')
 
 
 class _NotLanded(Exception):
@@ -152,7 +167,7 @@ def _primary(base: Path) -> Iterator[_Primary]:
         clone: Callable[[], _Seeded] | None = None
         why = ""
         try:
-            pods = importlib.import_module("tests.integration.pods")
+            pods = importlib.import_module("tests.support.pods")
             cluster = stack.enter_context(pods.PodCluster(base / "pods", max_pods=2))
             pod = cluster.pod(0)
             pod.init_config()
@@ -222,8 +237,11 @@ def _run(base: Path, options: SeedingOptions) -> Report:
 def _median(runs: list[_Seeded]) -> _Seeded:
     seconds = statistics.median(r.seconds for r in runs)
     prepares = [r.prepare_seconds for r in runs if r.prepare_seconds is not None]
+    traced = [r.phases for r in runs if r.phases is not None]
+    phases = {name: statistics.median(p[name] for p in traced) for name in PHASES} \
+        if traced else None
     return _Seeded(seconds, max(r.landed_bytes for r in runs), len(runs),
-                   statistics.median(prepares) if prepares else None)
+                   statistics.median(prepares) if prepares else None, phases)
 
 
 def _unavailable(why: str) -> _Seeded:
@@ -329,17 +347,48 @@ def _backup_copy(primary: _Primary, target: Path, base: Path) -> _Seeded:
 
 def _project_clone(replica: Any) -> _Seeded:
     """A new replica pod's init containers: init-config, then clone.sh from the primary's
-    backup-server.sh sidecar (streaming, extracting, preparing, marking complete)."""
+    backup-server.sh sidecar (streaming, extracting, preparing, marking complete), with
+    each of its commands' start times traced (see :func:`_phases`)."""
     replica.init_config()
-    started = time.monotonic()
-    code = replica.clone(timeout=_COPY_TIMEOUT)
+    trace = replica.logs / f"clone-trace-{time.monotonic_ns()}.txt"
+    argv = ["bash", "-T", "-c", _TIMED_TRACE, replica._script("clone.sh")[1], str(trace)]
+    process = ManagedProcess(f"clone-bench-{trace.stem}", argv, log_dir=replica.logs,
+                             env=replica.env("clone"))
+    started, wall = time.monotonic(), time.time()
+    process.start()
+    assert process.process is not None
+    try:
+        code = process.process.wait(_COPY_TIMEOUT)
+    finally:
+        process.stop()
+    ended = time.time()
     if code != 0:
         raise RuntimeError(f"clone.sh exited {code}:\n{replica.clone_log()[-3000:]}")
     os.sync()
     seconds = time.monotonic() - started
     landed = tree_bytes(replica.data_dir)
     shutil.rmtree(replica.data_dir)  # the next method needs the disk space
-    return _Seeded(seconds, landed)
+    return _Seeded(seconds, landed, phases=_phases(trace.read_text(), wall, ended,
+                                                   seconds - (ended - wall)))
+
+
+def _phases(trace: str, started: float, ended: float, after: float) -> dict[str, float]:
+    """Seconds per phase of one clone.sh run from its trace (``EPOCHREALTIME command``
+    lines): each phase is the time from its command's start to the next command's.
+    ``after``: what the benchmark's own sync after the script took (charged to sync)."""
+    # A pipeline's commands trace from their own subshells: order by time, not by line.
+    events = sorted((float(stamp), command) for stamp, _, command in
+                    (line.partition(" ") for line in trace.splitlines() if line))
+    spans = {name: 0.0 for name in PHASES}
+    stops = [stamp for stamp, _ in events[1:]] + [ended]
+    for (stamp, command), stop in zip(events, stops, strict=True):
+        phase = (_STREAM if command.startswith(('"${receive[@]}"', '"${extract[@]}"')) else
+                 _PREPARE if command.startswith('"${prepare[@]}"') else
+                 _SYNC if command.startswith("sync -f") else _SCRIPTS)
+        spans[phase] += stop - stamp
+    spans[_SCRIPTS] += (events[0][0] - started if events else 0.0)  # bash starting
+    spans[_SYNC] += max(after, 0.0)
+    return spans
 
 
 def _dump_restore(primary: _Primary, target: Path) -> _Seeded:
@@ -392,6 +441,22 @@ def _report(options: SeedingOptions, rows: int, generate_seconds: float, data_by
     report = Report("seeding", {"size_mb": options.size_mb, "repeats": options.repeats,
                                 "data_dir_mib":
                                 round(data_bytes / MB), "rows": rows}, [table])
+    project, hand = results.get(PROJECT), results.get(HAND)
+    scripts_share = None
+    if project is not None and project.phases is not None:
+        traced = sum(project.phases.values())
+        scripts_share = project.phases[_SCRIPTS] / traced
+        hand_prepare = hand.prepare_seconds if hand else None
+        hand_stream = hand.seconds - hand_prepare if hand and hand_prepare is not None else None
+        same_tools = {_STREAM: (hand_stream, "ncat | mbstream, after mariadb-backup | ncat -l "
+                                             "started (hand: includes its final sync)"),
+                      _PREPARE: (hand_prepare, "the same command")}
+        report.tables.append(Table(
+            f"where the project clone path's time goes (median of {project.runs}, from "
+            "clone.sh's own trace)", ("phase", "seconds", "share", "hand-wired s", "note"),
+            tuple((name, project.phases[name], project.phases[name] / traced,
+                   *same_tools.get(name, (None, "")))
+                  for name in PHASES)))
 
     def targets_for(path: str) -> list[Target]:
         seeded = results.get(path)
@@ -406,7 +471,19 @@ def _report(options: SeedingOptions, rows: int, generate_seconds: float, data_by
         return [Target(f"{path}: MiB/s vs raw copy", throughput, 0.8, True, "x", why),
                 Target(f"{path}: speed vs dump and restore", speedup, 5.0, True, "x", why)]
 
-    report.targets = targets_for(PROJECT)
+    report.targets = [
+        *targets_for(PROJECT),
+        Target("project clone path: scripts' own share of the clone", scripts_share, 0.03,
+               False, "", skipped.get(PROJECT, "")),
+        Target("project clone path: speed vs the hand-wired mariadb-backup pipe",
+               ratio(hand.seconds, project.seconds) if hand and project else None, 0.97,
+               True, "x", skipped.get(PROJECT, "")),
+    ]
+    if scripts_share is not None:
+        report.notes.append("the speed against the hand-wired pipe is a ratio of two noisy "
+                            "medians (either side moves by a fifth between rounds on a shared "
+                            "machine); the scripts' share, from the clone's own trace, is the "
+                            "direct measure of what the scripts add")
     if PROJECT not in results:
         report.notes.append("the hand-wired mariadb-backup rows show what the tool the clone "
                             "path wraps achieves: " + ", ".join(

@@ -8,7 +8,7 @@ reading YAML. Everything else (submodules such as ``components._kube``, the
 dynamic providers, names with a leading underscore) is internal and may move.
 
 Exports resolve lazily (PEP 562): the dynamic-provider process imports submodules such
-as ``components.mysql.replication`` to unpickle a provider, and importing this package
+as ``components.mysql._replication`` to unpickle a provider, and importing this package
 must not drag in every component (and pulumi_kubernetes) there, nor create an import
 cycle with the component that uses that provider.
 """

@@ -68,6 +68,8 @@ SECTIONS = ("mysql", "etcd", "locks")
 SPREADS: tuple[Spread, ...] = ("required", "preferred", "none")
 Access = Literal["in-cluster", "port-forward"]
 ACCESSES: tuple[Access, ...] = ("in-cluster", "port-forward")
+Durability = Literal["async", "semisync"]
+DURABILITIES: tuple[Durability, ...] = ("async", "semisync")
 Retention = Literal["Retain", "Delete"]
 RETENTIONS: tuple[Retention, ...] = ("Retain", "Delete")
 
@@ -412,10 +414,88 @@ class ReplicationInitConfig(_Validated):
     access: Access = _key("access", _choice(ACCESSES), "how `pulumi up` reaches the pods: pod "
                           "DNS, or `kubectl port-forward` (docs/mysql.md)", default="in-cluster")
     endpoints: tuple[Endpoint, ...] = _key(
-        "endpoints", _ENDPOINTS, "port-forward: the local end for every pod, primary first",
+        "endpoints", _ENDPOINTS, "port-forward: the local end for every pod, by ordinal",
         default=())
     timeout_seconds: int = _key("timeoutSeconds", _integer(minimum=10, maximum=3600),
                                 "how long an up waits for replicas to catch up", default=300)
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_PREFIX = re.compile(r"[A-Za-z0-9!_.*'()/-]{0,512}")
+_ENDPOINT_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?")
+_POINT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})"
+                    r"|\d+-\d+-\d+(,\d+-\d+-\d+)*")
+_BACKUP_ID = re.compile(r"latest|[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+@dataclass(frozen=True)
+class BackupRetentionConfig(_Validated):
+    """Only complete backups (with a manifest) count; the newest complete one is never
+    deleted (mysqlbackup/catalog.py)."""
+
+    count: int = _key("count", _integer(minimum=1, maximum=1000), "complete backups kept",
+                      default=7)
+    max_age_days: int | None = _key("maxAgeDays", _integer(minimum=1, maximum=3650),
+                                    "complete backups older than this are deleted",
+                                    default=None)
+
+
+@dataclass(frozen=True)
+class BackupConfig(_Validated):
+    """Physical backups streamed to an S3-compatible store, and binlog archiving (issue 14).
+
+    The store's keys come from a Secret (keys ``access-key`` and ``secret-key``) mounted as
+    files; they never appear in the stack config, argv, environment or outputs.
+    """
+
+    enabled: bool = _key("enabled", _BOOLEAN, "scheduled backups and binlog archiving",
+                         default=False)
+    schedule: str = _key("schedule", Kind("cron", _check_schedule, "cron"), "when a backup "
+                         "runs", default="0 3 * * *")
+    endpoint: str | None = _key("endpoint", _text(_ENDPOINT_URL, "must be an http(s) URL "
+                                "such as https://s3.eu-west-1.amazonaws.com"),
+                                "S3-compatible endpoint URL", default=None)
+    bucket: str | None = _key("bucket", _text(_BUCKET, "must be an S3 bucket name (3-63 "
+                              "lowercase letters, digits, dots and hyphens)"), "bucket",
+                              default=None)
+    prefix: str | None = _key("prefix", _text(_PREFIX, "must be an object key prefix"),
+                              "key prefix of this cluster's objects (unset: the StatefulSet "
+                              "name)", default=None)
+    region: str = _key("region", _text(re.compile(r"[a-z0-9-]{1,32}"), "must be a region "
+                       "name such as us-east-1"), "bucket region", default="us-east-1")
+    path_style: bool = _key("pathStyle", _BOOLEAN, "path-style addressing (most "
+                            "S3-compatible servers need it)", default=True)
+    credentials_secret: str | None = _key("credentialsSecret", _SECRET_NAME, "Secret holding "
+                                          "`access-key` and `secret-key`", default=None)
+    compression: str = _key("compression", _choice(("gzip", "zstd", "none")),
+                            "stream compression", default="gzip")
+    archive_interval_seconds: int = _key(
+        "archiveIntervalSeconds", _integer(minimum=1, maximum=3600),
+        "binlog rotation and upload interval: the recovery point", default=10)
+    retention: BackupRetentionConfig = _key("retention", _OBJECT, "",
+                                            nested=BackupRetentionConfig,
+                                            default=BackupRetentionConfig())
+
+    def _problems(self) -> list[Problem]:
+        if not self.enabled:
+            return []
+        return [Problem(name, None, "is required when backup.enabled is true")
+                for name in ("endpoint", "bucket", "credentials_secret")
+                if getattr(self, name) is None]
+
+
+@dataclass(frozen=True)
+class RestoreConfig(_Validated):
+    """A new cluster's primary restored from the backup store (mysql.backup's endpoint)."""
+
+    backup: str | None = _key("backup", _text(_BACKUP_ID, "must be a backup id or latest"),
+                              "backup to restore (`latest` or an id); unset: no restore",
+                              default=None)
+    point_in_time: str | None = _key(
+        "pointInTime", _text(_POINT, "must be an RFC 3339 time with a zone "
+                             "(2026-12-03T08:00:00Z) or a GTID position (0-1-42)"),
+        "replay archived binlogs up to this time or GTID (unset: the backup itself)",
+        default=None)
 
 
 def _mysql_version(values: Mapping[str, Any]) -> str:
@@ -433,7 +513,7 @@ class MySQLConfig(_Validated):
                             f"`{spec.default_version}` ({name})"
                             for name, spec in FLAVORS.items()))
     replicas: int = _key("replicas", _integer(minimum=1, maximum=9),
-                         "total pods; ordinal 0 is the primary", default=2)
+                         "total pods; `primary` says which ordinal is the primary", default=2)
     storage: str = _key("storage", _QUANTITY_KIND, "data PVC per pod", default="10Gi")
     storage_class: str | None = _key("storageClass", _STORAGE_CLASS, "StorageClass of the "
                                      "data PVCs (unset: the cluster default)", default=None)
@@ -492,14 +572,81 @@ class MySQLConfig(_Validated):
     replication_init: ReplicationInitConfig = _key(
         "replicationInit", _OBJECT, "", nested=ReplicationInitConfig,
         default=ReplicationInitConfig())
+    backup: BackupConfig = _key("backup", _OBJECT, "", nested=BackupConfig,
+                                default=BackupConfig())
+    restore: RestoreConfig = _key("restore", _OBJECT, "", nested=RestoreConfig,
+                                  default=RestoreConfig())
+    # Switchover and durability (components/mysql/_switchover.py, docs/mysql.md): a changed
+    # `primary` is a switchover, run by ReplicationInit under the per-cluster lock.
+    primary: int = _key("primary", _integer(minimum=0, maximum=8), "the primary's ordinal; "
+                        "changing it is a planned switchover during `pulumi up`", default=0)
+    durability: Durability = _key(
+        "durability", _choice(DURABILITIES), "`semisync`: a commit waits for "
+        "`semisyncWaitCount` replicas' acknowledgement (async again after "
+        "`semisyncTimeoutSeconds` without one, shown as drift)", default="async")
+    semisync_wait_count: int = _key(
+        "semisyncWaitCount", _integer(minimum=1, maximum=8),
+        "replicas that acknowledge each commit (MariaDB: exactly 1)", default=1)
+    semisync_timeout_seconds: int = _key(
+        "semisyncTimeoutSeconds", _integer(minimum=1, maximum=3600),
+        "how long a commit waits for acknowledgements before the primary runs async",
+        default=10)
+    switchover_grace_seconds: int = _key(
+        "switchoverGraceSeconds", _integer(minimum=0, maximum=3600),
+        "switchover: how long the old primary's client sessions may finish before they are "
+        "ended", default=5)
+    switchover_timeout_seconds: int = _key(
+        "switchoverTimeoutSeconds", _integer(minimum=1, maximum=3600),
+        "switchover: how long the candidate may take to apply the old primary's last "
+        "commit before the switchover is rolled back", default=30)
 
     def _problems(self) -> list[Problem]:
+        if self.restore.backup is not None and self.backup.endpoint is None:
+            return [Problem("restore.backup", self.restore.backup,
+                            "a restore reads the store that mysql.backup names: set "
+                            "backup.endpoint, bucket and credentialsSecret")]
+        if self.restore.point_in_time is not None and self.restore.backup is None:
+            return [Problem("restore.point_in_time", self.restore.point_in_time,
+                            "needs restore.backup (an id or latest)")]
         init = self.replication_init
+        problems = []
         if init.enabled and init.access == "port-forward" and len(init.endpoints) != self.replicas:
-            return [Problem("replication_init.endpoints", [str(e) for e in init.endpoints],
-                            f"port-forward access needs exactly {self.replicas} endpoints "
-                            "(the primary first, then each replica by ordinal)")]
-        return []
+            problems.append(Problem(
+                "replication_init.endpoints", [str(e) for e in init.endpoints],
+                f"port-forward access needs exactly {self.replicas} endpoints "
+                "(ordinal 0 first, then each ordinal in order)"))
+        return problems + self._topology_problems()
+
+    def _topology_problems(self) -> list[Problem]:
+        """What a switchover or semisync needs of the rest of the config."""
+        problems = []
+        if self.primary >= self.replicas:
+            problems.append(Problem(
+                "primary", self.primary, f"the cluster has {{0}} = {self.replicas} pod(s): "
+                f"ordinals 0..{self.replicas - 1}; switch over to one of them before scaling "
+                "down", refs=("replicas",)))
+        # Only ReplicationInit moves the primary or sets semisync: without it the keys
+        # would be accepted and silently do nothing.
+        runs = self.replication_init.enabled and self.replicas > 1
+        if self.primary != 0 and not runs and self.primary < self.replicas:
+            problems.append(Problem(
+                "primary", self.primary, "a switchover is run by ReplicationInit: it needs "
+                "{0} true and more than one pod", refs=("replication_init.enabled",)))
+        if self.durability == "semisync":
+            if not runs:
+                problems.append(Problem(
+                    "durability", self.durability, "semisync is set by ReplicationInit: it "
+                    "needs {0} true and more than one pod", refs=("replication_init.enabled",)))
+            if self.flavor == "mariadb" and self.semisync_wait_count != 1:
+                problems.append(Problem(
+                    "semisync_wait_count", self.semisync_wait_count, "MariaDB's semi-sync "
+                    "waits for exactly one replica's acknowledgement: use 1"))
+            elif self.semisync_wait_count > self.replicas - 1:
+                problems.append(Problem(
+                    "semisync_wait_count", self.semisync_wait_count, f"only "
+                    f"{self.replicas - 1} replica(s) can acknowledge ({{0}} = {self.replicas})",
+                    refs=("replicas",)))
+        return problems
 
 
 @dataclass(frozen=True)
@@ -570,7 +717,7 @@ class EtcdConfig(_Validated):
     # 1, 3, 5 or 7: an even size tolerates no more failures than the odd size below it,
     # and past 7 (etcd's recommended maximum) every write waits on a larger majority.
     # Scaling between sizes still changes one member at a time, in one `pulumi up`
-    # (see components/etcd/membership.py).
+    # (see components/etcd/_membership.py).
     replicas: int = _key("replicas", _integer(choices=ETCD_SIZES), "members", default=3)
     version: str = _key("version", _text(_ETCD_VERSION, "must be an etcd release 3.5.3 or "
                                          f"later, such as {ETCD_DEFAULT_VERSION} (3.5.0-3.5.2 "

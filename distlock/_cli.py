@@ -59,7 +59,7 @@ from types import FrameType
 from distlock._backend import BackendOptions, LockBackend
 from distlock._errors import BackendUnavailable, DistlockError, LockLost, LockTimeout
 from distlock._lock import Lock
-from distlock._registry import BACKENDS, check_name, open_backend
+from distlock._registry import BACKENDS, check_name, inspect, open_backend
 
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 69
@@ -180,15 +180,13 @@ def _open(args: argparse.Namespace, options: BackendOptions) -> LockBackend | in
 
 
 def _status(args: argparse.Namespace, options: BackendOptions) -> int:
-    backend = _open(args, options)
-    if isinstance(backend, int):
-        return backend
     try:
-        state = backend.inspect(args.name)
+        state = inspect(args.backend, options, args.name)
+    except ValueError as error:
+        _say(str(error))
+        return EXIT_USAGE
     except DistlockError as error:
         return _failed(error, f"cannot read lock {args.name!r}")
-    finally:
-        _close(backend)
     print(json.dumps(asdict(state)))  # noqa: T201 - the command's output
     return 0
 

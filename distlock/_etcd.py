@@ -10,11 +10,18 @@ that a lock held through either excludes the other:
   attached to the session lease, created by a transaction whose compare is
   ``create_revision == 0``. Retrying that transaction after a lost response finds our
   own key and reuses its revision, so a retry never takes a second queue slot.
-- Waiters are ordered by create revision (FIFO). A waiter watches only the key just
-  before it (the highest create revision below its own) for deletion, then re-checks
-  with one read that also proves its own key is still there: no thundering herd,
-  and a waiter that gives up in the middle of the queue just deletes its key, which
-  its successor sees as a deletion and moves on.
+- Waiters are ordered by create revision (FIFO). The transaction that creates the
+  waiter key also reads the whole queue (keys only), so the waiter knows every key
+  ahead of it at that revision. Only deletions can change that set (a key created
+  later sorts after ours), so the session watches the lock prefix for deletions, from
+  etcd's current revision, once per name and kept between acquires: when every key
+  that was ahead has been deleted, the waiter is first. A handoff is then the holder's
+  delete and one watch event, with no read to confirm it (Go's Mutex reads twice after
+  the event), and a waiter that gives up in the middle of the queue just deletes its
+  key. The price: every session waiting on a lock receives every deletion in its
+  queue (one small event each; deciding whether it frees this waiter runs on the
+  stream's thread, so it wakes no one else), where watching only the predecessor
+  would send one; on 8 contenders that costs less than the read it saves.
 - The fencing token is the waiter key's create revision: etcd's revision only grows,
   so every later grant of the same name has a higher token.
 
@@ -27,9 +34,10 @@ only when it runs again, which is why guarded writes (:class:`EtcdFencedStore`) 
 Failover is the transport's (:mod:`distlock._etcd_grpc`: every request fails over to
 the next endpoint until its deadline). All waiters of a session share one watch stream
 and the lease one keepalive stream. A watch stream on a member that dies ends, every
-waiter on it re-reads and re-watches through another member; waiters also re-check
-every ``recheck`` seconds so that a member that hangs instead of dying delays a handoff
-but cannot lose it.
+waiter on it re-reads and re-watches through another member (a new watch re-reads the
+queue once it is confirmed, which covers whatever was deleted before it started);
+waiters also re-check every ``recheck`` seconds so that a member that hangs instead of
+dying delays a handoff but cannot lose it.
 """
 
 from __future__ import annotations
@@ -39,13 +47,14 @@ import math
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from distlock._backend import BackendOptions, LockBackend
 from distlock._errors import BackendRefused, BackendUnavailable, LockLost, StaleTokenError
-from distlock._etcd_grpc import Client, DeletionWatch, KeepAlive, WatchHub
+from distlock._etcd_grpc import Client, KeepAlive, QueueWatch, WatchHub
 from distlock._etcd_wire import EtcdError, TLSFiles, prefix_end
 from distlock._etcdpb import rpc_pb2
 from distlock._fencing import check_token
@@ -58,6 +67,8 @@ _LEASE_NOT_FOUND = "lease not found"
 # The lease TTL is an int64 on the wire: anything larger cannot even be sent. etcd's own,
 # smaller limit is etcd's to enforce (and to name when it refuses).
 _MAX_WIRE_TTL = 2**63 - 1
+# Lock names whose queue watch a session keeps open between acquires.
+_KEPT_WATCHES = 16
 
 
 def from_options(options: BackendOptions) -> EtcdBackend:
@@ -71,6 +82,47 @@ def check_name(name: str) -> None:
     _prefix(name)
 
 
+def _check_ttl(ttl: object) -> None:
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 1 <= ttl < math.inf:
+        raise ValueError(f"etcd lock ttl must be a number of seconds >= 1, got {ttl!r}")
+    if math.ceil(ttl) > _MAX_WIRE_TTL:
+        raise ValueError(f"etcd lock ttl must be at most {_MAX_WIRE_TTL} seconds (etcd's "
+                         f"int64), got {ttl!r}")
+
+
+def inspect(options: BackendOptions, name: str) -> LockState:
+    """``name``'s holder and queue, read without a session: a lease would be a write, and
+    reading needs none. Retries an unreachable etcd as long as opening a session would."""
+    _check_ttl(options.ttl)  # it still bounds the retries, so the same ttl is refused
+    client = Client(options.endpoints,
+                    tls=TLSFiles(options.ca_file, options.cert_file, options.key_file))
+    try:
+        timeout = (max(options.ttl, 5) if options.open_timeout is None
+                   else options.open_timeout)
+        return _lock_state(name, _range_prefix(client, _prefix(name), timeout=timeout))
+    finally:
+        client.close()
+
+
+def _range_prefix(client: Client, prefix: str, *, timeout: float) -> list[Any]:
+    """Every key under ``prefix``, oldest create revision first (keys only)."""
+    start = prefix.encode()
+    response = client.range(rpc_pb2.RangeRequest(
+        key=start, range_end=prefix_end(start), keys_only=True,
+        sort_order=rpc_pb2.RangeRequest.ASCEND, sort_target=rpc_pb2.RangeRequest.CREATE,
+    ), timeout=timeout)
+    return list(response.kvs)
+
+
+def _lock_state(name: str, kvs: Sequence[Any]) -> LockState:
+    """The holder is the oldest waiter key (lowest create revision), as the Mutex says."""
+    keys = sorted((kv.create_revision, kv.key.decode()) for kv in kvs)
+    if not keys:
+        return LockState(name=name, holder=None, token=None, waiters=())
+    return LockState(name=name, holder=keys[0][1], token=keys[0][0],
+                     waiters=tuple(k for _, k in keys[1:]))
+
+
 class EtcdBackend(LockBackend):
     """One etcd session (one lease); thread-safe, may hold many named locks."""
 
@@ -79,11 +131,7 @@ class EtcdBackend(LockBackend):
                  recheck: float = 1.0, open_timeout: float | None = None) -> None:
         """``open_timeout``: how long granting the session's lease may keep failing over
         (None: the TTL, at least 5 s); a caller with a deadline passes what is left."""
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 1 <= ttl < math.inf:
-            raise ValueError(f"etcd lock ttl must be a number of seconds >= 1, got {ttl!r}")
-        if math.ceil(ttl) > _MAX_WIRE_TTL:
-            raise ValueError(f"etcd lock ttl must be at most {_MAX_WIRE_TTL} seconds (etcd's "
-                             f"int64), got {ttl!r}")
+        _check_ttl(ttl)
         self._client = Client(endpoints, request_timeout=request_timeout, tls=tls)
         self._watches = WatchHub(self._client)
         self._recheck = recheck
@@ -92,6 +140,7 @@ class EtcdBackend(LockBackend):
         self._lost_reason: str | None = None
         self._grants: dict[str, Grant] = {}
         self._busy: set[str] = set()  # keys of acquires in progress
+        self._queue_watches: OrderedDict[str, QueueWatch] = OrderedDict()  # by lock prefix
         # The lease's clock starts when etcd applies the grant, which is after we send
         # it: counting from the send never lets us believe in it longer than etcd does.
         sent = time.monotonic()
@@ -133,14 +182,15 @@ class EtcdBackend(LockBackend):
         once = timeout is not None and timeout <= 0
         try:
             # A try without waiting still gets whole requests; a wait bounds each by its end.
-            revision, ahead = self._enqueue(key, prefix, None if once else deadline)
+            watch = None if once else self._live_watch(prefix)
+            queue = self._enqueue(key, prefix, watch, None if once else deadline)
             if once:
-                granted = ahead is None
+                granted = not queue.ahead
             else:
-                granted = self._wait_turn(key, prefix, revision, ahead, deadline, cancel)
+                granted = self._wait_turn(key, prefix, queue, watch, deadline, cancel)
             if not granted:
                 return None
-            grant = Grant(name=name, token=revision, holder=key)
+            grant = Grant(name=name, token=queue.revision, holder=key)
             with self._mutex:
                 self._grants[key] = grant
                 lost = self._lost_reason
@@ -163,14 +213,8 @@ class EtcdBackend(LockBackend):
         self._client.delete(grant.holder.encode(), timeout=self._request_deadline())
 
     def inspect(self, name: str) -> LockState:
-        prefix = _prefix(name)
-        kvs = self._range_prefix(prefix, timeout=self._request_deadline())
-        keys = [(kv.create_revision, kv.key.decode()) for kv in kvs]
-        keys.sort()
-        if not keys:
-            return LockState(name=name, holder=None, token=None, waiters=())
-        return LockState(name=name, holder=keys[0][1], token=keys[0][0],
-                         waiters=tuple(k for _, k in keys[1:]))
+        return _lock_state(name, self._range_prefix(_prefix(name),
+                                                    timeout=self._request_deadline()))
 
     def close(self) -> None:
         if self._closed.is_set():
@@ -197,100 +241,135 @@ class EtcdBackend(LockBackend):
 
     # -- the Mutex algorithm ---------------------------------------------------------
 
-    def _enqueue(self, key: str, prefix: str,
-                 deadline: float | None) -> tuple[int, _Ahead | None]:
+    def _enqueue(self, key: str, prefix: str, watch: QueueWatch | None,
+                 deadline: float | None) -> _Queue:
         """Create our waiter key (or find it after a retry): its revision and who is ahead.
 
         As in etcd's Go Mutex, the transaction that creates the key also reads the queue
         (reads in a transaction see its own put), so an uncontended acquire is one
-        commit and a contended one starts waiting without a read of its own.
+        commit and a contended one starts waiting without a read of its own. It reads
+        the whole queue, not only the predecessor: with the prefix's deletions from the
+        session's watch, that tells the waiter when it is first without another read.
         """
         raw = key.encode()
+        if watch is not None:
+            watch.forget()  # deletions from here on, filtered by the revision read below
+        queue_read = rpc_pb2.RequestOp(request_range=_queue_range(prefix))
         response = self._client.txn(rpc_pb2.TxnRequest(
             compare=[rpc_pb2.Compare(key=raw, target=rpc_pb2.Compare.CREATE,
                                      result=rpc_pb2.Compare.EQUAL, create_revision=0)],
             success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(
-                         key=raw, lease=self._lease_id)),
-                     rpc_pb2.RequestOp(request_range=_queue_range(prefix, None))],
-            failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=raw))],
+                         key=raw, lease=self._lease_id)), queue_read],
+            failure=[queue_read],
         ), timeout=self._request_deadline(deadline))
+        read = response.responses[1 if response.succeeded else 0].response_range
         if response.succeeded:
             revision = int(response.header.revision)
-            queue = response.responses[1].response_range
-            return revision, _ahead_in(queue, key, revision, seen_at=revision)
-        kvs = response.responses[0].response_range.kvs
-        if not kvs:  # deleted between compare and read: cannot be, a txn is atomic
-            raise BackendUnavailable(f"etcd lost the waiter key {key!r} inside a transaction")
-        # A retry found the key its lost first attempt created: keys created since then
-        # sort above ours, so the queue must be read up to our revision.
-        revision = int(kvs[0].create_revision)
-        return revision, self._ahead_of(key, prefix, revision, deadline)
+        else:
+            # A retry found the key its lost first attempt created (keys created since
+            # sort after ours, so the same read still holds the whole queue ahead).
+            mine = [kv for kv in read.kvs if kv.key == raw]
+            if not mine:  # deleted between compare and read: cannot be, a txn is atomic
+                raise BackendUnavailable(f"etcd lost the waiter key {key!r} inside a "
+                                         "transaction")
+            revision = int(mine[0].create_revision)
+        return _queue_in(read, key, revision, seen_at=int(response.header.revision))
 
-    def _ahead_of(self, key: str, prefix: str, revision: int,
-                  deadline: float | None) -> _Ahead | None:
-        """The waiter just ahead of us, or None when we are first.
-
-        One linearizable read answers both questions a waiter has: the two highest
-        create revisions up to our own are our key and its predecessor. etcd's Go Mutex
-        asks with two reads; on the handoff's critical path the second one was a third
-        of the minimum.
-        """
+    def _reread(self, key: str, prefix: str, revision: int, deadline: float | None) -> _Queue:
+        """The queue ahead of our key, read now (one linearizable range)."""
         response = self._client.range(_queue_range(prefix, revision),
                                       timeout=self._request_deadline(deadline))
-        return _ahead_in(response, key, revision, seen_at=int(response.header.revision))
+        return _queue_in(response, key, revision, seen_at=int(response.header.revision))
 
-    def _wait_turn(self, key: str, prefix: str, revision: int,  # noqa: PLR0917
-                   ahead: _Ahead | None, deadline: float | None,
+    def _wait_turn(self, key: str, prefix: str, queue: _Queue,  # noqa: PLR0917
+                   watch: QueueWatch | None, deadline: float | None,
                    cancel: threading.Event | None) -> bool:
         """Wait until no waiter is ahead of ours; False on timeout or cancel.
 
-        The predecessor's watch starts at etcd's *current* revision, never at the
-        revision our read saw: a watch asked to start at a revision already passed is
-        "unsynced", and etcd delivers its events only from a loop that runs every
-        100 ms, which was the whole handoff tail (p99 15-57x one txn). A current watch is
-        registered as synced before etcd answers "created", and every later write
-        notifies it at once (unless a write lands in the instant between etcd reading
-        its revision and registering the watch: then the watch is caught up by that
-        loop, late but complete). Such a watch covers every event after the revision its
-        "created" answer carries (etcd starts it at that revision + 1); when that is
-        past the revision at which we last saw the predecessor, a delete may have
-        landed in between, so we read once more: either the predecessor is still
-        there (its delete will reach the watch) or it has gone.
+        The session keeps one watch per lock prefix (deletions only), started at etcd's
+        *current* revision, never at a past one: a watch asked to start at a revision
+        already passed is "unsynced", and etcd delivers its events only from a loop that
+        runs every 100 ms (that loop was the whole handoff tail once). A current watch
+        covers every event after the revision its "created" answer carries, so a queue
+        read at or after that revision, plus the deletions the watch reports past the
+        read's revision, is the queue now: when every key that was ahead has been
+        deleted, we are first, and the handoff costs the holder's delete and its watch
+        event, no read. A watch created only now (the first wait on this name, or after
+        a broken stream) may have missed deletions since the last read, so the queue is
+        read again once it is confirmed; and every ``recheck`` seconds without progress
+        it is read again anyway, so that a member that hangs instead of dying delays a
+        handoff but cannot lose it.
         """
-        while ahead is not None:
-            watch = _DeletionWatch(self._watches, ahead.key.encode())
-            try:
-                recheck_at = time.monotonic() + self._recheck
-                if not self._sleep_until(watch, watch.created_or_fired, recheck_at, deadline,
+        own = key.encode()
+        while True:
+            if watch is None or watch.is_broken():
+                if watch is not None:
+                    # The stream broke (member down, no leader, session closed): ask etcd
+                    # itself, through the next member, but not in a tight loop while an
+                    # election runs. The read fails once the outage outlasts its budget.
+                    self._check_alive()
+                    if _gave_up(deadline, cancel):
+                        return False
+                    time.sleep(0.05)
+                    queue = self._reread(key, prefix, queue.revision, deadline)
+                if not queue.ahead:
+                    return True
+                watch = self._new_watch(prefix)
+                if not self._sleep_until(watch, watch.created_or_broken, math.inf, deadline,
                                          cancel):
                     return False
-                if watch.created.is_set() and not watch.fired.is_set():
-                    if watch.start_revision > ahead.seen_at + 1:
-                        again = self._ahead_of(key, prefix, revision, deadline)
-                        if not ahead.same_waiter(again):
-                            ahead = again  # gone while the watch was set up, or another
-                            continue
-                    if not self._sleep_until(watch, watch.fired.is_set, recheck_at, deadline,
-                                             cancel):
-                        return False
-                if watch.fired.is_set() and not watch.deleted:
-                    # The stream broke (member down, no leader): re-read, but not in a
-                    # tight loop while an election runs.
-                    time.sleep(0.05)
-                # Deleted, broken, or ``recheck`` passed (a member that hangs instead of
-                # dying must delay a handoff, never lose it): ask again.
-                ahead = self._ahead_of(key, prefix, revision, deadline)
-            finally:
-                watch.stop()
-        return True
+                if watch.is_broken():
+                    continue
+                queue = self._reread(key, prefix, queue.revision, deadline)
+            watch.expect(queue.ahead, own, queue.seen_at)
+            recheck_at = time.monotonic() + self._recheck
+            if not self._sleep_until(watch, watch.wake.is_set, recheck_at, deadline, cancel):
+                return False
+            if watch.is_broken():
+                continue
+            first, own_gone = watch.outcome()
+            if own_gone:
+                raise LockLost(f"waiter key {key!r} vanished while queued (lease expired?)")
+            if first:
+                return True
+            # ``recheck`` passed with no news: ask etcd itself.
+            queue = self._reread(key, prefix, queue.revision, deadline)
 
-    def _sleep_until(self, watch: _DeletionWatch, condition: Callable[[], bool],
+    def _live_watch(self, prefix: str) -> QueueWatch | None:
+        """This session's confirmed, unbroken watch of ``prefix``, if it has one."""
+        with self._mutex:
+            watch = self._queue_watches.get(prefix)
+            if watch is not None:
+                self._queue_watches.move_to_end(prefix)
+            return watch if watch is not None and watch.live else None
+
+    def _new_watch(self, prefix: str) -> QueueWatch:
+        """A new watch of ``prefix``'s deletions, kept for the session's later acquires.
+
+        At most :data:`_KEPT_WATCHES` names keep theirs (the least recently used goes):
+        a session that locks many names must not hold a watch for each forever.
+        """
+        watch = _QueueWatch(self._watches, prefix.encode())
+        with self._mutex:
+            old = self._queue_watches.pop(prefix, None)
+            self._queue_watches[prefix] = watch
+            evicted = [old] if old is not None else []
+            # Oldest first, never one a waiter of this session is sleeping on.
+            idle = [name for name in self._queue_watches
+                    if f"{name}{self._lease_id:x}" not in self._busy]
+            for name in idle[:max(0, len(self._queue_watches) - _KEPT_WATCHES)]:
+                evicted.append(self._queue_watches.pop(name))
+        for stale in evicted:
+            stale.stop()
+        return watch
+
+    def _sleep_until(self, watch: QueueWatch, condition: Callable[[], bool],
                      recheck_at: float, deadline: float | None,
                      cancel: threading.Event | None) -> bool:
         """Wait for ``condition`` or ``recheck_at``: True; False on timeout or cancel."""
         while not condition():
             now = time.monotonic()
-            if (deadline is not None and now >= deadline) or (cancel and cancel.is_set()):
+            if _gave_up(deadline, cancel, now):
                 return False
             self._check_alive()
             if now >= recheck_at:
@@ -298,7 +377,6 @@ class EtcdBackend(LockBackend):
             until = recheck_at if deadline is None else min(recheck_at, deadline)
             # Short slices only so that a cancel event (which cannot wake us) is seen.
             watch.wake.wait(min(until - now, 0.1))
-            watch.wake.clear()
         return True
 
     def _delete_quietly(self, key: str) -> None:
@@ -312,12 +390,7 @@ class EtcdBackend(LockBackend):
                          error)
 
     def _range_prefix(self, prefix: str, *, timeout: float) -> list[Any]:
-        start = prefix.encode()
-        response = self._client.range(rpc_pb2.RangeRequest(
-            key=start, range_end=prefix_end(start), keys_only=True,
-            sort_order=rpc_pb2.RangeRequest.ASCEND, sort_target=rpc_pb2.RangeRequest.CREATE,
-        ), timeout=timeout)
-        return list(response.kvs)
+        return _range_prefix(self._client, prefix, timeout=timeout)
 
     # -- the session lease -----------------------------------------------------------
 
@@ -402,7 +475,7 @@ class EtcdBackend(LockBackend):
 
 
 # The name the conformance suite reaches in for (it races deletes against a watch's start).
-_DeletionWatch = DeletionWatch
+_QueueWatch = QueueWatch
 
 
 class EtcdFencedStore:
@@ -472,41 +545,43 @@ class EtcdFencedStore:
 
 
 @dataclass(frozen=True)
-class _Ahead:
-    """The waiter just ahead of ours, as a read at etcd revision ``seen_at`` saw it."""
+class _Queue:
+    """Our waiter key's create revision and the keys ahead of it, as a read at etcd
+    revision ``seen_at`` saw them."""
 
-    key: str
-    create_revision: int
+    revision: int
+    ahead: frozenset[bytes]
     seen_at: int
 
-    def same_waiter(self, other: _Ahead | None) -> bool:
-        return other is not None and (other.key, other.create_revision) == \
-            (self.key, self.create_revision)
 
-
-def _queue_range(prefix: str, max_create_revision: int | None) -> rpc_pb2.RangeRequest:
-    """A range request for the top two waiters (by create revision) of a lock's queue,
-    optionally only those created at or before ``max_create_revision``."""
+def _queue_range(prefix: str, max_create_revision: int = 0) -> rpc_pb2.RangeRequest:
+    """A range request for every waiter key of a lock's queue (keys only), optionally
+    only those created at or before ``max_create_revision``."""
     start = prefix.encode()
-    return rpc_pb2.RangeRequest(
-        key=start, range_end=prefix_end(start), limit=2, keys_only=True,
-        sort_order=rpc_pb2.RangeRequest.DESCEND, sort_target=rpc_pb2.RangeRequest.CREATE,
-        max_create_revision=max_create_revision or 0)
+    return rpc_pb2.RangeRequest(key=start, range_end=prefix_end(start), keys_only=True,
+                                max_create_revision=max_create_revision)
 
 
-def _ahead_in(answer: rpc_pb2.RangeResponse, key: str, revision: int, *,
-              seen_at: int) -> _Ahead | None:
-    """From a :func:`_queue_range` answer (top down, ours first): who is ahead of us.
+def _queue_in(answer: rpc_pb2.RangeResponse, key: str, revision: int, *,
+              seen_at: int) -> _Queue:
+    """From a :func:`_queue_range` answer: the keys ahead of ours.
 
-    Our key missing from the top means it went with our lease (or was deleted under
-    us): then we hold nothing and have nothing to wait for.
+    Our key missing means it went with our lease (or was deleted under us): then we
+    hold nothing and have nothing to wait for.
     """
-    queue = answer.kvs
-    if not queue or queue[0].key.decode() != key or queue[0].create_revision != revision:
+    own = key.encode()
+    if not any(kv.key == own and kv.create_revision == revision for kv in answer.kvs):
         raise LockLost(f"waiter key {key!r} vanished while queued (lease expired?)")
-    if len(queue) < 2:
-        return None
-    return _Ahead(queue[1].key.decode(), int(queue[1].create_revision), seen_at)
+    return _Queue(revision, frozenset(kv.key for kv in answer.kvs
+                                      if kv.create_revision < revision), seen_at)
+
+
+def _gave_up(deadline: float | None, cancel: threading.Event | None,
+             now: float | None = None) -> bool:
+    """The acquire's deadline has passed or it was cancelled."""
+    if cancel is not None and cancel.is_set():
+        return True
+    return deadline is not None and (time.monotonic() if now is None else now) >= deadline
 
 
 def _prefix(name: str) -> str:

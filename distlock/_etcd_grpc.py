@@ -18,15 +18,22 @@ retried request is *possibly applied twice*; callers only send requests that are
 repeat.
 
 Streams: :class:`WatchHub` keeps one bidirectional Watch stream per session and
-multiplexes every :class:`DeletionWatch` on it by a watch ID we choose (etcd >= 3.4
-assigns a non-zero ``watch_id`` from the create request). When the stream breaks (a
-member died, lost its leader: ``hasleader`` metadata makes etcd end it instead of going
-silent) every watch on it fires as *broken*; the waiter re-reads the queue (which fails
-over) and watches again, which opens the next stream on the next endpoint. That re-read
-is the resume: a waiter's state is its read, not the watch's history, so nothing that
-happened while no stream was open can be missed. :class:`KeepAlive` keeps one
-LeaseKeepAlive stream open and sends a ping on it per keepalive, reopening it on the
-next endpoint when it breaks.
+multiplexes every :class:`QueueWatch` (the deletions under one lock's prefix) on it by a
+watch ID we choose (etcd >= 3.4 assigns a non-zero ``watch_id`` from the create
+request). When the stream breaks (a member died, lost its leader: ``hasleader``
+metadata makes etcd end it instead of going silent) every watch on it fires as
+*broken*; the waiter re-reads the queue (which fails over) and watches again, which
+opens the next stream on the next endpoint, and reads once more when the new watch is
+confirmed. That read is the resume: a waiter's state is its read plus the deletions
+seen after it, not the watch's history, so nothing that happened while no stream was
+open can be missed. :class:`KeepAlive` keeps one LeaseKeepAlive stream open and sends a
+ping on it per keepalive, reopening it on the next endpoint when it breaks.
+
+Cost, measured (docs/benchmarks.md): a unary call is ~0.3 ms of client CPU, a watch
+event received ~0.2 ms (gRPC's C core, its polling thread and the stream's reader
+thread; grpc.aio measured the same), so unary multicallables are built once per
+endpoint and method, and a session never opens a watch it can do without (a try, or
+an acquire that finds the lock free).
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from distlock._etcd_wire import (
     TLSFiles,
     _Unavailable,
     fail_over,
+    prefix_end,
     refused_certificate,
 )
 from distlock._etcdpb import rpc_pb2
@@ -92,6 +100,7 @@ class Client:
         self._mutex = threading.Lock()
         self._preferred = 0
         self._channels: dict[int, grpc.Channel] = {}
+        self._callables: dict[tuple[int, str], grpc.UnaryUnaryMultiCallable] = {}
         self._closed = False
 
     # -- unary calls, failed over --------------------------------------------------
@@ -134,9 +143,14 @@ class Client:
 
     def _attempt(self, index: int, method: str, request: Any, response_type: type[_Response],
                  timeout: float) -> _Response:
-        callable_ = self.channel(index).unary_unary(
-            method, request_serializer=type(request).SerializeToString,
-            response_deserializer=response_type.FromString)  # type: ignore[attr-defined]
+        callable_ = self._callables.get((index, method))
+        if callable_ is None:
+            # Built once per endpoint and method: a multicallable is reusable, and building
+            # one per call was a measurable share of a handoff's client CPU.
+            callable_ = self.channel(index).unary_unary(
+                method, request_serializer=type(request).SerializeToString,
+                response_deserializer=response_type.FromString)  # type: ignore[attr-defined]
+            self._callables[(index, method)] = callable_
         try:
             response: _Response = callable_(request, timeout=timeout)
         except grpc.RpcError as error:
@@ -199,6 +213,7 @@ class Client:
         with self._mutex:
             self._closed = True
             channels, self._channels = list(self._channels.values()), {}
+            self._callables = {}
         for channel in channels:
             channel.close()
 
@@ -280,34 +295,87 @@ class _Stream:
         self._call.cancel()
 
 
-class DeletionWatch:
-    """Waits for one key's deletion, on the session's shared watch stream.
+class QueueWatch:
+    """Every deletion under one lock's key prefix, on the session's shared watch stream.
 
-    ``created`` is set once etcd confirmed the watch (``start_revision`` is then the
-    first revision it covers); ``fired`` once the key was deleted (``deleted``) or the
-    stream broke; ``wake`` on either, for a waiter that sleeps on it.
+    A waiter knows the whole queue ahead of it at the revision its read saw; from then
+    on only deletions change that (a key created later sorts after it), so a watch of
+    the prefix's deletions tells it when it is first without another read. ``created``
+    is set once etcd confirmed the watch (``start_revision`` is then the first revision
+    it covers); :meth:`is_broken` once the stream ended or etcd cancelled the watch. The waiter
+    says what it waits for with :meth:`expect`; ``wake`` is set when that has happened
+    (every key ahead deleted, or its own key), when the watch is created and when it
+    breaks. The check runs on the stream's thread as each event arrives, so every other
+    session's waiter, which sees the same deletions, is not woken for them.
     """
 
-    def __init__(self, hub: WatchHub, key: bytes) -> None:
-        self.fired = threading.Event()
+    def __init__(self, hub: WatchHub, prefix: bytes) -> None:
         self.created = threading.Event()
         self.wake = threading.Event()
-        self.deleted = False
+        self._broken = False
         self.start_revision = 0
+        self._mutex = threading.Lock()
+        # Latest deletion revision per key since forget(), for deletions that arrive
+        # between a waiter's enqueue and its expect().
+        self._deleted: dict[bytes, int] = {}
+        self._ahead: set[bytes] = set()
+        self._own = b""
+        self._since = 0
+        self._own_gone = False
         self._hub = hub
-        self.watch_id = hub.add(self, key)
+        self.watch_id = hub.add(self, prefix, prefix_end(prefix))
 
-    def created_or_fired(self) -> bool:
-        return self.created.is_set() or self.fired.is_set()
+    @property
+    def live(self) -> bool:
+        """Confirmed by etcd and still delivering."""
+        return self.created.is_set() and not self._broken
+
+    def is_broken(self) -> bool:
+        return self._broken
+
+    def created_or_broken(self) -> bool:
+        return self.created.is_set() or self._broken
+
+    def forget(self) -> None:
+        """Drop what was recorded: a waiter calls this before it reads the queue."""
+        with self._mutex:
+            self._deleted.clear()
+            self._ahead, self._own, self._own_gone = set(), b"", False
+
+    def expect(self, ahead: frozenset[bytes], own: bytes, since: int) -> None:
+        """Wake when every key of ``ahead`` (the queue ahead of ``own`` as read at
+        revision ``since``) or ``own`` itself has been deleted after ``since``."""
+        with self._mutex:
+            self._ahead = {key for key in ahead if self._deleted.get(key, 0) <= since}
+            self._own, self._since = own, since
+            self._own_gone = self._deleted.get(own, 0) > since
+            self.wake.clear()
+            if not self._ahead or self._own_gone:
+                self.wake.set()
+
+    def outcome(self) -> tuple[bool, bool]:
+        """(first: every key expected ahead is gone, own key gone) so far."""
+        with self._mutex:
+            return not self._ahead, self._own_gone
 
     def on_created(self, revision: int) -> None:
         self.start_revision = revision + 1
         self.created.set()
         self.wake.set()
 
-    def on_fired(self, *, deleted: bool) -> None:
-        self.deleted = deleted
-        self.fired.set()
+    def on_deleted(self, deletions: Sequence[tuple[bytes, int]]) -> None:
+        with self._mutex:
+            for key, revision in deletions:
+                self._deleted[key] = max(revision, self._deleted.get(key, 0))
+                if revision > self._since:
+                    self._ahead.discard(key)
+                    self._own_gone = self._own_gone or key == self._own
+            done = self._own != b"" and (not self._ahead or self._own_gone)
+        if done:
+            self.wake.set()
+
+    def on_broken(self) -> None:
+        self._broken = True
         self.wake.set()
 
     def stop(self) -> None:
@@ -315,25 +383,26 @@ class DeletionWatch:
 
 
 class WatchHub:
-    """One Watch stream for every :class:`DeletionWatch` of a session, opened when needed."""
+    """One Watch stream for every :class:`QueueWatch` of a session, opened when needed."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
         self._mutex = threading.Lock()
         self._ids = itertools.count(1)
-        self._watches: dict[int, DeletionWatch] = {}
+        self._watches: dict[int, QueueWatch] = {}
         self._stream: _Stream | None = None
         self._closed = False
 
-    def add(self, watch: DeletionWatch, key: bytes) -> int:
+    def add(self, watch: QueueWatch, key: bytes, range_end: bytes) -> int:
         watch_id = next(self._ids)
         # No start_revision: a watch from a past revision waits on etcd's 100 ms catch-up
         # loop (see EtcdBackend._wait_turn); one from "now" is notified at once.
         request = rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(
-            key=key, filters=[rpc_pb2.WatchCreateRequest.NOPUT], watch_id=watch_id))
+            key=key, range_end=range_end, filters=[rpc_pb2.WatchCreateRequest.NOPUT],
+            watch_id=watch_id))
         with self._mutex:
             if self._closed:
-                watch.on_fired(deleted=False)
+                watch.on_broken()
                 return watch_id
             if self._stream is None or self._stream.ended:
                 try:
@@ -342,7 +411,7 @@ class WatchHub:
                                            on_message=self._dispatch, on_end=self._ended,
                                            name="distlock-etcd-watch")
                 except BackendUnavailable:
-                    watch.on_fired(deleted=False)
+                    watch.on_broken()
                     return watch_id
             self._watches[watch_id] = watch
             self._stream.requests.send(request)
@@ -359,20 +428,25 @@ class WatchHub:
         with self._mutex:
             self._closed = True
             stream, self._stream = self._stream, None
+            watches, self._watches = list(self._watches.values()), {}
         if stream is not None:
             stream.cancel()
+        for watch in watches:
+            watch.on_broken()
 
     def _dispatch(self, message: rpc_pb2.WatchResponse) -> None:
         with self._mutex:
             watch = self._watches.get(message.watch_id)
             if watch is None:
                 return
-            if message.canceled or any(event.type == event.DELETE for event in message.events):
+            if message.canceled:
                 del self._watches[message.watch_id]
-        if any(event.type == event.DELETE for event in message.events):
-            watch.on_fired(deleted=True)
-        elif message.canceled:  # refused (compacted, a duplicate ID): the waiter re-reads
-            watch.on_fired(deleted=False)
+        if message.events:
+            # A delete's kv carries the key and the revision of the delete.
+            watch.on_deleted([(event.kv.key, event.kv.mod_revision or message.header.revision)
+                              for event in message.events if event.type == event.DELETE])
+        if message.canceled:  # refused (compacted, a duplicate ID): the waiter re-reads
+            watch.on_broken()
         elif message.created:
             watch.on_created(message.header.revision)
 
@@ -383,7 +457,7 @@ class WatchHub:
             self._stream = None
             broken, self._watches = list(self._watches.values()), {}
         for watch in broken:
-            watch.on_fired(deleted=False)
+            watch.on_broken()
 
 
 class KeepAlive:

@@ -11,18 +11,35 @@ Why it is built this way
 ------------------------
 *Every write is a compare-and-swap.* Each status write carries the
 ``metadata.resourceVersion`` it was computed from; the API server answers ``409
-Conflict`` if anything changed since, and the writer re-reads and decides again (with a
-short randomised backoff so that a crowd of waiters does not retry in lockstep). There
-is no read-modify-write anywhere without that condition, so two clients can never both
-believe their grant landed.
+Conflict`` if anything changed since, and the writer decides again on the newer object
+(a waiter takes it from its watch, where the write that beat it arrives anyway; others
+re-read). There is no read-modify-write anywhere without that condition, so two clients
+can never both believe their grant landed, and no fixed backoff: a 409 means somebody
+else's write landed, which is progress.
 
-*The waiter grants itself.* A release only clears ``holder``; the first *live* waiter
-in the queue sees that (it watches the object) and writes the grant itself, in one
-conditional write that increments ``fencingToken``, sets ``holder`` to its identity and
-removes its queue entry. The token is therefore a counter incremented in the granting
-write: strictly increasing for as long as the object exists (lock users have no
-``delete`` permission, and the CRD provider refuses to delete the CRD while a lock is
-held, because deleting the object would restart the counter).
+*The releaser hands over.* Releasing is one conditional write that makes the first
+*live* waiter in the queue the holder: it increments ``fencingToken``, sets ``holder``
+to that waiter's identity and removes its entry. A handoff is therefore one write plus
+one watch event, and the order is the queue's, i.e. order of arrival: a releaser that
+asks again at once finds the lock held and queues at the back (when waiters granted
+themselves after a release that only cleared ``holder``, the releaser raced them for
+the free lock and often won). A waiter still claims the lock itself, in the same kind
+of write, when it is free with no live waiter ahead (nobody queued at the release, or
+the holder expired). The token is a counter incremented in the granting write:
+strictly increasing for as long as the object exists (lock users have no ``delete``
+permission, and the CRD provider refuses to delete the CRD while a lock is held,
+because deleting the object would restart the counter).
+
+*A handed grant's renew deadline starts before the handoff.* The new holder did not
+send the granting write, so it times its renew deadline from the moment it sent its
+last read or write whose answer still showed someone else holding: the grant was
+written after that, so nobody can have started timing it earlier. If that moment is
+more than half a renew deadline ago, it renews once before returning the grant.
+
+*One watch per waiter.* A waiter keeps one watch stream of its object open for the
+whole wait (a thread reads it into a queue) instead of a new request per change: every
+enqueue, renewal and handoff is a change, and a new watch per change was a new TLS
+connection for every waiter every time.
 
 *Expiry is judged on the observer's monotonic clock.* Machines' wall clocks disagree,
 so nobody compares timestamps. As in client-go's leader election, an observer records
@@ -51,12 +68,14 @@ resourceVersion that a new watch may start from) and watches again.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
+import queue
 import random
 import re
 import socket
@@ -89,6 +108,9 @@ _IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/name
 _OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _TRANSIENT_STATUS = frozenset({0, 408, 429, 500, 502, 503, 504})
 _MAX_NAME = 1024
+_KINDS = {"list_namespaced_custom_object": "LIST", "create_namespaced_custom_object": "POST",
+          "replace_namespaced_custom_object_status": "PUT"}
+_WATCH_SECONDS = 300  # the server ends a watch after this; the watcher resumes it
 
 
 # ---------------------------------------------------------------------------------
@@ -284,26 +306,38 @@ def _with_waiters(status: JSON, waiters: list[JSON]) -> JSON:
     return status
 
 
-def _claimed(status: JSON, me: str, lease: int, dropped: set[str]) -> JSON:
-    """The granting write: token + 1, holder = me, out of the queue (with the dead)."""
+def _claimed(status: JSON, holder: str, lease: int, dropped: set[str]) -> JSON:
+    """The granting write: token + 1, ``holder`` holds, out of the queue (with the dead).
+
+    Written by a waiter claiming a free lock, or by a releaser handing it to the first
+    live waiter (then ``holder`` and ``lease`` are that waiter's)."""
     result = dict(status)
-    result.update(holder=me, fencingToken=int(status.get("fencingToken", 0)) + 1,
+    result.update(holder=holder, fencingToken=int(status.get("fencingToken", 0)) + 1,
                   leaseDurationSeconds=lease, renewals=0, acquireTime=_now_text(),
                   renewTime=_now_text())
-    waiters = [w for w in status["waiters"] if w["identity"] != me and
+    waiters = [w for w in status["waiters"] if w["identity"] != holder and
                w["identity"] not in dropped]
     return _with_waiters(result, waiters)
 
 
-def _enqueued(status: JSON, me: str, lease: int, dropped: set[str]) -> JSON:
+def _enqueued(status: JSON, me: str, lease: int, dropped: set[str], renewals: int) -> JSON:
+    """``me`` at the back of the queue, with ``renewals`` from the session's counter.
+
+    A waiter's liveness is a change of its ``renewals``, keyed by its identity, which
+    stays the same for the whole session. Had every new entry started again at 0, a
+    session that queues, is granted and queues again faster than it renews would show
+    others the same value (0) over and over, and a lease after they first saw it they
+    would judge the live entry dead and drop it from the queue: under contention the
+    queue lost its order. Every entry and renewal of a session takes the next number of
+    one session-wide counter, so each one is a change an observer notices."""
     waiters = [w for w in status["waiters"] if w["identity"] not in dropped]
-    waiters.append({"identity": me, "leaseDurationSeconds": lease, "renewals": 0,
+    waiters.append({"identity": me, "leaseDurationSeconds": lease, "renewals": renewals,
                     "enqueueTime": _now_text()})
     return _with_waiters(dict(status), waiters)
 
 
-def _waiter_renewed(status: JSON, me: str) -> JSON:
-    waiters = [dict(w, renewals=int(w.get("renewals", 0)) + 1) if w["identity"] == me else w
+def _waiter_renewed(status: JSON, me: str, renewals: int) -> JSON:
+    waiters = [dict(w, renewals=renewals) if w["identity"] == me else w
                for w in status["waiters"]]
     return _with_waiters(dict(status), waiters)
 
@@ -316,12 +350,32 @@ def _holder_renewed(status: JSON) -> JSON:
     return dict(status, renewals=int(status.get("renewals", 0)) + 1, renewTime=_now_text())
 
 
-def _released(status: JSON) -> JSON:
-    """The holder steps down; the token stays, so the next grant is greater."""
+def _released(status: JSON, expired: Callable[[JSON], bool],
+              fresh: Callable[[JSON], bool]) -> JSON:
+    """The holder steps down: straight to the first waiter not ``expired``, if that one
+    is ``fresh`` (seen renewing lately), else to nobody.
+
+    Handing over in the releasing write is what makes the queue a queue: the next
+    holder is decided by order of arrival, in the one write a handoff needs, and a
+    releaser that asks again at once finds the lock held and queues behind everyone
+    (when the waiters granted themselves after a release that only cleared the holder,
+    the releaser raced them for the free lock). Expired waiters ahead of the successor
+    are dropped, as a claim drops them. A first waiter that has been silent for a while
+    but not a whole lease may have died: it is not handed a lock it might never renew;
+    the lock is left free, and that waiter claims it itself if it is alive, or the next
+    one does once it has expired. The token stays with nobody holding, so the next grant
+    is greater either way."""
+    waiters = status["waiters"]
+    first = next((i for i, w in enumerate(waiters) if not expired(w)), None)
+    if first is not None and fresh(waiters[first]):
+        successor = waiters[first]
+        return _claimed(status, successor["identity"],
+                        int(successor["leaseDurationSeconds"]),
+                        {w["identity"] for w in waiters[:first]})
     result = {k: v for k, v in status.items()
               if k not in ("holder", "leaseDurationSeconds", "renewals", "acquireTime",
                            "renewTime")}
-    return _with_waiters(result, status["waiters"])
+    return _with_waiters(result, waiters)
 
 
 # ---------------------------------------------------------------------------------
@@ -361,14 +415,25 @@ class _LockObjects:
         self._api = k8s_client.CustomObjectsApi(api)
         self._namespace = namespace
         self._timeout = timing.request_timeout
+        self._counting = threading.Lock()
+        self.requests: collections.Counter[str] = collections.Counter()
+        """Requests sent, by kind, and refusals by kind and status ("PUT", "PUT 409",
+        "LIST", "WATCH"): where a handoff's cost goes (bench/kube_locks.py reports it)."""
+
+    def count(self, kind: str, status: int | None = None) -> None:
+        with self._counting:
+            self.requests[kind if status is None else f"{kind} {status}"] += 1
 
     def _call(self, method: str, *args: Any, timeout: float | None = None,
-              **kwargs: Any) -> Any:
+              label: str | None = None, **kwargs: Any) -> Any:
+        kind = _KINDS.get(method, method) + (f" {label}" if label else "")
+        self.count(kind)
         try:
             return getattr(self._api, method)(GROUP, VERSION, self._namespace, PLURAL, *args,
                                               _request_timeout=timeout or self._timeout,
                                               **kwargs)
         except ApiException as error:
+            self.count(kind, error.status)
             if error.status in _TRANSIENT_STATUS:
                 raise _Transient(f"{error.status} {_reason(error)}") from error
             if error.status == 409:
@@ -407,21 +472,26 @@ class _LockObjects:
         with contextlib.suppress(_Conflict):
             self._call("create_namespaced_custom_object", body, timeout=timeout)
 
-    def write_status(self, obj: JSON, status: JSON, *, timeout: float | None = None) -> JSON:
+    def write_status(self, obj: JSON, status: JSON, *, timeout: float | None = None,
+                     label: str) -> JSON:
+        """A conditional write of ``status``; ``label`` names it in ``requests``."""
         body = dict(obj, status=status)
         result: JSON = self._call("replace_namespaced_custom_object_status",
-                                  obj["metadata"]["name"], body, timeout=timeout)
+                                  obj["metadata"]["name"], body, timeout=timeout,
+                                  label=label)
         return result
 
-    def next_change(self, obj_name: str, since: str, wait: float, *,
-                    connect_timeout: float | None = None) -> JSON | None:
-        """The object after the first change past ``since``, or None after ``wait``."""
+    def open_watch(self, obj_name: str, since: str, *, connect_timeout: float | None) -> Any:
+        """A streaming watch of one object from ``since``; the server ends it after
+        ``_WATCH_SECONDS`` (then the watcher resumes from the last event it saw)."""
+        self.count("WATCH")
         try:
-            response: Any = self._api.list_namespaced_custom_object(
+            return self._api.list_namespaced_custom_object(
                 GROUP, VERSION, self._namespace, PLURAL, watch=True, resource_version=since,
-                field_selector=f"metadata.name={obj_name}",
-                timeout_seconds=max(1, math.ceil(wait)), _preload_content=False,
-                _request_timeout=(connect_timeout or self._timeout, max(wait, 0.05)))
+                field_selector=f"metadata.name={obj_name}", allow_watch_bookmarks=True,
+                timeout_seconds=_WATCH_SECONDS, _preload_content=False,
+                _request_timeout=(connect_timeout or self._timeout,
+                                  _WATCH_SECONDS + self._timeout))
         except ApiException as error:
             if error.status == 410:
                 raise _Gone(_reason(error)) from error
@@ -430,31 +500,139 @@ class _LockObjects:
             raise self._fatal(error) from error
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise _Transient(str(error)) from error
-        try:
-            for line in _lines(response):
-                event = json.loads(line)
-                if event.get("type") == "ERROR":
-                    status = event.get("object") or {}
-                    if status.get("code") == 410:
-                        raise _Gone(str(status.get("message")))
-                    raise _Transient(f"watch error: {status.get('message')}")
-                if event.get("type") == "DELETED":
-                    raise _Conflict("the Lock object was deleted")
-                if event.get("type") in ("ADDED", "MODIFIED"):
-                    obj: JSON = event["object"]
-                    return obj
-        finally:
-            response.close()
-            response.release_conn()
-        return None
 
 
 def _lines(response: Any) -> Iterator[str]:
-    """Watch lines until the stream ends or the read timeout passes quietly."""
+    """Watch lines until the stream ends, is cut, or is shut down by ``_Watcher.stop``."""
     try:
         yield from iter_resp_lines(response)  # type: ignore[no-untyped-call]
-    except (urllib3.exceptions.HTTPError, OSError):
-        return  # read timeout or closed stream: "nothing changed yet"
+    except (urllib3.exceptions.HTTPError, OSError, ValueError):
+        return  # a closed or cut stream: the watcher resumes (or was told to stop)
+
+
+def _revision(obj: Mapping[str, Any]) -> int | None:
+    """The object's resourceVersion as a number, when it is one (etcd's revision).
+
+    resourceVersions are opaque to clients in general; here they only decide whether a
+    watch event is older than what we already hold (an optimisation: every write is
+    still a compare-and-swap, so a wrong guess costs a 409, never a wrong grant)."""
+    with contextlib.suppress(KeyError, TypeError, ValueError):
+        return int(obj["metadata"]["resourceVersion"])
+    return None
+
+
+def _newer(obj: Mapping[str, Any], than: Mapping[str, Any] | None) -> bool:
+    if than is None:
+        return True
+    mine, theirs = _revision(obj), _revision(than)
+    return mine is None or theirs is None or mine > theirs
+
+
+class _Watcher:
+    """One long-lived watch of a Lock object, read by a thread into a queue.
+
+    A waiter used to open a new watch (a new TLS connection) for every change it waited
+    for, and every enqueue, renewal or grant is a change: with eight waiters that was
+    most of a handoff's cost. One stream per acquisition delivers every change once, in
+    order, as the server sends it; the acquisition decides on each event as it would on
+    a fresh read. The thread resumes the stream from the last resourceVersion it saw
+    when the server ends it; a 410, a watch ERROR, a deletion or an unreachable server
+    is handed to the acquisition as its exception (it re-reads and starts a new one).
+    """
+
+    def __init__(self, objects: _LockObjects, obj_name: str, since: str, *,
+                 connect_timeout: float | None) -> None:
+        self._objects = objects
+        self._obj_name = obj_name
+        self._since = since
+        self._connect_timeout = connect_timeout
+        self.events: queue.SimpleQueue[JSON | Exception] = queue.SimpleQueue()
+        self._stopped = threading.Event()
+        self._mutex = threading.Lock()
+        self._response: Any = None
+        self.broken = False
+        """An error ended the stream and was consumed by ``newer_than``."""
+        self._thread = threading.Thread(target=self._run, name=f"distlock-watch-{obj_name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopped.is_set():
+                self._stream()
+        except (_Gone, _Transient, _Conflict, DistlockError) as error:
+            if not self._stopped.is_set():
+                self.events.put(error)
+
+    def _stream(self) -> None:
+        response = self._objects.open_watch(self._obj_name, self._since,
+                                            connect_timeout=self._connect_timeout)
+        with self._mutex:
+            self._response = response
+        try:
+            if self._stopped.is_set():
+                return
+            for line in _lines(response):
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise _Gone(str(obj.get("message")))
+                    raise _Transient(f"watch error: {obj.get('message')}")
+                if kind == "DELETED":
+                    raise _Conflict("the Lock object was deleted")
+                self._since = obj["metadata"]["resourceVersion"]
+                if kind in ("ADDED", "MODIFIED"):
+                    self.events.put(obj)
+        finally:
+            with self._mutex:
+                self._response = None
+            with contextlib.suppress(Exception):
+                response.close()
+                response.release_conn()
+
+    def stop(self) -> None:
+        """End the stream now: shut its socket down, which wakes the blocked reader."""
+        self._stopped.set()
+        with self._mutex:
+            response = self._response
+        connection = getattr(response, "connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def newer_than(self, obj: JSON, timeout: float) -> JSON | None:
+        """The first event newer than ``obj`` within ``timeout``, else None.
+
+        After a 409, whoever wrote first changed the object after ``obj``, so that
+        change is on its way down this watch: waiting for it costs no request, where a
+        re-read would be one more for the API server while a crowd retries. None (also
+        when the watch broke: see ``broken``) means re-read."""
+        until = time.monotonic() + timeout
+        while (left := until - time.monotonic()) > 0:
+            item = self.next(left)
+            if item is None:
+                return None
+            if isinstance(item, Exception):
+                self.broken = True
+                return None
+            if _newer(item, obj):
+                return item
+        return None
+
+    def next(self, timeout: float) -> JSON | Exception | None:
+        """The newest queued event (older ones are superseded), or None after ``timeout``."""
+        try:
+            item = self.events.get(timeout=max(timeout, 0.0))
+        except queue.Empty:
+            return None
+        while not isinstance(item, Exception):
+            try:
+                item = self.events.get_nowait()
+            except queue.Empty:
+                break
+        return item
 
 
 # ---------------------------------------------------------------------------------
@@ -469,8 +647,28 @@ class _Held:
     last_renewed: float
     """Monotonic time *before* the last successful renewal (or grant) was sent."""
     last_written: JSON | None = None
-    """The object as our last write left it: the next renewal is a CAS on it, so an
-    uncontended renewal is one request; a 409 means someone wrote since, so re-read."""
+    """The object as our last write left it (or a later watch event): the next renewal
+    or the release is a CAS on it, so an uncontended one is one request; a 409 means
+    someone wrote since, so re-read."""
+    watcher: _Watcher | None = None
+    """The watch the acquisition had open, kept while the lock is held: what others
+    wrote meanwhile (the previous holder queueing again, a waiter renewing) arrives
+    there, so the release writes on the current object instead of a 409 and a re-read."""
+
+    def newest(self) -> JSON | None:
+        """``last_written``, or a newer object from the watch (which then replaces it)."""
+        if self.watcher is not None:
+            item = self.watcher.next(0)
+            if isinstance(item, Exception):
+                self.drop_watcher()
+            elif item is not None and _newer(item, self.last_written):
+                self.last_written = item
+        return self.last_written
+
+    def drop_watcher(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
 
 
 class KubeLockBackend(LockBackend):
@@ -488,6 +686,10 @@ class KubeLockBackend(LockBackend):
         self._observer = _Observer()
         self._mutex = threading.Lock()
         self._held: dict[str, _Held] = {}
+        self._released: dict[str, tuple[JSON, float]] = {}
+        """Per object: our last release's answer and when it was sent, so an acquire
+        that follows at once decides on it instead of reading the object again."""
+        self._waiter_renewals = 0
         self._busy: set[str] = set()
         self._closed = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -503,6 +705,10 @@ class KubeLockBackend(LockBackend):
     @property
     def timing(self) -> Timing:
         return self._timing
+
+    def request_counts(self) -> dict[str, int]:
+        """Requests this session sent to the API server, by kind and refusal status."""
+        return dict(self._objects.requests)
 
     # -- acquire ---------------------------------------------------------------------
 
@@ -540,13 +746,29 @@ class KubeLockBackend(LockBackend):
         self._observer.observe(name, _status(read.obj))
         return read
 
-    def _grant(self, name: str, obj_name: str, obj: JSON, sent_at: float) -> Grant:
+    def _next_renewal(self) -> int:
+        """The next value of this session's waiter counter (see ``_enqueued``)."""
+        with self._mutex:
+            self._waiter_renewals += 1
+            return self._waiter_renewals
+
+    def _recent(self, obj_name: str) -> tuple[_Read, float] | None:
+        with self._mutex:
+            obj, sent_at = self._released.pop(obj_name, (None, 0.0))
+        if obj is None or time.monotonic() - sent_at > self._timing.retry_period:
+            return None  # old news: a read is cheaper than the conflicts it would cause
+        return _Read(obj, obj["metadata"]["resourceVersion"]), sent_at
+
+    def _grant(self, name: str, obj_name: str, obj: JSON, sent_at: float,
+               watcher: _Watcher | None = None) -> Grant:
         grant = Grant(name=name, token=int(_status(obj)["fencingToken"]), holder=self._identity)
         with self._mutex:
             closed = self._closed.is_set()
             if not closed:
-                self._held[name] = _Held(grant, obj_name, sent_at, obj)
+                self._held[name] = _Held(grant, obj_name, sent_at, obj, watcher)
         if closed:
+            if watcher is not None:
+                watcher.stop()
             # Granted as the session closed: give it back; its holder must not rely on it.
             grant.lost.fire(f"lock {name!r}: the session was closed while acquiring it")
             self.release(grant)
@@ -588,10 +810,12 @@ class KubeLockBackend(LockBackend):
                 break
             budget = min(left, self._timing.request_timeout)
             try:
-                current, entry.last_written = entry.last_written, None
+                current, entry.last_written = entry.newest(), None
                 if current is None:
                     current = self._objects.read(entry.obj_name, timeout=budget).obj
                 status = _status(current)
+                # What the renewal shows of the queue is what a release will judge by.
+                self._observer.observe(grant.name, status)
                 if current is None or status.get("holder") != self._identity or int(
                         status["fencingToken"]) != grant.token:
                     self._lose(entry, "the Lock object was deleted" if current is None else
@@ -603,7 +827,7 @@ class KubeLockBackend(LockBackend):
                     break
                 entry.last_written = self._objects.write_status(
                     current, _holder_renewed(status),
-                    timeout=min(budget, self._timing.request_timeout))
+                    timeout=min(budget, self._timing.request_timeout), label="renew")
                 entry.last_renewed = started
                 return
             except _Conflict:
@@ -623,6 +847,7 @@ class KubeLockBackend(LockBackend):
                 # free, which is the release itself, never a loss.
                 return
             del self._held[entry.grant.name]
+        entry.drop_watcher()
         entry.grant.lost.fire(f"lock {entry.grant.name!r}: {reason}")
 
     # -- release, inspect, close ---------------------------------------------------------
@@ -633,10 +858,39 @@ class KubeLockBackend(LockBackend):
             entry = self._held.get(grant.name)
             if entry is not None and entry.grant is grant:
                 del self._held[grant.name]
-                cached = entry.last_written  # a CAS on it first: one request if uncontended
+            else:
+                entry = None
             obj_name = object_name(grant.name)
+        watcher: _Watcher | None = None
+        if entry is not None:
+            cached = entry.newest()  # a CAS on it first: one request if uncontended
+            watcher, entry.watcher = entry.watcher, None
+        try:
+            self._release(grant, obj_name, cached, watcher)
+        finally:
+            if watcher is not None:
+                watcher.stop()
+
+    def _release(self, grant: Grant, obj_name: str, cached: JSON | None,
+                 watcher: _Watcher | None) -> None:
         deadline = time.monotonic() + self._timing.lease_seconds
         delay = 0.01
+
+        def silent(waiter: JSON) -> float:
+            """How long this session has seen the waiter's entry unchanged."""
+            lease = float(waiter["leaseDurationSeconds"])
+            return lease - self._observer.remaining(grant.name, "waiter", waiter["identity"],
+                                                    lease)
+
+        def expired(waiter: JSON) -> bool:
+            return silent(waiter) >= float(waiter["leaseDurationSeconds"])
+
+        def fresh(waiter: JSON) -> bool:
+            # A live waiter renews every waiter_renew_period; give its write a request
+            # timeout to land.
+            return silent(waiter) < self._timing.waiter_renew_period + \
+                self._timing.request_timeout
+
         while True:
             try:
                 current, cached = cached, None
@@ -646,10 +900,19 @@ class KubeLockBackend(LockBackend):
                 if current is None or status.get("holder") != grant.holder or int(
                         status["fencingToken"]) != grant.token:
                     return  # already released, taken over, or gone: nothing of ours left
-                self._objects.write_status(current, _released(status))
+                self._observer.observe(grant.name, status)
+                sent = time.monotonic()
+                written = self._objects.write_status(current, _released(status, expired, fresh),
+                                                     label="release")
+                with self._mutex:
+                    self._released[obj_name] = (written, sent)
                 return
             except _Conflict:
-                continue  # changed since: re-read at once and decide again
+                # Changed since: decide again on the change, from the watch if we have
+                # one (the write that beat ours is on its way there), else re-read.
+                if watcher is not None and not watcher.broken and current is not None:
+                    cached = watcher.newer_than(current, self._timing.request_timeout)
+                continue
             except DistlockError as error:
                 # The CRD or the object is gone, or we may no longer write: nothing
                 # left to give back (or nothing we can), and a release must not raise.
@@ -707,6 +970,12 @@ class _Acquisition:
         self.timing = backend.timing
         self.claim_sent_at: float | None = None
         self.last_waiter_renewal = 0.0
+        self.fresh_at: float | None = None
+        """When the latest read or write was sent whose answer had someone else (or
+        nobody) holding the lock. A grant found later (a releaser handed it to us) was
+        written after that moment, so it is a safe start for our renew deadline: nobody
+        can have started timing the grant earlier."""
+        self.watcher: _Watcher | None = None
 
     def giving_up(self) -> bool:
         # A closed session gives up too: nobody would renew what it was granted.
@@ -725,14 +994,25 @@ class _Acquisition:
         return self.backend._observer.remaining(self.name, role, identity, lease) <= 0
 
     def run(self) -> Grant | None:
+        try:
+            return self._run()
+        finally:
+            self.drop_watcher()
+
+    def _run(self) -> Grant | None:
         unreachable_since: float | None = None
         delay = 0.01
         read: _Read | None = None
+        recent = self.backend._recent(self.obj_name)
+        if recent is not None:  # our own release's answer, a moment ago: no read needed
+            read, self.fresh_at = recent
         while True:
             try:
                 if read is None:
+                    sent = time.monotonic()
                     read = self.backend._read_or_create(self.name, self.obj_name,
                                                         timeout=self.request_timeout())
+                    self.saw(read.obj, sent)
                 unreachable_since = None
                 outcome = self.step(read)
                 if isinstance(outcome, Grant) or outcome is None:
@@ -741,12 +1021,14 @@ class _Acquisition:
                 delay = 0.01
                 continue
             except _Conflict:
-                read = None
-                delay = min(delay * 2, 0.2)
+                read = self.after_conflict(read)
+                continue
             except _Gone:
+                self.drop_watcher()
                 read = None  # re-list: the next read is a list with a fresh resourceVersion
                 continue
             except _Transient as error:
+                self.drop_watcher()  # it may hang on the same fault: a new one follows the re-read
                 now = time.monotonic()
                 unreachable_since = unreachable_since or now
                 if self.backend._closed.is_set():
@@ -763,14 +1045,50 @@ class _Acquisition:
                 pause = min(pause, max(self.deadline - time.monotonic(), 0.0))
             time.sleep(pause)
 
+    def saw(self, obj: JSON | None, sent: float) -> None:
+        if obj is None or _status(obj).get("holder") != self.me:
+            self.fresh_at = sent
+
+    def write(self, read: _Read, status: JSON, label: str) -> _Read:
+        """A conditional status write on ``read``; its answer is the next read."""
+        sent = time.monotonic()
+        assert read.obj is not None
+        obj = self.backend._objects.write_status(read.obj, status,
+                                                 timeout=self.request_timeout(), label=label)
+        self.saw(obj, sent)
+        return self._observed(obj)
+
+    def after_conflict(self, read: _Read | None) -> _Read | None:
+        """What to decide on after a 409: the write that beat ours, from the watch
+        (``_Watcher.newer_than``); without a watch, re-read (None)."""
+        if self.watcher is None or read is None or read.obj is None:
+            return None
+        newer = self.watcher.newer_than(read.obj, self.timing.request_timeout)
+        if newer is None:
+            if self.watcher.broken:
+                self.drop_watcher()
+            return None
+        return self._observed(newer)
+
+    def ensure_watcher(self, read: _Read) -> None:
+        if self.watcher is None:
+            self.watcher = _Watcher(self.backend._objects, self.obj_name, read.watch_from,
+                                    connect_timeout=self.request_timeout())
+
+    def drop_watcher(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+
     def step(self, read: _Read) -> Grant | _Read | None:  # noqa: PLR0911 - one per outcome
         """One decision on a fresh read: a grant, None (gave up), or the next read."""
         assert read.obj is not None
         status = _status(read.obj)
         holder = status.get("holder")
-        if holder == self.me and self.claim_sent_at is not None:
-            # Our claim landed even if its response was lost.
-            return self.backend._grant(self.name, self.obj_name, read.obj, self.claim_sent_at)
+        if holder == self.me and (self.claim_sent_at is not None or self.fresh_at is not None):
+            # Our claim landed (even if its response was lost), or the releaser handed
+            # the lock to us as the first live waiter in the queue.
+            return self.granted(read, status)
         waiters = status["waiters"]
         dead = {w["identity"] for w in waiters if w["identity"] != self.me and
                 self.expired("waiter", w["identity"], w["leaseDurationSeconds"])}
@@ -782,37 +1100,63 @@ class _Acquisition:
             self.claim_sent_at = time.monotonic()
             obj = self.backend._objects.write_status(
                 read.obj, _claimed(status, self.me, self.timing.lease_seconds, dead),
-                timeout=self.request_timeout())
-            return self.backend._grant(self.name, self.obj_name, obj, self.claim_sent_at)
+                timeout=self.request_timeout(), label="claim")
+            return self.backend._grant(self.name, self.obj_name, obj, self.claim_sent_at,
+                                       self.keep_watcher())
         if self.giving_up():
             if mine is None:
                 return None
             # Leave no queue slot behind (a conflict re-reads and comes back here).
             self.backend._objects.write_status(read.obj, _dequeued(status, self.me),
-                                               timeout=self.request_timeout())
+                                               timeout=self.request_timeout(), label="dequeue")
             return None
+        # Watch from the read we decide on, before writing: no change after it is missed,
+        # and a 409 on the write below is answered by the watch, not by a re-read.
+        self.ensure_watcher(read)
         now = time.monotonic()
         if mine is None:
-            obj = self.backend._objects.write_status(
-                read.obj, _enqueued(status, self.me, self.timing.lease_seconds, dead),
-                timeout=self.request_timeout())
+            written = self.write(read, _enqueued(status, self.me, self.timing.lease_seconds,
+                                                 dead, self.backend._next_renewal()),
+                                 "enqueue")
             self.last_waiter_renewal = now
-            return self._observed(obj)
+            return written
         if now - self.last_waiter_renewal >= self.timing.waiter_renew_period:
-            obj = self.backend._objects.write_status(read.obj, _waiter_renewed(status, self.me),
-                                                     timeout=self.request_timeout())
+            written = self.write(read, _waiter_renewed(status, self.me,
+                                                       self.backend._next_renewal()),
+                                 "waiter-renew")
             self.last_waiter_renewal = now
-            return self._observed(obj)
+            return written
         return self.wait(read, status, holder, ahead)
+
+    def granted(self, read: _Read, status: JSON) -> Grant:
+        assert read.obj is not None
+        sent_at = min(t for t in (self.claim_sent_at, self.fresh_at) if t is not None)
+        if time.monotonic() - sent_at > self.timing.renew_deadline / 2:
+            # Handed to us long after our last fresh look: renew once before relying on
+            # it, so the renew deadline starts from a write of our own.
+            sent = time.monotonic()
+            obj = self.backend._objects.write_status(read.obj, _holder_renewed(status),
+                                                     timeout=self.request_timeout(),
+                                                     label="confirm")
+            return self.backend._grant(self.name, self.obj_name, obj, sent, self.keep_watcher())
+        return self.backend._grant(self.name, self.obj_name, read.obj, sent_at,
+                                   self.keep_watcher())
+
+    def keep_watcher(self) -> _Watcher | None:
+        """The open watch, handed over to the holding (see ``_Held.watcher``)."""
+        watcher, self.watcher = self.watcher, None
+        return watcher
 
     def _observed(self, obj: JSON) -> _Read:
         self.backend._observer.observe(self.name, _status(obj))
         return _Read(obj, obj["metadata"]["resourceVersion"])
 
     def wait(self, read: _Read, status: JSON, holder: str | None,
-             ahead: list[JSON]) -> _Read | None:
-        """Watch for the next change, for no longer than the next thing we must do."""
+             ahead: list[JSON]) -> _Read:
+        """The next change from the watch, or ``read`` again once the next thing we must
+        do is due (renew our entry, judge an expiry, the deadline, a cancel check)."""
         assert read.obj is not None
+        assert self.watcher is not None
         now = time.monotonic()
         horizons = [self.last_waiter_renewal + self.timing.waiter_renew_period - now, 0.5]
         if self.deadline is not None:
@@ -823,13 +1167,17 @@ class _Acquisition:
                                                int(status.get("leaseDurationSeconds") or 1)))
         horizons += [observer.remaining(self.name, "waiter", w["identity"],
                                         w["leaseDurationSeconds"]) for w in ahead]
-        wait = max(min(horizons), 0.01)
-        changed = self.backend._objects.next_change(self.obj_name, read.watch_from, wait,
-                                                    connect_timeout=self.request_timeout())
-        if changed is None:
-            # Nothing changed: decide again on what we have (an expiry may have passed).
-            return read
-        return self._observed(changed)
+        until = now + max(min(horizons), 0.01)
+        while (left := until - time.monotonic()) > 0:
+            item = self.watcher.next(left)
+            if item is None:
+                break
+            if isinstance(item, Exception):
+                self.drop_watcher()
+                raise item
+            if _newer(item, read.obj):
+                return self._observed(item)
+        return read  # nothing new: decide again on what we have (an expiry may be due)
 
 
 def from_options(options: BackendOptions) -> KubeLockBackend:
@@ -845,4 +1193,11 @@ def from_options(options: BackendOptions) -> KubeLockBackend:
                             f"create ~/.kube/config or run in a pod ({error})") from error
     namespace = options.namespace or default_namespace(options.kubeconfig)
     return KubeLockBackend(api, namespace, ttl=options.ttl, identity=options.identity)
+
+
+def inspect(options: BackendOptions, name: str) -> LockState:
+    """``name``'s holder and queue. A session here writes nothing until it acquires, so
+    reading through one is already read-only."""
+    with from_options(options) as backend:
+        return backend.inspect(name)
 

@@ -2,7 +2,8 @@
 
 The CLI and :func:`open_backend` look a backend up here, so that ``--backend etcd``
 never imports the Kubernetes client (and vice versa) and a new backend is one line:
-its name and the module that defines ``from_options(BackendOptions) -> LockBackend``.
+its name and the module that defines ``from_options(BackendOptions) -> LockBackend``,
+``check_name`` and ``inspect``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import importlib
 from typing import Protocol, cast
 
 from distlock._backend import BackendOptions, LockBackend
+from distlock._grant import LockState
 
 BACKENDS: dict[str, str] = {
     "etcd": "distlock.etcd",
@@ -22,6 +24,8 @@ class _BackendModule(Protocol):
     def from_options(self, options: BackendOptions) -> LockBackend: ...
 
     def check_name(self, name: str) -> None: ...
+
+    def inspect(self, options: BackendOptions, name: str) -> LockState: ...
 
 
 def _module(kind: str) -> _BackendModule:
@@ -45,3 +49,9 @@ def check_name(kind: str, name: str) -> None:
     """ValueError naming the problem unless backend ``kind`` can lock ``name``; checked
     without a session, so a bad name is refused before anything is written."""
     _module(kind).check_name(name)
+
+
+def inspect(kind: str, options: BackendOptions, name: str) -> LockState:
+    """Lock ``name``'s holder and queue, read without opening a session that writes (an
+    etcd session is a lease): looking must not change what is looked at."""
+    return _module(kind).inspect(options, name)

@@ -7,7 +7,7 @@ what we promise to keep. ``api_client`` and ``default_namespace`` are public bec
 Lock CRD provider (components/locks) reaches the cluster exactly as the lock client does;
 the CRD's names come from the import-free :mod:`distlock.crd`, re-exported for callers
 that already hold this module. :func:`distlock.open_backend` finds the backend through
-``from_options`` and ``check_name``.
+``from_options``, ``check_name`` and ``inspect``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from distlock._kube import (
     check_name,
     default_namespace,
     from_options,
+    inspect,
     object_name,
 )
 from distlock.crd import CRD_NAME, GROUP, KIND, PLURAL, VERSION
@@ -35,5 +36,6 @@ __all__ = [
     "check_name",
     "default_namespace",
     "from_options",
+    "inspect",
     "object_name",
 ]

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.controlplane import ControlPlane, start_control_plane
+from tests.support.etcd import EtcdCluster
 from tests.support.mariadb import VERSIONS
 
 
@@ -37,3 +38,13 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         yield plane
     finally:
         plane.stop()
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real etcd member per test module that asks for it; its client URL."""
+    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"), size=1).start()
+    try:
+        yield cluster.endpoints[0]
+    finally:
+        cluster.stop()

@@ -18,7 +18,7 @@ read-only and keeps a read-only root. The script ends by ``exec``-ing etcd with 
 exact flags, so etcd is the container's process (a learner excepted: its shell stays
 as parent until it has promoted it, forwarding SIGTERM).
 
-Why the membership is not only ``replicas``: see :mod:`components.etcd.membership`. The
+Why the membership is not only ``replicas``: see :mod:`components.etcd._membership`. The
 StatefulSet depends on the EtcdMembership resource, so a scale-down removes members
 before their pods go, and a scale-up records the desired members in etcd and adds the
 first new one (as a learner) before its pod exists; the further new pods add themselves,
@@ -49,7 +49,7 @@ Objects, all children of the component:
 - ``EtcdMembership`` (dynamic) unless ``membership.enabled`` is false; then scaling is
   manual: ``etcdctl member add --learner`` before raising ``replicas`` by one, or
   ``etcdctl put`` the desired peer URLs (comma-separated) under
-  :data:`~components.etcd.membership.DESIRED_MEMBERS_KEY` and let the new pods add
+  :data:`~components.etcd._membership.DESIRED_MEMBERS_KEY` and let the new pods add
   themselves (then write the smaller list *before* removing members on the way down,
   or the removed pods add themselves back). A pod that is neither a member nor desired
   waits, logging why.
@@ -77,7 +77,7 @@ from components import _kube
 from components._kube import mount
 from components._validate import quantity_value
 from components.config import EtcdConfig
-from components.etcd.membership import DESIRED_MEMBERS_KEY, EtcdMembership, EtcdMembershipArgs
+from components.etcd._membership import DESIRED_MEMBERS_KEY, EtcdMembership, EtcdMembershipArgs
 
 SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
 MEMBER_SCRIPT = "etcd-member.sh"

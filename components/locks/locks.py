@@ -2,7 +2,7 @@
 
 One component, used from ``__main__.py`` when ``locks.enabled`` is true:
 
-- :class:`~components.locks.provider.LockCRD`: the Lock CRD, installed by a dynamic
+- :class:`~components.locks._provider.LockCRD`: the Lock CRD, installed by a dynamic
   provider that waits until it is Established, shares it with other stacks on the
   same cluster and refuses to delete it while locks are in use (``locks.forceDelete``
   overrides);
@@ -27,8 +27,8 @@ import pulumi
 
 from components import _kube
 from components.config import LocksConfig
+from components.locks._provider import LockCRD, LockCRDArgs
 from components.locks.crd import lock_crd_manifest
-from components.locks.provider import LockCRD, LockCRDArgs
 from components.locks.rbac import lock_user_binding, lock_user_role, lock_viewer_role
 from distlock.crd import CRD_NAME, VERSION
 

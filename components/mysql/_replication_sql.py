@@ -1,9 +1,9 @@
-"""The replication SQL of each flavor, and the rules that judge a replica's live state.
+"""All the SQL each flavor speaks (flavor.py holds none), and the rules that judge a replica.
 
 Everything here is pure: statements are data (:class:`Statement`), the replica's live
 state is a normalized :class:`ReplicaStatus`, and :func:`replica_drift` /
 :func:`replica_repair` decide what is wrong and what to do about it. The provider
-(``replication.py``) only runs what these functions return, so the exact SQL sent to
+(``_replication.py``) only runs what these functions return, so the exact SQL sent to
 MySQL 8.4 (which only exists in unit tests here) and MariaDB (which the integration
 tests run) is checked statement by statement without a server.
 
@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from components.mysql.flavor import FLAVORS, Flavor, FlavorSpec
+from components.mysql.flavor import FLAVORS, Flavor
 
 # The account host of the replication user: replicas connect from pod IPs that change
 # with every reschedule, so no narrower host pattern is stable.
@@ -422,13 +422,21 @@ _PRIVILEGE_SYNONYMS = {"REPLICATION REPLICA": "REPLICATION SLAVE"}
 _GRANT = re.compile(r"^GRANT (?P<privileges>.+?) ON (?P<scope>\S+) TO ", re.IGNORECASE)
 
 
-class Dialect:
-    """The SQL one flavor speaks.
+@dataclass(frozen=True)
+class ReplicaStatusColumns:
+    """Column names of ``SHOW REPLICA STATUS``: MariaDB kept the Slave_/Master_ names."""
 
-    Statements the flavor table (``flavor.py``) already spells are taken from there;
-    what only replication management needs (account checks, GTID waits, the rest of the
-    status columns) is added by the two subclasses.
-    """
+    io_running: str
+    sql_running: str
+    seconds_behind: str
+    source_host: str
+    source_port: str
+    source_user: str
+
+
+class Dialect:
+    """The SQL one flavor speaks: every statement the provider sends, and the names of
+    what the servers answer, are spelled here and in the two subclasses."""
 
     flavor: Flavor
     limits: Limits
@@ -437,16 +445,13 @@ class Dialect:
     replica_variables: Statement
     # Every GTID a server holds, in columns executed_set() reads (also in replica_variables).
     executed: Statement
-    # The rest of SHOW REPLICA STATUS that flavor.ReplicaStatusColumns does not name.
-    _port_column: str
-    _user_column: str
-
-    def __init__(self) -> None:
-        self.spec: FlavorSpec = FLAVORS[self.flavor]
-        self.columns = self.spec.replica_status
-        self.stop = Statement(self.spec.stop_replica_sql)
-        self.start = Statement(self.spec.start_replica_sql)
-        self.status = Statement(self.spec.replica_status_sql)
+    columns: ReplicaStatusColumns
+    # pymysql placeholders (%(name)s); the password is the hidden one.
+    _change_source_sql: str
+    # Both flavors accept the REPLICA spellings (MariaDB since 10.5).
+    stop = Statement("STOP REPLICA")
+    start = Statement("START REPLICA")
+    status = Statement("SHOW REPLICA STATUS")
 
     # --- primary: the replication account -------------------------------------------
     def create_user(self, user: str, password: str) -> Statement:
@@ -556,7 +561,7 @@ class Dialect:
 
     # --- replicas -----------------------------------------------------------------------
     def change_source(self, host: str, port: int, user: str, password: str) -> Statement:
-        return Statement(self.spec.change_source_sql,
+        return Statement(self._change_source_sql,
                          {"host": host, "port": port, "user": user, "password": password},
                          hidden="password")
 
@@ -580,8 +585,8 @@ class Dialect:
         return ReplicaStatus(
             configured=bool(host),
             source_host=host,
-            source_port=_int(row.get(self._port_column)),
-            source_user=str(row.get(self._user_column) or ""),
+            source_port=_int(row.get(columns.source_port)),
+            source_user=str(row.get(columns.source_user) or ""),
             gtid_positioning=self._gtid_positioning(row),
             io_state=str(row.get(columns.io_running) or "No"),
             sql_running=str(row.get(columns.sql_running) or "No") == "Yes",
@@ -618,8 +623,15 @@ class MariaDB(Dialect):
     # gtid_slave_pos adds what was applied without being logged.
     executed = Statement("SELECT @@GLOBAL.gtid_binlog_state AS gtid_binlog_state, "
                          "@@GLOBAL.gtid_slave_pos AS gtid_position")
-    _port_column = "Master_Port"
-    _user_column = "Master_User"
+    columns = ReplicaStatusColumns(
+        io_running="Slave_IO_Running", sql_running="Slave_SQL_Running",
+        seconds_behind="Seconds_Behind_Master", source_host="Master_Host",
+        source_port="Master_Port", source_user="Master_User")
+    # MariaDB rejects CHANGE REPLICATION SOURCE TO; GTID positioning is slave_pos, set
+    # beforehand with SET GLOBAL gtid_slave_pos.
+    _change_source_sql = (
+        "CHANGE MASTER TO MASTER_HOST=%(host)s, MASTER_PORT=%(port)s, "
+        "MASTER_USER=%(user)s, MASTER_PASSWORD=%(password)s, MASTER_USE_GTID=slave_pos")
     # No super_read_only: read_only stops every account without READ ONLY ADMIN.
     read_only_on = (Statement("SET GLOBAL read_only = ON"),)
     writable = (Statement("SET GLOBAL read_only = OFF"),)
@@ -670,8 +682,18 @@ class MySQL(Dialect):
         "SELECT @@GLOBAL.read_only AS read_only, @@GLOBAL.super_read_only AS super_read_only, "
         "@@GLOBAL.gtid_executed AS gtid_position, @@GLOBAL.server_id AS server_id")
     executed = Statement("SELECT @@GLOBAL.gtid_executed AS gtid_position")
-    _port_column = "Source_Port"
-    _user_column = "Source_User"
+    columns = ReplicaStatusColumns(
+        io_running="Replica_IO_Running", sql_running="Replica_SQL_Running",
+        seconds_behind="Seconds_Behind_Source", source_host="Source_Host",
+        source_port="Source_Port", source_user="Source_User")
+    # GTID auto-positioning, and the source's RSA key because caching_sha2_password over a
+    # non-TLS connection needs it.
+    _change_source_sql = (
+        "CHANGE REPLICATION SOURCE TO SOURCE_HOST=%(host)s, SOURCE_PORT=%(port)s, "
+        "SOURCE_USER=%(user)s, SOURCE_PASSWORD=%(password)s, SOURCE_AUTO_POSITION=1, "
+        "GET_SOURCE_PUBLIC_KEY=1")
+    # 8.4 removed SHOW MASTER STATUS.
+    primary_position = Statement("SHOW BINARY LOG STATUS")
     # super_read_only=ON implies read_only=ON; OFF must be undone in the other order.
     read_only_on = (Statement("SET GLOBAL super_read_only = ON"),)
     writable = (Statement("SET GLOBAL super_read_only = OFF"),
@@ -694,10 +716,6 @@ class MySQL(Dialect):
 
     def is_read_only(self, row: Mapping[str, Any] | None) -> bool:
         return bool(_int((row or {}).get("super_read_only")))
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.primary_position = Statement(self.spec.binary_log_status_sql)
 
     def position_from(self, row: Mapping[str, Any] | None) -> str:
         return str((row or {}).get("Executed_Gtid_Set") or "").replace("\n", "")

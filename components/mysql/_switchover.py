@@ -3,22 +3,27 @@
 The sequence, run by ReplicationInit under the per-cluster lock (the caller has already
 refused every bad input and checked every server, see ``replication._preflight``):
 
-1. claim the epoch: write the record (old primary, new epoch) with compare-and-swap;
+1. claim the epoch and fence: write the record (no primary, new epoch, previous = the old
+   primary) with compare-and-swap, before any server changes;
 2. make the old primary read-only (MariaDB ``read_only``: no account of clients holds
    READ ONLY ADMIN; MySQL ``super_read_only``), give client sessions ``grace_seconds``
    to finish, then end the rest;
 3. wait until the candidate has applied the old primary's whole GTID position, at most
-   ``timeout_seconds``; on timeout roll back: the old primary becomes writable again,
-   nothing else was changed, and the error says how far behind the candidate was;
+   ``timeout_seconds``; on timeout roll back: the record names the old primary again
+   (same epoch, compare-and-swap) and then it becomes writable again, nothing else was
+   changed, and the error says how far behind the candidate was;
 4. promote: stop and clear the candidate's replication, record (new primary, epoch),
    make it writable; repoint every other server, the old primary included, with GTID
    auto-positioning;
 5. move the role labels (when a labeller is given).
 
-Why this order: the record moves to the candidate only after it holds every commit the
-old primary acknowledged, and before it is writable. A run that dies between the two
-leaves every server read-only and the record naming a primary that has all the data:
-the next ``pulumi up`` (the recorded epoch's successor) makes it writable. Nothing is
+Why this order: the record names no primary from before the old primary is demoted until
+the candidate holds every commit the old primary acknowledged, and it names the candidate
+before the candidate is writable. So at no time does the record name a server that may
+lack an acknowledged commit, and a server is writable only while the record names it. A
+run that dies in between leaves every server read-only and the record fenced (or naming
+a primary that has all the data): the next ``pulumi up`` (a newer epoch) starts from the
+record's ``authority`` (``previous`` while fenced) and makes it writable, or finishes. Nothing is
 ever writable under an epoch that is not the record's: :func:`_record.fence` runs before
 every topology write, so a runner paused past its lock lease stops at its next step.
 
@@ -47,16 +52,11 @@ from components.mysql._replication_sql import Dialect, Statement, missing_gtids
 _GRACE_POLL_SECONDS = 0.05
 _WAIT_SLICE_SECONDS = 1
 
-# The account the switchover statements run as: what SET GLOBAL read_only, KILL of
-# other users' sessions and the replication statements need, and nothing that reads or
-# writes data. Application and admin accounts never get these (READ ONLY ADMIN would
-# let them write on a read-only server).
-TOPOLOGY_PRIVILEGES = {
-    "mariadb": "READ_ONLY ADMIN, CONNECTION ADMIN, REPLICATION SLAVE ADMIN, SLAVE MONITOR, "
-               "BINLOG MONITOR, REPLICATION MASTER ADMIN, RELOAD, PROCESS",
-    "mysql": "SYSTEM_VARIABLES_ADMIN, CONNECTION_ADMIN, REPLICATION_SLAVE_ADMIN, "
-             "REPLICATION CLIENT, RELOAD, PROCESS",  # SYSTEM_VARIABLES_ADMIN covers semisync
-}
+# The statements run as the topology account, which bootstrap-users.sh creates
+# (scripts/lib.sh, bootstrap_users_sql): what SET GLOBAL read_only, KILL of other users'
+# sessions and the replication statements need, and nothing that reads or writes data.
+# Application and admin accounts never get these (READ ONLY ADMIN would let them write on
+# a read-only server).
 
 
 class SwitchoverError(RuntimeError):
@@ -164,15 +164,27 @@ def _wait_applied(servers: Servers, dialect: Dialect, plan: Plan, position: str,
                     f"{'running' if status.sql_running else 'stopped'})")
 
 
+@dataclass
+class _Held:
+    """The record as this run last wrote it: the expected version of its next write."""
+
+    record: PrimaryRecord | None
+
+
 @contextlib.contextmanager
 def _rollback_on_failure(servers: Servers, dialect: Dialect, plan: Plan,
-                         store: RecordStore) -> Iterator[None]:
-    """Make the old primary writable again if anything fails before the promotion."""
+                         store: RecordStore, held: _Held) -> Iterator[None]:
+    """Give the old primary back its record and writes if anything fails before the
+    promotion; the record is restored first, so the old primary is never writable while
+    the record is fenced."""
     try:
         yield
     # Every failure here is a RuntimeError (server, record and fence errors alike).
     except RuntimeError as error:
         try:
+            # A newer epoch owns the cluster now: say so, and leave everything to it.
+            fence(store, plan.epoch, f"giving {servers.label(plan.old)} the record back")
+            held.record = store.write(plan.old, plan.epoch, held.record)
             fence(store, plan.epoch, f"making {servers.label(plan.old)} writable again")
             with servers.session(plan.old) as old:
                 _apply(old, dialect.writable)
@@ -189,10 +201,14 @@ def _rollback_on_failure(servers: Servers, dialect: Dialect, plan: Plan,
 
 def switchover(servers: Servers, dialect: Dialect, plan: Plan, store: RecordStore, *,
                record: PrimaryRecord | None, labeller: Labeller | None = None) -> Outcome:
-    """Run steps 1-5 (module docstring); the caller holds the per-cluster lock."""
-    # 1. The epoch is claimed before the first server changes.
-    record = store.write(plan.old, plan.epoch, record)
-    with _rollback_on_failure(servers, dialect, plan, store):
+    """Run steps 1-5 (module docstring); the caller holds the per-cluster lock.
+
+    ``record`` is the record as the caller read it (None: never written); a write since
+    makes step 1's compare-and-swap fail with :class:`RecordConflict`, changing nothing.
+    """
+    # 1. The epoch is claimed, and the record fenced, before the first server changes.
+    held = _Held(store.write(None, plan.epoch, record, previous=plan.old))
+    with _rollback_on_failure(servers, dialect, plan, store, held):
         # 2. The old primary stops accepting writes; the position it reports is final.
         fence(store, plan.epoch, f"making {servers.label(plan.old)} read-only")
         with servers.session(plan.old) as old:
@@ -207,7 +223,7 @@ def switchover(servers: Servers, dialect: Dialect, plan: Plan, store: RecordStor
             candidate.run(dialect.stop)
         # 4. The record names the new primary before it is writable; a run overtaken
         # since its last fence loses this compare-and-swap and changes nothing more.
-        record = store.write(plan.new, plan.epoch, record)
+        held.record = store.write(plan.new, plan.epoch, held.record)
     # From here on the old primary stays read-only: the candidate has every commit, and
     # a failure leaves a cluster that the next `pulumi up` finishes.
     with servers.session(plan.new) as candidate:
@@ -227,7 +243,8 @@ def switchover(servers: Servers, dialect: Dialect, plan: Plan, store: RecordStor
     if labeller is not None:
         fence(store, plan.epoch, "moving the role labels")
         labeller(plan.new, plan.epoch)
-    return Outcome(record, position, killed)
+    assert held.record is not None
+    return Outcome(held.record, position, killed)
 
 
 def make_writable(servers: Servers, dialect: Dialect, ordinal: int, epoch: int,

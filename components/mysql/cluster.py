@@ -1,11 +1,16 @@
 """MySQLCluster: a replicated MySQL 8.4 or MariaDB StatefulSet with one primary.
 
-Topology. Ordinal 0 is always the primary and every other ordinal a replica of it (GTID
-replication). There is no automatic failover: a primary that moves by itself is how
-split brain and errant GTIDs happen, and the pod scripts never reset replication on a
-primary. What each pod does is fixed by the pod contract
-(``components/mysql/scripts/CONTRACT.md``): this module gives the scripts exactly the
-names, environment, mounts and invocations written there, and nothing else.
+Topology. One primary, every other ordinal a replica of it (GTID replication). Which
+ordinal is the primary is the primary record's (``_record.py``): a ConfigMap
+``<name>-primary-record`` that only ReplicationInit writes, under the per-cluster lock,
+with the lock's fencing token as its epoch; ordinal 0 until the first record. Changing
+``mysql.primary`` makes the next ``pulumi up`` a planned switchover (``_switchover.py``).
+Nothing moves the primary by itself: a primary that moves on its own is how split brain
+and errant GTIDs happen, and the pod scripts never reset replication on a primary. Every
+server starts read-only; only ReplicationInit, holding the record's epoch, opens one.
+What each pod does is fixed by the pod contract (``components/mysql/scripts/CONTRACT.md``):
+this module gives the scripts exactly the names, environment, mounts and invocations
+written there, and nothing else.
 
 Objects, all children of the component (providers flow down from it):
 
@@ -31,24 +36,22 @@ Objects, all children of the component (providers flow down from it):
 - ``ServiceAccount``/``Role``/``RoleBinding`` for role labels (below).
 
 Role labels. Services select pods by label, and a StatefulSet's pod template, shared by
-every ordinal, cannot carry a per-ordinal role. Each pod therefore labels *itself* in
-two init containers running the distroless ``registry.k8s.io/kubectl`` image (no shell,
-so no scripting to get wrong)::
+every ordinal, cannot carry a per-ordinal role; and the role moves with the record. The
+record reaches the pods as an optional ConfigMap volume (``RECORD_DIR``: read by the
+kubelet, so no pod needs API credentials to learn it). ``init-config.sh`` derives the
+pod's role from it (``primary`` only for the ordinal the record names; ``replica`` for
+the others, and for all while a switchover fences the record) and writes a merge patch
+of the role and epoch labels to ``/tmp``; the last init container, ``label``, runs the
+distroless ``registry.k8s.io/kubectl`` image (no shell) to apply it to its own pod::
 
-    kubectl label pods --field-selector metadata.name=$(POD_NAME)
-        --selector 'apps.kubernetes.io/pod-index=0'            mysql-cluster.io/role=primary
-        --selector 'apps.kubernetes.io/pod-index,apps.kubernetes.io/pod-index!=0'  ...=replica
+    kubectl patch pod $(POD_NAME) --type=merge --patch-file=/tmp/role-labels.json
 
-Exactly one of the two matches the pod; the other is a no-op. ``apps.kubernetes.io/
-pod-index`` is set by the StatefulSet controller (Kubernetes 1.28+). A pod missing it
-matches neither and stays unlabelled: outside both Services, never a primary posing as
-a replica. Init containers run again on every pod (re)creation, so a rescheduled pod is
-labelled before its server starts, and a label cannot go stale while the pod lives
-because roles never move. RBAC: a Role allowing ``get``, ``list`` and ``patch`` on pods
-whose names are this StatefulSet's pod names only (a ``list`` with a
-``metadata.name`` field selector is authorised against ``resourceNames``); the
-ServiceAccount token is not automounted but projected into the two label containers
-alone, so the database and backup containers hold no API credentials.
+A switchover moves the labels of the running pods itself (ReplicationInit, fenced by its
+epoch: replicas first, then the primary, so ``<name>-primary`` never selects two pods),
+and every ``pulumi up`` puts back labels that differ from the record. RBAC: a Role
+allowing ``get`` and ``patch`` on this StatefulSet's pod names only; the ServiceAccount
+token is not automounted but projected into the ``label`` container alone, so the
+database and backup containers hold no API credentials.
 
 server-id. Replication breaks silently when two servers in one topology share a
 server-id, and clusters are cloned or chained across stacks (a prod replica seeded
@@ -92,9 +95,10 @@ from components._kube import mount
 from components._validate import ConfigError
 from components.config import Endpoint, MySQLConfig
 from components.mysql import credentials
+from components.mysql._record import EPOCH_LABEL, ROLE_LABEL
+from components.mysql._replication import ReplicationInit, ReplicationInitArgs, switchover_args
 from components.mysql.credentials import CREDENTIALS_DIR, PASSWORD_VARIABLES
 from components.mysql.flavor import FLAVORS, FlavorSpec
-from components.mysql.replication import ReplicationInit, ReplicationInitArgs
 
 CONFIG_DIR = "/mnt/config-map"
 CONF_DIR = "/etc/mysql/conf.d"
@@ -103,8 +107,11 @@ RUN_DIR = "/run/mysql-cluster"
 INITDB_DIR = "/docker-entrypoint-initdb.d"
 MYSQL_PORT = 3306
 BACKUP_PORT = 3307
-ROLE_LABEL = "mysql-cluster.io/role"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
+# The primary record, mounted where the pod scripts read it (lib.sh, recorded_authority).
+RECORD_DIR = "/etc/mysql-cluster/record"
+# The role-label patch init-config.sh writes for the `label` init container (shared /tmp).
+ROLE_LABELS_FILE = "/tmp/role-labels.json"  # noqa: S108 (the pod's own emptyDir)
 CONFIG_HASH_ANNOTATION = "mysql-cluster.io/config-sha256"
 _TMP = "/tmp"  # noqa: S108 (an emptyDir of the pod's own, not a shared host directory)
 
@@ -119,6 +126,7 @@ ADMIN_USER = "admin"
 REPLICATION_USER = "repl"
 MONITOR_USER = "monitor"
 BACKUP_USER = "backup"
+TOPOLOGY_USER = "topology"
 # How long the server may take to accept connections after its container starts (crash
 # recovery of a large instance takes minutes). The mysql container's startup probe allows
 # this much, and backup-server.sh waits this long for the server before it gives up.
@@ -206,6 +214,11 @@ class _Names:
     @property
     def labeler(self) -> str:
         return f"{self.cluster}-pod-labeler"
+
+    @property
+    def record(self) -> str:
+        """The primary record's ConfigMap, written by ReplicationInit only (never Pulumi)."""
+        return f"{self.cluster}-primary-record"
 
     @property
     def peer_host_template(self) -> str:
@@ -417,7 +430,8 @@ class MySQLCluster(pulumi.ComponentResource):
             rules=[{
                 "api_groups": [""],
                 "resources": ["pods"],
-                "verbs": ["get", "list", "patch"],
+                # patch: the `label` step; get: what kubectl may read before it patches.
+                "verbs": ["get", "patch"],
                 "resource_names": [names.pod(i) for i in range(plan.config.replicas)],
             }],
             opts=child,
@@ -435,28 +449,36 @@ class MySQLCluster(pulumi.ComponentResource):
     def _replication_init(self, name: str, plan: _Plan, args: MySQLClusterArgs,
                           passwords: dict[str, pulumi.Output[str]],
                           statefulset: k8s.apps.v1.StatefulSet) -> None:
-        init = plan.config.replication_init
+        config = plan.config
+        init = config.replication_init
         names = plan.names
         if init.access == "port-forward":
             endpoints = init.endpoints
         else:
             endpoints = tuple(Endpoint(names.pod_host(i, plan.namespace), MYSQL_PORT)
-                              for i in range(plan.config.replicas))
+                              for i in range(config.replicas))
+        # How replicas reach each ordinal (pod DNS, the same from a laptop or a runner).
+        sources = tuple(Endpoint(names.pod_host(i), MYSQL_PORT) for i in range(config.replicas))
         ReplicationInit(
             f"{name}-replication-init",
             ReplicationInitArgs(
                 flavor=plan.flavor.name,
                 primary=endpoints[0],
                 replicas=endpoints[1:],
-                source_host=names.pod_host(0),
+                source_host=sources[0].host,
                 source_port=MYSQL_PORT,
                 admin_user=ADMIN_USER,
                 admin_password=_secret(passwords["admin"]),
                 replication_user=REPLICATION_USER,
                 replication_password=_secret(passwords["replication"]),
-                max_lag_seconds=plan.config.max_replica_lag_seconds,
+                max_lag_seconds=config.max_replica_lag_seconds,
                 timeout_seconds=init.timeout_seconds,
                 lock_endpoints=args.lock_endpoints,
+                **switchover_args(config, sources=sources, record_namespace=plan.namespace,
+                                  record_name=names.record,
+                                  pods=tuple(names.pod(i) for i in range(config.replicas)),
+                                  topology_user=TOPOLOGY_USER,
+                                  topology_password=_secret(passwords["topology"])),
             ),
             # Depending on a component waits for every one of its children.
             opts=pulumi.ResourceOptions(
@@ -472,6 +494,9 @@ def _environment(plan: _Plan) -> list[k8s.core.v1.EnvVarArgsDict]:
         _kube.field_env("POD_NAME", "metadata.name"),
         _kube.field_env("POD_NAMESPACE", "metadata.namespace"),
         _kube.value_env("MYSQL_FLAVOR", config.flavor),
+        # The flavor's tools and socket (flavor.py), so no script decides them itself.
+        *(_kube.value_env(name, value)
+          for name, value in plan.flavor.pod_environment().items()),
         _kube.value_env("SERVER_ID_BASE", plan.server_id_base),
         _kube.value_env("PEER_HOST_TEMPLATE", names.peer_host_template),
         _kube.value_env("MYSQL_PORT", MYSQL_PORT),
@@ -487,6 +512,11 @@ def _environment(plan: _Plan) -> list[k8s.core.v1.EnvVarArgsDict]:
         _kube.value_env("REPLICATION_USER", REPLICATION_USER),
         _kube.value_env("MONITOR_USER", MONITOR_USER),
         _kube.value_env("BACKUP_USER", BACKUP_USER),
+        _kube.value_env("TOPOLOGY_USER", TOPOLOGY_USER),
+        _kube.value_env("RECORD_DIR", RECORD_DIR),
+        _kube.value_env("ROLE_LABEL", ROLE_LABEL),
+        _kube.value_env("EPOCH_LABEL", EPOCH_LABEL),
+        _kube.value_env("ROLE_LABELS_FILE", ROLE_LABELS_FILE),
     ]
     # Paths, never passwords: only containers that mount the credentials can read them.
     env += [_kube.value_env(name, path)
@@ -524,6 +554,9 @@ def _volumes(names: _Names) -> list[k8s.core.v1.VolumeArgsDict]:
     }
     return [
         {"name": "config-map", "config_map": {"name": names.config_map, "default_mode": 0o444}},
+        # Optional: absent until the first `pulumi up` with ReplicationInit writes it.
+        {"name": "record", "config_map": {"name": names.record, "default_mode": 0o444,
+                                          "optional": True}},
         *(_credentials_volume(container, names.secret)
           for container in credentials.CONTAINER_PASSWORDS),
         {"name": "initdb", "config_map": {
@@ -549,14 +582,14 @@ def _probe(kind: str, *, period: int, failures: int) -> k8s.core.v1.ProbeArgsDic
     }
 
 
-def _label_container(image: str, role: str, selector: str) -> k8s.core.v1.ContainerArgsDict:
+def _label_container(image: str) -> k8s.core.v1.ContainerArgsDict:
+    """Applies the role labels init-config.sh derived from the record to this pod."""
     return {
-        "name": f"label-{role}",
+        "name": "label",
         "image": image,
         "args": [
-            "label", "pods", "--namespace=$(POD_NAMESPACE)",
-            "--field-selector=metadata.name=$(POD_NAME)", f"--selector={selector}",
-            "--overwrite", f"{ROLE_LABEL}={role}",
+            "patch", "pod", "$(POD_NAME)", "--namespace=$(POD_NAMESPACE)", "--type=merge",
+            f"--patch-file={ROLE_LABELS_FILE}",
         ],
         # kubectl caches API discovery under $HOME; the root filesystem is read-only.
         "env": [_kube.field_env("POD_NAME", "metadata.name"),
@@ -609,8 +642,7 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
         # root is break-glass, reachable only from inside the pod.
         _kube.value_env(flavor.root_host_env, "localhost"),
     ]
-    primary_selector = f"{POD_INDEX_LABEL}=0"
-    replica_selector = f"{POD_INDEX_LABEL},{POD_INDEX_LABEL}!=0"
+    record = mount("record", RECORD_DIR, read_only=True)
     spec: dict[str, Any] = {
         "service_account_name": names.labeler,
         "automount_service_account_token": False,
@@ -619,14 +651,12 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
         "termination_grace_period_seconds": 120,
         "security_context": _kube.pod_security_context(user=flavor.uid, group=flavor.gid),
         "init_containers": [
-            _label_container(config.kubectl_image, "primary", primary_selector),
-            _label_container(config.kubectl_image, "replica", replica_selector),
             {
                 "name": "init-config",
                 "image": config.server_image,
                 "command": _script("init-config.sh"),
                 "env": env,
-                "volume_mounts": [mount("conf", CONF_DIR), config_map, tmp],
+                "volume_mounts": [mount("conf", CONF_DIR), config_map, tmp, record],
                 "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
                               "limits": {"memory": "128Mi"}},
                 "security_context": secure,
@@ -636,10 +666,12 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
                 "image": config.backup_image,
                 "command": _script("clone.sh"),
                 "env": env,
-                "volume_mounts": [data, mount("conf", CONF_DIR), config_map, run, tmp],
+                "volume_mounts": [data, mount("conf", CONF_DIR), config_map, run, tmp, record],
                 "resources": _BACKUP_RESOURCES,
                 "security_context": secure,
             },
+            # Last: the pod joins a Service only once its server config is in place.
+            _label_container(config.kubectl_image),
         ],
         "containers": [
             {
@@ -668,7 +700,7 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
                 "env": env,
                 "ports": [{"name": "backup", "container_port": BACKUP_PORT, "protocol": "TCP"}],
                 "volume_mounts": [data, mount("conf", CONF_DIR, read_only=True), config_map,
-                                  run, tmp, socket,
+                                  run, tmp, socket, record,
                                   mount("credentials-backup", CREDENTIALS_DIR, read_only=True)],
                 "resources": _BACKUP_RESOURCES,
                 # A replica's sidecar first waits for its server and configures replication;

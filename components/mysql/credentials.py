@@ -16,7 +16,7 @@ serves a port to peers, gets only what configuring replication and running the b
 tool take (root, replication, backup), never the admin or monitor passwords.
 
 Why a module of its own, free of Pulumi imports: the StatefulSet (``cluster.py``) and the
-harness that runs the pods as local processes (``tests/integration/pods.py``, also used by
+harness that runs the pods as local processes (``tests/support/pods.py``, also used by
 the benchmarks) must agree on every name here, and the harness should not have to import
 pulumi_kubernetes to learn them.
 """
@@ -45,15 +45,18 @@ PASSWORD_VARIABLES: Mapping[str, str] = {
     "replication": "REPLICATION_PASSWORD",
     "monitor": "MONITOR_PASSWORD",
     "backup": "BACKUP_PASSWORD",
+    # The account ReplicationInit moves the primary with (read_only, KILL, replication).
+    "topology": "TOPOLOGY_PASSWORD",
 }
 
 # The passwords each container reads (CONTRACT.md, Credentials); a container not listed
 # mounts no credentials at all.
 #   mysql:  the image entrypoint (root), bootstrap-users.sh (every account), probe.sh (monitor)
+#           (no pod script uses the topology password after creating the account)
 #   backup: backup-server.sh (root and replication to configure replication, backup to
 #           run the backup tool); `probe.sh backup` reads none
 CONTAINER_PASSWORDS: Mapping[str, tuple[str, ...]] = {
-    "mysql": ("root", "admin", "replication", "monitor", "backup"),
+    "mysql": ("root", "admin", "replication", "monitor", "backup", "topology"),
     "backup": ("root", "replication", "backup"),
 }
 

@@ -1,13 +1,14 @@
-"""What differs between MySQL 8.4 and MariaDB: versions, images and tools.
+"""What differs between MySQL 8.4 and MariaDB outside SQL: versions, images, pods, tools.
 
-Everything flavor-specific lives here so the component, the ReplicationInit provider
-and the tests never branch on a flavor name themselves. SQL dialect differences are
-the sharpest edge: MySQL 8.4 removed CHANGE MASTER TO, START/STOP SLAVE and SHOW SLAVE
-STATUS, while MariaDB 10.11 rejects CHANGE REPLICATION SOURCE TO.
-
-The pod-level facts (the image's user, socket directory and root-password variables)
-live here too: the StatefulSet must match what each image's entrypoint expects, and
-getting one wrong only shows up on a real cluster.
+Every flavor fact the component and the pods need lives here, so nothing else branches on
+a flavor name for them: the StatefulSet follows what each image's entrypoint expects (the
+image's user, socket directory and root-password variables; getting one wrong only shows
+up on a real cluster), and the pods get the tool names and the socket as environment
+(:meth:`FlavorSpec.pod_environment`, documented in scripts/CONTRACT.md) instead of each
+script deciding them. The SQL each flavor speaks is the other half, all of it in one
+module: :mod:`components.mysql._replication_sql` (MySQL 8.4 removed CHANGE MASTER TO,
+START/STOP SLAVE and SHOW SLAVE STATUS, while MariaDB 10.11 rejects CHANGE REPLICATION
+SOURCE TO).
 
 Images are pinned to exact versions. For MySQL the backup tool is Percona XtraBackup,
 whose 8.4 series (8.4.0-N) is the one that reads MySQL 8.4 data files; the default pair
@@ -22,17 +23,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 Flavor = Literal["mysql", "mariadb"]
-
-
-@dataclass(frozen=True)
-class ReplicaStatusColumns:
-    """Column names of ``SHOW REPLICA STATUS``: MariaDB kept the Slave_/Master_ names."""
-
-    io_running: str
-    sql_running: str
-    seconds_behind: str
-    source_host: str
-    last_error: str
 
 
 @dataclass(frozen=True)
@@ -52,13 +42,14 @@ class FlavorSpec:
     socket_dir: str
     # The image entrypoint's variables: <PREFIX>_ROOT_PASSWORD[_FILE], <PREFIX>_ROOT_HOST.
     env_prefix: str
-    client_binary: str
-    change_source_sql: str
-    start_replica_sql: str
-    stop_replica_sql: str
-    replica_status_sql: str
-    binary_log_status_sql: str
-    replica_status: ReplicaStatusColumns
+    # The pods' tools: the SQL client and admin tool of the server image, the backup and
+    # stream tool of the backup image, and the backup_type the backup tool writes into its
+    # checkpoints file once --prepare has succeeded.
+    client_tool: str
+    admin_tool: str
+    backup_tool: str
+    stream_tool: str
+    prepared_backup_type: str
 
     def server_image(self, version: str) -> str:
         return f"{self.server_repository}:{version}"
@@ -81,6 +72,18 @@ class FlavorSpec:
     def root_host_env(self) -> str:
         return f"{self.env_prefix}_ROOT_HOST"
 
+    @property
+    def socket(self) -> str:
+        """The server's unix socket, where the image's own config puts it."""
+        return f"{self.socket_dir}/mysqld.sock"
+
+    def pod_environment(self) -> dict[str, str]:
+        """What the pod scripts need to know of the flavor besides its SQL (CONTRACT.md)."""
+        return {"MYSQL_SOCKET": self.socket, "MYSQL_CLIENT": self.client_tool,
+                "MYSQL_ADMIN_TOOL": self.admin_tool, "BACKUP_TOOL": self.backup_tool,
+                "BACKUP_STREAM_TOOL": self.stream_tool,
+                "BACKUP_PREPARED_TYPE": self.prepared_backup_type}
+
 
 FLAVORS: dict[Flavor, FlavorSpec] = {
     "mysql": FlavorSpec(
@@ -94,25 +97,11 @@ FLAVORS: dict[Flavor, FlavorSpec] = {
         gid=999,
         socket_dir="/var/run/mysqld",
         env_prefix="MYSQL",
-        client_binary="mysql",
-        # pymysql placeholders; GTID auto-positioning, and the source's RSA key because
-        # caching_sha2_password over a non-TLS connection needs it.
-        change_source_sql=(
-            "CHANGE REPLICATION SOURCE TO SOURCE_HOST=%(host)s, SOURCE_PORT=%(port)s, "
-            "SOURCE_USER=%(user)s, SOURCE_PASSWORD=%(password)s, SOURCE_AUTO_POSITION=1, "
-            "GET_SOURCE_PUBLIC_KEY=1"
-        ),
-        start_replica_sql="START REPLICA",
-        stop_replica_sql="STOP REPLICA",
-        replica_status_sql="SHOW REPLICA STATUS",
-        binary_log_status_sql="SHOW BINARY LOG STATUS",
-        replica_status=ReplicaStatusColumns(
-            io_running="Replica_IO_Running",
-            sql_running="Replica_SQL_Running",
-            seconds_behind="Seconds_Behind_Source",
-            source_host="Source_Host",
-            last_error="Last_Error",
-        ),
+        client_tool="mysql",
+        admin_tool="mysqladmin",
+        backup_tool="xtrabackup",
+        stream_tool="xbstream",
+        prepared_backup_type="full-prepared",
     ),
     "mariadb": FlavorSpec(
         name="mariadb",
@@ -125,23 +114,10 @@ FLAVORS: dict[Flavor, FlavorSpec] = {
         gid=999,
         socket_dir="/run/mysqld",
         env_prefix="MARIADB",
-        client_binary="mariadb",
-        # MariaDB rejects CHANGE REPLICATION SOURCE TO; GTID positioning is slave_pos,
-        # set beforehand with SET GLOBAL gtid_slave_pos.
-        change_source_sql=(
-            "CHANGE MASTER TO MASTER_HOST=%(host)s, MASTER_PORT=%(port)s, "
-            "MASTER_USER=%(user)s, MASTER_PASSWORD=%(password)s, MASTER_USE_GTID=slave_pos"
-        ),
-        start_replica_sql="START REPLICA",
-        stop_replica_sql="STOP REPLICA",
-        replica_status_sql="SHOW REPLICA STATUS",
-        binary_log_status_sql="SHOW MASTER STATUS",
-        replica_status=ReplicaStatusColumns(
-            io_running="Slave_IO_Running",
-            sql_running="Slave_SQL_Running",
-            seconds_behind="Seconds_Behind_Master",
-            source_host="Master_Host",
-            last_error="Last_Error",
-        ),
+        client_tool="mariadb",
+        admin_tool="mariadb-admin",
+        backup_tool="mariadb-backup",
+        stream_tool="mbstream",
+        prepared_backup_type="log-applied",
     ),
 }

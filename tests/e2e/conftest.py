@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.toolchain import NetworkTrap, PulumiSandbox, toolchain_bin
+from tests.support.toolchain import NetworkTrap, PulumiSandbox, toolchain_bin
 
 
 def pytest_configure(config: pytest.Config) -> None:

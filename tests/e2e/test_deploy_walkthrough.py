@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.kube import SECRET, STORAGE_CLASS, Kubectl, make_user_secret, prepare_cluster
-from tests.e2e.toolchain import PROJECT_LINKS, REPO_ROOT, PulumiSandbox
 from tests.support.controlplane import ControlPlane
+from tests.support.e2e_kube import SECRET, STORAGE_CLASS, Kubectl, make_user_secret, prepare_cluster
+from tests.support.toolchain import PROJECT_LINKS, REPO_ROOT, PulumiSandbox
 
 pytestmark = pytest.mark.e2e
 

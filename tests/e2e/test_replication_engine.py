@@ -1,7 +1,7 @@
 """ReplicationInit under the real engine against real MariaDB servers (issue 12, steps 2-4).
 
 kwok runs no container, so the MySQL "pods" are started the way the pod-script harness
-starts them (tests/integration/pods.py: real mariadbd per ordinal, the replicas cloned by
+starts them (tests/support/pods.py: real mariadbd per ordinal, the replicas cloned by
 the real clone.sh, replication configured by the real sidecar), and the stack reaches
 them with ``replicationInit.access: port-forward`` endpoints, as from a laptop.
 
@@ -34,14 +34,14 @@ from pathlib import Path
 import pytest
 
 from components.mysql import credentials
-from tests.e2e.deployment import STACK_FILE, Deployment, changes, new_deployment
-from tests.e2e.kube import STORAGE_CLASS, Kubectl, prepare_cluster
-from tests.e2e.toolchain import PulumiSandbox, RunLog
-from tests.integration.pods import ClusterSecrets, Pod, PodCluster
 from tests.support.controlplane import ControlPlane
+from tests.support.e2e_deployment import STACK_FILE, Deployment, changes, new_deployment
+from tests.support.e2e_kube import STORAGE_CLASS, Kubectl, prepare_cluster
 from tests.support.etcd import EtcdCluster
 from tests.support.mariadb import DEBIAN
+from tests.support.pods import ClusterSecrets, Pod, PodCluster
 from tests.support.procs import LOCALHOST, missing_tool, wait_until
+from tests.support.toolchain import PulumiSandbox, RunLog
 
 pytestmark = pytest.mark.e2e
 

@@ -4,7 +4,7 @@ Everything the mocks tests assume about the engine is checked here against the P
 CLI and Kubernetes provider built from tools/pulumi and a real kube-apiserver
 (tests/support/controlplane.py; kwok marks the pods Ready, no container runs). The stack
 is ``Pulumi.e2e.yaml`` of the repository, the program is ``__main__.py`` unchanged, run
-through the Automation API (tests/e2e/toolchain.py says why), with a file backend and a
+through the Automation API (tests/support/toolchain.py says why), with a file backend and a
 random passphrase. The passwords come from a Secret made beforehand
 (``mysql.credentials.existingSecret``): pulumi-random's provider cannot be built here.
 
@@ -32,7 +32,8 @@ from pulumi import automation as auto
 
 from components.locks.crd import OWNERS_ANNOTATION
 from distlock.kube import CRD_NAME, KubeLockBackend, api_client
-from tests.e2e.deployment import (
+from tests.support.controlplane import ControlPlane
+from tests.support.e2e_deployment import (
     NAMESPACE,
     PROJECT,
     STACK_FILE,
@@ -41,9 +42,8 @@ from tests.e2e.deployment import (
     new_deployment,
     timed,
 )
-from tests.e2e.kube import SECRET, STORAGE_CLASS, Kubectl, condition, prepare_cluster
-from tests.e2e.toolchain import PulumiSandbox, RunLog
-from tests.support.controlplane import ControlPlane
+from tests.support.e2e_kube import SECRET, STORAGE_CLASS, Kubectl, condition, prepare_cluster
+from tests.support.toolchain import PulumiSandbox, RunLog
 
 pytestmark = pytest.mark.e2e
 

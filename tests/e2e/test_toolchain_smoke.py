@@ -22,8 +22,8 @@ from collections.abc import Iterator, Mapping
 import pytest
 from pulumi import automation as auto
 
-from tests.e2e.toolchain import PulumiSandbox, RunLog
 from tests.support.procs import LOCALHOST
+from tests.support.toolchain import PulumiSandbox, RunLog
 
 pytestmark = pytest.mark.e2e
 

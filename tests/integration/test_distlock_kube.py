@@ -69,23 +69,23 @@ def test_an_acquires_requests_end_by_its_timeout(kubeconfig: str,
     waiter = KubeLockBackend(api_client(kubeconfig), NAMESPACE, ttl=10)
     assert waiter.timing.request_timeout > 1.0, "the default must exceed the timeout below"
     budgets: list[tuple[str, float | None]] = []
-    real_call, real_watch = _LockObjects._call, _LockObjects.next_change
+    real_call, real_watch = _LockObjects._call, _LockObjects.open_watch
 
     def recording_call(self: _LockObjects, method: str, *args: Any,
                        timeout: float | None = None, **kwargs: Any) -> Any:
         budgets.append((method, timeout))
         return real_call(self, method, *args, timeout=timeout, **kwargs)
 
-    def recording_watch(self: _LockObjects, obj_name: str, since: str, wait: float, *,
+    def recording_watch(self: _LockObjects, obj_name: str, since: str, *,
                         connect_timeout: float | None = None) -> Any:
         budgets.append(("watch", connect_timeout))
-        return real_watch(self, obj_name, since, wait, connect_timeout=connect_timeout)
+        return real_watch(self, obj_name, since, connect_timeout=connect_timeout)
 
     try:
         grant = holder.acquire("bounded", timeout=5)
         assert grant is not None
         monkeypatch.setattr(_LockObjects, "_call", recording_call)
-        monkeypatch.setattr(_LockObjects, "next_change", recording_watch)
+        monkeypatch.setattr(_LockObjects, "open_watch", recording_watch)
         assert waiter.acquire("bounded", timeout=1) is None
         monkeypatch.undo()
         assert {method for method, _ in budgets} >= {"list_namespaced_custom_object", "watch"}

@@ -24,8 +24,8 @@ import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML ships with kubernetes
 from kubernetes import client as k8s
 
+from components.locks._provider import LockCRDProvider
 from components.locks.crd import EXTERNAL_OWNER, OWNERS_ANNOTATION, lock_crd_manifest
-from components.locks.provider import LockCRDProvider
 from distlock.kube import CRD_NAME, GROUP, PLURAL, VERSION, KubeLockBackend, api_client
 from tests.support.controlplane import ApiServer, ControlPlane
 from tests.support.fault_proxy import FaultProxy

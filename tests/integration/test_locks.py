@@ -1,6 +1,6 @@
 """The lock conformance suite: one set of tests, run against every backend.
 
-Every test is parametrized over :data:`tests.integration.lock_backends.FACTORIES`
+Every test is parametrized over :data:`tests.support.lock_backends.FACTORIES`
 (a real 3-member etcd cluster; the real Kubernetes API server of the session's control
 plane, as admin and as a ServiceAccount holding only the lock-user role). Tests that
 need something only etcd has (a leader to kill, ``etcdctl lock`` to interoperate with,
@@ -47,15 +47,15 @@ from distlock._cli import EXIT_LOST, EXIT_TIMEOUT
 from distlock._errors import BackendRefused
 from distlock._etcd_grpc import Client, WatchHub
 from distlock.etcd import EtcdBackend, TLSFiles
-from tests.integration.lock_backends import FACTORIES, BackendHarness
-from tests.integration.lock_history import ACQUIRED, ENDED, RELEASED, History, check, fenced_store
 from tests.support.etcd import EtcdMember, etcd_binary, etcdctl_binary, gateway
+from tests.support.lock_backends import FACTORIES, BackendHarness
+from tests.support.lock_history import ACQUIRED, ENDED, RELEASED, History, check, fenced_store
 from tests.support.procs import free_ports, require_binary, run, wait_until
 
 pytestmark = pytest.mark.integration
 
 WAIT = 60.0  # generous upper bound for anything that should happen; never a measured figure
-HISTORY_MODULE = [sys.executable, "-m", "tests.integration.lock_history"]
+HISTORY_MODULE = [sys.executable, "-m", "tests.support.lock_history"]
 
 etcd_only_test = pytest.mark.parametrize("harness", ["etcd"], indirect=True)
 """Runs a test on the etcd backend only (rather than skipping it on the others, so the
@@ -630,10 +630,10 @@ def test_a_retried_enqueue_reuses_its_slot(harness: BackendHarness,
 def test_a_predecessor_deleted_around_the_watch_start_still_hands_over(
         harness: BackendHarness, name: str, moment: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The waiter watches its predecessor from etcd's *current* revision (a watch from a
-    past revision waits on etcd's 100 ms catch-up loop). A delete that lands between the
-    waiter's read and the watch's registration is then invisible to the watch; only the
-    confirming read, made when the watch starts past the revision the waiter saw, finds
+    """The waiter watches the queue's deletions from etcd's *current* revision (a watch
+    from a past revision waits on etcd's 100 ms catch-up loop). A delete that lands
+    between the waiter's enqueue (which read the queue) and the watch's registration is
+    then invisible to the watch; only the read made once the watch is confirmed finds
     it. With periodic re-checks off, skipping that read leaves the waiter hanging."""
     endpoints = etcd_only(harness)
     from distlock import _etcd as distlock_etcd  # noqa: PLC0415 - only this test reaches inside
@@ -643,18 +643,18 @@ def test_a_predecessor_deleted_around_the_watch_start_still_hands_over(
     try:
         grant = holder.acquire(name, timeout=WAIT)
         assert grant is not None
-        real_init = distlock_etcd._DeletionWatch.__init__
+        real_init = distlock_etcd._QueueWatch.__init__
 
-        def racing_init(watch: Any, hub: WatchHub, key: bytes) -> None:
+        def racing_init(watch: Any, hub: WatchHub, prefix: bytes) -> None:
             if moment == "before-the-watch-exists":
                 holder.release(grant)
-                real_init(watch, hub, key)
+                real_init(watch, hub, prefix)
             else:
-                real_init(watch, hub, key)
+                real_init(watch, hub, prefix)
                 assert watch.created.wait(5)
                 holder.release(grant)
 
-        monkeypatch.setattr(distlock_etcd._DeletionWatch, "__init__", racing_init)
+        monkeypatch.setattr(distlock_etcd._QueueWatch, "__init__", racing_init)
         handed_over = waiter.acquire(name, timeout=8)
         assert handed_over is not None, "the waiter missed its predecessor's deletion"
         assert handed_over.token > grant.token
@@ -714,6 +714,16 @@ def test_etcd_over_tls_with_a_client_certificate(tmp_path: Path) -> None:
         # No client certificate: etcd refuses it, which is not an outage (CLI exit 78).
         with pytest.raises(BackendRefused, match="refused this client's TLS certificate"):
             EtcdBackend([url], ttl=5, tls=TLSFiles(ca_file=files["ca.crt"]))
+        # The CLI says so in one line of its own: gRPC's C core logs the same refusal to
+        # stderr in its own format unless told not to.
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("GRPC_")}
+        refused = subprocess.run(
+            [sys.executable, "-m", "distlock", "run", "--backend", "etcd", "--endpoints", url,
+             "--cacert", files["ca.crt"], "--timeout", "10", "tls-cli", "--", "true"],
+            capture_output=True, text=True, timeout=WAIT, check=False, env=environment)
+        assert refused.returncode == 78, refused.stderr
+        assert refused.stderr.splitlines() == [refused.stderr.strip()], refused.stderr
+        assert "refused this client's TLS certificate" in refused.stderr
         with pytest.raises(ValueError, match="must be https"):
             EtcdBackend([url.replace("https", "http")], tls=tls)
     finally:

@@ -2,7 +2,7 @@
 
 The stacks deploy 11.4; Debian ships 10.11. Every test here runs on both (the
 ``mariadb_version`` fixture, tests/conftest.py), against a primary and a replica started by the
-unmodified pod scripts (tests/integration/pods.py): ``init-config.sh`` writes conf.d from
+unmodified pod scripts (tests/support/pods.py): ``init-config.sh`` writes conf.d from
 ``conf/mariadb/*.cnf``, ``bootstrap-users.sh`` creates the accounts, the sidecar configures
 replication, ``probe.sh`` is run as the kubelet runs it. On 11.4 there is no backup tool, so its
 replica starts empty and applies the primary's whole binary log (``Pod.seed_without_backup``);
@@ -24,9 +24,9 @@ from typing import Any
 import pymysql
 import pytest
 
-from tests.integration.pods import CONF_ROOT, Pod, PodCluster
 from tests.support.accounts import bootstrap_statements
 from tests.support.mariadb import MAVEN
+from tests.support.pods import CONF_ROOT, Pod, PodCluster
 from tests.support.procs import LOCALHOST, wait_until
 
 pytestmark = pytest.mark.integration
@@ -37,6 +37,7 @@ FORBIDDEN_FOR_ADMIN = ("ALL PRIVILEGES", "SUPER", "READ ONLY ADMIN")
 # What replication and durability rely on, per role, whatever the .cnf files say: a .cnf edit
 # that the server would apply faithfully but that breaks the design fails here.
 INTENDED = {
+    # The primary as ReplicationInit leaves it (opened); it starts read-only (primary.cnf).
     "primary": {"read_only": 0, "log_bin": 1, "binlog_format": "ROW", "log_slave_updates": 1,
                 "gtid_strict_mode": 1, "sync_binlog": 1, "innodb_flush_log_at_trx_commit": 1},
     "replica": {"read_only": 1, "log_bin": 1, "binlog_format": "ROW", "log_slave_updates": 1,
@@ -94,7 +95,8 @@ def expected_grants(cluster: PodCluster) -> dict[str, set[str]]:
     expected: dict[str, set[str]] = {}
     for statement in bootstrap_statements(flavor="mariadb", passwords={
             "ADMIN": secrets.admin, "REPLICATION": secrets.replication,
-            "MONITOR": secrets.monitor, "BACKUP": secrets.backup}):
+            "MONITOR": secrets.monitor, "BACKUP": secrets.backup,
+            "TOPOLOGY": secrets.topology}):
         match = re.match(r"GRANT (.+?) ON \*\.\* TO ('[^']+'@'[^']+')", statement)
         if match:
             expected[match.group(2)] = privilege_names(match.group(1))
@@ -119,7 +121,7 @@ def test_every_account_holds_exactly_the_privileges_bootstrap_users_grants(
     expected = expected_grants(pods)
     assert set(expected) == {"'admin'@'%'", "'repl'@'%'", "'monitor'@'localhost'",
                              "'monitor'@'127.0.0.1'", "'backup'@'localhost'",
-                             "'backup'@'127.0.0.1'"}
+                             "'backup'@'127.0.0.1'", "'topology'@'%'"}
     replica = pods.pod(1)
     for account, privileges in expected.items():
         # The replica got its accounts from the primary (clone or binary log), not its own run.
@@ -230,6 +232,8 @@ def test_the_server_reports_what_its_role_config_sets(pods: PodCluster, ordinal:
                 name, name)
             assert str(reported(pod, variable)) == str(pod.data_dir / value), name
             continue
+        if (role, name) == ("primary", "read_only"):
+            continue  # started ON like every server, then opened (test below)
         want: Any = {"ON": 1, "OFF": 0}.get(value.upper(), value)
         if isinstance(want, str) and want.isdigit():
             want = int(want)
@@ -258,14 +262,31 @@ def test_probes_follow_the_server_and_replication(pods: PodCluster) -> None:
     wait_until(lambda: replica.probe("readiness").returncode == 0, timeout=30,
                what="the replica to be ready again")
 
+    # A read-only primary is Ready: every server starts so and only ReplicationInit, after
+    # the StatefulSet is Ready, opens it; a readiness that waited for it would deadlock.
     primary.query("SET GLOBAL read_only = ON")
     try:
-        read_only = primary.probe("readiness")
-        assert read_only.returncode != 0
-        assert "primary is read-only" in read_only.stderr
+        assert primary.probe("readiness").returncode == 0
     finally:
         primary.query("SET GLOBAL read_only = OFF")
     assert primary.probe("readiness").returncode == 0
+
+
+def test_every_server_starts_read_only_the_primary_too(
+        tmp_path: Path, mariadb_version: str) -> None:
+    """Before ReplicationInit opens it, a new cluster's first primary refuses writes, even
+    from admin; restarted, an opened primary is read-only again."""
+    with PodCluster(tmp_path / "fresh", max_pods=1, version=mariadb_version) as cluster:
+        primary = cluster.pod(0).start(open_primary=False)
+        assert primary.query("SELECT @@GLOBAL.read_only AS r") == [{"r": 1}]
+        assert error_code(primary, "admin", cluster.secrets.admin,
+                          "CREATE DATABASE early") == READ_ONLY_ERROR
+        assert primary.probe("readiness").returncode == 0
+        primary.open_primary()
+        primary.query_as("admin", "CREATE DATABASE opened")
+        primary.stop()
+        primary.start(open_primary=False)
+        assert primary.query("SELECT @@GLOBAL.read_only AS r") == [{"r": 1}]
 
 
 def test_liveness_fails_only_when_the_server_does_not_answer(

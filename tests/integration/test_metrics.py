@@ -1,6 +1,6 @@
 """The alert rules on series recorded from a real mysqld_exporter and a real etcd.
 
-A primary and a replica run the real pod scripts (tests/integration/pods.py); Debian's
+A primary and a replica run the real pod scripts (tests/support/pods.py); Debian's
 ``prometheus-mysqld-exporter`` (0.14, the release the sidecar image pins) scrapes each as the
 ``monitor`` account bootstrap-users.sh creates; a 3-member etcd serves its own ``/metrics``.
 Each scrape becomes constant promtool input series labelled as a ServiceMonitor labels them
@@ -21,8 +21,8 @@ import pytest
 import requests
 
 from components.mysql._metrics import AlertSettings, alert_rules
-from tests.integration.pods import Pod, PodCluster
 from tests.support.etcd import EtcdCluster
+from tests.support.pods import Pod, PodCluster
 from tests.support.procs import LOCALHOST, ManagedProcess, free_port, require_binary, wait_until
 from tests.support.promtool import promtool_test, series_text
 

@@ -23,7 +23,7 @@ import pymysql
 import pytest
 
 import distlock
-from components.mysql.replication import _ReplicationProvider
+from components.mysql._replication import _ReplicationProvider
 from tests.support.accounts import create_accounts
 from tests.support.etcd import EtcdCluster
 from tests.support.mariadb import MariaDBServer, random_password
@@ -129,7 +129,8 @@ def template(tmp_path_factory: pytest.TempPathFactory, mariadb_version: str) -> 
         # The admin account exactly as the pods' bootstrap-users.sh creates it.
         create_accounts(server, users={ADMIN_USER}, passwords={
             "ADMIN": admin_password, "REPLICATION": random_password(),
-            "MONITOR": random_password(), "BACKUP": random_password()})
+            "MONITOR": random_password(), "BACKUP": random_password(),
+            "TOPOLOGY": random_password()})
     finally:
         server.stop()
     return Template(server.data_dir, server.root_password, admin_password, mariadb_version)

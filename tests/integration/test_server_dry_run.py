@@ -4,7 +4,7 @@ The unit tests validate the same objects offline against the published schemas; 
 schema cannot see what admission and the API server's own validation enforce (enum
 values, DNS-1123 names, label syntax, cross-field rules, immutable fields, defaulting).
 So each stack's objects, rendered by the real program under mocks
-(:func:`tests.unit._objects.stack_objects`), are applied with server-side apply and
+(:func:`tests.support.objects.stack_objects`), are applied with server-side apply and
 ``--dry-run=server`` by kubectl to the session's kube-apiserver: the full write path runs,
 nothing is stored.
 """
@@ -17,9 +17,9 @@ import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML ships with kubernetes
 
 from tests.support.controlplane import ControlPlane
+from tests.support.objects import stack_objects
 from tests.support.procs import run
 from tests.support.tools import tool
-from tests.unit._objects import stack_objects
 
 pytestmark = pytest.mark.integration
 

@@ -1,139 +1,54 @@
 """Planned switchover through the real provider server against three real MariaDB servers.
 
-The record lives in a ConfigMap of a real kube-apiserver (tests/support/controlplane.py),
-reached by the provider process through the official client and a kubeconfig. A writer
-thread commits continuously as an application account (no READ ONLY ADMIN), always to
-the primary the record names, and logs every acknowledged commit with the epoch and
-server it saw.
+Every test runs on MariaDB 10.11 and 11.4 (the ``mariadb_version`` fixture). The record
+lives in a ConfigMap of a real kube-apiserver (tests/support/controlplane.py), reached by
+the provider process through the official client and a kubeconfig; the role labels are
+moved on real Pod objects there (pods only pretend to run: kwok). A writer thread commits
+continuously as an application account (no READ ONLY ADMIN), always to the primary the
+record names (none while the record is fenced), and logs every acknowledged commit with
+the epoch and server it saw. The accounts are bootstrap-users.sh's own statements.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
-import shutil
 import statistics
 import threading
-import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pymysql
 import pytest
 
-from components.mysql._switchover import TOPOLOGY_PRIVILEGES
-from components.mysql.replication import _ReplicationProvider
-from tests.support.accounts import create_accounts
 from tests.support.controlplane import ControlPlane
-from tests.support.mariadb import MariaDBServer, random_password
-from tests.support.procs import LOCALHOST, wait_until
+from tests.support.procs import wait_until
 from tests.support.provider_server import ProviderError, ProviderServer, ResourceDriver
+from tests.support.switchover import (
+    APP,
+    Cluster,
+    Template,
+    Writer,
+    check_history,
+    make_template,
+    median_interval,
+    new_driver,
+    start_cluster,
+)
 
 pytestmark = pytest.mark.integration
 
-ADMIN, TOPOLOGY, APP = "admin", "topology", "app"
-SECRET_INPUTS = frozenset({"admin_password", "replication_password", "topology_password"})
-TYPE_NAME = "pulumi-python:dynamic/mysql:ReplicationInit"
-NAMESPACE = "default"
-
-
-@dataclass(frozen=True)
-class Template:
-    data_dir: Path
-    root_password: str
-    passwords: dict[str, str]
-
-
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
-    base = tmp_path_factory.mktemp("template")
-    passwords = {name: random_password() for name in (ADMIN, TOPOLOGY, APP)}
-    server = MariaDBServer(base, name="template").initialize()
-    try:
-        create_accounts(server, users={ADMIN}, passwords={
-            "ADMIN": passwords[ADMIN], "REPLICATION": random_password(),
-            "MONITOR": random_password(), "BACKUP": random_password()})
-        with server.cursor() as cursor:
-            cursor.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (TOPOLOGY, passwords[TOPOLOGY]))
-            cursor.execute(f"GRANT {TOPOLOGY_PRIVILEGES['mariadb']} ON *.* TO %s@'%%'",
-                           (TOPOLOGY,))
-            cursor.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (APP, passwords[APP]))
-            cursor.execute("CREATE DATABASE app")
-            cursor.execute("CREATE TABLE app.log (seq BIGINT PRIMARY KEY, epoch BIGINT, "
-                           "server INT) ENGINE=InnoDB")
-            cursor.execute("GRANT SELECT, INSERT ON app.* TO %s@'%%'", (APP,))
-    finally:
-        server.stop()
-    return Template(server.data_dir, server.root_password, passwords)
-
-
-@dataclass
-class Cluster:
-    servers: list[MariaDBServer]
-    template: Template
-    plane: ControlPlane
-    # One control plane serves the whole session: each test has its own record.
-    record_name: str = field(default_factory=lambda: f"orders-primary-{uuid.uuid4().hex[:8]}")
-
-    def record(self) -> tuple[int, int] | None:
-        from kubernetes import client  # noqa: PLC0415
-
-        core: Any = client.CoreV1Api(self.plane.admin_client())
-        try:
-            found = core.read_namespaced_config_map(self.record_name, NAMESPACE)
-        except client.ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return int(found.data["primary"]), int(found.data["epoch"])
-
-    def inputs(self, primary: int, **overrides: Any) -> dict[str, Any]:
-        endpoints = [{"host": LOCALHOST, "port": s.port} for s in self.servers]
-        inputs: dict[str, Any] = {
-            "flavor": "mariadb", "primary": endpoints[0], "replicas": endpoints[1:],
-            "source_host": LOCALHOST, "source_port": self.servers[0].port,
-            "sources": endpoints, "primary_ordinal": primary,
-            "admin_user": ADMIN, "admin_password": self.template.passwords[ADMIN],
-            "replication_user": "repl", "replication_password": "repl-" + "x" * 20,
-            "topology_user": TOPOLOGY, "topology_password": self.template.passwords[TOPOLOGY],
-            "record_namespace": NAMESPACE, "record_name": self.record_name,
-            "max_lag_seconds": 30, "timeout_seconds": 60, "lock_endpoints": [],
-            "switchover_grace_seconds": 1, "switchover_timeout_seconds": 20,
-        }
-        inputs.update(overrides)
-        return inputs
-
-    def read_only(self, ordinal: int) -> bool:
-        return bool(self.servers[ordinal].query("SELECT @@GLOBAL.read_only AS r")[0]["r"])
-
-    def checksums(self) -> list[object]:
-        return [s.query("CHECKSUM TABLE app.log")[0]["Checksum"] for s in self.servers]
+def template(tmp_path_factory: pytest.TempPathFactory, mariadb_version: str) -> Template:
+    return make_template(tmp_path_factory.mktemp(f"template-{mariadb_version}"),
+                         mariadb_version)
 
 
 @pytest.fixture
 def cluster(tmp_path: Path, template: Template,
             control_plane: ControlPlane) -> Iterator[Cluster]:
-    servers: list[MariaDBServer] = []
-    try:
-        for ordinal in range(3):
-            base = tmp_path / f"m{ordinal}"
-            shutil.copytree(template.data_dir, base / "data")
-            # Every server starts read-only, as the pods' server configs must: only the
-            # holder of the record's epoch makes one writable.
-            read_only = "read-only=ON\n"
-            server = MariaDBServer(base, name=f"m{ordinal}", server_id=1 + ordinal,
-                                   data_dir=base / "data",
-                                   extra_config="log-bin=mysql-bin\nlog-slave-updates\n"
-                                                f"gtid-strict-mode=ON\n{read_only}")
-            server.root_password = template.root_password
-            servers.append(server.start())
-        yield Cluster(servers, template, control_plane)
-    finally:
-        for server in servers:
-            server.stop()
+    with start_cluster(tmp_path, template, control_plane) as made:
+        yield made
 
 
 @pytest.fixture
@@ -145,121 +60,16 @@ def server(tmp_path: Path, control_plane: ControlPlane) -> Iterator[ProviderServ
         yield srv
 
 
-def _driver(server: ProviderServer, name: str = "orders-replication") -> ResourceDriver:
-    return ResourceDriver(server, _ReplicationProvider(), type_name=TYPE_NAME, name=name,
-                          secret_inputs=SECRET_INPUTS, additional_secret_outputs=SECRET_INPUTS)
-
-
-@dataclass
-class Commit:
-    seq: int
-    epoch: int
-    server: int
-    acked_at: float
-
-
-@dataclass
-class Writer:
-    """Commits one row at a time to the primary the record names; logs each ack."""
-
-    cluster: Cluster
-    commits: list[Commit] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    errors: int = 0
-    first_seq: int = 0  # a second writer on the same table starts past the first's rows
-    record_errors: list[str] = field(default_factory=list)
-
-    def run(self) -> None:
-        seq = self.first_seq
-        connection: Any = None
-        seen: tuple[int, int] | None = None
-        while not self.stop.is_set():
-            try:
-                if connection is None:
-                    seen = self._record()
-                    if seen is None:
-                        continue
-                    connection = pymysql.connect(
-                        host=LOCALHOST, port=self.cluster.servers[seen[0]].port, user=APP,
-                        password=self.cluster.template.passwords[APP], autocommit=True,
-                        connect_timeout=5, read_timeout=10)
-                assert seen is not None
-                with connection.cursor() as cursor:
-                    cursor.execute("INSERT INTO app.log VALUES (%s, %s, %s)",
-                                   (seq + 1, seen[1], seen[0]))
-                seq += 1
-                self.commits.append(Commit(seq, seen[1], seen[0], time.monotonic()))
-            except pymysql.MySQLError:
-                self.errors += 1
-                if connection is not None:
-                    connection.close()
-                connection = None
-                # Not in place of a condition: the record is re-read on the next turn.
-                time.sleep(0.005)
-        if connection is not None:
-            connection.close()
-
-    def _record(self) -> tuple[int, int] | None:
-        """The record as the writer's client sees it; None (retry) if unreachable."""
-        try:
-            return self.cluster.record() or (0, 0)
-        except Exception as error:  # noqa: BLE001 - any client failure: ask again
-            self.record_errors.append(repr(error))
-            time.sleep(0.005)
-            return None
-
-    def __enter__(self) -> Writer:
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-        try:
-            wait_until(lambda: len(self.commits) > 20, timeout=30, what="the writer to commit")
-        except TimeoutError:
-            self.stop.set()
-            raise AssertionError(f"the writer did not commit: {self.errors} refused, "
-                                 f"record errors {self.record_errors[-2:]}") from None
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
-
-    def wait_commits_on(self, ordinal: int, *, after: int, count: int = 20) -> None:
-        """``count`` commits on ``ordinal`` among those after the first ``after``."""
-        wait_until(lambda: sum(c.server == ordinal for c in self.commits[after:]) > count,
-                   timeout=30, what=f"the writer to commit on server {ordinal}")
-
-
-def _check_history(writer: Writer, cluster: Cluster) -> list[float]:
-    """No acknowledged commit lost; each epoch's commits went to one server, and no two
-    servers accepted commits at overlapping times. Returns each switchover's gap."""
-    acked = {c.seq for c in writer.commits}
-    for server in cluster.servers:
-        wait_until(lambda s=server: {r["seq"] for r in s.query(  # type: ignore[misc]
-            "SELECT seq FROM app.log")} >= acked, timeout=30,
-            what=f"every acknowledged commit on {server.name}")
-    by_epoch: dict[int, set[int]] = {}
-    for commit in writer.commits:
-        by_epoch.setdefault(commit.epoch, set()).add(commit.server)
-    assert all(len(s) == 1 for s in by_epoch.values()), by_epoch
-    gaps = []
-    for before, after in zip(writer.commits, writer.commits[1:], strict=False):
-        if before.server != after.server:
-            gaps.append(after.acked_at - before.acked_at)
-    # Commits are sequential, so a server change is one hand-over: none interleave.
-    changes = [c.server for i, c in enumerate(writer.commits)
-               if i == 0 or writer.commits[i - 1].server != c.server]
-    assert len(changes) == len(set(changes)) or changes[0] == changes[-1], changes
-    return gaps
-
-
 def test_switchover_round_trip_under_a_writer_loses_nothing(
         server: ProviderServer, cluster: Cluster) -> None:
-    driver = _driver(server)
+    driver = new_driver(server)
     assert all(cluster.read_only(o) for o in range(3))
     result = driver.up(cluster.inputs(0))
     assert cluster.record() == (0, 1)
     assert result.outputs["epoch"] == 1
     assert not cluster.read_only(0)  # opened by the first up, under epoch 1
+    # The first up labels the pods from the record too (the Services select on them).
+    assert cluster.roles() == [("primary", "1"), ("replica", "1"), ("replica", "1")]
     gaps: list[float] = []
     # SWITCHOVER_ROUNDS repeats the round trip (the benchmark: median and max of many).
     rounds = int(os.environ.get("SWITCHOVER_ROUNDS", "1"))
@@ -273,8 +83,11 @@ def test_switchover_round_trip_under_a_writer_loses_nothing(
             assert not cluster.read_only(target)
             assert all(cluster.read_only(o) for o in range(3) if o != target)
             assert result.outputs["in_sync"] is True
+            epoch = str(int(result.outputs["epoch"]))
+            assert cluster.roles() == [("primary" if o == target else "replica", epoch)
+                                       for o in range(3)]
             writer.wait_commits_on(target, after=before)
-    gaps = _check_history(writer, cluster)
+    gaps = check_history(writer, cluster)
     assert len(gaps) == 3 * rounds
     wait_until(lambda: len(set(cluster.checksums())) == 1, timeout=30,
                what="every server checksum-identical")
@@ -285,7 +98,7 @@ def test_switchover_round_trip_under_a_writer_loses_nothing(
 
 def test_candidate_that_cannot_catch_up_is_rolled_back(
         server: ProviderServer, cluster: Cluster) -> None:
-    driver = _driver(server)
+    driver = new_driver(server)
     driver.up(cluster.inputs(0))
     # The candidate's SQL thread applies nothing while it holds this lock, so it can
     # receive but never apply the writes below.
@@ -307,12 +120,74 @@ def test_candidate_that_cannot_catch_up_is_rolled_back(
                        what="writes to resume on the old primary")
     finally:
         blocker.close()
-    _check_history(writer, cluster)
+    check_history(writer, cluster)
+
+
+def test_a_slowed_candidate_is_waited_for_fenced_and_nothing_is_lost(
+        server: ProviderServer, cluster: Cluster) -> None:
+    """The candidate's applier is held up (a table lock on it blocks the SQL thread), for
+    less than switchoverTimeoutSeconds: the switchover waits with the record fenced (no
+    primary) and the old primary read-only, then completes once the candidate caught up."""
+    driver = new_driver(server)
+    driver.up(cluster.inputs(0))
+    blocker = cluster.servers[1].connect()
+    blocker.cursor().execute("LOCK TABLES app.log WRITE")
+    outcome: dict[str, Any] = {}
+
+    def switch() -> None:
+        try:
+            outcome["result"] = driver.up(cluster.inputs(1, switchover_timeout_seconds=120))
+        except ProviderError as error:
+            outcome["error"] = str(error)
+
+    thread = threading.Thread(target=switch, daemon=True)
+    try:
+        with Writer(cluster) as writer:
+            thread.start()
+            wait_until(lambda: (cluster.record() or (0, 0))[0] is None and cluster.read_only(0),
+                       timeout=60, what="the switchover to fence the record and demote")
+            # Still waiting: the candidate lacks the old primary's last commits, so the
+            # record names nobody, and no server accepts a write.
+            primary_position = cluster.servers[0].query(
+                "SELECT @@GLOBAL.gtid_binlog_pos AS p")[0]["p"]
+            assert cluster.servers[1].query(
+                "SELECT @@GLOBAL.gtid_slave_pos AS p")[0]["p"] != primary_position
+            assert thread.is_alive()
+            assert all(cluster.read_only(o) for o in range(3))
+            fenced_at = len(writer.commits)
+            blocker.cursor().execute("UNLOCK TABLES")
+            thread.join(timeout=120)
+            assert "error" not in outcome, outcome
+            assert cluster.record() == (1, outcome["result"].outputs["epoch"])
+            writer.wait_commits_on(1, after=fenced_at)
+    finally:
+        blocker.close()
+    check_history(writer, cluster)
+
+
+def test_a_candidate_whose_applier_stopped_is_refused_before_anything_changes(
+        server: ProviderServer, cluster: Cluster) -> None:
+    driver = new_driver(server)
+    driver.up(cluster.inputs(0))
+    cluster.servers[1].query("STOP REPLICA SQL_THREAD")
+    with Writer(cluster) as writer:
+        with pytest.raises(ProviderError) as failure:
+            driver.up(cluster.inputs(1))
+        message = str(failure.value)
+        assert "switchover refused before changing anything" in message
+        assert "SQL thread is stopped" in message
+        assert cluster.record() == (0, 1)
+        assert not cluster.read_only(0)
+        count = len(writer.commits)
+        wait_until(lambda: len(writer.commits) > count + 20, timeout=30,
+                   what="writes to go on on the primary")
+    cluster.servers[1].query("START REPLICA SQL_THREAD")
+    check_history(writer, cluster)
 
 
 def test_errant_candidate_is_refused_naming_its_gtids(
         server: ProviderServer, cluster: Cluster) -> None:
-    driver = _driver(server)
+    driver = new_driver(server)
     driver.up(cluster.inputs(0))
     # root holds READ ONLY ADMIN: a write on the replica itself.
     cluster.servers[2].query("INSERT INTO app.log VALUES (999999, 0, 2)")
@@ -329,10 +204,10 @@ def test_errant_candidate_is_refused_naming_its_gtids(
 
 def test_concurrent_switchovers_one_wins_one_fails_naming_the_epoch(
         server: ProviderServer, cluster: Cluster) -> None:
-    driver = _driver(server)
+    driver = new_driver(server)
     driver.up(cluster.inputs(0))
     assert driver.state is not None
-    other = _driver(server)
+    other = new_driver(server)
     other.state = driver.state  # both runs start from the same state
     errors: list[str] = []
 
@@ -356,14 +231,9 @@ def test_concurrent_switchovers_one_wins_one_fails_naming_the_epoch(
     assert not cluster.read_only(record[0])
 
 
-def _median_interval(writer: Writer) -> float:
-    acks = [c.acked_at for c in writer.commits]
-    return statistics.median(b - a for a, b in itertools.pairwise(acks))
-
-
 def test_semisync_falls_back_to_async_when_no_replica_acknowledges_and_refresh_says_so(
         server: ProviderServer, cluster: Cluster) -> None:
-    driver = _driver(server)
+    driver = new_driver(server)
     result = driver.up(cluster.inputs(0))
     assert result.outputs["durability_status"]["actual"] == "async"
     with Writer(cluster) as async_writer:
@@ -374,8 +244,8 @@ def test_semisync_falls_back_to_async_when_no_replica_acknowledges_and_refresh_s
         writer.wait_commits_on(0, after=0, count=300)
     semisync_commits = len(writer.commits)
     print(f"\ncommit latency (one writer, sequential acks): async median "
-          f"{_median_interval(async_writer) * 1000:.2f} ms, semisync median "
-          f"{_median_interval(writer) * 1000:.2f} ms")
+          f"{median_interval(async_writer) * 1000:.2f} ms, semisync median "
+          f"{median_interval(writer) * 1000:.2f} ms")
     assert cluster.servers[0].query(
         "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_yes_tx'")[0]["Value"] != "0"
     for replica in cluster.servers[1:]:
@@ -404,7 +274,7 @@ def test_semisync_falls_back_to_async_when_no_replica_acknowledges_and_refresh_s
 
 def test_restarted_old_primary_comes_back_read_only_replicating_from_the_new_one(
         server: ProviderServer, cluster: Cluster) -> None:
-    driver = _driver(server)
+    driver = new_driver(server)
     driver.up(cluster.inputs(0))
     driver.up(cluster.inputs(1))
     old = cluster.servers[0]

@@ -83,3 +83,23 @@ def test_record_is_plain_data_the_pods_can_read(kube: ControlPlane, name: str) -
     assert stored.data == {"primary": "2", "epoch": "11"}
     assert PrimaryRecord(2, 11, stored.metadata.resource_version) == (
         KubernetesRecordStore("default", name).read())
+
+
+@pytest.mark.parametrize("backend", ["memory", "kubernetes"])
+def test_fenced_record_names_no_primary_and_who_holds_the_data(
+        backend: str, name: str, request: pytest.FixtureRequest) -> None:
+    kube = request.getfixturevalue("kube") if backend == "kubernetes" else None
+    store = _store(kube, name)
+    first = store.write(1, 4, None)
+    fenced = store.write(None, 5, first, previous=1)
+    assert (fenced.primary, fenced.previous, fenced.fenced, fenced.authority) == (
+        None, 1, True, 1)
+    assert store.read() == fenced
+    if kube is not None:
+        stored = _core(kube).read_namespaced_config_map(name, "default")
+        assert stored.data == {"primary": "none", "epoch": "5", "previous": "1"}
+    with pytest.raises(RecordError, match="previous"):
+        store.write(None, 6, fenced)  # refused before anything is written
+    assert store.read() == fenced
+    settled = store.write(2, 5, fenced)
+    assert (settled.primary, settled.previous, settled.fenced) == (2, None, False)

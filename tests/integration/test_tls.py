@@ -23,6 +23,7 @@ import pymysql
 import pytest
 
 from components.mysql._tls import pymysql_ssl, replication_tls_clause
+from components.mysql.flavor import FLAVORS
 from tests.support.certs import Pair, issue, make_ca, serial
 from tests.support.mariadb import MariaDBServer, random_password
 from tests.support.procs import LOCALHOST, ManagedProcess, run, wait_until
@@ -191,7 +192,8 @@ def start_watcher(server: MariaDBServer, volume: SecretVolume, base: Path) -> Ma
     password_file = base / "root-password"
     password_file.write_text(server.root_password)
     password_file.chmod(0o400)
-    env = {"CONFIG_DIR": str(SCRIPTS), "MYSQL_FLAVOR": "mariadb", "TLS_DIR": str(volume.directory),
+    env = {**FLAVORS["mariadb"].pod_environment(),
+           "CONFIG_DIR": str(SCRIPTS), "MYSQL_FLAVOR": "mariadb", "TLS_DIR": str(volume.directory),
            "RUN_DIR": str(run_dir), "ROOT_PASSWORD_FILE": str(password_file),
            "MYSQL_SOCKET": str(server.socket), "TLS_RELOAD_INTERVAL": "1",
            "PATH": server.distribution.path()}

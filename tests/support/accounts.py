@@ -19,11 +19,11 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "components" / "mysql" / "script
 def bootstrap_statements(*, flavor: str, passwords: dict[str, str]) -> list[str]:
     """What bootstrap-users.sh runs, one statement per item.
 
-    ``passwords`` maps ADMIN/REPLICATION/MONITOR/BACKUP to their passwords.
+    ``passwords`` maps ADMIN/REPLICATION/MONITOR/BACKUP/TOPOLOGY to their passwords.
     """
     env = {"MYSQL_FLAVOR": flavor, "CONFIG_DIR": str(SCRIPTS),
            "ADMIN_USER": "admin", "REPLICATION_USER": "repl", "MONITOR_USER": "monitor",
-           "BACKUP_USER": "backup",
+           "BACKUP_USER": "backup", "TOPOLOGY_USER": "topology",
            **{f"{role}_PASSWORD": password for role, password in passwords.items()}}
     script = f'set -euo pipefail; source "{SCRIPTS}/lib.sh"; bootstrap_users_sql'
     sql = run(["bash", "-c", script], env=env).stdout

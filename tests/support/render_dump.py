@@ -16,7 +16,7 @@ import json
 import sys
 from typing import Any
 
-from tests.unit import mocks
+from tests.support import mocks
 
 # The stack variants dumped: (label, stack file, overrides of top-level keys).
 MYSQL84_PORT_FORWARD: dict[str, Any] = {

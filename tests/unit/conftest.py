@@ -1,4 +1,4 @@
-"""Shared fixtures for the unit tests: program runs under the mocks in tests/unit/mocks.py.
+"""Shared fixtures for the unit tests: program runs under the mocks in tests/support/mocks.py.
 
 A run of the whole program takes a fraction of a second, but dozens of tests inspect
 the same stacks, so each stack's run is shared per session. A run's result is plain
@@ -10,18 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from typing import Any
 
 import pytest
 
-from tests.unit.mocks import ProgramResult, load_stack_file, run_program
-
-
-def stack_with(stack: str, **mysql: Any) -> dict[str, Any]:
-    """``Pulumi.<stack>.yaml``'s config with keys of the ``mysql`` object replaced."""
-    config = load_stack_file(stack)
-    config["mysql-cluster:mysql"] = {**config["mysql-cluster:mysql"], **mysql}
-    return config
+from tests.support.mocks import ProgramResult, load_stack_file, run_program, stack_with
 
 
 @pytest.fixture(autouse=True)
@@ -65,3 +57,4 @@ def any_stack(request: pytest.FixtureRequest) -> ProgramResult:
     """Each stack file with each flavor."""
     result: ProgramResult = request.getfixturevalue(request.param)
     return result
+

@@ -3,7 +3,7 @@
 From 11.1 mariadb-backup writes ``mariadb_backup_<kind>`` where older versions (and XtraBackup)
 write ``xtrabackup_<kind>``. The clone path runs on 10.11 only (test_pod_scripts.py), so the
 new names reach the scripts only here and through the 11.4 replica's seeded binlog info
-(tests/integration/pods.py); every kind the scripts read is pinned, for both names.
+(tests/support/pods.py); every kind the scripts read is pinned, for both names.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_pod_scripts_sql import bash, output
+from tests.support.pod_scripts import bash, output
 
 # Every kind lib.sh's backup_meta_file is asked for (clone.sh and backup_gtid).
 KINDS = ("binlog_info", "slave_info", "checkpoints", "info")

@@ -50,4 +50,20 @@ def test_report_saves_json_with_machine_and_prints_every_row(tmp_path: Path) -> 
     assert {"nproc", "cpu", "memory", "kernel", "python"} <= set(saved["machine"])
     markdown = (tmp_path / "demo-latest.md").read_text()
     assert "| raw | 1.50 |  |" in markdown
-    assert "| speed | 6.00 | ≥ 5.00x | met |  |" in markdown
+    assert "| speed | 6.00 | ≥ 5.00x | met | 20% above the goal |" in markdown
+
+
+@pytest.mark.parametrize(("target", "note"), [
+    (Target("t", 1.33, 2.0, False, " s"), "34% under the goal"),
+    (Target("t", 2.2, 2.0, False, " s"), "10% over the goal"),
+    (Target("t", 0.6, 0.8, True, "x"), "25% short of the goal"),
+    (Target("t", 0.8, 0.8, True, "x"), "at the goal"),
+    (Target("t", None, 0.8, True, "x"), "the project's path did not run"),
+    (Target("t", 0.5, 0.8, True, "x", "CPU-bound"), "CPU-bound"),
+])
+def test_every_verdict_row_says_why(target: Target, note: str) -> None:
+    """A met target's row is not blank either: it says by how much (issue 19: the program
+    benchmark printed a targets row with nothing beside "met")."""
+    assert target.note == note
+    rows = Report("demo", {}, [], [target])._all_tables()[-1].rows
+    assert rows == ((target.name, target.measured, rows[0][2], target.verdict, note),)

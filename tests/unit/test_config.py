@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from components.config import ConfigError, StackConfig, parse
-from tests.unit import mocks
-from tests.unit.mocks import load_stack_file, run_program
+from tests.support import mocks
+from tests.support.mocks import load_stack_file, run_program
 
 PROJECT = "mysql-cluster"
 
@@ -118,6 +118,12 @@ BAD_INPUTS = [
     ("client namespaces", "mysql", "clientNamespaces", "apps",
      "mysql-cluster:mysql.clientNamespaces", "list of namespace names"),
     ("locks flag", "locks", "enabled", "yes", "mysql-cluster:locks.enabled", "true or false"),
+    ("primary outside the pods", "mysql", "primary", 2, "mysql-cluster:mysql.primary",
+     "ordinals 0..1"),
+    ("unknown durability", "mysql", "durability", "sync", "mysql-cluster:mysql.durability",
+     "'async', 'semisync'"),
+    ("switchover timeout", "mysql", "switchoverTimeoutSeconds", 0,
+     "mysql-cluster:mysql.switchoverTimeoutSeconds", "between 1"),
 ]
 
 
@@ -221,3 +227,39 @@ def test_config_module_imports_without_pulumi_kubernetes() -> None:
             "sys.exit('pulumi_kubernetes' in sys.modules)")
     completed = subprocess.run([sys.executable, "-c", code], cwd=mocks.REPO_ROOT, check=False)
     assert completed.returncode == 0
+
+
+@pytest.mark.parametrize(("settings", "key", "text"), [
+    ({"durability": "semisync", "semisyncWaitCount": 2},
+     "mysql-cluster:mysql.semisyncWaitCount", "exactly one replica"),
+    ({"flavor": "mysql", "durability": "semisync", "semisyncWaitCount": 2},
+     "mysql-cluster:mysql.semisyncWaitCount", "only 1 replica(s) can acknowledge"),
+    ({"durability": "semisync", "replicationInit": {"enabled": False}},
+     "mysql-cluster:mysql.durability", "mysql-cluster:mysql.replicationInit.enabled true"),
+    ({"primary": 1, "replicationInit": {"enabled": False}},
+     "mysql-cluster:mysql.primary", "a switchover is run by ReplicationInit"),
+    ({"primary": 1, "replicas": 1}, "mysql-cluster:mysql.primary",
+     "mysql-cluster:mysql.replicas = 1 pod(s): ordinals 0..0; switch over"),
+], ids=["mariadb-wait-count", "more-acks-than-replicas", "semisync-without-init",
+        "switchover-without-init", "scaled-below-the-primary"])
+def test_switchover_and_durability_need_what_they_rely_on(
+        settings: dict[str, Any], key: str, text: str) -> None:
+    config = copy.deepcopy(load_stack_file("dev"))
+    config[f"{PROJECT}:mysql"].update(settings)
+    with pytest.raises(ConfigError) as raised:
+        run_program(config)
+    assert key in str(raised.value)
+    assert text in str(raised.value)
+    assert mocks.last_mocks is not None
+    assert mocks.last_mocks.resources == []
+
+
+def test_switchover_and_durability_keys_reach_the_config() -> None:
+    config = copy.deepcopy(load_stack_file("prod"))
+    config[f"{PROJECT}:mysql"].update({
+        "primary": 2, "durability": "semisync", "switchoverGraceSeconds": 0,
+        "switchoverTimeoutSeconds": 120, "semisyncTimeoutSeconds": 3})
+    mysql = _parse(config, stack="prod").mysql
+    assert (mysql.primary, mysql.durability, mysql.semisync_wait_count) == (2, "semisync", 1)
+    assert (mysql.switchover_grace_seconds, mysql.switchover_timeout_seconds,
+            mysql.semisync_timeout_seconds) == (0, 120, 3)

@@ -22,7 +22,7 @@ from components.config import (
     markdown_table,
     parse,
 )
-from tests.unit import mocks
+from tests.support import mocks
 
 PROJECT = "mysql-cluster"
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from components.config import ConfigError, StackConfig, load
-from tests.unit import mocks
-from tests.unit.mocks import load_stack_file
+from tests.support import mocks
+from tests.support.mocks import load_stack_file
 
 PROJECT = "mysql-cluster"
 

@@ -15,35 +15,17 @@ import functools
 import math
 import re
 from typing import Any
-from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from components._validate import Reader
-from components.config import ConfigError, StackConfig, load, parse
-from tests.unit import mocks
-from tests.unit.mocks import load_stack_file
+from components.config import ConfigError, StackConfig, load
+from tests.support import mocks
+from tests.support.config_keys import KEYS, OBJECTS
+from tests.support.mocks import load_stack_file
 
 PROJECT = "mysql-cluster"
 
-def keys_read() -> tuple[list[str], list[str]]:
-    """(every leaf key, every object key) the parser asks for, recorded from a real parse
-    of a stack that sets every section, so a key added to the parser is covered here."""
-    asked: list[str] = []
-    real_get = Reader._get
-
-    def record(reader: Reader, name: str) -> Any:
-        asked.append(reader.key(name).removeprefix(f"{PROJECT}:"))
-        return real_get(reader, name)
-
-    with mock.patch.object(Reader, "_get", record):
-        parse(mocks.config_map(load_stack_file("prod")), stack="prod")
-    objects = sorted({k for k in asked if any(o.startswith(f"{k}.") for o in asked)})
-    return sorted(set(asked) - set(objects)), objects
-
-
-KEYS, OBJECTS = keys_read()
 
 # Near-misses of valid values: what a typo, a copy-paste or a YAML surprise produces.
 _VALID = ["mysql-dev", "mysql", "mariadb", "11.4.8", "3.5.17", "2Gi", "250m", "mariadb:11.4.8",

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
-from tests.unit import mocks
-from tests.unit.test_config_property import KEYS, OBJECTS
+from tests.support import mocks
+from tests.support.config_keys import KEYS, OBJECTS
 
 
 def _table_keys() -> list[str]:

@@ -18,10 +18,10 @@ import pytest
 
 from components.config import ConfigError, StackConfig, managed_server_option, parse
 from components.mysql.cluster import _server_options
+from tests.support import mocks
 from tests.support.mariadb import MariaDBServer
+from tests.support.mocks import load_stack_file
 from tests.support.procs import require_binary, run
-from tests.unit import mocks
-from tests.unit.mocks import load_stack_file
 
 CONF = mocks.REPO_ROOT / "components" / "mysql" / "conf"
 # The spellings issue 16 found reaching the server, with their values.

@@ -8,8 +8,9 @@ the budget each request was given (or the one the error reports).
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterator
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +19,17 @@ import pytest
 from distlock import _cli
 from distlock._etcd_grpc import Client
 from distlock.etcd import EtcdBackend
-from tests.support.etcd import EtcdCluster, gateway
+from tests.support.etcd import gateway
 from tests.support.procs import free_port
 
 
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One real etcd member; its client URL."""
-    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"), size=1).start()
-    try:
-        yield cluster.endpoints[0]
-    finally:
-        cluster.stop()
+def _leases_granted(endpoint: str) -> int:
+    """etcd's own count of the leases it has granted (its /metrics counter)."""
+    with urllib.request.urlopen(f"{endpoint}/metrics", timeout=5) as response:  # noqa: S310
+        text = response.read().decode()
+    found = re.search(r"^etcd_debugging_lease_granted_total (\S+)$", text, re.MULTILINE)
+    assert found is not None, "etcd exports no etcd_debugging_lease_granted_total"
+    return int(float(found.group(1)))
 
 
 def _leases(endpoint: str) -> set[int]:
@@ -141,20 +141,47 @@ def test_an_empty_lock_name_exits_2_before_a_session_is_opened(
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("subcommand", ["run", "status"])
 def test_a_ttl_etcd_refuses_exits_78_with_etcds_reason(
-        etcd: str, subcommand: str, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        etcd: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Only `run` asks etcd for a lease; `status` reads without one (the next test).
     marker = tmp_path / "ran"
-    argv = [subcommand, "--backend", "etcd", "--endpoints", etcd, "--ttl", "1e12", "lk"]
-    if subcommand == "run":
-        argv += ["--", "touch", str(marker)]
+    argv = ["run", "--backend", "etcd", "--endpoints", etcd, "--ttl", "1e12", "lk",
+            "--", "touch", str(marker)]
     code = _cli.main(argv)
     err = capsys.readouterr().err
     assert code == _cli.EXIT_REFUSED, err
     assert "too large lease TTL" in err
     assert "unreachable" not in err
     assert not marker.exists()
+
+
+@pytest.mark.integration
+def test_status_reads_the_queue_without_granting_a_lease(
+        etcd: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`status` used to open a session, a lease: a write, just to look."""
+    holder = EtcdBackend([etcd], ttl=10)
+    try:
+        grant = holder.acquire("looked-at", timeout=5)
+        assert grant is not None
+        before = _leases_granted(etcd)
+        assert _cli.main(["status", "--backend", "etcd", "--endpoints", etcd,
+                          "looked-at"]) == 0
+        # Counted by etcd: a lease granted and revoked within the command leaves no trace
+        # in the lease list.
+        assert _leases_granted(etcd) == before, "status granted a lease"
+        state = json.loads(capsys.readouterr().out)
+        assert state["holder"] == grant.holder
+        assert state["token"] == grant.token
+        assert state["waiters"] == []
+    finally:
+        holder.close()
+
+
+def test_status_of_an_unreachable_etcd_exits_69(capsys: pytest.CaptureFixture[str]) -> None:
+    code = _cli.main(["status", "--backend", "etcd", "--endpoints", _unreachable(),
+                      "--ttl", "1", "lk"])
+    assert code == _cli.EXIT_UNAVAILABLE
+    assert "cannot read lock 'lk': unreachable" in capsys.readouterr().err
 
 
 @pytest.mark.integration

@@ -19,13 +19,8 @@ from distlock import _etcd_grpc
 from distlock._grant import Grant
 from distlock.etcd import EtcdBackend
 from tests.support.procs import wait_until
-from tests.unit import test_distlock_cli
 
 WAIT = 30.0  # an upper bound for what should happen at once; never a measured figure
-
-
-# ``etcd`` (one real member's client URL) is test_distlock_cli's module fixture.
-etcd = test_distlock_cli.etcd
 
 
 @pytest.fixture
@@ -102,3 +97,46 @@ def test_a_broken_watch_stream_wakes_its_waiters_and_they_watch_again(
 
     with holder, waiter:
         _hand_over(holder, waiter, ["broken-0", "broken-1"], break_the_stream)
+
+
+def test_a_waiter_that_has_waited_before_is_granted_without_a_read(
+        etcd: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handoff is the holder's delete and one watch event: a waiter whose session
+    already watches the name's queue sends its enqueue transaction and nothing else
+    (no watch created per wait, no read to confirm it is first)."""
+    calls: list[tuple[_etcd_grpc.Client, str]] = []
+    real_attempt = _etcd_grpc.Client._attempt
+
+    def recording(self: _etcd_grpc.Client, index: int, method: str, request: Any,  # noqa: PLR0917
+                  response_type: Any, timeout: float) -> Any:
+        calls.append((self, method.rsplit("/", 1)[1]))
+        return real_attempt(self, index, method, request, response_type, timeout)
+
+    monkeypatch.setattr(_etcd_grpc.Client, "_attempt", recording)
+    name = "granted-without-a-read"
+    first, second = EtcdBackend([etcd], ttl=10, recheck=3600), EtcdBackend([etcd], ttl=10,
+                                                                           recheck=3600)
+
+    def hand_over(holder: EtcdBackend, grant: Grant, waiter: EtcdBackend) -> tuple[Grant,
+                                                                                  list[str]]:
+        granted: list[Grant | None] = []
+        calls.clear()
+        thread = threading.Thread(target=lambda: granted.append(waiter.acquire(name,
+                                                                               timeout=WAIT)))
+        thread.start()
+        wait_until(lambda: len(holder.inspect(name).waiters) == 1, timeout=WAIT,
+                   what="the waiter queued")
+        holder.release(grant)
+        thread.join(WAIT)
+        assert granted, "the waiter's acquire did not return"
+        assert granted[0] is not None, "the waiter was not granted"
+        return granted[0], [method for client, method in calls if client is waiter._client]
+
+    with first, second:
+        grant = first.acquire(name, timeout=WAIT)
+        assert grant is not None
+        grant, _ = hand_over(first, grant, second)   # second's first wait opens its watch
+        grant, _ = hand_over(second, grant, first)   # and first's
+        grant, sent = hand_over(first, grant, second)
+        assert sent == ["Txn"], f"a waiter with a live watch sent {sent}"
+        second.release(grant)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.lock_history import (
+from tests.support.lock_history import (
     ACQUIRED,
     ENDED,
     RELEASED,

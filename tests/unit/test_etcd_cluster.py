@@ -8,26 +8,15 @@ exact command line and environment from it.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import kubernetes_validate
 import pytest
 
 from components import config as stack_config
-from components.etcd import membership
-from components.etcd.cluster import (
-    BUSYBOX,
-    SCRIPTS_DIR,
-    STALE_LEARNER_SECONDS,
-    EtcdCluster,
-    EtcdClusterArgs,
-    backend_quota_bytes,
-    cluster_token,
-)
-from components.etcd.membership import (
+from components.etcd import _membership as membership
+from components.etcd._membership import (
     DESIRED_MEMBERS_KEY,
     EtcdMembershipProvider,
     MembershipError,
@@ -35,59 +24,15 @@ from components.etcd.membership import (
     _Member,
     _remove,
 )
+from components.etcd.cluster import (
+    BUSYBOX,
+    SCRIPTS_DIR,
+    STALE_LEARNER_SECONDS,
+    backend_quota_bytes,
+    cluster_token,
+)
+from tests.support.etcd_stack import DYNAMIC, etcd_config, render
 from tests.support.procs import require_binary
-from tests.unit.mocks import ProgramResult, run_program
-
-NAMESPACE = "db"
-DYNAMIC = "pulumi-python:dynamic:Resource"
-
-
-@dataclass
-class Rendered:
-    result: ProgramResult
-
-    @property
-    def resources(self) -> list[tuple[str, str, dict[str, Any]]]:
-        return [(r.type, r.name, r.inputs) for r in self.result.resources]
-
-    def of_type(self, typ: str) -> list[dict[str, Any]]:
-        return [inputs for t, _, inputs in self.resources if t == typ]
-
-    def one(self, typ: str) -> dict[str, Any]:
-        found = self.of_type(typ)
-        assert len(found) == 1, f"expected one {typ}, found {len(found)}"
-        return found[0]
-
-    @property
-    def statefulset(self) -> dict[str, Any]:
-        return self.one("kubernetes:apps/v1:StatefulSet")
-
-    @property
-    def etcd_container(self) -> dict[str, Any]:
-        containers = self.statefulset["spec"]["template"]["spec"]["containers"]
-        return next(c for c in containers if c["name"] == "etcd")
-
-    def env(self, container: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        container = container or self.etcd_container
-        return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
-
-
-def _stack(etcd: Mapping[str, Any]) -> dict[str, Any]:
-    return {"mysql-cluster:namespace": NAMESPACE, "mysql-cluster:etcd": dict(etcd)}
-
-
-def etcd_config(**etcd: Any) -> stack_config.EtcdConfig:
-    return stack_config.parse(_stack(etcd), stack="dev").etcd
-
-
-def _program() -> None:
-    config = stack_config.load()
-    EtcdCluster("locks", EtcdClusterArgs(namespace=config.namespace, config=config.etcd))
-
-
-def render(**etcd: Any) -> Rendered:
-    """Build an EtcdCluster from ``etcd`` stack config under the shared mocks."""
-    return Rendered(run_program(_stack(etcd), stack="dev", program=_program))
 
 
 def test_statefulset_runs_parallel_members_on_pvcs_from_the_pinned_image() -> None:

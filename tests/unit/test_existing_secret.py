@@ -16,9 +16,8 @@ import pytest
 from components import ConfigError
 from components.config import parse
 from components.mysql import credentials
-from tests.unit import mocks
-from tests.unit.conftest import stack_with
-from tests.unit.mocks import ProgramResult, run_program
+from tests.support import mocks
+from tests.support.mocks import ProgramResult, run_program, stack_with
 
 NAMESPACE = "mysql-prod"
 SECRET = "orders-vault-credentials"

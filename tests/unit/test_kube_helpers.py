@@ -10,7 +10,7 @@ from typing import get_args
 
 from components import _kube
 from components.config import SPREADS
-from tests.unit import mocks
+from tests.support import mocks
 
 
 def test_the_spread_type_and_the_values_config_accepts_agree() -> None:

@@ -165,3 +165,47 @@ def test_a_broken_kubeconfig_text_is_reported_without_its_contents() -> None:
     assert error.value.__cause__ is None
     assert error.value.__context__ is not None  # suppressed from display by `from None`
     assert error.value.__suppress_context__
+
+
+def _queued(*identities: str) -> dict[str, object]:
+    return {"holder": "h", "fencingToken": 7, "renewals": 3, "leaseDurationSeconds": 5,
+            "waiters": [{"identity": i, "leaseDurationSeconds": 4 + n, "renewals": n}
+                        for n, i in enumerate(identities)]}
+
+
+def test_a_release_hands_the_lock_to_the_first_live_waiter() -> None:
+    status = _kube._released(_queued("dead", "next", "later"),
+                             lambda waiter: waiter["identity"] == "dead", lambda _waiter: True)
+    assert status["holder"] == "next"
+    assert status["fencingToken"] == 8, "the granting write increments the token"
+    assert status["leaseDurationSeconds"] == 5, "the successor's own lease"
+    assert status["renewals"] == 0
+    assert [w["identity"] for w in status["waiters"]] == ["later"]
+    assert status["waiterCount"] == 1
+
+
+@pytest.mark.parametrize(("expired", "fresh"), [({"a", "b"}, set()), (set(), {"b"})],
+                         ids=["all expired", "first one silent lately"])
+def test_a_release_with_no_waiter_to_hand_to_leaves_the_lock_free(expired: set[str],
+                                                                   fresh: set[str]) -> None:
+    """Nobody alive, or the first live waiter has been silent for a while: it may be
+    dead, so it is not handed the lock, nor skipped (it claims it itself if alive)."""
+    status = _kube._released(_queued("a", "b"), lambda w: w["identity"] in expired,
+                             lambda w: w["identity"] in fresh)
+    assert "holder" not in status
+    assert "renewals" not in status
+    assert status["fencingToken"] == 7
+    assert [w["identity"] for w in status["waiters"]] == ["a", "b"]
+
+
+def test_a_session_that_queues_again_is_seen_alive_by_its_new_entry(clock: Clock) -> None:
+    """A session queued, granted and queued again faster than it renews used to show the
+    same ``renewals`` (0) each time, and observers judged its live entry dead a lease
+    after they first saw that value; each entry now carries a new counter value."""
+    observer = _kube._Observer(clock)
+    free = {"fencingToken": 1, "waiters": []}
+    for counter in range(1, 6):
+        status = _kube._enqueued(_kube._status(free), "w", 5, set(), counter)
+        observer.observe("n", status)
+        clock.now += 2  # granted, released, asking again: no renewal in between
+    assert observer.remaining("n", "waiter", "w", 5) > 0

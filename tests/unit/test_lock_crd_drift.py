@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from components.locks.provider import LockCRDProvider
+from components.locks._provider import LockCRDProvider
 
 
 def _state(**outs: Any) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from components.locks.crd import lock_crd_manifest
 from components.locks.rbac import lock_user_binding
 from distlock import _kube, kube
 from tests.support.crd_schema import prune, validate_schema
-from tests.unit.mocks import Mocks, ProgramResult, Recorded, config_map, run_stack
+from tests.support.mocks import Mocks, ProgramResult, Recorded, config_map, run_stack
 
 DYNAMIC = "pulumi-python:dynamic:Resource"
 
@@ -105,16 +105,17 @@ def test_every_status_the_backend_writes_fits_the_schema_unpruned() -> None:
     schema = _schema()
     status = _kube._status({"status": {}})
     statuses = []
-    status = _kube._enqueued(status, "a-1", 10, set())
+    status = _kube._enqueued(status, "a-1", 10, set(), 1)
     statuses.append(status)
-    status = _kube._enqueued(status, "b-2", 10, set())
-    status = _kube._waiter_renewed(status, "b-2")
+    status = _kube._enqueued(status, "b-2", 10, set(), 1)
+    status = _kube._waiter_renewed(status, "b-2", 2)
     statuses.append(status)
     status = _kube._claimed(status, "a-1", 10, set())
     statuses.append(status)
     status = _kube._holder_renewed(status)
     statuses.append(status)
-    status = _kube._dequeued(_kube._released(status), "b-2")
+    statuses.append(_kube._released(status, lambda _w: False, lambda _w: True))  # to b-2
+    status = _kube._dequeued(_kube._released(status, lambda _w: True, lambda _w: False), "b-2")
     statuses.append(status)
     for each in statuses:
         obj = {"spec": {"lockName": "shop/orders"}, "status": each}

@@ -14,20 +14,21 @@ import pytest
 from components import _kube
 from components.config import parse
 from components.mysql import cluster
+from components.mysql._record import EPOCH_LABEL, ROLE_LABEL
 from components.mysql.cluster import (
     BACKUP_PORT,
     CONF_ROOT,
     MYSQL_PORT,
-    ROLE_LABEL,
+    RECORD_DIR,
+    ROLE_LABELS_FILE,
     SCRIPTS_DIR,
     MySQLCluster,
     MySQLClusterArgs,
     server_id_base,
 )
 from components.mysql.flavor import FLAVORS
-from tests.unit.conftest import stack_with
-from tests.unit.mocks import ProgramResult, Recorded, load_stack_file
-from tests.unit.mocks import run_program as run_whole_program
+from tests.support.mocks import ProgramResult, Recorded, load_stack_file, stack_with
+from tests.support.mocks import run_program as run_whole_program
 
 CONTRACT_ENV = {
     "POD_NAME", "MYSQL_FLAVOR", "SERVER_ID_BASE", "PEER_HOST_TEMPLATE", "MYSQL_PORT",
@@ -35,16 +36,18 @@ CONTRACT_ENV = {
     "MAX_REPLICA_LAG_SECONDS", "SERVER_WAIT_SECONDS", "ROOT_PASSWORD_FILE",
     "ADMIN_PASSWORD_FILE", "REPLICATION_PASSWORD_FILE", "MONITOR_PASSWORD_FILE",
     "BACKUP_PASSWORD_FILE", "ADMIN_USER", "REPLICATION_USER", "MONITOR_USER", "BACKUP_USER",
+    "TOPOLOGY_PASSWORD_FILE", "TOPOLOGY_USER", "RECORD_DIR", "ROLE_LABEL", "EPOCH_LABEL",
+    "ROLE_LABELS_FILE",
 }
 CREDENTIALS_DIR = "/run/secrets/mysql-cluster"
 # The keys each container mounts: what its scripts (and the image entrypoint) read, no more.
 MOUNTED_KEYS = {
     "mysql": ["root-password", "admin-password", "replication-password", "monitor-password",
-              "backup-password"],
+              "backup-password", "topology-password"],
     "backup": ["root-password", "replication-password", "backup-password"],
 }
 PASSWORD_KEYS = {"root-password", "admin-password", "replication-password", "monitor-password",
-                 "backup-password"}
+                 "backup-password", "topology-password"}
 SCRIPT_CONTAINERS = {"init-config": "init-config.sh", "clone": "clone.sh",
                      "backup": "backup-server.sh"}
 
@@ -140,7 +143,7 @@ def test_program_runs_for_both_stacks_and_registers_every_object(any_stack: Prog
                  "ServiceAccount", "Role", "RoleBinding"):
         assert kind in kinds, kind
     assert kinds.count("Service") == 3
-    assert len(any_stack.of_type("random:index/randomPassword:RandomPassword")) == 5
+    assert len(any_stack.of_type("random:index/randomPassword:RandomPassword")) == 6
 
 
 def test_every_child_is_parented_to_the_component() -> None:
@@ -169,12 +172,12 @@ def test_replica_counts_follow_the_stack_files(dev: ProgramResult, prod: Program
 
 # ---------------------------------------------------------------- secrets
 
-def test_secret_holds_five_nonempty_passwords_marked_secret(any_stack: ProgramResult) -> None:
+def test_secret_holds_six_nonempty_passwords_marked_secret(any_stack: ProgramResult) -> None:
     secret = any_stack.one("Secret")
     data = secret.inputs["stringData"]
     assert set(data) == PASSWORD_KEYS
     assert all(isinstance(v, str) and len(v) == 32 for v in data.values())
-    assert len(set(data.values())) == 5
+    assert len(set(data.values())) == len(PASSWORD_KEYS)
     assert secret.is_secret("stringData")
 
 
@@ -330,28 +333,50 @@ def test_read_service_selects_replicas_and_never_the_primary(any_stack: ProgramR
     assert not selector_matches(",".join(f"{k}={v}" for k, v in read.items()), template_labels)
 
 
-@pytest.mark.parametrize(("pod_index", "role"), [("0", "primary"), ("1", "replica"),
-                                                 ("2", "replica"), (None, None)])
-def test_each_pod_labels_itself_with_its_role(prod: ProgramResult, pod_index: str | None,
-                                              role: str | None) -> None:
-    """Exactly one label step matches a pod, by its pod-index label; none without one."""
-    labeled = []
-    for name in ("label-primary", "label-replica"):
-        container = containers(prod)[name]
-        args = container["args"]
-        assert args[:2] == ["label", "pods"]
-        assert "--overwrite" in args
-        assert flag(args, "field-selector") == "metadata.name=$(POD_NAME)"
-        labels = {} if pod_index is None else {"apps.kubernetes.io/pod-index": pod_index}
-        if selector_matches(flag(args, "selector"), labels):
-            labeled.append(args[-1])
-    assert labeled == ([] if role is None else [f"{ROLE_LABEL}={role}"])
+def test_each_pod_labels_itself_from_the_record(prod: ProgramResult) -> None:
+    """init-config.sh derives the role labels from the primary record (tests/unit/
+    test_pod_record.py) into a patch file; the `label` step, after it, applies that file to
+    its own pod. No step derives a role from the ordinal."""
+    spec = pod_spec(prod)
+    names = [c["name"] for c in spec["initContainers"]]
+    assert names.index("init-config") < names.index("label")
+    label = containers(prod)["label"]
+    assert label["args"] == ["patch", "pod", "$(POD_NAME)", "--namespace=$(POD_NAMESPACE)",
+                             "--type=merge", f"--patch-file={ROLE_LABELS_FILE}"]
+    init = containers(prod)["init-config"]
+    env = {name: var["value"] for name, var in env_of(init).items() if "value" in var}
+    assert env["ROLE_LABELS_FILE"] == ROLE_LABELS_FILE
+    assert (env["ROLE_LABEL"], env["EPOCH_LABEL"]) == (ROLE_LABEL, EPOCH_LABEL)
+    # The file is written and read on the same volume.
+    tmp = ROLE_LABELS_FILE.rsplit("/", 1)[0]
+    assert mounts_of(init)[tmp]["name"] == mounts_of(label)[tmp]["name"]
+    assert not any("pod-index" in arg for c in containers(prod).values()
+                   for arg in c.get("args", []))
+
+
+def test_the_record_reaches_the_pods_as_an_optional_read_only_volume(
+        prod: ProgramResult) -> None:
+    record = volumes(prod)["record"]["configMap"]
+    # Optional: ReplicationInit writes it after the StatefulSet is ready.
+    assert (record["name"], record["optional"]) == ("mysql-primary-record", True)
+    for name, container in containers(prod).items():
+        mount = mounts_of(container).get(RECORD_DIR)
+        if name in ("init-config", "clone", "backup"):
+            assert mount is not None, name
+            assert mount["readOnly"] is True, name
+        else:
+            # The server and its probes never decide anything from a copy the kubelet
+            # refreshes late.
+            assert mount is None, name
+    # Pulumi never manages the record: only ReplicationInit writes it, with CAS.
+    assert not [r for r in prod.of_type("kubernetes:core/v1:ConfigMap")
+                if r.metadata_name == "mysql-primary-record"]
 
 
 def test_label_steps_are_scoped_to_this_sets_pods(prod: ProgramResult) -> None:
     role = prod.one("Role").inputs
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"],
-                              "verbs": ["get", "list", "patch"],
+                              "verbs": ["get", "patch"],
                               "resourceNames": ["mysql-0", "mysql-1", "mysql-2"]}]
     binding = prod.one("RoleBinding").inputs
     account = prod.one("ServiceAccount")
@@ -368,7 +393,7 @@ def test_only_the_label_steps_hold_an_api_token(any_stack: ProgramResult) -> Non
     token_path = "/var/run/secrets/kubernetes.io/serviceaccount"
     for name, container in containers(any_stack).items():
         has_token = token_path in mounts_of(container)
-        assert has_token == name.startswith("label-"), name
+        assert has_token == (name == "label"), name
     sources = volumes(any_stack)["kube-api-access"]["projected"]["sources"]
     assert sources[0]["serviceAccountToken"]["expirationSeconds"] == 3600
 
@@ -378,7 +403,7 @@ def test_only_the_label_steps_hold_an_api_token(any_stack: ProgramResult) -> Non
 def test_statefulset_invokes_every_script_as_the_contract_says(any_stack: ProgramResult) -> None:
     by_name = containers(any_stack)
     init_names = [c["name"] for c in pod_spec(any_stack)["initContainers"]]
-    assert init_names == ["label-primary", "label-replica", "init-config", "clone"]
+    assert init_names == ["init-config", "clone", "label"]
     assert [c["name"] for c in pod_spec(any_stack)["containers"]] == ["mysql", "backup"]
     for name, script in SCRIPT_CONTAINERS.items():
         assert by_name[name]["command"] == ["bash", f"/mnt/config-map/{script}"]
@@ -427,6 +452,26 @@ def test_every_contract_container_gets_the_contract_environment(any_stack: Progr
         assert values["SERVER_WAIT_SECONDS"] == "600"
         assert (values["ADMIN_USER"], values["REPLICATION_USER"], values["MONITOR_USER"],
                 values["BACKUP_USER"]) == ("admin", "repl", "monitor", "backup")
+
+
+def test_every_container_gets_the_flavors_tools_and_socket(any_stack: ProgramResult) -> None:
+    """The scripts no longer decide tools and socket by flavor: the component hands them."""
+    flavor = statefulset(any_stack)["metadata"]["labels"]["app.kubernetes.io/name"]
+    expected = {
+        "mysql": {"MYSQL_SOCKET": "/var/run/mysqld/mysqld.sock", "MYSQL_CLIENT": "mysql",
+                  "MYSQL_ADMIN_TOOL": "mysqladmin", "BACKUP_TOOL": "xtrabackup",
+                  "BACKUP_STREAM_TOOL": "xbstream", "BACKUP_PREPARED_TYPE": "full-prepared"},
+        "mariadb": {"MYSQL_SOCKET": "/run/mysqld/mysqld.sock", "MYSQL_CLIENT": "mariadb",
+                    "MYSQL_ADMIN_TOOL": "mariadb-admin", "BACKUP_TOOL": "mariadb-backup",
+                    "BACKUP_STREAM_TOOL": "mbstream", "BACKUP_PREPARED_TYPE": "log-applied"},
+    }[flavor]
+    for name in ("init-config", "clone", "mysql", "backup"):
+        env = env_of(containers(any_stack)[name])
+        assert {k: env[k]["value"] for k in expected} == expected, name
+    # The socket is in the directory both containers that talk to the server share.
+    socket_dir = expected["MYSQL_SOCKET"].rsplit("/", 1)[0]
+    for name in ("mysql", "backup"):
+        assert mounts_of(containers(any_stack)[name])[socket_dir]["name"] == "socket"
 
 
 def test_headless_service_name_resolves_the_peer_template(any_stack: ProgramResult) -> None:

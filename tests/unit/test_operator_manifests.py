@@ -32,10 +32,10 @@ import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML ships with kubernetes; no stubs pinned
 
 from components.config import StackConfig, parse
+from tests.support import checkov
+from tests.support.mocks import PROJECT, load_stack_file
+from tests.support.objects import stack_objects
 from tests.support.trees import walk
-from tests.unit import _checkov
-from tests.unit._objects import stack_objects
-from tests.unit.mocks import PROJECT, load_stack_file
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR = ROOT / "deploy" / "operator"
@@ -469,10 +469,10 @@ def test_restricted_check_catches_a_root_pod() -> None:
 def test_checkov_passes_the_operator_manifests(documents: list[tuple[str, Manifest]],
                                                tmp_path: Path) -> None:
     """Kubernetes checks on every manifest, Dockerfile checks on the workspace image."""
-    report = _checkov.scan([d for _, d in documents], tmp_path / "operator",
+    report = checkov.scan([d for _, d in documents], tmp_path / "operator",
                            dockerfile=OPERATOR / "workspace.Dockerfile")
     assert report.parsing_errors == ()
-    rbac = {_checkov.resource_id(d) for _, d in documents if d["kind"].endswith("Role")}
+    rbac = {checkov.resource_id(d) for _, d in documents if d["kind"].endswith("Role")}
     assert rbac <= report.resources
     assert any(f.check_id.startswith("CKV_DOCKER_") for f in report.passed), (
         "the Dockerfile was not checked")

@@ -16,45 +16,17 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "components" / "mysql" / "scripts"
+from components.mysql.flavor import FLAVORS
+from tests.support.pod_scripts import SCRIPTS, argv, bash, output
+
 UUID_A = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
 UUID_B = "8a94f357-aab4-11df-86ab-c80aa9429562"
 UUID_C = "b5e7c1d2-0f3a-11ef-9c1b-0242ac120002"
 PASSWORD = "p'w\\d#\"x"  # quote, backslash, hash, double quote: all must survive
-
-
-def bash(snippet: str, *, flavor: str = "mysql", env: dict[str, str] | None = None,
-         source: str = "lib.sh", prefix: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
-    """Source ``source`` from the scripts dir in strict mode, then run ``snippet``.
-
-    ``prefix`` goes before bash on the command line (e.g. setpriv to run as another user).
-    """
-    bash_path = shutil.which("bash")
-    assert bash_path is not None
-    full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MYSQL_FLAVOR": flavor,
-                "CONFIG_DIR": str(SCRIPTS), **(env or {})}
-    script = f'set -euo pipefail; source "$CONFIG_DIR/{source}"\n{snippet}'
-    return subprocess.run([*prefix, bash_path, "-c", script], env=full_env, capture_output=True,
-                          text=True, check=False, timeout=30)
-
-
-def output(snippet: str, **kwargs: object) -> str:
-    result = bash(snippet, **kwargs)  # type: ignore[arg-type]
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def argv(function: str, *args: str, env: dict[str, str] | None = None) -> list[str]:
-    """The command a lib.sh *_command function builds, one argument per line."""
-    quoted = " ".join(f"'{arg}'" for arg in args)
-    text = output(f"declare -a cmd; {function} cmd {quoted}; printf '%s\\n' \"${{cmd[@]}}\"",
-                  env=env)
-    return text.splitlines()
 
 
 # --- recorded positions ------------------------------------------------------------------------
@@ -172,6 +144,7 @@ ACCOUNT_ENV = {
     "ADMIN_USER": "admin", "ADMIN_PASSWORD": "a-pw", "REPLICATION_USER": "repl",
     "REPLICATION_PASSWORD": "r-pw", "MONITOR_USER": "monitor", "MONITOR_PASSWORD": "m-pw",
     "BACKUP_USER": "backup", "BACKUP_PASSWORD": PASSWORD,
+    "TOPOLOGY_USER": "topology", "TOPOLOGY_PASSWORD": "t-pw",
 }
 
 
@@ -189,6 +162,12 @@ def test_mysql_accounts_have_explicit_privileges() -> None:
         "CREATE USER IF NOT EXISTS 'repl'@'%' IDENTIFIED BY 'r-pw';",
         "ALTER USER 'repl'@'%' IDENTIFIED BY 'r-pw';",
         "GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%';",
+        "CREATE USER IF NOT EXISTS 'topology'@'%' IDENTIFIED BY 't-pw';",
+        "ALTER USER 'topology'@'%' IDENTIFIED BY 't-pw';",
+        # MySQL 8.4: super_read_only and the semisync variables (SYSTEM_VARIABLES_ADMIN),
+        # KILL (CONNECTION_ADMIN), the replication statements; no data privilege.
+        "GRANT SYSTEM_VARIABLES_ADMIN, CONNECTION_ADMIN, REPLICATION_SLAVE_ADMIN, "
+        "REPLICATION CLIENT, RELOAD, PROCESS ON *.* TO 'topology'@'%';",
     ]
     for host in ("localhost", "127.0.0.1"):
         expected += [
@@ -214,6 +193,17 @@ def test_admin_never_gets_what_bypasses_read_only(flavor: str) -> None:
     for forbidden in ("ALL", "SUPER", "READ ONLY ADMIN", "CONNECTION_ADMIN",
                       "SYSTEM_VARIABLES_ADMIN"):
         assert forbidden not in admin_grant.replace("ALTER", "").replace("CALL", "")
+
+
+@pytest.mark.parametrize("flavor", ["mysql", "mariadb"])
+def test_the_topology_account_reads_and_writes_no_data(flavor: str) -> None:
+    sql = output("bootstrap_users_sql", flavor=flavor, env=ACCOUNT_ENV)
+    [grant] = [line for line in sql.splitlines() if line.startswith("GRANT")
+               and "TO 'topology'" in line]
+    privileges = {p.strip() for p in grant.removeprefix("GRANT ").split(" ON ")[0].split(",")}
+    assert not privileges & {"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER",
+                             "ALL", "ALL PRIVILEGES", "SUPER", "CREATE USER"}, privileges
+    assert "WITH GRANT OPTION" not in grant
 
 
 def test_accounts_refuse_an_empty_password() -> None:
@@ -457,8 +447,10 @@ def test_bootstrap_sourced_by_an_entrypoint_fails_it_without_leaking_strict_mode
     result = subprocess.run(["bash", "-c", entrypoint], capture_output=True, text=True,
                             check=False, timeout=30,
                             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                                 **FLAVORS["mariadb"].pod_environment(),
                                  "CONFIG_DIR": str(SCRIPTS), "MYSQL_FLAVOR": "mariadb",
                                  "RUN_DIR": str(tmp_path / "run"),
+                                 "DATA_DIR": str(tmp_path / "data"),
                                  **{k: v for k, v in ACCOUNT_ENV.items()
                                     if not k.endswith("_PASSWORD")},
                                  **_secret_files(tmp_path / "secrets", {
@@ -529,3 +521,17 @@ def test_probe_names_its_modes() -> None:
     result = bash('main nonsense', source="probe.sh")
     assert result.returncode != 0
     assert "usage: probe.sh startup|liveness|readiness|backup" in result.stderr
+
+
+@pytest.mark.parametrize(("function", "variable"), [
+    ("server_socket", "MYSQL_SOCKET"), ("sql_client_tool", "MYSQL_CLIENT"),
+    ("admin_tool", "MYSQL_ADMIN_TOOL"), ("backup_tool", "BACKUP_TOOL"),
+    ("stream_tool", "BACKUP_STREAM_TOOL"), ("prepared_backup_type", "BACKUP_PREPARED_TYPE"),
+])
+def test_tools_and_socket_come_from_the_environment(function: str, variable: str) -> None:
+    """Handed by the component (flavor.py); a pod without one fails naming it."""
+    assert output(function, env={variable: "/from/the/pod/spec"}) == "/from/the/pod/spec\n"
+    missing = bash(function, env={variable: ""})
+    assert missing.returncode != 0
+    assert variable in missing.stderr
+

@@ -1,7 +1,7 @@
 """Policy: Checkov's Kubernetes checks over every object the program creates, per stack.
 
 The objects are the ones ``pulumi up`` would send, taken from a run of the real program
-under mocks with the real ``Pulumi.<stack>.yaml`` (tests/unit/_objects.py: Kubernetes
+under mocks with the real ``Pulumi.<stack>.yaml`` (tests/support/objects.py: Kubernetes
 resources and manifests handed to dynamic providers, such as the Lock CRD), so a component
 change that weakens a pod (root user, writable image, no limits, no probe, an object in
 the default namespace) fails here before it reaches a cluster.
@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
-from tests.unit import _checkov
-from tests.unit._objects import stack_objects
+from tests.support import checkov
+from tests.support.objects import stack_objects
 
 STACKS = ("dev", "prod")
 # Kinds that live outside namespaces; everything else must name its namespace.
@@ -55,7 +55,7 @@ class Allowance:
     # For container-level checks: the only containers the allowance covers (None: all).
     containers: frozenset[str] | None = None
 
-    def matches(self, finding: _checkov.Finding) -> bool:
+    def matches(self, finding: checkov.Finding) -> bool:
         return finding.check_id == self.check_id and re.fullmatch(self.resource,
                                                                   finding.resource) is not None
 
@@ -69,7 +69,7 @@ class PendingFix:
     owner: str
     fix: str
 
-    def matches(self, finding: _checkov.Finding) -> bool:
+    def matches(self, finding: checkov.Finding) -> bool:
         return finding.check_id == self.check_id and re.fullmatch(self.resource,
                                                                   finding.resource) is not None
 
@@ -134,36 +134,36 @@ def stack_manifests() -> dict[str, list[Manifest]]:
 
 @pytest.fixture(scope="module")
 def all_reports(stack_manifests: dict[str, list[Manifest]],
-                tmp_path_factory: pytest.TempPathFactory) -> dict[str, _checkov.Report]:
+                tmp_path_factory: pytest.TempPathFactory) -> dict[str, checkov.Report]:
     """Both stacks and the careless pod below, in one Checkov run."""
-    return _checkov.scan_groups({**stack_manifests, _CARELESS: [_BAD_POD]},
+    return checkov.scan_groups({**stack_manifests, _CARELESS: [_BAD_POD]},
                                 tmp_path_factory.mktemp("checkov"))
 
 
 @pytest.fixture(scope="module")
-def reports(all_reports: dict[str, _checkov.Report]) -> dict[str, _checkov.Report]:
+def reports(all_reports: dict[str, checkov.Report]) -> dict[str, checkov.Report]:
     return {stack: all_reports[stack] for stack in STACKS}
 
 
-def _all_findings(reports: Mapping[str, _checkov.Report]) -> Iterator[_checkov.Finding]:
+def _all_findings(reports: Mapping[str, checkov.Report]) -> Iterator[checkov.Finding]:
     for report in reports.values():
         yield from report.failed
 
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_checkov_evaluated_every_object(stack: str, stack_manifests: dict[str, list[Manifest]],
-                                        reports: dict[str, _checkov.Report]) -> None:
+                                        reports: dict[str, checkov.Report]) -> None:
     """Nothing was skipped: every workload and RBAC object was checked, nothing failed to parse."""
     report = reports[stack]
     assert report.parsing_errors == ()
-    checked = {_checkov.resource_id(m) for m in stack_manifests[stack]
+    checked = {checkov.resource_id(m) for m in stack_manifests[stack]
                if m["kind"] in WORKLOADS or m["kind"].endswith(("Role", "RoleBinding"))}
     assert checked, f"stack {stack} creates no workloads: the program did not run"
     assert checked <= report.resources, sorted(checked - report.resources)
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_every_finding_is_fixed_or_allowed(stack: str, reports: dict[str, _checkov.Report]
+def test_every_finding_is_fixed_or_allowed(stack: str, reports: dict[str, checkov.Report]
                                            ) -> None:
     unexplained = [
         f"{f.check_id} {f.resource}: {f.check_name}" for f in reports[stack].failed
@@ -172,7 +172,7 @@ def test_every_finding_is_fixed_or_allowed(stack: str, reports: dict[str, _check
     assert unexplained == []
 
 
-def test_every_allowance_is_still_needed(reports: dict[str, _checkov.Report]) -> None:
+def test_every_allowance_is_still_needed(reports: dict[str, checkov.Report]) -> None:
     findings = list(_all_findings(reports))
     stale = [f"{a.check_id} {a.resource}" for a in ALLOWED
              if not any(a.matches(f) for f in findings)]
@@ -193,17 +193,17 @@ def test_partial_allowances_hold_for_every_other_container(
             continue
         rule = _CONTAINER_RULES[allowance.check_id]
         for manifest in stack_manifests[stack]:
-            if re.fullmatch(allowance.resource, _checkov.resource_id(manifest)) is None:
+            if re.fullmatch(allowance.resource, checkov.resource_id(manifest)) is None:
                 continue
             offenders = [c["name"] for c in _containers(manifest)
                          if c["name"] not in allowance.containers and not rule(c)]
-            assert offenders == [], (f"{allowance.check_id} {_checkov.resource_id(manifest)}: "
+            assert offenders == [], (f"{allowance.check_id} {checkov.resource_id(manifest)}: "
                                      f"containers {offenders} are not covered by the allowance")
 
 
 @pytest.mark.parametrize("pending", TO_FIX, ids=lambda p: f"{p.check_id}-{p.resource}")
 @pytest.mark.xfail(strict=True, reason="known defect in another component; see TO_FIX")
-def test_pending_fix(pending: PendingFix, reports: dict[str, _checkov.Report]) -> None:
+def test_pending_fix(pending: PendingFix, reports: dict[str, checkov.Report]) -> None:
     checked = {r for report in reports.values() for r in report.resources}
     if not any(re.fullmatch(pending.resource, r) for r in checked):
         pytest.skip(f"the program does not create {pending.resource} (yet)")
@@ -216,7 +216,7 @@ def test_nothing_in_the_default_namespace(stack: str,
                                           stack_manifests: dict[str, list[Manifest]]) -> None:
     """Checkov's CKV_K8S_21 covers some kinds; this covers every namespaced object."""
     misplaced = [
-        _checkov.resource_id(m) for m in stack_manifests[stack]
+        checkov.resource_id(m) for m in stack_manifests[stack]
         if m["kind"] not in CLUSTER_SCOPED
         and (m.get("metadata") or {}).get("namespace") in (None, "", "default")
     ]
@@ -251,7 +251,7 @@ _RULES_WE_RELY_ON = {
 }
 
 
-def test_checkov_catches_a_careless_pod(all_reports: dict[str, _checkov.Report]) -> None:
+def test_checkov_catches_a_careless_pod(all_reports: dict[str, checkov.Report]) -> None:
     report = all_reports[_CARELESS]
     failed = {f.check_id for f in report.failed if f.resource == "Deployment.default.careless"}
     missing = {rule: what for rule, what in _RULES_WE_RELY_ON.items() if rule not in failed}

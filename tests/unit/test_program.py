@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.mocks import ProgramResult, load_stack_file, run_stack
+from tests.support.mocks import ProgramResult, load_stack_file, run_stack
 
 REPLICATION_INIT = "pulumi-python:dynamic/mysql:ReplicationInit"
 ETCD = "mysql-cluster:index:EtcdCluster"

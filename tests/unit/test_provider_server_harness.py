@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.echo_provider import EchoProvider
 from tests.support.provider_server import CheckFailedError, ProviderServer, ResourceDriver
-from tests.unit._echo_provider import EchoProvider
 
 
 @pytest.fixture(scope="module")

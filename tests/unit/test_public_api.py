@@ -10,7 +10,7 @@ import sys
 
 import components
 import components.locks
-from tests.unit import mocks
+from tests.support import mocks
 
 PUBLIC = {"MySQLCluster", "MySQLClusterArgs", "EtcdCluster", "EtcdClusterArgs", "Locks",
           "LocksArgs", "load", "parse", "ConfigError", "StackConfig", "MySQLConfig",

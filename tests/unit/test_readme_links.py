@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.unit import mocks
+from tests.support import mocks
 
 
 def test_every_linked_document_exists() -> None:

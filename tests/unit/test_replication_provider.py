@@ -18,7 +18,13 @@ from pulumi.runtime import rpc
 
 import distlock
 from components.config import Endpoint
-from components.mysql import replication
+from components.mysql import _replication as replication
+from components.mysql._replication import (
+    ReplicationInit,
+    ReplicationInitArgs,
+    _Observation,
+    _ReplicationProvider,
+)
 from components.mysql._replication_sql import (
     DIALECTS,
     IDENTITY,
@@ -33,12 +39,6 @@ from components.mysql._replication_sql import (
     replica_drift,
     replica_refusals,
     replica_repair,
-)
-from components.mysql.replication import (
-    ReplicationInit,
-    ReplicationInitArgs,
-    _Observation,
-    _ReplicationProvider,
 )
 
 PASSWORD = "rotate-me-0123456789"
@@ -480,7 +480,7 @@ def test_a_replica_endpoint_must_reach_its_own_ordinal(
 
 def test_provider_pickles_by_reference_with_nothing_captured() -> None:
     pickled = base64.b64decode(serialize_provider(_ReplicationProvider()))
-    assert b"components.mysql.replication" in pickled
+    assert b"components.mysql._replication" in pickled
     assert b"pymysql" not in pickled
     assert len(pickled) < 200, "the provider must be pickled by reference, not by value"
 

@@ -13,7 +13,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from tests.unit.mocks import ProgramResult, manifests
+from tests.support.mocks import ProgramResult, manifests
 
 VERSIONS = ["1.30", kubernetes_validate.latest_version()]
 

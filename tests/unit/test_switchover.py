@@ -120,8 +120,10 @@ def test_statements_in_order(flavor: Flavor) -> None:
         assert (1, f"SELECT MASTER_GTID_WAIT('{POSITIONS['mariadb']}', 1) AS result") in (
             servers.log)
     assert "s3cret" not in repr(servers.log)
-    # The epoch was claimed before any server changed, then moved with the primary.
-    assert [(r.primary, r.epoch) for r in store.writes] == [(0, 7), (1, 7)]
+    # The epoch was claimed and the record fenced (no primary, the old one holding the
+    # data) before any server changed; it names the candidate only once it has caught up.
+    assert [(r.primary, r.epoch, r.previous) for r in store.writes] == [
+        (None, 7, 0), (1, 7, None)]
     assert outcome.record == PrimaryRecord(1, 7, "3")
     assert outcome.position == POSITIONS[flavor]
 
@@ -136,7 +138,9 @@ def test_timeout_rolls_back_the_old_primary_only(flavor: Flavor) -> None:
     read_only_on = [s.sql for s in dialect.read_only_on]
     writable = [s.sql for s in dialect.writable]
     assert servers.changes() == [(0, s) for s in read_only_on + writable]
-    assert store.read() == PrimaryRecord(0, 7, "2")  # the primary never moved
+    # Fenced, then given back to the old primary before it was writable again.
+    assert [(r.primary, r.previous) for r in store.writes] == [(None, 0), (0, None)]
+    assert store.read() == PrimaryRecord(0, 7, "3")  # the primary never moved
 
 
 def test_an_older_epoch_changes_nothing() -> None:
@@ -173,3 +177,77 @@ def test_a_run_overtaken_mid_way_stops_before_its_next_write() -> None:
                    for o, sql in servers.changes())
     with pytest.raises(StaleEpoch):
         fence(store, 7, "anything")
+
+
+@pytest.mark.parametrize("caught_up", [True, False])
+def test_no_server_is_writable_while_the_record_names_another(caught_up: bool) -> None:
+    """Whenever a server is told to accept writes, the record already names it; while a
+    server is told to stop them, and until the candidate caught up, it names nobody."""
+    dialect = DIALECTS["mariadb"]
+    store = MemoryRecordStore(PrimaryRecord(0, 3, "1"))
+    seen: list[tuple[int, str, PrimaryRecord | None]] = []
+
+    class Watching(FakeServers):
+        @contextlib.contextmanager
+        def session(self, ordinal: int, *, read_timeout: int = 60) -> Iterator[FakeSession]:
+            with super().session(ordinal, read_timeout=read_timeout) as session:
+                real_run = session.run
+
+                def run(statement: Statement) -> list[dict[str, Any]]:
+                    seen.append((ordinal, statement.sql, store.read()))
+                    return real_run(statement)
+
+                session.run = run  # type: ignore[method-assign]
+                yield session
+
+    servers = Watching("mariadb", caught_up=caught_up)
+    with contextlib.suppress(SwitchoverError):
+        switchover(servers, dialect, _plan(), store, record=store.read())
+    writable = {s.sql for s in dialect.writable}
+    opened = [(o, r) for o, sql, r in seen if sql in writable]
+    assert opened, seen
+    assert all(r is not None and r.primary == o for o, r in opened), opened
+    for ordinal, sql, record in seen:
+        if "WAIT" in sql or sql in {s.sql for s in dialect.read_only_on}:
+            assert record is not None, (ordinal, sql)
+            assert (record.fenced, record.previous) == (True, 0), (ordinal, sql, record)
+
+
+def _cnf(flavor: str, role: str) -> dict[str, list[str]]:
+    from components.mysql.cluster import CONF_ROOT  # noqa: PLC0415
+
+    options: dict[str, list[str]] = {}
+    for line in (CONF_ROOT / flavor / f"{role}.cnf").read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, value = (part.strip() for part in line.split("=", 1))
+            options.setdefault(key, []).append(value)
+    return options
+
+
+@pytest.mark.parametrize("flavor", ["mysql", "mariadb"])
+@pytest.mark.parametrize("role", ["primary", "replica"])
+def test_every_server_starts_read_only_and_can_be_demoted(flavor: str, role: str) -> None:
+    options = _cnf(flavor, role)
+    assert options["read_only"] == ["ON"]
+    if flavor == "mysql":
+        assert options["super_read_only"] == ["ON"]
+    # A primary becomes a replica by a switchover, without a restart.
+    assert options["relay_log"] == ["relay-bin"]
+    assert options["relay_log_recovery"] == ["ON"]
+
+
+@pytest.mark.parametrize("role", ["primary", "replica"])
+def test_mysql_loads_the_semisync_plugins_the_dialect_sets(role: str) -> None:
+    """MySQL 8.4 has no built-in semi-sync: the variables the dialect sets exist only with
+    the rpl_semi_sync_source / rpl_semi_sync_replica plugins loaded, both on every server."""
+    dialect = DIALECTS["mysql"]
+    assert _cnf("mysql", role)["plugin_load_add"] == ["semisync_source.so",
+                                                     "semisync_replica.so"]
+    sql = " ".join(s.sql for s in (*dialect.semisync_source(True, 5, 2),
+                                   *dialect.semisync_replica(True)))
+    assert "rpl_semi_sync_source_enabled = ON" in sql
+    assert "rpl_semi_sync_source_wait_for_replica_count = %s" in sql
+    assert "rpl_semi_sync_replica_enabled = ON" in sql
+    assert "rpl_semi_sync_master" not in sql
+    assert "rpl_semi_sync_slave" not in sql
+    assert "plugin_load_add" not in _cnf("mariadb", role)  # built into MariaDB

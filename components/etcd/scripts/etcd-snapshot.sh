@@ -3,7 +3,8 @@
 #
 # A snapshot is written under a temporary name and renamed only after etcdctl verified
 # it, so a failed or interrupted run never leaves a file that looks like a good snapshot
-# and never pushes a good one out of the retention window.
+# and never pushes a good one out of the retention window, nor partial files that fill
+# the volume run after run.
 set -eu
 
 : "${SNAPSHOT_ENDPOINT:?SNAPSHOT_ENDPOINT is required (one client URL)}"
@@ -28,11 +29,37 @@ while [ -e "$SNAPSHOT_DIR/etcd-$stamp-$sequence.db" ]; do
     sequence=$((sequence + 1))
 done
 final="$SNAPSHOT_DIR/etcd-$stamp-$sequence.db"
+# etcdctl writes "$partial.part" and renames it to "$partial" once the hash checks out.
 partial="$SNAPSHOT_DIR/.etcd-$stamp-$sequence.db.partial"
-trap 'rm -f "$partial"' EXIT
+saver=""
+# A failed or stopped run removes its partial files. A stopped one is stopped by a signal: the
+# kubelet's SIGTERM (to PID 1, which ignores a signal it has no handler for) is trapped, and
+# ends etcdctl too, so the run ends within the grace period, not after the command timeout.
+trap 'rm -f "$partial" "$partial.part"' EXIT
+trap 'stop 129' HUP
+trap 'stop 130' INT
+trap 'stop 143' TERM
+stop() {
+    if [ -n "$saver" ]; then
+        kill "$saver" 2>/dev/null || true
+        wait "$saver" 2>/dev/null || true
+    fi
+    exit "$1"
+}
 
-# etcdctl snapshot save needs exactly one endpoint and checks the file's hash itself.
-"$ETCDCTL" --endpoints="$SNAPSHOT_ENDPOINT" --command-timeout=300s snapshot save "$partial"
+# A SIGKILLed run (the Job's deadline) cannot clean up: its partial files are removed by a
+# later run once they are older than any run lasts (the 300 s command timeout), so those of a
+# manual run beside this one are left alone.
+find "$SNAPSHOT_DIR" -maxdepth 1 -type f -name '.etcd-*.db.partial*' -mmin +10 \
+    -exec rm -f {} +
+
+# etcdctl snapshot save needs exactly one endpoint and checks the file's hash itself. In the
+# background so that a trapped signal is handled at once (a shell runs traps only between
+# commands, and `wait` is interrupted by one).
+"$ETCDCTL" --endpoints="$SNAPSHOT_ENDPOINT" --command-timeout=300s snapshot save "$partial" &
+saver=$!
+wait "$saver"
+saver=""
 mv "$partial" "$final"
 echo "saved $final"
 

@@ -3,6 +3,11 @@
 #
 #   backup-server.sh          replicas: configure replication once from the clone's recorded
 #                             position; then serve one backup stream per connection on BACKUP_PORT
+#
+# Which pods are replicas, and what they replicate from, follows the primary record (lib.sh,
+# recorded_authority), not the ordinal: the primary moves. A server that was the first primary
+# and was demoted by a switchover (.bootstrap-complete, no clone) had its replication configured
+# by the switchover itself, which the server keeps: it is left to the server.
 #   backup-server.sh stream   run by the listener for each connection: the backup tool, to stdout
 #
 # Replication is configured once per clone, in two steps that each leave a marker in DATA_DIR:
@@ -53,7 +58,7 @@ stream_backup() {
     require_vars POD_NAME DATA_DIR RUN_DIR
     local ordinal target is_replica=no status=0
     ordinal=$(pod_ordinal)
-    ((ordinal == 0)) || is_replica=yes
+    ((ordinal == $(recorded_authority))) || is_replica=yes
     # Scratch space on the pod's /tmp volume, not RUN_DIR: RUN_DIR is small and in memory.
     target=$(mktemp -d "${TMPDIR:-/tmp}/mysql-cluster-stream.XXXXXX")
     local -a backup
@@ -87,6 +92,12 @@ configure_replication_once() {
         log "replication was configured for this clone already: leaving it to the server"
         return 0
     fi
+    if [[ ! -f "$DATA_DIR/$CLONE_COMPLETE_MARKER" && -f "$DATA_DIR/$BOOTSTRAP_COMPLETE_MARKER" ]]
+    then
+        log "this server was the first primary; the switchover that demoted it configured its" \
+            "replication, which the server keeps: leaving it to the server"
+        return 0
+    fi
     [[ -f "$DATA_DIR/$CLONE_COMPLETE_MARKER" ]] \
         || die "no completed clone in $DATA_DIR: the clone init container must run first"
     require_vars REPLICATION_USER
@@ -104,14 +115,18 @@ configure_replication_once() {
     if [[ ! -f "$configured" ]]; then
         local gtid source_host source_port current
         gtid=$(backup_gtid "$DATA_DIR")
-        source_host=$(peer_host 0)
-        source_port=$(peer_port "$MYSQL_PORT" 0)
+        local authority
+        authority=$(recorded_authority)
+        source_host=$(peer_host "$authority")
+        source_port=$(peer_port "$MYSQL_PORT" "$authority")
         if [[ $MYSQL_FLAVOR == mariadb ]]; then
             # A pod restart between CHANGE MASTER and the marker lets the server start the
             # replica by itself; setting gtid_slave_pos again would rewind it and re-apply
             # transactions. Only a position still at the clone's (or unset) may be set.
             current=$(run_sql "$options" <<<'SELECT @@GLOBAL.gtid_slave_pos')
-            if [[ -n "$current" && "$current" != "$gtid" ]]; then
+            # Ahead of the clone's position, not merely different: a donor that was a replica
+            # before it was promoted hands down its own, older gtid_slave_pos.
+            if [[ -n "$current" && "$current" != "$gtid" ]] && mariadb_gtid_reached "$current" "$gtid"; then
                 log "gtid_slave_pos '$current' is past the clone's '$gtid': replication already" \
                     "ran, so it was configured; not rewinding it"
                 write_marker "$configured" "gtid=$current" "source=already configured" \
@@ -155,7 +170,7 @@ serve() {
     # Leftovers of streams whose peer went away mid-way (the backup tool died with it).
     find "${TMPDIR:-/tmp}" -mindepth 1 -maxdepth 1 -name 'mysql-cluster-stream.*' \
         -exec rm -rf -- {} +
-    if ((ordinal > 0)); then
+    if ((ordinal != $(recorded_authority))); then
         require_vars PEER_HOST_TEMPLATE
         configure_replication_once
     fi

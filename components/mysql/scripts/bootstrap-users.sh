@@ -24,11 +24,11 @@ source "${CONFIG_DIR:?CONFIG_DIR must name the ConfigMap mount}/lib.sh"
 
 main() {
     require_flavor
-    require_vars SOCKET RUN_DIR
+    require_vars SOCKET RUN_DIR DATA_DIR
     # Every input is read and validated before anything is written or run: bad input changes
     # nothing. The passwords are shell variables from here on, never exported.
     local account
-    for account in ROOT ADMIN REPLICATION MONITOR BACKUP; do
+    for account in ROOT ADMIN REPLICATION MONITOR BACKUP TOPOLOGY; do
         read_secret "${account}_PASSWORD"
     done
     local sql options="$RUN_DIR/root-client.cnf"
@@ -38,7 +38,9 @@ main() {
     trap "rm -f -- $(printf '%q' "$options")" EXIT
     write_client_options "$options" root "$ROOT_PASSWORD" socket "$SOCKET"
     run_sql "$options" <<<"$sql"
-    log "created accounts $ADMIN_USER, $REPLICATION_USER, $MONITOR_USER, $BACKUP_USER"
+    # This data dir is the first primary's own (clone.sh keeps it when the primary moves away).
+    write_marker "$DATA_DIR/$BOOTSTRAP_COMPLETE_MARKER" "at=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    log "created accounts $ADMIN_USER, $REPLICATION_USER, $MONITOR_USER, $BACKUP_USER, $TOPOLOGY_USER"
 }
 
 main "$@"

@@ -10,10 +10,15 @@
 # so a half-finished clone is recognised on the next start, wiped (the only thing ever wiped) and
 # retried, and a data dir holding anything else is refused and left untouched.
 #
+# Who clones: every pod but the one holding the cluster's data, the primary record's authority
+# (lib.sh; ordinal 0 before any record). A data dir the image initialised for the first primary
+# (.bootstrap-complete, written by bootstrap-users.sh) is that server's own: kept, like a
+# completed clone, when the primary has moved away from it.
+#
 # Donor choice: the previous ordinal first, as in the original design. Under OrderedReady it is
 # the newest pod that is already Ready, and it keeps the backup load off the primary. If it cannot
-# be reached (no byte received), lower ordinals down to the primary are tried in turn, so one
-# unavailable replica does not block seeding. A stream that breaks after data arrived is not
+# be reached (no byte received), lower ordinals down to 0 are tried in turn, then the recorded
+# primary if its ordinal is higher, so one unavailable replica does not block seeding. A stream that breaks after data arrived is not
 # retried here: the pod fails, and its next start wipes and starts over.
 #
 # mbstream/xbstream can exit 0 on a stream cut at a chunk boundary, so completeness is checked
@@ -31,6 +36,8 @@ source "${CONFIG_DIR:?CONFIG_DIR must name the ConfigMap mount}/lib.sh"
 data_dir_state() {
     if [[ -f "$DATA_DIR/$CLONE_COMPLETE_MARKER" ]]; then
         echo complete
+    elif [[ -f "$DATA_DIR/$BOOTSTRAP_COMPLETE_MARKER" ]]; then
+        echo bootstrapped
     elif [[ -f "$DATA_DIR/$CLONE_IN_PROGRESS_MARKER" || -n "$(marker_temps "$DATA_DIR" \
         "$CLONE_IN_PROGRESS_MARKER" "$CLONE_COMPLETE_MARKER")" ]]; then
         echo in-progress
@@ -99,10 +106,11 @@ stream_from() {
 main() {
     require_vars POD_NAME DATA_DIR CONFIG_DIR BACKUP_PORT PEER_HOST_TEMPLATE
     require_flavor
-    local ordinal
+    local ordinal authority
     ordinal=$(pod_ordinal)
-    if ((ordinal == 0)); then
-        log "ordinal 0 is the primary: nothing to clone"
+    authority=$(recorded_authority)
+    if ((ordinal == authority)); then
+        log "ordinal $ordinal holds the cluster's data (the primary record's): nothing to clone"
         return 0
     fi
     transport_tool >/dev/null  # fail before touching anything if no transport is installed
@@ -116,6 +124,11 @@ main() {
             # one inside write_marker a temp file: leftovers of a clone that did complete.
             remove_marker_temps "$DATA_DIR" "$CLONE_IN_PROGRESS_MARKER" "$CLONE_COMPLETE_MARKER"
             rm -f -- "$DATA_DIR/$CLONE_IN_PROGRESS_MARKER"
+            return 0
+            ;;
+        bootstrapped)
+            log "data dir was initialised here as the first primary's; the primary moved to" \
+                "ordinal $authority, which replicates to it: keeping it"
             return 0
             ;;
         in-progress)
@@ -139,7 +152,10 @@ main() {
     esac
 
     local donor status=2
-    for ((donor = ordinal - 1; donor >= 0; donor--)); do
+    local -a donors=()
+    for ((donor = ordinal - 1; donor >= 0; donor--)); do donors+=("$donor"); done
+    ((authority < ordinal)) || donors+=("$authority")
+    for donor in "${donors[@]}"; do
         status=0
         stream_from "$donor" || status=$?
         ((status == 2)) || break

@@ -2,10 +2,10 @@
 # Shared code for the pod scripts (see CONTRACT.md). Sourced, never run.
 #
 # Why the pieces look the way they do:
-# - Everything flavor-specific (tool names, SQL dialect, backup file names) is decided here, in
-#   functions that only print, so tests/unit/test_pod_scripts_sql.py can source this file with
-#   MYSQL_FLAVOR=mysql and assert the exact statements and commands MySQL 8.4 pods would run
-#   without a MySQL server being available.
+# - The pods' SQL and backup file names are decided here, in functions that only print, so
+#   tests/unit/test_pod_scripts_sql.py can source this file with MySQL 8.4's environment and
+#   assert the exact statements and commands MySQL 8.4 pods would run without a MySQL server
+#   being available. Tool names and the socket come from the environment (flavor.py).
 # - Passwords come from the cluster Secret mounted as files (CONTRACT.md, Credentials), read
 #   once per script by read_secret into shell variables that are never exported, and reach the
 #   tools only through option files in RUN_DIR (mode 0600) or SQL on stdin: never argv, which
@@ -31,6 +31,9 @@ backup_listener_pid_file() {
     CLONE_COMPLETE_MARKER=".clone-complete"
     REPLICATION_CONFIGURED_MARKER=".replication-configured"
     REPLICATION_STARTED_MARKER=".replication-started"
+    # Written by bootstrap-users.sh into the data dir the image initialised: this server began
+    # as the cluster's first primary, so its data is its own, not a foreign or partial copy.
+    BOOTSTRAP_COMPLETE_MARKER=".bootstrap-complete"
 }
 
 log() {
@@ -101,6 +104,93 @@ peer_port() {
     printf '%d\n' "$((base + ordinal * stride))"
 }
 
+# mariadb_gtid_reached CURRENT GTID: whether the MariaDB GTID position CURRENT has reached GTID in
+# every replication domain of GTID (a sequence number at least as high; within a domain they only
+# grow, whichever server wrote them). Not string equality: a clone taken from a primary that was
+# once a replica carries that old replica's gtid_slave_pos, which is *behind* the clone's position
+# and must be replaced, while a position that replication has already advanced is ahead.
+mariadb_gtid_reached() {
+    local current=$1 wanted=$2 entry domain seq have found
+    local -a wanted_entries current_entries
+    IFS=, read -ra wanted_entries <<<"$wanted"
+    IFS=, read -ra current_entries <<<"$current"
+    for entry in "${wanted_entries[@]}"; do
+        [[ "$entry" =~ ^([0-9]+)-[0-9]+-([0-9]+)$ ]] || return 1
+        domain=${BASH_REMATCH[1]} seq=${BASH_REMATCH[2]} found=no
+        for have in "${current_entries[@]}"; do
+            if [[ "$have" =~ ^([0-9]+)-[0-9]+-([0-9]+)$ ]] && ((BASH_REMATCH[1] == domain)); then
+                found=yes
+                ((BASH_REMATCH[2] >= seq)) || return 1
+            fi
+        done
+        [[ $found == yes ]] || return 1
+    done
+}
+
+# --- the primary record ------------------------------------------------------------------------
+# Which ordinal is the primary is decided by ReplicationInit and kept in the primary record
+# (components/mysql/_record.py), a ConfigMap the pods mount at RECORD_DIR: files `primary` (an
+# ordinal, or `none` while a switchover holds it), `epoch` and, while fenced, `previous`. The
+# mount is optional: before the first `pulumi up` wrote a record the directory is empty, and
+# ordinal 0 is where a new cluster starts. The files are read when a pod starts, never to decide
+# whether a server may accept writes: every server starts read-only, and only the holder of
+# the record's epoch opens one.
+
+# _record_field NAME: the record's field, or nothing when there is no record.
+_record_field() {
+    local file="${RECORD_DIR:-}/$1"
+    [[ -n "${RECORD_DIR:-}" && -f "$file" ]] || return 0
+    local value
+    value=$(<"$file")
+    printf '%s\n' "$value"
+}
+
+_record_ordinal() {
+    [[ "$2" =~ ^[0-9]+$ ]] || die "the primary record's $1 is '$2', not an ordinal" \
+        "(RECORD_DIR=${RECORD_DIR:-}); fix or delete the record ConfigMap"
+    printf '%d\n' "$((10#$2))"
+}
+
+# The ordinal that holds every acknowledged commit: the recorded primary, or while a switchover
+# fences the record the one it is moving away from (read-only; the others copy it). 0 when there
+# is no record yet.
+recorded_authority() {
+    local primary
+    primary=$(_record_field primary)
+    if [[ -z "$primary" ]]; then
+        printf '0\n'
+    elif [[ "$primary" == none ]]; then
+        _record_ordinal previous "$(_record_field previous)"
+    else
+        _record_ordinal primary "$primary"
+    fi
+}
+
+# recorded_role ORDINAL: `primary` when the record names ORDINAL (before any record: ordinal 0);
+# `replica` otherwise, and for every ordinal while the record is fenced.
+recorded_role() {
+    local primary
+    primary=$(_record_field primary)
+    if [[ -z "$primary" ]]; then
+        primary=0
+    elif [[ "$primary" == none ]]; then
+        printf 'replica\n'
+        return 0
+    fi
+    if (($(_record_ordinal primary "$primary") == $1)); then
+        printf 'primary\n'
+    else
+        printf 'replica\n'
+    fi
+}
+
+# The record's epoch; 0 before any record.
+recorded_epoch() {
+    local epoch
+    epoch=$(_record_field epoch)
+    _record_ordinal epoch "${epoch:-0}"
+}
+
 require_flavor() {
     require_vars MYSQL_FLAVOR
     case "$MYSQL_FLAVOR" in
@@ -109,25 +199,15 @@ require_flavor() {
     esac
 }
 
-# The server's unix socket, in the socket directory the StatefulSet shares between the mysql and
-# backup containers (the images' own locations). MYSQL_SOCKET overrides it (test harnesses).
-server_socket() {
-    require_flavor
-    if [[ -n "${MYSQL_SOCKET:-}" ]]; then
-        printf '%s\n' "$MYSQL_SOCKET"
-    elif [[ $MYSQL_FLAVOR == mysql ]]; then
-        echo /var/run/mysqld/mysqld.sock
-    else
-        echo /run/mysqld/mysqld.sock
-    fi
-}
-
-# Tool names per flavor: MySQL 8.4 pairs with Percona XtraBackup 8.4 (xbstream); MariaDB ships
-# mariadb-backup and mbstream in its server image.
-sql_client_tool() { require_flavor; [[ $MYSQL_FLAVOR == mysql ]] && echo mysql || echo mariadb; }
-admin_tool() { require_flavor; [[ $MYSQL_FLAVOR == mysql ]] && echo mysqladmin || echo mariadb-admin; }
-backup_tool() { require_flavor; [[ $MYSQL_FLAVOR == mysql ]] && echo xtrabackup || echo mariadb-backup; }
-stream_tool() { require_flavor; [[ $MYSQL_FLAVOR == mysql ]] && echo xbstream || echo mbstream; }
+# The flavor's tools and the server's socket are handed to every container (CONTRACT.md,
+# Environment; components/mysql/flavor.py decides them): nothing here branches on the flavor
+# for them. The socket is in the directory the StatefulSet shares between the mysql and backup
+# containers, where the image's own config puts it.
+server_socket() { require_vars MYSQL_SOCKET; printf '%s\n' "$MYSQL_SOCKET"; }
+sql_client_tool() { require_vars MYSQL_CLIENT; printf '%s\n' "$MYSQL_CLIENT"; }
+admin_tool() { require_vars MYSQL_ADMIN_TOOL; printf '%s\n' "$MYSQL_ADMIN_TOOL"; }
+backup_tool() { require_vars BACKUP_TOOL; printf '%s\n' "$BACKUP_TOOL"; }
+stream_tool() { require_vars BACKUP_STREAM_TOOL; printf '%s\n' "$BACKUP_STREAM_TOOL"; }
 
 # A single-quoted SQL string literal (the server runs without NO_BACKSLASH_ESCAPES).
 sql_quote() {
@@ -149,6 +229,8 @@ option_quote() {
 
 # write_client_options PATH USER PASSWORD (host HOST PORT | socket SOCKET)
 # Atomic and created 0600 from the start, so the password is never readable by others, even briefly.
+# The temp file is named in WRITING_CLIENT_OPTIONS until the rename, so that a script's trap can
+# remove it when a signal ends the script in between (remove_unfinished_client_options).
 write_client_options() {
     local path=$1 user=$2 password=$3 kind=$4 tmp quoted_user quoted_password location
     [[ -n "$password" ]] || die "empty password for account '$user'"
@@ -165,7 +247,9 @@ write_client_options() {
         *) die "write_client_options: unknown connection kind '$kind'" ;;
     esac
     mkdir -p "$(dirname "$path")"
-    tmp=$(umask 077 && mktemp "$path.XXXXXX")
+    # One assignment: a trap runs between commands, so it never sees the file unnamed.
+    WRITING_CLIENT_OPTIONS=$(umask 077 && mktemp "$path.XXXXXX")
+    tmp=$WRITING_CLIENT_OPTIONS
     # [client] for the SQL clients and mariadb-backup; [xtrabackup] because Percona XtraBackup
     # reads only its own and the [mysqld] groups. protocol=TCP keeps the clients from turning
     # "localhost" into a socket; XtraBackup does not know the option.
@@ -175,6 +259,15 @@ write_client_options() {
         "$quoted_user" "$quoted_password" "$location" "$tcp" \
         "$quoted_user" "$quoted_password" "$location" >"$tmp"
     mv -f "$tmp" "$path"
+    WRITING_CLIENT_OPTIONS=""
+}
+
+# The EXIT trap of a script that can be stopped while write_client_options runs: removes the temp
+# file of a write that never reached its rename (it holds a password).
+remove_unfinished_client_options() {
+    if [[ -n "${WRITING_CLIENT_OPTIONS:-}" ]]; then
+        rm -f -- "$WRITING_CLIENT_OPTIONS"
+    fi
 }
 
 # run_sql OPTION_FILE [client args...]: statements on stdin, tab-separated rows on stdout.
@@ -343,27 +436,37 @@ replication_start_sql() {
 # CONNECTION_ADMIN / SYSTEM_VARIABLES_ADMIN (MySQL): any of them lets it write on a read-only
 # replica, which is how errant GTIDs are born. It holds REPLICATION SLAVE only so that it can
 # grant it: the ReplicationInit provider repairs the replication account as admin.
+#
+# The topology account is the one that moves the primary (ReplicationInit's switchover): it may set
+# read_only, end other sessions and run the replication statements (MariaDB's RESET REPLICA ALL needs
+# RELOAD), and reads or writes no data. On MariaDB setting read_only takes READ ONLY ADMIN, so this
+# account could write through read_only if it held any data privilege; it holds none.
 bootstrap_users_sql() {
     require_flavor
     require_vars ADMIN_USER ADMIN_PASSWORD REPLICATION_USER REPLICATION_PASSWORD \
-        MONITOR_USER MONITOR_PASSWORD BACKUP_USER BACKUP_PASSWORD
+        MONITOR_USER MONITOR_PASSWORD BACKUP_USER BACKUP_PASSWORD TOPOLOGY_USER TOPOLOGY_PASSWORD
     local admin_privileges repl_privileges monitor_privileges backup_privileges host
+    local topology_privileges
     local common="SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, RELOAD, PROCESS, REFERENCES, INDEX, ALTER, SHOW DATABASES, CREATE TEMPORARY TABLES, LOCK TABLES, EXECUTE, CREATE VIEW, SHOW VIEW, CREATE ROUTINE, ALTER ROUTINE, CREATE USER, EVENT, TRIGGER"
     repl_privileges="REPLICATION SLAVE"
     if [[ $MYSQL_FLAVOR == mariadb ]]; then
         admin_privileges="$common, BINLOG MONITOR, SLAVE MONITOR, REPLICATION SLAVE, REPLICATION SLAVE ADMIN"
         monitor_privileges="SLAVE MONITOR"
         backup_privileges="RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR, SLAVE MONITOR"
+        topology_privileges="READ_ONLY ADMIN, CONNECTION ADMIN, REPLICATION SLAVE ADMIN, SLAVE MONITOR, BINLOG MONITOR, REPLICATION MASTER ADMIN, RELOAD, PROCESS"
     else
         admin_privileges="$common, REPLICATION CLIENT, REPLICATION SLAVE, REPLICATION_SLAVE_ADMIN"
         monitor_privileges="REPLICATION CLIENT"
         backup_privileges="BACKUP_ADMIN, PROCESS, RELOAD, LOCK TABLES, REPLICATION CLIENT"
+        topology_privileges="SYSTEM_VARIABLES_ADMIN, CONNECTION_ADMIN, REPLICATION_SLAVE_ADMIN, REPLICATION CLIENT, RELOAD, PROCESS"
     fi
     _account_sql "$ADMIN_USER" % "$ADMIN_PASSWORD"
     printf 'GRANT %s ON *.* TO %s@%s WITH GRANT OPTION;\n' "$admin_privileges" \
         "$(sql_quote "$ADMIN_USER")" "'%'"
     _account_sql "$REPLICATION_USER" % "$REPLICATION_PASSWORD"
     printf 'GRANT %s ON *.* TO %s@%s;\n' "$repl_privileges" "$(sql_quote "$REPLICATION_USER")" "'%'"
+    _account_sql "$TOPOLOGY_USER" % "$TOPOLOGY_PASSWORD"
+    printf 'GRANT %s ON *.* TO %s@%s;\n' "$topology_privileges" "$(sql_quote "$TOPOLOGY_USER")" "'%'"
     for host in localhost 127.0.0.1; do
         _account_sql "$MONITOR_USER" "$host" "$MONITOR_PASSWORD"
         printf 'GRANT %s ON *.* TO %s@%s;\n' "$monitor_privileges" \
@@ -421,10 +524,7 @@ prepare_command() {
 }
 
 # The backup_type the tool writes into its checkpoints file once --prepare has succeeded.
-prepared_backup_type() {
-    require_flavor
-    [[ $MYSQL_FLAVOR == mysql ]] && echo full-prepared || echo log-applied
-}
+prepared_backup_type() { require_vars BACKUP_PREPARED_TYPE; printf '%s\n' "$BACKUP_PREPARED_TYPE"; }
 
 # --- transport: ncat when present, else socat (the MariaDB and XtraBackup images ship socat only) --
 
@@ -464,5 +564,37 @@ serve_command() {
             _serve_command=(socat -U "TCP-LISTEN:$port,reuseaddr,fork,max-children=1"
                 "SYSTEM:$shell_serve_command")
             ;;
+    esac
+}
+
+# --- object-store backups (backup.sh, binlog-archive.sh, restore.sh) ------------------------------
+
+# mysqlbackup_command ARRAY: the Python half of the backup path (the mysqlbackup package);
+# MYSQLBACKUP_PYTHON names the interpreter that has it and boto3 (default python3).
+mysqlbackup_command() {
+    local -n _mysqlbackup_command=$1
+    _mysqlbackup_command=("${MYSQLBACKUP_PYTHON:-python3}" -m mysqlbackup)
+}
+
+# compress_command ARRAY KIND / decompress_command ARRAY KIND: gzip (in every image), zstd
+# (faster at the same ratio, where present) or none. KIND is recorded in the manifest, so a
+# restore always decompresses with what the backup used.
+compress_command() {
+    local -n _compress_command=$1
+    case "$2" in
+        gzip) _compress_command=(gzip -1 -c) ;;
+        zstd) _compress_command=(zstd -q -1 -T0 -c) ;;
+        none) _compress_command=(cat) ;;
+        *) die "BACKUP_COMPRESSION must be gzip, zstd or none, got '$2'" ;;
+    esac
+}
+
+decompress_command() {
+    local -n _decompress_command=$1
+    case "$2" in
+        gzip) _decompress_command=(gzip -d -c) ;;
+        zstd) _decompress_command=(zstd -q -d -c) ;;
+        none) _decompress_command=(cat) ;;
+        *) die "the backup names compression '$2', which this script does not know" ;;
     esac
 }

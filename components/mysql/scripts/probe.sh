@@ -5,8 +5,15 @@
 #   startup    the server accepts queries
 #   liveness   the server process answers (mysqladmin ping also succeeds on "access denied": a
 #              server that is up but refuses the monitor account is not a reason to restart it)
-#   readiness  primary: accepts queries and is writable. replica: IO and SQL threads running and
-#              lag <= MAX_REPLICA_LAG_SECONDS, so readers are never sent to a stale or broken copy
+#   readiness  a replica (replication configured): IO and SQL threads running and lag <=
+#              MAX_REPLICA_LAG_SECONDS, so readers are never sent to a stale or broken copy.
+#              A server that replicates from nobody is the primary (or is being made one): it
+#              accepts queries. Writable is not asked: every server starts read-only and only
+#              ReplicationInit, after the StatefulSet is Ready, opens the recorded primary; a
+#              readiness that waited for that would stall the rollout that precedes it forever.
+#              Which Service sends clients where is the role label's job (moved with the record),
+#              so the role is read from the server here, never from the ordinal or a mounted
+#              copy of the record that the kubelet refreshes late.
 # The monitor account connects over TCP to 127.0.0.1 with an option file in RUN_DIR (0600); its
 # password is read from the credentials volume (read_secret).
 #
@@ -121,6 +128,17 @@ main() {
     require_vars POD_NAME RUN_DIR MYSQL_PORT MONITOR_USER
     read_secret MONITOR_PASSWORD
     local ordinal options="$RUN_DIR/monitor-client.cnf"
+    # A probe stopped between the option file's mktemp and its rename would leave the temp
+    # file (it holds the monitor password): signals end the script through its EXIT trap,
+    # which removes it. SIGKILL (the kubelet's timeout) cannot be trapped: such a leftover is
+    # removed by a later probe once it is older than any probe lives (timeoutSeconds 5), so
+    # the temp file of a probe running right now is never touched.
+    trap remove_unfinished_client_options EXIT
+    trap 'exit 129' HUP
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    find "$RUN_DIR" -mindepth 1 -maxdepth 1 -type f -name 'monitor-client.cnf.??????' -mmin +1 \
+        -delete 2>/dev/null || true
     ordinal=$(pod_ordinal)
     write_client_options "$options" "$MONITOR_USER" "$MONITOR_PASSWORD" host 127.0.0.1 \
         "$(peer_port "$MYSQL_PORT" "$ordinal")"
@@ -132,20 +150,12 @@ main() {
             "$(admin_tool)" --defaults-file="$options" --connect-timeout=5 ping >/dev/null
             ;;
         readiness)
-            if ((ordinal == 0)); then
-                local read_only
-                if [[ $MYSQL_FLAVOR == mysql ]]; then
-                    read_only=$(run_sql "$options" <<<'SELECT @@GLOBAL.read_only + @@GLOBAL.super_read_only')
-                else
-                    read_only=$(run_sql "$options" <<<'SELECT @@GLOBAL.read_only')
-                fi
-                [[ $read_only == 0 ]] || die "primary is read-only"
-            else
-                require_vars MAX_REPLICA_LAG_SECONDS
-                require_uint MAX_REPLICA_LAG_SECONDS "$MAX_REPLICA_LAG_SECONDS"
-                local status reason
-                status=$("$(sql_client_tool)" --defaults-file="$options" --connect-timeout=10 \
-                    --vertical <<<'SHOW REPLICA STATUS')
+            require_vars MAX_REPLICA_LAG_SECONDS
+            require_uint MAX_REPLICA_LAG_SECONDS "$MAX_REPLICA_LAG_SECONDS"
+            local status reason
+            status=$("$(sql_client_tool)" --defaults-file="$options" --connect-timeout=10 \
+                --vertical <<<'SHOW REPLICA STATUS')
+            if [[ -n "$status" ]]; then
                 reason=$(replica_status_ready "$MAX_REPLICA_LAG_SECONDS" <<<"$status") \
                     || die "replica not ready: $reason"
             fi

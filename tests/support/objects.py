@@ -1,7 +1,7 @@
 """Every Kubernetes object a stack's program creates, as plain manifests.
 
 Two sources, because the program creates objects two ways: Kubernetes provider
-resources (``tests.unit.mocks.manifests``), and manifests handed to a dynamic provider
+resources (``tests.support.mocks.manifests``), and manifests handed to a dynamic provider
 that applies them itself (the Lock CRD, applied by the locks provider so that stacks can
 share it). Policy and RBAC checks must see both, or an object would escape them.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.unit.mocks import ProgramResult, manifests, run_stack
+from tests.support.mocks import ProgramResult, manifests, run_stack
 
 DYNAMIC = "pulumi-python:dynamic:Resource"
 

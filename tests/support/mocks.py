@@ -210,6 +210,13 @@ def load_stack_file(stack: str) -> dict[str, Any]:
     return config
 
 
+def stack_with(stack: str, **mysql: Any) -> dict[str, Any]:
+    """``Pulumi.<stack>.yaml``'s config with keys of the ``mysql`` object replaced."""
+    config = load_stack_file(stack)
+    config["mysql-cluster:mysql"] = {**config["mysql-cluster:mysql"], **mysql}
+    return config
+
+
 def _run_main() -> None:
     runpy.run_path(str(PROGRAM), run_name="__main__")
 

@@ -61,6 +61,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from components.mysql import credentials
+from components.mysql._record import EPOCH_LABEL, ROLE_LABEL
+from components.mysql.flavor import FLAVORS
 from tests.support.mariadb import DEBIAN, MariaDBServer, distribution
 from tests.support.procs import LOCALHOST, ManagedProcess, require_binary, wait_until
 
@@ -74,10 +76,12 @@ Container = Literal["init-config", "clone", "mysql", "backup"]
 # The container each script runs in (CONTRACT.md); `probe.sh backup` is the backup container's.
 _SCRIPT_CONTAINERS: dict[str, Container] = {
     "init-config.sh": "init-config", "clone.sh": "clone", "backup-server.sh": "backup",
+    "backup.sh": "backup", "binlog-archive.sh": "backup", "restore.sh": "backup",
+    "verify.sh": "backup",
     "bootstrap-users.sh": "mysql", "probe.sh": "mysql",
 }
 _ACCOUNT_USERS = {"ADMIN_USER": "admin", "REPLICATION_USER": "repl", "MONITOR_USER": "monitor",
-                  "BACKUP_USER": "backup"}
+                  "BACKUP_USER": "backup", "TOPOLOGY_USER": "topology"}
 
 # Markers the scripts keep in DATA_DIR (lib.sh).
 CLONE_IN_PROGRESS = ".clone-in-progress"
@@ -101,6 +105,7 @@ class ClusterSecrets:
     replication: str = field(default_factory=_password)
     monitor: str = field(default_factory=_password)
     backup: str = field(default_factory=_password)
+    topology: str = field(default_factory=_password)
 
     def password(self, account: str) -> str:
         credentials.secret_key(account)  # an unknown account is an error, not an attribute
@@ -410,6 +415,7 @@ class Pod:
         return {
             "POD_NAME": self.name,
             "MYSQL_FLAVOR": "mariadb",
+            **FLAVORS["mariadb"].pod_environment(),
             "SERVER_ID_BASE": str(c.server_id_base),
             "PEER_HOST_TEMPLATE": c.peer_host_template,
             "MYSQL_PORT": str(c.mysql_port),
@@ -424,6 +430,11 @@ class Pod:
             "SERVER_WAIT_SECONDS": "600",
             "PATH": c.script_path,
             "TMPDIR": str(self.scratch_dir),
+            # No record volume: the record is absent, as before the first `pulumi up`.
+            "RECORD_DIR": str(self.dir / "record"),
+            "ROLE_LABEL": ROLE_LABEL,
+            "EPOCH_LABEL": EPOCH_LABEL,
+            "ROLE_LABELS_FILE": str(self.scratch_dir / "role-labels.json"),
             **_ACCOUNT_USERS,
             **credentials.file_variables(str(c.credentials_dir(container))),
         }
@@ -539,22 +550,36 @@ class Pod:
                                       log_dir=self.logs, env=self.env("backup")).start()
         return self.sidecar
 
-    def start(self, *, wait: bool = True) -> Pod:
-        """The whole pod: init-config, clone (replicas), server, sidecar; waits until serving."""
+    def open_primary(self) -> None:
+        """What ReplicationInit's first `pulumi up` does to the recorded primary, which
+        starts read-only like every server: the topology account makes it writable."""
+        self.server.query("SET GLOBAL read_only = OFF", user="topology",
+                          password=self.cluster.secrets.topology)
+
+    def start(self, *, wait: bool = True, open_primary: bool = True) -> Pod:
+        """The whole pod: init-config, clone (replicas), server, sidecar; waits until serving.
+
+        ``open_primary``: ordinal 0 (the primary while there is no record) is then made
+        writable as ReplicationInit would (every server starts read-only)."""
         self.init_config()
-        if self.ordinal == 0 and not (self.data_dir / "mysql").exists():
+        if self.ordinal > 0 and not self.cluster.distribution.has_backup_tool:
+            self.seed_without_backup()
+        else:
+            # Every pod runs the clone init container; the script decides (the record's
+            # authority, or a data dir that is already complete, clones nothing).
+            code = self.clone()
+            if code != 0:
+                raise RuntimeError(f"{self.name}: clone.sh exited {code}:\n{self.clone_log()}")
+        if not (self.data_dir / "mysql").exists():
+            # The image entrypoint on an empty data dir: install, bootstrap-users.sh.
             self.initialize_primary()
         else:
-            if self.ordinal > 0 and not self.cluster.distribution.has_backup_tool:
-                self.seed_without_backup()
-            elif self.ordinal > 0:
-                code = self.clone()
-                if code != 0:
-                    raise RuntimeError(f"{self.name}: clone.sh exited {code}:\n{self.clone_log()}")
             self.start_server()
         self.start_sidecar()
         if wait:
             self.wait_serving()
+        if open_primary and self.ordinal == 0:
+            self.open_primary()
         return self
 
     def wait_serving(self, timeout: float = 120) -> None:
@@ -594,11 +619,11 @@ class Pod:
         shutil.rmtree(self.data_dir)
         self._new_pod_volumes()
 
-    def restart(self, *, wait: bool = True) -> Pod:
+    def restart(self, *, wait: bool = True, open_primary: bool = True) -> Pod:
         """A new pod with the same name and PVC: fresh emptyDirs, every container again."""
         self.kill()
         self._new_pod_volumes()
-        return self.start(wait=wait)
+        return self.start(wait=wait, open_primary=open_primary)
 
     def stop(self) -> None:
         if self.sidecar is not None:
@@ -642,6 +667,23 @@ class Pod:
                                      f"{status[0]['Last_SQL_Error']}")
             if time.monotonic() >= deadline:
                 raise AssertionError(f"{self.name} did not reach {gtid} in {timeout}s: {status}")
+
+    def wait_caught_up(self, timeout: float = 120) -> None:
+        """Until the SQL thread says it has applied all it received (Seconds_Behind_Master 0).
+
+        After MASTER_GTID_WAIT returns, MariaDB may still count lag from the backlog's event
+        timestamps until its SQL thread finds the relay log exhausted: a readiness probe
+        asked at that moment says "lag 48s" for a replica that holds everything. This is
+        what a readiness check after catching up must wait for.
+        """
+        def caught_up() -> bool:
+            status = self.query("SHOW REPLICA STATUS")
+            if status and status[0]["Last_SQL_Errno"]:
+                raise AssertionError(f"{self.name} stopped applying: "
+                                     f"{status[0]['Last_SQL_Error']}")
+            return bool(status) and status[0]["Seconds_Behind_Master"] == 0
+
+        wait_until(caught_up, timeout=timeout, what=f"{self.name} to report no lag")
 
     def checksum(self, table: str) -> int:
         return int(self.query(f"CHECKSUM TABLE {table}")[0]["Checksum"])

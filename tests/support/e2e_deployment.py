@@ -20,11 +20,11 @@ import yaml  # type: ignore[import-untyped]  # PyYAML ships with kubernetes
 from pulumi import automation as auto
 
 from components.mysql import credentials
-from tests.e2e.kube import SECRET, Kubectl, make_user_secret
-from tests.e2e.toolchain import PulumiSandbox, RunLog
 from tests.support.controlplane import ControlPlane
-from tests.unit._objects import program_objects
-from tests.unit.mocks import load_stack_file, run_program
+from tests.support.e2e_kube import SECRET, Kubectl, make_user_secret
+from tests.support.mocks import load_stack_file, run_program
+from tests.support.objects import program_objects
+from tests.support.toolchain import PulumiSandbox, RunLog
 
 PROJECT = "mysql-cluster"
 STACK_FILE = load_stack_file("e2e")

@@ -105,9 +105,10 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from components._wire import whole_number
+from components._check import Checker, has_unknowns, is_url
 
 _DEFAULT_TIMEOUT_SECONDS = 120
+_MAX_TIMEOUT_SECONDS = 86400
 # Where the desired peer URLs live in etcd (comma-separated); the pods read it through
 # MEMBER_DESIRED_KEY. Outside any prefix a lock user would pick.
 DESIRED_MEMBERS_KEY = "mysql-cluster.io/etcd-membership/desired-peer-urls"
@@ -241,47 +242,47 @@ def _try_promote_learners(gateway: _Gateway, members: Sequence[_Member]) -> None
                 gateway.promote(member.id)
 
 
-def _check_members(value: object) -> tuple[list[dict[str, str]], list[CheckFailure]]:
-    failures: list[CheckFailure] = []
+def _check_members(check: Checker, value: object) -> list[dict[str, str]]:
     members: list[dict[str, str]] = []
-    if not isinstance(value, list) or not value:
-        return [], [CheckFailure("members", "must be a non-empty list of {name, peer_url}")]
-    for index, entry in enumerate(value):
+    entries = check.sequence("members", value, "{name, peer_url}", non_empty=True)
+    for index, entry in enumerate(entries):
         name = entry.get("name") if isinstance(entry, Mapping) else None
         url = entry.get("peer_url") if isinstance(entry, Mapping) else None
+        if has_unknowns(entry):
+            check.unknown = True
+            continue
         if not isinstance(name, str) or not name or not isinstance(url, str) or \
-                urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).port:
-            failures.append(CheckFailure(
-                "members", f"entry {index} must have a name and a peer_url such as "
-                "http://etcd-0.etcd-peer.ns.svc.cluster.local:2380"))
+                not is_url(url, port=True):
+            check.fail("members", f"entry {index} must have a name and a peer_url such as "
+                       "http://etcd-0.etcd-peer.ns.svc.cluster.local:2380")
             continue
         members.append({"name": name, "peer_url": url})
     urls = [m["peer_url"] for m in members]
     if len(set(urls)) != len(urls):
-        failures.append(CheckFailure("members", "peer URLs must be unique"))
-    return members, failures
+        check.fail("members", "peer URLs must be unique")
+    return members
 
 
 class EtcdMembershipProvider(ResourceProvider):
     """See the module docstring; stateless, so it pickles by reference."""
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        members, failures = _check_members(news.get("members"))
-        endpoints = news.get("endpoints")
-        if not isinstance(endpoints, list) or not endpoints or not all(
-                isinstance(e, str) and urlsplit(e).scheme in ("http", "https") for e in endpoints):
-            failures.append(CheckFailure("endpoints", "must be a non-empty list of client URLs "
-                                         "such as http://etcd-client.ns.svc:2379"))
-        timeout = whole_number(news.get("timeout_seconds", _DEFAULT_TIMEOUT_SECONDS))
-        if timeout is None or timeout < 1:
-            failures.append(CheckFailure("timeout_seconds",
-                                         "must be a whole number of seconds, at least 1"))
-            timeout = _DEFAULT_TIMEOUT_SECONDS
+        check = Checker()
+        members = _check_members(check, news.get("members"))
+        for endpoint in check.sequence("endpoints", news.get("endpoints"), "client URLs",
+                                       non_empty=True):
+            # Named as a whole: the value in the message says which one.
+            check.url("endpoints", endpoint,
+                      what="a client URL such as http://etcd-client.ns.svc:2379")
+        timeout = check.integer("timeout_seconds",
+                                news.get("timeout_seconds", _DEFAULT_TIMEOUT_SECONDS),
+                                minimum=1, maximum=_MAX_TIMEOUT_SECONDS)
         old_members = olds.get("members") if olds else None
-        if isinstance(old_members, list) and members and not failures:
-            failures.extend(_check_transition(old_members, members))
-        inputs = {**news, "members": members, "timeout_seconds": timeout}
-        return CheckResult(inputs, failures)
+        if isinstance(old_members, list) and members and not check.failures:
+            check.failures.extend(_check_transition(old_members, members))
+        if check.failures or check.unknown:
+            return CheckResult(news, check.failures)
+        return CheckResult({**news, "members": members, "timeout_seconds": timeout}, [])
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         # Recorded from the members, whatever the program suggested: this *is* the bootstrap.

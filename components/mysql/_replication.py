@@ -22,9 +22,9 @@ Design rules this module keeps:
 - Nothing unpicklable is captured: the provider is stateless, lives in an importable
   module (dill pickles it by reference, the provider process imports current code),
   and every method opens and closes its own connections.
-- Numbers arrive from the engine as floats (``3306.0``); ``components._wire.whole_number``
-  accepts only integral numbers and every method parses its properties through
-  :func:`_parse`.
+- Numbers arrive from the engine as floats (``3306.0``); every method parses its
+  properties through :func:`_parse`, on the rules of :mod:`components._check` that all
+  providers share (integral numbers only, full pattern matches, unknowns left alone).
 - Passwords are outputs only because Diff and Delete need them; they are secret via
   ``additional_secret_outputs`` and never appear in an error (statements show ``***``).
 - Converge changes only what is wrong. It never resets anything on the primary and
@@ -73,16 +73,18 @@ from pulumi.dynamic import (
     ReadResult,
     UpdateResult,
 )
-from pulumi.runtime.rpc import UNKNOWN as _UNKNOWN  # a value not known yet (preview)
 
 import distlock
+from components._check import HOST, Checker, has_unknowns
 from components._wire import whole_number
-from components.config import Endpoint
+from components.config import Endpoint, MySQLConfig
 from components.mysql._record import (
+    KubernetesPodLabels,
     KubernetesRecordStore,
     PrimaryRecord,
     RecordError,
     RecordStore,
+    fence,
 )
 from components.mysql._replication_sql import (
     DIALECTS,
@@ -116,12 +118,11 @@ _INPUT_KEYS = ("flavor", "primary", "replicas", "source_host", "source_port", "a
                "max_lag_seconds", "timeout_seconds", "lock_endpoints", "primary_ordinal",
                "sources", "topology_user", "topology_password", "record_namespace",
                "record_name", "switchover_grace_seconds", "switchover_timeout_seconds",
-               "durability", "semisync_wait_count", "semisync_timeout_seconds")
+               "durability", "semisync_wait_count", "semisync_timeout_seconds", "pods")
 _OUTPUT_KEYS = ("replica_status", "primary_gtid_position", "in_sync", "epoch",
-                "recorded_primary", "durability_status")
-_HOST = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$")
-_USER = re.compile(r"^[A-Za-z0-9_][-A-Za-z0-9_.]*$")
-_URL = re.compile(r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:\d{1,5})?/?$")
+                "recorded_primary", "record_fenced", "durability_status")
+_USER = re.compile(r"[A-Za-z0-9_][-A-Za-z0-9_.]*")
+_POD = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 _CONNECT_TIMEOUT = 10
 # A blocking GTID wait is cut into slices so a replica whose threads stop while we wait
 # is reported at once with its error, not after the whole timeout.
@@ -161,6 +162,22 @@ class ReplicationInitArgs:
     durability: str = "async"              # "async" | "semisync"
     semisync_wait_count: int = 1
     semisync_timeout_seconds: int = 10
+    # The pods by ordinal (in record_namespace): their role labels follow the record.
+    pods: tuple[str, ...] = ()
+
+
+def switchover_args(config: MySQLConfig, *, sources: tuple[Endpoint, ...],
+                    record_namespace: str, record_name: str, pods: tuple[str, ...],
+                    topology_user: str, topology_password: pulumi.Input[str]) -> dict[str, Any]:
+    """The switchover and durability part of ReplicationInitArgs, from the stack config."""
+    return {"primary_ordinal": config.primary, "sources": sources,
+            "topology_user": topology_user, "topology_password": topology_password,
+            "record_namespace": record_namespace, "record_name": record_name,
+            "switchover_grace_seconds": config.switchover_grace_seconds,
+            "switchover_timeout_seconds": config.switchover_timeout_seconds,
+            "durability": config.durability,
+            "semisync_wait_count": config.semisync_wait_count,
+            "semisync_timeout_seconds": config.semisync_timeout_seconds, "pods": pods}
 
 
 class ReplicationError(RuntimeError):
@@ -194,6 +211,7 @@ class _Spec:
     durability: str = "async"
     semisync_wait_count: int = 1
     semisync_timeout_seconds: int = 10
+    pods: tuple[str, ...] = ()
     # The primary of this view: primary/replicas/source_* above are that ordinal's.
     current: int = 0
 
@@ -263,6 +281,7 @@ class _Spec:
             "durability": self.durability,
             "semisync_wait_count": self.semisync_wait_count,
             "semisync_timeout_seconds": self.semisync_timeout_seconds,
+            "pods": list(self.pods),
         }
 
 
@@ -273,65 +292,11 @@ def _endpoint_props(endpoint: Endpoint) -> dict[str, Any]:
 # --- input validation ----------------------------------------------------------------
 
 
-class _Checker:
-    """Collects CheckFailures; unknown values (preview) are accepted and left unchecked."""
-
-    def __init__(self, props: Mapping[str, Any]) -> None:
-        self.props = props
-        self.failures: list[CheckFailure] = []
-        self.unknown = False
-
-    def fail(self, name: str, reason: str) -> None:
-        self.failures.append(CheckFailure(name, reason))
-
-    def _present(self, name: str, value: object) -> bool:
-        if value == _UNKNOWN:
-            self.unknown = True
-            return False
-        if value is None:
-            self.fail(name, "is required")
-            return False
-        return True
-
-    def string(self, name: str, value: object, *, pattern: re.Pattern[str] | None = None,
-               max_length: int = 255, what: str = "a non-empty string") -> str:
-        if not self._present(name, value):
-            return ""
-        if (not isinstance(value, str) or not value or len(value) > max_length
-                or (pattern is not None and not pattern.match(value))):
-            self.fail(name, f"must be {what} of at most {max_length} characters; "
-                            f"got {value!r}")
-            return ""
-        return value
-
-    def secret(self, name: str, value: object, *, max_length: int) -> str:
-        if not self._present(name, value):
-            return ""
-        # The value itself is never echoed: it is a password.
-        if not isinstance(value, str) or not value:
-            self.fail(name, "must be a non-empty string (passwords are never empty)")
-            return ""
-        if len(value) > max_length:
-            self.fail(name, f"is {len(value)} characters; the server accepts at most "
-                            f"{max_length} for this flavor")
-            return ""
-        if "\0" in value:
-            self.fail(name, "must not contain NUL characters")
-            return ""
-        return value
-
-    def integer(self, name: str, value: object, *, minimum: int, maximum: int) -> int:
-        if not self._present(name, value):
-            return 0
-        number = whole_number(value)
-        if number is None or not minimum <= number <= maximum:
-            self.fail(name, f"must be a whole number between {minimum} and {maximum}; "
-                            f"got {value!r}")
-            return 0
-        return number
+class _Checker(Checker):
+    """The shared input rules plus ReplicationInit's own shapes: endpoints and flavors."""
 
     def endpoint(self, name: str, value: object) -> Endpoint | None:
-        if not self._present(name, value):
+        if not self.present(name, value):
             return None
         if not isinstance(value, Mapping):
             self.fail(name, f"must be an object with host and port; got {value!r}")
@@ -339,31 +304,19 @@ class _Checker:
         extra = sorted(set(value) - {"host", "port"})
         if extra:
             self.fail(name, f"has unknown keys {extra}; only host and port are allowed")
-        host = self.string(f"{name}.host", value.get("host"), pattern=_HOST,
+        host = self.string(f"{name}.host", value.get("host"), pattern=HOST,
                            what="a DNS name or IPv4 address")
         port = self.integer(f"{name}.port", value.get("port"), minimum=1, maximum=65535)
         return Endpoint(host, port) if host and port else None
 
-    def flavor(self, name: str, value: object) -> Flavor | None:
-        if not self._present(name, value):
-            return None
-        for flavor in FLAVORS:
-            if value == flavor:
-                return flavor
-        self.fail(name, f"must be one of {sorted(FLAVORS)}; got {value!r}")
-        return None
-
-    def _list(self, name: str, value: object, what: str) -> Sequence[object]:
-        if not self._present(name, value):
-            return ()
-        if not isinstance(value, Sequence) or isinstance(value, str):
-            self.fail(name, f"must be a list of {what}; got {value!r}")
-            return ()
-        return value
+    def endpoints(self, name: str, value: object) -> list[Endpoint]:
+        found = (self.endpoint(f"{name}[{index}]", item)
+                 for index, item in enumerate(self.sequence(name, value, "endpoints")))
+        return [e for e in found if e is not None]
 
     def replicas(self, name: str, value: object, primary: Endpoint | None) -> list[Endpoint]:
         replicas: list[Endpoint] = []
-        for index, item in enumerate(self._list(name, value, "endpoints")):
+        for index, item in enumerate(self.sequence(name, value, "endpoints")):
             endpoint = self.endpoint(f"{name}[{index}]", item)
             if endpoint is None:
                 continue
@@ -375,9 +328,9 @@ class _Checker:
         return replicas
 
     def urls(self, name: str, value: object) -> list[str]:
-        return [self.string(f"{name}[{index}]", url, pattern=_URL,
-                            what="an etcd client URL such as http://etcd-0.etcd:2379")
-                for index, url in enumerate(self._list(name, value, "URLs"))]
+        return [self.url(f"{name}[{index}]", url,
+                         what="an etcd client URL such as http://etcd-0.etcd:2379")
+                for index, url in enumerate(self.sequence(name, value, "URLs"))]
 
 
 def _topology_fields(check: _Checker, props: Mapping[str, Any], *, flavor: Flavor | None,
@@ -391,9 +344,7 @@ def _topology_fields(check: _Checker, props: Mapping[str, Any], *, flavor: Flavo
     if primary is not None and not check.unknown and ordinal >= len(servers):
         check.fail("primary_ordinal", f"got {ordinal}; the cluster has {len(servers)} "
                                       f"server(s): ordinals 0..{len(servers) - 1}")
-    sources = [e for e in (check.endpoint(f"sources[{i}]", item) for i, item in
-                           enumerate(check._list("sources", props.get("sources", []),
-                                                 "endpoints"))) if e is not None]
+    sources = check.endpoints("sources", props.get("sources", []))
     if source_host and source_port:
         if not sources:
             sources = [Endpoint(source_host, source_port)]
@@ -418,6 +369,13 @@ def _topology_fields(check: _Checker, props: Mapping[str, Any], *, flavor: Flavo
     record_name = str(props.get("record_name") or "")
     if bool(record_namespace) != bool(record_name):
         check.fail("record_name", "record_namespace and record_name go together")
+    pods = [check.string(f"pods[{i}]", pod, pattern=_POD, max_length=253,
+                         what="a pod name (RFC 1123)")
+            for i, pod in enumerate(check.sequence("pods", props.get("pods", []), "pod names"))]
+    if pods and not record_name:
+        check.fail("pods", "labelling the pods follows the primary record: record_name is needed")
+    if pods and primary is not None and not check.unknown and len(pods) != len(servers):
+        check.fail("pods", f"has {len(pods)} names; one per server ({len(servers)}) is needed")
     grace = check.integer("switchover_grace_seconds", props.get("switchover_grace_seconds", 5),
                           minimum=0, maximum=3600)
     switch_timeout = check.integer("switchover_timeout_seconds",
@@ -427,14 +385,14 @@ def _topology_fields(check: _Checker, props: Mapping[str, Any], *, flavor: Flavo
             "topology_user": topology_user, "topology_password": topology_password,
             "record_namespace": record_namespace, "record_name": record_name,
             "switchover_grace_seconds": grace, "switchover_timeout_seconds": switch_timeout,
+            "pods": tuple(pods),
             **_durability_fields(check, props, flavor=flavor, replicas=len(replicas))}
 
 
 def _durability_fields(check: _Checker, props: Mapping[str, Any], *, flavor: Flavor | None,
                        replicas: int) -> dict[str, Any]:
-    durability = props.get("durability", "async")
-    if durability not in ("async", "semisync"):
-        check.fail("durability", f"must be 'async' or 'semisync'; got {durability!r}")
+    durability = check.choice("durability", props.get("durability", "async"),
+                              ("async", "semisync"))
     wait_count = check.integer("semisync_wait_count", props.get("semisync_wait_count", 1),
                                minimum=1, maximum=8)
     semisync_timeout = check.integer("semisync_timeout_seconds",
@@ -450,7 +408,7 @@ def _durability_fields(check: _Checker, props: Mapping[str, Any], *, flavor: Fla
         if not props.get("topology_user"):
             check.fail("durability", "semisync needs topology_user (setting it is a "
                                      "privileged topology change)")
-    return {"durability": str(durability), "semisync_wait_count": wait_count,
+    return {"durability": durability or "async", "semisync_wait_count": wait_count,
             "semisync_timeout_seconds": semisync_timeout}
 
 
@@ -460,12 +418,12 @@ def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, lis
     ``strict`` (Check) also rejects unknown keys; state written by this provider carries
     outputs beside the inputs, so the other methods read leniently.
     """
-    check = _Checker(props)
-    flavor = check.flavor("flavor", props.get("flavor"))
+    check = _Checker()
+    flavor = check.choice("flavor", props.get("flavor"), FLAVORS)
     limits = DIALECTS[flavor or "mysql"].limits  # the stricter limits until flavor is known
     primary = check.endpoint("primary", props.get("primary"))
     replicas = check.replicas("replicas", props.get("replicas"), primary)
-    source_host = check.string("source_host", props.get("source_host"), pattern=_HOST,
+    source_host = check.string("source_host", props.get("source_host"), pattern=HOST,
                                max_length=limits.host, what="a DNS name or IPv4 address")
     source_port = check.integer("source_port", props.get("source_port"),
                                 minimum=1, maximum=65535)
@@ -489,8 +447,7 @@ def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, lis
     topology = _topology_fields(check, props, flavor=flavor, limits=limits, primary=primary,
                                 replicas=replicas, source=(source_host, source_port))
     if strict:
-        for key in sorted(set(props) - set(_INPUT_KEYS) - set(_OUTPUT_KEYS) - {"__provider"}):
-            check.fail(key, f"is not a ReplicationInit property; known: {', '.join(_INPUT_KEYS)}")
+        check.only(props, inputs=_INPUT_KEYS, outputs=_OUTPUT_KEYS, resource="ReplicationInit")
     if check.failures or check.unknown or flavor is None or primary is None:
         return None, check.failures
     return _Spec(flavor, primary, tuple(replicas), source_host, source_port, admin_user,
@@ -504,16 +461,6 @@ def _spec(props: Mapping[str, Any]) -> _Spec:
         reasons = "; ".join(f"{f.property} {f.reason}" for f in failures) or "unknown values"
         raise ReplicationError(f"invalid ReplicationInit properties: {reasons}")
     return spec
-
-
-def _has_unknowns(value: object) -> bool:
-    if value == _UNKNOWN:
-        return True
-    if isinstance(value, Mapping):
-        return any(_has_unknowns(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_has_unknowns(v) for v in value)
-    return False
 
 
 # --- talking to servers ----------------------------------------------------------------
@@ -1054,6 +1001,41 @@ def _record_store(spec: _Spec) -> RecordStore | None:
     return KubernetesRecordStore(spec.record_namespace, spec.record_name)
 
 
+def _pod_labels(spec: _Spec) -> KubernetesPodLabels | None:
+    if not spec.pods:
+        return None
+    return KubernetesPodLabels(spec.record_namespace, spec.pods)
+
+
+def _label_drift(spec: _Spec, record: PrimaryRecord | None) -> list[str]:
+    """Pods whose role labels do not match the record (what the Services would get wrong)."""
+    labels = _pod_labels(spec)
+    if labels is None or record is None:
+        return []
+    try:
+        found = labels.read()
+    except RecordError as error:
+        return [str(error)]
+    return [f"pod {spec.pods[o]}: labels {found[o]} but the record wants "
+            f"{labels.wanted(record.primary, record.epoch, o)}"
+            for o in sorted(found)
+            if found[o] != labels.wanted(record.primary, record.epoch, o)]
+
+
+def _ensure_labels(spec: _Spec, claim: _Claim) -> None:
+    """Move the role labels to the record's primary, fenced by this run's epoch."""
+    labels = _pod_labels(spec)
+    if labels is None or claim.store is None or claim.record is None:
+        return
+    if not _label_drift(spec, claim.record):
+        return
+    try:
+        fence(claim.store, claim.epoch, "moving the role labels")
+        labels.move(claim.record.primary, claim.epoch)
+    except RecordError as error:
+        raise ReplicationError(str(error)) from None
+
+
 @dataclass(frozen=True)
 class _Claim:
     store: RecordStore | None
@@ -1081,11 +1063,13 @@ def _claim(spec: _Spec, guard: _Guard, seen_epoch: int | None) -> _Claim:
         raise ReplicationError(f"{error}; nothing was changed") from None
     if record is not None and seen_epoch is not None and record.epoch != seen_epoch:
         raise ReplicationError(
-            f"{store.describe()} is at epoch {record.epoch} (primary ordinal "
-            f"{record.primary}), but this stack last saw epoch {seen_epoch}: another run "
+            f"{store.describe()} is at epoch {record.epoch} ({record.describe()}), but this "
+            f"stack last saw epoch {seen_epoch}: another run "
             "changed the topology since; nothing was changed. Run `pulumi refresh`, then "
             "`pulumi up` again")
-    current = record.primary if record is not None else 0
+    # A fenced record (a switchover that did not finish) names the ordinal that holds
+    # every acknowledged commit: this run starts from it.
+    current = record.authority if record is not None else 0
     if current >= len(spec.servers):
         raise ReplicationError(
             f"{store.describe()} names primary ordinal {current}, but the stack has "
@@ -1130,9 +1114,11 @@ def _switch(spec: _Spec, view: _Spec, claim: _Claim) -> _Claim:
                 topology_user=spec.topology_user,
                 source=Source(source.host, source.port, spec.replication_user,
                               spec.replication_password))
+    labels = _pod_labels(spec)
     try:
         outcome = switchover(_TopologyServers(spec), spec.dialect, plan, claim.store,
-                             record=claim.record)
+                             record=claim.record,
+                             labeller=labels.move if labels is not None else None)
     except (SwitchoverError, RecordError) as error:
         raise ReplicationError(str(error)) from None
     return dataclasses.replace(claim, record=outcome.record, current=target)
@@ -1169,9 +1155,10 @@ def _converge(spec: _Spec, *, rewrite_password: bool, old: _Spec | None,
             checked = _preflight(view, converging=True)
         elif checked.primary_read_only:
             claim = _open_primary(spec, claim)
-        elif claim.store is not None and claim.record is None:
+        elif claim.store is not None and (claim.record is None or claim.record.fenced):
+            # No record yet, or one fenced by a run that died before demoting anybody.
             claim = dataclasses.replace(claim, record=claim.store.write(
-                claim.current, claim.epoch, None))
+                claim.current, claim.epoch, claim.record))
         account_changed = _ensure_replication_account(view, guard)
         failures: list[str] = []
         healthy: list[int] = []
@@ -1185,6 +1172,10 @@ def _converge(spec: _Spec, *, rewrite_password: bool, old: _Spec | None,
                 failures.append(str(error))
         # After the repairs: a replica's IO thread restarts to pick its setting up.
         _ensure_durability(view, guard)
+        try:
+            _ensure_labels(spec, claim)
+        except ReplicationError as error:
+            failures.append(str(error))
         position, _ = _primary_gtids(view)
         for index in healthy:
             try:
@@ -1209,7 +1200,8 @@ def _converge(spec: _Spec, *, rewrite_password: bool, old: _Spec | None,
 
 def _record_outputs(record: PrimaryRecord | None) -> dict[str, Any]:
     return {"epoch": record.epoch if record else 0,
-            "recorded_primary": record.primary if record else 0}
+            "recorded_primary": record.authority if record else 0,
+            "record_fenced": bool(record and record.fenced)}
 
 
 def _seen_epoch(olds: Mapping[str, Any]) -> int | None:
@@ -1268,7 +1260,7 @@ class _ReplicationProvider(pulumi.dynamic.ResourceProvider):
                             {**spec.to_props(), **outputs})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        if _has_unknowns(news):
+        if has_unknowns(news):
             return DiffResult(changes=True, replaces=[], delete_before_replace=False)
         old, _ = _parse(olds, strict=False)
         spec = _spec(news)
@@ -1277,10 +1269,12 @@ class _ReplicationProvider(pulumi.dynamic.ResourceProvider):
         # Inputs unchanged: the live cluster decides. Unreachable servers count as drift,
         # so the update runs and reports the connection error with its context.
         record = _recorded(spec)
-        current = record.primary if record else 0
-        if current != spec.primary_ordinal or current >= len(spec.servers):
+        current = record.authority if record else 0
+        if (current != spec.primary_ordinal or current >= len(spec.servers)
+                or (record is not None and record.fenced)):
             return DiffResult(changes=True, replaces=[], delete_before_replace=False)
-        drifted = bool(_observe(spec.at(current), with_position=False).problems)
+        drifted = bool(_observe(spec.at(current), with_position=False).problems
+                       or _label_drift(spec, record))
         return DiffResult(changes=drifted, replaces=[], delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
@@ -1294,7 +1288,7 @@ class _ReplicationProvider(pulumi.dynamic.ResourceProvider):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         spec = _spec(props)
         record = _recorded(spec)
-        current = record.primary if record else 0
+        current = record.authority if record else 0
         view = spec.at(current) if current < len(spec.servers) else spec
         observation = _observe(view, with_position=True)
         return ReadResult(id_, {**spec.to_props(), **observation.outputs(),
@@ -1331,8 +1325,21 @@ class ReplicationInit(pulumi.dynamic.Resource, module="mysql", name="Replication
             "max_lag_seconds": args.max_lag_seconds,
             "timeout_seconds": args.timeout_seconds,
             "lock_endpoints": list(args.lock_endpoints),
+            "primary_ordinal": args.primary_ordinal,
+            "sources": [_endpoint_props(s) for s in args.sources],
+            "topology_user": args.topology_user,
+            "record_namespace": args.record_namespace,
+            "record_name": args.record_name,
+            "switchover_grace_seconds": args.switchover_grace_seconds,
+            "switchover_timeout_seconds": args.switchover_timeout_seconds,
+            "durability": args.durability,
+            "semisync_wait_count": args.semisync_wait_count,
+            "semisync_timeout_seconds": args.semisync_timeout_seconds,
+            "pods": list(args.pods),
             **dict.fromkeys(_OUTPUT_KEYS),
         }
+        if args.topology_password is not None:
+            props["topology_password"] = pulumi.Output.secret(args.topology_password)
         secret_opts = pulumi.ResourceOptions(additional_secret_outputs=list(_SECRET_OUTPUTS))
         super().__init__(_ReplicationProvider(), name, props,
                          pulumi.ResourceOptions.merge(opts, secret_opts))

@@ -18,9 +18,9 @@ returned, before release was called), which is exactly the span the holder acts 
 
 Run as a program it is the critical section the tests hand to the CLI or etcdctl::
 
-    python -m tests.integration.lock_history hold --history F --who W [--hold S]
+    python -m tests.support.lock_history hold --history F --who W [--hold S]
         [--token-env DISTLOCK_TOKEN] [--until-fifo PATH]
-    python -m tests.integration.lock_history fenced --history F --who W
+    python -m tests.support.lock_history fenced --history F --who W
         (--fence DIR | --etcd-fence URL[,URL...]@PREFIX) [--token-env DISTLOCK_TOKEN]
 """
 

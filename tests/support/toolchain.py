@@ -37,7 +37,7 @@ from scripts.pulumi_inline import inline_stack
 from tests.support.procs import LOCALHOST
 from tests.support.tools import bin_dir, tool
 
-PROGRAMS_DIR = Path(__file__).parent / "programs"
+PROGRAMS_DIR = Path(__file__).resolve().parents[1] / "e2e" / "programs"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # What the real project directory lends a test's: the program, the packages it imports
 # (the dynamic-provider process imports them from its working directory) and the venv

@@ -9,7 +9,7 @@ are left in a namespace.
 Run as a module it is the README walkthrough's cluster: the test control plane with
 nodes and volumes for ``Pulumi.e2e.yaml``, kept up until Ctrl-C::
 
-    venv/bin/python -m tests.e2e.kube /tmp/control-plane
+    venv/bin/python -m tests.support.e2e_kube /tmp/control-plane
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def make_user_secret(kubectl: Kubectl, namespace: str,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.e2e.kube", description=(
+    parser = argparse.ArgumentParser(prog="python -m tests.support.e2e_kube", description=(
         "Start the test control plane with nodes and volumes for Pulumi.e2e.yaml; "
         "stop it with Ctrl-C."))
     parser.add_argument("directory", type=Path, help="where its data, PKI and logs go")

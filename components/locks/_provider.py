@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 from pulumi.dynamic import (
-    CheckFailure,
     CheckResult,
     CreateResult,
     DiffResult,
@@ -39,11 +39,14 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
+from components._check import Checker
 from components._wire import integral_floats
 from components.locks.crd import OWNERS_ANNOTATION, apply_crd, kube_api, remove_crd
 
 _DEFAULT_TIMEOUT_SECONDS = 60
 _MAX_TIMEOUT_SECONDS = 3600
+# The owners annotation is a comma-separated list of "project/stack".
+_OWNER = re.compile(r"[^,]+")
 # Inputs whose change means "apply again"; crdName means a different object: replace.
 _UPDATED_BY = ("manifest", "owner", "forceDelete", "establishTimeoutSeconds", "kubeconfig",
                "context")
@@ -68,41 +71,31 @@ class LockCRDProvider(ResourceProvider):
     """Create/update = apply and wait Established; delete = leave or refuse safely."""
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        failures = []
+        check = Checker()
         manifest = news.get("manifest")
         crd_name = news.get("crdName")
         if not isinstance(manifest, Mapping) or manifest.get("kind") != (
                 "CustomResourceDefinition"):
-            failures.append(CheckFailure("manifest", "must be a CustomResourceDefinition "
-                                         "manifest (a mapping with kind "
-                                         "CustomResourceDefinition)"))
+            check.fail("manifest", "must be a CustomResourceDefinition manifest (a mapping "
+                                   "with kind CustomResourceDefinition)")
         elif (manifest.get("metadata") or {}).get("name") != crd_name:
-            failures.append(CheckFailure("crdName", f"must equal the manifest's metadata.name "
-                                         f"({(manifest.get('metadata') or {}).get('name')!r}),"
-                                         f" got {crd_name!r}"))
-        owner = news.get("owner")
-        if not isinstance(owner, str) or not owner or "," in owner:
-            failures.append(CheckFailure("owner", "must be a non-empty 'project/stack' "
-                                         f"string without commas, got {owner!r}"))
-        if not isinstance(news.get("forceDelete", False), bool):
-            failures.append(CheckFailure("forceDelete", "must be true or false, got "
-                                         f"{news.get('forceDelete')!r}"))
-        timeout = news.get("establishTimeoutSeconds", _DEFAULT_TIMEOUT_SECONDS)
-        # The engine sends every number as a float: 60 arrives as 60.0.
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
-                1 <= timeout <= _MAX_TIMEOUT_SECONDS) or timeout != int(timeout):
-            failures.append(CheckFailure("establishTimeoutSeconds", "must be a whole number "
-                                         f"of seconds from 1 to {_MAX_TIMEOUT_SECONDS}, "
-                                         f"got {timeout!r}"))
-        for optional in ("kubeconfig", "context"):
-            value = news.get(optional)
-            if value is not None and (not isinstance(value, str) or not value):
-                failures.append(CheckFailure(optional, "must be a non-empty string when set"))
-        if failures:
-            return CheckResult(news, failures)
-        checked = {**news, "establishTimeoutSeconds": int(timeout),
-                   "forceDelete": bool(news.get("forceDelete", False))}
-        return CheckResult(checked, [])
+            check.fail("crdName", f"must equal the manifest's metadata.name "
+                                  f"({(manifest.get('metadata') or {}).get('name')!r}), "
+                                  f"got {crd_name!r}")
+        check.string("owner", news.get("owner"), pattern=_OWNER, max_length=None,
+                     what="a non-empty 'project/stack' string without commas")
+        force_delete = check.boolean("forceDelete", news.get("forceDelete", False))
+        timeout = check.integer("establishTimeoutSeconds",
+                                news.get("establishTimeoutSeconds", _DEFAULT_TIMEOUT_SECONDS),
+                                minimum=1, maximum=_MAX_TIMEOUT_SECONDS)
+        # The kubeconfig may hold credentials: a failure never shows it.
+        check.secret("kubeconfig", news.get("kubeconfig"), max_length=None,
+                     what="kubeconfigs", required=False)
+        check.string("context", news.get("context"), max_length=None, required=False)
+        if check.failures or check.unknown:
+            return CheckResult(news, check.failures)
+        return CheckResult({**news, "establishTimeoutSeconds": timeout,
+                            "forceDelete": force_delete}, [])
 
     def _apply(self, props: Mapping[str, Any], *, drop_owner: str | None) -> dict[str, Any]:
         crd = apply_crd(_client(props), integral_floats(props["manifest"]), owner=props["owner"],

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# verify.sh: restore the newest backup plus every archived binlog into a scratch server and
+# record what it holds next to the backup (backups/<id>/verification.json).
+#
+# A backup nobody restored is a hope, not a backup. This runs the real restore path
+# (restore.sh fetch + apply: checksums, gap check, prepare, replay) into a throwaway data dir,
+# then checks that the server reached exactly the GTID position the archive promises (the
+# newest archived GTID of each domain) and records that position and a CHECKSUM TABLE of every
+# user table. A failure is recorded too, with its reason, and the script exits non-zero.
+#
+# Environment: that of backup.sh (S3_*), plus ROOT_PASSWORD_FILE (the source cluster's root:
+# the accounts live in the restored data), VERIFY_WORK_DIR (scratch; default under TMPDIR),
+# MARIADBD (default mariadbd), VERIFY_BACKUP (default latest). The scratch server listens on a
+# unix socket in the work dir only (--skip-networking) and is stopped by the PID started here.
+set -euo pipefail
+SCRIPT_NAME="verify"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "${CONFIG_DIR:?CONFIG_DIR must name the ConfigMap mount}/lib.sh"
+
+server_pid=""
+work=""
+
+cleanup() {
+    if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
+        kill "$server_pid"
+        wait "$server_pid" || true
+    fi
+    [[ -z "$work" ]] || rm -rf -- "$work"
+}
+
+record() {  # record BACKUP_ID JSON_FILE
+    local -a mysqlbackup
+    mysqlbackup_command mysqlbackup
+    "${mysqlbackup[@]}" record-verification --id "$1" --result "$2"
+}
+
+main() {
+    require_flavor
+    require_vars S3_ENDPOINT S3_BUCKET S3_ACCESS_KEY_FILE S3_SECRET_KEY_FILE
+    work=${VERIFY_WORK_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/mysql-cluster-verify.XXXXXX")}
+    trap cleanup EXIT
+    mkdir -p "$work/data" "$work/run"
+    chmod 0700 "$work/run"
+    local socket="$work/run/mysqld.sock"
+    local -a env=(DATA_DIR="$work/data" RUN_DIR="$work/run" RESTORE_WORK_DIR="$work/restore"
+        RESTORE_BACKUP="${VERIFY_BACKUP:-latest}" RESTORE_POINT=end MYSQL_SOCKET="$socket")
+    local backup_id status=0
+    env "${env[@]}" bash "$CONFIG_DIR/restore.sh" fetch || status=$?
+    if [[ ! -f "$work/restore/plan.json" ]]; then
+        die "no restore plan could be made (exit $status); nothing to record against"
+    fi
+    backup_id=$("${MYSQLBACKUP_PYTHON:-python3}" -c \
+        'import json,sys; print(json.load(open(sys.argv[1]))["backup"]["id"])' "$work/restore/plan.json")
+    local promised
+    promised=$("${MYSQLBACKUP_PYTHON:-python3}" -c \
+        'import json,sys; print(json.load(open(sys.argv[1]))["stop_position"] or "")' "$work/restore/plan.json")
+    if ((status != 0)); then
+        printf '{"ok": false, "error": "restore.sh fetch exited %d"}\n' "$status" >"$work/result.json"
+        record "$backup_id" "$work/result.json"
+        die "backup $backup_id did not restore (fetch exited $status)"
+    fi
+    "${MARIADBD:-mariadbd}" --no-defaults --datadir="$work/data" --socket="$socket" \
+        --skip-networking --log-bin=mysql-bin --log-bin-index=mysql-bin.index \
+        --server-id=4294967295 --gtid-strict-mode=ON --pid-file="$work/run/mysqld.pid" \
+        --log-error="$work/mysqld.err" --user="$(id -un)" &
+    server_pid=$!
+    local deadline=$((SECONDS + ${SERVER_WAIT_SECONDS:-120}))
+    until [[ -S "$socket" ]]; do
+        kill -0 "$server_pid" 2>/dev/null || die "the scratch server exited: $(tail -n 5 "$work/mysqld.err")"
+        ((SECONDS < deadline)) || die "the scratch server did not start in time"
+        sleep 0.2
+    done
+    local reached
+    if ! reached=$(env "${env[@]}" bash "$CONFIG_DIR/restore.sh" apply | tail -n 1); then
+        printf '{"ok": false, "error": "restore.sh apply failed"}\n' >"$work/result.json"
+        record "$backup_id" "$work/result.json"
+        die "backup $backup_id: replaying the archive failed"
+    fi
+    read_secret ROOT_PASSWORD
+    write_client_options "$work/run/root.cnf" root "$ROOT_PASSWORD" socket "$socket"
+    local tables checksums
+    tables=$(run_sql "$work/run/root.cnf" <<<"SELECT CONCAT('\`', table_schema, '\`.\`', table_name, '\`') FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1" | paste -sd, -)
+    checksums=""
+    if [[ -n "$tables" ]]; then
+        checksums=$(run_sql "$work/run/root.cnf" <<<"CHECKSUM TABLE $tables")
+    fi
+    local ok=true
+    [[ -z "$promised" || "$reached" == "$promised" ]] || ok=false
+    "${MYSQLBACKUP_PYTHON:-python3}" -c '
+import json, sys
+ok, reached, promised, text = sys.argv[1] == "true", sys.argv[2], sys.argv[3], sys.argv[4]
+tables = {}
+for line in text.splitlines():
+    name, _, value = line.rpartition("\t")
+    tables[name] = None if value == "NULL" else int(value)
+print(json.dumps({"ok": ok, "gtid": reached, "promised_gtid": promised, "checksums": tables}))
+' "$ok" "$reached" "$promised" "$checksums" >"$work/result.json"
+    record "$backup_id" "$work/result.json"
+    cat "$work/result.json"
+    [[ $ok == true ]] || die "backup $backup_id restored to '$reached', the archive promises '$promised'"
+    log "backup $backup_id verified at '$reached'"
+}
+
+main "$@"

@@ -1,0 +1,121 @@
+"""The backup tests' view of a bucket and of a cluster restored from it.
+
+Shared by tests/integration/test_backup.py and bench/backup.py, so the benchmark runs the
+pod scripts exactly the way the tests prove them (test modules never import each other).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from components.mysql import credentials
+from tests.support.pods import REPO_ROOT, Pod, PodCluster
+from tests.support.seaweedfs import SeaweedS3
+
+
+class Store:
+    """One bucket of the test server, as the scripts and the test see it."""
+
+    def __init__(self, server: SeaweedS3, bucket: str) -> None:
+        self.server = server
+        self.bucket = bucket
+        self.env = {**server.env(bucket, prefix="orders"), "MYSQLBACKUP_PYTHON": sys.executable,
+                    "PYTHONPATH": str(REPO_ROOT)}
+        self.client: Any = boto3.session.Session().client(
+            "s3", endpoint_url=server.endpoint, region_name="us-east-1",
+            aws_access_key_id=server.access_key, aws_secret_access_key=server.secret_key)
+        self.client.create_bucket(Bucket=bucket)
+
+    def objects(self, prefix: str = "") -> list[str]:
+        answer = self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"orders/{prefix}")
+        return sorted(item["Key"][len("orders/"):] for item in answer.get("Contents", []))
+
+    def put(self, key: str, body: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=f"orders/{key}", Body=body)
+
+    def get(self, key: str) -> bytes:
+        data: bytes = self.client.get_object(Bucket=self.bucket, Key=f"orders/{key}")["Body"].read()
+        return data
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=f"orders/{key}")
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mysqlbackup", *args], capture_output=True,
+                              text=True, check=False, env={**os.environ, **self.env}, timeout=300)
+
+    def listing(self) -> dict[str, Any]:
+        result = self.cli("list")
+        assert result.returncode == 0, result.stderr
+        listing: dict[str, Any] = json.loads(result.stdout)
+        return listing
+
+
+def backup(pod: Pod, store: Store, **env: str) -> dict[str, Any]:
+    result = pod.run_script("backup.sh", container="backup", extra_env={**store.env, **env})
+    assert result.returncode == 0, result.stderr
+    summary: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return summary
+
+
+def archive(pod: Pod, store: Store) -> dict[str, Any]:
+    result = pod.run_script("binlog-archive.sh", "once", container="backup",
+                            extra_env=store.env)
+    assert result.returncode == 0, result.stderr
+    summary: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return summary
+
+
+class Restore:
+    """A new cluster whose ordinal 0 is restored from the store.
+
+    It gets the source cluster's Secret: the accounts live in the restored data, so the
+    new pods must log in with the passwords the backup holds.
+    """
+
+    def __init__(self, source: Pod, store: Store) -> None:
+        # Its own short temp dir: a unix socket path must stay under 108 bytes.
+        base = Path(tempfile.mkdtemp(prefix="restore-"))
+        self.base = base
+        self.cluster = PodCluster(base, name="restored-mysql")
+        # The Secret is the source's (see the class docstring): rewrite every volume.
+        shutil.rmtree(self.cluster.credentials_root)
+        object.__setattr__(self.cluster, "secrets", source.cluster.secrets)
+        for container, accounts in credentials.CONTAINER_PASSWORDS.items():
+            self.cluster.secrets.write_volume(self.cluster.credentials_dir(container), accounts)
+        self.pod = self.cluster.pod(0)
+        self.store = store
+        self.work = base / "restore-work"
+
+    def env(self, backup_id: str, point: str) -> dict[str, str]:
+        return {**self.store.env, "RESTORE_BACKUP": backup_id, "RESTORE_POINT": point,
+                "RESTORE_WORK_DIR": str(self.work)}
+
+    def fetch(self, backup_id: str = "latest", point: str = "") -> subprocess.CompletedProcess[str]:
+        self.pod.init_config()
+        return self.pod.run_script("restore.sh", "fetch", container="backup",
+                                   extra_env=self.env(backup_id, point), timeout=600)
+
+    def run(self, backup_id: str = "latest", point: str = "") -> str:
+        fetched = self.fetch(backup_id, point)
+        assert fetched.returncode == 0, fetched.stderr
+        self.pod.start_server()
+        applied = self.pod.run_script("restore.sh", "apply", container="backup",
+                                      extra_env=self.env(backup_id, point), timeout=600)
+        assert applied.returncode == 0, applied.stderr
+        return applied.stdout.strip().splitlines()[-1]
+
+    def close(self) -> None:
+        try:
+            self.cluster.close()
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
