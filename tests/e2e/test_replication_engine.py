@@ -63,7 +63,8 @@ class Servers:
 
 
 @pytest.fixture(scope="module")
-def pod_dns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def pod_dns(tmp_path_factory: pytest.TempPathFactory,
+            control_plane: ControlPlane) -> Iterator[None]:
     """Every process this module starts resolves the pods' DNS names to 127.0.0.1."""
     if not NSS_WRAPPER.is_file():
         missing_tool(f"{NSS_WRAPPER} is missing (Debian's libnss-wrapper; scripts/test.sh "
@@ -79,6 +80,10 @@ def pod_dns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     hosts.write_text(f"{LOCALHOST} localhost {socket.gethostname()} {names}\n")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LD_PRELOAD", str(NSS_WRAPPER))
+        # ReplicationInit's primary record and pod labels find the API server as kubectl
+        # does ($KUBECONFIG); unlike the Lock CRD provider they do not take the stack's
+        # kubernetes:kubeconfig (components/mysql/_record.py: api_client(None)).
+        patch.setenv("KUBECONFIG", str(control_plane.kubeconfig))
         patch.setenv("NSS_WRAPPER_HOSTS", str(hosts))
         yield
 
