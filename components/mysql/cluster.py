@@ -371,7 +371,8 @@ class MySQLCluster(pulumi.ComponentResource):
 
         # The name is fixed; deriving it from the Secret makes consumers wait for it (and,
         # for an existing Secret, for its keys to have been checked).
-        self.secret_name = secret.apply(lambda _: names.secret)
+        # A name, not a secret: the existing Secret's check is secret, its name is not.
+        self.secret_name = pulumi.Output.unsecret(secret.apply(lambda _: names.secret))
         self.primary_host = pulumi.Output.from_input(f"{names.primary}.{namespace}.svc")
         self.read_host = pulumi.Output.from_input(f"{names.read}.{namespace}.svc")
         self.port = pulumi.Output.from_input(MYSQL_PORT)

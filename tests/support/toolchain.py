@@ -97,6 +97,7 @@ class RunLog:
 
     output: list[str] = field(default_factory=list)
     diagnostics: list[tuple[str, str, str]] = field(default_factory=list)  # severity, urn, text
+    steps: list[tuple[str, str]] = field(default_factory=list)  # operation, urn (done ones)
 
     def on_output(self, line: str) -> None:
         self.output.append(line)
@@ -106,6 +107,14 @@ class RunLog:
         if diagnostic is not None:
             self.diagnostics.append((diagnostic.severity, diagnostic.urn or "",
                                      diagnostic.message))
+        done = event.res_outputs_event
+        if done is not None:
+            self.steps.append((str(getattr(done.metadata.op, "value", done.metadata.op)),
+                               done.metadata.urn))
+
+    def changed(self) -> list[str]:
+        """URNs of every step that was not ``same``, as ``op urn``."""
+        return [f"{op} {urn}" for op, urn in self.steps if op != "same"]
 
     def text(self) -> str:
         return "\n".join(self.output)
