@@ -88,7 +88,10 @@ class Kubectl:
         def ready() -> bool:
             live = self.json("get", "statefulset", statefulset, "-n", namespace)
             status = live.get("status") or {}
-            if live["spec"]["replicas"] != replicas or status.get("readyReplicas") != replicas:
+            # readyReplicas is not compared for equality: after a scale-down it counts the
+            # removed members' pods until they are gone (seen with kwok: they linger).
+            if live["spec"]["replicas"] != replicas or (status.get("readyReplicas") or 0) < (
+                    replicas):
                 return False
             return all(pod_ready(self.json("get", "pod", f"{statefulset}-{ordinal}",
                                            "-n", namespace)) for ordinal in range(replicas))
