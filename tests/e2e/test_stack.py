@@ -189,38 +189,45 @@ def lock_session(deployment: Deployment, namespace: str) -> KubeLockBackend:
     return KubeLockBackend(api_client(str(path)), namespace, ttl=10)
 
 
-def test_destroy_is_refused_while_a_lock_is_held_then_keeps_data(
+def test_destroying_one_stack_leaves_the_other_its_crd_and_locks(
         deployed: Deployment, other: Deployment) -> None:
+    """The CRD is shared: destroying one owner only removes it from the owners, so a lock
+    held meanwhile (in the destroyed stack's namespace) is not in the way and keeps
+    working; the namespace, the PVCs and the user's Secret stay."""
     namespace = deployed.namespace
-    session = lock_session(deployed, namespace)
-    try:
+    with lock_session(deployed, namespace) as session:
         grant = session.acquire("orders", timeout=10)
         assert grant is not None
+        pvcs_before = deployed.kubectl.pvcs(namespace)
+        started = time.monotonic()
+        deployed.stack.destroy()
+        timed("destroy", deployed.timings, started)
+        del _stacks[deployed.name]
+        assert not grant.lost.is_set()
+        session.release(grant)
+    deployed.kubectl.wait_project_gone(namespace)
+    assert deployed.kubectl.pvcs(namespace) == pvcs_before
+    assert len(pvcs_before) >= 3, pvcs_before  # the MySQL and etcd claims
+    deployed.kubectl("get", "namespace", namespace)
+    deployed.kubectl("get", "secret", SECRET, "-n", namespace)
+    crd = deployed.kubectl.crd(CRD_NAME)
+    assert crd is not None
+    assert crd["metadata"]["annotations"][OWNERS_ANNOTATION] == f"{PROJECT}/{other.name}"
+
+
+def test_the_last_owners_destroy_is_refused_while_a_lock_is_held(
+        deployed: Deployment, other: Deployment) -> None:
+    session = lock_session(other, other.namespace)
+    try:
+        grant = session.acquire("payments", timeout=10)
+        assert grant is not None
         with pytest.raises(auto.CommandError) as refused:
-            deployed.stack.destroy()
-        assert f"{namespace}/orders held by {session.identity}" in str(refused.value)
+            other.stack.destroy()
+        assert f"{other.namespace}/payments held by {session.identity}" in str(refused.value)
         assert deployed.kubectl.crd(CRD_NAME) is not None
         assert not grant.lost.is_set()
     finally:
         session.close()  # releases
-    pvcs_before = deployed.kubectl.pvcs(namespace)
-    started = time.monotonic()
-    deployed.stack.destroy()
-    timed("destroy", deployed.timings, started)
-    del _stacks[deployed.name]
-    deployed.kubectl.wait_project_gone(namespace)
-    assert deployed.kubectl.pvcs(namespace) == pvcs_before
-    assert len(pvcs_before) >= 4, pvcs_before  # 3 MySQL + at least 1 etcd claim
-    deployed.kubectl("get", "namespace", namespace)
-    deployed.kubectl("get", "secret", SECRET, "-n", namespace)
-    # The other stack still owns the CRD: its locks keep working.
-    crd = deployed.kubectl.crd(CRD_NAME)
-    assert crd is not None
-    assert crd["metadata"]["annotations"][OWNERS_ANNOTATION] == f"{PROJECT}/{other.name}"
-    with lock_session(other, other.namespace) as other_session:
-        other_grant = other_session.acquire("payments", timeout=10)
-        assert other_grant is not None
-        other_session.release(other_grant)
     other.stack.destroy()
     del _stacks[other.name]
     assert deployed.kubectl.crd(CRD_NAME) is None
