@@ -1,5 +1,8 @@
 """``venv/bin/python -m bench [NAME ...|all] [--quick] [...]``, NAME one of seeding, locks,
-kube-locks, refresh, program, switchover.
+kube-locks, refresh, program, switchover, failover.
+kube-locks, refresh, program, switchover, backup.
+    return {"seeding": seeding, "locks": locks, "kube-locks": kube_locks, "refresh": refresh,
+            "program": program, "switchover": switchover, "failover": failover, "backup": backup}
 
 One command runs every benchmark (or the ones named) at its default size, prints each
 report's tables and targets, and writes them as JSON under ``bench/results/``.
@@ -22,7 +25,8 @@ from pathlib import Path
 from bench._procs import BenchUnavailable
 from bench._report import RESULTS_DIR, Report, machine
 
-NAMES = ("seeding", "locks", "kube-locks", "refresh", "program", "switchover")
+NAMES = ("seeding", "locks", "kube-locks", "refresh", "program", "switchover", "failover",
+         "backup")
 
 
 def _positive(text: str) -> int:
@@ -52,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     seeding.add_argument("--size-mb", type=_positive, default=None,
                          help="InnoDB data on the primary, MiB (default 1024; quick 32)")
     seeding.add_argument("--repeats", type=_positive, default=None,
-                         help="runs of each physical copy, median reported (default 3; quick 1)")
+                         help="runs of each physical copy or backup, median reported "
+                         "(default 3, backup 2; quick 1)")
     locks = parser.add_argument_group("locks")
     locks.add_argument("--contenders", type=_positive, default=None,
                        help="clients fighting for one lock (default 8)")
@@ -64,9 +69,17 @@ def _parser() -> argparse.ArgumentParser:
     switch = parser.add_argument_group("switchover")
     switch.add_argument("--switchovers", type=_positive, default=None,
                         help="switchovers timed under the writer (default 12; quick 3)")
+    backup = parser.add_argument_group("backup")
+    backup.add_argument("--backup-size-mb", type=_positive, default=None,
+                        help="InnoDB data backed up, MiB (default 256; quick 8)")
+    backup.add_argument("--archive-interval", type=_positive, default=None,
+                        help="archiveIntervalSeconds under the writer (default 10; quick 2)")
     program = parser.add_argument_group("program")
     program.add_argument("--runs", type=_positive, default=None,
                          help="program runs, each in a fresh interpreter (default 5; quick 2)")
+    failover = parser.add_argument_group("failover")
+    failover.add_argument("--rounds", type=_positive, default=None,
+                          help="primaries SIGKILLed, one failover each (default 20; quick 2)")
     return parser
 
 
@@ -125,8 +138,22 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Report]]:
         return run(SwitchoverOptions(switchovers=pick(args.switchovers, 12, 3),
                                      commits=pick(None, 300, 30), workdir=args.workdir))
 
+    def failover() -> Report:
+        from bench.failover import FailoverOptions, run  # noqa: PLC0415
+
+        return run(FailoverOptions(rounds=pick(args.rounds, 20, 2), workdir=args.workdir))
+
+    def backup() -> Report:
+        from bench.backup import BackupOptions, run  # noqa: PLC0415
+
+        interval = pick(args.archive_interval, 10, 2)
+        return run(BackupOptions(size_mb=pick(args.backup_size_mb, 256, 8),
+                                 repeats=pick(args.repeats, 2, 1),
+                                 transactions=pick(None, 1000, 50), interval=interval,
+                                 seconds=pick(None, 40, 4 * interval), workdir=args.workdir))
+
     return {"seeding": seeding, "locks": locks, "kube-locks": kube_locks, "refresh": refresh,
-            "program": program, "switchover": switchover}
+            "program": program, "switchover": switchover, "failover": failover, "backup": backup}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -92,6 +92,9 @@ class Target:
             return self.why
         if self.met is None or self.measured is None:
             return "the project's path did not run"
+        if self.goal == 0:  # no ratio to a goal of nothing: say by how much
+            return "at the goal" if self.measured == 0 else \
+                f"{_format(self.measured)}{self.unit} {'under' if self.met else 'over'} the goal"
         margin = abs(self.measured - self.goal) / self.goal
         if margin < 0.005:
             return "at the goal"

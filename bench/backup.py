@@ -1,5 +1,6 @@
-"""``venv/bin/python -m bench.backup [--size-mb N] [--interval S] [--seconds T]``: what the
-backup path costs and what it promises, measured against a real store.
+"""``venv/bin/python -m bench backup`` (or ``-m bench.backup [--size-mb N] [--interval S]
+[--seconds T]``): what the backup path costs and what it promises, measured against a real
+store.
 
 - Backup throughput: ``backup.sh`` (mariadb-backup | compression | multipart upload, manifest
   last) of a primary holding ``--size-mb`` MiB of InnoDB data, against uploading the very bytes
@@ -8,14 +9,16 @@ backup path costs and what it promises, measured against a real store.
   transfer. Target: at least 0.8x. Run with ``none`` and ``gzip`` compression.
 - Restore: ``restore.sh fetch`` + ``apply`` of that backup plus ``--transactions`` archived
   transactions, wall time.
-- Recovery point under a writer: ``binlog-archive.sh`` runs its loop (``--interval`` seconds)
+- Recovery point under a writer: ``binlog-archive.sh`` runs its loop (``--interval`` seconds,
+  one long-lived ``mysqlbackup archive-serve`` coprocess)
   while a writer commits continuously for ``--seconds``; every 0.25 s the newest archived
   transaction's commit time is read from the store's records, and ``now - that`` is the data
   a disaster at that instant would lose. Target: max <= interval + 2 s.
 
 The store is SeaweedFS's ``weed server -s3`` on 127.0.0.1 (tests/support/seaweedfs.py); the
-servers and scripts are the integration tests' (tests/support/pods.py). Prints tables and
-writes bench/results/backup.json.
+servers and scripts are the integration tests' (tests/support/pods.py). Returns a
+:class:`bench._report.Report` like every other benchmark (``python -m bench`` prints it and
+writes it under bench/results/).
 """
 
 from __future__ import annotations
@@ -23,18 +26,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench._report import RESULTS_DIR, machine
+from bench._procs import need, workdir
+from bench._report import RESULTS_DIR, Report, Table, Target
 from mysqlbackup import catalog
-from tests.support.backups import Restore, Store
+from tests.support.backups import Archiver, Restore, Store
 from tests.support.pods import Pod, PodCluster
 from tests.support.seaweedfs import SeaweedS3
 
@@ -121,11 +126,6 @@ def restore_time(pod: Pod, store: Store, work: Path, transactions: int) -> dict[
 
 
 def recovery_point(pod: Pod, store: Store, interval: int, seconds: float) -> dict[str, Any]:
-    env = {**os.environ, **pod.env("backup"), **store.env,
-           "ARCHIVE_INTERVAL_SECONDS": str(interval)}
-    archiver = subprocess.Popen(["bash", str(pod.cluster.config_dir / "binlog-archive.sh")],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True)
     stop = threading.Event()
 
     def writer() -> None:
@@ -135,24 +135,21 @@ def recovery_point(pod: Pod, store: Store, interval: int, seconds: float) -> dic
 
     thread = threading.Thread(target=writer, daemon=True)
     lags: list[float] = []
-    try:
-        thread.start()
-        # Let the first rotation and upload happen before sampling.
-        deadline = time.monotonic() + seconds
-        warmup = time.monotonic() + interval + 2
-        while time.monotonic() < deadline:
-            records = [json.loads(store.get(key)) for key in store.objects("binlogs/")
-                       if key.endswith(".json")]
-            newest = max((catalog.parse_time(r["last_event_at"]) for r in records
-                          if r.get("last_event_at")), default=None)
-            if newest is not None and time.monotonic() > warmup:
-                lags.append((catalog.utc_now() - newest).total_seconds())
-            time.sleep(0.25)  # the sampling period of the measurement itself
-    finally:
-        stop.set()
-        thread.join(10)
-        os.killpg(archiver.pid, 15)
-        archiver.wait(30)
+    with Archiver(pod, store, interval) as archiver:
+        try:
+            thread.start()
+            # Let the first rotation and upload happen before sampling.
+            deadline = time.monotonic() + seconds
+            warmup = time.monotonic() + interval + 2
+            while time.monotonic() < deadline:
+                newest = max((catalog.parse_time(r["last_event_at"]) for r in archiver.records()
+                              if r.get("last_event_at")), default=None)
+                if newest is not None and time.monotonic() > warmup:
+                    lags.append((catalog.utc_now() - newest).total_seconds())
+                time.sleep(0.25)  # the sampling period of the measurement itself
+        finally:
+            stop.set()
+            thread.join(10)
     if not lags:
         raise RuntimeError("no archived binlog appeared while the writer ran")
     return {"interval_s": interval, "samples": len(lags),
@@ -160,36 +157,84 @@ def recovery_point(pod: Pod, store: Store, interval: int, seconds: float) -> dic
             "target_s": interval + 2, "met": max(lags) <= interval + 2}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.backup", description=__doc__)
-    parser.add_argument("--size-mb", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--transactions", type=int, default=1000)
-    parser.add_argument("--interval", type=int, default=10)
-    parser.add_argument("--seconds", type=float, default=40)
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
-    args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="bench-backup-"))
+@dataclass(frozen=True)
+class BackupOptions:
+    size_mb: int = 256
+    """InnoDB data on the primary, MiB."""
+    repeats: int = 2
+    """Backups (and raw uploads) per compression, median reported."""
+    transactions: int = 1000
+    """Archived transactions replayed by the timed restore."""
+    interval: int = 10
+    """archiveIntervalSeconds of the archive loop under the writer."""
+    seconds: float = 40
+    """How long the writer runs while the recovery point is sampled."""
+    workdir: Path | None = None
+
+
+def run(options: BackupOptions) -> Report:
+    need("mariadbd", "mariadb-install-db", "mariadb-backup", "mbstream", "mariadb-binlog", "gzip")
+    work = workdir("bench-backup-", options.workdir)
     server = SeaweedS3(work / "seaweedfs").start()
     try:
         store = Store(server, "bench")
         with PodCluster(work / "source", name="bench-mysql") as cluster:
             pod = cluster.start_pod(0)
-            _fill(pod, args.size_mb)
-            load = os.getloadavg()
-            results: dict[str, Any] = {
-                "machine": machine(), "load_before": [round(x, 2) for x in load],
-                "size_mb": args.size_mb,
-                "throughput": throughput(pod, store, work, args.repeats),
-                "restore": restore_time(pod, store, work, args.transactions),
-                "recovery_point": recovery_point(pod, store, args.interval, args.seconds),
-                "load_after": [round(x, 2) for x in os.getloadavg()]}
+            _fill(pod, options.size_mb)
+            rates = throughput(pod, store, work, options.repeats)
+            restore = restore_time(pod, store, work, options.transactions)
+            point = recovery_point(pod, store, options.interval, options.seconds)
     finally:
         server.stop()
-    print(json.dumps(results, indent=1))
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / "backup.json").write_text(json.dumps(results, indent=1))
+        shutil.rmtree(work, ignore_errors=True)
+    return _report(options, rates, restore, point)
+
+
+def _report(options: BackupOptions, rates: list[dict[str, Any]], restore: dict[str, Any],
+            point: dict[str, Any]) -> Report:
+    columns = ("compression", "object_mib", "backup_s", "raw_upload_s", "backup_mib_s",
+               "raw_mib_s", "ratio")
+    report = Report("backup", {
+        "size_mb": options.size_mb, "repeats": options.repeats,
+        "transactions": options.transactions, "archive_interval_s": options.interval,
+        "writer_s": options.seconds,
+        "store": "SeaweedFS weed server -s3 on 127.0.0.1", "server": "mariadbd 10.11"}, [
+        Table("backup.sh against a raw upload of the same object (median)", columns,
+              tuple(tuple(row[c] for c in columns) for row in rates)),
+        Table("restore (fetch, verify, extract, prepare, replay)",
+              ("archived transactions", "restore s"),
+              ((restore["transactions"], restore["restore_s"]),)),
+        Table(f"recovery point under a writer, {point['samples']} samples",
+              ("interval s", "median s", "max s"),
+              ((point["interval_s"], point["median_s"], point["max_s"]),)),
+    ])
+    uncompressed = next(row for row in rates if row["compression"] == "none")
+    report.targets = [
+        Target("backup / raw upload, uncompressed", uncompressed["ratio"], 0.8, True, "x"),
+        Target("recovery point, max", point["max_s"], options.interval + 2, False, " s"),
+    ]
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.backup", description=__doc__)
+    defaults = BackupOptions()
+    parser.add_argument("--size-mb", type=int, default=defaults.size_mb)
+    parser.add_argument("--repeats", type=int, default=defaults.repeats)
+    parser.add_argument("--transactions", type=int, default=defaults.transactions)
+    parser.add_argument("--interval", type=int, default=defaults.interval)
+    parser.add_argument("--seconds", type=float, default=defaults.seconds)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    report = run(BackupOptions(size_mb=args.size_mb, repeats=args.repeats,
+                               transactions=args.transactions, interval=args.interval,
+                               seconds=args.seconds))
+    print(report.render())
+    print(f"\nresults: {report.save(args.results_dir)}")
     return 0
+
+
+__all__ = ["BackupOptions", "run"]
 
 
 if __name__ == "__main__":

@@ -137,9 +137,9 @@ def quantity_value(text: str) -> float:
     number = float(text[: len(text) - len(suffix)] if suffix else text)
     if suffix in _BINARY:
         return number * _BINARY[suffix]
-    if suffix[:1] in ("e", "E"):
-        return float(text)
-    return number * _DECIMAL[suffix]
+    if suffix in _DECIMAL:  # before the exponent: a lone "E" is exa, not an exponent
+        return number * _DECIMAL[suffix]
+    return float(text)  # a decimal exponent, e.g. 1e3
 
 
 def _is_text(value: object, pattern: re.Pattern[str] | None) -> bool:

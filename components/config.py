@@ -420,6 +420,46 @@ class ReplicationInitConfig(_Validated):
                                 "how long an up waits for replicas to catch up", default=300)
 
 
+@dataclass(frozen=True)
+class FailoverConfig(_Validated):
+    """Automatic failover: the arbiter Deployment and a fencing agent in every MySQL pod.
+
+    Off by default: it moves the primary without a person, so a stack opts in knowingly
+    (docs/mysql.md, "Automatic failover", says what it guarantees and what it costs).
+    A failover takes about ``checks`` x ``periodSeconds`` to detect, then ``ttlSeconds``
+    before the new primary is writable (the old one's agent demotes it within that).
+    """
+
+    enabled: bool = _key("enabled", _BOOLEAN, "run the arbiter and the fencing agents",
+                         default=False)
+    ttl_seconds: int = _key("ttlSeconds", _integer(minimum=3, maximum=300),
+                            "a primary that cannot confirm the record for this long, less "
+                            "two periods, makes itself read-only; the arbiter's leader "
+                            "lease", default=10)
+    checks: int = _key("checks", _integer(minimum=1, maximum=100),
+                       "consecutive failed checks (connect + a write-free query) that fail "
+                       "the primary", default=3)
+    period_seconds: int = _key("periodSeconds", _integer(minimum=1, maximum=60),
+                               "time between checks; also each check's timeout", default=1)
+    max_lag_seconds: int = _key("maxLagSeconds", _integer(minimum=0, maximum=86400),
+                                "a replica lagging more is never promoted", default=30)
+    image: str | None = _key("image", _PINNED, "arbiter image (deploy/arbiter/Dockerfile); "
+                             "required when enabled", default=None)
+
+    def _problems(self) -> list[Problem]:
+        problems = []
+        if self.ttl_seconds < 3 * self.period_seconds:
+            problems.append(Problem(
+                "ttl_seconds", self.ttl_seconds,
+                f"must be at least 3 x {{0}} ({3 * self.period_seconds}): the agent demotes "
+                "after ttl - 2 periods without a confirmation", refs=("period_seconds",)))
+        if self.enabled and self.image is None:
+            problems.append(Problem("image", None, "required when failover is enabled: the "
+                                    "arbiter image built from deploy/arbiter/Dockerfile, "
+                                    "pinned to a tag or digest"))
+        return problems
+
+
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PREFIX = re.compile(r"[A-Za-z0-9!_.*'()/-]{0,512}")
 _ENDPOINT_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?")
@@ -599,6 +639,8 @@ class MySQLConfig(_Validated):
         "switchoverTimeoutSeconds", _integer(minimum=1, maximum=3600),
         "switchover: how long the candidate may take to apply the old primary's last "
         "commit before the switchover is rolled back", default=30)
+    failover: FailoverConfig = _key("failover", _OBJECT, "", nested=FailoverConfig,
+                                    default=FailoverConfig())
 
     def _problems(self) -> list[Problem]:
         if self.restore.backup is not None and self.backup.endpoint is None:
@@ -610,6 +652,16 @@ class MySQLConfig(_Validated):
                             "needs restore.backup (an id or latest)")]
         init = self.replication_init
         problems = []
+        if self.failover.enabled and (not init.enabled or self.replicas < 2):
+            problems.append(Problem("failover.enabled", True,
+                            f"needs {{0}} (it writes the primary record the arbiter acts on) "
+                            f"and at least 2 replicas; got replicationInit.enabled="
+                            f"{str(init.enabled).lower()}, replicas={self.replicas}",
+                            refs=("replication_init.enabled",)))
+        if self.backup.enabled and self.flavor != "mariadb":
+            # The pod scripts refuse it too, but only as a crash-looping sidecar.
+            problems.append(Problem("backup.enabled", True, "backups and binlog archiving "
+                                    "support MariaDB only so far (no XtraBackup path)"))
         if init.enabled and init.access == "port-forward" and len(init.endpoints) != self.replicas:
             problems.append(Problem(
                 "replication_init.endpoints", [str(e) for e in init.endpoints],

@@ -93,29 +93,52 @@ def _scan(path: Path) -> tuple[str, str, str | None, str | None]:
     return catalog.format_gtid_list(first), catalog.format_gtid_list(last), first_at, last_at
 
 
-def cmd_archive_binlogs(args: argparse.Namespace) -> None:
+def _archive_pass(store: Store, directory: Path, index: str,
+                  server_id: int) -> list[dict[str, str]]:
     """Uploads every closed binlog (all in the index but the last) not archived yet."""
-    directory = Path(args.binlog_dir)
-    index = directory / args.index
-    names = [Path(line.strip()).name for line in index.read_text().splitlines() if line.strip()]
-    closed = names[:-1]
-    store = _store()
-    prefix = f"{catalog.BINLOGS}{args.server_id}/"
+    names = [Path(line.strip()).name
+             for line in (directory / index).read_text().splitlines() if line.strip()]
+    prefix = f"{catalog.BINLOGS}{server_id}/"
     present = {key[len(prefix):] for key, _ in store.objects(prefix)}
     closed_at = catalog.iso(catalog.utc_now())
     archived = []
-    for name in closed:
+    for name in names[:-1]:
         if f"{name}.json" in present:
             continue
         path = directory / name
         first, last, first_at, last_at = _scan(path)
         with path.open("rb") as reader:
             size, sha256 = store.upload_stream(f"{prefix}{name}", reader)
-        record = catalog.BinlogRecord(args.server_id, name, sha256, size, first, last,
+        record = catalog.BinlogRecord(server_id, name, sha256, size, first, last,
                                       first_at, last_at, closed_at)
         store.put_json(f"{record.key}.json", record.to_json())
         archived.append({"file": name, "first": first, "last": last})
+    return archived
+
+
+def cmd_archive_binlogs(args: argparse.Namespace) -> None:
+    archived = _archive_pass(_store(), Path(args.binlog_dir), args.index, args.server_id)
     print(json.dumps({"archived": archived}))
+
+
+def cmd_archive_serve(args: argparse.Namespace) -> None:
+    """One archive pass per line on stdin, one JSON line on stdout per pass, until EOF.
+
+    binlog-archive.sh keeps this process as its coprocess for the life of the loop: a pass
+    then costs neither an interpreter start nor importing boto3 (about a second, several
+    under load), so the upload follows the rotation at once and the recovery point stays
+    within the interval. A failed pass answers ``{"error": ...}`` and the next line retries:
+    the archive is idempotent (a binlog with a record is never uploaded again).
+    """
+    store = _store()
+    directory = Path(args.binlog_dir)
+    for _request in sys.stdin:
+        try:
+            answer: dict[str, Any] = {
+                "archived": _archive_pass(store, directory, args.index, args.server_id)}
+        except (StoreError, ValueError, OSError) as error:
+            answer = {"error": str(error)}
+        print(json.dumps(answer), flush=True)
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
@@ -218,6 +241,10 @@ def parser() -> argparse.ArgumentParser:
     add("retention", cmd_retention, "delete complete backups past the policy",
         ("--keep", {"type": int}), ("--max-age-seconds", {"type": int}))
     add("archive-binlogs", cmd_archive_binlogs, "upload closed binlogs",
+        ("--binlog-dir", _REQUIRED), ("--index", {"default": "mysql-bin.index"}),
+        ("--server-id", {"required": True, "type": int}))
+    add("archive-serve", cmd_archive_serve,
+        "archive-binlogs once per line on stdin, a JSON line each, until EOF",
         ("--binlog-dir", _REQUIRED), ("--index", {"default": "mysql-bin.index"}),
         ("--server-id", {"required": True, "type": int}))
     add("plan", cmd_plan, "choose backup and binlogs for a restore",

@@ -184,6 +184,12 @@ class ReplicationError(RuntimeError):
     """Converge, read or delete failed; the message names the server, statement and error."""
 
 
+def cluster_lock_name(host: str, port: int) -> str:
+    """The per-cluster lock every topology change takes (`pulumi up`, the failover arbiter),
+    named after ordinal 0's source address as replicas reach it."""
+    return f"mysql-cluster/{host}:{port}/replication"
+
+
 @dataclass(frozen=True)
 class _Spec:
     flavor: Flavor
@@ -253,7 +259,7 @@ class _Spec:
         # and a GitOps runner use different endpoints but the same pod DNS name. Ordinal
         # 0's, wherever the primary is, so every run of one cluster takes one lock.
         first = self.sources[0]
-        return f"mysql-cluster/{first.host}:{first.port}/replication"
+        return cluster_lock_name(first.host, first.port)
 
     def to_props(self) -> dict[str, Any]:
         first = self.sources[0]

@@ -230,21 +230,31 @@ def switchover(servers: Servers, dialect: Dialect, plan: Plan, store: RecordStor
         candidate.run(dialect.reset_all)
         fence(store, plan.epoch, f"making {servers.label(plan.new)} writable")
         _apply(candidate, dialect.writable)
-    source = plan.source
     for ordinal in plan.others:
-        fence(store, plan.epoch, f"repointing {servers.label(ordinal)}")
-        with servers.session(ordinal) as server:
-            server.run(dialect.stop)
-            if ordinal == plan.old:
-                _apply(server, dialect.demote)
-            server.run(dialect.change_source(source.host, source.port, source.user,
-                                             source.password))
-            server.run(dialect.start)
+        repoint(servers, dialect, ordinal, source=plan.source, epoch=plan.epoch, store=store,
+                demote=ordinal == plan.old)
     if labeller is not None:
         fence(store, plan.epoch, "moving the role labels")
         labeller(plan.new, plan.epoch)
     assert held.record is not None
     return Outcome(held.record, position, killed)
+
+
+def repoint(servers: Servers, dialect: Dialect, ordinal: int, *, source: Source, epoch: int,
+            store: RecordStore, demote: bool) -> None:
+    """Make ``ordinal`` replicate from ``source`` with GTID positioning, under ``epoch``.
+
+    ``demote``: it was a primary (its own binlog is ahead of its replica position).
+    Shared with the failover arbiter, which repoints survivors and returning servers.
+    """
+    fence(store, epoch, f"repointing {servers.label(ordinal)}")
+    with servers.session(ordinal) as server:
+        server.run(dialect.stop)
+        if demote:
+            _apply(server, dialect.demote)
+        server.run(dialect.change_source(source.host, source.port, source.user,
+                                         source.password))
+        server.run(dialect.start)
 
 
 def make_writable(servers: Servers, dialect: Dialect, ordinal: int, epoch: int,

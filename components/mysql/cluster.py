@@ -5,9 +5,11 @@ ordinal is the primary is the primary record's (``_record.py``): a ConfigMap
 ``<name>-primary-record`` that only ReplicationInit writes, under the per-cluster lock,
 with the lock's fencing token as its epoch; ordinal 0 until the first record. Changing
 ``mysql.primary`` makes the next ``pulumi up`` a planned switchover (``_switchover.py``).
-Nothing moves the primary by itself: a primary that moves on its own is how split brain
-and errant GTIDs happen, and the pod scripts never reset replication on a primary. Every
-server starts read-only; only ReplicationInit, holding the record's epoch, opens one.
+Nothing else moves the primary by itself: a primary that moves on its own is how split
+brain and errant GTIDs happen, and the pod scripts never reset replication on a primary.
+The exception is opt-in automatic failover (``mysql.failover``): a fenced arbiter and a
+fencing agent per pod (``_arbiter.py``, ``arbiter/``). Every server starts read-only; only
+ReplicationInit or the arbiter, holding the record's epoch, opens one.
 What each pod does is fixed by the pod contract (``components/mysql/scripts/CONTRACT.md``):
 this module gives the scripts exactly the names, environment, mounts and invocations
 written there, and nothing else.
@@ -94,9 +96,14 @@ from components import _kube
 from components._kube import mount
 from components._validate import ConfigError
 from components.config import Endpoint, MySQLConfig
-from components.mysql import credentials
+from components.mysql import _arbiter, _backup, credentials
 from components.mysql._record import EPOCH_LABEL, ROLE_LABEL
-from components.mysql._replication import ReplicationInit, ReplicationInitArgs, switchover_args
+from components.mysql._replication import (
+    ReplicationInit,
+    ReplicationInitArgs,
+    cluster_lock_name,
+    switchover_args,
+)
 from components.mysql.credentials import CREDENTIALS_DIR, PASSWORD_VARIABLES
 from components.mysql.flavor import FLAVORS, FlavorSpec
 
@@ -368,6 +375,11 @@ class MySQLCluster(pulumi.ComponentResource):
 
         if config.replication_init.enabled and config.replicas > 1:
             self._replication_init(name, plan, args, passwords, statefulset)
+        if config.failover.enabled:
+            _arbiter.Arbiter(f"{name}-arbiter", _arbiter_plan(plan, args),
+                             image=config.failover.image or "", labels=_arbiter_labels(plan),
+                             agent_service_account=names.labeler,
+                             opts=pulumi.ResourceOptions(parent=self, depends_on=[secret]))
 
         # The name is fixed; deriving it from the Secret makes consumers wait for it (and,
         # for an existing Secret, for its keys to have been checked).
@@ -486,6 +498,25 @@ class MySQLCluster(pulumi.ComponentResource):
                 parent=self,
                 depends_on=[statefulset, *([args.lock_service] if args.lock_service else [])]),
         )
+
+
+def _arbiter_plan(plan: _Plan, args: MySQLClusterArgs) -> _arbiter.ArbiterPlan:
+    config, names = plan.config, plan.names
+    return _arbiter.ArbiterPlan(
+        cluster=names.cluster, namespace=plan.namespace, flavor=config.flavor,
+        pods=tuple(names.pod(i) for i in range(config.replicas)),
+        hosts=tuple(names.pod_host(i) for i in range(config.replicas)), port=MYSQL_PORT,
+        secret=names.secret, record=names.record,
+        topology_user=TOPOLOGY_USER, replication_user=REPLICATION_USER,
+        lock_endpoints=args.lock_endpoints,
+        lock_name=cluster_lock_name(names.pod_host(0), MYSQL_PORT),
+        failover=config.failover, role_label=ROLE_LABEL, durability=config.durability,
+        semisync_timeout_seconds=config.semisync_timeout_seconds)
+
+
+def _arbiter_labels(plan: _Plan) -> _kube.AppLabels:
+    return _kube.AppLabels(name="mysql-arbiter", instance=plan.config.name,
+                           component="failover-arbiter", version=plan.config.version)
 
 
 def _environment(plan: _Plan) -> list[k8s.core.v1.EnvVarArgsDict]:
@@ -718,6 +749,12 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
         ],
         "volumes": _volumes(names),
     }
+    if config.failover.enabled:
+        _arbiter.add_agent(spec, cluster=names.cluster, secret=names.secret,
+                           image=config.failover.image or "", api_volume="kube-api-access")
+    _backup.add_archiver(spec, config, env, _script("binlog-archive.sh"), [
+        mount("data", DATA_DIR, sub_path="mysql", read_only=True), config_map, run, tmp, socket,
+        record, mount("credentials-backup", CREDENTIALS_DIR, read_only=True)])
     _kube.place(spec, config.spread, plan.labels.selector(), config.node_selector)
     return spec
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from mysqlbackup import catalog
-from tests.support.backups import Restore, Store, archive, backup
+from tests.support.backups import Archiver, Restore, Store, archive, backup
 from tests.support.etcd import EtcdMember, healthy
 from tests.support.pods import Pod, PodCluster
 from tests.support.procs import LOCALHOST, free_ports, require_binary, wait_until
@@ -173,6 +173,49 @@ def test_pitr_to_a_timestamp_and_to_a_gtid_gives_exactly_the_rows_before_it(
     everything = new_restore(restores, source, store)
     everything.run(point=source.gtid_binlog_pos())
     assert notes(everything.pod) == ["before-backup", "a", "b"]
+
+
+def test_the_archive_loop_uploads_each_rotation_from_one_long_lived_python_process(
+        source: Pod, store: Store) -> None:
+    """The loop's passes are answered by one coprocess (no interpreter start per pass, which
+    is what pushed the recovery point past the interval), and each transaction reaches the
+    store after the next rotation without anything else happening."""
+
+    def archived(gtid: str) -> bool:
+        return any(record["last"] == gtid for record in archiver.records())
+
+    with Archiver(source, store, interval=1) as archiver:
+        first = insert_event(source, "first")
+        wait_until(lambda: archived(first), timeout=60, what=f"{first} archived by the loop")
+        pythons = archiver.pythons()
+        assert len(pythons) == 1, f"python processes of the loop: {pythons}"
+        second = insert_event(source, "second")
+        wait_until(lambda: archived(second), timeout=60, what=f"{second} archived by the loop")
+        assert archiver.pythons() == pythons, "the loop started another python process"
+        log = archiver.stop()
+    assert "archive pass failed" not in log, log
+    assert not archiver.pythons(), "the coprocess outlived its loop"
+
+
+def test_the_archive_loop_archives_only_while_its_pod_is_the_recorded_primary(
+        source: Pod, store: Store) -> None:
+    """Every pod runs the archiver sidecar; the record decides which one archives, at every
+    tick, so a switchover moves the archiving without restarting anything."""
+    record = source.dir / "record"
+    record.mkdir(exist_ok=True)
+    (record / "primary").write_text("1\n")
+    with Archiver(source, store, interval=1) as archiver:
+        wait_until(lambda: archiver.logged("recorded replica"), timeout=60,
+                   what="the loop reading that another pod is the recorded primary")
+        gtid = insert_event(source, "written while the record names pod 1")
+        promoted_at = catalog.utc_now().replace(microsecond=0)
+        (record / "primary").write_text("0\n")
+        wait_until(lambda: any(r["last"] == gtid for r in archiver.records()), timeout=60,
+                   what=f"{gtid} archived once the record names this pod")
+        log = archiver.stop()
+    assert log.index("recorded replica") < log.index("recorded primary"), log
+    # Nothing was archived while the pod was a replica.
+    assert all(catalog.parse_time(r["closed_at"]) >= promoted_at for r in archiver.records())
 
 
 def test_a_backup_killed_mid_upload_leaves_no_manifest_and_is_never_used(

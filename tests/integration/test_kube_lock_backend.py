@@ -34,7 +34,8 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from distlock import DistlockError, Grant
+from distlock import DistlockError, Grant, _kube
+from distlock._errors import BackendRefused
 from distlock._kube import _LockObjects
 from distlock.kube import GROUP, PLURAL, VERSION, KubeLockBackend, api_client, object_name
 from tests.support.controlplane import ControlPlane
@@ -135,7 +136,7 @@ def test_lost_enqueue_response_does_not_leave_a_second_slot(
     owner, waiter_session = sessions(), sessions(via_proxy=True)
     held = owner.acquire("orders", timeout=WAIT)
     assert held is not None
-    proxy.lose_next_responses(1, methods=("PUT",))  # the enqueue lands; its answer does not
+    proxy.lose_next_responses(1, methods=("PATCH",))  # the enqueue lands; its answer does not
     waiter = Waiter(waiter_session, "orders")
     waiter.start()
     wait_until(lambda: proxy.pending_lost_responses == 0 and owner.inspect("orders").waiters,
@@ -497,7 +498,7 @@ def test_fifo_and_fencing_hold_through_lost_responses_and_cut_watches(
             wait_until(functools.partial(lambda t: history.token() >= t, target),
                        timeout=WAIT, what=f"20 more grants (fault round {step})")
             if step % 2:
-                proxy.lose_next_responses(1, methods=("PUT",))
+                proxy.lose_next_responses(1, methods=("PUT", "PATCH"))
                 injected["lost"] += 1
             else:
                 injected["cut"] += proxy.close_watches()
@@ -505,3 +506,56 @@ def test_fifo_and_fencing_hold_through_lost_responses_and_cut_watches(
     _churn(plane, namespace, proxied, faults)
     assert injected["lost"] >= 4
     assert injected["cut"] >= 1
+
+
+# -- JSON patches on the real API server ----------------------------------------------
+
+
+def test_a_failed_patch_test_is_a_conflict_and_a_schema_violation_an_error(
+        sessions: Callable[..., KubeLockBackend]) -> None:
+    """A ``test`` that finds another value fails the whole patch (nothing is written)
+    and is a conflict to decide again on, like a 409; a value the schema refuses is a
+    422 too, but an error: treating it as a conflict would retry it for ever."""
+    session = sessions()
+    grant = session.acquire("patched", timeout=WAIT)
+    assert grant is not None
+    objects = session._objects
+    obj = objects.read("patched").obj
+    assert obj is not None
+    with pytest.raises(_kube._Conflict):
+        objects.patch_status(obj, [
+            {"op": "test", "path": "/status/fencingToken", "value": grant.token + 5},
+            {"op": "replace", "path": "/status/holder", "value": "thief"}], label="t")
+    with pytest.raises(_kube._Conflict):  # an index that is not there (queue moved)
+        objects.patch_status(obj, [
+            {"op": "test", "path": "/status/waiters/3/identity", "value": "gone"},
+            {"op": "remove", "path": "/status/waiters/3"}], label="t")
+    assert session.inspect("patched").holder == session.identity
+    with pytest.raises(BackendRefused, match="422"):
+        objects.patch_status(obj, [
+            {"op": "replace", "path": "/status/fencingToken", "value": -1}], label="t")
+    session.release(grant)
+
+
+def test_an_object_with_a_stored_waiter_count_still_works_and_loses_it(
+        plane: ControlPlane, namespace: str, sessions: Callable[..., KubeLockBackend]) -> None:
+    """Objects written before the queue became append-only carry ``waiterCount``; the
+    schema still accepts it, and the next write removes it rather than leave it stale."""
+    owner, waiter_session = sessions(), sessions()
+    held = owner.acquire("legacy", timeout=WAIT)
+    assert held is not None
+    api = _objects(plane)
+    api.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, "legacy",
+        [{"op": "add", "path": "/status/waiterCount", "value": 3}],
+        _content_type="application/json-patch+json")
+    assert _status(plane, namespace, "legacy")["waiterCount"] == 3
+    waiter = Waiter(waiter_session, "legacy")
+    waiter.start()
+    wait_until(lambda: owner.inspect("legacy").waiters == (waiter_session.identity,),
+               timeout=WAIT, what="the waiter queued")
+    assert "waiterCount" not in _status(plane, namespace, "legacy")
+    owner.release(held)
+    grant = waiter.result()
+    assert grant is not None
+    assert grant.token == held.token + 1

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,63 @@ def archive(pod: Pod, store: Store) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr
     summary: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return summary
+
+
+class Archiver:
+    """``binlog-archive.sh`` running its loop beside ``pod``, as the sidecar runs it; stopped
+    (its whole process group, by PID) on exit."""
+
+    def __init__(self, pod: Pod, store: Store, interval: int) -> None:
+        env = {**os.environ, **pod.env("backup"), **store.env,
+               "ARCHIVE_INTERVAL_SECONDS": str(interval)}
+        self.store = store
+        self.process = subprocess.Popen(
+            ["bash", str(pod.cluster.config_dir / "binlog-archive.sh")], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)
+        # Read as it comes, so the log can be polled while the loop runs.
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    def logged(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def __enter__(self) -> Archiver:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> str:
+        """Stops the loop; returns what it logged."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=30)
+        self._reader.join(timeout=30)
+        return "".join(self.lines)
+
+    def pythons(self) -> list[int]:
+        """PIDs of the Python processes in the loop's process group."""
+        found = []
+        for status in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = status.read_text().rsplit(")", 1)[1].split()
+                command = (status.parent / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[2]) == self.process.pid and b"mysqlbackup" in command:
+                found.append(int(status.parent.name))
+        return sorted(found)
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(self.store.get(key)) for key in self.store.objects("binlogs/")
+                if key.endswith(".json")]
 
 
 class Restore:

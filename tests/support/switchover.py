@@ -215,6 +215,11 @@ class Writer:
                                    (seq + 1, seen[1], seen[0]))
                 seq += 1
                 self.commits.append(Commit(seq, seen[1], seen[0], time.monotonic()))
+            except pymysql.err.IntegrityError:
+                # An earlier attempt committed without an acknowledgement (its primary was
+                # killed after the replicas received it): not acknowledged, so not logged.
+                seq += 1
+                self.errors += 1
             except pymysql.MySQLError:
                 self.errors += 1
                 if connection is not None:

@@ -18,6 +18,7 @@ def test_every_account_has_a_key_a_file_and_a_variable() -> None:
         "REPLICATION_PASSWORD_FILE": "/run/secrets/x/replication-password",
         "MONITOR_PASSWORD_FILE": "/run/secrets/x/monitor-password",
         "BACKUP_PASSWORD_FILE": "/run/secrets/x/backup-password",
+        "TOPOLOGY_PASSWORD_FILE": "/run/secrets/x/topology-password",
     }
 
 

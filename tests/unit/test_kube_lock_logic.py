@@ -181,7 +181,7 @@ def test_a_release_hands_the_lock_to_the_first_live_waiter() -> None:
     assert status["leaseDurationSeconds"] == 5, "the successor's own lease"
     assert status["renewals"] == 0
     assert [w["identity"] for w in status["waiters"]] == ["later"]
-    assert status["waiterCount"] == 1
+    assert "waiterCount" not in status, "a stored count goes stale after an append"
 
 
 @pytest.mark.parametrize(("expired", "fresh"), [({"a", "b"}, set()), (set(), {"b"})],
@@ -209,3 +209,54 @@ def test_a_session_that_queues_again_is_seen_alive_by_its_new_entry(clock: Clock
         observer.observe("n", status)
         clock.now += 2  # granted, released, asking again: no renewal in between
     assert observer.remaining("n", "waiter", "w", 5) > 0
+
+
+def _ops(patch: list[dict[str, object]], op: str) -> list[dict[str, object]]:
+    return [each for each in patch if each["op"] == op]
+
+
+def test_an_enqueue_is_an_append_that_tests_nothing() -> None:
+    """It must not conflict with a handoff or another enqueue: the back of the queue is
+    the back whatever else changed meanwhile."""
+    patch = _kube._enqueue_patch(_queued("a"), "me", 6, 41)
+    assert patch == [{"op": "add", "path": "/status/waiters/-", "value": {
+        "identity": "me", "leaseDurationSeconds": 6, "renewals": 41,
+        "enqueueTime": patch[0]["value"]["enqueueTime"]}}]
+
+
+def test_a_handoff_patch_tests_holder_token_and_each_entry_it_removes() -> None:
+    patch = _kube._release_patch(_queued("dead", "next", "later"),
+                                 lambda waiter: waiter["identity"] == "dead",
+                                 lambda _waiter: True)
+    tests = {str(each["path"]): each["value"] for each in _ops(patch, "test")}
+    assert tests == {"/status/holder": "h", "/status/fencingToken": 7,
+                     "/status/waiters/0/identity": "dead",
+                     "/status/waiters/1/identity": "next"}
+    granted = {str(each["path"]): each["value"] for each in _ops(patch, "add")}
+    assert granted["/status/holder"] == "next"
+    assert granted["/status/fencingToken"] == 8, "holder and token in the same write"
+    # Highest index first: removing 0 first would move "next" to 0 and remove "later".
+    assert [each["path"] for each in _ops(patch, "remove")] == [
+        "/status/waiters/1", "/status/waiters/0"]
+
+
+def test_a_late_duplicate_entry_is_neither_successor_nor_left_behind() -> None:
+    """A retried append whose first try landed after the re-read queues a session twice:
+    the handoff removes every entry of the successor, and the releaser's own."""
+    status = _queued("next", "h", "later", "next")
+    handoff = _kube._handoff(status, lambda _w: False, lambda _w: True)
+    assert handoff.successor is not None
+    assert handoff.successor["identity"] == "next"
+    assert handoff.removed == frozenset({0, 1, 3})
+    released = _kube._released(_queued("h", "later"), lambda _w: False, lambda _w: True)
+    assert released["holder"] == "later", "the releaser is never its own successor"
+    assert released["waiters"] == []
+
+
+def test_a_patch_removes_a_count_stored_by_an_older_client() -> None:
+    old = dict(_queued("a"), waiterCount=1)
+    for patch in (_kube._enqueue_patch(old, "me", 6, 1),
+                  _kube._waiter_renew_patch(old, "a", 2),
+                  _kube._release_patch(old, lambda _w: False, lambda _w: True)):
+        assert patch[0] == {"op": "remove", "path": "/status/waiterCount"}
+    assert "waiterCount" not in _kube._enqueued(old, "me", 6, set(), 1)

@@ -89,13 +89,15 @@ def test_crd_declares_the_group_version_kind_distlock_uses() -> None:
     assert version["subresources"] == {"status": {}}
 
 
-def test_printer_columns_show_holder_token_waiters_and_age() -> None:
+def test_printer_columns_show_holder_token_next_waiter_and_age() -> None:
     columns = {c["name"]: c for c in lock_crd_manifest()["spec"]["versions"][0][
         "additionalPrinterColumns"]}
     assert columns["Holder"]["jsonPath"] == ".status.holder"
     assert columns["Token"]["jsonPath"] == ".status.fencingToken"
     assert columns["Token"]["type"] == "integer"
-    assert columns["Waiters"]["jsonPath"] == ".status.waiterCount"
+    # The first entry, not a count: appends do not keep a stored count up to date.
+    assert columns["Next"]["jsonPath"] == ".status.waiters[0].identity"
+    assert "Waiters" not in columns
     assert columns["Age"] == {"name": "Age", "type": "date",
                               "jsonPath": ".metadata.creationTimestamp"}
 
@@ -124,7 +126,7 @@ def test_every_status_the_backend_writes_fits_the_schema_unpruned() -> None:
         assert prune(copy.deepcopy(obj), schema) == obj, "a field would be pruned"
     assert statuses[2]["fencingToken"] == 1
     assert statuses[2]["holder"] == "a-1"
-    assert statuses[2]["waiterCount"] == 1
+    assert all("waiterCount" not in each for each in statuses)
 
 
 def test_schema_rejects_a_negative_token_and_a_nameless_waiter() -> None:

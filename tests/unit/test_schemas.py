@@ -14,8 +14,7 @@ import kubernetes_validate
 import pytest
 
 from tests.support.mocks import ProgramResult, manifests
-
-VERSIONS = ["1.30", kubernetes_validate.latest_version()]
+from tests.support.schemas import VERSIONS, schema_failures
 
 
 def _objects(result: ProgramResult) -> list[dict[str, Any]]:
@@ -26,12 +25,7 @@ def _objects(result: ProgramResult) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_every_object_of_every_stack_validates(any_stack: ProgramResult, version: str) -> None:
-    failures = []
-    for manifest in _objects(any_stack):
-        try:
-            kubernetes_validate.validate(manifest, version, strict=True)
-        except kubernetes_validate.ValidationError as error:
-            failures.append(f"{manifest['kind']}/{manifest['metadata']['name']}: {error}")
+    failures = schema_failures(_objects(any_stack), version)
     assert not failures, "\n".join(failures)
 
 

@@ -119,7 +119,7 @@ configure_replication_once() {
         authority=$(recorded_authority)
         source_host=$(peer_host "$authority")
         source_port=$(peer_port "$MYSQL_PORT" "$authority")
-        if [[ $MYSQL_FLAVOR == mariadb ]]; then
+        if replica_position_is_kept; then
             # A pod restart between CHANGE MASTER and the marker lets the server start the
             # replica by itself; setting gtid_slave_pos again would rewind it and re-apply
             # transactions. Only a position still at the clone's (or unset) may be set.

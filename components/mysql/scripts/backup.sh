@@ -29,7 +29,7 @@ main() {
     require_flavor
     require_vars DATA_DIR RUN_DIR BACKUP_USER S3_ENDPOINT S3_BUCKET S3_ACCESS_KEY_FILE \
         S3_SECRET_KEY_FILE
-    [[ $MYSQL_FLAVOR == mariadb ]] || die "object-store backups support MariaDB only so far"
+    require_mariadb "object-store backups support"
     local compression=${BACKUP_COMPRESSION:-gzip}
     local -a compress mysqlbackup
     compress_command compress "$compression"

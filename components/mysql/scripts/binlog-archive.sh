@@ -6,6 +6,18 @@
 #                            upload every closed binary log not archived yet
 #   binlog-archive.sh once   one pass (tests, and a final pass before a switchover)
 #
+# The loop keeps one `python -m mysqlbackup archive-serve` as its coprocess and asks it for a
+# pass right after each rotation: a fresh interpreter per pass (importing boto3) cost 1-5 s
+# under load, which is what pushed the recovery point past the interval. The ticks are a fixed
+# cadence (tick N at start + N * interval), so a slow pass shortens the next wait instead of
+# delaying every later rotation.
+#
+# The loop follows the primary: at every tick it reads the primary record (RECORD_DIR, a
+# ConfigMap volume the kubelet keeps current) and rotates and archives only while this pod is
+# the recorded primary, so every pod can run the sidecar and a switchover moves the archiving
+# without a restart. While the record is fenced (`none`) nobody archives; the new primary's
+# first tick uploads everything closed since.
+#
 # Why rotate: only a closed binary log can be archived whole, so the forced rotation bounds
 # the recovery point by the interval (plus one upload). Rotating only when gtid_binlog_pos
 # moved keeps an idle server from filling the store with empty files. Each upload is followed
@@ -20,22 +32,64 @@ SCRIPT_NAME="binlog-archive"
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "${CONFIG_DIR:?CONFIG_DIR must name the ConfigMap mount}/lib.sh"
 
-archive_pass() {
+rotate_if_written() {
     local options=$1 position
     position=$(run_sql "$options" <<<'SELECT @@GLOBAL.gtid_binlog_pos')
     if [[ "$position" != "${last_rotated_at:-}" ]]; then
         run_sql "$options" <<<'FLUSH BINARY LOGS'
         last_rotated_at=$position
     fi
+}
+
+archive_pass() {
+    rotate_if_written "$1"
     "${mysqlbackup[@]}" archive-binlogs --binlog-dir "$DATA_DIR" --index mysql-bin.index \
         --server-id "$server_id"
 }
 
+# Microseconds since the epoch, from bash itself (no process per tick).
+now_us() {
+    local now=${EPOCHREALTIME/[.,]/}
+    printf '%s\n' "$((10#$now))"
+}
+
+# archive_loop OPTIONS INTERVAL: rotation at every tick, the coprocess's pass at once after it.
+archive_loop() {
+    local options=$1 interval_us=$(($2 * 1000000)) next remaining answer ordinal role
+    local last_role=""
+    ordinal=$(pod_ordinal)
+    coproc ARCHIVER { exec "${mysqlbackup[@]}" archive-serve --binlog-dir "$DATA_DIR" \
+        --index mysql-bin.index --server-id "$server_id"; }
+    # The coprocess's descriptors, copied: bash unsets ARCHIVER once the process exits.
+    local to_archiver=${ARCHIVER[1]} from_archiver=${ARCHIVER[0]}
+    next=$(now_us)
+    while true; do
+        next=$((next + interval_us))
+        role=$(recorded_role "$ordinal")
+        if [[ "$role" != "$last_role" ]]; then
+            log "this pod is the recorded $role (archiving only while primary)"
+            last_role=$role
+        fi
+        if [[ "$role" == primary ]]; then
+            rotate_if_written "$options" || log "rotation failed; retrying at the next tick"
+            printf 'pass\n' >&"$to_archiver" || die "the archiver process exited"
+            IFS= read -r answer <&"$from_archiver" || die "the archiver process exited"
+            [[ "$answer" != '{"error"'* ]] || log "archive pass failed: $answer"
+        fi
+        remaining=$((next - $(now_us)))
+        if ((remaining > 0)); then
+            # A schedule, not a condition: the next tick is due at a fixed time.
+            sleep "$((remaining / 1000000)).$(printf "%06d" $((remaining % 1000000)))"
+        else
+            next=$(now_us)
+        fi
+    done
+}
 main() {
     require_flavor
     require_vars DATA_DIR RUN_DIR BACKUP_USER S3_ENDPOINT S3_BUCKET S3_ACCESS_KEY_FILE \
         S3_SECRET_KEY_FILE
-    [[ $MYSQL_FLAVOR == mariadb ]] || die "binlog archiving supports MariaDB only so far"
+    require_mariadb "binlog archiving supports"
     local interval=${ARCHIVE_INTERVAL_SECONDS:-10} options
     require_uint ARCHIVE_INTERVAL_SECONDS "$interval"
     ((interval > 0)) || die "ARCHIVE_INTERVAL_SECONDS must be at least 1"
@@ -53,10 +107,7 @@ main() {
         return 0
     fi
     log "archiving binary logs of server_id $server_id every ${interval}s to $S3_BUCKET"
-    while true; do
-        archive_pass "$options" >/dev/null || log "archive pass failed; retrying in ${interval}s"
-        sleep "$interval"
-    done
+    archive_loop "$options" "$interval"
 }
 
 declare -a mysqlbackup

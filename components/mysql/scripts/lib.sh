@@ -199,6 +199,42 @@ require_flavor() {
     esac
 }
 
+# --- flavor facts: the only place the shell side branches on MYSQL_FLAVOR ----------------------
+# Tools and paths come from the environment (below); what is left is the SQL dialect, here and
+# in the SQL section, so the other scripts ask these functions instead of naming a flavor.
+
+# The SHOW REPLICA STATUS fields for the IO thread, the SQL thread and the lag, space-separated:
+# MySQL 8.4 renamed them (Replica_*, *_Source), MariaDB keeps the Slave_*/Master names.
+replica_status_keys() {
+    require_flavor
+    if [[ $MYSQL_FLAVOR == mysql ]]; then
+        echo "Replica_IO_Running Replica_SQL_Running Seconds_Behind_Source"
+    else
+        echo "Slave_IO_Running Slave_SQL_Running Seconds_Behind_Master"
+    fi
+}
+
+# Makes the server load the certificate files again without a restart.
+tls_reload_sql() {
+    require_flavor
+    if [[ $MYSQL_FLAVOR == mysql ]]; then echo "ALTER INSTANCE RELOAD TLS;"; else echo "FLUSH SSL;"; fi
+}
+
+# Succeeds when a replica is positioned by a GTID position the server keeps and that setting it
+# again would rewind (MariaDB's gtid_slave_pos); fails when positioning is automatic from
+# gtid_executed and never rewinds (MySQL's SOURCE_AUTO_POSITION).
+replica_position_is_kept() {
+    require_flavor
+    [[ $MYSQL_FLAVOR == mariadb ]]
+}
+
+# require_mariadb WHAT: stops a script whose feature exists for MariaDB only so far; WHAT is the
+# sentence's subject and verb ("restores support"), the message ends "MariaDB only so far".
+require_mariadb() {
+    require_flavor
+    [[ $MYSQL_FLAVOR == mariadb ]] || die "$1 MariaDB only so far"
+}
+
 # The flavor's tools and the server's socket are handed to every container (CONTRACT.md,
 # Environment; components/mysql/flavor.py decides them): nothing here branches on the flavor
 # for them. The socket is in the directory the StatefulSet shares between the mysql and backup

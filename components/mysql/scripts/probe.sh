@@ -36,10 +36,9 @@ source "${CONFIG_DIR:?CONFIG_DIR must name the ConfigMap mount}/lib.sh"
 replica_status_ready() {
     local max_lag=$1 key value io="" sql="" lag="" seen=no
     local io_errno="" io_error="" sql_errno="" sql_error="" errors=""
-    local io_key=Slave_IO_Running sql_key=Slave_SQL_Running lag_key=Seconds_Behind_Master
-    if [[ $MYSQL_FLAVOR == mysql ]]; then
-        io_key=Replica_IO_Running sql_key=Replica_SQL_Running lag_key=Seconds_Behind_Source
-    fi
+    local io_key sql_key lag_key keys
+    keys=$(replica_status_keys)
+    read -r io_key sql_key lag_key <<<"$keys"
     while IFS=: read -r key value; do
         key=${key//[[:space:]]/}
         value=${value#"${value%%[![:space:]]*}"}

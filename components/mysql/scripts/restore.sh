@@ -126,7 +126,7 @@ apply() {
 }
 
 require_flavor
-[[ $MYSQL_FLAVOR == mariadb ]] || die "restores support MariaDB only so far"
+require_mariadb "restores support"
 case "${1:-}" in
     fetch) fetch ;;
     apply) apply ;;

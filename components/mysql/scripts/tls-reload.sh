@@ -57,8 +57,7 @@ tls_digest() {
 }
 
 reload_sql() {
-    require_flavor
-    if [[ $MYSQL_FLAVOR == mysql ]]; then echo "ALTER INSTANCE RELOAD TLS;"; else echo "FLUSH SSL;"; fi
+    tls_reload_sql
 }
 
 check() {

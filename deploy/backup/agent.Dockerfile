@@ -1,0 +1,25 @@
+# The backup agent image: the server image of the cluster's version (mariadb-backup, mbstream,
+# mariadb-binlog, the client) plus Python and the pinned boto3 that `python -m mysqlbackup`
+# needs, and the mysqlbackup package itself. No published image has all of these.
+#
+# The component pins the tag by content (components/mysql/_backup.py, agent_image):
+#   <server version>-<sha256 of this file, mysqlbackup/*.py and the boto3 pin>[:12]
+# so a change to any of them is a new tag, never a re-pushed one. It must be built and pushed
+# before a stack with mysql.backup.enabled is deployed (docs/backups.md):
+#   docker build -f deploy/backup/agent.Dockerfile --build-arg BASE_IMAGE=mariadb:<version> \
+#     -t <the image the component prints for images.backupAgent> .
+ARG BASE_IMAGE=mariadb:10.11.10
+FROM ${BASE_IMAGE}
+ARG BOTO3_VERSION=1.44.5
+# hadolint ignore=DL3008 (the base image's own Debian/Ubuntu archive decides the version)
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv /opt/mysqlbackup \
+    && /opt/mysqlbackup/bin/pip install --no-cache-dir "boto3==${BOTO3_VERSION}"
+COPY mysqlbackup /opt/mysql-cluster/mysqlbackup
+ENV PYTHONPATH=/opt/mysql-cluster \
+    MYSQLBACKUP_PYTHON=/opt/mysqlbackup/bin/python
+# The server image's mysql user (uid 999), as the pod's security context runs it.
+USER 999:999
+HEALTHCHECK NONE

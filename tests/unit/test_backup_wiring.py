@@ -1,0 +1,121 @@
+"""mysql.backup.enabled in the rendered stack: the archiver sidecar in every pod of the
+StatefulSet (binlog-archive.sh decides at each tick whether its pod is the recorded primary),
+the agent image pinned by the content that goes into it, and the store's keys reaching the
+pod only as files of a Secret volume (under mocks, validated against the official schemas).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.mysql import _backup
+from tests.support.mocks import ProgramResult, manifests, run_program, stack_with
+from tests.support.schemas import VERSIONS, schema_failures
+
+ROOT = Path(__file__).resolve().parents[2]
+STORE = {"enabled": True, "endpoint": "https://s3.eu-west-1.amazonaws.com",
+         "bucket": "db-backups", "credentialsSecret": "backup-store",
+         "archiveIntervalSeconds": 7}
+
+
+@pytest.fixture(scope="module")
+def enabled() -> ProgramResult:
+    return run_program(stack_with("dev", backup=STORE))
+
+
+def _statefulset(result: ProgramResult) -> dict[str, Any]:
+    """The MySQL cluster's (the stack has etcd's too)."""
+    statefulset: dict[str, Any] = next(
+        m for m in manifests(result) if m["kind"] == "StatefulSet"
+        and "mysql" in [c["name"] for c in m["spec"]["template"]["spec"]["containers"]])
+    return statefulset
+
+
+def _pod(result: ProgramResult) -> dict[str, Any]:
+    pod: dict[str, Any] = _statefulset(result)["spec"]["template"]["spec"]
+    return pod
+
+
+def _archiver(pod: dict[str, Any]) -> dict[str, Any]:
+    found = [c for c in pod["containers"] if c["name"] == _backup.ARCHIVER_CONTAINER]
+    assert len(found) == 1, [c["name"] for c in pod["containers"]]
+    archiver: dict[str, Any] = found[0]
+    return archiver
+
+
+def test_no_archiver_while_backups_are_off(dev: ProgramResult) -> None:
+    pod = _pod(dev)
+    assert _backup.ARCHIVER_CONTAINER not in [c["name"] for c in pod["containers"]]
+    assert _backup.STORE_CREDENTIALS_VOLUME not in [v["name"] for v in pod["volumes"]]
+
+
+def test_the_archiver_runs_binlog_archive_beside_the_server(enabled: ProgramResult) -> None:
+    pod = _pod(enabled)
+    archiver = _archiver(pod)
+    assert archiver["command"] == ["bash", "/mnt/config-map/binlog-archive.sh"]
+    env = {e["name"]: e.get("value") for e in archiver["env"]}
+    assert env["S3_BUCKET"] == "db-backups"
+    assert env["S3_PREFIX"] == _statefulset(enabled)["metadata"]["name"]
+    assert env["ARCHIVE_INTERVAL_SECONDS"] == "7"
+    mounts = {m["name"]: m for m in archiver["volumeMounts"]}
+    # The binary logs (read only), the server's socket, the record it re-reads every tick.
+    assert mounts["data"]["readOnly"] is True
+    assert mounts["data"]["mountPath"] == env["DATA_DIR"]
+    assert {"socket", "record", "run", "config-map", "credentials-backup"} <= set(mounts)
+    # The binlog-archive.sh it runs is in the ConfigMap the pod mounts.
+    config_map = next(m for m in manifests(enabled) if m["kind"] == "ConfigMap"
+                      and "binlog-archive.sh" in m.get("data", {}))
+    assert config_map["data"]["binlog-archive.sh"] == (
+        ROOT / "components/mysql/scripts/binlog-archive.sh").read_text()
+
+
+def test_the_agent_image_is_pinned_by_the_content_that_goes_into_it(
+        enabled: ProgramResult) -> None:
+    digest = hashlib.sha256()
+    for path in [ROOT / "deploy/backup/agent.Dockerfile",
+                 *sorted((ROOT / "mysqlbackup").glob("*.py"))]:
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes()
+                      + b"\0")
+    version = _statefulset(enabled)["metadata"]["labels"]["app.kubernetes.io/version"]
+    assert _archiver(_pod(enabled))["image"] == (
+        f"{_backup.AGENT_REPOSITORY}:{version}-{digest.hexdigest()[:12]}")
+    dockerfile = (ROOT / "deploy/backup/agent.Dockerfile").read_text()
+    boto3 = next(line for line in (ROOT / "requirements.txt").read_text().split()
+                 if line.startswith("boto3=="))
+    assert f"ARG BOTO3_VERSION={boto3.split('==')[1]}" in dockerfile, (
+        "the image's boto3 is requirements.txt's")
+
+
+def test_store_keys_reach_the_pod_only_as_secret_volume_files(enabled: ProgramResult) -> None:
+    pod = _pod(enabled)
+    volume = next(v for v in pod["volumes"] if v["name"] == _backup.STORE_CREDENTIALS_VOLUME)
+    assert volume["secret"]["secretName"] == "backup-store"
+    assert sorted(i["key"] for i in volume["secret"]["items"]) == ["access-key", "secret-key"]
+    for container in [*pod["containers"], *pod["initContainers"]]:
+        names = {m["name"]: m for m in container.get("volumeMounts", [])}
+        for variable in container.get("env", []):
+            # No secretKeyRef anywhere: every key is a file.
+            assert "secretKeyRef" not in variable.get("valueFrom", {}), (container["name"],
+                                                                          variable)
+        if container["name"] == _backup.ARCHIVER_CONTAINER:
+            mount = names[_backup.STORE_CREDENTIALS_VOLUME]
+            assert mount["readOnly"] is True
+            env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+            for name, key in _backup.STORE_KEYS.items():
+                assert env[name] == f"{mount['mountPath']}/{key}"
+        else:
+            assert _backup.STORE_CREDENTIALS_VOLUME not in names, container["name"]
+    # And nowhere in the stack's outputs or other objects is the Secret's content.
+    assert not any(m["kind"] == "Secret" and m["metadata"]["name"] == "backup-store"
+                   for m in manifests(enabled))
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_objects_validate_against_the_official_schemas(enabled: ProgramResult,
+                                                           version: str) -> None:
+    failures = schema_failures(manifests(enabled), version)
+    assert not failures, "\n".join(failures)
