@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support.controlplane import ControlPlane
+from tests.support.e2e_deployment import CLI_DEADLINE
 from tests.support.e2e_kube import SECRET, STORAGE_CLASS, Kubectl, make_user_secret, prepare_cluster
 from tests.support.toolchain import PROJECT_LINKS, REPO_ROOT, PulumiSandbox
 
@@ -54,8 +56,19 @@ def test_deploy_script_ups_the_e2e_stack_with_the_built_cli(
            "PULUMI_BACKEND_URL": sandbox.backend_url}
 
     def run(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(list(argv), cwd=project, env=env, capture_output=True,
-                              text=True, timeout=900, check=False)
+        # deploy.sh starts the CLI as its child: past the deadline the whole group the
+        # script leads is killed, by the script's PID, so no CLI outlives the test.
+        process = subprocess.Popen(list(argv), cwd=project, env=env, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   start_new_session=True)
+        try:
+            stdout, stderr = process.communicate(timeout=CLI_DEADLINE)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            raise AssertionError(f"{' '.join(argv)} outlived {CLI_DEADLINE:.0f} s:\n"
+                                 f"{stdout}{stderr}") from None
+        return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
 
     deployed = run("bash", str(project / "scripts" / "deploy.sh"), "e2e", "--yes")
     try:

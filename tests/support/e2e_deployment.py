@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml  # type: ignore[import-untyped]  # PyYAML ships with kubernetes
 from pulumi import automation as auto
@@ -24,7 +24,12 @@ from tests.support.controlplane import ControlPlane
 from tests.support.e2e_kube import SECRET, Kubectl, make_user_secret
 from tests.support.mocks import load_stack_file, run_program
 from tests.support.objects import program_objects
-from tests.support.toolchain import PulumiSandbox, RunLog
+from tests.support.toolchain import CliDeadline, PulumiSandbox, RunLog
+
+R = TypeVar("R")
+# Far above a converging run's wall time (docs/benchmarks.md: first up well under a
+# minute), far below pulumi-kubernetes' own 10-minute awaits.
+CLI_DEADLINE = 300.0
 
 PROJECT = "mysql-cluster"
 STACK_FILE = load_stack_file("e2e")
@@ -74,12 +79,36 @@ class Deployment:
             document["config"][f"{PROJECT}:{key}"] = value
         self.stack_file.write_text(yaml.safe_dump(document, sort_keys=False))
 
+    def _bounded(self, verb: str, run: Callable[[], R]) -> R:
+        """One CLI run, killed by PID past CLI_DEADLINE (toolchain.CliDeadline: why)."""
+        with CliDeadline(CLI_DEADLINE, f"pulumi {verb} of {self.name}") as deadline:
+            try:
+                return run()
+            except auto.CommandError as error:
+                expired = f"{deadline.message()}\n" if deadline.expired else ""
+                raise AssertionError(
+                    f"{expired}pulumi {verb} of {self.name} failed:\n{error}") from None
+
     def up(self) -> auto.UpResult:
         log = RunLog()
-        try:
-            return self.stack.up(on_output=log.on_output, on_event=log.on_event)
-        except auto.CommandError as error:
-            raise AssertionError(f"pulumi up of {self.name} failed:\n{error}") from None
+        return self._bounded("up", lambda: self.stack.up(on_output=log.on_output,
+                                                         on_event=log.on_event))
+
+    def destroy(self) -> auto.DestroyResult:
+        return self._bounded("destroy", self.stack.destroy)
+
+    def refresh_until_clean(self) -> None:
+        """Refresh twice: the first may report only the user's Secret, read with a ``get``,
+        as updated ("+apiVersion,kind,metadata": the provider's Read gives a read resource
+        inputs that the up stored it without), and nothing in the cluster changes; the
+        second must report nothing."""
+        first = RunLog()
+        self.stack.refresh(on_event=first.on_event)
+        assert [step.split("::")[-1] for step in first.changed()] in (
+            [], ["mysql-existing-credentials"]), first.changed()
+        again = RunLog()
+        refresh = self.stack.refresh(on_event=again.on_event)
+        assert again.changed() == [], refresh.stdout
 
     def expected_objects(self) -> list[dict[str, Any]]:
         """What the mocks tests say this stack creates: the same program and config under

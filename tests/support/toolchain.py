@@ -19,10 +19,12 @@ asserts the listener saw no connection therefore proves that no run reached the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import runpy
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -222,3 +224,53 @@ class PulumiSandbox:
 
     def state_files(self) -> Iterator[Path]:
         return (path for path in self.state_dir.rglob("*") if path.is_file())
+
+
+def _cli_children() -> list[int]:
+    """PIDs of the ``pulumi`` CLI processes this test process started (the Automation API
+    starts them with subprocess, so they are its direct children)."""
+    me = os.getpid()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # The comm field is in parentheses and may hold spaces: split after its end.
+            stat = (entry / "stat").read_text()
+            comm = (entry / "comm").read_text().strip()
+        except OSError:
+            continue  # gone meanwhile
+        if int(stat.rsplit(")", 1)[1].split()[1]) == me and comm == "pulumi":
+            found.append(int(entry.name))
+    return found
+
+
+class CliDeadline:
+    """Kill, by PID, the CLI run an Automation API call started if it outlives ``seconds``.
+
+    Why: the Automation API has no timeout and pulumi-kubernetes' await on a StatefulSet
+    that kwok never reports converged waits 10-30 min (issue 12); a run past its deadline
+    must fail the test, not hang CI. The test that tripped it reads ``expired``."""
+
+    def __init__(self, seconds: float, what: str) -> None:
+        self.what = what
+        self.seconds = seconds
+        self.expired = False
+        self._timer = threading.Timer(seconds, self._kill)
+        self._timer.daemon = True
+
+    def _kill(self) -> None:
+        self.expired = True
+        for pid in _cli_children():
+            with contextlib.suppress(ProcessLookupError):  # exited meanwhile
+                os.kill(pid, signal.SIGKILL)
+
+    def __enter__(self) -> CliDeadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._timer.cancel()
+
+    def message(self) -> str:
+        return f"{self.what} outlived its {self.seconds:.0f} s deadline; its CLI was killed"
