@@ -228,9 +228,10 @@ class PulumiSandbox:
 
 def _cli_children() -> list[int]:
     """PIDs of the ``pulumi`` CLI processes this test process started (the Automation API
-    starts them with subprocess, so they are its direct children)."""
+    starts them with subprocess, so they are its direct children), then their plugins."""
     me = os.getpid()
     found = []
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -240,8 +241,14 @@ def _cli_children() -> list[int]:
             comm = (entry / "comm").read_text().strip()
         except OSError:
             continue  # gone meanwhile
-        if int(stat.rsplit(")", 1)[1].split()[1]) == me and comm == "pulumi":
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        parents[int(entry.name)] = parent
+        if parent == me and comm == "pulumi":
             found.append(int(entry.name))
+    # With them their plugins and the plugins' children (two levels: the python plugin
+    # is a shell script that starts Python), which a killed CLI leaves running.
+    for _level in range(2):
+        found += [pid for pid, parent in parents.items() if parent in found and pid not in found]
     return found
 
 
