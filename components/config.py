@@ -649,6 +649,12 @@ class MySQLConfig(_Validated):
     client_namespaces: tuple[str, ...] = _key(
         "clientNamespaces", _NAMESPACES, "other namespaces allowed to reach port 3306",
         default=())
+    # A Secret the user manages (Vault, External Secrets, sealed secrets) instead of
+    # pulumi-random's passwords; its keys are checked at deploy time, when it is read.
+    existing_secret: str | None = _key(
+        "credentials.existingSecret", _SECRET_NAME, "Secret you manage with every "
+        "`<account>-password` key (docs/mysql.md); unset: passwords from pulumi-random",
+        default=None)
     replication_init: ReplicationInitConfig = _key(
         "replicationInit", _OBJECT, "", nested=ReplicationInitConfig,
         default=ReplicationInitConfig())

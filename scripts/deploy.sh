@@ -3,7 +3,9 @@
 #
 # Uses a local state backend unless PULUMI_BACKEND_URL says otherwise, creates the stack
 # on first use, then runs `pulumi up --stack <stack>`. Extra arguments go to `pulumi up`
-# (e.g. --yes, --diff). Pulumi installs requirements.txt into ./venv itself.
+# (e.g. --yes, --diff). Pulumi installs requirements.txt into ./venv itself. Without a
+# Python language host (the CLI built here), `up` runs through the Automation API and
+# takes --yes, --diff and --expect-no-changes only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,5 +26,15 @@ if [[ -z ${PULUMI_CONFIG_PASSPHRASE:-} && -z ${PULUMI_CONFIG_PASSPHRASE_FILE:-} 
   echo "error: set PULUMI_CONFIG_PASSPHRASE (or PULUMI_CONFIG_PASSPHRASE_FILE): it encrypts this stack's secrets in local state" >&2
   exit 2
 fi
-pulumi stack select --create "$stack"
-exec pulumi up --stack "$stack" "$@"
+if command -v pulumi-language-python >/dev/null; then
+  pulumi stack select --create "$stack"
+  exec pulumi up --stack "$stack" "$@"
+fi
+# A CLI built from source (tools/pulumi/build.sh) has no Python language host, so the same
+# program runs through the Automation API instead (scripts/pulumi_inline.py; it creates the
+# stack on first use too).
+if [[ ! -x venv/bin/python ]]; then
+  echo "error: no Python language host beside pulumi and no ./venv to run scripts/pulumi_inline.py (scripts/test.sh creates it)" >&2
+  exit 2
+fi
+exec venv/bin/python -m scripts.pulumi_inline up "$stack" "$@"

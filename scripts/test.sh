@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_packages=(mariadb-server mariadb-backup etcd-server etcd-client ncat socat shellcheck busybox-static openssl
-              prometheus prometheus-mysqld-exporter
+              prometheus prometheus-mysqld-exporter libnss-wrapper
               python3-venv python3-dev maven unzip)
 
 as_root() {

@@ -19,6 +19,8 @@ Objects, all children of the component (providers flow down from it):
 - ``Secret`` ``<name>-credentials``: root, admin, replication, monitor and backup
   passwords from pulumi-random (32 alphanumerics: no quoting hazards in option files or
   SQL). The string data is an Output marked secret, so state holds only ciphertext.
+  With ``credentials.existingSecret`` the user's Secret is read instead (a ``get``) and
+  its keys checked; every other object of the cluster waits for that check.
   Containers never get a password in their environment: the Secret is mounted as a
   read-only volume and the environment carries only ``<NAME>_FILE`` paths (see
   ``credentials.py`` for why, and which container mounts which key). The images' own
@@ -84,6 +86,8 @@ port-forward endpoints, with the admin and replication passwords as secrets.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -94,6 +98,7 @@ import pulumi_random as random
 
 from components import _kube
 from components._kube import mount
+from components._validate import ConfigError
 from components.config import Endpoint, MetricsConfig, MySQLConfig
 from components.mysql import _arbiter, _backup, _metrics, _tls, credentials
 from components.mysql._record import EPOCH_LABEL, ROLE_LABEL
@@ -197,6 +202,8 @@ class _Names:
     """Every Kubernetes name the cluster uses, derived once from the cluster name."""
 
     cluster: str
+    # mysql.credentials.existingSecret: the user's Secret replaces the generated one.
+    existing_secret: str | None = None
 
     @property
     def statefulset(self) -> str:
@@ -216,7 +223,7 @@ class _Names:
 
     @property
     def secret(self) -> str:
-        return f"{self.cluster}-credentials"
+        return self.existing_secret or f"{self.cluster}-credentials"
 
     @property
     def config_map(self) -> str:
@@ -266,6 +273,60 @@ def _secret(value: pulumi.Output[T]) -> pulumi.Output[T]:
     return pulumi.Output.secret(value)
 
 
+def _generated_credentials(name: str, plan: _Plan, parent: pulumi.Resource,
+                           ) -> tuple[dict[str, pulumi.Output[str]], pulumi.Output[Any]]:
+    """Passwords from pulumi-random, in a Secret of the stack's own."""
+    child = pulumi.ResourceOptions(parent=parent)
+    passwords = {
+        key: random.RandomPassword(
+            f"{name}-{key}-password", length=32, special=False, min_lower=1, min_upper=1,
+            min_numeric=1, opts=child).result
+        for key in PASSWORD_VARIABLES
+    }
+    secret = k8s.core.v1.Secret(
+        f"{name}-credentials",
+        metadata=_kube.metadata(plan.names.secret, plan.namespace, plan.labels),
+        type="Opaque",
+        string_data=_secret(pulumi.Output.all(**passwords).apply(
+            lambda values: {credentials.secret_key(key): values[key]
+                            for key in PASSWORD_VARIABLES})),
+        opts=pulumi.ResourceOptions(parent=parent,
+                                    additional_secret_outputs=["data", "stringData"]),
+    )
+    # Resolves once the Secret exists: what consumers of secret_name wait for.
+    return passwords, secret.id.apply(lambda _: secret)
+
+
+def _get(values: Mapping[str, str], key: str) -> str:
+    return values[key]
+
+
+def _existing_credentials(name: str, plan: _Plan, child: pulumi.ResourceOptions,
+                          ) -> tuple[dict[str, pulumi.Output[str]], pulumi.Output[Any]]:
+    """The passwords of the user's Secret, read through the provider (a ``get``: the
+    engine reads it, never owns or deletes it). What is returned for the Secret resolves
+    only once every key has been checked: the StatefulSet and ReplicationInit depend on
+    it, so a Secret lacking a key stops the deploy with every problem named before the
+    pods or replication are touched."""
+    secret_name = plan.names.secret
+    existing = k8s.core.v1.Secret.get(f"{name}-existing-credentials",
+                                      f"{plan.namespace}/{secret_name}", opts=child)
+
+    def check(data: Mapping[str, str] | None) -> dict[str, str]:
+        try:
+            return credentials.passwords_from_secret_data(data)
+        except credentials.SecretKeyProblems as problems:
+            raise ConfigError([
+                f"mysql-cluster:mysql.credentials.existingSecret: Secret "
+                f"{plan.namespace}/{secret_name}: {problem}" for problem in problems.problems
+            ]) from None
+
+    checked: pulumi.Output[dict[str, str]] = _secret(existing.data.apply(check))
+    passwords = {key: _secret(checked.apply(functools.partial(_get, key=key)))
+                 for key in PASSWORD_VARIABLES}
+    return passwords, checked.apply(lambda _: existing)
+
+
 class MySQLCluster(pulumi.ComponentResource):
     """A primary and ``replicas - 1`` replicas; see the module docstring for the design."""
 
@@ -281,7 +342,7 @@ class MySQLCluster(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mysql-cluster:index:MySQLCluster", name, None, opts)
         config = args.config
-        names = _Names(config.name)
+        names = _Names(config.name, config.existing_secret)
         namespace = args.namespace
         labels = _kube.AppLabels(name=config.flavor, instance=config.name, component="database",
                                  version=config.version)
@@ -295,22 +356,12 @@ class MySQLCluster(pulumi.ComponentResource):
         )
         child = pulumi.ResourceOptions(parent=self)
 
-        passwords = {
-            key: random.RandomPassword(
-                f"{name}-{key}-password", length=32, special=False, min_lower=1, min_upper=1,
-                min_numeric=1, opts=child).result
-            for key in PASSWORD_VARIABLES
-        }
-        secret = k8s.core.v1.Secret(
-            f"{name}-credentials",
-            metadata=_kube.metadata(names.secret, namespace, labels),
-            type="Opaque",
-            string_data=_secret(pulumi.Output.all(**passwords).apply(
-                lambda values: {credentials.secret_key(key): values[key]
-                                for key in PASSWORD_VARIABLES})),
-            opts=pulumi.ResourceOptions(parent=self,
-                                        additional_secret_outputs=["data", "stringData"]),
-        )
+        if config.existing_secret:
+            passwords, secret = _existing_credentials(name, plan, child)
+            # Not one object of the cluster before the Secret's keys have been checked.
+            child = pulumi.ResourceOptions(parent=self, depends_on=[secret])
+        else:
+            passwords, secret = _generated_credentials(name, plan, self)
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata=_kube.metadata(names.config_map, namespace, labels),
@@ -349,8 +400,10 @@ class MySQLCluster(pulumi.ComponentResource):
         if args.metrics.enabled:
             self._monitoring(name, plan, args, child)
 
-        # The name is fixed; deriving it from the Secret makes consumers wait for it.
-        self.secret_name = secret.id.apply(lambda _: names.secret)
+        # The name is fixed; deriving it from the Secret makes consumers wait for it (and,
+        # for an existing Secret, for its keys to have been checked).
+        # A name, not a secret: the existing Secret's check is secret, its name is not.
+        self.secret_name = pulumi.Output.unsecret(secret.apply(lambda _: names.secret))
         self.primary_host = pulumi.Output.from_input(f"{names.primary}.{namespace}.svc")
         self.read_host = pulumi.Output.from_input(f"{names.read}.{namespace}.svc")
         self.port = pulumi.Output.from_input(MYSQL_PORT)

@@ -23,6 +23,8 @@ pulumi_kubernetes to learn them.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 
 # Where the Secret volume is mounted. Docker's convention for secret files; a real
@@ -86,3 +88,45 @@ def file_variables(directory: str) -> dict[str, str]:
     container (the contract's environment is uniform); only the mounts differ."""
     return {file_variable(account): f"{directory}/{secret_key(account)}"
             for account in PASSWORD_VARIABLES}
+
+
+class SecretKeyProblems(ValueError):
+    """A user-managed Secret (``mysql.credentials.existingSecret``) that the pods could not
+    use; ``problems`` names every key that is wrong, not just the first."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def passwords_from_secret_data(data: Mapping[str, str] | None) -> dict[str, str]:
+    """Every account's password from a Secret's ``data`` (base64, as the API serves it).
+
+    Trailing newlines are dropped, as ``read_secret`` in ``scripts/lib.sh`` drops them (a
+    Secret made with ``kubectl create secret --from-file`` usually ends in one), so the
+    pods and ReplicationInit use the same password. Refused, each one named: a missing
+    key, an empty value, a value that is not base64 of UTF-8 text, a line break inside
+    (option files and SQL would see two lines) and a NUL byte.
+    """
+    problems: list[str] = []
+    passwords: dict[str, str] = {}
+    for account in PASSWORD_VARIABLES:
+        key = secret_key(account)
+        encoded = (data or {}).get(key)
+        if encoded is None:
+            problems.append(f"key {key!r} is missing")
+            continue
+        try:
+            value = base64.b64decode(encoded, validate=True).decode("utf-8").rstrip("\n")
+        except (binascii.Error, UnicodeDecodeError):
+            problems.append(f"key {key!r} is not UTF-8 text")
+            continue
+        if not value:
+            problems.append(f"key {key!r} is empty")
+        elif "\n" in value or "\r" in value or "\0" in value:
+            problems.append(f"key {key!r} holds a line break or a NUL byte")
+        else:
+            passwords[account] = value
+    if problems:
+        raise SecretKeyProblems(problems)
+    return passwords

@@ -37,6 +37,7 @@ import pulumi
 import pulumi.runtime
 from pulumi.runtime import rpc, settings
 from pulumi.runtime.mocks import MockMonitor
+from pulumi.runtime.rpc_manager import RPCManager
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
@@ -156,10 +157,19 @@ class _Monitor(MockMonitor):
 class Mocks(pulumi.runtime.Mocks):
     """Records every resource; answers as the engine and providers would (see module doc)."""
 
-    def __init__(self) -> None:
+    def __init__(self, existing: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.resources: list[Recorded] = []
+        # Objects already in the cluster, by ``<namespace>/<name>``: what a ``get`` reads.
+        self.existing = dict(existing or {})
+        self.reads: list[tuple[str, str]] = []  # (type, id) of every ``get``
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        if args.resource_id:
+            # A ``get``: the provider reads the object, the stack never owns it.
+            self.reads.append((args.typ, args.resource_id))
+            if args.resource_id not in self.existing:
+                raise KeyError(f"{args.typ} {args.resource_id!r} does not exist")
+            return args.resource_id, dict(self.existing[args.resource_id])
         secrets: set[str] = set()
         inputs = _unwrap(args.inputs, "", secrets)
         self.resources.append(Recorded(
@@ -213,9 +223,11 @@ def _run_main() -> None:
 
 def run_program(stack_config: Mapping[str, Any], *, stack: str = "dev",
                 project: str = PROJECT,
-                program: Callable[[], None] = _run_main) -> ProgramResult:
+                program: Callable[[], None] = _run_main,
+                existing: Mapping[str, Mapping[str, Any]] | None = None) -> ProgramResult:
     """Run ``__main__.py`` (or ``program``) under mocks with ``stack_config``
-    (``{"mysql-cluster:key": value}``).
+    (``{"mysql-cluster:key": value}``); ``existing`` are the objects a ``get`` finds, by
+    ``<namespace>/<name>`` (their outputs, as the provider would read them).
 
     Exceptions from the program (a ConfigError, say) propagate; ``last_mocks`` then
     still holds what was registered before it, which tests use to prove nothing was.
@@ -227,7 +239,7 @@ def run_program(stack_config: Mapping[str, Any], *, stack: str = "dev",
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        mocks = Mocks()
+        mocks = Mocks(existing)
         monitor = _Monitor(mocks)
         last_mocks = mocks
         settings.ROOT.set(None)
@@ -248,6 +260,10 @@ def run_program(stack_config: Mapping[str, Any], *, stack: str = "dev",
         return ProgramResult(resources=resources, outputs=outputs)
     finally:
         settings.ROOT.set(None)
+        # A program that failed mid-registration leaves RPCs and outputs pending on this
+        # loop; the next run must not await them once the loop is closed.
+        settings.SETTINGS.rpc_manager = RPCManager()  # type: ignore[no-untyped-call]
+        settings.SETTINGS.outputs.clear()
         loop.close()
         asyncio.set_event_loop(previous if previous and not previous.is_closed()
                                else asyncio.new_event_loop())

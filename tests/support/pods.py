@@ -284,7 +284,8 @@ class PodCluster:
     def __init__(self, base: Path, *, name: str = "orders-mysql", max_pods: int = 6,
                  server_id_base: int = 7000, transport: Transport = "ncat",
                  max_replica_lag_seconds: int = 30, version: str = DEBIAN,
-                 tls_dir: Path | None = None, require_secure_transport: bool = False) -> None:
+                 tls_dir: Path | None = None, require_secure_transport: bool = False,
+                 port_base: int | None = None, peer_host_template: str = LOCALHOST) -> None:
         self.version = version
         self.distribution = distribution(version)
         require_binary("bash", transport)
@@ -299,7 +300,10 @@ class PodCluster:
         self.tls_dir = tls_dir
         self.require_secure_transport = require_secure_transport
         self.secrets = ClusterSecrets()
-        self.mysql_port = _port_block(2 * max_pods)
+        # A fixed base (tests/e2e: the primary on 3306, where replicas look for it by pod
+        # DNS name, resolved to 127.0.0.1 by a hosts file) or a free block.
+        self.mysql_port = port_base if port_base is not None else _port_block(2 * max_pods)
+        self.peer_host_template = peer_host_template
         self.backup_port = self.mysql_port + 1
         self.port_stride = 2
         self.config_dir = base / "config-map"
@@ -423,7 +427,7 @@ class Pod:
             "MYSQL_FLAVOR": "mariadb",
             **FLAVORS["mariadb"].pod_environment(),
             "SERVER_ID_BASE": str(c.server_id_base),
-            "PEER_HOST_TEMPLATE": LOCALHOST,
+            "PEER_HOST_TEMPLATE": c.peer_host_template,
             "MYSQL_PORT": str(c.mysql_port),
             "BACKUP_PORT": str(c.backup_port),
             "PORT_STRIDE": str(c.port_stride),

@@ -19,10 +19,12 @@ asserts the listener saw no connection therefore proves that no run reached the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import runpy
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -33,10 +35,16 @@ from pathlib import Path
 
 from pulumi import automation as auto
 
+from scripts.pulumi_inline import inline_stack
 from tests.support.procs import LOCALHOST
 from tests.support.tools import bin_dir, tool
 
 PROGRAMS_DIR = Path(__file__).resolve().parents[1] / "e2e" / "programs"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# What the real project directory lends a test's: the program, the packages it imports
+# (the dynamic-provider process imports them from its working directory) and the venv
+# Pulumi.yaml names.
+PROJECT_LINKS = ("__main__.py", "components", "distlock", "venv")
 
 # Everything tools/pulumi/build.sh puts into its bin directory; the engine finds the
 # plugins and the dynamic-provider script on PATH, before any plugin cache.
@@ -91,6 +99,7 @@ class RunLog:
 
     output: list[str] = field(default_factory=list)
     diagnostics: list[tuple[str, str, str]] = field(default_factory=list)  # severity, urn, text
+    steps: list[tuple[str, str]] = field(default_factory=list)  # operation, urn (done ones)
 
     def on_output(self, line: str) -> None:
         self.output.append(line)
@@ -100,6 +109,14 @@ class RunLog:
         if diagnostic is not None:
             self.diagnostics.append((diagnostic.severity, diagnostic.urn or "",
                                      diagnostic.message))
+        done = event.res_outputs_event
+        if done is not None:
+            self.steps.append((str(getattr(done.metadata.op, "value", done.metadata.op)),
+                               done.metadata.urn))
+
+    def changed(self) -> list[str]:
+        """URNs of every step that was not ``same``, as ``op urn``."""
+        return [f"{op} {urn}" for op, urn in self.steps if op != "same"]
 
     def text(self) -> str:
         return "\n".join(self.output)
@@ -154,6 +171,9 @@ class PulumiSandbox:
                                  f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
         return result
 
+    def command(self) -> auto.PulumiCommand:
+        return auto.PulumiCommand(root=str(self.bin_dir.parent))
+
     def login(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.cli("login", self.backend_url)
@@ -173,7 +193,7 @@ class PulumiSandbox:
         workspace = auto.LocalWorkspaceOptions(
             work_dir=str(project_dir),
             pulumi_home=str(self.home),
-            pulumi_command=auto.PulumiCommand(root=str(self.bin_dir.parent)),
+            pulumi_command=self.command(),
             project_settings=auto.ProjectSettings(name=project, runtime="python"),
         )
         created = auto.create_stack(stack, project_name=project, program=run_program,
@@ -181,5 +201,83 @@ class PulumiSandbox:
         created.set_all_config(dict(config))
         return created
 
+    def project_stack(self, stack: str, *, stack_file: str = "e2e",
+                      config: Mapping[str, auto.ConfigValue] | None = None) -> auto.Stack:
+        """``pulumi stack init`` of the real project with ``Pulumi.<stack_file>.yaml``.
+
+        The project directory is a temporary one holding the repository's program, packages
+        and venv as symlinks (so the program and the code the dynamic-provider process
+        imports are the repository's, unchanged) and copies of ``Pulumi.yaml`` and the stack
+        file, because ``stack init`` and ``set_config`` write into the stack file."""
+        project_dir = self.root / f"project-{stack}"
+        project_dir.mkdir()
+        for entry in PROJECT_LINKS:
+            (project_dir / entry).symlink_to(REPO_ROOT / entry)
+        shutil.copyfile(REPO_ROOT / "Pulumi.yaml", project_dir / "Pulumi.yaml")
+        shutil.copyfile(REPO_ROOT / f"Pulumi.{stack_file}.yaml",
+                        project_dir / f"Pulumi.{stack}.yaml")
+        created = inline_stack(project_dir, stack, pulumi_home=self.home,
+                               pulumi_command=self.command(), create=auto.create_stack)
+        if config:
+            created.set_all_config(dict(config))
+        return created
+
     def state_files(self) -> Iterator[Path]:
         return (path for path in self.state_dir.rglob("*") if path.is_file())
+
+
+def _cli_children() -> list[int]:
+    """PIDs of the ``pulumi`` CLI processes this test process started (the Automation API
+    starts them with subprocess, so they are its direct children), then their plugins."""
+    me = os.getpid()
+    found = []
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # The comm field is in parentheses and may hold spaces: split after its end.
+            stat = (entry / "stat").read_text()
+            comm = (entry / "comm").read_text().strip()
+        except OSError:
+            continue  # gone meanwhile
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        parents[int(entry.name)] = parent
+        if parent == me and comm == "pulumi":
+            found.append(int(entry.name))
+    # With them their plugins and the plugins' children (two levels: the python plugin
+    # is a shell script that starts Python), which a killed CLI leaves running.
+    for _level in range(2):
+        found += [pid for pid, parent in parents.items() if parent in found and pid not in found]
+    return found
+
+
+class CliDeadline:
+    """Kill, by PID, the CLI run an Automation API call started if it outlives ``seconds``.
+
+    Why: the Automation API has no timeout and pulumi-kubernetes' await on a StatefulSet
+    that kwok never reports converged waits 10-30 min (issue 12); a run past its deadline
+    must fail the test, not hang CI. The test that tripped it reads ``expired``."""
+
+    def __init__(self, seconds: float, what: str) -> None:
+        self.what = what
+        self.seconds = seconds
+        self.expired = False
+        self._timer = threading.Timer(seconds, self._kill)
+        self._timer.daemon = True
+
+    def _kill(self) -> None:
+        self.expired = True
+        for pid in _cli_children():
+            with contextlib.suppress(ProcessLookupError):  # exited meanwhile
+                os.kill(pid, signal.SIGKILL)
+
+    def __enter__(self) -> CliDeadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._timer.cancel()
+
+    def message(self) -> str:
+        return f"{self.what} outlived its {self.seconds:.0f} s deadline; its CLI was killed"

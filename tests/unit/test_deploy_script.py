@@ -25,6 +25,10 @@ def fake_pulumi(tmp_path: Path) -> Path:
     pulumi = bin_dir / "pulumi"
     pulumi.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
     pulumi.chmod(0o755)
+    # An official CLI distribution ships the Python language host beside pulumi.
+    host = bin_dir / "pulumi-language-python"
+    host.write_text("#!/bin/sh\nexit 1\n")
+    host.chmod(0o755)
     return tmp_path
 
 
@@ -51,7 +55,7 @@ def test_an_unknown_stack_is_refused_naming_the_known_ones(fake_pulumi: Path) ->
     result = deploy(fake_pulumi, "staging", PULUMI_CONFIG_PASSPHRASE="not-empty")
     assert result.returncode == 2
     assert "no stack file Pulumi.staging.yaml" in result.stderr
-    assert "known stacks: dev prod" in result.stderr
+    assert "known stacks: dev e2e prod" in result.stderr
     assert calls(fake_pulumi) == []
 
 
@@ -66,4 +70,15 @@ def test_no_stack_argument_prints_usage(fake_pulumi: Path) -> None:
     result = deploy(fake_pulumi)
     assert result.returncode != 0
     assert "usage: scripts/deploy.sh" in result.stderr
+    assert calls(fake_pulumi) == []
+
+
+def test_without_a_language_host_the_automation_api_runs_the_program(
+        fake_pulumi: Path) -> None:
+    """The CLI built here has no language host: deploy.sh hands over to
+    scripts/pulumi_inline.py, which refuses an `up` it could not ask to confirm."""
+    (fake_pulumi / "bin" / "pulumi-language-python").unlink()
+    result = deploy(fake_pulumi, "dev", PULUMI_CONFIG_PASSPHRASE="not-empty")
+    assert result.returncode == 2, result.stderr
+    assert "up needs --yes here: the Automation API cannot ask" in result.stderr
     assert calls(fake_pulumi) == []
