@@ -239,7 +239,10 @@ class FaultProxy:
                     upstream_in = connection.upstream.makefile("rb")
                 assert upstream_in is not None
                 connection.upstream.sendall(b"\r\n".join(head) + b"\r\n\r\n" + body)
-                watch = any(p in ("watch=true", "watch=1") for p in query.split("&"))
+                # As the API server reads it (Go's ParseBool): the Python client 36.x sends
+                # "watch=True", 37.x "watch=true".
+                watch = any(p.lower() in ("watch=true", "watch=1", "watch=t")
+                            for p in query.split("&"))
                 self._relay_response(connection, upstream_in, tls, (method.decode(), path),
                                      lose=self._take_loss(method.decode()), watch=watch)
         except (_Closed, OSError, ValueError, ssl.SSLError):
