@@ -1,45 +1,29 @@
 """Connections to the cluster's servers as the topology account, with short timeouts.
 
-Why not the provider's sessions (``components.mysql.replication``): that module is the
-Pulumi dynamic provider and imports pulumi. This is the same small shape (one labelled
-connection, errors that name the server and statement) with the arbiter's needs: a
-connect and read timeout bounded by the check period, so a frozen server counts as a
-failed check instead of hanging the leader.
+The session itself is the provider's (``components.mysql._replication_sql.Session``, which
+imports no pulumi); what is the arbiter's own is the connect: a connect and read timeout
+bounded by the check period, so a frozen server counts as a failed check instead of
+hanging the leader.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
 
 import pymysql
 import pymysql.cursors
 
 from arbiter._config import Address, Config
-from components.mysql._replication_sql import Statement
+from components.mysql._replication_sql import Session as SqlSession
 
 
 class ServerError(RuntimeError):
     """A server refused or did not answer; the message names it and the statement."""
 
 
-class Session:
-    def __init__(self, label: str, connection: pymysql.connections.Connection[Any]) -> None:
-        self.label = label
-        self.connection = connection
-
-    def run(self, statement: Statement) -> list[dict[str, Any]]:
-        try:
-            with self.connection.cursor(pymysql.cursors.DictCursor) as cursor:
-                cursor.execute(statement.sql, statement.args or None)
-                return list(cursor.fetchall())
-        except pymysql.MySQLError as error:
-            raise ServerError(f"{self.label}: {statement.display()} failed: {error}") from None
-
-    def one(self, statement: Statement) -> dict[str, Any] | None:
-        rows = self.run(statement)
-        return rows[0] if rows else None
+class Session(SqlSession):
+    error = ServerError
 
 
 @contextlib.contextmanager

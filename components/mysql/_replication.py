@@ -94,6 +94,7 @@ from components.mysql._replication_sql import (
     GtidSetError,
     Identity,
     ReplicaStatus,
+    Session,
     Statement,
     errant_text,
     identity_problems,
@@ -520,25 +521,11 @@ def _errno(error: Exception) -> int | None:
     return first if isinstance(first, int) else None
 
 
-class _Session:
-    """One connection to one server, labelled so every error says where it happened."""
+class _Session(Session):
+    error = ReplicationError
 
-    def __init__(self, label: str, connection: pymysql.connections.Connection[Any]) -> None:
-        self.label = label
-        self.connection = connection
-
-    def run(self, statement: Statement) -> list[dict[str, Any]]:
-        try:
-            with self.connection.cursor(pymysql.cursors.DictCursor) as cursor:
-                cursor.execute(statement.sql, statement.args or None)
-                return list(cursor.fetchall())
-        except pymysql.MySQLError as error:
-            raise ReplicationError(f"{self.label}: {statement.display()} failed: "
-                                   f"{_server_message(error)}") from None
-
-    def one(self, statement: Statement) -> dict[str, Any] | None:
-        rows = self.run(statement)
-        return rows[0] if rows else None
+    def describe(self, error: pymysql.MySQLError) -> str:
+        return _server_message(error)
 
 
 @functools.cache

@@ -30,6 +30,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import pymysql
+import pymysql.cursors
+
 from components.mysql.flavor import FLAVORS, Flavor
 
 # The account host of the replication user: replicas connect from pod IPs that change
@@ -751,3 +754,31 @@ class MySQL(Dialect):
 
 
 DIALECTS: dict[Flavor, Dialect] = {"mariadb": MariaDB(), "mysql": MySQL()}
+
+
+class Session:
+    """One connection to one server, labelled so every error names the server and the
+    statement. Shared by the ReplicationInit provider and the arbiter (which must not
+    import pulumi); each subclass names the error its callers catch."""
+
+    error: type[Exception] = RuntimeError
+
+    def __init__(self, label: str, connection: pymysql.connections.Connection[Any]) -> None:
+        self.label = label
+        self.connection = connection
+
+    def describe(self, error: pymysql.MySQLError) -> str:
+        return str(error)
+
+    def run(self, statement: Statement) -> list[dict[str, Any]]:
+        try:
+            with self.connection.cursor(pymysql.cursors.DictCursor) as cursor:
+                cursor.execute(statement.sql, statement.args or None)
+                return list(cursor.fetchall())
+        except pymysql.MySQLError as error:
+            raise self.error(f"{self.label}: {statement.display()} failed: "
+                             f"{self.describe(error)}") from None
+
+    def one(self, statement: Statement) -> dict[str, Any] | None:
+        rows = self.run(statement)
+        return rows[0] if rows else None
