@@ -17,6 +17,16 @@ tools_root=${MYSQL_CLUSTER_TOOLS:-$HOME/.cache/mysql-cluster/tools}
 command -v go >/dev/null || { echo "build-tools.sh: go is not on PATH (Go 1.26 is needed)" >&2; exit 1; }
 go_version=$(go version)
 
+# Go's module and build caches for these builds live beside the tools, not in the user's
+# ~/go and ~/.cache/go-build: a cold build of every set fills them with several GiB that
+# nothing reads once the binaries exist, and a CI machine's disk is shared with the tests'
+# data dirs (a full disk failed a whole CI run). They are removed once every set is built;
+# a failed build keeps them, so the next run resumes where it stopped.
+# MYSQL_CLUSTER_KEEP_GO_CACHES=1 keeps them, e.g. to read a dependency's sources.
+go_work=$tools_root/.go
+export GOMODCACHE=$go_work/mod GOCACHE=$go_work/build
+built=()
+
 set_key() {  # set_key SET -> 12 hex digits
   local set=$1
   {
@@ -51,6 +61,7 @@ for set in "${sets[@]}"; do
     started=$SECONDS
     "$repo/tools/$set/build.sh" "$out"
     touch "$out/.complete"
+    built+=("$set")
     echo "==> tools/$set: built in $(((SECONDS - started) / 60)) min $(((SECONDS - started) % 60)) s"
   fi
   for binary in "$out"/bin/*; do
@@ -59,3 +70,9 @@ for set in "${sets[@]}"; do
     ln -sfn "$binary" "$tools_root/bin/$(basename "$binary")"
   done
 done
+
+if ((${#built[@]})) && [[ -d $go_work && ${MYSQL_CLUSTER_KEEP_GO_CACHES:-} != 1 ]]; then
+  echo "==> removing this build's Go caches ($(du -sh "$go_work" | cut -f1)): every set is built"
+  go clean -modcache  # the module cache is read-only; go knows how to remove it
+  rm -rf "$go_work"
+fi
