@@ -72,7 +72,8 @@ RECORD_AHEAD_OF_THE_LOCK = 100_000
 # then drops from its binlog what no replica acknowledged.
 SEMISYNC_CNF = ("rpl_semi_sync_slave_enabled=ON\nrpl_semi_sync_master_timeout=10000\n"
                 "rpl_semi_sync_master_wait_point=AFTER_SYNC\n")
-SHIPPED_CNF = REPO / "components" / "mysql" / "conf" / "mariadb" / "replica.cnf"
+SHIPPED_CONF = REPO / "components" / "mysql" / "conf" / "mariadb"
+SHIPPED_CNF = SHIPPED_CONF / "replica.cnf"
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +205,17 @@ class Failover:
         self.agent_config_path.write_text(json.dumps(agent))
         config.update(kubeconfig=str(kubeconfigs["arbiter"]), pods=self.cluster.pods)
         self.config_path.write_text(json.dumps(config))
+
+    def restart_as_recorded_primary(self, ordinal: int) -> None:
+        """SIGKILL, then start again as a pod does while the record still names it:
+        init-config.sh gives it primary.cnf (init-rpl-role=MASTER) instead of
+        replica.cnf."""
+        server = self.servers[ordinal]
+        server.kill()
+        conf = server.base / "conf.d"
+        (conf / "replica.cnf").unlink()
+        shutil.copy(SHIPPED_CONF / "primary.cnf", conf / "primary.cnf")
+        server.start()
 
     def roles(self) -> list[str | None]:
         return [role for role, _epoch in self.cluster.roles()]
@@ -499,6 +511,51 @@ def test_a_frozen_primary_is_fenced_and_acknowledges_nothing_under_its_old_epoch
         # What it holds beyond the new primary was never acknowledged to the writer.
         extra = {r["seq"] for r in old.query("SELECT seq FROM app.log")} - {
             r["seq"] for r in failover.servers[after[0]].query("SELECT seq FROM app.log")}
+        assert not extra & {c.seq for c in writer.commits}
+
+
+def test_a_primary_restarted_before_the_failover_keeps_its_commits_and_the_arbiter_decides(
+        failover: Failover) -> None:
+    """SIGKILLed and started again at once as the record's primary (primary.cnf:
+    init-rpl-role=MASTER, so it keeps every commit its binlog holds). It comes back
+    read-only, which fails the checks; the arbiter promotes whichever server holds the
+    most, the old primary itself when it kept a commit no replica received (seen here
+    in time) or a replica (the old primary was still down), and then keeps the old
+    primary out only if it holds what no one acknowledged. No acknowledged commit is
+    lost either way."""
+    failover.start_agents()
+    failover.start_arbiters()
+    failover.leader()
+    with Writer(failover.cluster) as writer:
+        before = failover.record()
+        killed_at = len(writer.commits)
+        failover.restart_as_recorded_primary(before[0])
+
+        def opened() -> tuple[int, int] | None:
+            now = failover.record()
+            return now if now[1] > before[1] and not failover.read_only(now[0]) else None
+
+        after = wait_until(opened, timeout=FAILOVER_TIMEOUT,
+                           what=f"a primary opened under a new epoch\n{failover.logs()}")
+        writer.wait_commits_on(after[0], after=killed_at)
+        others = [o for o in range(3) if o != after[0]]
+        wait_until(lambda: all(failover.replicates_from(o, after[0])
+                               or str(o) in _excluded(failover) for o in others),
+                   timeout=FAILOVER_TIMEOUT,
+                   what=f"every other server to follow {after[0]} or be kept out "
+                        f"({failover.status()})")
+    assert [failover.read_only(o) for o in range(3)].count(False) == 1
+    kept_out = [o for o in others if str(o) in _excluded(failover)]
+    assert kept_out in ([], [before[0]]), _excluded(failover)
+    survivors = [s for o, s in enumerate(failover.servers) if o not in kept_out]
+    check_history(writer, survivors)
+    checksums_equal(survivors)
+    if kept_out:
+        # What it holds beyond the new primary was never acknowledged to the writer.
+        extra = {r["seq"] for r in failover.servers[before[0]].query(
+            "SELECT seq FROM app.log")} - {r["seq"] for r in failover.servers[
+                after[0]].query("SELECT seq FROM app.log")}
+        assert extra
         assert not extra & {c.seq for c in writer.commits}
 
 
