@@ -19,6 +19,20 @@ writable: only the arbiter or `pulumi up`, holding the current epoch, does.
 
 The record read runs in a worker thread with a deadline of one period: a hung API call
 must not stretch the agent's own deadline.
+
+Why a GET of the record every period, and neither a watch nor the record's volume: what
+keeps a primary writable is a *confirmation*, a read that shows the record naming it
+now. A GET without a resourceVersion is a consistent read (a quorum read from the API
+server's etcd), so each one proves the record is still ours at that moment, and an API
+server the agent cannot reach ends in a demotion within the deadline. A watch only
+tells of changes: its silence looks the same whether nothing changed or the stream
+stalled (a half-open connection, a partition, a restarted API server), so it could
+never replace the periodic proof, only add faster news of a move, and that buys
+nothing: the arbiter opens the new primary only ``ttl`` after moving the record
+whatever the old one saw (a switchover demotes the old primary itself first). The
+ConfigMap volume the kubelet refreshes is worse: it shows the record as the kubelet's
+sync period and cache last left it, up to a minute or more late, so it would confirm a
+claim long gone. The cost is one small GET per pod per period.
 """
 
 from __future__ import annotations

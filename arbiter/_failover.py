@@ -10,9 +10,10 @@ Why these steps, in this order (issue 20):
    shorter blip never starts a failover.
 2. The leader then takes the cluster's replication lock, the lock ``pulumi up`` holds
    for a switchover: the two never act at once, and the lock's fencing token (strictly
-   increasing) is the new epoch. It re-reads the record and re-checks the primary under
-   the lock: a switchover that made it read-only has finished by then and moved the
-   record, and nothing happens.
+   increasing) is the new epoch (with the Kubernetes backend, whose tokens count from 1,
+   the record's epoch plus the token: :func:`failover_epoch`). It re-reads the record
+   and re-checks the primary under the lock: a switchover that made it read-only has
+   finished by then and moved the record, and nothing happens.
 3. **Choice** (:mod:`arbiter._choice`); none qualifies: no promotion, the reason goes
    to the status ConfigMap and an Event, and the leader tries again next period.
 4. **Promotion**: the record names the candidate under the new epoch first (the old
@@ -69,6 +70,29 @@ _EVENT_EVERY_TIME = frozenset({"promoted", "excluded", "rejoined", "fenced"})
 
 class FailoverStopped(RuntimeError):
     """This leader must stop acting (lost a lock, overtaken, or a step failed)."""
+
+
+def failover_epoch(backend: str, token: int, recorded: int) -> int:
+    """The epoch a failover under the lock grant ``token`` writes over a record at epoch
+    ``recorded``: newer than the record's, and growing with every grant, so two grants
+    never share one (a stale leader's steps are fenced by the record no longer carrying
+    its epoch, besides its lost lock).
+
+    etcd: the token itself. Tokens are revisions of the store that `pulumi up` takes the
+    same lock in and numbers its switchovers by, so one not newer than the record means
+    something else wrote it: no failover. The Kubernetes backend: ``recorded + token``.
+    A Lock's token is its own counter from 1, while `pulumi up` without etcd numbers its
+    switchovers ``record + 1`` (and a record kept from the etcd backend holds revisions):
+    requiring the token to be newer stopped failovers until the counter caught up, one
+    grant per period, never after a move from etcd. The sum is newer than the record and
+    grows with each grant, because tokens grow and a later grant reads a record at least
+    as new."""
+    if backend != "etcd":
+        return recorded + token
+    if token <= recorded:
+        raise FailoverStopped(f"lock token {token} is not newer than the record's epoch "
+                              f"{recorded}; not acting")
+    return token
 
 
 @dataclass
@@ -253,10 +277,7 @@ class Arbiter:
             if check.ok:
                 self.state.failures = 0
                 return
-            token = lock.token
-            if token <= record.epoch:
-                raise FailoverStopped(f"lock token {token} is not newer than the record's "
-                                      f"epoch {record.epoch}; not acting")
+            epoch = failover_epoch(self.config.lock_backend, lock.token, record.epoch)
             # Frozen GTID sets: the choice cannot go stale, and an old primary that is
             # only cut off from us loses its semi-sync acknowledgements from here on.
             unfrozen = self._stop_receiving(record)
@@ -267,7 +288,7 @@ class Arbiter:
                         dataclasses.replace(s, lag_seconds=effective_lag(
                             flavor, s, self.state.lags.get(s.ordinal)))
                         for s in self.observe_all(record)]
-            _log.info("observed under epoch %d: %s", token, "; ".join(
+            _log.info("observed under epoch %d: %s", epoch, "; ".join(
                 f"server {s.ordinal}: " + (s.error or f"lag {s.lag} (sample "
                                            f"{self.state.lags.get(s.ordinal)}), executed "
                                            f"{s.executed}, retrieved {s.retrieved}")
@@ -284,8 +305,8 @@ class Arbiter:
                 return
             self._report("promoting", f"primary {self.servers.label(record.authority)} failed "
                          f"{self.config.failover.checks} checks ({reason}); promoting "
-                         f"under epoch {token}: {choice.reason()}", record=record, epoch=token)
-            self._promote(leader, lock, record, choice, observed=observed, epoch=token)
+                         f"under epoch {epoch}: {choice.reason()}", record=record, epoch=epoch)
+            self._promote(leader, lock, record, choice, observed=observed, epoch=epoch)
         self.state.failures = 0
 
     def _guard(self, leader: distlock.Lock, lock: distlock.Lock, epoch: int,

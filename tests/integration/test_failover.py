@@ -6,7 +6,8 @@ per server (``python -m arbiter agent``), the primary record and the arbiter's s
 ConfigMaps of the real API server, and a writer thread (the switchover tests' writer) that
 commits as an application account to whichever primary the record names and logs every
 acknowledged commit with the epoch it saw. Semi-sync (AFTER_SYNC) is on, and every
-server starts with ``init-rpl-role=SLAVE`` so a killed primary that restarts discards a
+server runs the pods' ``replica.cnf`` (``init-rpl-role=SLAVE``), as an old primary does
+when its pod starts after the record moved: a killed primary that restarts discards a
 commit no replica acknowledged (MariaDB's semi-sync crash recovery) instead of coming
 back errant.
 
@@ -39,49 +40,45 @@ import pytest
 from components.config import FailoverConfig
 from components.mysql import _arbiter
 from components.mysql._record import ROLE_LABEL, KubernetesRecordStore
-from tests.support.accounts import create_accounts
+from distlock.crd import GROUP, PLURAL, VERSION
 from tests.support.controlplane import ControlPlane
 from tests.support.etcd import EtcdCluster
-from tests.support.mariadb import DEBIAN, MariaDBServer, random_password
+from tests.support.lock_backends import install_lock_crd
+from tests.support.mariadb import DEBIAN, MariaDBServer
 from tests.support.procs import LOCALHOST, ManagedProcess, wait_until
-from tests.support.switchover import NAMESPACE, Cluster, Template, Writer
+from tests.support.switchover import (
+    NAMESPACE,
+    REPL,
+    TOPOLOGY,
+    Cluster,
+    Template,
+    Writer,
+    check_acknowledged,
+    make_template,
+)
 
 pytestmark = pytest.mark.integration
 
-ADMIN, TOPOLOGY, APP, REPL = "admin", "topology", "app", "repl"
 _CAMEL = {"api_groups": "apiGroups", "resource_names": "resourceNames"}
 REPO = Path(__file__).resolve().parents[2]
 TTL, CHECKS, PERIOD = 3.0, 3, 0.5
 # A failover takes checks x period to detect, ttl + period to fence, then the promotion.
 FAILOVER_TIMEOUT = 60.0
-# init-rpl-role=SLAVE: a server restarting after a crash drops from its binlog what no
-# replica acknowledged (MariaDB's semi-sync recovery, since 10.11.9 tied to this option,
-# MDEV-33465). Every server starts so, the recorded primary too: it starts read-only and
-# the arbiter opens the most advanced server, which holds every acknowledged commit.
+RECORD_AHEAD_OF_THE_LOCK = 100_000
+# Semi-sync as ReplicationInit sets it (durability: semisync); the rest of the servers'
+# config is the pods' own replica.cnf, init-rpl-role=SLAVE included (MDEV-33465): every
+# restart here is of an old primary after the record moved off it, which in a cluster is
+# a new pod, and init-config.sh gives it replica.cnf; a server restarting after a crash
+# then drops from its binlog what no replica acknowledged.
 SEMISYNC_CNF = ("rpl_semi_sync_slave_enabled=ON\nrpl_semi_sync_master_timeout=10000\n"
-                "rpl_semi_sync_master_wait_point=AFTER_SYNC\ninit-rpl-role=SLAVE\n")
+                "rpl_semi_sync_master_wait_point=AFTER_SYNC\n")
+SHIPPED_CONF = REPO / "components" / "mysql" / "conf" / "mariadb"
+SHIPPED_CNF = SHIPPED_CONF / "replica.cnf"
 
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
-    base = tmp_path_factory.mktemp("template")
-    passwords = {name: random_password() for name in (ADMIN, TOPOLOGY, APP, REPL)}
-    server = MariaDBServer(base, name="template").initialize()
-    try:
-        # The accounts exactly as bootstrap-users.sh makes them in the pods.
-        create_accounts(server, users={ADMIN, REPL, TOPOLOGY}, passwords={
-            "ADMIN": passwords[ADMIN], "REPLICATION": passwords[REPL],
-            "MONITOR": random_password(), "BACKUP": random_password(),
-            "TOPOLOGY": passwords[TOPOLOGY]})
-        with server.cursor() as cursor:
-            cursor.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (APP, passwords[APP]))
-            cursor.execute("CREATE DATABASE app")
-            cursor.execute("CREATE TABLE app.log (seq BIGINT PRIMARY KEY, epoch BIGINT, "
-                           "server INT) ENGINE=InnoDB")
-            cursor.execute("GRANT SELECT, INSERT ON app.* TO %s@'%%'", (APP,))
-    finally:
-        server.stop()
-    return Template(server.data_dir, server.root_password, passwords, DEBIAN)
+    return make_template(tmp_path_factory.mktemp("template"), DEBIAN)
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +101,7 @@ class Failover:
     agent_config_path: Path | None = None
     agents: list[ManagedProcess] = field(default_factory=list)
     arbiters: list[ManagedProcess] = field(default_factory=list)
+    lock_backend: str = "etcd"
 
     @property
     def servers(self) -> list[MariaDBServer]:
@@ -120,8 +118,9 @@ class Failover:
             "topology_user": TOPOLOGY, "topology_password_file": "topology.password",
             "replication_user": REPL, "replication_password_file": "repl.password",
             "record": {"namespace": NAMESPACE, "name": name},
-            "lock": {"backend": "etcd", "endpoints": self.etcd.endpoints,
-                     "name": f"mysql-cluster/{name}/replication",
+            "lock": {"backend": self.lock_backend,
+                     "endpoints": self.etcd.endpoints if self.lock_backend == "etcd" else [],
+                     "namespace": NAMESPACE, "name": f"mysql-cluster/{name}/replication",
                      "leader_name": f"mysql-cluster/{name}/arbiter"},
             "failover": {"ttl_seconds": TTL, "checks": CHECKS, "period_seconds": PERIOD,
                          "max_lag_seconds": 30, "apply_timeout_seconds": 20, **failover},
@@ -130,6 +129,29 @@ class Failover:
         }
         self.config_path = self.base / "arbiter.json"
         self.config_path.write_text(json.dumps(config))
+
+    def use_kubernetes_locks(self) -> None:
+        """distlock's Kubernetes backend instead of etcd, for the leader election and the
+        per-cluster lock: Lock objects in the API server that holds the record, the CRD
+        installed as the stack installs it (``lock.backend: kubernetes``)."""
+        install_lock_crd(self.cluster.plane, "tests/failover")
+        self.lock_backend = "kubernetes"
+        self.write_config()
+        # A record far ahead of the new Lock's counter (from 1): what `pulumi up` leaves
+        # without etcd (ReplicationInit takes no Lock object and numbers its switchovers
+        # record + 1), or a stack that moved from etcd, whose tokens are revisions.
+        store = KubernetesRecordStore(NAMESPACE, self.cluster.record_name,
+                                      kubeconfig=str(self.cluster.plane.kubeconfig))
+        store.write(0, RECORD_AHEAD_OF_THE_LOCK, store.read())
+
+    def lock_tokens(self) -> dict[str, int]:
+        """Each Lock object's fencing token by lock name (spec.lockName)."""
+        from kubernetes import client  # noqa: PLC0415
+
+        custom: Any = client.CustomObjectsApi(self.cluster.plane.admin_client())
+        found = custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)
+        return {item["spec"]["lockName"]: int((item.get("status") or {}).get(
+            "fencingToken", 0)) for item in found["items"]}
 
     def _process(self, name: str, *args: str, config: Path | None = None) -> ManagedProcess:
         return ManagedProcess(name, [sys.executable, "-m", "arbiter", *args,
@@ -158,7 +180,9 @@ class Failover:
         plan = _arbiter.ArbiterPlan(
             cluster=name, namespace=NAMESPACE, flavor="mariadb", pods=tuple(self.cluster.pods),
             hosts=(), port=3306, secret="", record=name, topology_user=TOPOLOGY,
-            replication_user=REPL, lock_endpoints=tuple(self.etcd.endpoints), lock_name="",
+            replication_user=REPL, lock_name="",
+            # Empty: the Kubernetes backend, whose rules (the Lock objects) are added.
+            lock_endpoints=tuple(self.etcd.endpoints) if self.lock_backend == "etcd" else (),
             failover=FailoverConfig(), role_label=ROLE_LABEL)
         kubeconfigs = {}
         for who, rules in (("arbiter", _arbiter.arbiter_rules(plan)),
@@ -181,6 +205,17 @@ class Failover:
         self.agent_config_path.write_text(json.dumps(agent))
         config.update(kubeconfig=str(kubeconfigs["arbiter"]), pods=self.cluster.pods)
         self.config_path.write_text(json.dumps(config))
+
+    def restart_as_recorded_primary(self, ordinal: int) -> None:
+        """SIGKILL, then start again as a pod does while the record still names it:
+        init-config.sh gives it primary.cnf (init-rpl-role=MASTER) instead of
+        replica.cnf."""
+        server = self.servers[ordinal]
+        server.kill()
+        conf = server.base / "conf.d"
+        (conf / "replica.cnf").unlink()
+        shutil.copy(SHIPPED_CONF / "primary.cnf", conf / "primary.cnf")
+        server.start()
 
     def roles(self) -> list[str | None]:
         return [role for role, _epoch in self.cluster.roles()]
@@ -272,11 +307,11 @@ def failover(tmp_path: Path, template: Template, control_plane: ControlPlane,
         for ordinal in range(3):
             base = tmp_path / f"m{ordinal}"
             shutil.copytree(template.data_dir, base / "data")
+            (base / "conf.d").mkdir(parents=True)
+            shutil.copy(SHIPPED_CNF, base / "conf.d" / "replica.cnf")
             server = MariaDBServer(base, name=f"m{ordinal}", server_id=1 + ordinal,
-                                   data_dir=base / "data",
-                                   extra_config="log-bin=mysql-bin\nlog-slave-updates\n"
-                                                f"gtid-strict-mode=ON\nread-only=ON\n"
-                                                f"{SEMISYNC_CNF}")
+                                   data_dir=base / "data", include_dir=base / "conf.d",
+                                   extra_config=SEMISYNC_CNF)
             server.root_password = template.root_password
             servers.append(server.start())
         cluster = Cluster(servers, template, control_plane,
@@ -317,15 +352,7 @@ def _replicate(servers: list[MariaDBServer], password: str, *, primary: int) -> 
 
 def check_history(writer: Writer, survivors: list[MariaDBServer]) -> None:
     """No acknowledged commit lost; one server per epoch; epochs never go backwards."""
-    acked = {c.seq for c in writer.commits}
-    for server in survivors:
-        wait_until(lambda s=server: {r["seq"] for r in s.query(  # type: ignore[misc]
-            "SELECT seq FROM app.log")} >= acked, timeout=30,
-            what=f"every acknowledged commit on {server.name}")
-    by_epoch: dict[int, set[int]] = {}
-    for commit in writer.commits:
-        by_epoch.setdefault(commit.epoch, set()).add(commit.server)
-    assert all(len(s) == 1 for s in by_epoch.values()), by_epoch
+    check_acknowledged(writer, survivors)
     epochs = [c.epoch for c in writer.commits]
     backwards = [(a, b) for a, b in itertools.pairwise(epochs) if b < a]
     assert not backwards, f"commits acknowledged under an older epoch after a newer one: " \
@@ -342,18 +369,33 @@ def _rounds() -> int:
     return int(os.environ.get("FAILOVER_ROUNDS", "20"))
 
 
-def test_sigkill_of_the_primary_fails_over_without_losing_an_acknowledged_commit(
-        failover: Failover) -> None:
-    """SIGKILL the primary under the writer, ``FAILOVER_ROUNDS`` times (20), seeded."""
-    seed = int(os.environ.get("FAILOVER_SEED", "20"))
+@dataclass
+class Rounds:
+    """What :func:`sigkill_rounds` saw: each round's failover and the writer's history."""
+
+    writer: Writer
+    results: list[dict[str, Any]]
+
+    def summary(self, seed: int) -> dict[str, Any]:
+        times = [r["seconds"] for r in self.results]
+        return {"seed": seed, "rounds": self.results, "median_seconds": statistics.median(times),
+                "max_seconds": max(times), "ttl_seconds": TTL, "checks": CHECKS,
+                "period_seconds": PERIOD, "commits": len(self.writer.commits),
+                "refused": self.writer.errors}
+
+
+def sigkill_rounds(failover: Failover, rounds: int, seed: int) -> Rounds:
+    """SIGKILL the primary under the writer ``rounds`` times (seeded), each time until the
+    new primary took a commit and the old one, started again, rejoined; then the safety
+    checks: no acknowledged commit lost, one server per epoch, survivors identical."""
     rng = random.Random(seed)  # noqa: S311 - a reproducible schedule, not a secret
     failover.start_agents()
     failover.start_arbiters()
     failover.leader()
     results: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 60 * _rounds()  # bounded: a stuck round fails the test
+    deadline = time.monotonic() + 60 * rounds  # bounded: a stuck round fails the test
     with Writer(failover.cluster) as writer:
-        for round_ in range(_rounds()):
+        for round_ in range(rounds):
             assert time.monotonic() < deadline, f"out of time after {round_} rounds"
             before = failover.record()
             # Kill at a random point of the writer's stream, not right after a check.
@@ -387,18 +429,43 @@ def test_sigkill_of_the_primary_fails_over_without_losing_an_acknowledged_commit
             assert failover.read_only(before[0])
     check_history(writer, failover.servers)
     checksums_equal(failover.servers)
-    times = [r["seconds"] for r in results]
-    summary = {"seed": seed, "rounds": results, "median_seconds": statistics.median(times),
-               "max_seconds": max(times), "ttl_seconds": TTL, "checks": CHECKS,
-               "period_seconds": PERIOD, "commits": len(writer.commits),
-               "refused": writer.errors}
-    print(f"\nfailover SIGKILL -> first commit on the new primary over {len(times)} rounds: "
+    return Rounds(writer, results)
+
+
+def test_sigkill_of_the_primary_fails_over_without_losing_an_acknowledged_commit(
+        failover: Failover) -> None:
+    """SIGKILL the primary under the writer, ``FAILOVER_ROUNDS`` times (20), seeded."""
+    seed = int(os.environ.get("FAILOVER_SEED", "20"))
+    done = sigkill_rounds(failover, _rounds(), seed)
+    summary = done.summary(seed)
+    print(f"\nfailover SIGKILL -> first commit on the new primary over {_rounds()} rounds: "
           f"median {summary['median_seconds']:.3f} s, max {summary['max_seconds']:.3f} s "
-          f"(ttl {TTL:g} s, {CHECKS} checks every {PERIOD:g} s); {len(writer.commits)} "
-          f"commits, {writer.errors} refused")
+          f"(ttl {TTL:g} s, {CHECKS} checks every {PERIOD:g} s); {summary['commits']} "
+          f"commits, {summary['refused']} refused")
     out = os.environ.get("FAILOVER_RESULTS")
     if out:
         Path(out).write_text(json.dumps(summary, indent=2))
+
+
+def test_sigkill_failover_with_the_arbiters_electing_through_kubernetes_locks(
+        failover: Failover) -> None:
+    """``lock.backend: kubernetes``: the leader election and the per-cluster lock are Lock
+    objects in the API server that holds the record, reached with only the component's
+    RBAC (its Lock rules included), no etcd. The same SIGKILL rounds, the same safety;
+    every failover's epoch came from a grant of the per-cluster Lock."""
+    failover.use_kubernetes_locks()
+    failover.restrict_rbac()
+    rounds = int(os.environ.get("FAILOVER_KUBE_ROUNDS", "3"))
+    done = sigkill_rounds(failover, rounds, seed=17)
+    tokens = failover.lock_tokens()
+    name = failover.cluster.record_name
+    assert set(tokens) == {f"mysql-cluster/{name}/replication",
+                           f"mysql-cluster/{name}/arbiter"}, tokens
+    # One grant per failover at least (a leader may also take it for a rejoin).
+    assert tokens[f"mysql-cluster/{name}/replication"] >= rounds, tokens
+    epochs = [r["epoch"] for r in done.results]
+    assert epochs == sorted(set(epochs)), epochs
+    assert epochs[0] > RECORD_AHEAD_OF_THE_LOCK, epochs
 
 
 def _excluded(failover: Failover) -> dict[str, str]:
@@ -444,6 +511,51 @@ def test_a_frozen_primary_is_fenced_and_acknowledges_nothing_under_its_old_epoch
         # What it holds beyond the new primary was never acknowledged to the writer.
         extra = {r["seq"] for r in old.query("SELECT seq FROM app.log")} - {
             r["seq"] for r in failover.servers[after[0]].query("SELECT seq FROM app.log")}
+        assert not extra & {c.seq for c in writer.commits}
+
+
+def test_a_primary_restarted_before_the_failover_keeps_its_commits_and_the_arbiter_decides(
+        failover: Failover) -> None:
+    """SIGKILLed and started again at once as the record's primary (primary.cnf:
+    init-rpl-role=MASTER, so it keeps every commit its binlog holds). It comes back
+    read-only, which fails the checks; the arbiter promotes whichever server holds the
+    most, the old primary itself when it kept a commit no replica received (seen here
+    in time) or a replica (the old primary was still down), and then keeps the old
+    primary out only if it holds what no one acknowledged. No acknowledged commit is
+    lost either way."""
+    failover.start_agents()
+    failover.start_arbiters()
+    failover.leader()
+    with Writer(failover.cluster) as writer:
+        before = failover.record()
+        killed_at = len(writer.commits)
+        failover.restart_as_recorded_primary(before[0])
+
+        def opened() -> tuple[int, int] | None:
+            now = failover.record()
+            return now if now[1] > before[1] and not failover.read_only(now[0]) else None
+
+        after = wait_until(opened, timeout=FAILOVER_TIMEOUT,
+                           what=f"a primary opened under a new epoch\n{failover.logs()}")
+        writer.wait_commits_on(after[0], after=killed_at)
+        others = [o for o in range(3) if o != after[0]]
+        wait_until(lambda: all(failover.replicates_from(o, after[0])
+                               or str(o) in _excluded(failover) for o in others),
+                   timeout=FAILOVER_TIMEOUT,
+                   what=f"every other server to follow {after[0]} or be kept out "
+                        f"({failover.status()})")
+    assert [failover.read_only(o) for o in range(3)].count(False) == 1
+    kept_out = [o for o in others if str(o) in _excluded(failover)]
+    assert kept_out in ([], [before[0]]), _excluded(failover)
+    survivors = [s for o, s in enumerate(failover.servers) if o not in kept_out]
+    check_history(writer, survivors)
+    checksums_equal(survivors)
+    if kept_out:
+        # What it holds beyond the new primary was never acknowledged to the writer.
+        extra = {r["seq"] for r in failover.servers[before[0]].query(
+            "SELECT seq FROM app.log")} - {r["seq"] for r in failover.servers[
+                after[0]].query("SELECT seq FROM app.log")}
+        assert extra
         assert not extra & {c.seq for c in writer.commits}
 
 

@@ -265,23 +265,22 @@ def effective_options(pod: Pod) -> dict[str, str]:
     return options
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "not shipped yet: with loose_init_rpl_role = SLAVE in conf/mariadb/*.cnf, "
-    "test_switchover_pods.py::test_restarted_pods_follow_the_record fails (a pod cloned "
-    "from a restarted primary lacks the primary's last row when its wait returns); see "
-    "docs/mysql.md, Not yet done"))
-@pytest.mark.parametrize("ordinal", [0, 1])
-def test_every_server_starts_with_init_rpl_role_slave(pods: PodCluster, ordinal: int) -> None:
-    """A SIGKILLed primary must come back without the commit no replica acknowledged
-    (MDEV-33465), which the server does only when started with init-rpl-role=SLAVE. It is
-    a startup option: 10.11 and 11.4 expose no @@init_rpl_role (MariaDB added one later,
-    MDEV-38202), so the value is read from the option files the running server read."""
+@pytest.mark.parametrize(("ordinal", "role"), [(0, "MASTER"), (1, "SLAVE")])
+def test_every_server_starts_with_its_roles_init_rpl_role(
+        pods: PodCluster, ordinal: int, role: str) -> None:
+    """A SIGKILLed primary that rejoins as a replica must come back without the commit no
+    replica acknowledged (MDEV-33465), which the server does only when started with
+    init-rpl-role=SLAVE: replica.cnf. The recorded primary starts as MASTER (primary.cnf):
+    the same recovery would drop its last commit although its replicas hold it
+    (test_switchover_pods.py). A startup option: 10.11 and 11.4 expose no
+    @@init_rpl_role (MariaDB added one later, MDEV-38202), so the value is read from the
+    option files the running server read."""
     pod = pods.pod(ordinal)
     assert pod.query("SELECT 1 AS up") == [{"up": 1}]  # it started with them
-    assert effective_options(pod)["init-rpl-role"] == "SLAVE"
+    assert effective_options(pod)["init-rpl-role"] == role
     names = {row["Variable_name"] for row in pod.query("SHOW GLOBAL VARIABLES LIKE 'init%'")}
     if "init_rpl_role" in names:  # a server that exposes it says the same
-        assert reported(pod, "init_rpl_role") == "SLAVE"
+        assert reported(pod, "init_rpl_role") == role
 
 
 def test_probes_follow_the_server_and_replication(pods: PodCluster) -> None:

@@ -116,15 +116,25 @@ def test_restarted_pods_follow_the_record(pods: PodCluster) -> None:
     wait_until(lambda: old.probe("readiness").returncode == 0, timeout=60,
                what="the demoted primary to be a ready replica")
 
-    # The recorded primary restarted: read-only (only the epoch's holder opens it), no
-    # replication of its own, labelled primary, Ready; the next holder opens it.
+    # The recorded primary SIGKILLed right after a commit its replica applied: InnoDB had
+    # flushed only that commit's prepare (the binlog is what vouches for it), and a server
+    # started with init-rpl-role=SLAVE would truncate it from its binlog and roll it back
+    # (MDEV-33465), coming back behind its replica and reusing the GTID. primary.cnf
+    # starts it as MASTER: it keeps the commit.
+    new.query_as("admin", "INSERT INTO app.items VALUES (3)")
+    committed = new.gtid_binlog_pos()
+    old.wait_for_gtid(committed)
     new.restart(open_primary=False)
+    assert new.gtid_binlog_pos() == committed
+    assert new.query("SELECT COUNT(*) AS n FROM app.items") == [{"n": 3}]
+    # Restarted: read-only (only the epoch's holder opens it), no replication of its own,
+    # labelled primary, Ready; the next holder opens it.
     assert role_labels(new)[ROLE_LABEL] == "primary"
     assert read_only(new)
     assert replica_source(new) is None
     assert new.probe("readiness").returncode == 0
     make_writable(HarnessServers(pods), DIALECT, 1, 2, store)
-    new.query_as("admin", "INSERT INTO app.items VALUES (3)")
+    new.query_as("admin", "INSERT INTO app.items VALUES (4)")
 
     # A pod that lost its PVC clones again, from a peer, and replicates from the recorded
     # primary, wherever its ordinal is.
@@ -138,7 +148,7 @@ def test_restarted_pods_follow_the_record(pods: PodCluster) -> None:
         assert marker["donor"] == "1", marker
         assert replica_source(pod) == new.mysql_port
         pod.wait_for_gtid(new.gtid_binlog_pos())
-        assert pod.query("SELECT COUNT(*) AS n FROM app.items") == [{"n": 3}]
+        assert pod.query("SELECT COUNT(*) AS n FROM app.items") == [{"n": 4}]
         assert read_only(pod)
 
 

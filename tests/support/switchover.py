@@ -32,7 +32,7 @@ from tests.support.mariadb import MariaDBServer, random_password
 from tests.support.procs import LOCALHOST, wait_until
 from tests.support.provider_server import ProviderServer, ResourceDriver
 
-ADMIN, TOPOLOGY, APP = "admin", "topology", "app"
+ADMIN, TOPOLOGY, APP, REPL = "admin", "topology", "app", "repl"
 SECRET_INPUTS = frozenset({"admin_password", "replication_password", "topology_password"})
 TYPE_NAME = "pulumi-python:dynamic/mysql:ReplicationInit"
 NAMESPACE = "default"
@@ -48,13 +48,15 @@ class Template:
 
 def make_template(base: Path, mariadb_version: str) -> Template:
     """One stopped server's data dir with the accounts and the writer's table: each
-    cluster's servers start from copies of it."""
-    passwords = {name: random_password() for name in (ADMIN, TOPOLOGY, APP)}
+    cluster's servers start from copies of it. The replication account is there too, as
+    bootstrap-users.sh makes it: the failover tests set replication up with it themselves
+    (ReplicationInit, in the switchover tests, converges it on the same password)."""
+    passwords = {name: random_password() for name in (ADMIN, TOPOLOGY, APP, REPL)}
     server = MariaDBServer(base, name="template", version=mariadb_version).initialize()
     try:
         # The accounts exactly as bootstrap-users.sh makes them in the pods.
-        create_accounts(server, users={ADMIN, TOPOLOGY}, passwords={
-            "ADMIN": passwords[ADMIN], "REPLICATION": random_password(),
+        create_accounts(server, users={ADMIN, TOPOLOGY, REPL}, passwords={
+            "ADMIN": passwords[ADMIN], "REPLICATION": passwords[REPL],
             "MONITOR": random_password(), "BACKUP": random_password(),
             "TOPOLOGY": passwords[TOPOLOGY]})
         with server.cursor() as cursor:
@@ -127,7 +129,7 @@ class Cluster:
             "source_host": LOCALHOST, "source_port": self.servers[0].port,
             "sources": endpoints, "primary_ordinal": primary,
             "admin_user": ADMIN, "admin_password": self.template.passwords[ADMIN],
-            "replication_user": "repl", "replication_password": "repl-" + "x" * 20,
+            "replication_user": REPL, "replication_password": self.template.passwords[REPL],
             "topology_user": TOPOLOGY, "topology_password": self.template.passwords[TOPOLOGY],
             "record_namespace": NAMESPACE, "record_name": self.record_name,
             "max_lag_seconds": 30, "timeout_seconds": 60, "lock_endpoints": [],
@@ -265,11 +267,11 @@ class Writer:
                    timeout=30, what=f"the writer to commit on server {ordinal}")
 
 
-def check_history(writer: Writer, cluster: Cluster) -> list[float]:
-    """No acknowledged commit lost; each epoch's commits went to one server, and no two
-    servers accepted commits at overlapping times. Returns each switchover's gap."""
+def check_acknowledged(writer: Writer, servers: list[MariaDBServer]) -> None:
+    """Every acknowledged commit is on each of ``servers``, and each epoch's commits went
+    to one server: the safety property the switchover and the failover share."""
     acked = {c.seq for c in writer.commits}
-    for server in cluster.servers:
+    for server in servers:
         wait_until(lambda s=server: {r["seq"] for r in s.query(  # type: ignore[misc]
             "SELECT seq FROM app.log")} >= acked, timeout=30,
             what=f"every acknowledged commit on {server.name}")
@@ -277,6 +279,12 @@ def check_history(writer: Writer, cluster: Cluster) -> list[float]:
     for commit in writer.commits:
         by_epoch.setdefault(commit.epoch, set()).add(commit.server)
     assert all(len(s) == 1 for s in by_epoch.values()), by_epoch
+
+
+def check_history(writer: Writer, cluster: Cluster) -> list[float]:
+    """No acknowledged commit lost; each epoch's commits went to one server, and no two
+    servers accepted commits at overlapping times. Returns each switchover's gap."""
+    check_acknowledged(writer, cluster.servers)
     gaps = []
     for before, after in zip(writer.commits, writer.commits[1:], strict=False):
         if before.server != after.server:
