@@ -105,6 +105,7 @@ from kubernetes.watch.watch import iter_resp_lines
 from distlock._backend import BackendOptions, LockBackend
 from distlock._errors import BackendRefused, BackendUnavailable, DistlockError
 from distlock._grant import Grant, LockState
+from distlock._kube_http import KubeHTTP, path_segment
 from distlock.crd import CRD_NAME, GROUP, KIND, PLURAL, VERSION
 
 _log = logging.getLogger("distlock.kube")
@@ -115,9 +116,6 @@ _IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/name
 _OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _TRANSIENT_STATUS = frozenset({0, 408, 429, 500, 502, 503, 504})
 _MAX_NAME = 1024
-_KINDS = {"list_namespaced_custom_object": "LIST", "create_namespaced_custom_object": "POST",
-          "replace_namespaced_custom_object_status": "PUT",
-          "patch_namespaced_custom_object_status": "PATCH"}
 _WATCH_SECONDS = 300  # the server ends a watch after this; the watcher resumes it
 
 
@@ -547,11 +545,15 @@ class _Read:
 
 
 class _LockObjects:
-    """Lock objects of one namespace through the official client."""
+    """Lock objects of one namespace, as JSON over the official client's connection
+    pool and credentials (:mod:`distlock._kube_http`: the generated client's CPU per
+    request was most of a handoff's client-side cost)."""
 
     def __init__(self, api: Any, namespace: str, timing: Timing) -> None:
-        self._api = k8s_client.CustomObjectsApi(api)
+        self._http = KubeHTTP(api)
         self._namespace = namespace
+        self._collection = (f"/apis/{GROUP}/{VERSION}/namespaces/{path_segment(namespace)}"
+                            f"/{PLURAL}")
         self._timeout = timing.request_timeout
         self._counting = threading.Lock()
         self.requests: collections.Counter[str] = collections.Counter()
@@ -562,21 +564,26 @@ class _LockObjects:
         with self._counting:
             self.requests[kind if status is None else f"{kind} {status}"] += 1
 
-    def _call(self, method: str, *args: Any, timeout: float | None = None,
-              label: str | None = None, **kwargs: Any) -> Any:
-        kind = _KINDS.get(method, method) + (f" {label}" if label else "")
-        self.count(kind)
+    def _status_path(self, obj_name: str) -> str:
+        return f"{self._collection}/{path_segment(obj_name)}/status"
+
+    def _call(self, kind: str, method: str, path: str, *, timeout: float | None = None,
+              label: str | None = None, query: Mapping[str, object] | None = None,
+              body: object = None, content_type: str = "application/json") -> JSON:
+        """One request of ``kind`` (LIST, POST, PUT, PATCH: the ``requests`` key, with
+        ``label``), its errors sorted into what the algorithm reacts to."""
+        counted = kind + (f" {label}" if label else "")
+        self.count(counted)
         try:
-            return getattr(self._api, method)(GROUP, VERSION, self._namespace, PLURAL, *args,
-                                              _request_timeout=timeout or self._timeout,
-                                              **kwargs)
+            return self._http.request(method, path, timeout=timeout or self._timeout,
+                                      query=query, body=body, content_type=content_type)
         except ApiException as error:
-            self.count(kind, error.status)
+            self.count(counted, error.status)
             if error.status in _TRANSIENT_STATUS:
                 raise _Transient(f"{error.status} {_reason(error)}") from error
             if error.status == 409 or (error.status == 422 and _test_failed(error)):
                 raise _Conflict(_reason(error)) from error
-            if error.status == 404 and method != "list_namespaced_custom_object":
+            if error.status == 404 and kind != "LIST":
                 raise _Conflict("the Lock object was deleted") from error
             raise self._fatal(error) from error
         except (urllib3.exceptions.HTTPError, OSError) as error:
@@ -596,8 +603,8 @@ class _LockObjects:
                               f"{error.status} {_reason(error)}")
 
     def read(self, obj_name: str, *, timeout: float | None = None) -> _Read:
-        listing = self._call("list_namespaced_custom_object", timeout=timeout,
-                             field_selector=f"metadata.name={obj_name}")
+        listing = self._call("LIST", "GET", self._collection, timeout=timeout,
+                             query={"fieldSelector": f"metadata.name={obj_name}"})
         items = listing.get("items") or []
         return _Read(items[0] if items else None, listing["metadata"]["resourceVersion"])
 
@@ -608,37 +615,34 @@ class _LockObjects:
                 "spec": {"lockName": lock_name}}
         # AlreadyExists: another client created it first, which is as good.
         with contextlib.suppress(_Conflict):
-            self._call("create_namespaced_custom_object", body, timeout=timeout)
+            self._call("POST", "POST", self._collection, body=body, timeout=timeout)
 
     def write_status(self, obj: JSON, status: JSON, *, timeout: float | None = None,
                      label: str) -> JSON:
         """A conditional write of ``status``; ``label`` names it in ``requests``."""
-        body = dict(obj, status=status)
-        result: JSON = self._call("replace_namespaced_custom_object_status",
-                                  obj["metadata"]["name"], body, timeout=timeout,
-                                  label=label)
-        return result
+        return self._call("PUT", "PUT", self._status_path(obj["metadata"]["name"]),
+                          body=dict(obj, status=status), timeout=timeout, label=label)
 
     def patch_status(self, obj: JSON, ops: list[JSON], *, timeout: float | None = None,
                      label: str) -> JSON:
         """A JSON patch of the status: applied to the object as stored, whole or not at
         all, conditional only on its ``test`` operations (see ``_test``)."""
-        result: JSON = self._call("patch_namespaced_custom_object_status",
-                                  obj["metadata"]["name"], ops, timeout=timeout, label=label,
-                                  _content_type="application/json-patch+json")
-        return result
+        return self._call("PATCH", "PATCH", self._status_path(obj["metadata"]["name"]),
+                          body=ops, timeout=timeout, label=label,
+                          content_type="application/json-patch+json")
 
     def open_watch(self, obj_name: str, since: str, *, connect_timeout: float | None) -> Any:
         """A streaming watch of one object from ``since``; the server ends it after
         ``_WATCH_SECONDS`` (then the watcher resumes from the last event it saw)."""
         self.count("WATCH")
         try:
-            return self._api.list_namespaced_custom_object(
-                GROUP, VERSION, self._namespace, PLURAL, watch=True, resource_version=since,
-                field_selector=f"metadata.name={obj_name}", allow_watch_bookmarks=True,
-                timeout_seconds=_WATCH_SECONDS, _preload_content=False,
-                _request_timeout=(connect_timeout or self._timeout,
-                                  _WATCH_SECONDS + self._timeout))
+            return self._http.stream(
+                self._collection,
+                query={"watch": True, "resourceVersion": since,
+                       "fieldSelector": f"metadata.name={obj_name}",
+                       "allowWatchBookmarks": True, "timeoutSeconds": _WATCH_SECONDS},
+                connect_timeout=connect_timeout or self._timeout,
+                read_timeout=_WATCH_SECONDS + self._timeout)
         except ApiException as error:
             if error.status == 410:
                 raise _Gone(_reason(error)) from error
@@ -647,6 +651,9 @@ class _LockObjects:
             raise self._fatal(error) from error
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise _Transient(str(error)) from error
+
+    def close(self) -> None:
+        self._http.close()
 
 
 def _lines(response: Any) -> Iterator[str]:
