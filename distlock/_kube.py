@@ -427,7 +427,22 @@ def _dequeued(status: JSON, me: str) -> JSON:
     return _with_waiters(dict(status), [w for w in status["waiters"] if w["identity"] != me])
 
 
-def _holder_renewed(status: JSON) -> JSON:
+def _holder_renew_patch(status: Mapping[str, Any]) -> list[JSON]:
+    """The holder's renewal: the next ``renewals`` and a fresh ``renewTime``, only while
+    ``holder`` and ``fencingToken`` are still the grant's.
+
+    As a whole-status PUT on the resourceVersion a renewal raced every enqueue and
+    waiter renewal under a crowd (a 409 and a re-read each time, inside the renew
+    deadline). Nobody but the holder writes ``renewals`` while its grant stands (every
+    grant changes the token, which the test catches), so the value computed from our
+    last answer is the one to write, whatever else the queue did meanwhile."""
+    renewed = _holder_renewed(status)
+    return [*_unstored_count(status), *_holder_fields(status),
+            *({"op": "add", "path": f"/status/{key}", "value": renewed[key]}
+              for key in ("renewals", "renewTime"))]
+
+
+def _holder_renewed(status: Mapping[str, Any]) -> JSON:
     return dict(status, renewals=int(status.get("renewals", 0)) + 1, renewTime=_now_text())
 
 
@@ -979,8 +994,8 @@ class KubeLockBackend(LockBackend):
                 budget = entry.last_renewed + self._timing.renew_deadline - time.monotonic()
                 if budget <= 0:
                     break
-                entry.last_written = self._objects.write_status(
-                    current, _holder_renewed(status),
+                entry.last_written = self._objects.patch_status(
+                    current, _holder_renew_patch(status),
                     timeout=min(budget, self._timing.request_timeout), label="renew")
                 entry.last_renewed = started
                 return
@@ -1305,7 +1320,7 @@ class _Acquisition:
             # Handed to us long after our last fresh look: renew once before relying on
             # it, so the renew deadline starts from a write of our own.
             sent = time.monotonic()
-            obj = self.backend._objects.write_status(read.obj, _holder_renewed(status),
+            obj = self.backend._objects.patch_status(read.obj, _holder_renew_patch(status),
                                                      timeout=self.request_timeout(),
                                                      label="confirm")
             return self.backend._grant(self.name, self.obj_name, obj, sent, self.keep_watcher())
