@@ -858,6 +858,9 @@ class KubeLockBackend(LockBackend):
         self._released: dict[str, tuple[JSON, float]] = {}
         """Per object: our last release's answer and when it was sent, so an acquire
         that follows at once decides on it instead of reading the object again."""
+        self._parked: dict[str, tuple[_Watcher, float]] = {}
+        """Per object: the watch our last holding had open, kept after the release
+        for a lease, and when it was parked (see ``_park``)."""
         self._waiter_renewals = 0
         self._busy: set[str] = set()
         self._closed = threading.Event()
@@ -960,6 +963,7 @@ class KubeLockBackend(LockBackend):
                 held = list(self._held.values())
             for entry in held:
                 self._renew(entry)
+            self._stop_parked(idle_for=timing.lease_seconds)
             # Wake no later than the earliest renew deadline, so a lost grant is
             # signalled when its deadline passes, not up to a retry period later.
             with self._mutex:
@@ -1038,7 +1042,40 @@ class KubeLockBackend(LockBackend):
             self._release(grant, obj_name, cached, watcher)
         finally:
             if watcher is not None:
-                watcher.stop()
+                self._park(obj_name, watcher)
+
+    def _park(self, obj_name: str, watcher: _Watcher) -> None:
+        """Keep the watch of a lock just released for this session's next acquire of it.
+
+        A session that asks again soon (a worker taking turns) would otherwise open a
+        new watch per grant: a new TLS connection and a new watch on the API server,
+        on both sides the dearest part of a handoff after the two writes. The stream
+        is live, so nothing it carries goes stale (an acquire decides on the newest
+        event, or re-reads when the stream broke); one left unused for a lease is
+        stopped by the renewal loop, and ``close`` stops them all."""
+        with self._mutex:
+            keep = not self._closed.is_set() and not watcher.broken
+            previous = self._parked.pop(obj_name, None)
+            if keep:
+                self._parked[obj_name] = (watcher, time.monotonic())
+        if previous is not None:
+            previous[0].stop()
+        if not keep:
+            watcher.stop()
+
+    def _unpark(self, obj_name: str) -> _Watcher | None:
+        with self._mutex:
+            parked = self._parked.pop(obj_name, None)
+        return None if parked is None else parked[0]
+
+    def _stop_parked(self, *, idle_for: float) -> None:
+        """Stop the parked watches nobody took up for ``idle_for`` seconds."""
+        now = time.monotonic()
+        with self._mutex:
+            idle = [name for name, (_, at) in self._parked.items() if now - at >= idle_for]
+            stopping = [self._parked.pop(name)[0] for name in idle]
+        for watcher in stopping:
+            watcher.stop()
 
     def _release(self, grant: Grant, obj_name: str, cached: JSON | None,
                  watcher: _Watcher | None) -> None:
@@ -1123,6 +1160,7 @@ class KubeLockBackend(LockBackend):
         renewer = self._renewer
         if renewer is not None and renewer is not threading.current_thread():
             renewer.join()
+        self._stop_parked(idle_for=0)
         with contextlib.suppress(Exception):
             self._api.close()
 
@@ -1147,7 +1185,10 @@ class _Acquisition:
         nobody) holding the lock. A grant found later (a releaser handed it to us) was
         written after that moment, so it is a safe start for our renew deadline: nobody
         can have started timing the grant earlier."""
-        self.watcher: _Watcher | None = None
+        self.watcher: _Watcher | None = backend._unpark(obj_name)
+        """The stream of the object's changes; this session's last holding's, if it
+        released a moment ago (``KubeLockBackend._park``), else opened on the first
+        read this acquisition decides on."""
 
     def giving_up(self) -> bool:
         # A closed session gives up too: nobody would renew what it was granted.

@@ -415,6 +415,38 @@ def test_closing_a_session_ends_its_waiting_acquires_without_a_slot(
         closing.acquire("orders", timeout=0)
 
 
+def test_a_session_taking_turns_keeps_one_watch(sessions: Callable[..., KubeLockBackend]) -> None:
+    """Two sessions that each ask again the moment they release: each waits for the
+    other every round, through the watch its last holding had open, not a new one
+    per round (a new TLS connection and a new watch on the server each time)."""
+    turns = [sessions(), sessions()]
+    rounds = 20
+    errors: list[BaseException] = []
+
+    def take_turns(session: KubeLockBackend) -> None:
+        try:
+            for _ in range(rounds):
+                grant = session.acquire("turns", timeout=WAIT)
+                assert grant is not None
+                session.release(grant)
+        except BaseException as error:  # noqa: BLE001 - re-raised below
+            errors.append(error)
+
+    threads = [threading.Thread(target=take_turns, args=(s,), daemon=True) for s in turns]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT * 2)
+    assert not errors, errors
+    assert not any(thread.is_alive() for thread in threads)
+    watches = [session.request_counts().get("WATCH", 0) for session in turns]
+    queued = [session.request_counts().get("PATCH enqueue", 0) for session in turns]
+    # Each waited several times (a new watch each time would be as many watches), yet
+    # opened at most one more after a reconnect.
+    assert min(queued) >= 3, f"the sessions hardly waited for each other: {queued}"
+    assert max(watches) <= 2, f"watches per session over {queued} waits: {watches}"
+
+
 # -- strict FIFO under churn: every state the object goes through, checked -------------
 
 CONTENDERS = 8
