@@ -732,6 +732,12 @@ class _Watcher:
         except (_Gone, _Transient, _Conflict, DistlockError) as error:
             if not self._stopped.is_set():
                 self.events.put(error)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            # An event we cannot read must end the stream loudly: a reader that died
+            # silently would leave its acquisition waiting on a queue nobody fills
+            # (for longer now that a session keeps its watch between acquires).
+            if not self._stopped.is_set():
+                self.events.put(_Transient(f"unreadable watch event: {error!r}"))
 
     def _stream(self) -> None:
         response = self._objects.open_watch(self._obj_name, self._since,

@@ -64,6 +64,13 @@ class _Handler(BaseHTTPRequestHandler):
                                      subject.get("commonName")))
         if self.path.startswith("/refused"):
             self._send(422, {"kind": "Status", "reason": "Invalid", "message": "no"})
+        elif "/namespaces/garbled/" in self.path:  # a watch whose event is not JSON
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            line = b"{not json\n"
+            self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n0\r\n\r\n")
         elif self.path.startswith("/watch"):
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -195,3 +202,19 @@ def test_a_stream_yields_its_chunks_as_lines(server: Server, tmp_path: Path) -> 
         response.release_conn()
     assert [event["object"]["n"] for event in events] == [1, 2]
     assert server.seen[-1].headers["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_an_unreadable_watch_event_ends_the_watch_loudly(server: Server, tmp_path: Path) -> None:
+    """A watcher thread that died on it silently would leave its waiter waiting on an
+    empty queue (until its deadline, or for ever without one)."""
+    from distlock import _kube  # noqa: PLC0415
+
+    api = api_client(_kubeconfig(tmp_path / "kc", server, ca=server.ca.cert))
+    objects = _kube._LockObjects(api, "garbled", _kube.Timing.from_ttl(10))
+    watcher = _kube._Watcher(objects, "lock", "1", connect_timeout=10)
+    try:
+        item = watcher.next(30)
+    finally:
+        watcher.stop()
+    assert isinstance(item, _kube._Transient), item
+    assert "unreadable watch event" in str(item)
