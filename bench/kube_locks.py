@@ -23,6 +23,7 @@ import collections
 import itertools
 import json
 import os
+import resource
 import shutil
 import subprocess
 import time
@@ -34,7 +35,7 @@ from typing import Any
 
 from bench._procs import BenchUnavailable, workdir
 from bench._report import Report, Table, Target, ratio
-from bench.locks import _Contended, _Hold, _summarize, hold_loop, run_contenders
+from bench.locks import _Contended, _cpu, _CpuMeter, _Hold, _summarize, hold_loop, run_contenders
 from tests.support.tools import find_tool
 
 _NAMESPACE = "bench"
@@ -70,25 +71,35 @@ def run(options: KubeLocksOptions) -> Report:
         plane.create_namespace(_NAMESPACE)
         apply_crd(plane.admin_client(), lock_crd_manifest(), owner="bench")
         kubeconfig = plane.write_kubeconfig(base / "kubeconfig", namespace=_NAMESPACE)
+        server = _CpuMeter([plane.api_server.process.pid, plane.etcd.process.pid])
+        before = server.seconds()
         project_run = _distlock_contended(plane.admin_client(), kubeconfig, base, options)
+        project_server = server.seconds() - before
+        before = server.seconds()
         go_run = _client_go_contended(kubeconfig, options)
+        go_server = server.seconds() - before
     finally:
         plane.stop()
         shutil.rmtree(base, ignore_errors=True)
     lease, renew, retry = _timing()
-    (project, project_repeats, violations, requests), (go, go_repeats) = project_run, go_run
+    (project, project_repeats, violations, requests, project_cpu), (go, go_repeats, go_cpu) = \
+        project_run, go_run
     rows = tuple((name, r.holds, r.handoffs_per_second, r.mean_ms, r.p50_ms, r.p99_ms,
-                  repeats, fifo, "yes" if r.exclusive else "no")
-                 for name, r, repeats, fifo in (
-                     ("distlock kubernetes", project, project_repeats, len(violations)),
-                     ("client-go leaderelection (LeaseLock)", go, go_repeats, "no queue")))
+                  repeats, fifo, "yes" if r.exclusive else "no",
+                  1000 * client_cpu / max(r.holds, 1), 1000 * server_cpu / max(r.holds, 1))
+                 for name, r, repeats, fifo, client_cpu, server_cpu in (
+                     ("distlock kubernetes", project, project_repeats, len(violations),
+                      project_cpu, project_server),
+                     ("client-go leaderelection (LeaseLock)", go, go_repeats, "no queue",
+                      go_cpu, go_server)))
     report = Report("kube-locks", {"contenders": options.contenders,
                                    "handoffs": options.handoffs,
                                    "lease/renew/retry s": f"{lease:g}/{renew:.2f}/{retry:.2f}"})
     report.tables.append(Table(
         "lock handoffs on one real kube-apiserver (same run, same contenders)",
         ("client", "holds", "handoffs/s", "mean ms", "p50 ms", "p99 ms", "back to releaser",
-         "FIFO violations", "exclusive"),
+         "FIFO violations", "exclusive", "client CPU ms/grant",
+         "API server + etcd CPU ms/grant"),
         rows))
     report.targets.append(Target(
         "handoffs/s vs client-go leaderelection", ratio(project.handoffs_per_second,
@@ -101,6 +112,10 @@ def run(options: KubeLocksOptions) -> Report:
         "", "; ".join(violations[:3])))
     report.notes.append("distlock requests per grant, all contenders: " + ", ".join(
         f"{kind} {count}" for kind, count in requests.items()))
+    report.notes.append("CPU per grant: the clients' (distlock: its 8 processes, from the "
+                        "start barrier; client-go: the whole program) and the API server's "
+                        "plus etcd's (/proc, around each side's run, so the history watch "
+                        "of distlock's side is included there)")
     report.notes.append("'FIFO violations' checks every state the Lock object went through "
                         "(the API server's watch, tests/support/kube_lock_history.py): each "
                         "grant to the first waiter, entries joining at the back and leaving "
@@ -116,7 +131,7 @@ def _repeats(holds: list[tuple[float, object]]) -> int:
 
 
 def _distlock_contended(admin: Any, kubeconfig: Path, base: Path, options: KubeLocksOptions,
-                        ) -> tuple[_Contended, int, list[str], dict[str, float]]:
+                        ) -> tuple[_Contended, int, list[str], dict[str, float], float]:
     """The contenders' run, with the Lock object's whole history watched meanwhile."""
     from kubernetes import client as k8s  # noqa: PLC0415
 
@@ -136,8 +151,8 @@ def _distlock_contended(admin: Any, kubeconfig: Path, base: Path, options: KubeL
                            start["metadata"]["resourceVersion"])
     history.start()
     try:
-        records, _cpu = run_contenders(_contend, (str(kubeconfig),), base, options.contenders,
-                                       options.handoffs)
+        records, client_cpu = run_contenders(_contend, (str(kubeconfig),), base,
+                                             options.contenders, options.handoffs)
         last = int(start["status"]["fencingToken"]) + len(records)
         deadline = time.monotonic() + 30
         while history.token() < last and time.monotonic() < deadline:
@@ -146,7 +161,8 @@ def _distlock_contended(admin: Any, kubeconfig: Path, base: Path, options: KubeL
         states = history.stop()
     summary = _summarize([_Hold(acquired, released, 0) for acquired, released, _ in records])
     return (summary, _repeats([(acquired, pid) for acquired, _, pid in records]),
-            fifo_violations(dict(start["status"]), states), _requests(base, len(records)))
+            fifo_violations(dict(start["status"]), states), _requests(base, len(records)),
+            client_cpu)
 
 
 def _requests(base: Path, grants: int) -> dict[str, float]:
@@ -172,21 +188,23 @@ def _contend(kubeconfig: str, remaining: Synchronized[int], barrier: Barrier,
 
 
 def _client_go_contended(kubeconfig: Path, options: KubeLocksOptions,
-                         ) -> tuple[_Contended, int]:
+                         ) -> tuple[_Contended, int, float]:
     lease, renew, retry = _timing()
     program = find_tool("leaderelection-bench")
     assert program is not None
+    before = _cpu(resource.RUSAGE_CHILDREN)
     result = subprocess.run(
         [str(program), f"--kubeconfig={kubeconfig}", f"--namespace={_NAMESPACE}",
          f"--contenders={options.contenders}", f"--handoffs={options.handoffs}",
          f"--lease-duration={lease}s", f"--renew-deadline={renew:.3f}s",
          f"--retry-period={retry:.3f}s"],
         capture_output=True, text=True, timeout=_RUN_TIMEOUT, check=False)
+    cpu = _cpu(resource.RUSAGE_CHILDREN) - before
     if result.returncode != 0:
         raise RuntimeError(f"leaderelection-bench failed:\n{result.stderr[-2000:]}")
     holds = json.loads(result.stdout)["holds"]
     summary = _summarize([_Hold(h["acquired"], h["released"], 0) for h in holds])
-    return summary, _repeats([(h["acquired"], h["holder"]) for h in holds])
+    return summary, _repeats([(h["acquired"], h["holder"]) for h in holds]), cpu
 
 
 __all__ = ["KubeLocksOptions", "run"]

@@ -105,6 +105,7 @@ from kubernetes.watch.watch import iter_resp_lines
 from distlock._backend import BackendOptions, LockBackend
 from distlock._errors import BackendRefused, BackendUnavailable, DistlockError
 from distlock._grant import Grant, LockState
+from distlock._kube_http import KubeHTTP, path_segment
 from distlock.crd import CRD_NAME, GROUP, KIND, PLURAL, VERSION
 
 _log = logging.getLogger("distlock.kube")
@@ -115,9 +116,6 @@ _IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/name
 _OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _TRANSIENT_STATUS = frozenset({0, 408, 429, 500, 502, 503, 504})
 _MAX_NAME = 1024
-_KINDS = {"list_namespaced_custom_object": "LIST", "create_namespaced_custom_object": "POST",
-          "replace_namespaced_custom_object_status": "PUT",
-          "patch_namespaced_custom_object_status": "PATCH"}
 _WATCH_SECONDS = 300  # the server ends a watch after this; the watcher resumes it
 
 
@@ -429,7 +427,22 @@ def _dequeued(status: JSON, me: str) -> JSON:
     return _with_waiters(dict(status), [w for w in status["waiters"] if w["identity"] != me])
 
 
-def _holder_renewed(status: JSON) -> JSON:
+def _holder_renew_patch(status: Mapping[str, Any]) -> list[JSON]:
+    """The holder's renewal: the next ``renewals`` and a fresh ``renewTime``, only while
+    ``holder`` and ``fencingToken`` are still the grant's.
+
+    As a whole-status PUT on the resourceVersion a renewal raced every enqueue and
+    waiter renewal under a crowd (a 409 and a re-read each time, inside the renew
+    deadline). Nobody but the holder writes ``renewals`` while its grant stands (every
+    grant changes the token, which the test catches), so the value computed from our
+    last answer is the one to write, whatever else the queue did meanwhile."""
+    renewed = _holder_renewed(status)
+    return [*_unstored_count(status), *_holder_fields(status),
+            *({"op": "add", "path": f"/status/{key}", "value": renewed[key]}
+              for key in ("renewals", "renewTime"))]
+
+
+def _holder_renewed(status: Mapping[str, Any]) -> JSON:
     return dict(status, renewals=int(status.get("renewals", 0)) + 1, renewTime=_now_text())
 
 
@@ -547,11 +560,15 @@ class _Read:
 
 
 class _LockObjects:
-    """Lock objects of one namespace through the official client."""
+    """Lock objects of one namespace, as JSON over the official client's connection
+    pool and credentials (:mod:`distlock._kube_http`: the generated client's CPU per
+    request was most of a handoff's client-side cost)."""
 
     def __init__(self, api: Any, namespace: str, timing: Timing) -> None:
-        self._api = k8s_client.CustomObjectsApi(api)
+        self._http = KubeHTTP(api)
         self._namespace = namespace
+        self._collection = (f"/apis/{GROUP}/{VERSION}/namespaces/{path_segment(namespace)}"
+                            f"/{PLURAL}")
         self._timeout = timing.request_timeout
         self._counting = threading.Lock()
         self.requests: collections.Counter[str] = collections.Counter()
@@ -562,21 +579,26 @@ class _LockObjects:
         with self._counting:
             self.requests[kind if status is None else f"{kind} {status}"] += 1
 
-    def _call(self, method: str, *args: Any, timeout: float | None = None,
-              label: str | None = None, **kwargs: Any) -> Any:
-        kind = _KINDS.get(method, method) + (f" {label}" if label else "")
-        self.count(kind)
+    def _status_path(self, obj_name: str) -> str:
+        return f"{self._collection}/{path_segment(obj_name)}/status"
+
+    def _call(self, kind: str, method: str, path: str, *, timeout: float | None = None,
+              label: str | None = None, query: Mapping[str, object] | None = None,
+              body: object = None, content_type: str = "application/json") -> JSON:
+        """One request of ``kind`` (LIST, POST, PUT, PATCH: the ``requests`` key, with
+        ``label``), its errors sorted into what the algorithm reacts to."""
+        counted = kind + (f" {label}" if label else "")
+        self.count(counted)
         try:
-            return getattr(self._api, method)(GROUP, VERSION, self._namespace, PLURAL, *args,
-                                              _request_timeout=timeout or self._timeout,
-                                              **kwargs)
+            return self._http.request(method, path, timeout=timeout or self._timeout,
+                                      query=query, body=body, content_type=content_type)
         except ApiException as error:
-            self.count(kind, error.status)
+            self.count(counted, error.status)
             if error.status in _TRANSIENT_STATUS:
                 raise _Transient(f"{error.status} {_reason(error)}") from error
             if error.status == 409 or (error.status == 422 and _test_failed(error)):
                 raise _Conflict(_reason(error)) from error
-            if error.status == 404 and method != "list_namespaced_custom_object":
+            if error.status == 404 and kind != "LIST":
                 raise _Conflict("the Lock object was deleted") from error
             raise self._fatal(error) from error
         except (urllib3.exceptions.HTTPError, OSError) as error:
@@ -596,8 +618,8 @@ class _LockObjects:
                               f"{error.status} {_reason(error)}")
 
     def read(self, obj_name: str, *, timeout: float | None = None) -> _Read:
-        listing = self._call("list_namespaced_custom_object", timeout=timeout,
-                             field_selector=f"metadata.name={obj_name}")
+        listing = self._call("LIST", "GET", self._collection, timeout=timeout,
+                             query={"fieldSelector": f"metadata.name={obj_name}"})
         items = listing.get("items") or []
         return _Read(items[0] if items else None, listing["metadata"]["resourceVersion"])
 
@@ -608,37 +630,34 @@ class _LockObjects:
                 "spec": {"lockName": lock_name}}
         # AlreadyExists: another client created it first, which is as good.
         with contextlib.suppress(_Conflict):
-            self._call("create_namespaced_custom_object", body, timeout=timeout)
+            self._call("POST", "POST", self._collection, body=body, timeout=timeout)
 
     def write_status(self, obj: JSON, status: JSON, *, timeout: float | None = None,
                      label: str) -> JSON:
         """A conditional write of ``status``; ``label`` names it in ``requests``."""
-        body = dict(obj, status=status)
-        result: JSON = self._call("replace_namespaced_custom_object_status",
-                                  obj["metadata"]["name"], body, timeout=timeout,
-                                  label=label)
-        return result
+        return self._call("PUT", "PUT", self._status_path(obj["metadata"]["name"]),
+                          body=dict(obj, status=status), timeout=timeout, label=label)
 
     def patch_status(self, obj: JSON, ops: list[JSON], *, timeout: float | None = None,
                      label: str) -> JSON:
         """A JSON patch of the status: applied to the object as stored, whole or not at
         all, conditional only on its ``test`` operations (see ``_test``)."""
-        result: JSON = self._call("patch_namespaced_custom_object_status",
-                                  obj["metadata"]["name"], ops, timeout=timeout, label=label,
-                                  _content_type="application/json-patch+json")
-        return result
+        return self._call("PATCH", "PATCH", self._status_path(obj["metadata"]["name"]),
+                          body=ops, timeout=timeout, label=label,
+                          content_type="application/json-patch+json")
 
     def open_watch(self, obj_name: str, since: str, *, connect_timeout: float | None) -> Any:
         """A streaming watch of one object from ``since``; the server ends it after
         ``_WATCH_SECONDS`` (then the watcher resumes from the last event it saw)."""
         self.count("WATCH")
         try:
-            return self._api.list_namespaced_custom_object(
-                GROUP, VERSION, self._namespace, PLURAL, watch=True, resource_version=since,
-                field_selector=f"metadata.name={obj_name}", allow_watch_bookmarks=True,
-                timeout_seconds=_WATCH_SECONDS, _preload_content=False,
-                _request_timeout=(connect_timeout or self._timeout,
-                                  _WATCH_SECONDS + self._timeout))
+            return self._http.stream(
+                self._collection,
+                query={"watch": True, "resourceVersion": since,
+                       "fieldSelector": f"metadata.name={obj_name}",
+                       "allowWatchBookmarks": True, "timeoutSeconds": _WATCH_SECONDS},
+                connect_timeout=connect_timeout or self._timeout,
+                read_timeout=_WATCH_SECONDS + self._timeout)
         except ApiException as error:
             if error.status == 410:
                 raise _Gone(_reason(error)) from error
@@ -647,6 +666,9 @@ class _LockObjects:
             raise self._fatal(error) from error
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise _Transient(str(error)) from error
+
+    def close(self) -> None:
+        self._http.close()
 
 
 def _lines(response: Any) -> Iterator[str]:
@@ -710,6 +732,12 @@ class _Watcher:
         except (_Gone, _Transient, _Conflict, DistlockError) as error:
             if not self._stopped.is_set():
                 self.events.put(error)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            # An event we cannot read must end the stream loudly: a reader that died
+            # silently would leave its acquisition waiting on a queue nobody fills
+            # (for longer now that a session keeps its watch between acquires).
+            if not self._stopped.is_set():
+                self.events.put(_Transient(f"unreadable watch event: {error!r}"))
 
     def _stream(self) -> None:
         response = self._objects.open_watch(self._obj_name, self._since,
@@ -836,6 +864,9 @@ class KubeLockBackend(LockBackend):
         self._released: dict[str, tuple[JSON, float]] = {}
         """Per object: our last release's answer and when it was sent, so an acquire
         that follows at once decides on it instead of reading the object again."""
+        self._parked: dict[str, tuple[_Watcher, float]] = {}
+        """Per object: the watch our last holding had open, kept after the release
+        for a lease, and when it was parked (see ``_park``)."""
         self._waiter_renewals = 0
         self._busy: set[str] = set()
         self._closed = threading.Event()
@@ -938,6 +969,7 @@ class KubeLockBackend(LockBackend):
                 held = list(self._held.values())
             for entry in held:
                 self._renew(entry)
+            self._stop_parked(idle_for=timing.lease_seconds)
             # Wake no later than the earliest renew deadline, so a lost grant is
             # signalled when its deadline passes, not up to a retry period later.
             with self._mutex:
@@ -972,8 +1004,8 @@ class KubeLockBackend(LockBackend):
                 budget = entry.last_renewed + self._timing.renew_deadline - time.monotonic()
                 if budget <= 0:
                     break
-                entry.last_written = self._objects.write_status(
-                    current, _holder_renewed(status),
+                entry.last_written = self._objects.patch_status(
+                    current, _holder_renew_patch(status),
                     timeout=min(budget, self._timing.request_timeout), label="renew")
                 entry.last_renewed = started
                 return
@@ -1016,7 +1048,40 @@ class KubeLockBackend(LockBackend):
             self._release(grant, obj_name, cached, watcher)
         finally:
             if watcher is not None:
-                watcher.stop()
+                self._park(obj_name, watcher)
+
+    def _park(self, obj_name: str, watcher: _Watcher) -> None:
+        """Keep the watch of a lock just released for this session's next acquire of it.
+
+        A session that asks again soon (a worker taking turns) would otherwise open a
+        new watch per grant: a new TLS connection and a new watch on the API server,
+        on both sides the dearest part of a handoff after the two writes. The stream
+        is live, so nothing it carries goes stale (an acquire decides on the newest
+        event, or re-reads when the stream broke); one left unused for a lease is
+        stopped by the renewal loop, and ``close`` stops them all."""
+        with self._mutex:
+            keep = not self._closed.is_set() and not watcher.broken
+            previous = self._parked.pop(obj_name, None)
+            if keep:
+                self._parked[obj_name] = (watcher, time.monotonic())
+        if previous is not None:
+            previous[0].stop()
+        if not keep:
+            watcher.stop()
+
+    def _unpark(self, obj_name: str) -> _Watcher | None:
+        with self._mutex:
+            parked = self._parked.pop(obj_name, None)
+        return None if parked is None else parked[0]
+
+    def _stop_parked(self, *, idle_for: float) -> None:
+        """Stop the parked watches nobody took up for ``idle_for`` seconds."""
+        now = time.monotonic()
+        with self._mutex:
+            idle = [name for name, (_, at) in self._parked.items() if now - at >= idle_for]
+            stopping = [self._parked.pop(name)[0] for name in idle]
+        for watcher in stopping:
+            watcher.stop()
 
     def _release(self, grant: Grant, obj_name: str, cached: JSON | None,
                  watcher: _Watcher | None) -> None:
@@ -1101,6 +1166,7 @@ class KubeLockBackend(LockBackend):
         renewer = self._renewer
         if renewer is not None and renewer is not threading.current_thread():
             renewer.join()
+        self._stop_parked(idle_for=0)
         with contextlib.suppress(Exception):
             self._api.close()
 
@@ -1125,7 +1191,10 @@ class _Acquisition:
         nobody) holding the lock. A grant found later (a releaser handed it to us) was
         written after that moment, so it is a safe start for our renew deadline: nobody
         can have started timing the grant earlier."""
-        self.watcher: _Watcher | None = None
+        self.watcher: _Watcher | None = backend._unpark(obj_name)
+        """The stream of the object's changes; this session's last holding's, if it
+        released a moment ago (``KubeLockBackend._park``), else opened on the first
+        read this acquisition decides on."""
 
     def giving_up(self) -> bool:
         # A closed session gives up too: nobody would renew what it was granted.
@@ -1298,7 +1367,7 @@ class _Acquisition:
             # Handed to us long after our last fresh look: renew once before relying on
             # it, so the renew deadline starts from a write of our own.
             sent = time.monotonic()
-            obj = self.backend._objects.write_status(read.obj, _holder_renewed(status),
+            obj = self.backend._objects.patch_status(read.obj, _holder_renew_patch(status),
                                                      timeout=self.request_timeout(),
                                                      label="confirm")
             return self.backend._grant(self.name, self.obj_name, obj, sent, self.keep_watcher())

@@ -351,11 +351,11 @@ def test_a_release_racing_a_renewal_is_not_a_loss(
     session = sessions(ttl=1.0)
     grant = session.acquire("busy", timeout=WAIT)
     assert grant is not None
-    real_write = _LockObjects.write_status
+    real_patch = _LockObjects.patch_status
     raced = threading.Event()
     renewed_after_race: list[str] = []
 
-    def write_status(self: _LockObjects, obj: dict[str, Any], status: dict[str, Any], *,
+    def patch_status(self: _LockObjects, obj: dict[str, Any], ops: list[dict[str, Any]], *,
                      timeout: float | None = None, label: str) -> dict[str, Any]:
         if threading.current_thread().name.startswith("distlock-renew"):
             if raced.is_set():
@@ -366,9 +366,9 @@ def test_a_release_racing_a_renewal_is_not_a_loss(
                 releaser.start()
                 releaser.join()
                 raced.set()
-        return real_write(self, obj, status, timeout=timeout, label=label)
+        return real_patch(self, obj, ops, timeout=timeout, label=label)
 
-    monkeypatch.setattr(_LockObjects, "write_status", write_status)
+    monkeypatch.setattr(_LockObjects, "patch_status", patch_status)
     other = session.acquire("other", timeout=WAIT)
     assert other is not None
     # The renewer handles one entry at a time: once it renewed "other" after the race,
@@ -393,7 +393,7 @@ def test_an_uncontended_holder_renews_with_one_write_and_no_reads(
 
     wait_until(lambda: len(renewals()) >= 3, timeout=WAIT, what="three renewals")
     during = proxy.requests[start:]
-    assert {method for method, _ in renewals()} == {"PUT"}
+    assert {method for method, _ in renewals()} == {"PATCH"}
     assert [r for r in during if r[0] == "GET"] == [], "renewals re-read the object"
     assert int(str(_status(plane, namespace, "quiet")["renewals"])) >= 3
     assert not grant.lost.is_set()
@@ -413,6 +413,38 @@ def test_closing_a_session_ends_its_waiting_acquires_without_a_slot(
     assert owner.inspect("orders").waiters == (), "a closed session left its queue slot"
     with pytest.raises(DistlockError, match="closed"):
         closing.acquire("orders", timeout=0)
+
+
+def test_a_session_taking_turns_keeps_one_watch(sessions: Callable[..., KubeLockBackend]) -> None:
+    """Two sessions that each ask again the moment they release: each waits for the
+    other every round, through the watch its last holding had open, not a new one
+    per round (a new TLS connection and a new watch on the server each time)."""
+    turns = [sessions(), sessions()]
+    rounds = 20
+    errors: list[BaseException] = []
+
+    def take_turns(session: KubeLockBackend) -> None:
+        try:
+            for _ in range(rounds):
+                grant = session.acquire("turns", timeout=WAIT)
+                assert grant is not None
+                session.release(grant)
+        except BaseException as error:  # noqa: BLE001 - re-raised below
+            errors.append(error)
+
+    threads = [threading.Thread(target=take_turns, args=(s,), daemon=True) for s in turns]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT * 2)
+    assert not errors, errors
+    assert not any(thread.is_alive() for thread in threads)
+    watches = [session.request_counts().get("WATCH", 0) for session in turns]
+    queued = [session.request_counts().get("PATCH enqueue", 0) for session in turns]
+    # Each waited several times (a new watch each time would be as many watches), yet
+    # opened at most one more after a reconnect.
+    assert min(queued) >= 3, f"the sessions hardly waited for each other: {queued}"
+    assert max(watches) <= 2, f"watches per session over {queued} waits: {watches}"
 
 
 # -- strict FIFO under churn: every state the object goes through, checked -------------
@@ -535,6 +567,48 @@ def test_a_failed_patch_test_is_a_conflict_and_a_schema_violation_an_error(
         objects.patch_status(obj, [
             {"op": "replace", "path": "/status/fencingToken", "value": -1}], label="t")
     session.release(grant)
+
+
+def test_a_holder_renewal_lands_beside_appends_and_never_on_another_grant(
+        plane: ControlPlane, namespace: str, sessions: Callable[..., KubeLockBackend]) -> None:
+    """The renewal patch tests holder and token only: computed before a waiter queued,
+    it still lands (a PUT on the resourceVersion would have been a 409); computed
+    before another holder was granted (or the same holder re-granted with a new token),
+    it is a conflict and writes nothing."""
+    owner, waiter_session = sessions(), sessions()
+    grant = owner.acquire("renewed", timeout=WAIT)
+    assert grant is not None
+    objects = owner._objects
+    before = objects.read("renewed").obj
+    assert before is not None
+    waiter = Waiter(waiter_session, "renewed")
+    waiter.start()
+    wait_until(lambda: owner.inspect("renewed").waiters == (waiter_session.identity,),
+               timeout=WAIT, what="the waiter queued")
+    renewed = objects.patch_status(before, _kube._holder_renew_patch(_kube._status(before)),
+                                   label="t")
+    assert renewed["status"]["renewals"] == int(before["status"].get("renewals", 0)) + 1
+    assert [w["identity"] for w in renewed["status"]["waiters"]] == [waiter_session.identity]
+    api = _objects(plane)
+    for taken_over in ({"holder": "someone-else"}, {"fencingToken": grant.token + 1}):
+        # The take-over's own answer: from here on no renewal of ours may land.
+        current = api.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, "renewed",
+            [{"op": "replace", "path": f"/status/{key}", "value": value}
+             for key, value in taken_over.items()],
+            _content_type="application/json-patch+json")
+        with pytest.raises(_kube._Conflict):
+            objects.patch_status(renewed, _kube._holder_renew_patch(_kube._status(renewed)),
+                                 label="t")
+        after = _status(plane, namespace, "renewed")
+        assert after["renewals"] == current["status"]["renewals"], "a stale renewal landed"
+        api.patch_namespaced_custom_object_status(  # put the grant back for the next case
+            GROUP, VERSION, namespace, PLURAL, "renewed",
+            [{"op": "replace", "path": "/status/holder", "value": owner.identity},
+             {"op": "replace", "path": "/status/fencingToken", "value": grant.token}],
+            _content_type="application/json-patch+json")
+    owner.release(grant)
+    assert waiter.result() is not None
 
 
 def test_an_object_with_a_stored_waiter_count_still_works_and_loses_it(

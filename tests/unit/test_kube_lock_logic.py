@@ -260,3 +260,17 @@ def test_a_patch_removes_a_count_stored_by_an_older_client() -> None:
                   _kube._release_patch(old, lambda _w: False, lambda _w: True)):
         assert patch[0] == {"op": "remove", "path": "/status/waiterCount"}
     assert "waiterCount" not in _kube._enqueued(old, "me", 6, set(), 1)
+
+
+def test_a_holder_renewal_tests_holder_and_token_and_nothing_of_the_queue() -> None:
+    """A renewal must not conflict with the appends and waiter renewals of a crowd (as a
+    PUT on the resourceVersion it did), yet must never land on someone else's grant."""
+    patch = _kube._holder_renew_patch(_queued("a", "b"))
+    tests = {str(each["path"]): each["value"] for each in _ops(patch, "test")}
+    assert tests == {"/status/holder": "h", "/status/fencingToken": 7}
+    written = {str(each["path"]): each["value"] for each in _ops(patch, "add")}
+    assert written.keys() == {"/status/renewals", "/status/renewTime"}
+    assert written["/status/renewals"] == 4, "a change observers see as the holder alive"
+    assert not [each for each in patch if "waiters" in str(each["path"])]
+    old = dict(_queued("a"), waiterCount=1)
+    assert _kube._holder_renew_patch(old)[0] == {"op": "remove", "path": "/status/waiterCount"}
