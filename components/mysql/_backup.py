@@ -39,6 +39,10 @@ STORE_CREDENTIALS_DIR = "/run/secrets/backup-store"
 # The keys of mysql.backup.credentialsSecret (config.py's BackupConfig says so).
 STORE_KEYS = {"S3_ACCESS_KEY_FILE": "access-key", "S3_SECRET_KEY_FILE": "secret-key"}
 _AGENT_PYTHON = "/opt/mysqlbackup/bin/python"
+# The archiver's first heartbeat comes once its server answers (the server's start, crash
+# recovery included, may take the StatefulSet's SERVER_START_SECONDS): the startup probe
+# allows that, so liveness never judges a loop that has not started.
+ARCHIVER_STARTUP_SECONDS = 720
 
 
 def agent_inputs() -> list[Path]:
@@ -89,6 +93,13 @@ def store_credentials_volume(backup: BackupConfig) -> k8s.core.v1.VolumeArgsDict
     }
 
 
+def archiver_probe(command: list[str], *, failures: int) -> k8s.core.v1.ProbeArgsDict:
+    """``binlog-archive.sh alive``: the loop's heartbeat is recent. A hung upload keeps every
+    process alive, so only the heartbeat the loop writes at each tick shows it."""
+    return {"exec_": {"command": [*command, "alive"]}, "period_seconds": 10,
+            "timeout_seconds": 5, "failure_threshold": failures}
+
+
 def add_archiver(spec: dict[str, Any], config: MySQLConfig,
                  env: list[k8s.core.v1.EnvVarArgsDict], command: list[str],
                  mounts: list[k8s.core.v1.VolumeMountArgsDict]) -> None:
@@ -108,6 +119,8 @@ def add_archiver(spec: dict[str, Any], config: MySQLConfig,
         # mariadb-binlog over one binlog and a multipart upload: small, bounded memory.
         "resources": {"requests": {"cpu": "50m", "memory": "128Mi"},
                       "limits": {"memory": "512Mi"}},
+        "startup_probe": archiver_probe(command, failures=ARCHIVER_STARTUP_SECONDS // 10),
+        "liveness_probe": archiver_probe(command, failures=3),
         "security_context": _kube.container_security_context(),
     })
     spec["volumes"].append(store_credentials_volume(backup))

@@ -197,6 +197,43 @@ def test_the_archive_loop_uploads_each_rotation_from_one_long_lived_python_proce
     assert not archiver.pythons(), "the coprocess outlived its loop"
 
 
+def test_the_archiver_probe_fails_when_its_loop_hangs_in_an_upload(
+        source: Pod, store: Store) -> None:
+    """A pass that never returns (here: the upload process stopped mid-loop, as a store that
+    accepted a connection and never answers leaves it) keeps every process alive; only the
+    heartbeat shows it, and the liveness probe must fail on it, naming its age. Resumed, the
+    loop beats again and the probe passes."""
+    with Archiver(source, store, interval=1, extra_env={"ARCHIVE_STALL_SECONDS": "3"}
+                  ) as archiver:
+        insert_event(source, "before the hang")
+        wait_until(lambda: archiver.records(), timeout=60, what="a first pass of the loop")
+        wait_until(lambda: archiver.probe().returncode == 0, timeout=60, interval=0.5,
+                   what="the probe to pass while the loop runs")
+        (uploader,) = archiver.pythons()
+        os.kill(uploader, signal.SIGSTOP)
+        try:
+            insert_event(source, "during the hang")  # the next pass has work: it blocks
+
+            def probe_failure() -> subprocess.CompletedProcess[str] | None:
+                result = archiver.probe()
+                return result if result.returncode != 0 else None
+
+            failed = wait_until(probe_failure, timeout=60, interval=0.5,
+                                what="the probe to notice the hung loop")
+            assert "last heartbeat is" in failed.stderr, failed.stderr
+            assert "stuck in a pass" in failed.stderr, failed.stderr
+            assert archiver.process.poll() is None, "the loop should be hung, not dead"
+        finally:
+            os.kill(uploader, signal.SIGCONT)
+        wait_until(lambda: archiver.probe().returncode == 0, timeout=60, interval=0.5,
+                   what="the probe to pass once the loop beats again")
+        archiver.stop()
+    # Before the loop ever started (or after a restart, before its first tick): no vouching.
+    result = source.run_script("binlog-archive.sh", "alive", container="backup")
+    assert result.returncode != 0
+    assert "no heartbeat yet" in result.stderr
+
+
 def test_the_archive_loop_archives_only_while_its_pod_is_the_recorded_primary(
         source: Pod, store: Store) -> None:
     """Every pod runs the archiver sidecar; the record decides which one archives, at every

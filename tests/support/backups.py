@@ -81,9 +81,12 @@ class Archiver:
     """``binlog-archive.sh`` running its loop beside ``pod``, as the sidecar runs it; stopped
     (its whole process group, by PID) on exit."""
 
-    def __init__(self, pod: Pod, store: Store, interval: int) -> None:
+    def __init__(self, pod: Pod, store: Store, interval: int,
+                 extra_env: dict[str, str] | None = None) -> None:
         env = {**os.environ, **pod.env("backup"), **store.env,
-               "ARCHIVE_INTERVAL_SECONDS": str(interval)}
+               "ARCHIVE_INTERVAL_SECONDS": str(interval), **(extra_env or {})}
+        self.env = env
+        self.pod = pod
         self.store = store
         self.process = subprocess.Popen(
             ["bash", str(pod.cluster.config_dir / "binlog-archive.sh")], env=env,
@@ -98,6 +101,12 @@ class Archiver:
         assert self.process.stderr is not None
         for line in self.process.stderr:
             self.lines.append(line)
+
+    def probe(self) -> subprocess.CompletedProcess[str]:
+        """``binlog-archive.sh alive`` as the kubelet runs it in the archiver container."""
+        return subprocess.run(["bash", str(self.pod.cluster.config_dir / "binlog-archive.sh"),
+                               "alive"], env=self.env, capture_output=True, text=True,
+                              timeout=60, check=False)
 
     def logged(self, text: str) -> bool:
         return any(text in line for line in self.lines)

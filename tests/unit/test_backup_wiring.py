@@ -73,6 +73,21 @@ def test_the_archiver_runs_binlog_archive_beside_the_server(enabled: ProgramResu
         ROOT / "components/mysql/scripts/binlog-archive.sh").read_text()
 
 
+def test_the_archiver_is_probed_by_its_loop_heartbeat(enabled: ProgramResult) -> None:
+    """A hung upload keeps every process alive: only the heartbeat shows it, so both probes
+    run ``binlog-archive.sh alive`` (exec: it reads a file, never the store or the server)."""
+    archiver = _archiver(_pod(enabled))
+    for kind in ("startupProbe", "livenessProbe"):
+        probe = archiver[kind]
+        assert probe["exec"]["command"] == ["bash", "/mnt/config-map/binlog-archive.sh",
+                                            "alive"], kind
+    # The liveness probe judges only a loop that has started: the startup probe waits out
+    # the server's start.
+    startup = archiver["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
+    assert archiver["livenessProbe"]["failureThreshold"] >= 2
+
+
 def test_the_agent_image_is_pinned_by_the_content_that_goes_into_it(
         enabled: ProgramResult) -> None:
     digest = hashlib.sha256()
