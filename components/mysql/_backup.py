@@ -13,6 +13,12 @@ no published image has both. Its tag is derived from the content that goes into 
 StatefulSet changes exactly when the image must be rebuilt; it must be built and pushed
 (docs/backups.md).
 
+Why the restore is an init container (``restore-init.sh``): the restored data must be complete,
+binlogs replayed, before the pod's server starts on it, or clients, probes and the replicas'
+clones would see a half-restored primary. The replay needs a server, so the init step runs a
+private one (no TCP) and shuts it down; only the first primary restores, every other pod
+clones from it as usual.
+
 The store's keys come from the Secret ``mysql.backup.credentialsSecret`` as files of a Secret
 volume, mounted only into the archiver: never an environment variable, argv or output.
 """
@@ -34,6 +40,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 AGENT_DOCKERFILE = REPO_ROOT / "deploy" / "backup" / "agent.Dockerfile"
 AGENT_REPOSITORY = "ghcr.io/mysql-cluster/backup-agent"
 ARCHIVER_CONTAINER = "binlog-archive"
+RESTORE_CONTAINER = "restore"
+# On the pod's /tmp volume: the plan and the archived binlogs, gone once the restore is done.
+RESTORE_WORK_DIR = "/tmp/mysql-cluster-restore"  # noqa: S108 (the pod's own emptyDir)
 STORE_CREDENTIALS_VOLUME = "backup-store-credentials"
 STORE_CREDENTIALS_DIR = "/run/secrets/backup-store"
 # The keys of mysql.backup.credentialsSecret (config.py's BackupConfig says so).
@@ -124,3 +133,32 @@ def add_archiver(spec: dict[str, Any], config: MySQLConfig,
         "security_context": _kube.container_security_context(),
     })
     spec["volumes"].append(store_credentials_volume(backup))
+
+
+def add_restore(spec: dict[str, Any], config: MySQLConfig,
+                env: list[k8s.core.v1.EnvVarArgsDict], command: list[str],
+                mounts: list[k8s.core.v1.VolumeMountArgsDict]) -> None:
+    """When ``mysql.restore.backup`` is set: the ``restore`` init container (``command`` runs
+    restore-init.sh with ``mounts``: the data dir, conf.d, the record, root's password),
+    right after init-config, whose server-id and role config its private server reads, and
+    before clone, so the replicas clone from the restored primary."""
+    restore = config.restore
+    if restore.backup is None:
+        return
+    spec["init_containers"].insert(1, {
+        "name": RESTORE_CONTAINER,
+        "image": agent_image(config.version),
+        "command": command,
+        "env": [*env, *store_environment(config.backup, config.name),
+                _kube.value_env("RESTORE_BACKUP", restore.backup),
+                _kube.value_env("RESTORE_POINT", restore.point_in_time or ""),
+                _kube.value_env("RESTORE_WORK_DIR", RESTORE_WORK_DIR)],
+        "volume_mounts": [*mounts, mount(STORE_CREDENTIALS_VOLUME, STORE_CREDENTIALS_DIR,
+                                         read_only=True)],
+        # A private mariadbd replays the binlogs: the server's own request, the tools' limit.
+        "resources": {"requests": {"cpu": "100m", "memory": "512Mi"},
+                      "limits": {"memory": "2Gi"}},
+        "security_context": _kube.container_security_context(),
+    })
+    if STORE_CREDENTIALS_VOLUME not in [volume["name"] for volume in spec["volumes"]]:
+        spec["volumes"].append(store_credentials_volume(config.backup))

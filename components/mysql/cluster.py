@@ -846,6 +846,9 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
     _backup.add_archiver(spec, config, env, _script("binlog-archive.sh"), [
         mount("data", DATA_DIR, sub_path="mysql", read_only=True), config_map, run, tmp, socket,
         record, mount("credentials-backup", CREDENTIALS_DIR, read_only=True)])
+    _backup.add_restore(spec, config, env, _script("restore-init.sh"), [
+        data, mount("conf", CONF_DIR, read_only=True), config_map, run, tmp, record,
+        mount("credentials-backup", CREDENTIALS_DIR, read_only=True)])
     _kube.place(spec, config.spread, plan.labels.selector(), config.node_selector)
     return spec
 

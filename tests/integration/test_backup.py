@@ -206,7 +206,7 @@ def test_the_archiver_probe_fails_when_its_loop_hangs_in_an_upload(
     with Archiver(source, store, interval=1, extra_env={"ARCHIVE_STALL_SECONDS": "3"}
                   ) as archiver:
         insert_event(source, "before the hang")
-        wait_until(lambda: archiver.records(), timeout=60, what="a first pass of the loop")
+        wait_until(archiver.records, timeout=60, what="a first pass of the loop")
         wait_until(lambda: archiver.probe().returncode == 0, timeout=60, interval=0.5,
                    what="the probe to pass while the loop runs")
         (uploader,) = archiver.pythons()
@@ -253,6 +253,60 @@ def test_the_archive_loop_archives_only_while_its_pod_is_the_recorded_primary(
     assert log.index("recorded replica") < log.index("recorded primary"), log
     # Nothing was archived while the pod was a replica.
     assert all(catalog.parse_time(r["closed_at"]) >= promoted_at for r in archiver.records())
+
+
+def test_the_restore_init_step_restores_the_first_primary_and_the_replicas_clone_from_it(
+        source: Pod, store: Store, restores: list[Restore]) -> None:
+    """mysql.restore's init container: ordinal 0's empty data dir gets the backup plus the
+    archived binlogs up to the point, replayed by a private server that is gone before the
+    pod's own starts; re-running it does nothing; ordinal 1 restores nothing and clones from
+    the restored primary as usual."""
+    insert_event(source, "before-backup")
+    backup(source, store)
+    gtid_a = insert_event(source, "a")
+    insert_event(source, "b")
+    archive(source, store)
+
+    restore = new_restore(restores, source, store)
+    result = restore.init_step(point=gtid_a)
+    assert result.returncode == 0, result.stderr
+    assert (restore.pod.data_dir / ".restore-complete").exists()
+    private_sockets = list(restore.pod.scratch_dir.rglob("mysqld.sock"))
+    assert not private_sockets, f"the private server outlived the init step: {private_sockets}"
+    again = restore.init_step(point=gtid_a)
+    assert again.returncode == 0, again.stderr
+    assert "nothing to do" in again.stderr
+    # The pod's own server, on its own config, starts exactly at the point.
+    restore.pod.start_server()
+    assert notes(restore.pod) == ["before-backup", "a"]
+    assert restore.pod.gtid_binlog_pos() == gtid_a
+    restore.pod.start_sidecar()
+    restore.pod.wait_serving()
+
+    replica = restore.cluster.pod(1)
+    skipped = restore.init_step(point=gtid_a, pod=replica)
+    assert skipped.returncode == 0, skipped.stderr
+    assert "clones from the restored one" in skipped.stderr
+    assert list(replica.data_dir.iterdir()) == []
+    replica.start()
+    assert notes(replica) == ["before-backup", "a"]
+    # Replication continues the restored GTID sequence.
+    gtid_c = insert_event(restore.pod, "c")
+    replica.wait_for_gtid(gtid_c)
+    assert notes(replica) == ["before-backup", "a", "c"]
+
+
+def test_the_restore_init_step_never_restores_over_existing_data(
+        source: Pod, store: Store, restores: list[Restore]) -> None:
+    backup(source, store)
+    restore = new_restore(restores, source, store)
+    foreign = restore.pod.data_dir / "ibdata1"
+    foreign.write_bytes(b"someone else's data")
+    result = restore.init_step()
+    assert result.returncode != 0
+    assert "already holds data that no restore of ours wrote" in result.stderr
+    assert sorted(p.name for p in restore.pod.data_dir.iterdir()) == ["ibdata1"]
+    assert foreign.read_bytes() == b"someone else's data"
 
 
 def test_a_backup_killed_mid_upload_leaves_no_manifest_and_is_never_used(

@@ -173,6 +173,18 @@ class Restore:
         return self.pod.run_script("restore.sh", "fetch", container="backup",
                                    extra_env=self.env(backup_id, point), timeout=600)
 
+    def init_step(self, backup_id: str = "latest", point: str = "",
+                  pod: Pod | None = None) -> subprocess.CompletedProcess[str]:
+        """The ``restore`` init container of ``pod`` (default ordinal 0), after init-config,
+        before the pod's server starts: restore-init.sh as the StatefulSet runs it (its work
+        dir on the pod's /tmp volume), its private server reading the pod's own config."""
+        pod = pod or self.pod
+        pod.init_config()
+        return pod.run_script("restore-init.sh", container="backup", timeout=600, extra_env={
+            **self.store.env, "RESTORE_BACKUP": backup_id, "RESTORE_POINT": point,
+            "MARIADBD": pod.server.distribution.tool("mariadbd"),
+            "MARIADBD_DEFAULTS_FILE": str(pod.server.defaults_file)})
+
     def run(self, backup_id: str = "latest", point: str = "") -> str:
         fetched = self.fetch(backup_id, point)
         assert fetched.returncode == 0, fetched.stderr

@@ -22,9 +22,19 @@ STORE = {"enabled": True, "endpoint": "https://s3.eu-west-1.amazonaws.com",
          "archiveIntervalSeconds": 7}
 
 
+RESTORE = {"backup": "20261203T030000Z-abc123", "pointInTime": "2026-12-03T08:00:00Z"}
+
+
 @pytest.fixture(scope="module")
 def enabled() -> ProgramResult:
     return run_program(stack_with("dev", backup=STORE))
+
+
+@pytest.fixture(scope="module")
+def restoring() -> ProgramResult:
+    """A new cluster restored from the store; the store is read only (backups stay off)."""
+    return run_program(stack_with("dev", backup={**STORE, "enabled": False},
+                                  restore=RESTORE))
 
 
 def _statefulset(result: ProgramResult) -> dict[str, Any]:
@@ -129,8 +139,61 @@ def test_store_keys_reach_the_pod_only_as_secret_volume_files(enabled: ProgramRe
                    for m in manifests(enabled))
 
 
+def test_no_restore_step_unless_mysql_restore_is_set(enabled: ProgramResult) -> None:
+    names = [c["name"] for c in _pod(enabled)["initContainers"]]
+    assert _backup.RESTORE_CONTAINER not in names
+
+
+def test_the_restore_step_runs_after_init_config_and_before_the_clone(
+        restoring: ProgramResult) -> None:
+    pod = _pod(restoring)
+    names = [c["name"] for c in pod["initContainers"]]
+    # init-config writes the server-id and role config its private server reads; the clone
+    # of every other pod copies the restored primary.
+    assert names[:3] == ["init-config", _backup.RESTORE_CONTAINER, "clone"], names
+    restore = pod["initContainers"][1]
+    assert restore["command"] == ["bash", "/mnt/config-map/restore-init.sh"]
+    env = {e["name"]: e.get("value") for e in restore["env"]}
+    assert env["RESTORE_BACKUP"] == RESTORE["backup"]
+    assert env["RESTORE_POINT"] == RESTORE["pointInTime"]
+    assert env["RESTORE_WORK_DIR"] == _backup.RESTORE_WORK_DIR  # the pod's /tmp volume
+    assert env["S3_BUCKET"] == "db-backups"
+    mounts = {m["name"]: m for m in restore["volumeMounts"]}
+    # It writes the data dir (never read-only here) and reads the pod's conf.d and the
+    # source's root password (the restored accounts are the source's).
+    assert mounts["data"].get("readOnly") is not True
+    assert mounts["data"]["mountPath"] == env["DATA_DIR"]
+    assert mounts["conf"]["mountPath"] == env["CONF_DIR"]
+    assert {"record", "tmp", "run", "credentials-backup"} <= set(mounts)
+    assert mounts[_backup.STORE_CREDENTIALS_VOLUME]["readOnly"] is True
+    assert restore["image"] == _archiver_image(restoring)
+    config_map = next(m for m in manifests(restoring) if m["kind"] == "ConfigMap"
+                      and "restore-init.sh" in m.get("data", {}))
+    for script in ("restore-init.sh", "private-server.sh", "restore.sh"):
+        assert config_map["data"][script] == (
+            ROOT / "components/mysql/scripts" / script).read_text()
+    # The store's keys volume once, though the archiver is off.
+    volumes = [v["name"] for v in pod["volumes"]]
+    assert volumes.count(_backup.STORE_CREDENTIALS_VOLUME) == 1
+    assert _backup.ARCHIVER_CONTAINER not in [c["name"] for c in pod["containers"]]
+
+
+def test_restore_and_archiving_share_one_store_keys_volume() -> None:
+    both = run_program(stack_with("dev", backup=STORE, restore=RESTORE))
+    volumes = [v["name"] for v in _pod(both)["volumes"]]
+    assert volumes.count(_backup.STORE_CREDENTIALS_VOLUME) == 1
+    failures = schema_failures(manifests(both), VERSIONS[-1])
+    assert not failures, "\n".join(failures)
+
+
+def _archiver_image(result: ProgramResult) -> str:
+    version = _statefulset(result)["metadata"]["labels"]["app.kubernetes.io/version"]
+    return _backup.agent_image(version)
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_the_objects_validate_against_the_official_schemas(enabled: ProgramResult,
+                                                           restoring: ProgramResult,
                                                            version: str) -> None:
-    failures = schema_failures(manifests(enabled), version)
+    failures = schema_failures([*manifests(enabled), *manifests(restoring)], version)
     assert not failures, "\n".join(failures)
