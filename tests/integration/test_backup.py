@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,12 +30,20 @@ from pathlib import Path
 import pytest
 
 from mysqlbackup import catalog
-from tests.support.backups import Archiver, Restore, Store, archive, backup
-from tests.support.etcd import EtcdMember, healthy
+from tests.support.backups import (
+    Agents,
+    Archiver,
+    Restore,
+    Store,
+    archive,
+    backup,
+    etcd_binaries,
+    lock_etcd,
+    scheduled_job,
+)
 from tests.support.pods import Pod, PodCluster
 from tests.support.procs import LOCALHOST, free_ports, require_binary, wait_until
 from tests.support.seaweedfs import SeaweedS3
-from tests.support.tools import find_tool
 
 pytestmark = pytest.mark.integration
 
@@ -422,36 +429,9 @@ def test_retention_deletes_only_complete_backups_past_the_policy_never_the_newes
     assert "backups/00000101T000000Z-incomplete/data.xbstream.gzip" in store.objects()
 
 
-def _etcd_binaries() -> tuple[str, str]:
-    """etcd + etcdctl 3.5 when built (tools/kube), else Debian's 3.4 pair."""
-    built, built_ctl = find_tool("etcd"), find_tool("etcdctl")
-    if built and built_ctl:
-        return str(built), str(built_ctl)
-    require_binary("etcd", "etcdctl")
-    etcd, etcdctl = shutil.which("etcd"), shutil.which("etcdctl")
-    assert etcd is not None
-    assert etcdctl is not None
-    return etcd, etcdctl
-
-
-def _etcd(base: Path, data_dir: Path | None = None, name: str = "lock") -> EtcdMember:
-    """One etcd member on free ports; ``data_dir`` may hold a restored snapshot."""
-    etcd, _ = _etcd_binaries()
-    client, peer = free_ports(2)
-    url, peer_url = f"http://{LOCALHOST}:{client}", f"http://{LOCALHOST}:{peer}"
-    data = data_dir or base / "data"
-    argv = [etcd, f"--name={name}", f"--data-dir={data}", f"--listen-client-urls={url}",
-            f"--advertise-client-urls={url}", f"--listen-peer-urls={peer_url}",
-            f"--initial-advertise-peer-urls={peer_url}", f"--initial-cluster={name}={peer_url}"]
-    member = EtcdMember(name, argv, client_url=url, data_dir=data, log_dir=base)
-    member.start()
-    wait_until(lambda: healthy(url), timeout=30, what=f"etcd {name} to be healthy")
-    return member
-
-
 def test_two_backups_scheduled_at_once_one_waits_on_the_lock_none_overlap(
         source: Pod, store: Store, tmp_path: Path) -> None:
-    etcd = _etcd(tmp_path / "etcd")
+    etcd = lock_etcd(tmp_path / "etcd")
     try:
         env = {**os.environ, **source.env("backup"), **store.env}
         argv = [sys.executable, "-m", "distlock", "run", "--backend", "etcd", "--endpoints",
@@ -471,11 +451,114 @@ def test_two_backups_scheduled_at_once_one_waits_on_the_lock_none_overlap(
     assert catalog.parse_time(second["started_at"]) >= catalog.parse_time(first["ended_at"])
 
 
+def _replica_of(source: Pod) -> Pod:
+    """Ordinal 1, cloned from ``source`` and caught up (so its readiness holds)."""
+    replica = source.cluster.start_pod(1)
+    replica.wait_for_gtid(source.gtid_binlog_pos())
+    replica.wait_caught_up()
+    return replica
+
+
+def _server_id(pod: Pod) -> int:
+    return int(pod.query("SELECT @@server_id AS s")[0]["s"])
+
+
+def _finish(job: subprocess.Popen[str]) -> tuple[int, str, str]:
+    out, err = job.communicate(timeout=600)
+    return job.returncode, out, err
+
+
+def test_two_scheduled_jobs_racing_for_one_slot_make_one_backup_from_the_replica(
+        source: Pod, store: Store, restores: list[Restore], tmp_path: Path) -> None:
+    """The CronJob's Job, twice at once for one slot (a retried pod, a manual trigger): the
+    cluster lock puts them one after the other; the first asks the agents, the primary's
+    refuses a replica backup, the replica's runs backup.sh; the second finds the slot's
+    manifest and does nothing. Exactly one complete backup, from the replica, restorable."""
+    insert_event(source, "before the slot")
+    replica = _replica_of(source)
+    etcd = lock_etcd(tmp_path / "etcd")
+    try:
+        with Agents([source, replica], store) as agents:
+            jobs = [scheduled_job(etcd.client_url, agents, "orders-mysql-backup-29400180")
+                    for _ in range(2)]
+            results = [_finish(job) for job in jobs]
+    finally:
+        etcd.stop()
+    for code, _out, err in results:
+        assert code == 0, err
+    answers = [json.loads(out.strip().splitlines()[-1]) for _code, out, _err in results]
+    assert sorted(bool(a.get("already")) for a in answers) == [False, True], answers
+    made = next(a for a in answers if not a.get("already"))
+    assert made["mode"] == "replica"
+    assert made["from"].endswith(f":{agents.port(replica)}")
+    doer_log = next(err for (_c, _o, err), a in zip(results, answers, strict=True)
+                    if not a.get("already"))
+    assert "is the recorded primary, not a replica" in doer_log, doer_log
+
+    complete = store.listing()["complete"]
+    assert len(complete) == 1, complete
+    (manifest,) = complete
+    assert manifest["slot"] == "orders-mysql-backup-29400180"
+    assert manifest["source_server_id"] == _server_id(replica)
+    assert manifest["fencing_token"] is not None
+    assert store.listing()["incomplete"] == [], "the second Job started no backup at all"
+
+    restore = new_restore(restores, source, store)
+    assert restore.run() == manifest["gtid"]
+    assert notes(restore.pod) == notes(source) == ["before the slot"]
+    assert restore.pod.checksum("shop.items") == source.checksum("shop.items")
+
+
+def test_the_primary_is_backed_up_only_without_a_healthy_replica_and_failures_fail_the_job(
+        source: Pod, store: Store, tmp_path: Path) -> None:
+    replica = _replica_of(source)
+    # A replica that stopped replicating is a stale copy: never the backup's source.
+    replica.query("STOP REPLICA")
+    etcd = lock_etcd(tmp_path / "etcd")
+    try:
+        with Agents([source, replica], store) as agents:
+            code, out, err = _finish(scheduled_job(etcd.client_url, agents, "slot-a"))
+            assert code == 0, err
+            assert json.loads(out.strip().splitlines()[-1])["mode"] == "primary"
+            assert "orders-mysql-1 is not a healthy replica: IO thread is 'No'" in err, err
+            (manifest,) = store.listing()["complete"]
+            assert manifest["source_server_id"] == _server_id(source)
+            assert manifest["slot"] == "slot-a"
+
+            # Nobody answers: the Job fails, naming each pod's answer (the CronJob keeps
+            # failed Jobs and their logs).
+            agents.close()
+            code, _out, err = _finish(scheduled_job(etcd.client_url, agents, "slot-b"))
+    finally:
+        etcd.stop()
+    assert code == 1, err
+    assert "no backup for slot slot-b" in err
+    for pod in (source, replica):
+        assert f"{LOCALHOST}:{agents.port(pod)} as replica: failed: no answer" in err
+    assert [m["slot"] for m in store.listing()["complete"]] == ["slot-a"]
+
+
+def test_a_lapsed_lock_holder_is_fenced_and_writes_no_manifest(
+        source: Pod, store: Store) -> None:
+    """A holder whose lease lapsed carries an older fencing token than the holder after it:
+    once the newer holder has written a manifest, the older one's is refused."""
+    newer = backup(source, store, BACKUP_SLOT="slot-new", BACKUP_FENCING_TOKEN="12")
+    result = source.run_script("backup.sh", container="backup", extra_env={
+        **store.env, "BACKUP_ID": "lapsed-holder", "BACKUP_SLOT": "slot-old",
+        "BACKUP_FENCING_TOKEN": "11"})
+    assert result.returncode != 0
+    assert "fenced: backup" in result.stderr
+    assert "newer than this backup's 11" in result.stderr
+    listing = store.listing()
+    assert [m["id"] for m in listing["complete"]] == [newer["id"]]
+    assert "lapsed-holder" in listing["incomplete"]
+
+
 def test_an_etcd_snapshot_in_the_store_restores_a_new_cluster_with_the_same_keys(
         store: Store, tmp_path: Path) -> None:
-    _, etcdctl = _etcd_binaries()
+    _, etcdctl = etcd_binaries()
     ctl_env = {**os.environ, "ETCDCTL_API": "3"}
-    source = _etcd(tmp_path / "source", name="source")
+    source = lock_etcd(tmp_path / "source", name="source")
     try:
         for index in range(20):
             subprocess.run([etcdctl, f"--endpoints={source.client_url}", "put",
@@ -502,7 +585,7 @@ def test_an_etcd_snapshot_in_the_store_restores_a_new_cluster_with_the_same_keys
                     "--name=restored", f"--initial-cluster=restored={peer_url}",
                     f"--initial-advertise-peer-urls={peer_url}"], env=ctl_env, check=True,
                    capture_output=True)
-    restored = _etcd(tmp_path / "restored", data_dir=restored_dir, name="restored")
+    restored = lock_etcd(tmp_path / "restored", data_dir=restored_dir, name="restored")
     try:
         keys = subprocess.run([etcdctl, f"--endpoints={restored.client_url}", "get", "/locks/",
                                "--prefix"], env=ctl_env, check=True, capture_output=True,

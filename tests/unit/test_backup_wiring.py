@@ -102,17 +102,22 @@ def test_the_agent_image_is_pinned_by_the_content_that_goes_into_it(
         enabled: ProgramResult) -> None:
     digest = hashlib.sha256()
     for path in [ROOT / "deploy/backup/agent.Dockerfile",
-                 *sorted((ROOT / "mysqlbackup").glob("*.py"))]:
+                 *sorted((ROOT / "mysqlbackup").glob("*.py")),
+                 *sorted((ROOT / "distlock").rglob("*.py"))]:
         digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes()
                       + b"\0")
     version = _statefulset(enabled)["metadata"]["labels"]["app.kubernetes.io/version"]
     assert _archiver(_pod(enabled))["image"] == (
         f"{_backup.AGENT_REPOSITORY}:{version}-{digest.hexdigest()[:12]}")
     dockerfile = (ROOT / "deploy/backup/agent.Dockerfile").read_text()
-    boto3 = next(line for line in (ROOT / "requirements.txt").read_text().split()
-                 if line.startswith("boto3=="))
-    assert f"ARG BOTO3_VERSION={boto3.split('==')[1]}" in dockerfile, (
-        "the image's boto3 is requirements.txt's")
+    pins = [line for line in (ROOT / "requirements.txt").read_text().split()
+            if line.startswith(("boto3==", "grpcio==", "protobuf=="))]
+    assert len(pins) == 3
+    for pin in pins:
+        name, version = pin.split("==")
+        assert f"ARG {name.upper()}_VERSION={version}" in dockerfile, (
+            f"the image's {name} is requirements.txt's")
+    assert "COPY distlock " in dockerfile
 
 
 def test_store_keys_reach_the_pod_only_as_secret_volume_files(enabled: ProgramResult) -> None:
@@ -126,7 +131,7 @@ def test_store_keys_reach_the_pod_only_as_secret_volume_files(enabled: ProgramRe
             # No secretKeyRef anywhere: every key is a file.
             assert "secretKeyRef" not in variable.get("valueFrom", {}), (container["name"],
                                                                           variable)
-        if container["name"] == _backup.ARCHIVER_CONTAINER:
+        if container["name"] in (_backup.ARCHIVER_CONTAINER, _backup.AGENT_CONTAINER):
             mount = names[_backup.STORE_CREDENTIALS_VOLUME]
             assert mount["readOnly"] is True
             env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
@@ -137,6 +142,103 @@ def test_store_keys_reach_the_pod_only_as_secret_volume_files(enabled: ProgramRe
     # And nowhere in the stack's outputs or other objects is the Secret's content.
     assert not any(m["kind"] == "Secret" and m["metadata"]["name"] == "backup-store"
                    for m in manifests(enabled))
+
+
+def _backup_cron_jobs(result: ProgramResult) -> list[dict[str, Any]]:
+    """The MySQL cluster's (etcd has a snapshot CronJob of its own)."""
+    return [m for m in manifests(result) if m["kind"] == "CronJob"
+            and m["metadata"]["labels"]["app.kubernetes.io/component"] == "backup-job"]
+
+
+def _cron_job(result: ProgramResult) -> dict[str, Any]:
+    found = _backup_cron_jobs(result)
+    assert len(found) == 1, [m["metadata"]["name"] for m in found]
+    cron_job: dict[str, Any] = found[0]
+    return cron_job
+
+
+def test_no_schedule_while_backups_are_off(dev: ProgramResult) -> None:
+    assert not _backup_cron_jobs(dev)
+    assert _backup.AGENT_CONTAINER not in [c["name"] for c in _pod(dev)["containers"]]
+
+
+def test_every_pod_runs_a_backup_agent_beside_the_server(enabled: ProgramResult) -> None:
+    pod = _pod(enabled)
+    (agent,) = [c for c in pod["containers"] if c["name"] == _backup.AGENT_CONTAINER]
+    assert agent["command"] == ["bash", "/mnt/config-map/backup-agent.sh"]
+    assert agent["ports"] == [{"name": _backup.AGENT_CONTAINER,
+                               "containerPort": _backup.AGENT_PORT, "protocol": "TCP"}]
+    env = {e["name"]: e.get("value") for e in agent["env"]}
+    assert env["BACKUP_AGENT_PORT"] == str(_backup.AGENT_PORT)
+    assert env["BACKUP_COMPRESSION"] == "gzip"
+    mounts = {m["name"]: m for m in agent["volumeMounts"]}
+    # backup.sh reads the data dir and the socket; the backup account's password only.
+    assert mounts["data"]["readOnly"] is True
+    assert {"socket", "record", "run", "tmp", "config-map", "credentials-backup"} <= set(mounts)
+    assert agent["image"] == _archiver(pod)["image"]
+
+
+def test_the_cron_job_asks_the_agents_under_the_cluster_lock(enabled: ProgramResult) -> None:
+    cron_job = _cron_job(enabled)
+    spec = cron_job["spec"]
+    assert spec["schedule"] == "0 3 * * *"
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["failedJobsHistoryLimit"] >= 1, "failed Jobs are how a failure shows"
+    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["automountServiceAccountToken"] is False
+    (job,) = pod["containers"]
+    command = job["command"]
+    separator = command.index("--")
+    lock, backup = command[:separator], command[separator + 1:]
+    assert lock[1:4] == ["-m", "distlock", "run"]
+    statefulset = _statefulset(enabled)
+    name = statefulset["metadata"]["name"]
+    headless = statefulset["spec"]["serviceName"]
+    # The lock ReplicationInit and switchovers take: none of them overlaps a backup.
+    assert lock[-1] == f"mysql-cluster/{name}-0.{headless}:3306/replication"
+    assert lock[lock.index("--endpoints") + 1].startswith("http")
+    assert backup[1:4] == ["-m", "mysqlbackup", "scheduled-backup"]
+    assert backup[backup.index("--slot") + 1] == "$(BACKUP_SLOT)"
+    replicas = int(statefulset["spec"]["replicas"])
+    assert backup[backup.index("--peers") + 1].split(",") == [
+        f"{name}-{i}.{headless}:{_backup.AGENT_PORT}" for i in range(replicas)]
+    assert backup[backup.index("--keep") + 1] == "7"
+    env = {e["name"]: e for e in job["env"]}
+    assert env["BACKUP_SLOT"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['batch.kubernetes.io/job-name']")
+    assert env["S3_BUCKET"]["value"] == "db-backups"
+    assert [m["name"] for m in job["volumeMounts"]] == [_backup.STORE_CREDENTIALS_VOLUME]
+    assert [v["name"] for v in pod["volumes"]] == [_backup.STORE_CREDENTIALS_VOLUME]
+    for variable in job["env"]:
+        assert "secretKeyRef" not in variable.get("valueFrom", {})
+
+
+def test_only_the_backup_jobs_reach_the_agents(enabled: ProgramResult) -> None:
+    job_labels = _cron_job(enabled)["spec"]["jobTemplate"]["spec"]["template"]["metadata"][
+        "labels"]
+    pod_labels = _statefulset(enabled)["spec"]["template"]["metadata"]["labels"]
+    policies = [m for m in manifests(enabled) if m["kind"] == "NetworkPolicy"
+                and any(p.get("port") == _backup.AGENT_PORT
+                        for rule in m["spec"].get("ingress", []) for p in rule.get("ports", []))]
+    assert len(policies) == 1
+    spec = policies[0]["spec"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    (rule,) = spec["ingress"]
+    (source,) = rule["from"]
+    assert source["podSelector"]["matchLabels"].items() <= job_labels.items()
+    # The Job's pods are not database pods: no Service selects them.
+    assert not spec["podSelector"]["matchLabels"].items() <= job_labels.items()
+
+
+def test_retention_by_age_reaches_the_job() -> None:
+    result = run_program(stack_with("dev", backup={**STORE, "retention": {
+        "count": 3, "maxAgeDays": 14}, "schedule": "15 */6 * * *"}))
+    spec = _cron_job(result)["spec"]
+    assert spec["schedule"] == "15 */6 * * *"
+    command = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--keep") + 1] == "3"
+    assert command[command.index("--max-age-seconds") + 1] == str(14 * 86400)
 
 
 def test_no_restore_step_unless_mysql_restore_is_set(enabled: ProgramResult) -> None:
