@@ -93,7 +93,7 @@ run_backup() {
         reply ok "$(tail -n 1 "$work/out")"
         log "backup of slot $slot complete"
     else
-        reply failed "backup.sh exited $status: $(grep -h FATAL "$work/err" | tail -n 2)"
+        reply failed "backup.sh exited $status: $(tail -n 2 "$work/err")"
     fi
 }
 
