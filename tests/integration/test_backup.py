@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -463,6 +464,18 @@ def _server_id(pod: Pod) -> int:
     return int(pod.query("SELECT @@server_id AS s")[0]["s"])
 
 
+def _processes_running(text: str) -> list[int]:
+    """PIDs whose command line holds ``text``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
 def _finish(job: subprocess.Popen[str]) -> tuple[int, str, str]:
     out, err = job.communicate(timeout=600)
     return job.returncode, out, err
@@ -537,6 +550,43 @@ def test_the_primary_is_backed_up_only_without_a_healthy_replica_and_failures_fa
     for pod in (source, replica):
         assert f"{LOCALHOST}:{agents.port(pod)} as replica: failed: no answer" in err
     assert [m["slot"] for m in store.listing()["complete"]] == ["slot-a"]
+
+
+def test_a_job_that_goes_away_mid_backup_stops_the_backup_before_its_manifest(
+        source: Pod, store: Store, tmp_path: Path) -> None:
+    """The Job holds the lock for the backup; once it is gone (its lease lapsed and distlock
+    stopped it, or its pod died) nothing holds the lock for the backup any more, so the agent
+    stops it at its next progress line, before any manifest."""
+    shim = tmp_path / "stalling-tool"
+    shim.mkdir()
+    require_binary("mariadb-backup")
+    real = shutil.which("mariadb-backup")
+    # The real backup tool, then a stall (this shell stays, its command line naming the
+    # shim): the upload stays open until someone ends it.
+    (shim / "mariadb-backup").write_text(f'#!/bin/sh\n"{real}" "$@" || exit\nsleep 3600\n')
+    (shim / "mariadb-backup").chmod(0o755)
+    etcd = lock_etcd(tmp_path / "etcd")
+    try:
+        with Agents([source], store, extra_env={
+                "BACKUP_AGENT_BEAT_SECONDS": "1",
+                "PATH": f"{shim}:{source.env('backup')['PATH']}"}) as agents:
+            job = scheduled_job(etcd.client_url, agents, "slot-gone")
+
+            def uploading() -> bool:
+                answer = store.client.list_multipart_uploads(Bucket=store.bucket)
+                return bool(answer.get("Uploads"))
+
+            wait_until(uploading, timeout=120, what="the scheduled backup's upload to start")
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait(30)
+            wait_until(lambda: "the Job went away" in agents.log(source), timeout=60,
+                       what="the agent to notice the Job is gone")
+            wait_until(lambda: not _processes_running(str(shim)), timeout=60,
+                       what="the stopped backup's processes to end")
+            assert store.listing()["complete"] == []
+            assert agents.processes[0].running(), "the agent serves on"
+    finally:
+        etcd.stop()
 
 
 def test_a_lapsed_lock_holder_is_fenced_and_writes_no_manifest(

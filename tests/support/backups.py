@@ -248,8 +248,10 @@ class Agents:
     PORT_STRIDE``; each stopped with its whole process group (the listener, a request being
     answered, the backup it runs)."""
 
-    def __init__(self, pods: list[Pod], store: Store) -> None:
+    def __init__(self, pods: list[Pod], store: Store,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.store = store
+        self.extra_env = extra_env or {}
         cluster = pods[0].cluster
         self.stride = cluster.port_stride
         self.base = _port_block(cluster.max_pods * self.stride)
@@ -262,7 +264,8 @@ class Agents:
         return self.base + pod.ordinal * self.stride
 
     def start(self, pod: Pod) -> None:
-        env = {**pod.env("backup"), **self.store.env, "BACKUP_AGENT_PORT": str(self.base)}
+        env = {**pod.env("backup"), **self.store.env, "BACKUP_AGENT_PORT": str(self.base),
+               **self.extra_env}
         argv = ["bash", str(pod.cluster.config_dir / "backup-agent.sh")]
         self.processes[pod.ordinal] = ManagedProcess(
             f"backup-agent-{pod.ordinal}", argv, log_dir=pod.logs, env=env).start()

@@ -29,7 +29,8 @@ SCRIPT_NAME="backup-agent"
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "${CONFIG_DIR:?CONFIG_DIR must name the ConfigMap mount}/lib.sh"
 
-readonly BEAT_SECONDS=5
+# How often a running backup reports to the Job: how soon a Job that went away is noticed.
+readonly BEAT_SECONDS=${BACKUP_AGENT_BEAT_SECONDS:-5}
 
 # reply VERDICT TEXT: one protocol line to the Job (stdout is the connection).
 reply() {
@@ -99,6 +100,7 @@ run_backup() {
 
 request() {
     require_vars POD_NAME RUN_DIR CONFIG_DIR BACKUP_USER BACKUP_PASSWORD_FILE
+    require_uint BACKUP_AGENT_BEAT_SECONDS "$BEAT_SECONDS"
     # A Job that went away must not kill this script by SIGPIPE mid-reply: run_backup
     # notices the failed write and stops the backup itself.
     trap '' PIPE
