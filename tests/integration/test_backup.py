@@ -304,7 +304,7 @@ def test_the_restore_init_step_restores_the_first_primary_and_the_replicas_clone
     assert notes(replica) == ["before-backup", "a", "c"]
 
 
-def test_the_restore_init_step_never_restores_over_existing_data(
+def test_the_restore_init_step_never_restores_over_data_it_did_not_write(
         source: Pod, store: Store, restores: list[Restore]) -> None:
     backup(source, store)
     restore = new_restore(restores, source, store)
@@ -315,6 +315,16 @@ def test_the_restore_init_step_never_restores_over_existing_data(
     assert "already holds data that no restore of ours wrote" in result.stderr
     assert sorted(p.name for p in restore.pod.data_dir.iterdir()) == ["ibdata1"]
     assert foreign.read_bytes() == b"someone else's data"
+
+    # What an init step stopped between fetch and the end of its replay leaves (the replay
+    # cannot be resumed, the new pod's /tmp is empty): ours, never served, restored anew.
+    interrupted = new_restore(restores, source, store)
+    assert interrupted.fetch().returncode == 0
+    assert (interrupted.pod.data_dir / ".restore-prepared").exists()
+    result = interrupted.init_step()
+    assert result.returncode == 0, result.stderr
+    assert "restoring anew" in result.stderr
+    assert (interrupted.pod.data_dir / ".restore-complete").exists()
 
 
 def test_a_backup_killed_mid_upload_leaves_no_manifest_and_is_never_used(
