@@ -236,8 +236,11 @@ def test_the_archiver_probe_fails_when_its_loop_hangs_in_an_upload(
         wait_until(lambda: archiver.probe().returncode == 0, timeout=60, interval=0.5,
                    what="the probe to pass once the loop beats again")
         archiver.stop()
-    # Before the loop ever started (or after a restart, before its first tick): no vouching.
-    result = source.run_script("binlog-archive.sh", "alive", container="backup")
+    # A new pod (a fresh `run` emptyDir) before its loop's first tick: nothing vouches for it.
+    fresh = source.dir / "run-of-a-new-pod"
+    fresh.mkdir(mode=0o700)
+    result = source.run_script("binlog-archive.sh", "alive", container="backup",
+                               extra_env={"RUN_DIR": str(fresh)})
     assert result.returncode != 0
     assert "no heartbeat yet" in result.stderr
 
