@@ -691,7 +691,8 @@ class MySQLConfig(_Validated):
                                     default=FailoverConfig())
 
     def _problems(self) -> list[Problem]:
-        if self.restore.backup is not None and self.backup.endpoint is None:
+        store = (self.backup.endpoint, self.backup.bucket, self.backup.credentials_secret)
+        if self.restore.backup is not None and None in store:
             return [Problem("restore.backup", self.restore.backup,
                             "a restore reads the store that mysql.backup names: set "
                             "backup.endpoint, bucket and credentialsSecret")]
@@ -706,6 +707,9 @@ class MySQLConfig(_Validated):
                             f"and at least 2 replicas; got replicationInit.enabled="
                             f"{str(init.enabled).lower()}, replicas={self.replicas}",
                             refs=("replication_init.enabled",)))
+        if self.restore.backup is not None and self.flavor != "mariadb":
+            problems.append(Problem("restore.backup", self.restore.backup, "restores support "
+                                    "MariaDB only so far (no XtraBackup path)"))
         if self.backup.enabled and self.flavor != "mariadb":
             # The pod scripts refuse it too, but only as a crash-looping sidecar.
             problems.append(Problem("backup.enabled", True, "backups and binlog archiving "

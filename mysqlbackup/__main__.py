@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mysqlbackup import catalog
+from mysqlbackup import catalog, schedule
 from mysqlbackup.store import Store, StoreConfig, StoreError
 
 
@@ -55,8 +55,16 @@ def cmd_write_manifest(args: argparse.Namespace) -> None:
         compression=args.compression, size=upload["size"], sha256=upload["sha256"],
         started_at=args.started_at, ended_at=catalog.iso(catalog.utc_now()),
         source_host=args.host, source_server_id=args.server_id,
-        source_server_uuid=args.server_uuid or None)
-    _store().put_json(catalog.manifest_key(args.id), manifest.to_json())
+        source_server_uuid=args.server_uuid or None, slot=args.slot or None,
+        fencing_token=args.fencing_token)
+    store = _store()
+    if args.slot or args.fencing_token is not None:
+        refusal = catalog.manifest_refusal(catalog.list_backups(store).complete,
+                                           slot=manifest.slot,
+                                           fencing_token=manifest.fencing_token)
+        if refusal:
+            raise StoreError(f"no manifest written for backup {args.id}: {refusal}")
+    store.put_json(catalog.manifest_key(args.id), manifest.to_json())
     print(json.dumps({"id": manifest.id, "gtid": manifest.gtid, "size": manifest.size}))
 
 
@@ -69,10 +77,14 @@ def cmd_list(_args: argparse.Namespace) -> None:
 def cmd_retention(args: argparse.Namespace) -> None:
     if args.keep is None and args.max_age_seconds is None:
         raise SystemExit("retention: give --keep, --max-age-seconds or both")
-    store = _store()
+    print(json.dumps({"deleted": _apply_retention(_store(), args.keep, args.max_age_seconds)}))
+
+
+def _apply_retention(store: Store, keep: int | None, max_age_seconds: int | None) -> list[str]:
+    """Deletes the complete backups past the policy; returns their ids."""
     listing = catalog.list_backups(store)
-    max_age = None if args.max_age_seconds is None else dt.timedelta(seconds=args.max_age_seconds)
-    doomed = catalog.retention(listing.complete, keep=args.keep, max_age=max_age,
+    max_age = None if max_age_seconds is None else dt.timedelta(seconds=max_age_seconds)
+    doomed = catalog.retention(listing.complete, keep=keep, max_age=max_age,
                                now=catalog.utc_now())
     for manifest in doomed:
         # Manifest first: a backup half-deleted is then merely incomplete, never "complete"
@@ -80,7 +92,23 @@ def cmd_retention(args: argparse.Namespace) -> None:
         store.delete([catalog.manifest_key(manifest.id)])
         store.delete([key for key, _ in store.objects(f"{catalog.BACKUPS}{manifest.id}/")])
         print(f"deleted backup {manifest.id} (ended {manifest.ended_at})", file=sys.stderr)
-    print(json.dumps({"deleted": [m.id for m in doomed]}))
+    return [m.id for m in doomed]
+
+
+def cmd_scheduled_backup(args: argparse.Namespace) -> None:
+    """The CronJob's Job, under ``distlock run`` (mysqlbackup/schedule.py); then retention,
+    which counts the new backup."""
+    token = os.environ.get("DISTLOCK_TOKEN", "")
+    if not token.isdigit():
+        raise ValueError("DISTLOCK_TOKEN is unset: run this under `python -m distlock run`, "
+                         "which holds the cluster lock and hands over its fencing token")
+    store = _store()
+    result = schedule.run(store, slot=args.slot, fencing_token=int(token),
+                          peers=[schedule.Peer.parse(p) for p in args.peers.split(",") if p],
+                          idle_timeout=args.idle_timeout)
+    if not result.get("already") and (args.keep is not None or args.max_age_seconds is not None):
+        result["deleted"] = _apply_retention(store, args.keep, args.max_age_seconds)
+    print(json.dumps(result))
 
 
 def _scan(path: Path) -> tuple[str, str, str | None, str | None]:
@@ -236,9 +264,16 @@ def parser() -> argparse.ArgumentParser:
         *((flag, _REQUIRED) for flag in ("--id", "--flavor", "--server-version", "--info",
                                          "--upload", "--compression", "--started-at",
                                          "--host")),
-        ("--server-id", {"required": True, "type": int}), ("--server-uuid", {"default": ""}))
+        ("--server-id", {"required": True, "type": int}), ("--server-uuid", {"default": ""}),
+        ("--slot", {"default": ""}), ("--fencing-token", {"type": int, "default": None}))
     add("list", cmd_list, "complete and incomplete backups, as JSON")
     add("retention", cmd_retention, "delete complete backups past the policy",
+        ("--keep", {"type": int}), ("--max-age-seconds", {"type": int}))
+    add("scheduled-backup", cmd_scheduled_backup,
+        "one backup for a schedule slot, by a healthy replica's agent (under distlock run)",
+        ("--slot", _REQUIRED), ("--peers", {"required": True, "help": "HOST:PORT,... of "
+                                             "every pod's backup agent, ordinal order"}),
+        ("--idle-timeout", {"type": float, "default": 300.0}),
         ("--keep", {"type": int}), ("--max-age-seconds", {"type": int}))
     add("archive-binlogs", cmd_archive_binlogs, "upload closed binlogs",
         ("--binlog-dir", _REQUIRED), ("--index", {"default": "mysql-bin.index"}),

@@ -131,6 +131,10 @@ class Manifest:
     source_server_id: int
     # MySQL's @@server_uuid; MariaDB has no such variable, so it records its server_id alone.
     source_server_uuid: str | None = None
+    # A scheduled backup's slot (the CronJob's Job name) and the fencing token of the cluster
+    # lock it ran under (mysqlbackup/schedule.py); None for a backup run by hand.
+    slot: str | None = None
+    fencing_token: int | None = None
     format: int = MANIFEST_FORMAT
     verification: dict[str, Any] = field(default_factory=dict)
 
@@ -181,6 +185,31 @@ def list_backups(store: Store) -> Listing:
             incomplete.append(backup_id)
     complete.sort(key=lambda manifest: (manifest.ended, manifest.id))
     return Listing(complete, incomplete)
+
+
+def slot_backup(complete: list[Manifest], slot: str) -> Manifest | None:
+    """The complete backup of a schedule's slot, if one was written."""
+    return next((manifest for manifest in complete if manifest.slot == slot), None)
+
+
+def manifest_refusal(complete: list[Manifest], *, slot: str | None,
+                     fencing_token: int | None) -> str | None:
+    """Why a manifest for ``slot`` written under ``fencing_token`` must not be written (None:
+    it may). One complete backup per slot; and fencing: a holder whose lock lapsed (its lease
+    expired while it still ran) carries an older token than any holder after it, so once a
+    manifest with a newer token exists, the older holder's manifest is refused. The store
+    offers no compare-and-set, so this is checked right before the write; the lock keeps two
+    live holders from ever reaching this point at once."""
+    if slot is not None and (done := slot_backup(complete, slot)) is not None:
+        return f"slot {slot!r} already has the complete backup {done.id}"
+    if fencing_token is not None:
+        newer = [m for m in complete
+                 if m.fencing_token is not None and m.fencing_token > fencing_token]
+        if newer:
+            return (f"fenced: backup {newer[-1].id} was written under lock token "
+                    f"{newer[-1].fencing_token}, newer than this backup's {fencing_token}: "
+                    "this backup's lock lapsed while it ran")
+    return None
 
 
 def retention(complete: list[Manifest], *, keep: int | None, max_age: dt.timedelta | None,

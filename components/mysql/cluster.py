@@ -399,6 +399,12 @@ class MySQLCluster(pulumi.ComponentResource):
                              opts=pulumi.ResourceOptions(parent=self, depends_on=[secret]))
         if args.metrics.enabled:
             self._monitoring(name, plan, args, child)
+        _backup.add_schedule(name, _backup.SchedulePlan(
+            config=config, namespace=namespace,
+            peer_hosts=tuple(names.pod_host(i) for i in range(config.replicas)),
+            lock_endpoints=args.lock_endpoints,
+            lock_name=cluster_lock_name(names.pod_host(0), MYSQL_PORT),
+            pod_selector=labels.selector(), uid=plan.flavor.uid), child)
 
         # The name is fixed; deriving it from the Secret makes consumers wait for it (and,
         # for an existing Secret, for its keys to have been checked).
@@ -843,9 +849,12 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
     if config.failover.enabled:
         _arbiter.add_agent(spec, cluster=names.cluster, secret=names.secret,
                            image=config.failover.image or "", api_volume="kube-api-access")
-    _backup.add_archiver(spec, config, env, _script("binlog-archive.sh"), [
+    _backup.add_sidecars(spec, config, env, _script, [
         mount("data", DATA_DIR, sub_path="mysql", read_only=True), config_map, run, tmp, socket,
         record, mount("credentials-backup", CREDENTIALS_DIR, read_only=True)])
+    _backup.add_restore(spec, config, env, _script("restore-init.sh"), [
+        data, mount("conf", CONF_DIR, read_only=True), config_map, run, tmp, record,
+        mount("credentials-backup", CREDENTIALS_DIR, read_only=True)])
     _kube.place(spec, config.spread, plan.labels.selector(), config.node_selector)
     return spec
 

@@ -31,12 +31,20 @@ from pathlib import Path
 import pytest
 
 from mysqlbackup import catalog
-from tests.support.backups import Archiver, Restore, Store, archive, backup
-from tests.support.etcd import EtcdMember, healthy
+from tests.support.backups import (
+    Agents,
+    Archiver,
+    Restore,
+    Store,
+    archive,
+    backup,
+    etcd_binaries,
+    lock_etcd,
+    scheduled_job,
+)
 from tests.support.pods import Pod, PodCluster
 from tests.support.procs import LOCALHOST, free_ports, require_binary, wait_until
 from tests.support.seaweedfs import SeaweedS3
-from tests.support.tools import find_tool
 
 pytestmark = pytest.mark.integration
 
@@ -197,6 +205,46 @@ def test_the_archive_loop_uploads_each_rotation_from_one_long_lived_python_proce
     assert not archiver.pythons(), "the coprocess outlived its loop"
 
 
+def test_the_archiver_probe_fails_when_its_loop_hangs_in_an_upload(
+        source: Pod, store: Store) -> None:
+    """A pass that never returns (here: the upload process stopped mid-loop, as a store that
+    accepted a connection and never answers leaves it) keeps every process alive; only the
+    heartbeat shows it, and the liveness probe must fail on it, naming its age. Resumed, the
+    loop beats again and the probe passes."""
+    with Archiver(source, store, interval=1, extra_env={"ARCHIVE_STALL_SECONDS": "3"}
+                  ) as archiver:
+        insert_event(source, "before the hang")
+        wait_until(archiver.records, timeout=60, what="a first pass of the loop")
+        wait_until(lambda: archiver.probe().returncode == 0, timeout=60, interval=0.5,
+                   what="the probe to pass while the loop runs")
+        (uploader,) = archiver.pythons()
+        os.kill(uploader, signal.SIGSTOP)
+        try:
+            insert_event(source, "during the hang")  # the next pass has work: it blocks
+
+            def probe_failure() -> subprocess.CompletedProcess[str] | None:
+                result = archiver.probe()
+                return result if result.returncode != 0 else None
+
+            failed = wait_until(probe_failure, timeout=60, interval=0.5,
+                                what="the probe to notice the hung loop")
+            assert "last heartbeat is" in failed.stderr, failed.stderr
+            assert "stuck in a pass" in failed.stderr, failed.stderr
+            assert archiver.process.poll() is None, "the loop should be hung, not dead"
+        finally:
+            os.kill(uploader, signal.SIGCONT)
+        wait_until(lambda: archiver.probe().returncode == 0, timeout=60, interval=0.5,
+                   what="the probe to pass once the loop beats again")
+        archiver.stop()
+    # A new pod (a fresh `run` emptyDir) before its loop's first tick: nothing vouches for it.
+    fresh = source.dir / "run-of-a-new-pod"
+    fresh.mkdir(mode=0o700)
+    result = source.run_script("binlog-archive.sh", "alive", container="backup",
+                               extra_env={"RUN_DIR": str(fresh)})
+    assert result.returncode != 0
+    assert "no heartbeat yet" in result.stderr
+
+
 def test_the_archive_loop_archives_only_while_its_pod_is_the_recorded_primary(
         source: Pod, store: Store) -> None:
     """Every pod runs the archiver sidecar; the record decides which one archives, at every
@@ -216,6 +264,70 @@ def test_the_archive_loop_archives_only_while_its_pod_is_the_recorded_primary(
     assert log.index("recorded replica") < log.index("recorded primary"), log
     # Nothing was archived while the pod was a replica.
     assert all(catalog.parse_time(r["closed_at"]) >= promoted_at for r in archiver.records())
+
+
+def test_the_restore_init_step_restores_the_first_primary_and_the_replicas_clone_from_it(
+        source: Pod, store: Store, restores: list[Restore]) -> None:
+    """mysql.restore's init container: ordinal 0's empty data dir gets the backup plus the
+    archived binlogs up to the point, replayed by a private server that is gone before the
+    pod's own starts; re-running it does nothing; ordinal 1 restores nothing and clones from
+    the restored primary as usual."""
+    insert_event(source, "before-backup")
+    backup(source, store)
+    gtid_a = insert_event(source, "a")
+    insert_event(source, "b")
+    archive(source, store)
+
+    restore = new_restore(restores, source, store)
+    result = restore.init_step(point=gtid_a)
+    assert result.returncode == 0, result.stderr
+    assert (restore.pod.data_dir / ".restore-complete").exists()
+    private_sockets = list(restore.pod.scratch_dir.rglob("mysqld.sock"))
+    assert not private_sockets, f"the private server outlived the init step: {private_sockets}"
+    again = restore.init_step(point=gtid_a)
+    assert again.returncode == 0, again.stderr
+    assert "nothing to do" in again.stderr
+    # The pod's own server, on its own config, starts exactly at the point.
+    restore.pod.start_server()
+    assert notes(restore.pod) == ["before-backup", "a"]
+    assert restore.pod.gtid_binlog_pos() == gtid_a
+    restore.pod.start_sidecar()
+    restore.pod.wait_serving()
+
+    replica = restore.cluster.pod(1)
+    skipped = restore.init_step(point=gtid_a, pod=replica)
+    assert skipped.returncode == 0, skipped.stderr
+    assert "clones from the restored one" in skipped.stderr
+    assert list(replica.data_dir.iterdir()) == []
+    replica.start()
+    assert notes(replica) == ["before-backup", "a"]
+    # Replication continues the restored GTID sequence.
+    gtid_c = insert_event(restore.pod, "c")
+    replica.wait_for_gtid(gtid_c)
+    assert notes(replica) == ["before-backup", "a", "c"]
+
+
+def test_the_restore_init_step_never_restores_over_data_it_did_not_write(
+        source: Pod, store: Store, restores: list[Restore]) -> None:
+    backup(source, store)
+    restore = new_restore(restores, source, store)
+    foreign = restore.pod.data_dir / "ibdata1"
+    foreign.write_bytes(b"someone else's data")
+    result = restore.init_step()
+    assert result.returncode != 0
+    assert "already holds data that no restore of ours wrote" in result.stderr
+    assert sorted(p.name for p in restore.pod.data_dir.iterdir()) == ["ibdata1"]
+    assert foreign.read_bytes() == b"someone else's data"
+
+    # What an init step stopped between fetch and the end of its replay leaves (the replay
+    # cannot be resumed, the new pod's /tmp is empty): ours, never served, restored anew.
+    interrupted = new_restore(restores, source, store)
+    assert interrupted.fetch().returncode == 0
+    assert (interrupted.pod.data_dir / ".restore-prepared").exists()
+    result = interrupted.init_step()
+    assert result.returncode == 0, result.stderr
+    assert "restoring anew" in result.stderr
+    assert (interrupted.pod.data_dir / ".restore-complete").exists()
 
 
 def test_a_backup_killed_mid_upload_leaves_no_manifest_and_is_never_used(
@@ -331,36 +443,9 @@ def test_retention_deletes_only_complete_backups_past_the_policy_never_the_newes
     assert "backups/00000101T000000Z-incomplete/data.xbstream.gzip" in store.objects()
 
 
-def _etcd_binaries() -> tuple[str, str]:
-    """etcd + etcdctl 3.5 when built (tools/kube), else Debian's 3.4 pair."""
-    built, built_ctl = find_tool("etcd"), find_tool("etcdctl")
-    if built and built_ctl:
-        return str(built), str(built_ctl)
-    require_binary("etcd", "etcdctl")
-    etcd, etcdctl = shutil.which("etcd"), shutil.which("etcdctl")
-    assert etcd is not None
-    assert etcdctl is not None
-    return etcd, etcdctl
-
-
-def _etcd(base: Path, data_dir: Path | None = None, name: str = "lock") -> EtcdMember:
-    """One etcd member on free ports; ``data_dir`` may hold a restored snapshot."""
-    etcd, _ = _etcd_binaries()
-    client, peer = free_ports(2)
-    url, peer_url = f"http://{LOCALHOST}:{client}", f"http://{LOCALHOST}:{peer}"
-    data = data_dir or base / "data"
-    argv = [etcd, f"--name={name}", f"--data-dir={data}", f"--listen-client-urls={url}",
-            f"--advertise-client-urls={url}", f"--listen-peer-urls={peer_url}",
-            f"--initial-advertise-peer-urls={peer_url}", f"--initial-cluster={name}={peer_url}"]
-    member = EtcdMember(name, argv, client_url=url, data_dir=data, log_dir=base)
-    member.start()
-    wait_until(lambda: healthy(url), timeout=30, what=f"etcd {name} to be healthy")
-    return member
-
-
 def test_two_backups_scheduled_at_once_one_waits_on_the_lock_none_overlap(
         source: Pod, store: Store, tmp_path: Path) -> None:
-    etcd = _etcd(tmp_path / "etcd")
+    etcd = lock_etcd(tmp_path / "etcd")
     try:
         env = {**os.environ, **source.env("backup"), **store.env}
         argv = [sys.executable, "-m", "distlock", "run", "--backend", "etcd", "--endpoints",
@@ -380,11 +465,164 @@ def test_two_backups_scheduled_at_once_one_waits_on_the_lock_none_overlap(
     assert catalog.parse_time(second["started_at"]) >= catalog.parse_time(first["ended_at"])
 
 
+def _replica_of(source: Pod) -> Pod:
+    """Ordinal 1, cloned from ``source`` and caught up (so its readiness holds)."""
+    replica = source.cluster.start_pod(1)
+    replica.wait_for_gtid(source.gtid_binlog_pos())
+    replica.wait_caught_up()
+    return replica
+
+
+def _server_id(pod: Pod) -> int:
+    return int(pod.query("SELECT @@server_id AS s")[0]["s"])
+
+
+def _processes_running(text: str) -> list[int]:
+    """PIDs whose command line holds ``text``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
+def _finish(job: subprocess.Popen[str]) -> tuple[int, str, str]:
+    out, err = job.communicate(timeout=600)
+    return job.returncode, out, err
+
+
+def test_two_scheduled_jobs_racing_for_one_slot_make_one_backup_from_the_replica(
+        source: Pod, store: Store, restores: list[Restore], tmp_path: Path) -> None:
+    """The CronJob's Job, twice at once for one slot (a retried pod, a manual trigger): the
+    cluster lock puts them one after the other; the first asks the agents, the primary's
+    refuses a replica backup, the replica's runs backup.sh; the second finds the slot's
+    manifest and does nothing. Exactly one complete backup, from the replica, restorable."""
+    insert_event(source, "before the slot")
+    replica = _replica_of(source)
+    etcd = lock_etcd(tmp_path / "etcd")
+    try:
+        with Agents([source, replica], store) as agents:
+            jobs = [scheduled_job(etcd.client_url, agents, "orders-mysql-backup-29400180")
+                    for _ in range(2)]
+            results = [_finish(job) for job in jobs]
+    finally:
+        etcd.stop()
+    for code, _out, err in results:
+        assert code == 0, err
+    answers = [json.loads(out.strip().splitlines()[-1]) for _code, out, _err in results]
+    assert sorted(bool(a.get("already")) for a in answers) == [False, True], answers
+    made = next(a for a in answers if not a.get("already"))
+    assert made["mode"] == "replica"
+    assert made["from"].endswith(f":{agents.port(replica)}")
+    doer_log = next(err for (_c, _o, err), a in zip(results, answers, strict=True)
+                    if not a.get("already"))
+    assert "is the recorded primary, not a replica" in doer_log, doer_log
+
+    complete = store.listing()["complete"]
+    assert len(complete) == 1, complete
+    (manifest,) = complete
+    assert manifest["slot"] == "orders-mysql-backup-29400180"
+    assert manifest["source_server_id"] == _server_id(replica)
+    assert manifest["fencing_token"] is not None
+    assert store.listing()["incomplete"] == [], "the second Job started no backup at all"
+
+    restore = new_restore(restores, source, store)
+    assert restore.run() == manifest["gtid"]
+    assert notes(restore.pod) == notes(source) == ["before the slot"]
+    assert restore.pod.checksum("shop.items") == source.checksum("shop.items")
+
+
+def test_the_primary_is_backed_up_only_without_a_healthy_replica_and_failures_fail_the_job(
+        source: Pod, store: Store, tmp_path: Path) -> None:
+    replica = _replica_of(source)
+    # A replica that stopped replicating is a stale copy: never the backup's source.
+    replica.query("STOP REPLICA")
+    etcd = lock_etcd(tmp_path / "etcd")
+    try:
+        with Agents([source, replica], store) as agents:
+            code, out, err = _finish(scheduled_job(etcd.client_url, agents, "slot-a"))
+            assert code == 0, err
+            assert json.loads(out.strip().splitlines()[-1])["mode"] == "primary"
+            assert "orders-mysql-1 is not a healthy replica" in err, err
+            assert "IO thread is 'No'" in err, err
+            (manifest,) = store.listing()["complete"]
+            assert manifest["source_server_id"] == _server_id(source)
+            assert manifest["slot"] == "slot-a"
+
+            # Nobody answers: the Job fails, naming each pod's answer (the CronJob keeps
+            # failed Jobs and their logs).
+            agents.close()
+            code, _out, err = _finish(scheduled_job(etcd.client_url, agents, "slot-b"))
+    finally:
+        etcd.stop()
+    assert code == 1, err
+    assert "no backup for slot slot-b" in err
+    for pod in (source, replica):
+        assert f"{LOCALHOST}:{agents.port(pod)} as replica: failed: no answer" in err
+    assert [m["slot"] for m in store.listing()["complete"]] == ["slot-a"]
+
+
+def test_a_job_that_goes_away_mid_backup_stops_the_backup_before_its_manifest(
+        source: Pod, store: Store, tmp_path: Path) -> None:
+    """The Job holds the lock for the backup; once it is gone (its lease lapsed and distlock
+    stopped it, or its pod died) nothing holds the lock for the backup any more, so the agent
+    stops it at its next progress line, before any manifest."""
+    shim = tmp_path / "stalling-tool"
+    shim.mkdir()
+    require_binary("mariadb-backup")
+    real = shutil.which("mariadb-backup")
+    # The real backup tool, then a stall (this shell stays, its command line naming the
+    # shim): the upload stays open until someone ends it.
+    (shim / "mariadb-backup").write_text(f'#!/bin/sh\n"{real}" "$@" || exit\nsleep 3600\n')
+    (shim / "mariadb-backup").chmod(0o755)
+    etcd = lock_etcd(tmp_path / "etcd")
+    try:
+        with Agents([source], store, extra_env={
+                "BACKUP_AGENT_BEAT_SECONDS": "1",
+                "PATH": f"{shim}:{source.env('backup')['PATH']}"}) as agents:
+            job = scheduled_job(etcd.client_url, agents, "slot-gone")
+
+            def uploading() -> bool:
+                answer = store.client.list_multipart_uploads(Bucket=store.bucket)
+                return bool(answer.get("Uploads"))
+
+            wait_until(uploading, timeout=120, what="the scheduled backup's upload to start")
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait(30)
+            wait_until(lambda: "the Job went away" in agents.log(source), timeout=60,
+                       what="the agent to notice the Job is gone")
+            wait_until(lambda: not _processes_running(str(shim)), timeout=60,
+                       what="the stopped backup's processes to end")
+            assert store.listing()["complete"] == []
+            assert agents.processes[0].running(), "the agent serves on"
+    finally:
+        etcd.stop()
+
+
+def test_a_lapsed_lock_holder_is_fenced_and_writes_no_manifest(
+        source: Pod, store: Store) -> None:
+    """A holder whose lease lapsed carries an older fencing token than the holder after it:
+    once the newer holder has written a manifest, the older one's is refused."""
+    newer = backup(source, store, BACKUP_SLOT="slot-new", BACKUP_FENCING_TOKEN="12")
+    result = source.run_script("backup.sh", container="backup", extra_env={
+        **store.env, "BACKUP_ID": "lapsed-holder", "BACKUP_SLOT": "slot-old",
+        "BACKUP_FENCING_TOKEN": "11"})
+    assert result.returncode != 0
+    assert "fenced: backup" in result.stderr
+    assert "newer than this backup's 11" in result.stderr
+    listing = store.listing()
+    assert [m["id"] for m in listing["complete"]] == [newer["id"]]
+    assert "lapsed-holder" in listing["incomplete"]
+
+
 def test_an_etcd_snapshot_in_the_store_restores_a_new_cluster_with_the_same_keys(
         store: Store, tmp_path: Path) -> None:
-    _, etcdctl = _etcd_binaries()
+    _, etcdctl = etcd_binaries()
     ctl_env = {**os.environ, "ETCDCTL_API": "3"}
-    source = _etcd(tmp_path / "source", name="source")
+    source = lock_etcd(tmp_path / "source", name="source")
     try:
         for index in range(20):
             subprocess.run([etcdctl, f"--endpoints={source.client_url}", "put",
@@ -411,7 +649,7 @@ def test_an_etcd_snapshot_in_the_store_restores_a_new_cluster_with_the_same_keys
                     "--name=restored", f"--initial-cluster=restored={peer_url}",
                     f"--initial-advertise-peer-urls={peer_url}"], env=ctl_env, check=True,
                    capture_output=True)
-    restored = _etcd(tmp_path / "restored", data_dir=restored_dir, name="restored")
+    restored = lock_etcd(tmp_path / "restored", data_dir=restored_dir, name="restored")
     try:
         keys = subprocess.run([etcdctl, f"--endpoints={restored.client_url}", "get", "/locks/",
                                "--prefix"], env=ctl_env, check=True, capture_output=True,

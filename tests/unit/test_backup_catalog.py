@@ -7,6 +7,7 @@ at the start of the archive, several domains, retention's boundaries, a newer ma
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -140,3 +141,27 @@ def test_binlog_text_is_read_for_its_gtid_range_and_times() -> None:
     assert (first_at, last_at) == ("2026-12-03T08:36:46Z", "2026-12-03T08:36:47Z")
     with pytest.raises(ValueError, match="jumps from 0-1-6 to 0-1-8"):
         catalog.scan_binlog_text(text.replace("GTID 0-1-7", "GTID 0-1-8"))
+
+
+def test_one_manifest_per_slot_and_an_older_lock_token_is_fenced() -> None:
+    first = dataclasses.replace(manifest("a", "0-1-1", minutes(0)), slot="backup-29400000",
+                                fencing_token=7)
+    by_hand = manifest("b", "0-1-2", minutes(1))  # no slot, no token: never in the way
+    complete = [first, by_hand]
+    assert catalog.slot_backup(complete, "backup-29400000") is first
+    assert catalog.slot_backup(complete, "backup-29400060") is None
+    # The slot is taken, whatever the token.
+    refusal = catalog.manifest_refusal(complete, slot="backup-29400000", fencing_token=9)
+    assert refusal is not None
+    assert "already has the complete backup a" in refusal
+    # A lapsed holder (token 5 < 7) of another slot finishing late: fenced.
+    refusal = catalog.manifest_refusal(complete, slot="backup-29400060", fencing_token=5)
+    assert refusal is not None
+    assert "fenced" in refusal
+    assert "token 7" in refusal
+    # A newer holder, a new slot: written. By hand (no slot, no token): always written.
+    assert catalog.manifest_refusal(complete, slot="backup-29400060", fencing_token=8) is None
+    assert catalog.manifest_refusal(complete, slot=None, fencing_token=None) is None
+    # Manifests written before slots existed still read.
+    assert Manifest.from_json({k: v for k, v in first.to_json().items()
+                               if k not in ("slot", "fencing_token")}).slot is None

@@ -58,6 +58,10 @@ def test_enabled_backups_need_endpoint_bucket_and_secret() -> None:
                                     "pointInTime": "2026-12-03T08:00:00"}},
      "RFC 3339 time with a zone"),
     ({"restore": {"backup": "latest"}}, "a restore reads the store that mysql.backup names"),
+    ({"backup": {**STORE, "enabled": False, "credentialsSecret": None},
+      "restore": {"backup": "latest"}}, "a restore reads the store that mysql.backup names"),
+    ({"flavor": "mysql", "backup": {**STORE, "enabled": False},
+      "restore": {"backup": "latest"}}, "restores support MariaDB only so far"),
     ({"flavor": "mysql", "backup": STORE}, "support MariaDB only so far"),
     ({"backup": STORE, "restore": {"pointInTime": "0-1-4"}}, "needs restore.backup"),
 ])

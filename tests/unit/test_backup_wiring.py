@@ -22,9 +22,19 @@ STORE = {"enabled": True, "endpoint": "https://s3.eu-west-1.amazonaws.com",
          "archiveIntervalSeconds": 7}
 
 
+RESTORE = {"backup": "20261203T030000Z-abc123", "pointInTime": "2026-12-03T08:00:00Z"}
+
+
 @pytest.fixture(scope="module")
 def enabled() -> ProgramResult:
     return run_program(stack_with("dev", backup=STORE))
+
+
+@pytest.fixture(scope="module")
+def restoring() -> ProgramResult:
+    """A new cluster restored from the store; the store is read only (backups stay off)."""
+    return run_program(stack_with("dev", backup={**STORE, "enabled": False},
+                                  restore=RESTORE))
 
 
 def _statefulset(result: ProgramResult) -> dict[str, Any]:
@@ -73,21 +83,41 @@ def test_the_archiver_runs_binlog_archive_beside_the_server(enabled: ProgramResu
         ROOT / "components/mysql/scripts/binlog-archive.sh").read_text()
 
 
+def test_the_archiver_is_probed_by_its_loop_heartbeat(enabled: ProgramResult) -> None:
+    """A hung upload keeps every process alive: only the heartbeat shows it, so both probes
+    run ``binlog-archive.sh alive`` (exec: it reads a file, never the store or the server)."""
+    archiver = _archiver(_pod(enabled))
+    for kind in ("startupProbe", "livenessProbe"):
+        probe = archiver[kind]
+        assert probe["exec"]["command"] == ["bash", "/mnt/config-map/binlog-archive.sh",
+                                            "alive"], kind
+    # The liveness probe judges only a loop that has started: the startup probe waits out
+    # the server's start.
+    startup = archiver["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
+    assert archiver["livenessProbe"]["failureThreshold"] >= 2
+
+
 def test_the_agent_image_is_pinned_by_the_content_that_goes_into_it(
         enabled: ProgramResult) -> None:
     digest = hashlib.sha256()
     for path in [ROOT / "deploy/backup/agent.Dockerfile",
-                 *sorted((ROOT / "mysqlbackup").glob("*.py"))]:
+                 *sorted((ROOT / "mysqlbackup").glob("*.py")),
+                 *sorted((ROOT / "distlock").rglob("*.py"))]:
         digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes()
                       + b"\0")
     version = _statefulset(enabled)["metadata"]["labels"]["app.kubernetes.io/version"]
     assert _archiver(_pod(enabled))["image"] == (
         f"{_backup.AGENT_REPOSITORY}:{version}-{digest.hexdigest()[:12]}")
     dockerfile = (ROOT / "deploy/backup/agent.Dockerfile").read_text()
-    boto3 = next(line for line in (ROOT / "requirements.txt").read_text().split()
-                 if line.startswith("boto3=="))
-    assert f"ARG BOTO3_VERSION={boto3.split('==')[1]}" in dockerfile, (
-        "the image's boto3 is requirements.txt's")
+    pins = [line for line in (ROOT / "requirements.txt").read_text().split()
+            if line.startswith(("boto3==", "grpcio==", "protobuf=="))]
+    assert len(pins) == 3
+    for pin in pins:
+        name, version = pin.split("==")
+        assert f"ARG {name.upper()}_VERSION={version}" in dockerfile, (
+            f"the image's {name} is requirements.txt's")
+    assert "COPY distlock " in dockerfile
 
 
 def test_store_keys_reach_the_pod_only_as_secret_volume_files(enabled: ProgramResult) -> None:
@@ -101,7 +131,7 @@ def test_store_keys_reach_the_pod_only_as_secret_volume_files(enabled: ProgramRe
             # No secretKeyRef anywhere: every key is a file.
             assert "secretKeyRef" not in variable.get("valueFrom", {}), (container["name"],
                                                                           variable)
-        if container["name"] == _backup.ARCHIVER_CONTAINER:
+        if container["name"] in (_backup.ARCHIVER_CONTAINER, _backup.AGENT_CONTAINER):
             mount = names[_backup.STORE_CREDENTIALS_VOLUME]
             assert mount["readOnly"] is True
             env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
@@ -114,8 +144,158 @@ def test_store_keys_reach_the_pod_only_as_secret_volume_files(enabled: ProgramRe
                    for m in manifests(enabled))
 
 
+def _backup_cron_jobs(result: ProgramResult) -> list[dict[str, Any]]:
+    """The MySQL cluster's (etcd has a snapshot CronJob of its own)."""
+    return [m for m in manifests(result) if m["kind"] == "CronJob"
+            and m["metadata"]["labels"]["app.kubernetes.io/component"] == "backup-job"]
+
+
+def _cron_job(result: ProgramResult) -> dict[str, Any]:
+    found = _backup_cron_jobs(result)
+    assert len(found) == 1, [m["metadata"]["name"] for m in found]
+    cron_job: dict[str, Any] = found[0]
+    return cron_job
+
+
+def test_no_schedule_while_backups_are_off(dev: ProgramResult) -> None:
+    assert not _backup_cron_jobs(dev)
+    assert _backup.AGENT_CONTAINER not in [c["name"] for c in _pod(dev)["containers"]]
+
+
+def test_every_pod_runs_a_backup_agent_beside_the_server(enabled: ProgramResult) -> None:
+    pod = _pod(enabled)
+    (agent,) = [c for c in pod["containers"] if c["name"] == _backup.AGENT_CONTAINER]
+    assert agent["command"] == ["bash", "/mnt/config-map/backup-agent.sh"]
+    assert agent["ports"] == [{"name": _backup.AGENT_CONTAINER,
+                               "containerPort": _backup.AGENT_PORT, "protocol": "TCP"}]
+    env = {e["name"]: e.get("value") for e in agent["env"]}
+    assert env["BACKUP_AGENT_PORT"] == str(_backup.AGENT_PORT)
+    assert env["BACKUP_COMPRESSION"] == "gzip"
+    mounts = {m["name"]: m for m in agent["volumeMounts"]}
+    # backup.sh reads the data dir and the socket; the backup account's password only.
+    assert mounts["data"]["readOnly"] is True
+    assert {"socket", "record", "run", "tmp", "config-map", "credentials-backup"} <= set(mounts)
+    assert agent["image"] == _archiver(pod)["image"]
+
+
+def test_the_cron_job_asks_the_agents_under_the_cluster_lock(enabled: ProgramResult) -> None:
+    cron_job = _cron_job(enabled)
+    spec = cron_job["spec"]
+    assert spec["schedule"] == "0 3 * * *"
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["failedJobsHistoryLimit"] >= 1, "failed Jobs are how a failure shows"
+    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["automountServiceAccountToken"] is False
+    (job,) = pod["containers"]
+    command = job["command"]
+    separator = command.index("--")
+    lock, backup = command[:separator], command[separator + 1:]
+    assert lock[1:4] == ["-m", "distlock", "run"]
+    statefulset = _statefulset(enabled)
+    name = statefulset["metadata"]["name"]
+    headless = statefulset["spec"]["serviceName"]
+    # The lock ReplicationInit and switchovers take: none of them overlaps a backup.
+    assert lock[-1] == f"mysql-cluster/{name}-0.{headless}:3306/replication"
+    assert lock[lock.index("--endpoints") + 1].startswith("http")
+    assert backup[1:4] == ["-m", "mysqlbackup", "scheduled-backup"]
+    assert backup[backup.index("--slot") + 1] == "$(BACKUP_SLOT)"
+    replicas = int(statefulset["spec"]["replicas"])
+    assert backup[backup.index("--peers") + 1].split(",") == [
+        f"{name}-{i}.{headless}:{_backup.AGENT_PORT}" for i in range(replicas)]
+    assert backup[backup.index("--keep") + 1] == "7"
+    env = {e["name"]: e for e in job["env"]}
+    assert env["BACKUP_SLOT"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['batch.kubernetes.io/job-name']")
+    assert env["S3_BUCKET"]["value"] == "db-backups"
+    assert [m["name"] for m in job["volumeMounts"]] == [_backup.STORE_CREDENTIALS_VOLUME]
+    assert [v["name"] for v in pod["volumes"]] == [_backup.STORE_CREDENTIALS_VOLUME]
+    for variable in job["env"]:
+        assert "secretKeyRef" not in variable.get("valueFrom", {})
+
+
+def test_only_the_backup_jobs_reach_the_agents(enabled: ProgramResult) -> None:
+    job_labels = _cron_job(enabled)["spec"]["jobTemplate"]["spec"]["template"]["metadata"][
+        "labels"]
+    pod_labels = _statefulset(enabled)["spec"]["template"]["metadata"]["labels"]
+    policies = [m for m in manifests(enabled) if m["kind"] == "NetworkPolicy"
+                and any(p.get("port") == _backup.AGENT_PORT
+                        for rule in m["spec"].get("ingress", []) for p in rule.get("ports", []))]
+    assert len(policies) == 1
+    spec = policies[0]["spec"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    (rule,) = spec["ingress"]
+    (source,) = rule["from"]
+    assert source["podSelector"]["matchLabels"].items() <= job_labels.items()
+    # The Job's pods are not database pods: no Service selects them.
+    assert not spec["podSelector"]["matchLabels"].items() <= job_labels.items()
+
+
+def test_retention_by_age_reaches_the_job() -> None:
+    result = run_program(stack_with("dev", backup={**STORE, "retention": {
+        "count": 3, "maxAgeDays": 14}, "schedule": "15 */6 * * *"}))
+    spec = _cron_job(result)["spec"]
+    assert spec["schedule"] == "15 */6 * * *"
+    command = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--keep") + 1] == "3"
+    assert command[command.index("--max-age-seconds") + 1] == str(14 * 86400)
+
+
+def test_no_restore_step_unless_mysql_restore_is_set(enabled: ProgramResult) -> None:
+    names = [c["name"] for c in _pod(enabled)["initContainers"]]
+    assert _backup.RESTORE_CONTAINER not in names
+
+
+def test_the_restore_step_runs_after_init_config_and_before_the_clone(
+        restoring: ProgramResult) -> None:
+    pod = _pod(restoring)
+    names = [c["name"] for c in pod["initContainers"]]
+    # init-config writes the server-id and role config its private server reads; the clone
+    # of every other pod copies the restored primary.
+    assert names[:3] == ["init-config", _backup.RESTORE_CONTAINER, "clone"], names
+    restore = pod["initContainers"][1]
+    assert restore["command"] == ["bash", "/mnt/config-map/restore-init.sh"]
+    env = {e["name"]: e.get("value") for e in restore["env"]}
+    assert env["RESTORE_BACKUP"] == RESTORE["backup"]
+    assert env["RESTORE_POINT"] == RESTORE["pointInTime"]
+    assert env["RESTORE_WORK_DIR"] == _backup.RESTORE_WORK_DIR  # the pod's /tmp volume
+    assert env["S3_BUCKET"] == "db-backups"
+    mounts = {m["name"]: m for m in restore["volumeMounts"]}
+    # It writes the data dir (never read-only here) and reads the pod's conf.d and the
+    # source's root password (the restored accounts are the source's).
+    assert mounts["data"].get("readOnly") is not True
+    assert mounts["data"]["mountPath"] == env["DATA_DIR"]
+    assert mounts["conf"]["mountPath"] == env["CONF_DIR"]
+    assert {"record", "tmp", "run", "credentials-backup"} <= set(mounts)
+    assert mounts[_backup.STORE_CREDENTIALS_VOLUME]["readOnly"] is True
+    assert restore["image"] == _archiver_image(restoring)
+    config_map = next(m for m in manifests(restoring) if m["kind"] == "ConfigMap"
+                      and "restore-init.sh" in m.get("data", {}))
+    for script in ("restore-init.sh", "private-server.sh", "restore.sh"):
+        assert config_map["data"][script] == (
+            ROOT / "components/mysql/scripts" / script).read_text()
+    # The store's keys volume once, though the archiver is off.
+    volumes = [v["name"] for v in pod["volumes"]]
+    assert volumes.count(_backup.STORE_CREDENTIALS_VOLUME) == 1
+    assert _backup.ARCHIVER_CONTAINER not in [c["name"] for c in pod["containers"]]
+
+
+def test_restore_and_archiving_share_one_store_keys_volume() -> None:
+    both = run_program(stack_with("dev", backup=STORE, restore=RESTORE))
+    volumes = [v["name"] for v in _pod(both)["volumes"]]
+    assert volumes.count(_backup.STORE_CREDENTIALS_VOLUME) == 1
+    failures = schema_failures(manifests(both), VERSIONS[-1])
+    assert not failures, "\n".join(failures)
+
+
+def _archiver_image(result: ProgramResult) -> str:
+    version = _statefulset(result)["metadata"]["labels"]["app.kubernetes.io/version"]
+    return _backup.agent_image(version)
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_the_objects_validate_against_the_official_schemas(enabled: ProgramResult,
+                                                           restoring: ProgramResult,
                                                            version: str) -> None:
-    failures = schema_failures(manifests(enabled), version)
+    failures = schema_failures([*manifests(enabled), *manifests(restoring)], version)
     assert not failures, "\n".join(failures)

@@ -19,7 +19,10 @@
 #
 # Environment (besides CONTRACT.md's): S3_ENDPOINT, S3_BUCKET, S3_PREFIX, S3_REGION,
 # S3_PATH_STYLE, S3_ACCESS_KEY_FILE, S3_SECRET_KEY_FILE; BACKUP_COMPRESSION (gzip|zstd|none,
-# default gzip); BACKUP_ID (default: time-based). Prints the manifest summary on stdout.
+# default gzip); BACKUP_ID (default: time-based); BACKUP_SLOT and BACKUP_FENCING_TOKEN (a
+# scheduled backup, backup-agent.sh: recorded in the manifest, which is refused when the slot
+# has a complete backup already or a newer lock holder wrote one). Prints the manifest summary
+# on stdout.
 set -euo pipefail
 SCRIPT_NAME="backup"
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -66,7 +69,8 @@ main() {
     "${mysqlbackup[@]}" write-manifest --id "$id" --flavor "$MYSQL_FLAVOR" \
         --server-version "$version" --info "$info" --upload "$work/upload.json" \
         --compression "$compression" --started-at "$started" --host "$(hostname)" \
-        --server-id "$server_id"
+        --server-id "$server_id" ${BACKUP_SLOT:+--slot "$BACKUP_SLOT"} \
+        ${BACKUP_FENCING_TOKEN:+--fencing-token "$BACKUP_FENCING_TOKEN"}
     log "backup $id complete"
 }
 

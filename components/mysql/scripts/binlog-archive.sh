@@ -5,6 +5,8 @@
 #                            binary log if anything was written since the last rotation, then
 #                            upload every closed binary log not archived yet
 #   binlog-archive.sh once   one pass (tests, and a final pass before a switchover)
+#   binlog-archive.sh alive  the container's startup and liveness probe: the loop's heartbeat
+#                            is at most ARCHIVE_STALL_SECONDS old
 #
 # The loop keeps one `python -m mysqlbackup archive-serve` as its coprocess and asks it for a
 # pass right after each rotation: a fresh interpreter per pass (importing boto3) cost 1-5 s
@@ -23,6 +25,15 @@
 # moved keeps an idle server from filling the store with empty files. Each upload is followed
 # by its record (GTID range, times, sha256), which is what a restore trusts; an object without
 # a record is ignored, so a pass killed mid-upload is simply redone by the next one.
+#
+# Liveness: a dead coprocess or server ends the script (the container restarts), but a pass
+# stuck in an upload (a store that accepted the connection and never answers) or a statement
+# that never returns would block the loop forever with every process alive. So the loop writes
+# the time to `$RUN_DIR/binlog-archive.heartbeat` at every tick, primary or not, after the
+# tick's work; `alive` fails once that time is older than ARCHIVE_STALL_SECONDS (default
+# 3 x the interval + 120 s, room for one slow upload), naming the age, and the kubelet restarts
+# the container. The heartbeat is removed first thing at every start: RUN_DIR outlives a
+# container restart, and a stale one must not vouch for a loop that is not running yet.
 #
 # Runs beside the server (binary logs are in DATA_DIR) as the backup account, which holds
 # RELOAD (FLUSH BINARY LOGS) and BINLOG MONITOR; password through read_secret into a 0600
@@ -47,6 +58,37 @@ archive_pass() {
         --server-id "$server_id"
 }
 
+heartbeat_file() {
+    require_vars RUN_DIR
+    printf '%s\n' "$RUN_DIR/binlog-archive.heartbeat"
+}
+
+# stall_seconds INTERVAL: how old the heartbeat may get before the loop counts as hung.
+stall_seconds() {
+    local stall=${ARCHIVE_STALL_SECONDS:-$((3 * $1 + 120))}
+    require_uint ARCHIVE_STALL_SECONDS "$stall"
+    printf '%s\n' "$stall"
+}
+
+beat() {
+    write_marker "$(heartbeat_file)" "$EPOCHSECONDS"
+}
+
+# The probe: reads the heartbeat only (no password, no connection), so it is cheap and cannot
+# hang on what the loop hangs on.
+alive() {
+    local interval=${ARCHIVE_INTERVAL_SECONDS:-10} file beat_at stall age
+    require_uint ARCHIVE_INTERVAL_SECONDS "$interval"
+    stall=$(stall_seconds "$interval")
+    file=$(heartbeat_file)
+    [[ -f "$file" ]] || die "no heartbeat yet in $file: the archive loop has not started"
+    beat_at=$(<"$file")
+    require_uint "the heartbeat in $file" "$beat_at"
+    age=$((EPOCHSECONDS - beat_at))
+    ((age <= stall)) || die "the archive loop's last heartbeat is ${age}s old (more than" \
+        "${stall}s): it is stuck in a pass (an upload or a statement that never returns)"
+}
+
 # Microseconds since the epoch, from bash itself (no process per tick).
 now_us() {
     local now=${EPOCHREALTIME/[.,]/}
@@ -63,6 +105,7 @@ archive_loop() {
     # The coprocess's descriptors, copied: bash unsets ARCHIVER once the process exits.
     local to_archiver=${ARCHIVER[1]} from_archiver=${ARCHIVER[0]}
     next=$(now_us)
+    beat
     while true; do
         next=$((next + interval_us))
         role=$(recorded_role "$ordinal")
@@ -76,6 +119,7 @@ archive_loop() {
             IFS= read -r answer <&"$from_archiver" || die "the archiver process exited"
             [[ "$answer" != '{"error"'* ]] || log "archive pass failed: $answer"
         fi
+        beat
         remaining=$((next - $(now_us)))
         if ((remaining > 0)); then
             # A schedule, not a condition: the next tick is due at a fixed time.
@@ -86,7 +130,15 @@ archive_loop() {
     done
 }
 main() {
+    if [[ "${1:-}" == alive ]]; then
+        alive
+        return 0
+    fi
     require_flavor
+    if [[ "${1:-}" != once ]]; then
+        rm -f -- "$(heartbeat_file)"
+        remove_marker_temps "$RUN_DIR" "$(basename "$(heartbeat_file)")"
+    fi
     require_vars DATA_DIR RUN_DIR BACKUP_USER S3_ENDPOINT S3_BUCKET S3_ACCESS_KEY_FILE \
         S3_SECRET_KEY_FILE
     require_mariadb "binlog archiving supports"

@@ -657,20 +657,29 @@ receive_command() {
     esac
 }
 
-# serve_command ARRAY PORT SHELL_COMMAND: listens on PORT and runs SHELL_COMMAND (via sh -c) for
-# each connection, sending its stdout to the peer; one connection at a time, so two recipients
-# never run two backups on one donor at once.
+# serve_command ARRAY PORT SHELL_COMMAND [duplex]: listens on PORT and runs SHELL_COMMAND (via
+# sh -c) for each connection, sending its stdout to the peer; one connection at a time, so two
+# recipients never run two backups on one donor at once. With `duplex` the command also reads
+# the peer's input on its stdin (backup-agent.sh reads a request), and a few connections may
+# be open at once: the backup Job asks one agent twice in a row (as a replica, then as the
+# primary), faster than the listener reaps the first connection's process (a second
+# connection is reset meanwhile, seen in tests); what keeps backups from overlapping there is
+# the cluster lock the Job holds, not the listener.
 serve_command() {
     local -n _serve_command=$1
-    local port=$2 shell_serve_command=$3
+    local port=$2 shell_serve_command=$3 duplex=${4:-} connections=1
+    [[ $duplex != duplex ]] || connections=4
     case "$(transport_tool)" in
         ncat)
-            _serve_command=(ncat --listen --keep-open --send-only --max-conns=1 --sh-exec "$shell_serve_command"
-                "$port")
+            _serve_command=(ncat --listen --keep-open)
+            [[ $duplex == duplex ]] || _serve_command+=(--send-only)
+            _serve_command+=("--max-conns=$connections" --sh-exec "$shell_serve_command" "$port")
             ;;
         socat)
             # -U: data flows only from the command to the peer; the peer's input is ignored.
-            _serve_command=(socat -U "TCP-LISTEN:$port,reuseaddr,fork,max-children=1"
+            _serve_command=(socat)
+            [[ $duplex == duplex ]] || _serve_command+=(-U)
+            _serve_command+=("TCP-LISTEN:$port,reuseaddr,fork,max-children=$connections"
                 "SYSTEM:$shell_serve_command")
             ;;
     esac

@@ -16,15 +16,13 @@ set -euo pipefail
 SCRIPT_NAME="verify"
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "${CONFIG_DIR:?CONFIG_DIR must name the ConfigMap mount}/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=private-server.sh
+source "$CONFIG_DIR/private-server.sh"
 
-server_pid=""
 work=""
 
 cleanup() {
-    if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
-        kill "$server_pid"
-        wait "$server_pid" || true
-    fi
+    private_server_stop || true
     [[ -z "$work" ]] || rm -rf -- "$work"
 }
 
@@ -59,17 +57,8 @@ main() {
         record "$backup_id" "$work/result.json"
         die "backup $backup_id did not restore (fetch exited $status)"
     fi
-    "${MARIADBD:-mariadbd}" --no-defaults --datadir="$work/data" --socket="$socket" \
-        --skip-networking --log-bin=mysql-bin --log-bin-index=mysql-bin.index \
-        --server-id=4294967295 --gtid-strict-mode=ON --pid-file="$work/run/mysqld.pid" \
-        --log-error="$work/mysqld.err" --user="$(id -un)" &
-    server_pid=$!
-    local deadline=$((SECONDS + ${SERVER_WAIT_SECONDS:-120}))
-    until [[ -S "$socket" ]]; do
-        kill -0 "$server_pid" 2>/dev/null || die "the scratch server exited: $(tail -n 5 "$work/mysqld.err")"
-        ((SECONDS < deadline)) || die "the scratch server did not start in time"
-        sleep 0.2
-    done
+    private_server_start "$work/run" "$work/data" --no-defaults --log-bin=mysql-bin \
+        --log-bin-index=mysql-bin.index --server-id=4294967295 --gtid-strict-mode=ON
     local reached
     if ! reached=$(env "${env[@]}" bash "$CONFIG_DIR/restore.sh" apply | tail -n 1); then
         printf '{"ok": false, "error": "restore.sh apply failed"}\n' >"$work/result.json"
