@@ -572,6 +572,9 @@ class MySQLCluster(pulumi.ComponentResource):
                                   topology_user=TOPOLOGY_USER,
                                   topology_password=_secret(passwords["topology"])),
                 **_tls.replication_init_tls(plan.config),
+                **_metrics.replication_init_exporter(
+                    plan.metrics.enabled, user=EXPORTER_USER,
+                    password=_secret(passwords["exporter"])),
             ),
             # Depending on a component waits for every one of its children.
             opts=pulumi.ResourceOptions(

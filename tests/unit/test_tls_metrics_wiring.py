@@ -16,10 +16,11 @@ import pytest
 
 from components.config import ConfigError, parse
 from components.mysql import _metrics, _tls
-from components.mysql._replication_sql import DIALECTS
+from components.mysql._replication_sql import DIALECTS, Statement
 from components.mysql.cluster import pod_files
 from components.mysql.flavor import Flavor
 from tests.support import mocks
+from tests.support.accounts import bootstrap_statements
 from tests.support.mocks import ProgramResult, config_map, load_stack_file, manifests, run_program
 from tests.support.objects import (
     TLS_SECRET,
@@ -269,3 +270,40 @@ def test_a_certificate_that_does_not_match_its_key_stops_the_deploy() -> None:
         {**good, "tls.key": other["tls.key"]}, TLS_NAMESPACE)
     assert "tls.key does not match the certificate in tls.crt" in message, message
     assert built == []
+
+
+# --- the exporter account through ReplicationInit ---------------------------------------------
+
+
+def test_replication_init_gets_the_exporter_account_only_with_metrics(
+        prod_tls_metrics: ProgramResult, prod: ProgramResult) -> None:
+    (init,) = prod_tls_metrics.of_type("pulumi-python:dynamic/mysql:ReplicationInit")
+    assert init.inputs["exporter_user"] == "exporter"
+    secret = prod_tls_metrics.one("Secret").inputs["stringData"]["exporter-password"]
+    assert init.inputs["exporter_password"] == secret
+    assert init.is_secret("exporter_password")
+    (plain,) = prod.of_type("pulumi-python:dynamic/mysql:ReplicationInit")
+    assert not {"exporter_user", "exporter_password"} & set(plain.inputs)
+
+
+def _rendered(statement: Statement) -> str:
+    """The statement as the server gets it, password included (test passwords only)."""
+    args = statement.args
+    assert isinstance(args, tuple)
+    return statement.sql % tuple(f"'{a}'" if isinstance(a, str) else str(a) for a in args)
+
+
+@pytest.mark.parametrize("flavor", ["mysql", "mariadb"])
+def test_replication_init_gives_the_exporter_exactly_what_the_bootstrap_gives(
+        flavor: Flavor) -> None:
+    """lib.sh's bootstrap_users_sql and the provider's statements, one by one."""
+    password = "exporter-pw-1"
+    bootstrap = [line.rstrip(";") for line in bootstrap_statements(
+        flavor=flavor, passwords={"EXPORTER": password}) if "'exporter'@" in line]
+    dialect = DIALECTS[flavor]
+    provider = [_rendered(s) for s in (*dialect.exporter_account("exporter", password),
+                                       dialect.grant_exporter("exporter"))]
+    assert provider == bootstrap
+    grant = f"GRANT {dialect.monitor_privilege} ON *.* TO `exporter`@`localhost`"
+    assert dialect.exporter_grants_exact(["GRANT USAGE ON *.* TO `exporter`@`localhost`", grant])
+    assert not dialect.exporter_grants_exact([grant, "GRANT SELECT ON `app`.* TO `exporter`@`%`"])
