@@ -755,6 +755,8 @@ class _Optional:
 
     volumes: list[Any] = field(default_factory=list)
     server_mounts: list[Any] = field(default_factory=list)
+    # The clone and backup containers' (the TLS Secret: the clone stream is TLS too).
+    stream_mounts: list[Any] = field(default_factory=list)
     init_containers: list[Any] = field(default_factory=list)
     sidecars: list[Any] = field(default_factory=list)
 
@@ -772,6 +774,7 @@ def _optional_parts(plan: _Plan, env: list[Any], mounts: dict[str, Any]) -> _Opt
                                             read_only=True)])
         parts.volumes.append(volume)
         parts.server_mounts.append(server_mount)
+        parts.stream_mounts.append(server_mount)
         parts.sidecars.append(reload)
     if plan.metrics.enabled:
         init, exporter = _metrics.exporter_containers(
@@ -831,7 +834,8 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
                 "image": config.backup_image,
                 "command": _script("clone.sh"),
                 "env": env,
-                "volume_mounts": [data, mount("conf", CONF_DIR), config_map, run, tmp, record],
+                "volume_mounts": [data, mount("conf", CONF_DIR), config_map, run, tmp, record,
+                                  *extra.stream_mounts],
                 "resources": _BACKUP_RESOURCES,
                 "security_context": secure,
             },
@@ -868,7 +872,8 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
                 "ports": [{"name": "backup", "container_port": BACKUP_PORT, "protocol": "TCP"}],
                 "volume_mounts": [data, mount("conf", CONF_DIR, read_only=True), config_map,
                                   run, tmp, socket, record,
-                                  mount("credentials-backup", CREDENTIALS_DIR, read_only=True)],
+                                  mount("credentials-backup", CREDENTIALS_DIR, read_only=True),
+                                  *extra.stream_mounts],
                 "resources": _BACKUP_RESOURCES,
                 # A replica's sidecar first waits for its server and configures replication;
                 # the listener the probe checks starts only then. The startup probe covers

@@ -20,7 +20,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,11 +38,12 @@ from components.mysql._tls import pymysql_ssl, replication_tls_clause
 from components.mysql.flavor import FLAVORS
 from tests.support.certs import Pair, issue, make_ca, serial
 from tests.support.mariadb import MariaDBServer, random_password
-from tests.support.pods import PodCluster
+from tests.support.pods import PodCluster, Transport, listening
 from tests.support.procs import (
     LOCALHOST,
     ManagedProcess,
     free_port,
+    missing_tool,
     require_binary,
     run,
     wait_until,
@@ -53,6 +56,12 @@ ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "components" / "mysql" / "conf" / "tls"
 SCRIPTS = ROOT / "components" / "mysql" / "scripts"
 POD_TLS_DIR = "/etc/mysql/tls"
+NSS_WRAPPER = Path("/usr/lib/x86_64-linux-gnu/libnss_wrapper.so")
+# The pods' DNS names, as PEER_HOST_TEMPLATE names peers in a cluster (the headless Service):
+# the clone stream's receiver verifies the donor by the name it dialled, so the certificate
+# carries them (ncat and OpenSSL accept no wildcard over the single-label *.orders-mysql-headless).
+POD_NAMES = tuple(f"orders-mysql-{ordinal}.orders-mysql-headless" for ordinal in range(3))
+PEER_HOST_TEMPLATE = "orders-mysql-{ordinal}.orders-mysql-headless"
 
 
 class SecretVolume:
@@ -106,8 +115,28 @@ def peer_serial(conn: pymysql.connections.Connection[Any]) -> int:
 def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pair]:
     base = tmp_path_factory.mktemp("certs")
     ca = make_ca(base, "ca")
-    return {"ca": ca, "wrong_ca": make_ca(base, "wrong-ca"), "server": issue(ca, base, "server"),
-            "rotated": issue(ca, base, "rotated"), "stray": issue(ca, base, "stray")}
+    wrong_ca = make_ca(base, "wrong-ca")
+    return {"ca": ca, "wrong_ca": wrong_ca,
+            "server": issue(ca, base, "server", dns_names=POD_NAMES),
+            "rotated": issue(ca, base, "rotated", dns_names=POD_NAMES),
+            "stray": issue(ca, base, "stray", dns_names=POD_NAMES),
+            # Every name right, the wrong signer: a donor that is not one of ours.
+            "impostor": issue(wrong_ca, base, "impostor", dns_names=POD_NAMES)}
+
+
+@pytest.fixture(scope="module")
+def pod_dns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every process started from here on resolves the pods' DNS names to 127.0.0.1
+    (nss_wrapper's hosts file, preloaded into them; nothing on the machine changes)."""
+    if not NSS_WRAPPER.is_file():
+        missing_tool(f"{NSS_WRAPPER} is missing (Debian's libnss-wrapper; scripts/test.sh "
+                     "installs it)")
+    hosts = tmp_path_factory.mktemp("pod-dns") / "hosts"
+    hosts.write_text(f"{LOCALHOST} localhost {socket.gethostname()} {' '.join(POD_NAMES)}\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LD_PRELOAD", str(NSS_WRAPPER))
+        patch.setenv("NSS_WRAPPER_HOSTS", str(hosts))
+        yield
 
 
 def tls_server(base: Path, certs: dict[str, Pair], *, server_id: int = 1,
@@ -299,23 +328,25 @@ def test_check_names_each_bad_secret(tmp_path: Path, certs: dict[str, Pair]) -> 
 
 
 @pytest.fixture(scope="module")
-def tls_pods(tmp_path_factory: pytest.TempPathFactory,
-             certs: dict[str, Pair]) -> Iterator[tuple[PodCluster, SecretVolume]]:
+def tls_pods(tmp_path_factory: pytest.TempPathFactory, certs: dict[str, Pair],
+             pod_dns: None) -> Iterator[tuple[PodCluster, SecretVolume]]:
     """A primary and a cloned replica with mysql.tls on and requireSecureTransport: init-config
-    copies conf/tls into conf.d, the sidecar's CHANGE MASTER verifies the primary, the probes
-    and the backup tool use the socket. One certificate (IP 127.0.0.1) serves both pods."""
+    copies conf/tls into conf.d, the clone streams over TLS with the donor verified, the
+    sidecar's CHANGE MASTER verifies the primary, the probes and the backup tool use the socket.
+    Peers are named by their pod DNS names; one certificate carrying every pod's name (and IP
+    127.0.0.1, for the clients here) serves both pods."""
     base = tmp_path_factory.mktemp("tls-pods")
     volume = SecretVolume(base / "tls")
     volume.publish(certs["server"].cert, certs["server"].key, certs["ca"].cert)
     cluster = PodCluster(base / "pods", max_pods=2, tls_dir=volume.directory,
-                         require_secure_transport=True)
+                         require_secure_transport=True, peer_host_template=PEER_HOST_TEMPLATE)
     try:
         cluster.start_pod(0)
         cluster.primary.query("CREATE DATABASE app")
         cluster.primary.query("CREATE TABLE app.t (id INT PRIMARY KEY)")
         cluster.primary.query("INSERT INTO app.t VALUES (1)")
-        cluster.start_pod(1)  # cloned through the primary's sidecar, whose backup tool
-        #                       logs in over the socket: plaintext TCP is refused here
+        cluster.start_pod(1)  # cloned over TLS through the primary's sidecar, whose backup
+        #                       tool logs in over the socket: plaintext TCP is refused here
         yield cluster, volume
     finally:
         cluster.close()
@@ -418,6 +449,111 @@ def _scrape_up(url: str) -> str | None:
     return text if "\nmysql_up 1" in text else None
 
 
+# --- the clone stream over TLS -----------------------------------------------------------------
+
+# What the backup tool's stream starts with (xbstream chunk magic).
+XBSTREAM_MAGIC = b"XBSTCK01"
+
+
+def test_the_clone_stream_is_tls_from_a_verified_donor(
+        tls_pods: tuple[PodCluster, SecretVolume]) -> None:
+    """The replica of the fixture was cloned (its data and marker are the clone's) from a
+    listener that speaks TLS with the pod certificate, by a receiver that verified it."""
+    cluster, _ = tls_pods
+    primary, replica = cluster.primary, cluster.pod(1)
+    assert "donor=0" in (replica.data_dir / ".clone-complete").read_text()
+    assert primary.sidecar is not None
+    listener = (Path("/proc") / str(primary.sidecar.pid) / "cmdline").read_bytes().split(b"\0")
+    assert listener[0].endswith(b"ncat"), listener
+    assert {b"--ssl", b"--ssl-cert", b"--ssl-key"} <= set(listener), listener
+    assert str(cluster.tls_dir / "tls.crt").encode() in listener
+    assert "streaming a backup from ordinal 0" in replica.clone_log()
+
+
+def test_plaintext_to_the_tls_backup_port_gets_no_backup(
+        tls_pods: tuple[PodCluster, SecretVolume]) -> None:
+    """A peer speaking plaintext to the donor gets a TLS alert, not one byte of a backup, and
+    the donor serves the next receiver as before."""
+    cluster, _ = tls_pods
+    primary = cluster.primary
+    assert primary.sidecar is not None
+    log = primary.sidecar.log_path
+    streams_before = log.read_text().count("streaming a backup")
+    received = b""
+    with socket.create_connection((LOCALHOST, primary.backup_port), timeout=30) as plain:
+        plain.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        try:
+            while chunk := plain.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass  # the listener may answer the failed handshake with a reset
+    assert XBSTREAM_MAGIC not in received
+    assert len(received) < 100, received  # an alert record at most
+    assert log.read_text().count("streaming a backup") == streams_before
+    assert primary.probe("backup").returncode == 0
+
+
+def _lib_command(function: str, *args: str) -> list[str]:
+    """Runs the command line lib.sh's ``function ARRAY ARGS...`` builds, in the environment it
+    is given (a container's, TLS_DIR included)."""
+    script = f'source "$CONFIG_DIR/lib.sh"; {function} command "$@"; exec "${{command[@]}}"'
+    return ["bash", "-c", script, function, *args]
+
+
+@pytest.mark.parametrize("transport", ["ncat", "socat"])
+def test_a_receiver_refuses_a_donor_its_ca_did_not_sign(
+        tmp_path: Path, certs: dict[str, Pair], pod_dns: None, transport: Transport) -> None:
+    """With the same transport and names, a listener serving the pod certificate streams to the
+    receiver; one serving a certificate another CA signed (every name right) gets nothing
+    through: clone.sh refuses it, receives no byte and says why."""
+    volume = SecretVolume(tmp_path / "tls")
+    volume.publish(certs["server"].cert, certs["server"].key, certs["ca"].cert)
+    impostor = SecretVolume(tmp_path / "impostor-tls")
+    impostor.publish(certs["impostor"].cert, certs["impostor"].key, certs["wrong_ca"].cert)
+    cluster = PodCluster(tmp_path / "pods", max_pods=2, transport=transport,
+                         tls_dir=volume.directory, require_secure_transport=True,
+                         peer_host_template=PEER_HOST_TEMPLATE)
+    donor, receiver = cluster.pod(0), cluster.pod(1)
+    payload = tmp_path / "payload"
+    payload.write_bytes(XBSTREAM_MAGIC + b" not a real backup\n")
+
+    def listener(tls_dir: Path) -> ManagedProcess:
+        env = {**donor.env("backup"), "TLS_DIR": str(tls_dir), "PAYLOAD": str(payload)}
+        return ManagedProcess(f"listener-{tls_dir.name}", _lib_command(
+            "serve_command", str(donor.backup_port), 'cat "$PAYLOAD"'),
+            log_dir=tmp_path, env=env).start()
+
+    def receive() -> subprocess.CompletedProcess[bytes]:
+        argv = _lib_command("receive_command", POD_NAMES[0], str(donor.backup_port))
+        return subprocess.run(argv, env={**os.environ, **receiver.env("clone")},
+                              capture_output=True, timeout=60, check=False)
+
+    genuine = listener(volume.directory)
+    try:
+        wait_until(lambda: listening(donor.backup_port), timeout=30, what="the listener")
+        streamed = receive()
+        assert streamed.stdout == payload.read_bytes(), streamed.stderr
+    finally:
+        genuine.stop()
+    rogue = listener(impostor.directory)
+    try:
+        wait_until(lambda: listening(donor.backup_port), timeout=30, what="the rogue listener")
+        refused = receive()
+        assert refused.returncode != 0
+        assert refused.stdout == b""
+        receiver.init_config()
+        assert receiver.clone() != 0
+    finally:
+        rogue.stop()
+    log = receiver.clone_log()
+    assert (f"ordinal 0 could not be reached or sent nothing (TLS: or its certificate is not "
+            f"signed by {volume.directory}/ca.crt or does not name {POD_NAMES[0]})") in log, log
+    if transport == "socat":
+        assert "certificate verify failed" in log, log
+    # Nothing arrived: only the in-progress marker, which the next start wipes past.
+    assert [p.name for p in receiver.data_dir.iterdir()] == [".clone-in-progress"]
+
+
 # --- ReplicationInit through the real provider server, against the TLS pods ------------------
 
 
@@ -429,7 +565,7 @@ def _replication_inputs(cluster: PodCluster, ca: Path) -> dict[str, Any]:
         "flavor": "mariadb",
         "primary": {"host": LOCALHOST, "port": primary.mysql_port},
         "replicas": [{"host": LOCALHOST, "port": replica.mysql_port}],
-        "source_host": LOCALHOST, "source_port": primary.mysql_port,
+        "source_host": POD_NAMES[0], "source_port": primary.mysql_port,
         "admin_user": "admin", "admin_password": cluster.secrets.admin,
         "replication_user": "repl", "replication_password": cluster.secrets.replication,
         "max_lag_seconds": 30, "timeout_seconds": 60, "lock_endpoints": [],
@@ -462,15 +598,15 @@ def test_replication_init_repoints_a_replica_onto_verified_tls(
         assert result.outputs["in_sync"] is True
         status = replica.query("SHOW REPLICA STATUS")[0]
         assert (status["Master_Host"], status["Master_SSL_Allowed"],
-                status["Master_SSL_Verify_Server_Cert"]) == (LOCALHOST, "Yes", "Yes")
+                status["Master_SSL_Verify_Server_Cert"]) == (POD_NAMES[0], "Yes", "Yes")
         assert status["Slave_IO_Running"] == "Yes"
     finally:
         # The fixture's other tests expect the pods' own replication back.
         status = replica.query("SHOW REPLICA STATUS")[0]
-        if status["Master_Host"] != LOCALHOST:
+        if status["Master_Host"] != POD_NAMES[0]:
             replica.query("STOP REPLICA")
             clause = replication_tls_clause("mariadb", str(certs_ca(cluster)))
-            replica.query(f"CHANGE MASTER TO MASTER_HOST='{LOCALHOST}', {clause}")
+            replica.query(f"CHANGE MASTER TO MASTER_HOST='{POD_NAMES[0]}', {clause}")
             replica.query("START REPLICA")
 
 

@@ -86,7 +86,8 @@ def test_the_secret_is_mounted_where_the_server_config_points(on: ProgramResult)
     assert f"ssl_ca = {_tls.TLS_DIR}/ca.crt" in data["tls.cnf"]
     assert "require_secure_transport = ON" in data["require-secure-transport.cnf"]
     containers = _containers(on)
-    for name in ("mysql", "tls-reload"):
+    # The server, the watcher, and both ends of the clone stream (donor sidecar, receiver).
+    for name in ("mysql", "tls-reload", "backup", "clone"):
         mount = _mounts(containers[name])["tls"]
         assert (mount["mountPath"], mount["readOnly"]) == (_tls.TLS_DIR, True), name
     # Every script sees TLS on the same way (init-config copies the confs, the sidecar's

@@ -647,13 +647,55 @@ transport_tool() {
     fi
 }
 
+# The clone stream under mysql.tls (TLS_DIR set): the donor's listener serves the pod's
+# certificate (tls.crt/tls.key), the receiver verifies it against ca.crt and checks that it names
+# the donor's host as the receiver dialled it (PEER_HOST_TEMPLATE: the pod's DNS name, which the
+# certificate must carry; ncat and OpenSSL accept no wildcard over a single-label parent such as
+# *.<name>-headless). Plaintext is refused both ways: a plaintext peer gets no byte of the backup
+# (the handshake fails before the listener runs the backup), and a receiver never accepts a
+# plaintext or unverified stream. The listener loads the certificate when it starts: a rotated
+# one is served once the backup container restarts (the old one stays valid until then, as
+# cert-manager renews well before expiry).
+
+# transport_tls_check: dies naming what is wrong with the TLS Secret's files under TLS (the
+# listener and the receiver would otherwise fail with a bare handshake error); nothing when off.
+transport_tls_check() {
+    [[ -n "${TLS_DIR:-}" ]] || return 0
+    local problem="" name
+    if command -v openssl >/dev/null 2>&1; then
+        problem=$(tls_problem)
+    else  # the files at least; ncat/socat name the rest
+        for name in "${TLS_SECRET_FILES[@]}"; do
+            [[ -s $TLS_DIR/$name ]] || { problem="$TLS_DIR/$name: missing or empty"; break; }
+        done
+    fi
+    [[ -z $problem ]] || die "TLS for the clone stream: $problem"
+    if [[ $(transport_tool) == socat && $TLS_DIR == *[:,!]* ]]; then
+        die "TLS_DIR '$TLS_DIR' holds one of : , ! which socat's address syntax cannot carry"
+    fi
+}
+
 # receive_command ARRAY HOST PORT: connects and copies the stream to stdout.
 receive_command() {
     local -n _receive_command=$1
     local host=$2 port=$3
     case "$(transport_tool)" in
-        ncat) _receive_command=(ncat --recv-only "$host" "$port") ;;
-        socat) _receive_command=(socat -u "TCP:$host:$port" STDOUT) ;;
+        ncat)
+            _receive_command=(ncat --recv-only)
+            if [[ -n "${TLS_DIR:-}" ]]; then
+                _receive_command+=(--ssl --ssl-verify --ssl-trustfile "$TLS_DIR/ca.crt")
+            fi
+            _receive_command+=("$host" "$port")
+            ;;
+        socat)
+            if [[ -n "${TLS_DIR:-}" ]]; then
+                # verify=1 checks the chain and that the certificate names HOST.
+                _receive_command=(socat -u "OPENSSL:$host:$port,cafile=$TLS_DIR/ca.crt,verify=1"
+                    STDOUT)
+            else
+                _receive_command=(socat -u "TCP:$host:$port" STDOUT)
+            fi
+            ;;
     esac
 }
 
@@ -665,13 +707,21 @@ serve_command() {
     local port=$2 shell_serve_command=$3
     case "$(transport_tool)" in
         ncat)
-            _serve_command=(ncat --listen --keep-open --send-only --max-conns=1 --sh-exec "$shell_serve_command"
-                "$port")
+            _serve_command=(ncat --listen --keep-open --send-only --max-conns=1)
+            if [[ -n "${TLS_DIR:-}" ]]; then
+                _serve_command+=(--ssl --ssl-cert "$TLS_DIR/tls.crt" --ssl-key "$TLS_DIR/tls.key")
+            fi
+            _serve_command+=(--sh-exec "$shell_serve_command" "$port")
             ;;
         socat)
             # -U: data flows only from the command to the peer; the peer's input is ignored.
-            _serve_command=(socat -U "TCP-LISTEN:$port,reuseaddr,fork,max-children=1"
-                "SYSTEM:$shell_serve_command")
+            local listen="TCP-LISTEN:$port,reuseaddr,fork,max-children=1"
+            if [[ -n "${TLS_DIR:-}" ]]; then
+                # verify=0: the receivers hold no client certificate (peers only reach the port:
+                # NetworkPolicy); what TLS proves here is the donor to the receiver.
+                listen="OPENSSL-LISTEN:$port,reuseaddr,fork,max-children=1,cert=$TLS_DIR/tls.crt,key=$TLS_DIR/tls.key,verify=0"
+            fi
+            _serve_command=(socat -U "$listen" "SYSTEM:$shell_serve_command")
             ;;
     esac
 }
