@@ -1,4 +1,4 @@
-"""TLS on a real MariaDB 10.11 with certificates made by openssl.
+"""TLS on real MariaDB 10.11 and 11.4 (the ``mariadb_version`` fixture) with openssl certificates.
 
 The server reads the repository's conf/tls fragments (the pod path /etc/mysql/tls replaced by the
 test's Secret volume, laid out as the kubelet writes one: files behind a ``..data`` symlink that
@@ -9,10 +9,18 @@ failed connection and no server restart; a broken rotation (a key that does not 
 refused, named in RUN_DIR/tls-invalid, and the server keeps the certificate it had.
 
 Then the pods themselves with TLS on and requireSecureTransport (tests/support/pods.py, the
-scripts unmodified, as the StatefulSet wires them): a replica cloned and replicating with the
-primary's certificate verified, every probe passing over the socket while plaintext TCP is
-refused, readiness naming a certificate that cannot serve, and the exporter scraping through the
-socket as its own least-privilege account.
+scripts unmodified, as the StatefulSet wires them), peers named by their pod DNS names (an
+nss_wrapper hosts file resolves them to 127.0.0.1) as in a cluster: a replica cloned over TLS
+from a donor it verified (10.11: 11.4 has no backup tool here, its replica is seeded) and
+replicating with the primary's certificate verified, every probe passing over the socket while
+plaintext TCP is refused, readiness naming a certificate that cannot serve, and the exporter
+scraping through the socket as its own least-privilege account. The clone stream's two ends on
+their own, with ncat and with socat: a plaintext peer gets no backup, a receiver refuses a donor
+whose certificate another CA signed.
+
+Seen to differ on 11.4: a plaintext login under require_secure_transport gets 3159 (10.11:
+1045), and a replica refuses to verify the primary by an IP address (127.0.0.1, though the
+certificate carries it) where 10.11 accepts it; by DNS name, as the pods connect, both verify.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from components.mysql._replication import _ReplicationProvider
 from components.mysql._tls import pymysql_ssl, replication_tls_clause
 from components.mysql.flavor import FLAVORS
 from tests.support.certs import Pair, issue, make_ca, serial
-from tests.support.mariadb import MariaDBServer, random_password
+from tests.support.mariadb import DEBIAN, MAVEN, MariaDBServer, random_password
 from tests.support.pods import PodCluster, Transport, listening
 from tests.support.procs import (
     LOCALHOST,
@@ -62,6 +70,9 @@ NSS_WRAPPER = Path("/usr/lib/x86_64-linux-gnu/libnss_wrapper.so")
 # carries them (ncat and OpenSSL accept no wildcard over the single-label *.orders-mysql-headless).
 POD_NAMES = tuple(f"orders-mysql-{ordinal}.orders-mysql-headless" for ordinal in range(3))
 PEER_HOST_TEMPLATE = "orders-mysql-{ordinal}.orders-mysql-headless"
+# A plaintext login under require_secure_transport: 10.11 answers access denied, 11.4 as MySQL
+# does (ER_SECURE_TRANSPORT_REQUIRED).
+PLAINTEXT_REFUSED = {DEBIAN: 1045, MAVEN: 3159}
 
 
 class SecretVolume:
@@ -139,21 +150,22 @@ def pod_dns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
-def tls_server(base: Path, certs: dict[str, Pair], *, server_id: int = 1,
+def tls_server(base: Path, certs: dict[str, Pair], version: str, *, server_id: int = 1,
                require_secure_transport: bool = True) -> tuple[MariaDBServer, SecretVolume]:
     volume = SecretVolume(base / "tls")
     volume.publish(certs["server"].cert, certs["server"].key, certs["ca"].cert)
     include = conf_dir(base, volume.directory, require_secure_transport=require_secure_transport)
     server = MariaDBServer(base / "server", server_id=server_id, include_dir=include,
-                           extra_config="log_bin=mysql-bin\nbinlog_format=ROW\n")
+                           extra_config="log_bin=mysql-bin\nbinlog_format=ROW\n",
+                           version=version)
     server.initialize()
     return server, volume
 
 
 @pytest.fixture(scope="module")
-def primary(tmp_path_factory: pytest.TempPathFactory,
-            certs: dict[str, Pair]) -> Iterator[tuple[MariaDBServer, SecretVolume]]:
-    server, volume = tls_server(tmp_path_factory.mktemp("primary"), certs)
+def primary(tmp_path_factory: pytest.TempPathFactory, certs: dict[str, Pair],
+            mariadb_version: str) -> Iterator[tuple[MariaDBServer, SecretVolume]]:
+    server, volume = tls_server(tmp_path_factory.mktemp("primary"), certs, mariadb_version)
     try:
         yield server, volume
     finally:
@@ -184,9 +196,8 @@ def test_plaintext_tcp_is_refused_with_require_secure_transport(
     server, _ = primary
     with pytest.raises(pymysql.err.OperationalError) as raised:
         server.connect()  # the harness connects without TLS
-    # MariaDB 10.11 answers a plaintext login under require_secure_transport with 1045 (access
-    # denied), not MySQL's 3159; the same root password logs in over TLS in the test above.
-    assert raised.value.args[0] == 1045, raised.value
+    # The same root password logs in over TLS in the test above.
+    assert raised.value.args[0] == PLAINTEXT_REFUSED[server.version], raised.value
 
 
 def replica_status(replica: MariaDBServer) -> dict[str, Any]:
@@ -194,10 +205,11 @@ def replica_status(replica: MariaDBServer) -> dict[str, Any]:
     return rows[0] if rows else {}
 
 
+@pytest.mark.usefixtures("pod_dns")
 @pytest.mark.parametrize("ca_name", ["ca", "wrong_ca"])
 def test_replication_runs_over_verified_tls_and_refuses_a_wrong_ca(
         primary: tuple[MariaDBServer, SecretVolume], certs: dict[str, Pair],
-        tmp_path: Path, ca_name: str) -> None:
+        tmp_path: Path, ca_name: str, mariadb_version: str) -> None:
     source, _ = primary
     password = random_password()
     with tls_connect(source, certs["ca"].cert) as conn, conn.cursor() as cur:
@@ -211,12 +223,15 @@ def test_replication_runs_over_verified_tls_and_refuses_a_wrong_ca(
         cur.execute("CREATE DATABASE app")
         cur.execute("CREATE TABLE app.t (id INT PRIMARY KEY)")
         cur.execute("INSERT INTO app.t VALUES (1)")
-    replica, _ = tls_server(tmp_path, certs, server_id=2)
+    replica, _ = tls_server(tmp_path, certs, mariadb_version, server_id=2)
     try:
         clause = replication_tls_clause("mariadb", str(certs[ca_name].cert))
         with replica.cursor(host=None) as cur:
             cur.execute("SET GLOBAL gtid_slave_pos = %s", (start[0] if start else "",))
-            cur.execute(f"CHANGE MASTER TO MASTER_HOST='{LOCALHOST}', MASTER_PORT={source.port}, "
+            # By a DNS name, as the pods reach the primary: 11.4 refuses an IP address even
+            # with the certificate's IP:127.0.0.1 ("SSL certificate validation failure").
+            cur.execute(f"CHANGE MASTER TO MASTER_HOST='{POD_NAMES[0]}', "
+                        f"MASTER_PORT={source.port}, "
                         f"MASTER_USER='repl', MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos, "
                         f"{clause}", (password,))
             cur.execute("START REPLICA")
@@ -252,8 +267,8 @@ def start_watcher(server: MariaDBServer, volume: SecretVolume, base: Path) -> Ma
 
 
 def test_rotation_under_a_connecting_client_without_restart(
-        tmp_path: Path, certs: dict[str, Pair]) -> None:
-    server, volume = tls_server(tmp_path, certs)
+        tmp_path: Path, certs: dict[str, Pair], mariadb_version: str) -> None:
+    server, volume = tls_server(tmp_path, certs, mariadb_version)
     watcher = start_watcher(server, volume, tmp_path)
     seen: list[int] = []
     failures: list[BaseException] = []
@@ -329,7 +344,7 @@ def test_check_names_each_bad_secret(tmp_path: Path, certs: dict[str, Pair]) -> 
 
 @pytest.fixture(scope="module")
 def tls_pods(tmp_path_factory: pytest.TempPathFactory, certs: dict[str, Pair],
-             pod_dns: None) -> Iterator[tuple[PodCluster, SecretVolume]]:
+             pod_dns: None, mariadb_version: str) -> Iterator[tuple[PodCluster, SecretVolume]]:
     """A primary and a cloned replica with mysql.tls on and requireSecureTransport: init-config
     copies conf/tls into conf.d, the clone streams over TLS with the donor verified, the
     sidecar's CHANGE MASTER verifies the primary, the probes and the backup tool use the socket.
@@ -339,7 +354,8 @@ def tls_pods(tmp_path_factory: pytest.TempPathFactory, certs: dict[str, Pair],
     volume = SecretVolume(base / "tls")
     volume.publish(certs["server"].cert, certs["server"].key, certs["ca"].cert)
     cluster = PodCluster(base / "pods", max_pods=2, tls_dir=volume.directory,
-                         require_secure_transport=True, peer_host_template=PEER_HOST_TEMPLATE)
+                         require_secure_transport=True, peer_host_template=PEER_HOST_TEMPLATE,
+                         version=mariadb_version)
     try:
         cluster.start_pod(0)
         cluster.primary.query("CREATE DATABASE app")
@@ -370,7 +386,7 @@ def test_the_pods_replicate_over_verified_tls(
             assert peer_serial(conn) == serial(certs_ca(cluster).with_name("tls.crt"))
         with pytest.raises(pymysql.err.OperationalError) as refused:
             pod.server.connect(user="monitor", password=cluster.secrets.monitor)
-        assert refused.value.args[0] == 1045
+        assert refused.value.args[0] == PLAINTEXT_REFUSED[cluster.version]
 
 
 def certs_ca(cluster: PodCluster) -> Path:
@@ -460,6 +476,9 @@ def test_the_clone_stream_is_tls_from_a_verified_donor(
     """The replica of the fixture was cloned (its data and marker are the clone's) from a
     listener that speaks TLS with the pod certificate, by a receiver that verified it."""
     cluster, _ = tls_pods
+    if not cluster.distribution.has_backup_tool:
+        pytest.skip(f"MariaDB {cluster.version} has no backup tool here, so its replica is "
+                    "seeded, not cloned (tests/support/pods.py); the stream runs on 10.11")
     primary, replica = cluster.primary, cluster.pod(1)
     assert "donor=0" in (replica.data_dir / ".clone-complete").read_text()
     assert primary.sidecar is not None
