@@ -485,7 +485,7 @@ def test_the_clone_stream_is_tls_from_a_verified_donor(
     listener = (Path("/proc") / str(primary.sidecar.pid) / "cmdline").read_bytes().split(b"\0")
     assert listener[0].endswith(b"ncat"), listener
     assert {b"--ssl", b"--ssl-cert", b"--ssl-key"} <= set(listener), listener
-    assert str(cluster.tls_dir / "tls.crt").encode() in listener
+    assert str(certs_ca(cluster).with_name("tls.crt")).encode() in listener
     assert "streaming a backup from ordinal 0" in replica.clone_log()
 
 
