@@ -15,7 +15,8 @@ the network); ``preview --expect-no-changes``, ``refresh`` and a no-op ``up``; s
 with one ``up`` each; a second stack sharing the Lock CRD; ``destroy`` refused while a
 lock is held, then done, the PVCs, the namespace and the user's Secret kept; the other
 stack's locks still working, and its destroy removing the CRD; then bad stack files,
-each failing with the config message and leaving no object behind.
+each failing with the config message and leaving no object behind; and, on a stack of its
+own, a TLS Secret lacking a key stopping the up before any MySQL object.
 
 Wall times of the first ``up``, a no-op ``up`` and ``destroy`` are printed
 (``-s`` shows them; docs/benchmarks.md records them with the machine's load).
