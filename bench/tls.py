@@ -1,4 +1,4 @@
-"""``venv/bin/python -m bench.tls [--rounds N] [--stream-mb M]``: what TLS costs, against plain.
+"""``venv/bin/python -m bench.tls [--rounds N] [--stream-mb M] [--clone-mb C]``: what TLS costs.
 
 Measured in one run, interleaved, on the same server and data so load affects both sides alike:
 
@@ -8,7 +8,12 @@ Measured in one run, interleaved, on the same server and data so load affects bo
 - connect: a new connection per round (what each probe and each ReplicationInit call pays);
 - clone path: the transport of a replica clone, one stream of ``--stream-mb`` MiB of
   incompressible data through ncat, plain and ``--ssl`` (the backup sidecar serves clones
-  with ncat; the backup tool's own CPU is not included, so this is the transport's share).
+  with ncat; the backup tool's own CPU is not included, so this is the transport's share);
+- clone: the whole clone path, as a new replica pod runs it (``clone.sh`` streaming from the
+  primary pod's ``backup-server.sh`` sidecar, extracting, preparing, marking complete: the
+  pod-script harness, tests/support/pods.py), of a primary holding ``--clone-mb`` MiB, one
+  cluster with mysql.tls off and one with it on (the stream over TLS, the donor verified by
+  its pod DNS name, which an nss_wrapper hosts file resolves to 127.0.0.1), interleaved.
 
 Prints a table and writes bench/results/tls.json.
 """
@@ -18,21 +23,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import socket
 import statistics
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pymysql
 
-from bench._procs import listening, need
+from bench._procs import BenchUnavailable, listening, need
 from bench._report import RESULTS_DIR, machine, percentile
+from bench.seeding import _generate
 from components.mysql._tls import pymysql_ssl
-from tests.support.certs import issue, make_ca
+from tests.support.certs import Pair, issue, make_ca
 from tests.support.mariadb import MariaDBServer
+from tests.support.pods import PodCluster
 from tests.support.procs import LOCALHOST, free_port, wait_until
 
 _DURABLE = "log_bin=mysql-bin\nbinlog_format=ROW\nsync_binlog=1\ninnodb_flush_log_at_trx_commit=1\n"
@@ -64,7 +74,48 @@ def _stream_seconds(data: Path, cert: Path, key: Path, *, tls: bool) -> float:
             server.wait(timeout=30)
 
 
-def run(rounds: int, stream_mb: int) -> dict[str, Any]:
+NSS_WRAPPER = Path("/usr/lib/x86_64-linux-gnu/libnss_wrapper.so")
+_POD_NAMES = tuple(f"orders-mysql-{ordinal}.orders-mysql-headless" for ordinal in range(2))
+
+
+def _clone_seconds(base: Path, ca: Pair, clone_mb: int) -> dict[str, list[float]]:
+    """Seconds of each clone.sh run, plain and TLS, two of each, interleaved."""
+    if not NSS_WRAPPER.is_file():
+        raise BenchUnavailable(f"{NSS_WRAPPER} is missing (Debian's libnss-wrapper)")
+    hosts = base / "hosts"
+    hosts.write_text(f"{LOCALHOST} localhost {socket.gethostname()} {' '.join(_POD_NAMES)}\n")
+    # The processes started from here on resolve the pods' names (nothing else changes).
+    os.environ |= {"LD_PRELOAD": str(NSS_WRAPPER), "NSS_WRAPPER_HOSTS": str(hosts)}
+    leaf = issue(ca, base / "pod-certs", "pods", dns_names=_POD_NAMES)
+    tls_dir = base / "pod-tls"
+    tls_dir.mkdir()
+    for name, source in (("tls.crt", leaf.cert), ("tls.key", leaf.key), ("ca.crt", ca.cert)):
+        shutil.copyfile(source, tls_dir / name)
+    seconds: dict[str, list[float]] = {"False": [], "True": []}
+    with ExitStack() as stack:
+        clusters = {}
+        for tls in (False, True):
+            cluster = stack.enter_context(PodCluster(
+                base / f"pods-{'tls' if tls else 'plain'}", max_pods=2,
+                tls_dir=tls_dir if tls else None,
+                peer_host_template="orders-mysql-{ordinal}.orders-mysql-headless"))
+            _generate(cluster.start_pod(0).server, clone_mb << 20)
+            clusters[tls] = cluster
+        for _ in range(2):
+            for tls, cluster in clusters.items():
+                replica = cluster.pod(1)
+                replica.init_config()
+                start = time.perf_counter()
+                code = replica.clone()
+                seconds[str(tls)].append(time.perf_counter() - start)
+                if code != 0:
+                    raise RuntimeError(f"clone.sh exited {code}:\n{replica.clone_log()[-3000:]}")
+                shutil.rmtree(replica.data_dir)
+                replica.data_dir.mkdir()
+    return seconds
+
+
+def run(rounds: int, stream_mb: int, clone_mb: int = 0) -> dict[str, Any]:
     need("mariadbd", "ncat", "openssl")
     base = Path(tempfile.mkdtemp(prefix="bench-tls-"))
     ca = make_ca(base / "certs")
@@ -108,6 +159,7 @@ def run(rounds: int, stream_mb: int) -> dict[str, Any]:
             conn.close()
     finally:
         server.stop()
+    clone = _clone_seconds(base, ca, clone_mb) if clone_mb else None
     summary: dict[str, Any] = {"machine": machine(), "rounds": rounds, "stream_mb": stream_mb,
                                "load": os.getloadavg()}
     for kind in ("commit", "connect"):
@@ -122,6 +174,13 @@ def run(rounds: int, stream_mb: int) -> dict[str, Any]:
                                "tls_mib_s": statistics.median(tls_s),
                                "tls_over_plain": (statistics.median(tls_s)
                                                   / statistics.median(plain_s))}
+    if clone is not None:
+        summary["clone_mb"] = clone_mb
+        summary["clone"] = {"plain_median_s": statistics.median(clone["False"]),
+                            "tls_median_s": statistics.median(clone["True"]),
+                            "plain_s": clone["False"], "tls_s": clone["True"],
+                            "tls_over_plain": (statistics.median(clone["True"])
+                                               / statistics.median(clone["False"]))}
     return summary
 
 
@@ -129,12 +188,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.tls")
     parser.add_argument("--rounds", type=int, default=1000)
     parser.add_argument("--stream-mb", type=int, default=256)
+    parser.add_argument("--clone-mb", type=int, default=256,
+                        help="data on the primary for the clone-path runs (0: skip them)")
     args = parser.parse_args()
-    summary = run(args.rounds, args.stream_mb)
+    summary = run(args.rounds, args.stream_mb, args.clone_mb)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / "tls.json").write_text(json.dumps(summary, indent=2) + "\n")
-    for key in ("commit", "connect", "clone_stream"):
-        print(key, json.dumps(summary[key]))
+    for key in ("commit", "connect", "clone_stream", "clone"):
+        if key in summary:
+            print(key, json.dumps(summary[key]))
     print("load", summary["load"])
 
 

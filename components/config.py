@@ -451,7 +451,9 @@ class MySQLTLSConfig(_Validated):
                          "certificate, replicas verify the primary against `ca.crt`)",
                          default=False)
     secret: str | None = _key("secret", _SECRET_NAME, "Secret with `tls.crt`, `tls.key` and "
-                              "`ca.crt` (cert-manager's Certificate Secret fits)", default=None)
+                              "`ca.crt` (cert-manager's Certificate Secret fits); read and "
+                              "checked at deploy time, so it must exist before `pulumi up`",
+                              default=None)
     require_secure_transport: Switch = _key(
         "requireSecureTransport", _SWITCH, "`on`: TCP clients without TLS are "
         "refused (the pod-local socket, which the probes use, stays open)", default="off")

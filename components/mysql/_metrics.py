@@ -37,6 +37,11 @@ for bash) writes the exporter's option file into a memory volume only the two sh
 exporter account's Secret key; the ``exporter`` sidecar (the pinned mysqld_exporter image)
 reads it and connects through the pod-local socket, which stays open under
 ``requireSecureTransport`` and needs no certificate.
+
+The account itself: ``bootstrap-users.sh`` creates it on the primary's first start only, so a
+cluster bootstrapped before metrics existed lacks it. With metrics on, ReplicationInit gets
+the account's name and password (:func:`replication_init_exporter`) and makes sure the primary
+has it exactly as the bootstrap gives it; the replicas get it by replication.
 """
 
 from __future__ import annotations
@@ -220,6 +225,13 @@ def exporter_containers(*, server_image: str, exporter_image: str, config_dir: s
     return init, sidecar
 
 
+def replication_init_exporter(enabled: bool, *, user: str,
+                              password: Any) -> dict[str, Any]:
+    """ReplicationInitArgs' exporter fields (``password``: the Secret's, a secret Output);
+    none with metrics off, so such a stack keeps exactly the inputs it had."""
+    return {"exporter_user": user, "exporter_password": password} if enabled else {}
+
+
 def prometheus_rule(resource_name: str, *, name: str, namespace: str, labels: _kube.AppLabels,
                     settings: AlertSettings, opts: pulumi.ResourceOptions) -> None:
     """The PrometheusRule whose spec is exactly :func:`alert_rules` (what promtool tests)."""
@@ -232,5 +244,13 @@ def prometheus_rule(resource_name: str, *, name: str, namespace: str, labels: _k
         opts=opts)
 
 
-__all__ = ["EXPORTER_FLAGS", "EXPORTER_PORT", "AlertSettings", "alert_rules",
-           "exporter_containers", "exporter_volume", "prometheus_rule"]
+__all__ = [
+    "EXPORTER_FLAGS",
+    "EXPORTER_PORT",
+    "AlertSettings",
+    "alert_rules",
+    "exporter_containers",
+    "exporter_volume",
+    "prometheus_rule",
+    "replication_init_exporter",
+]

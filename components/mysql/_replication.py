@@ -88,11 +88,14 @@ from components.mysql._record import (
 )
 from components.mysql._replication_sql import (
     DIALECTS,
+    EXPORTER_HOST,
+    EXPORTER_MAX_CONNECTIONS,
     IDENTITY,
     Desired,
     Dialect,
     GtidSetError,
     Identity,
+    Limits,
     ReplicaStatus,
     Session,
     Statement,
@@ -114,14 +117,16 @@ from components.mysql._switchover import (
 from components.mysql._tls import pymysql_ssl
 from components.mysql.flavor import FLAVORS, Flavor
 
-_SECRET_OUTPUTS = ("admin_password", "replication_password", "topology_password")
+_SECRET_OUTPUTS = ("admin_password", "replication_password", "topology_password",
+                   "exporter_password")
 _INPUT_KEYS = ("flavor", "primary", "replicas", "source_host", "source_port", "admin_user",
                "admin_password", "replication_user", "replication_password",
                "max_lag_seconds", "timeout_seconds", "lock_endpoints", "primary_ordinal",
                "sources", "topology_user", "topology_password", "record_namespace",
                "record_name", "switchover_grace_seconds", "switchover_timeout_seconds",
                "durability", "semisync_wait_count", "semisync_timeout_seconds", "pods",
-               "tls_ca_file", "tls_verify_identity", "replication_tls_ca")
+               "tls_ca_file", "tls_verify_identity", "replication_tls_ca",
+               "exporter_user", "exporter_password")
 _OUTPUT_KEYS = ("replica_status", "primary_gtid_position", "in_sync", "epoch",
                 "recorded_primary", "record_fenced", "durability_status", "primary_decision")
 _USER = re.compile(r"[A-Za-z0-9_][-A-Za-z0-9_.]*")
@@ -176,6 +181,10 @@ class ReplicationInitArgs:
     tls_ca_file: str = ""
     tls_verify_identity: bool = True
     replication_tls_ca: str = ""
+    # metrics.enabled: the exporter sidecar's account, which the primary must have (clusters
+    # bootstrapped before metrics existed lack it); empty: not managed.
+    exporter_user: str = ""
+    exporter_password: pulumi.Input[str] | None = None  # a secret Output
 
 
 def switchover_args(config: MySQLConfig, *, sources: tuple[Endpoint, ...],
@@ -233,6 +242,8 @@ class _Spec:
     tls_ca_file: str = ""
     tls_verify_identity: bool = True
     replication_tls_ca: str = ""
+    exporter_user: str = ""
+    exporter_password: str = field(default="", repr=False)
     # The primary of this view: primary/replicas/source_* above are that ordinal's.
     current: int = 0
 
@@ -307,6 +318,9 @@ class _Spec:
             **({"tls_ca_file": self.tls_ca_file, "tls_verify_identity": self.tls_verify_identity,
                 "replication_tls_ca": self.replication_tls_ca}
                if self.tls_ca_file or self.replication_tls_ca else {}),
+            # Present only with metrics on, as for TLS.
+            **({"exporter_user": self.exporter_user, "exporter_password": self.exporter_password}
+               if self.exporter_user else {}),
         }
 
 
@@ -470,6 +484,7 @@ def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, lis
                             minimum=1, maximum=86400)
     lock_endpoints = check.urls("lock_endpoints", props.get("lock_endpoints", []))
     tls = _tls_fields(check, props)
+    exporter = _exporter_fields(check, props, limits=limits, taken=(admin_user, replication_user))
     topology = _topology_fields(check, props, flavor=flavor, limits=limits, primary=primary,
                                 replicas=replicas, source=(source_host, source_port))
     if strict:
@@ -478,7 +493,7 @@ def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, lis
         return None, check.failures
     return _Spec(flavor, primary, tuple(replicas), source_host, source_port, admin_user,
                  admin_password, replication_user, replication_password, max_lag, timeout,
-                 tuple(lock_endpoints), **topology, **tls), []
+                 tuple(lock_endpoints), **topology, **tls, **exporter), []
 
 
 def _tls_fields(check: _Checker, props: Mapping[str, Any]) -> dict[str, Any]:
@@ -492,6 +507,21 @@ def _tls_fields(check: _Checker, props: Mapping[str, Any]) -> dict[str, Any]:
     fields["tls_verify_identity"] = check.boolean("tls_verify_identity",
                                                   props.get("tls_verify_identity", True))
     return fields
+
+
+def _exporter_fields(check: _Checker, props: Mapping[str, Any], *, limits: Limits,
+                     taken: tuple[str | None, ...]) -> dict[str, Any]:
+    """metrics.enabled's inputs, checked; _Spec keyword arguments (absent: not managed)."""
+    user = check.string("exporter_user", props.get("exporter_user") or None, pattern=_USER,
+                        max_length=limits.user, required=False, what="an account name")
+    if not user:
+        return {}
+    if user in taken:
+        check.fail("exporter_user", "must differ from admin_user and replication_user: the "
+                                    "exporter account gets exactly its monitoring privilege")
+    password = check.secret("exporter_password", props.get("exporter_password"),
+                            max_length=limits.password)
+    return {"exporter_user": user, "exporter_password": password}
 
 
 def _spec(props: Mapping[str, Any]) -> _Spec:
@@ -649,6 +679,51 @@ def _ensure_replication_account(spec: _Spec, guard: _Guard) -> bool:
             primary.run(dialect.revoke_all(user))
             primary.run(dialect.grant_replication(user))
     return True
+
+
+def _exporter_problems(spec: _Spec) -> list[str]:
+    """How the primary's exporter account differs from what bootstrap-users.sh gives it
+    (the password aside: no server shows it, so it is set when it changes, see below)."""
+    if not spec.exporter_user:
+        return []
+    dialect, user = spec.dialect, spec.exporter_user
+    with _admin(spec, spec.primary_label, spec.primary) as primary:
+        row = primary.one(dialect.exporter_limit(user))
+        if row is None:
+            return [f"{spec.primary_label}: the exporter account {user!r}@{EXPORTER_HOST!r} "
+                    "is missing"]
+        grants = [str(next(iter(r.values()))) for r in primary.run(dialect.exporter_grants(user))]
+    problems = []
+    if int(row["max_connections"]) != EXPORTER_MAX_CONNECTIONS:
+        problems.append(f"{spec.primary_label}: {user!r} may open {row['max_connections']} "
+                        f"connections, not {EXPORTER_MAX_CONNECTIONS}")
+    if not dialect.exporter_grants_exact(grants):
+        problems.append(f"{spec.primary_label}: {user!r} holds privileges other than exactly "
+                        f"{dialect.monitor_privilege} on *.*")
+    return problems
+
+
+def _ensure_exporter_account(spec: _Spec, guard: _Guard, *, rewrite_password: bool) -> None:
+    """The exporter sidecar's account on the primary, as bootstrap-users.sh creates it.
+
+    Only on the primary: the replicas get it by replication (they are read-only, and a
+    statement run on one would be an errant transaction). Idempotent, and an account already
+    right is not touched, so a no-op run writes nothing to the binary log: the password is
+    set when the account is created and when ``rewrite_password`` (the Secret's password
+    changed, or this resource is new), because no server shows the stored one.
+    """
+    problems = _exporter_problems(spec)
+    if not problems and not rewrite_password:
+        return
+    dialect, user = spec.dialect, spec.exporter_user
+    guard.check(f"changing {user!r} on the {spec.primary_label}")
+    with _admin(spec, spec.primary_label, spec.primary) as primary:
+        for statement in dialect.exporter_account(user, spec.exporter_password):
+            primary.run(statement)
+        grants = [str(next(iter(r.values()))) for r in primary.run(dialect.exporter_grants(user))]
+        if not dialect.exporter_grants_exact(grants):
+            primary.run(dialect.revoke_all(user, EXPORTER_HOST))
+            primary.run(dialect.grant_exporter(user))
 
 
 def _replica_status(session: _Session, dialect: Dialect) -> ReplicaStatus:
@@ -908,6 +983,7 @@ def _observe(spec: _Spec, *, with_position: bool) -> _Observation:
     problems: list[str] = []
     try:
         problems += _account_problems(spec)
+        problems += _exporter_problems(spec)
     except ReplicationError as error:
         problems.append(str(error))
     statuses: list[ReplicaStatus | None] = []
@@ -1246,6 +1322,8 @@ def _converge(spec: _Spec, *, rewrite_password: bool, old: _Spec | None,
             claim = dataclasses.replace(claim, record=claim.store.write(
                 claim.current, claim.epoch, claim.record))
         account_changed = _ensure_replication_account(view, guard)
+        _ensure_exporter_account(view, guard, rewrite_password=(
+            old is None or old.exporter_password != spec.exporter_password))
         failures: list[str] = []
         healthy: list[int] = []
         for index in range(len(view.replicas)):
@@ -1449,6 +1527,9 @@ class ReplicationInit(pulumi.dynamic.Resource, module="mysql", name="Replication
         }
         if args.topology_password is not None:
             props["topology_password"] = pulumi.Output.secret(args.topology_password)
+        if args.exporter_user:
+            props["exporter_user"] = args.exporter_user
+            props["exporter_password"] = pulumi.Output.secret(args.exporter_password)
         secret_opts = pulumi.ResourceOptions(additional_secret_outputs=list(_SECRET_OUTPUTS))
         super().__init__(_ReplicationProvider(), name, props,
                          pulumi.ResourceOptions.merge(opts, secret_opts))

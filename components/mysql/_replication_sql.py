@@ -38,6 +38,13 @@ from components.mysql.flavor import FLAVORS, Flavor
 # The account host of the replication user: replicas connect from pod IPs that change
 # with every reschedule, so no narrower host pattern is stable.
 REPLICATION_HOST = "%"
+# The exporter sidecar's account (metrics.enabled), as lib.sh's bootstrap_users_sql creates it:
+# through the pod-local socket only, a few connections at most, the replication-status
+# privilege the probes hold (Dialect.monitor_privilege). ReplicationInit gives it to clusters
+# bootstrapped before it existed (bootstrap-users.sh runs on the first start only);
+# tests/unit/test_replication_sql.py keeps the two equal.
+EXPORTER_HOST = "localhost"
+EXPORTER_MAX_CONNECTIONS = 3
 
 
 def replication_tls_clause(flavor: str, ca_file: str) -> str:
@@ -433,8 +440,10 @@ def _optional_int(value: object) -> int | None:
     return None if value is None or value == "" else int(str(value))
 
 
-# MariaDB accepts REPLICATION REPLICA as a synonym and may print either.
-_PRIVILEGE_SYNONYMS = {"REPLICATION REPLICA": "REPLICATION SLAVE"}
+# MariaDB accepts REPLICATION REPLICA (and REPLICA MONITOR) as synonyms and may print either.
+_PRIVILEGE_SYNONYMS = {"REPLICATION REPLICA": "REPLICATION SLAVE",
+                       "REPLICA MONITOR": "SLAVE MONITOR"}
+_REPLICATION_GRANTS = frozenset({("REPLICATION SLAVE", "*.*")})
 _GRANT = re.compile(r"^GRANT (?P<privileges>.+?) ON (?P<scope>\S+) TO ", re.IGNORECASE)
 
 
@@ -469,18 +478,43 @@ class Dialect:
     start = Statement("START REPLICA")
     status = Statement("SHOW REPLICA STATUS")
 
-    # --- primary: the replication account -------------------------------------------
-    def create_user(self, user: str, password: str) -> Statement:
+    # --- primary: the replication account (and the exporter's: ``host``) --------------
+    def create_user(self, user: str, password: str, host: str = REPLICATION_HOST) -> Statement:
         return Statement("CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s",
-                         (user, REPLICATION_HOST, password), hidden=2)
+                         (user, host, password), hidden=2)
 
-    def set_password(self, user: str, password: str) -> Statement:
-        return Statement("ALTER USER %s@%s IDENTIFIED BY %s",
-                         (user, REPLICATION_HOST, password), hidden=2)
+    def set_password(self, user: str, password: str, host: str = REPLICATION_HOST) -> Statement:
+        return Statement("ALTER USER %s@%s IDENTIFIED BY %s", (user, host, password), hidden=2)
 
-    def revoke_all(self, user: str) -> Statement:
-        return Statement("REVOKE ALL PRIVILEGES, GRANT OPTION FROM %s@%s",
-                         (user, REPLICATION_HOST))
+    def revoke_all(self, user: str, host: str = REPLICATION_HOST) -> Statement:
+        return Statement("REVOKE ALL PRIVILEGES, GRANT OPTION FROM %s@%s", (user, host))
+
+    # --- primary: the exporter's account (metrics.enabled) --------------------------------
+    # SHOW REPLICA STATUS, what the exporter's slave_status collector runs.
+    monitor_privilege: str
+
+    def exporter_limit(self, user: str) -> Statement:
+        """The account's connection limit; no row when the account does not exist."""
+        return Statement("SELECT max_user_connections AS max_connections FROM mysql.user "
+                         "WHERE User = %s AND Host = %s", (user, EXPORTER_HOST))
+
+    def exporter_grants(self, user: str) -> Statement:
+        return Statement("SHOW GRANTS FOR %s@%s", (user, EXPORTER_HOST))
+
+    def exporter_account(self, user: str, password: str) -> tuple[Statement, ...]:
+        """The account with the Secret's password and its connection limit (no grants)."""
+        return (self.create_user(user, password, EXPORTER_HOST),
+                self.set_password(user, password, EXPORTER_HOST),
+                Statement(f"ALTER USER %s@%s WITH MAX_USER_CONNECTIONS "
+                          f"{EXPORTER_MAX_CONNECTIONS}", (user, EXPORTER_HOST)))
+
+    def grant_exporter(self, user: str) -> Statement:
+        return Statement(f"GRANT {self.monitor_privilege} ON *.* TO %s@%s",
+                         (user, EXPORTER_HOST))
+
+    def exporter_grants_exact(self, grant_lines: list[str]) -> bool:
+        """True when the exporter holds its one privilege on *.* and nothing else."""
+        return self.grants_exact(grant_lines, frozenset({(self.monitor_privilege, "*.*")}))
 
     def grant_replication(self, user: str) -> Statement:
         return Statement("GRANT REPLICATION SLAVE ON *.* TO %s@%s", (user, REPLICATION_HOST))
@@ -552,8 +586,10 @@ class Dialect:
     reset_all = Statement("RESET REPLICA ALL")
 
     @staticmethod
-    def grants_exact(grant_lines: list[str]) -> bool:
-        """True when the account holds REPLICATION SLAVE on *.* and nothing else."""
+    def grants_exact(grant_lines: list[str],
+                     expected: frozenset[tuple[str, str]] = _REPLICATION_GRANTS) -> bool:
+        """True when the account holds exactly ``expected`` ((privilege, scope) pairs; by
+        default REPLICATION SLAVE on *.*, the replication account's) and nothing else."""
         found: set[tuple[str, str]] = set()
         for line in grant_lines:
             match = _GRANT.match(line)
@@ -567,7 +603,7 @@ class Dialect:
                                                privilege.strip().upper())
                 if name != "USAGE":
                     found.add((name, scope))
-        return found == {("REPLICATION SLAVE", "*.*")}
+        return found == expected
 
     def position_from(self, row: Mapping[str, Any] | None) -> str:
         raise NotImplementedError
@@ -636,6 +672,7 @@ class MariaDB(Dialect):
 
     flavor: Flavor = "mariadb"
     limits = Limits(user=80, password=96)
+    monitor_privilege = "SLAVE MONITOR"
     primary_position = Statement("SELECT @@GLOBAL.gtid_binlog_pos AS position")
     replica_variables = Statement(
         "SELECT @@GLOBAL.read_only AS read_only, @@GLOBAL.gtid_slave_pos AS gtid_position, "
@@ -700,6 +737,7 @@ class MySQL(Dialect):
 
     flavor: Flavor = "mysql"
     limits = Limits(user=32, password=32)
+    monitor_privilege = "REPLICATION CLIENT"
     replica_variables = Statement(
         "SELECT @@GLOBAL.read_only AS read_only, @@GLOBAL.super_read_only AS super_read_only, "
         "@@GLOBAL.gtid_executed AS gtid_position, @@GLOBAL.server_id AS server_id")

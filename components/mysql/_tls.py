@@ -1,12 +1,13 @@
 """TLS for MySQL/MariaDB clients and replication: what the deploy can check, and the SQL.
 
-The Secret (``mysql.tls.secret``) is usually written by cert-manager after the program runs, so
-the program cannot always see it. When it can (the Secret's data is given or read back),
-:func:`tls_secret_problems` refuses it before anything is deployed; in the pod,
-``tls-reload.sh check`` makes the same checks with openssl and readiness reports them, so a bad
-Secret is named in one of the two places, never silently served. The checks are the same list:
-a missing key, a file that is not PEM, an expired certificate, a key that does not match, a
-certificate its CA did not sign.
+The Secret (``mysql.tls.secret``) is read through the provider at deploy time (a ``get``, as
+``credentials.existingSecret`` is: cluster.py), and :func:`secret_data_problems` refuses it
+before any object of the cluster is registered, so it must exist before ``pulumi up`` (create
+the cert-manager Certificate first and wait for it to be Ready). It is checked once more in the
+pod, because it changes after the deploy (rotation): ``tls-reload.sh check`` makes the same
+checks with openssl and readiness reports them, so a bad Secret is named, never silently
+served. The checks are the same list: a missing or empty key, a file that is not PEM, an
+expired certificate, a key that does not match, a certificate its CA did not sign.
 
 Replication verifies the primary's certificate against the Secret's CA on both flavors:
 MariaDB ``MASTER_SSL=1, MASTER_SSL_CA, MASTER_SSL_VERIFY_SERVER_CERT=1``; MySQL 8.4
@@ -23,6 +24,8 @@ never refuses them and no certificate needs 127.0.0.1 as a name.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime
 from collections.abc import Mapping
 from typing import Any
@@ -54,9 +57,11 @@ def tls_secret_problems(secret: str, data: Mapping[str, str | bytes],
         value = data[key]
         return value.encode() if isinstance(value, str) else value
 
-    missing = [key for key in REQUIRED_KEYS if not data.get(key)]
-    if missing:
-        return [f"Secret {secret}: missing key {key}" for key in missing]
+    absent = [f"Secret {secret}: missing key {key}" if key not in data
+              else f"Secret {secret}: key {key} is empty"
+              for key in REQUIRED_KEYS if not data.get(key)]
+    if absent:
+        return absent
     problems: list[str] = []
     try:
         cert = x509.load_pem_x509_certificate(raw("tls.crt"))
@@ -84,6 +89,19 @@ def tls_secret_problems(secret: str, data: Mapping[str, str | bytes],
     if not _signed_by(cert, ca):
         problems.append(f"Secret {secret}: tls.crt is not signed by the CA in ca.crt")
     return problems
+
+
+def secret_data_problems(secret: str, data: Mapping[str, str] | None) -> list[str]:
+    """:func:`tls_secret_problems` of a Secret's ``data`` as the API serves it (base64), as
+    the program reads it at deploy time; a value that is not base64 is named too."""
+    decoded: dict[str, bytes] = {}
+    problems = []
+    for key, value in (data or {}).items():
+        try:
+            decoded[key] = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            problems.append(f"Secret {secret}: key {key} is not base64")
+    return problems or tls_secret_problems(secret, decoded)
 
 
 def pymysql_ssl(ca_file: str) -> dict[str, Any]:
@@ -155,6 +173,7 @@ __all__ = [
     "pymysql_ssl",
     "replication_init_tls",
     "replication_tls_clause",
+    "secret_data_problems",
     "tls_environment",
     "tls_secret_problems",
 ]

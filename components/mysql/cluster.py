@@ -37,8 +37,10 @@ Objects, all children of the component (providers flow down from it):
   ``clientNamespaces``; backup port from peers only).
 - ``ServiceAccount``/``Role``/``RoleBinding`` for role labels (below).
 - Optional, each behind its stack key and built in its own module: the TLS Secret's volume
-  and the ``tls-reload`` sidecar (``mysql.tls``, ``_tls.py``); the exporter's init container
-  and sidecar, the ``<name>-metrics`` Service, its ServiceMonitor and the PrometheusRule
+  and the ``tls-reload`` sidecar (``mysql.tls``, ``_tls.py``; the Secret is read with a
+  ``get`` and checked like an existing credentials Secret, before anything else); the
+  exporter's init container and sidecar, the ``<name>-metrics`` Service, its ServiceMonitor
+  and the PrometheusRule
   (``metrics.*``, ``_metrics.py``). With both off the pod is what it was.
 
 Role labels. Services select pods by label, and a StatefulSet's pod template, shared by
@@ -87,7 +89,7 @@ port-forward endpoints, with the admin and replication passwords as secrets.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -273,10 +275,9 @@ def _secret(value: pulumi.Output[T]) -> pulumi.Output[T]:
     return pulumi.Output.secret(value)
 
 
-def _generated_credentials(name: str, plan: _Plan, parent: pulumi.Resource,
+def _generated_credentials(name: str, plan: _Plan, child: pulumi.ResourceOptions,
                            ) -> tuple[dict[str, pulumi.Output[str]], pulumi.Output[Any]]:
     """Passwords from pulumi-random, in a Secret of the stack's own."""
-    child = pulumi.ResourceOptions(parent=parent)
     passwords = {
         key: random.RandomPassword(
             f"{name}-{key}-password", length=32, special=False, min_lower=1, min_upper=1,
@@ -290,8 +291,8 @@ def _generated_credentials(name: str, plan: _Plan, parent: pulumi.Resource,
         string_data=_secret(pulumi.Output.all(**passwords).apply(
             lambda values: {credentials.secret_key(key): values[key]
                             for key in PASSWORD_VARIABLES})),
-        opts=pulumi.ResourceOptions(parent=parent,
-                                    additional_secret_outputs=["data", "stringData"]),
+        opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+            additional_secret_outputs=["data", "stringData"])),
     )
     # Resolves once the Secret exists: what consumers of secret_name wait for.
     return passwords, secret.id.apply(lambda _: secret)
@@ -301,16 +302,28 @@ def _get(values: Mapping[str, str], key: str) -> str:
     return values[key]
 
 
+def _read_secret(resource_name: str, namespace: str, secret_name: str,
+                 check: Callable[[Mapping[str, str] | None], T],
+                 child: pulumi.ResourceOptions,
+                 ) -> tuple[k8s.core.v1.Secret, pulumi.Output[T]]:
+    """A Secret the user manages, read through the provider (a ``get``: the engine reads it,
+    never owns or deletes it), and ``check`` of its ``data`` (base64, as the API serves it),
+    which raises a ConfigError naming every problem. The result is secret: the data is."""
+    existing = k8s.core.v1.Secret.get(
+        resource_name, f"{namespace}/{secret_name}",
+        opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+            additional_secret_outputs=["data", "stringData"])))
+    checked: pulumi.Output[T] = _secret(existing.data.apply(check))
+    return existing, checked
+
+
 def _existing_credentials(name: str, plan: _Plan, child: pulumi.ResourceOptions,
                           ) -> tuple[dict[str, pulumi.Output[str]], pulumi.Output[Any]]:
-    """The passwords of the user's Secret, read through the provider (a ``get``: the
-    engine reads it, never owns or deletes it). What is returned for the Secret resolves
-    only once every key has been checked: the StatefulSet and ReplicationInit depend on
-    it, so a Secret lacking a key stops the deploy with every problem named before the
-    pods or replication are touched."""
+    """The passwords of the user's Secret (:func:`_read_secret`). What is returned for the
+    Secret resolves only once every key has been checked: the StatefulSet and ReplicationInit
+    depend on it, so a Secret lacking a key stops the deploy with every problem named before
+    the pods or replication are touched."""
     secret_name = plan.names.secret
-    existing = k8s.core.v1.Secret.get(f"{name}-existing-credentials",
-                                      f"{plan.namespace}/{secret_name}", opts=child)
 
     def check(data: Mapping[str, str] | None) -> dict[str, str]:
         try:
@@ -321,10 +334,33 @@ def _existing_credentials(name: str, plan: _Plan, child: pulumi.ResourceOptions,
                 f"{plan.namespace}/{secret_name}: {problem}" for problem in problems.problems
             ]) from None
 
-    checked: pulumi.Output[dict[str, str]] = _secret(existing.data.apply(check))
+    existing, checked = _read_secret(f"{name}-existing-credentials", plan.namespace,
+                                     secret_name, check, child)
     passwords = {key: _secret(checked.apply(functools.partial(_get, key=key)))
                  for key in PASSWORD_VARIABLES}
     return passwords, checked.apply(lambda _: existing)
+
+
+def _checked_tls_secret(name: str, plan: _Plan, child: pulumi.ResourceOptions,
+                        ) -> pulumi.Output[Any]:
+    """mysql.tls.secret, read (:func:`_read_secret`) and checked as the pods would use it
+    (``_tls.secret_data_problems``: every missing or empty key, a certificate that is not
+    PEM, expired, not the key's or not the CA's). Resolves to the Secret only once it passed:
+    every object of the cluster depends on it, so a Secret the pods could not serve TLS with
+    stops the deploy before any pod exists."""
+    assert plan.config.tls.secret is not None  # config refuses TLS without a Secret
+    secret_name = plan.config.tls.secret
+
+    def check(data: Mapping[str, str] | None) -> bool:
+        problems = _tls.secret_data_problems(f"{plan.namespace}/{secret_name}", data)
+        if problems:
+            raise ConfigError([f"mysql-cluster:mysql.tls.secret: {problem}"
+                               for problem in problems])
+        return True
+
+    existing, checked = _read_secret(f"{name}-tls-secret", plan.namespace, secret_name,
+                                     check, child)
+    return checked.apply(lambda _: existing)
 
 
 class MySQLCluster(pulumi.ComponentResource):
@@ -356,12 +392,17 @@ class MySQLCluster(pulumi.ComponentResource):
         )
         child = pulumi.ResourceOptions(parent=self)
 
+        # Not one object of the cluster before the Secrets it reads have been checked.
+        checked: list[pulumi.Output[Any]] = []
+        if config.tls.enabled:
+            checked.append(_checked_tls_secret(name, plan, child))
         if config.existing_secret:
             passwords, secret = _existing_credentials(name, plan, child)
-            # Not one object of the cluster before the Secret's keys have been checked.
-            child = pulumi.ResourceOptions(parent=self, depends_on=[secret])
-        else:
-            passwords, secret = _generated_credentials(name, plan, self)
+            checked.append(secret)
+        if checked:
+            child = pulumi.ResourceOptions(parent=self, depends_on=checked)
+        if not config.existing_secret:
+            passwords, secret = _generated_credentials(name, plan, child)
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata=_kube.metadata(names.config_map, namespace, labels),
@@ -376,7 +417,7 @@ class MySQLCluster(pulumi.ComponentResource):
             metadata=_kube.metadata(names.statefulset, namespace, labels),
             spec=_statefulset_spec(plan),
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[secret, config_map],
+                parent=self, depends_on=[*checked, secret, config_map],
                 # The await covers cloning every replica in turn; large data takes a while.
                 custom_timeouts=pulumi.CustomTimeouts(create="30m", update="30m")),
         )
@@ -396,7 +437,8 @@ class MySQLCluster(pulumi.ComponentResource):
             _arbiter.Arbiter(f"{name}-arbiter", _arbiter_plan(plan, args),
                              image=config.failover.image or "", labels=_arbiter_labels(plan),
                              agent_service_account=names.labeler,
-                             opts=pulumi.ResourceOptions(parent=self, depends_on=[secret]))
+                             opts=pulumi.ResourceOptions(parent=self,
+                                                         depends_on=[*checked, secret]))
         if args.metrics.enabled:
             self._monitoring(name, plan, args, child)
         _backup.add_schedule(name, _backup.SchedulePlan(
@@ -536,6 +578,9 @@ class MySQLCluster(pulumi.ComponentResource):
                                   topology_user=TOPOLOGY_USER,
                                   topology_password=_secret(passwords["topology"])),
                 **_tls.replication_init_tls(plan.config),
+                **_metrics.replication_init_exporter(
+                    plan.metrics.enabled, user=EXPORTER_USER,
+                    password=_secret(passwords["exporter"])),
             ),
             # Depending on a component waits for every one of its children.
             opts=pulumi.ResourceOptions(
@@ -716,6 +761,8 @@ class _Optional:
 
     volumes: list[Any] = field(default_factory=list)
     server_mounts: list[Any] = field(default_factory=list)
+    # The clone and backup containers' (the TLS Secret: the clone stream is TLS too).
+    stream_mounts: list[Any] = field(default_factory=list)
     init_containers: list[Any] = field(default_factory=list)
     sidecars: list[Any] = field(default_factory=list)
 
@@ -733,6 +780,7 @@ def _optional_parts(plan: _Plan, env: list[Any], mounts: dict[str, Any]) -> _Opt
                                             read_only=True)])
         parts.volumes.append(volume)
         parts.server_mounts.append(server_mount)
+        parts.stream_mounts.append(server_mount)
         parts.sidecars.append(reload)
     if plan.metrics.enabled:
         init, exporter = _metrics.exporter_containers(
@@ -792,7 +840,8 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
                 "image": config.backup_image,
                 "command": _script("clone.sh"),
                 "env": env,
-                "volume_mounts": [data, mount("conf", CONF_DIR), config_map, run, tmp, record],
+                "volume_mounts": [data, mount("conf", CONF_DIR), config_map, run, tmp, record,
+                                  *extra.stream_mounts],
                 "resources": _BACKUP_RESOURCES,
                 "security_context": secure,
             },
@@ -829,7 +878,8 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
                 "ports": [{"name": "backup", "container_port": BACKUP_PORT, "protocol": "TCP"}],
                 "volume_mounts": [data, mount("conf", CONF_DIR, read_only=True), config_map,
                                   run, tmp, socket, record,
-                                  mount("credentials-backup", CREDENTIALS_DIR, read_only=True)],
+                                  mount("credentials-backup", CREDENTIALS_DIR, read_only=True),
+                                  *extra.stream_mounts],
                 "resources": _BACKUP_RESOURCES,
                 # A replica's sidecar first waits for its server and configures replication;
                 # the listener the probe checks starts only then. The startup probe covers

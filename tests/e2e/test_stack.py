@@ -15,7 +15,8 @@ the network); ``preview --expect-no-changes``, ``refresh`` and a no-op ``up``; s
 with one ``up`` each; a second stack sharing the Lock CRD; ``destroy`` refused while a
 lock is held, then done, the PVCs, the namespace and the user's Secret kept; the other
 stack's locks still working, and its destroy removing the CRD; then bad stack files,
-each failing with the config message and leaving no object behind.
+each failing with the config message and leaving no object behind; and, on a stack of its
+own, a TLS Secret lacking a key stopping the up before any MySQL object.
 
 Wall times of the first ``up``, a no-op ``up`` and ``destroy`` are printed
 (``-s`` shows them; docs/benchmarks.md records them with the machine's load).
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +34,7 @@ from pulumi import automation as auto
 
 from components.locks.crd import OWNERS_ANNOTATION
 from distlock.kube import CRD_NAME, KubeLockBackend, api_client
+from tests.support.certs import issue, make_ca
 from tests.support.controlplane import ControlPlane
 from tests.support.e2e_deployment import (
     CLI_DEADLINE,
@@ -272,3 +275,32 @@ def test_bad_stack_files_fail_with_the_config_message_and_leave_nothing(
         bad.set_sections(mysql=dict(STACK_FILE[f"{PROJECT}:mysql"]),
                          etcd=dict(STACK_FILE[f"{PROJECT}:etcd"]))
     assert sandbox.trap.connections == [], "a run tried to reach the network"
+
+
+TLS_NAMESPACE = "mysql-e2e-tls"
+TLS_SECRET = "mysql-e2e-tls"
+
+
+def test_a_tls_secret_lacking_a_key_stops_the_up_before_any_mysql_object(
+        stack_sandbox: PulumiSandbox, control_plane: ControlPlane, kubectl: Kubectl,
+        tmp_path: Path) -> None:
+    """mysql.tls.secret read by the real provider (a ``get``) and refused by the program,
+    naming the missing key, before one object of the MySQL cluster exists."""
+    deployment = new_deployment(stack_sandbox, control_plane, kubectl, "e2e-tls", TLS_NAMESPACE)
+    ca = make_ca(tmp_path / "certs")
+    leaf = issue(ca, tmp_path / "certs", "mysql")
+    kubectl("create", "secret", "generic", TLS_SECRET, "-n", TLS_NAMESPACE,
+            f"--from-file=tls.crt={leaf.cert}", f"--from-file=tls.key={leaf.key}")
+    deployment.set_sections(mysql={**deployment.mysql,
+                                   "tls": {"enabled": True, "secret": TLS_SECRET}})
+    try:
+        with pytest.raises(auto.CommandError) as failed, CliDeadline(CLI_DEADLINE, "tls up"):
+            deployment.stack.up()
+        assert (f"mysql-cluster:mysql.tls.secret: Secret {TLS_NAMESPACE}/{TLS_SECRET}: "
+                "missing key ca.crt") in str(failed.value), str(failed.value)
+        mysql = [o for o in kubectl.project_objects(TLS_NAMESPACE)
+                 if o.split("/", 1)[1].startswith("mysql")]
+        assert mysql == []
+    finally:
+        # What else the up created (etcd, the Lock CRD) goes; the control plane is shared.
+        deployment.destroy()

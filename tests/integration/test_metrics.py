@@ -17,14 +17,17 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import pymysql
 import pytest
 import requests
 
 from components.mysql._metrics import EXPORTER_FLAGS, AlertSettings, alert_rules
+from components.mysql._replication import _ReplicationProvider
 from tests.support.etcd import EtcdCluster
 from tests.support.pods import Pod, PodCluster
 from tests.support.procs import LOCALHOST, ManagedProcess, free_port, require_binary, wait_until
 from tests.support.promtool import promtool_test, series_text
+from tests.support.provider_server import ProviderServer, ResourceDriver
 
 EXPORTER = "prometheus-mysqld-exporter"
 NS = "mysql-test"
@@ -183,3 +186,108 @@ def test_killed_etcd_members_fire_member_down_and_no_leader(system: dict[str, An
 
     wait_until(leaderless, timeout=30, what="the surviving etcd member to lose its leader")
     assert firing(record(system)) == {"EtcdMemberDown", "EtcdNoLeader"}
+
+
+# --- the exporter account on a cluster bootstrapped before metrics existed --------------------
+
+EXPORTER_ACCOUNT = ("SELECT COUNT(*) AS n FROM mysql.user "
+                    "WHERE User = 'exporter' AND Host = 'localhost'")
+SECRET_INPUTS = frozenset({"admin_password", "replication_password", "exporter_password"})
+
+
+@pytest.fixture(scope="module")
+def unmetered(tmp_path_factory: pytest.TempPathFactory,
+              mariadb_version: str) -> Iterator[tuple[PodCluster, str]]:
+    """A primary and a replica without the exporter account, as a cluster bootstrapped before
+    bootstrap-users.sh created it is; and the account's grants as that bootstrap gives them."""
+    cluster = PodCluster(tmp_path_factory.mktemp(f"no-exporter-{mariadb_version}"), max_pods=2,
+                         version=mariadb_version)
+    try:
+        primary = cluster.start_pod(0)
+        bootstrapped = _grants(primary)
+        primary.query("DROP USER 'exporter'@'localhost'")  # replicated, as the rest
+        replica = cluster.start_pod(1)
+        replica.wait_for_gtid(primary.gtid_binlog_pos())
+        yield cluster, bootstrapped
+    finally:
+        cluster.close()
+
+
+def _grants(pod: Pod) -> str:
+    return "\n".join(str(next(iter(row.values())))
+                     for row in pod.query("SHOW GRANTS FOR 'exporter'@'localhost'"))
+
+
+def _logs_in_as_exporter(pod: Pod, password: str) -> bool:
+    try:
+        pod.server.query("SELECT 1", user="exporter", password=password, host=None)
+    except pymysql.err.OperationalError as error:
+        if error.args[0] == 1045:
+            return False
+        raise
+    return True
+
+
+def _inputs(cluster: PodCluster, exporter_password: str) -> dict[str, Any]:
+    """What MySQLCluster gives ReplicationInit with metrics on (port-forward-like endpoints)."""
+    primary, replica = cluster.primary, cluster.pod(1)
+    return {
+        "flavor": "mariadb",
+        "primary": {"host": LOCALHOST, "port": primary.mysql_port},
+        "replicas": [{"host": LOCALHOST, "port": replica.mysql_port}],
+        "source_host": LOCALHOST, "source_port": primary.mysql_port,
+        "admin_user": "admin", "admin_password": cluster.secrets.admin,
+        "replication_user": "repl", "replication_password": cluster.secrets.replication,
+        "max_lag_seconds": 30, "timeout_seconds": 60, "lock_endpoints": [],
+        "exporter_user": "exporter", "exporter_password": exporter_password,
+    }
+
+
+def test_replication_init_gives_an_old_cluster_the_exporter_account_on_the_primary(
+        unmetered: tuple[PodCluster, str]) -> None:
+    """Created on the primary with the Secret's password and exactly the bootstrap's grants,
+    replicated to the replica (never run there: no errant GTID); a second up changes nothing,
+    a dropped account is drift that the next up repairs, a new password is set."""
+    cluster, bootstrapped = unmetered
+    primary, replica = cluster.primary, cluster.pod(1)
+    for pod in (primary, replica):
+        assert pod.query(EXPORTER_ACCOUNT) == [{"n": 0}], pod.name
+    password = cluster.secrets.exporter
+    with ProviderServer() as server:
+        driver = ResourceDriver(server, _ReplicationProvider(),
+                                type_name="pulumi-python:dynamic/mysql:ReplicationInit",
+                                name="metered", secret_inputs=SECRET_INPUTS,
+                                additional_secret_outputs=SECRET_INPUTS)
+        result = driver.up(_inputs(cluster, password))
+        assert result.outputs["in_sync"] is True, result.outputs
+        for pod in (primary, replica):
+            assert _grants(pod) == bootstrapped, pod.name
+            assert _logs_in_as_exporter(pod, password), pod.name
+        # Run on the primary only: the replica logged nothing under its own server_id.
+        (status,) = result.outputs["replica_status"]
+        assert (status["errant_gtids"], status["drift"]) == ("", [])
+        replica_server_id = replica.query("SELECT @@GLOBAL.server_id AS id")[0]["id"]
+        state = replica.query("SELECT @@GLOBAL.gtid_binlog_state AS s")[0]["s"]
+        assert f"-{replica_server_id}-" not in state, state
+        driver.assert_no_plaintext([password, cluster.secrets.admin])
+
+        position = primary.gtid_binlog_pos()
+        again = driver.up(_inputs(cluster, password))
+        assert (again.operation, again.diff and again.diff.changes) == ("same", False)
+        assert driver.state is not None
+        forced = server.update(driver.urn, driver.state.id, driver.state.outputs,
+                               driver.check(_inputs(cluster, password)).inputs)
+        assert forced["in_sync"] is True
+        assert primary.gtid_binlog_pos() == position, "a no-op up wrote to the binary log"
+
+        primary.query("DROP USER 'exporter'@'localhost'")
+        repaired = driver.up(_inputs(cluster, password))
+        assert repaired.operation == "update"
+        assert _grants(primary) == bootstrapped
+
+        rotated = password + "-rotated"
+        driver.up(_inputs(cluster, rotated))
+        replica.wait_for_gtid(primary.gtid_binlog_pos())
+        for pod in (primary, replica):
+            assert _logs_in_as_exporter(pod, rotated), pod.name
+            assert not _logs_in_as_exporter(pod, password), pod.name

@@ -1,4 +1,4 @@
-"""TLS on a real MariaDB 10.11 with certificates made by openssl.
+"""TLS on real MariaDB 10.11 and 11.4 (the ``mariadb_version`` fixture) with openssl certificates.
 
 The server reads the repository's conf/tls fragments (the pod path /etc/mysql/tls replaced by the
 test's Secret volume, laid out as the kubelet writes one: files behind a ``..data`` symlink that
@@ -9,10 +9,18 @@ failed connection and no server restart; a broken rotation (a key that does not 
 refused, named in RUN_DIR/tls-invalid, and the server keeps the certificate it had.
 
 Then the pods themselves with TLS on and requireSecureTransport (tests/support/pods.py, the
-scripts unmodified, as the StatefulSet wires them): a replica cloned and replicating with the
-primary's certificate verified, every probe passing over the socket while plaintext TCP is
-refused, readiness naming a certificate that cannot serve, and the exporter scraping through the
-socket as its own least-privilege account.
+scripts unmodified, as the StatefulSet wires them), peers named by their pod DNS names (an
+nss_wrapper hosts file resolves them to 127.0.0.1) as in a cluster: a replica cloned over TLS
+from a donor it verified (10.11: 11.4 has no backup tool here, its replica is seeded) and
+replicating with the primary's certificate verified, every probe passing over the socket while
+plaintext TCP is refused, readiness naming a certificate that cannot serve, and the exporter
+scraping through the socket as its own least-privilege account. The clone stream's two ends on
+their own, with ncat and with socat: a plaintext peer gets no backup, a receiver refuses a donor
+whose certificate another CA signed.
+
+Seen to differ on 11.4: a plaintext login under require_secure_transport gets 3159 (10.11:
+1045), and a replica refuses to verify the primary by an IP address (127.0.0.1, though the
+certificate carries it) where 10.11 accepts it; by DNS name, as the pods connect, both verify.
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,12 +45,13 @@ from components.mysql._replication import _ReplicationProvider
 from components.mysql._tls import pymysql_ssl, replication_tls_clause
 from components.mysql.flavor import FLAVORS
 from tests.support.certs import Pair, issue, make_ca, serial
-from tests.support.mariadb import MariaDBServer, random_password
-from tests.support.pods import PodCluster
+from tests.support.mariadb import DEBIAN, MAVEN, MariaDBServer, random_password
+from tests.support.pods import PodCluster, Transport, listening
 from tests.support.procs import (
     LOCALHOST,
     ManagedProcess,
     free_port,
+    missing_tool,
     require_binary,
     run,
     wait_until,
@@ -53,6 +64,15 @@ ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "components" / "mysql" / "conf" / "tls"
 SCRIPTS = ROOT / "components" / "mysql" / "scripts"
 POD_TLS_DIR = "/etc/mysql/tls"
+NSS_WRAPPER = Path("/usr/lib/x86_64-linux-gnu/libnss_wrapper.so")
+# The pods' DNS names, as PEER_HOST_TEMPLATE names peers in a cluster (the headless Service):
+# the clone stream's receiver verifies the donor by the name it dialled, so the certificate
+# carries them (ncat and OpenSSL accept no wildcard over the single-label *.orders-mysql-headless).
+POD_NAMES = tuple(f"orders-mysql-{ordinal}.orders-mysql-headless" for ordinal in range(3))
+PEER_HOST_TEMPLATE = "orders-mysql-{ordinal}.orders-mysql-headless"
+# A plaintext login under require_secure_transport: 10.11 answers access denied, 11.4 as MySQL
+# does (ER_SECURE_TRANSPORT_REQUIRED).
+PLAINTEXT_REFUSED = {DEBIAN: 1045, MAVEN: 3159}
 
 
 class SecretVolume:
@@ -106,25 +126,46 @@ def peer_serial(conn: pymysql.connections.Connection[Any]) -> int:
 def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pair]:
     base = tmp_path_factory.mktemp("certs")
     ca = make_ca(base, "ca")
-    return {"ca": ca, "wrong_ca": make_ca(base, "wrong-ca"), "server": issue(ca, base, "server"),
-            "rotated": issue(ca, base, "rotated"), "stray": issue(ca, base, "stray")}
+    wrong_ca = make_ca(base, "wrong-ca")
+    return {"ca": ca, "wrong_ca": wrong_ca,
+            "server": issue(ca, base, "server", dns_names=POD_NAMES),
+            "rotated": issue(ca, base, "rotated", dns_names=POD_NAMES),
+            "stray": issue(ca, base, "stray", dns_names=POD_NAMES),
+            # Every name right, the wrong signer: a donor that is not one of ours.
+            "impostor": issue(wrong_ca, base, "impostor", dns_names=POD_NAMES)}
 
 
-def tls_server(base: Path, certs: dict[str, Pair], *, server_id: int = 1,
+@pytest.fixture(scope="module")
+def pod_dns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every process started from here on resolves the pods' DNS names to 127.0.0.1
+    (nss_wrapper's hosts file, preloaded into them; nothing on the machine changes)."""
+    if not NSS_WRAPPER.is_file():
+        missing_tool(f"{NSS_WRAPPER} is missing (Debian's libnss-wrapper; scripts/test.sh "
+                     "installs it)")
+    hosts = tmp_path_factory.mktemp("pod-dns") / "hosts"
+    hosts.write_text(f"{LOCALHOST} localhost {socket.gethostname()} {' '.join(POD_NAMES)}\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LD_PRELOAD", str(NSS_WRAPPER))
+        patch.setenv("NSS_WRAPPER_HOSTS", str(hosts))
+        yield
+
+
+def tls_server(base: Path, certs: dict[str, Pair], version: str, *, server_id: int = 1,
                require_secure_transport: bool = True) -> tuple[MariaDBServer, SecretVolume]:
     volume = SecretVolume(base / "tls")
     volume.publish(certs["server"].cert, certs["server"].key, certs["ca"].cert)
     include = conf_dir(base, volume.directory, require_secure_transport=require_secure_transport)
     server = MariaDBServer(base / "server", server_id=server_id, include_dir=include,
-                           extra_config="log_bin=mysql-bin\nbinlog_format=ROW\n")
+                           extra_config="log_bin=mysql-bin\nbinlog_format=ROW\n",
+                           version=version)
     server.initialize()
     return server, volume
 
 
 @pytest.fixture(scope="module")
-def primary(tmp_path_factory: pytest.TempPathFactory,
-            certs: dict[str, Pair]) -> Iterator[tuple[MariaDBServer, SecretVolume]]:
-    server, volume = tls_server(tmp_path_factory.mktemp("primary"), certs)
+def primary(tmp_path_factory: pytest.TempPathFactory, certs: dict[str, Pair],
+            mariadb_version: str) -> Iterator[tuple[MariaDBServer, SecretVolume]]:
+    server, volume = tls_server(tmp_path_factory.mktemp("primary"), certs, mariadb_version)
     try:
         yield server, volume
     finally:
@@ -155,9 +196,8 @@ def test_plaintext_tcp_is_refused_with_require_secure_transport(
     server, _ = primary
     with pytest.raises(pymysql.err.OperationalError) as raised:
         server.connect()  # the harness connects without TLS
-    # MariaDB 10.11 answers a plaintext login under require_secure_transport with 1045 (access
-    # denied), not MySQL's 3159; the same root password logs in over TLS in the test above.
-    assert raised.value.args[0] == 1045, raised.value
+    # The same root password logs in over TLS in the test above.
+    assert raised.value.args[0] == PLAINTEXT_REFUSED[server.version], raised.value
 
 
 def replica_status(replica: MariaDBServer) -> dict[str, Any]:
@@ -165,10 +205,11 @@ def replica_status(replica: MariaDBServer) -> dict[str, Any]:
     return rows[0] if rows else {}
 
 
+@pytest.mark.usefixtures("pod_dns")
 @pytest.mark.parametrize("ca_name", ["ca", "wrong_ca"])
 def test_replication_runs_over_verified_tls_and_refuses_a_wrong_ca(
         primary: tuple[MariaDBServer, SecretVolume], certs: dict[str, Pair],
-        tmp_path: Path, ca_name: str) -> None:
+        tmp_path: Path, ca_name: str, mariadb_version: str) -> None:
     source, _ = primary
     password = random_password()
     with tls_connect(source, certs["ca"].cert) as conn, conn.cursor() as cur:
@@ -182,12 +223,15 @@ def test_replication_runs_over_verified_tls_and_refuses_a_wrong_ca(
         cur.execute("CREATE DATABASE app")
         cur.execute("CREATE TABLE app.t (id INT PRIMARY KEY)")
         cur.execute("INSERT INTO app.t VALUES (1)")
-    replica, _ = tls_server(tmp_path, certs, server_id=2)
+    replica, _ = tls_server(tmp_path, certs, mariadb_version, server_id=2)
     try:
         clause = replication_tls_clause("mariadb", str(certs[ca_name].cert))
         with replica.cursor(host=None) as cur:
             cur.execute("SET GLOBAL gtid_slave_pos = %s", (start[0] if start else "",))
-            cur.execute(f"CHANGE MASTER TO MASTER_HOST='{LOCALHOST}', MASTER_PORT={source.port}, "
+            # By a DNS name, as the pods reach the primary: 11.4 refuses an IP address even
+            # with the certificate's IP:127.0.0.1 ("SSL certificate validation failure").
+            cur.execute(f"CHANGE MASTER TO MASTER_HOST='{POD_NAMES[0]}', "
+                        f"MASTER_PORT={source.port}, "
                         f"MASTER_USER='repl', MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos, "
                         f"{clause}", (password,))
             cur.execute("START REPLICA")
@@ -223,8 +267,8 @@ def start_watcher(server: MariaDBServer, volume: SecretVolume, base: Path) -> Ma
 
 
 def test_rotation_under_a_connecting_client_without_restart(
-        tmp_path: Path, certs: dict[str, Pair]) -> None:
-    server, volume = tls_server(tmp_path, certs)
+        tmp_path: Path, certs: dict[str, Pair], mariadb_version: str) -> None:
+    server, volume = tls_server(tmp_path, certs, mariadb_version)
     watcher = start_watcher(server, volume, tmp_path)
     seen: list[int] = []
     failures: list[BaseException] = []
@@ -299,23 +343,26 @@ def test_check_names_each_bad_secret(tmp_path: Path, certs: dict[str, Pair]) -> 
 
 
 @pytest.fixture(scope="module")
-def tls_pods(tmp_path_factory: pytest.TempPathFactory,
-             certs: dict[str, Pair]) -> Iterator[tuple[PodCluster, SecretVolume]]:
+def tls_pods(tmp_path_factory: pytest.TempPathFactory, certs: dict[str, Pair],
+             pod_dns: None, mariadb_version: str) -> Iterator[tuple[PodCluster, SecretVolume]]:
     """A primary and a cloned replica with mysql.tls on and requireSecureTransport: init-config
-    copies conf/tls into conf.d, the sidecar's CHANGE MASTER verifies the primary, the probes
-    and the backup tool use the socket. One certificate (IP 127.0.0.1) serves both pods."""
+    copies conf/tls into conf.d, the clone streams over TLS with the donor verified, the
+    sidecar's CHANGE MASTER verifies the primary, the probes and the backup tool use the socket.
+    Peers are named by their pod DNS names; one certificate carrying every pod's name (and IP
+    127.0.0.1, for the clients here) serves both pods."""
     base = tmp_path_factory.mktemp("tls-pods")
     volume = SecretVolume(base / "tls")
     volume.publish(certs["server"].cert, certs["server"].key, certs["ca"].cert)
     cluster = PodCluster(base / "pods", max_pods=2, tls_dir=volume.directory,
-                         require_secure_transport=True)
+                         require_secure_transport=True, peer_host_template=PEER_HOST_TEMPLATE,
+                         version=mariadb_version)
     try:
         cluster.start_pod(0)
         cluster.primary.query("CREATE DATABASE app")
         cluster.primary.query("CREATE TABLE app.t (id INT PRIMARY KEY)")
         cluster.primary.query("INSERT INTO app.t VALUES (1)")
-        cluster.start_pod(1)  # cloned through the primary's sidecar, whose backup tool
-        #                       logs in over the socket: plaintext TCP is refused here
+        cluster.start_pod(1)  # cloned over TLS through the primary's sidecar, whose backup
+        #                       tool logs in over the socket: plaintext TCP is refused here
         yield cluster, volume
     finally:
         cluster.close()
@@ -339,7 +386,7 @@ def test_the_pods_replicate_over_verified_tls(
             assert peer_serial(conn) == serial(certs_ca(cluster).with_name("tls.crt"))
         with pytest.raises(pymysql.err.OperationalError) as refused:
             pod.server.connect(user="monitor", password=cluster.secrets.monitor)
-        assert refused.value.args[0] == 1045
+        assert refused.value.args[0] == PLAINTEXT_REFUSED[cluster.version]
 
 
 def certs_ca(cluster: PodCluster) -> Path:
@@ -418,6 +465,114 @@ def _scrape_up(url: str) -> str | None:
     return text if "\nmysql_up 1" in text else None
 
 
+# --- the clone stream over TLS -----------------------------------------------------------------
+
+# What the backup tool's stream starts with (xbstream chunk magic).
+XBSTREAM_MAGIC = b"XBSTCK01"
+
+
+def test_the_clone_stream_is_tls_from_a_verified_donor(
+        tls_pods: tuple[PodCluster, SecretVolume]) -> None:
+    """The replica of the fixture was cloned (its data and marker are the clone's) from a
+    listener that speaks TLS with the pod certificate, by a receiver that verified it."""
+    cluster, _ = tls_pods
+    if not cluster.distribution.has_backup_tool:
+        pytest.skip(f"MariaDB {cluster.version} has no backup tool here, so its replica is "
+                    "seeded, not cloned (tests/support/pods.py); the stream runs on 10.11")
+    primary, replica = cluster.primary, cluster.pod(1)
+    assert "donor=0" in (replica.data_dir / ".clone-complete").read_text()
+    assert primary.sidecar is not None
+    listener = (Path("/proc") / str(primary.sidecar.pid) / "cmdline").read_bytes().split(b"\0")
+    assert listener[0].endswith(b"ncat"), listener
+    assert {b"--ssl", b"--ssl-cert", b"--ssl-key"} <= set(listener), listener
+    assert str(certs_ca(cluster).with_name("tls.crt")).encode() in listener
+    assert "streaming a backup from ordinal 0" in replica.clone_log()
+
+
+def test_plaintext_to_the_tls_backup_port_gets_no_backup(
+        tls_pods: tuple[PodCluster, SecretVolume]) -> None:
+    """A peer speaking plaintext to the donor gets a TLS alert, not one byte of a backup, and
+    the donor serves the next receiver as before."""
+    cluster, _ = tls_pods
+    primary = cluster.primary
+    assert primary.sidecar is not None
+    log = primary.sidecar.log_path
+    streams_before = log.read_text().count("streaming a backup")
+    received = b""
+    with socket.create_connection((LOCALHOST, primary.backup_port), timeout=30) as plain:
+        plain.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        try:
+            while chunk := plain.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass  # the listener may answer the failed handshake with a reset
+    assert XBSTREAM_MAGIC not in received
+    assert len(received) < 100, received  # an alert record at most
+    assert log.read_text().count("streaming a backup") == streams_before
+    assert primary.probe("backup").returncode == 0
+
+
+def _lib_command(function: str, *args: str) -> list[str]:
+    """Runs the command line lib.sh's ``function ARRAY ARGS...`` builds, in the environment it
+    is given (a container's, TLS_DIR included)."""
+    script = f'source "$CONFIG_DIR/lib.sh"; {function} command "$@"; exec "${{command[@]}}"'
+    return ["bash", "-c", script, function, *args]
+
+
+@pytest.mark.parametrize("transport", ["ncat", "socat"])
+def test_a_receiver_refuses_a_donor_its_ca_did_not_sign(
+        tmp_path: Path, certs: dict[str, Pair], pod_dns: None, transport: Transport) -> None:
+    """With the same transport and names, a listener serving the pod certificate streams to the
+    receiver; one serving a certificate another CA signed (every name right) gets nothing
+    through: clone.sh refuses it, receives no byte and says why."""
+    volume = SecretVolume(tmp_path / "tls")
+    volume.publish(certs["server"].cert, certs["server"].key, certs["ca"].cert)
+    impostor = SecretVolume(tmp_path / "impostor-tls")
+    impostor.publish(certs["impostor"].cert, certs["impostor"].key, certs["wrong_ca"].cert)
+    cluster = PodCluster(tmp_path / "pods", max_pods=2, transport=transport,
+                         tls_dir=volume.directory, require_secure_transport=True,
+                         peer_host_template=PEER_HOST_TEMPLATE)
+    donor, receiver = cluster.pod(0), cluster.pod(1)
+    payload = tmp_path / "payload"
+    payload.write_bytes(XBSTREAM_MAGIC + b" not a real backup\n")
+
+    def listener(tls_dir: Path) -> ManagedProcess:
+        env = {**donor.env("backup"), "TLS_DIR": str(tls_dir), "PAYLOAD": str(payload)}
+        return ManagedProcess(f"listener-{tls_dir.name}", _lib_command(
+            "serve_command", str(donor.backup_port), 'cat "$PAYLOAD"'),
+            log_dir=tmp_path, env=env).start()
+
+    def receive() -> subprocess.CompletedProcess[bytes]:
+        argv = _lib_command("receive_command", POD_NAMES[0], str(donor.backup_port))
+        return subprocess.run(argv, env={**os.environ, **receiver.env("clone")},
+                              capture_output=True, timeout=60, check=False)
+
+    genuine = listener(volume.directory)
+    try:
+        wait_until(lambda: listening(donor.backup_port), timeout=30, what="the listener")
+        streamed = receive()
+        assert streamed.stdout == payload.read_bytes(), streamed.stderr
+    finally:
+        genuine.stop()
+    rogue = listener(impostor.directory)
+    try:
+        wait_until(lambda: listening(donor.backup_port), timeout=30, what="the rogue listener")
+        refused = receive()
+        assert refused.returncode != 0
+        assert refused.stdout == b""
+        receiver.init_config()
+        assert receiver.clone() != 0
+    finally:
+        rogue.stop()
+    log = receiver.clone_log()
+    assert (f"ordinal 0 could not be reached or sent nothing (TLS: or its certificate is not "
+            f"signed by {volume.directory}/ca.crt or does not name {POD_NAMES[0]})") in log, log
+    if transport == "socat":
+        assert "certificate verify failed" in log, log
+    # Nothing arrived: only the in-progress marker, which the next start wipes past.
+    assert [p.name for p in receiver.data_dir.iterdir()] == [".clone-in-progress"]
+
+
 # --- ReplicationInit through the real provider server, against the TLS pods ------------------
 
 
@@ -429,7 +584,7 @@ def _replication_inputs(cluster: PodCluster, ca: Path) -> dict[str, Any]:
         "flavor": "mariadb",
         "primary": {"host": LOCALHOST, "port": primary.mysql_port},
         "replicas": [{"host": LOCALHOST, "port": replica.mysql_port}],
-        "source_host": LOCALHOST, "source_port": primary.mysql_port,
+        "source_host": POD_NAMES[0], "source_port": primary.mysql_port,
         "admin_user": "admin", "admin_password": cluster.secrets.admin,
         "replication_user": "repl", "replication_password": cluster.secrets.replication,
         "max_lag_seconds": 30, "timeout_seconds": 60, "lock_endpoints": [],
@@ -462,15 +617,15 @@ def test_replication_init_repoints_a_replica_onto_verified_tls(
         assert result.outputs["in_sync"] is True
         status = replica.query("SHOW REPLICA STATUS")[0]
         assert (status["Master_Host"], status["Master_SSL_Allowed"],
-                status["Master_SSL_Verify_Server_Cert"]) == (LOCALHOST, "Yes", "Yes")
+                status["Master_SSL_Verify_Server_Cert"]) == (POD_NAMES[0], "Yes", "Yes")
         assert status["Slave_IO_Running"] == "Yes"
     finally:
         # The fixture's other tests expect the pods' own replication back.
         status = replica.query("SHOW REPLICA STATUS")[0]
-        if status["Master_Host"] != LOCALHOST:
+        if status["Master_Host"] != POD_NAMES[0]:
             replica.query("STOP REPLICA")
             clause = replication_tls_clause("mariadb", str(certs_ca(cluster)))
-            replica.query(f"CHANGE MASTER TO MASTER_HOST='{LOCALHOST}', {clause}")
+            replica.query(f"CHANGE MASTER TO MASTER_HOST='{POD_NAMES[0]}', {clause}")
             replica.query("START REPLICA")
 
 

@@ -28,13 +28,15 @@ def make_ca(directory: Path, name: str = "test-ca") -> Pair:
     return pair
 
 
-def issue(ca: Pair, directory: Path, name: str, *, days: int = 2) -> Pair:
-    """A leaf for ``name`` signed by ``ca``, valid for 127.0.0.1 and localhost."""
+def issue(ca: Pair, directory: Path, name: str, *, days: int = 2,
+          dns_names: tuple[str, ...] = ()) -> Pair:
+    """A leaf for ``name`` signed by ``ca``, valid for 127.0.0.1, localhost and ``dns_names``."""
     directory.mkdir(parents=True, exist_ok=True)
     pair = Pair(directory / f"{name}.crt", directory / f"{name}.key")
     csr = directory / f"{name}.csr"
     ext = directory / f"{name}.ext"
-    ext.write_text(f"subjectAltName=IP:{LOCALHOST},DNS:localhost\n")
+    names = "".join(f",DNS:{dns}" for dns in dns_names)
+    ext.write_text(f"subjectAltName=IP:{LOCALHOST},DNS:localhost{names}\n")
     run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
          "-keyout", str(pair.key), "-out", str(csr)])
     run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca.cert), "-CAkey", str(ca.key),

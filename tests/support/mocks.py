@@ -28,6 +28,8 @@ import hashlib
 import importlib
 import json
 import runpy
+import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -292,6 +294,41 @@ def _resolve(value: Any) -> StackOutput:
 
 
 last_mocks: Mocks | None = None
+
+
+def failed_deploy(deploy: str, argument: Any, namespace: str) -> tuple[str, list[str]]:
+    """The error of ``deploy`` (``"module:function"``, called with ``argument`` as JSON, a
+    run_program expected to raise) and every ``mysql*`` Kubernetes object of ``namespace`` it
+    registered before failing (``Kind/name``).
+
+    One failure makes every resource waiting on a check fail too; the SDK's chained errors,
+    finalized later, leave CPython 3.11's compiler in a state that breaks the next module
+    import (SystemError: AST constructor recursion depth mismatch), so such a run gets a
+    process of its own.
+    """
+    child = subprocess.run([sys.executable, "-c", _FAILED_DEPLOY, deploy, json.dumps(argument),
+                            namespace], capture_output=True, text=True, check=True,
+                           timeout=120, cwd=REPO_ROOT)
+    result = json.loads(child.stdout.splitlines()[-1])
+    return result["error"], result["built"]
+
+
+_FAILED_DEPLOY = """
+import importlib, json, sys
+from tests.support import mocks
+module, function = sys.argv[1].split(":")
+namespace = sys.argv[3]
+try:
+    getattr(importlib.import_module(module), function)(json.loads(sys.argv[2]))
+    error = ""
+except ValueError as raised:
+    error = str(raised)
+built = [f"{r.kind}/{r.metadata_name}" for r in mocks.last_mocks.resources
+         if r.type.startswith("kubernetes:")
+         and (r.inputs.get("metadata") or {}).get("namespace") == namespace
+         and (r.inputs.get("metadata") or {}).get("name", "").startswith("mysql")]
+print(json.dumps({"error": error, "built": built}))
+"""
 
 
 def manifests(result: ProgramResult) -> list[dict[str, Any]]:

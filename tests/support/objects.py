@@ -8,18 +8,55 @@ share it). Policy and RBAC checks must see both, or an object would escape them.
 
 from __future__ import annotations
 
+import base64
+import functools
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from tests.support import certs
 from tests.support.mocks import ProgramResult, load_stack_file, manifests, run_program, run_stack
 
 DYNAMIC = "pulumi-python:dynamic:Resource"
+
+
+TLS_SECRET = "mysql-tls"
+
+
+@functools.cache
+def tls_secret_data(subject: str = "mysql") -> dict[str, str]:
+    """A usable TLS Secret's ``data`` (base64, as the API serves it): a CA made with openssl
+    and a certificate for ``subject`` it signs, what cert-manager would have written; each
+    subject gets a CA and key of its own."""
+    with tempfile.TemporaryDirectory() as directory:
+        ca = certs.make_ca(Path(directory), "ca")
+        leaf = certs.issue(ca, Path(directory), subject)
+        files = {"tls.crt": leaf.cert, "tls.key": leaf.key, "ca.crt": ca.cert}
+        return {key: base64.b64encode(path.read_bytes()).decode() for key, path in files.items()}
+
+
+def tls_secret_object(namespace: str, data: Mapping[str, str] | None = None,
+                      name: str = TLS_SECRET) -> dict[str, dict[str, Any]]:
+    """The ``existing`` argument of run_program for a TLS Secret in ``namespace`` (a usable
+    one unless ``data`` is given): what the program's ``get`` of mysql.tls.secret reads."""
+    return {f"{namespace}/{name}": {
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "data": dict(tls_secret_data() if data is None else data),
+        "metadata": {"name": name, "namespace": namespace}}}
+
+
+def run_with_tls_and_metrics(config: dict[str, Any], *, stack: str) -> ProgramResult:
+    """The program with every TLS and metrics switch on, the TLS Secret present and usable."""
+    return run_program(with_tls_and_metrics(config), stack=stack,
+                       existing=tls_secret_object(config["mysql-cluster:namespace"]))
 
 
 def with_tls_and_metrics(config: dict[str, Any]) -> dict[str, Any]:
     """A stack config with every TLS and metrics switch on: what the schema, policy and
     wiring tests see of the objects those switches add."""
     mysql = {**config["mysql-cluster:mysql"],
-             "tls": {"enabled": True, "secret": "mysql-tls", "requireSecureTransport": "on"}}
+             "tls": {"enabled": True, "secret": TLS_SECRET, "requireSecureTransport": "on"}}
     return {**config, "mysql-cluster:mysql": mysql, "mysql-cluster:metrics": {
         "enabled": True, "scrapeNamespaces": ["monitoring"],
         "serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}}
@@ -43,6 +80,5 @@ def stack_objects(stack: str) -> list[dict[str, Any]]:
     every TLS and metrics switch on)."""
     if stack.endswith(_TLS_METRICS):
         base = stack.removesuffix(_TLS_METRICS)
-        return program_objects(run_program(with_tls_and_metrics(load_stack_file(base)),
-                                           stack=base))
+        return program_objects(run_with_tls_and_metrics(load_stack_file(base), stack=base))
     return program_objects(run_stack(stack))

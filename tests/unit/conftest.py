@@ -14,7 +14,7 @@ import warnings
 import pytest
 
 from tests.support.mocks import ProgramResult, load_stack_file, run_program, stack_with
-from tests.support.objects import with_tls_and_metrics
+from tests.support.objects import run_with_tls_and_metrics
 
 
 @pytest.fixture(autouse=True)
@@ -55,13 +55,13 @@ def dev_mysql() -> ProgramResult:
 
 @pytest.fixture(scope="session")
 def prod_tls_metrics() -> ProgramResult:
-    return run_program(with_tls_and_metrics(load_stack_file("prod")), stack="prod")
+    return run_with_tls_and_metrics(load_stack_file("prod"), stack="prod")
 
 
 @pytest.fixture(scope="session")
 def prod_mysql_tls_metrics() -> ProgramResult:
-    return run_program(with_tls_and_metrics(stack_with("prod", flavor="mysql", version="8.4.5")),
-                       stack="prod")
+    return run_with_tls_and_metrics(stack_with("prod", flavor="mysql", version="8.4.5"),
+                                    stack="prod")
 
 
 @pytest.fixture(scope="session", params=["dev", "prod", "dev_mysql", "prod_mysql",

@@ -9,10 +9,6 @@ of the MySQL cluster is registered.
 from __future__ import annotations
 
 import base64
-import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -89,32 +85,7 @@ def test_replication_init_and_outputs_get_its_passwords_as_secrets(
 
 def failed_deploy(data: dict[str, str]) -> tuple[str, list[str]]:
     """The program's error and every MySQL object it registered, for a bad Secret."""
-    # One failure makes every resource waiting on the check fail too; the SDK's chained
-    # errors, finalized later, leave CPython 3.11's compiler in a state that breaks the
-    # next module import (SystemError: AST constructor recursion depth mismatch), so
-    # this run gets a process of its own.
-    child = subprocess.run([sys.executable, "-c", _FAILED_DEPLOY, json.dumps(data)],
-                           capture_output=True, text=True, check=True, timeout=120,
-                           cwd=Path(__file__).resolve().parents[2])
-    result = json.loads(child.stdout.splitlines()[-1])
-    return result["error"], result["built"]
-
-
-_FAILED_DEPLOY = """
-import json, sys
-from tests.support import mocks
-from tests.unit.test_existing_secret import NAMESPACE, deploy
-try:
-    deploy(json.loads(sys.argv[1]))
-    error = ""
-except ValueError as raised:
-    error = str(raised)
-built = [f"{r.kind}/{r.metadata_name}" for r in mocks.last_mocks.resources
-         if r.type.startswith("kubernetes:")
-         and (r.inputs.get("metadata") or {}).get("namespace") == NAMESPACE
-         and (r.inputs.get("metadata") or {}).get("name", "").startswith("mysql")]
-print(json.dumps({"error": error, "built": built}))
-"""
+    return mocks.failed_deploy("tests.unit.test_existing_secret:deploy", data, NAMESPACE)
 
 
 def test_a_secret_lacking_keys_stops_the_deploy_naming_each_and_builds_nothing() -> None:

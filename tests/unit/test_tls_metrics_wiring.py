@@ -16,11 +16,18 @@ import pytest
 
 from components.config import ConfigError, parse
 from components.mysql import _metrics, _tls
-from components.mysql._replication_sql import DIALECTS
+from components.mysql._replication_sql import DIALECTS, Statement
 from components.mysql.cluster import pod_files
 from components.mysql.flavor import Flavor
+from tests.support import mocks
+from tests.support.accounts import bootstrap_statements
 from tests.support.mocks import ProgramResult, config_map, load_stack_file, manifests, run_program
-from tests.support.objects import with_tls_and_metrics
+from tests.support.objects import (
+    TLS_SECRET,
+    tls_secret_data,
+    tls_secret_object,
+    with_tls_and_metrics,
+)
 
 CREDENTIALS_DIR = "/run/secrets/mysql-cluster"
 
@@ -79,7 +86,8 @@ def test_the_secret_is_mounted_where_the_server_config_points(on: ProgramResult)
     assert f"ssl_ca = {_tls.TLS_DIR}/ca.crt" in data["tls.cnf"]
     assert "require_secure_transport = ON" in data["require-secure-transport.cnf"]
     containers = _containers(on)
-    for name in ("mysql", "tls-reload"):
+    # The server, the watcher, and both ends of the clone stream (donor sidecar, receiver).
+    for name in ("mysql", "tls-reload", "backup", "clone"):
         mount = _mounts(containers[name])["tls"]
         assert (mount["mountPath"], mount["readOnly"]) == (_tls.TLS_DIR, True), name
     # Every script sees TLS on the same way (init-config copies the confs, the sidecar's
@@ -151,7 +159,8 @@ def test_thresholds_come_from_the_stack() -> None:
     config = with_tls_and_metrics(load_stack_file("dev"))
     config["mysql-cluster:metrics"]["prometheusRule"] |= {
         "lockHeldMaxSeconds": 42, "etcdQuotaPercent": 90, "backupMarginSeconds": 600}
-    result = run_program(config, stack="dev")
+    result = run_program(config, stack="dev",
+                         existing=tls_secret_object(config["mysql-cluster:namespace"]))
     rules = {r["alert"]: r["expr"] for g in result.one("PrometheusRule").inputs["spec"]["groups"]
              for r in g["rules"]}
     assert rules["DistlockHeldTooLong"].endswith("> 42")
@@ -212,3 +221,90 @@ def test_replication_init_changes_the_source_with_the_pods_tls_clause(flavor: Fl
     assert statement.display().endswith(
         ", " + _tls.replication_tls_clause(flavor, "/etc/mysql/tls/ca.crt"))
     assert "SSL" not in DIALECTS[flavor].change_source("db-0", 3306, "repl", "pw").display()
+
+
+# --- the deploy-time check of mysql.tls.secret ------------------------------------------------
+
+TLS_NAMESPACE = "mysql-prod"
+
+
+def deploy_with_tls_secret(data: dict[str, str]) -> ProgramResult:
+    """The prod stack with TLS on, reading a TLS Secret holding ``data`` (base64)."""
+    return run_program(with_tls_and_metrics(load_stack_file("prod")), stack="prod",
+                       existing=tls_secret_object(TLS_NAMESPACE, data))
+
+
+def test_the_tls_secret_is_read_and_every_object_waits_for_its_check() -> None:
+    result = deploy_with_tls_secret(tls_secret_data())
+    assert mocks.last_mocks is not None
+    assert ("kubernetes:core/v1:Secret", f"{TLS_NAMESPACE}/{TLS_SECRET}") in (
+        mocks.last_mocks.reads)
+    assert not [s for s in result.kubernetes("Secret") if s.metadata_name == TLS_SECRET]
+    mysql = result.component("mysql-cluster:index:MySQLCluster")
+    check = [r for r in mocks.last_mocks.reads if r[1].endswith(f"/{TLS_SECRET}")]
+    assert check, "the TLS Secret was not read"
+    for resource in mysql.resources:
+        if resource.type.startswith("kubernetes:") and resource.kind != "RoleBinding":
+            # The RoleBinding waits for its Role and ServiceAccount, which wait for the check.
+            assert any(urn.endswith("::mysql-tls-secret") for urn in resource.dependencies
+                       ), (resource.kind, resource.metadata_name, resource.dependencies)
+
+
+def test_a_tls_secret_the_pods_could_not_use_stops_the_deploy_naming_each_key() -> None:
+    data = dict(tls_secret_data())
+    del data["ca.crt"]
+    data["tls.key"] = ""
+    message, built = mocks.failed_deploy(
+        "tests.unit.test_tls_metrics_wiring:deploy_with_tls_secret", data, TLS_NAMESPACE)
+    assert "invalid stack configuration" in message, message
+    secret = f"Secret {TLS_NAMESPACE}/{TLS_SECRET}"
+    assert f"mysql-cluster:mysql.tls.secret: {secret}: missing key ca.crt" in message, message
+    assert f"mysql-cluster:mysql.tls.secret: {secret}: key tls.key is empty" in message, message
+    assert "tls.crt" not in message
+    assert built == []
+
+
+def test_a_certificate_that_does_not_match_its_key_stops_the_deploy() -> None:
+    good, other = tls_secret_data(), tls_secret_data("other")
+    message, built = mocks.failed_deploy(
+        "tests.unit.test_tls_metrics_wiring:deploy_with_tls_secret",
+        {**good, "tls.key": other["tls.key"]}, TLS_NAMESPACE)
+    assert "tls.key does not match the certificate in tls.crt" in message, message
+    assert built == []
+
+
+# --- the exporter account through ReplicationInit ---------------------------------------------
+
+
+def test_replication_init_gets_the_exporter_account_only_with_metrics(
+        prod_tls_metrics: ProgramResult, prod: ProgramResult) -> None:
+    (init,) = prod_tls_metrics.of_type("pulumi-python:dynamic/mysql:ReplicationInit")
+    assert init.inputs["exporter_user"] == "exporter"
+    secret = prod_tls_metrics.one("Secret").inputs["stringData"]["exporter-password"]
+    assert init.inputs["exporter_password"] == secret
+    assert init.is_secret("exporter_password")
+    (plain,) = prod.of_type("pulumi-python:dynamic/mysql:ReplicationInit")
+    assert not {"exporter_user", "exporter_password"} & set(plain.inputs)
+
+
+def _rendered(statement: Statement) -> str:
+    """The statement as the server gets it, password included (test passwords only)."""
+    args = statement.args
+    assert isinstance(args, tuple)
+    return statement.sql % tuple(f"'{a}'" if isinstance(a, str) else str(a) for a in args)
+
+
+@pytest.mark.parametrize("flavor", ["mysql", "mariadb"])
+def test_replication_init_gives_the_exporter_exactly_what_the_bootstrap_gives(
+        flavor: Flavor) -> None:
+    """lib.sh's bootstrap_users_sql and the provider's statements, one by one."""
+    password = "exporter-pw-1"
+    bootstrap = [line.rstrip(";") for line in bootstrap_statements(
+        flavor=flavor, passwords={"EXPORTER": password}) if "'exporter'@" in line]
+    dialect = DIALECTS[flavor]
+    provider = [_rendered(s) for s in (*dialect.exporter_account("exporter", password),
+                                       dialect.grant_exporter("exporter"))]
+    assert provider == bootstrap
+    grant = f"GRANT {dialect.monitor_privilege} ON *.* TO `exporter`@`localhost`"
+    assert dialect.exporter_grants_exact(["GRANT USAGE ON *.* TO `exporter`@`localhost`", grant])
+    assert not dialect.exporter_grants_exact([grant, "GRANT SELECT ON `app`.* TO `exporter`@`%`"])

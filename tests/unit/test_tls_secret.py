@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
-from components.mysql._tls import pymysql_ssl, replication_tls_clause, tls_secret_problems
+from components.mysql._tls import (
+    pymysql_ssl,
+    replication_tls_clause,
+    secret_data_problems,
+    tls_secret_problems,
+)
 from tests.support.certs import Pair, issue, make_ca
 
 
@@ -65,3 +72,20 @@ def test_replication_clauses_verify_the_primary() -> None:
     with pytest.raises(ValueError, match="quotes"):
         replication_tls_clause("mysql", "/t/'x")
     assert pymysql_ssl("/t/ca.crt")["ssl_verify_identity"] is True
+
+
+def test_an_empty_key_is_named_apart_from_a_missing_one(material: dict[str, Pair]) -> None:
+    data = {**secret(material), "tls.key": ""}
+    del data["ca.crt"]
+    assert tls_secret_problems("ns/tls", data) == [
+        "Secret ns/tls: key tls.key is empty", "Secret ns/tls: missing key ca.crt"]
+
+
+def test_the_api_s_base64_is_decoded_and_bad_base64_named(material: dict[str, Pair]) -> None:
+    encoded = {key: base64.b64encode(value.encode()).decode()
+               for key, value in secret(material).items()}
+    assert secret_data_problems("ns/tls", encoded) == []
+    assert secret_data_problems("ns/tls", {**encoded, "ca.crt": "not base64!"}) == [
+        "Secret ns/tls: key ca.crt is not base64"]
+    assert secret_data_problems("ns/tls", None) == [
+        f"Secret ns/tls: missing key {key}" for key in ("tls.crt", "tls.key", "ca.crt")]

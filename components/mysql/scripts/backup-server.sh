@@ -9,6 +9,8 @@
 # and was demoted by a switchover (.bootstrap-complete, no clone) had its replication configured
 # by the switchover itself, which the server keeps: it is left to the server.
 #   backup-server.sh stream   run by the listener for each connection: the backup tool, to stdout
+# With mysql.tls (TLS_DIR set) the listener speaks TLS with the pod's certificate (lib.sh,
+# transport), so a backup only ever leaves the pod encrypted, to a receiver that verified it.
 #
 # Replication is configured once per clone, in two steps that each leave a marker in DATA_DIR:
 #   1. position + source (idempotent while replication has never run)  -> .replication-configured
@@ -161,6 +163,7 @@ serve() {
     pid_file=$(backup_listener_pid_file)
     rm -f -- "$pid_file"
     transport_tool >/dev/null  # fail at once, not after replication was configured
+    transport_tls_check        # likewise for a TLS Secret the listener could not serve with
     read_secret BACKUP_PASSWORD
     mkdir -p "$RUN_DIR"
     # A sidecar SIGKILLed inside write_marker or write_client_options left a temp file, perhaps

@@ -21,6 +21,10 @@
 # primary if its ordinal is higher, so one unavailable replica does not block seeding. A stream that breaks after data arrived is not
 # retried here: the pod fails, and its next start wipes and starts over.
 #
+# With mysql.tls (TLS_DIR set) the stream comes over TLS, the donor verified against the Secret's
+# CA and by its pod name (lib.sh, transport); a donor that cannot prove itself sends nothing, which
+# counts as unreachable: the next donor is tried.
+#
 # mbstream/xbstream can exit 0 on a stream cut at a chunk boundary, so completeness is checked
 # on the files the backup tool writes last, and --prepare must succeed before anything is marked.
 set -euo pipefail
@@ -99,7 +103,13 @@ stream_from() {
         log "stream from ordinal $donor broke after data arrived"
         return 1
     fi
-    log "ordinal $donor could not be reached or sent nothing"
+    if [[ -n "${TLS_DIR:-}" ]]; then
+        # ncat says no more than "Input/output error" about a certificate it refused.
+        log "ordinal $donor could not be reached or sent nothing (TLS: or its certificate is" \
+            "not signed by $TLS_DIR/ca.crt or does not name $host)"
+    else
+        log "ordinal $donor could not be reached or sent nothing"
+    fi
     return 2
 }
 
@@ -114,6 +124,7 @@ main() {
         return 0
     fi
     transport_tool >/dev/null  # fail before touching anything if no transport is installed
+    transport_tls_check        # and if TLS is on but the Secret's files cannot verify a donor
     mkdir -p "$DATA_DIR"
     local state
     state=$(data_dir_state)

@@ -647,13 +647,55 @@ transport_tool() {
     fi
 }
 
+# The clone stream under mysql.tls (TLS_DIR set): the donor's listener serves the pod's
+# certificate (tls.crt/tls.key), the receiver verifies it against ca.crt and checks that it names
+# the donor's host as the receiver dialled it (PEER_HOST_TEMPLATE: the pod's DNS name, which the
+# certificate must carry; ncat and OpenSSL accept no wildcard over a single-label parent such as
+# *.<name>-headless). Plaintext is refused both ways: a plaintext peer gets no byte of the backup
+# (the handshake fails before the listener runs the backup), and a receiver never accepts a
+# plaintext or unverified stream. The listener loads the certificate when it starts: a rotated
+# one is served once the backup container restarts (the old one stays valid until then, as
+# cert-manager renews well before expiry).
+
+# transport_tls_check: dies naming what is wrong with the TLS Secret's files under TLS (the
+# listener and the receiver would otherwise fail with a bare handshake error); nothing when off.
+transport_tls_check() {
+    [[ -n "${TLS_DIR:-}" ]] || return 0
+    local problem="" name
+    if command -v openssl >/dev/null 2>&1; then
+        problem=$(tls_problem)
+    else  # the files at least; ncat/socat name the rest
+        for name in "${TLS_SECRET_FILES[@]}"; do
+            [[ -s $TLS_DIR/$name ]] || { problem="$TLS_DIR/$name: missing or empty"; break; }
+        done
+    fi
+    [[ -z $problem ]] || die "TLS for the clone stream: $problem"
+    if [[ $(transport_tool) == socat && $TLS_DIR == *[:,!]* ]]; then
+        die "TLS_DIR '$TLS_DIR' holds one of : , ! which socat's address syntax cannot carry"
+    fi
+}
+
 # receive_command ARRAY HOST PORT: connects and copies the stream to stdout.
 receive_command() {
     local -n _receive_command=$1
     local host=$2 port=$3
     case "$(transport_tool)" in
-        ncat) _receive_command=(ncat --recv-only "$host" "$port") ;;
-        socat) _receive_command=(socat -u "TCP:$host:$port" STDOUT) ;;
+        ncat)
+            _receive_command=(ncat --recv-only)
+            if [[ -n "${TLS_DIR:-}" ]]; then
+                _receive_command+=(--ssl --ssl-verify --ssl-trustfile "$TLS_DIR/ca.crt")
+            fi
+            _receive_command+=("$host" "$port")
+            ;;
+        socat)
+            if [[ -n "${TLS_DIR:-}" ]]; then
+                # verify=1 checks the chain and that the certificate names HOST.
+                _receive_command=(socat -u "OPENSSL:$host:$port,cafile=$TLS_DIR/ca.crt,verify=1"
+                    STDOUT)
+            else
+                _receive_command=(socat -u "TCP:$host:$port" STDOUT)
+            fi
+            ;;
     esac
 }
 
@@ -667,20 +709,29 @@ receive_command() {
 # the cluster lock the Job holds, not the listener.
 serve_command() {
     local -n _serve_command=$1
-    local port=$2 shell_serve_command=$3 duplex=${4:-} connections=1
+    local port=$2 shell_serve_command=$3 duplex=${4:-} connections=1 tls=""
     [[ $duplex != duplex ]] || connections=4
+    # TLS (with TLS_DIR) on the clone stream only: the backup agent's request channel is
+    # plain, as the backup Job that asks it speaks plain TCP and its container mounts no TLS.
+    [[ -z "${TLS_DIR:-}" || $duplex == duplex ]] || tls=yes
     case "$(transport_tool)" in
         ncat)
             _serve_command=(ncat --listen --keep-open)
             [[ $duplex == duplex ]] || _serve_command+=(--send-only)
+            [[ -z $tls ]] || _serve_command+=(--ssl --ssl-cert "$TLS_DIR/tls.crt" --ssl-key "$TLS_DIR/tls.key")
             _serve_command+=("--max-conns=$connections" --sh-exec "$shell_serve_command" "$port")
             ;;
         socat)
             # -U: data flows only from the command to the peer; the peer's input is ignored.
+            local listen="TCP-LISTEN:$port,reuseaddr,fork,max-children=$connections"
+            if [[ -n $tls ]]; then
+                # verify=0: the receivers hold no client certificate (peers only reach the port:
+                # NetworkPolicy); what TLS proves here is the donor to the receiver.
+                listen="OPENSSL-LISTEN:$port,reuseaddr,fork,max-children=$connections,cert=$TLS_DIR/tls.crt,key=$TLS_DIR/tls.key,verify=0"
+            fi
             _serve_command=(socat)
             [[ $duplex == duplex ]] || _serve_command+=(-U)
-            _serve_command+=("TCP-LISTEN:$port,reuseaddr,fork,max-children=$connections"
-                "SYSTEM:$shell_serve_command")
+            _serve_command+=("$listen" "SYSTEM:$shell_serve_command")
             ;;
     esac
 }
