@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pulumi.dynamic import CheckFailure
 from pulumi.runtime.rpc import UNKNOWN  # a value not known yet (preview)
@@ -109,6 +109,16 @@ class Checker:
             self.fail(name, "must not contain NUL characters")
             return ""
         return value
+
+    def cluster_access(self, props: Mapping[str, Any]) -> tuple[str, str]:
+        """``kubeconfig`` (a path or a document's text; it may hold credentials, so a
+        failure never shows it) and ``context``, both optional ("" when absent: the
+        provider then finds the cluster as kubectl does)."""
+        kubeconfig = self.secret("kubeconfig", props.get("kubeconfig"), max_length=None,
+                                 what="kubeconfigs", required=False)
+        context = self.string("context", props.get("context"), max_length=None,
+                              required=False)
+        return kubeconfig, context
 
     def integer(self, name: str, value: object, *, minimum: int, maximum: int) -> int:
         if not self.present(name, value):

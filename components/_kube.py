@@ -303,6 +303,18 @@ def files_hash(files: Mapping[str, str]) -> str:
     return digest.hexdigest()
 
 
+def stack_cluster() -> tuple[pulumi.Output[str] | None, str | None]:
+    """The ``kubernetes:kubeconfig`` (a secret: it may carry credentials) and
+    ``kubernetes:context`` that pulumi-kubernetes' default provider is configured with.
+
+    Why the dynamic providers need them: they cannot borrow that provider's connection, and
+    a provider that found the cluster through ``$KUBECONFIG`` instead would, for a user with
+    the kubeconfig in stack config, reach another cluster than the stack's objects (or none).
+    None where unset: then both find the cluster as kubectl does."""
+    config = pulumi.Config("kubernetes")
+    return config.get_secret("kubeconfig"), config.get("context")
+
+
 def stack_digest(project: str, stack: str, namespace: str, name: str) -> bytes:
     """sha256 of one component instance's identity: stable across runs and machines and
     distinct per stack, for values that must not collide between clusters (etcd's

@@ -88,10 +88,7 @@ class LockCRDProvider(ResourceProvider):
         timeout = check.integer("establishTimeoutSeconds",
                                 news.get("establishTimeoutSeconds", _DEFAULT_TIMEOUT_SECONDS),
                                 minimum=1, maximum=_MAX_TIMEOUT_SECONDS)
-        # The kubeconfig may hold credentials: a failure never shows it.
-        check.secret("kubeconfig", news.get("kubeconfig"), max_length=None,
-                     what="kubeconfigs", required=False)
-        check.string("context", news.get("context"), max_length=None, required=False)
+        check.cluster_access(news)
         if check.failures or check.unknown:
             return CheckResult(news, check.failures)
         return CheckResult({**news, "establishTimeoutSeconds": timeout,

@@ -46,12 +46,6 @@ class LocksArgs:
     """kubeconfig context; None: the stack's ``kubernetes:context``, if any."""
 
 
-def _stack_cluster() -> tuple[pulumi.Output[str] | None, str | None]:
-    """The kubeconfig/context pulumi-kubernetes' default provider is configured with."""
-    config = pulumi.Config("kubernetes")
-    return config.get_secret("kubeconfig"), config.get("context")
-
-
 class Locks(pulumi.ComponentResource):
     """The Lock CRD, the lock-user/viewer roles and the lock users' binding."""
 
@@ -67,7 +61,7 @@ class Locks(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         labels = _kube.AppLabels(name="distlock", instance=name, component="locks",
                                  version=VERSION).all()
-        stack_kubeconfig, stack_context = _stack_cluster()
+        stack_kubeconfig, stack_context = _kube.stack_cluster()
 
         self.crd = LockCRD(
             f"{name}-crd",

@@ -118,7 +118,7 @@ from components.mysql._tls import pymysql_ssl
 from components.mysql.flavor import FLAVORS, Flavor
 
 _SECRET_OUTPUTS = ("admin_password", "replication_password", "topology_password",
-                   "exporter_password")
+                   "exporter_password", "kubeconfig")
 _INPUT_KEYS = ("flavor", "primary", "replicas", "source_host", "source_port", "admin_user",
                "admin_password", "replication_user", "replication_password",
                "max_lag_seconds", "timeout_seconds", "lock_endpoints", "primary_ordinal",
@@ -126,7 +126,7 @@ _INPUT_KEYS = ("flavor", "primary", "replicas", "source_host", "source_port", "a
                "record_name", "switchover_grace_seconds", "switchover_timeout_seconds",
                "durability", "semisync_wait_count", "semisync_timeout_seconds", "pods",
                "tls_ca_file", "tls_verify_identity", "replication_tls_ca",
-               "exporter_user", "exporter_password")
+               "exporter_user", "exporter_password", "kubeconfig", "context")
 _OUTPUT_KEYS = ("replica_status", "primary_gtid_position", "in_sync", "epoch",
                 "recorded_primary", "record_fenced", "durability_status", "primary_decision")
 _USER = re.compile(r"[A-Za-z0-9_][-A-Za-z0-9_.]*")
@@ -185,6 +185,11 @@ class ReplicationInitArgs:
     # bootstrapped before metrics existed lack it); empty: not managed.
     exporter_user: str = ""
     exporter_password: pulumi.Input[str] | None = None  # a secret Output
+    # The cluster the record and the pod labels are in: the stack's kubernetes:kubeconfig
+    # and kubernetes:context (components._kube.stack_cluster), the kubeconfig a secret.
+    # None: found as kubectl finds it ($KUBECONFIG, ~/.kube/config, in-cluster).
+    kubeconfig: pulumi.Input[str] | None = None
+    context: str | None = None
 
 
 def switchover_args(config: MySQLConfig, *, sources: tuple[Endpoint, ...],
@@ -244,6 +249,8 @@ class _Spec:
     replication_tls_ca: str = ""
     exporter_user: str = ""
     exporter_password: str = field(default="", repr=False)
+    kubeconfig: str = field(default="", repr=False)
+    context: str = ""
     # The primary of this view: primary/replicas/source_* above are that ordinal's.
     current: int = 0
 
@@ -321,11 +328,20 @@ class _Spec:
             # Present only with metrics on, as for TLS.
             **({"exporter_user": self.exporter_user, "exporter_password": self.exporter_password}
                if self.exporter_user else {}),
+            **_cluster_props(self.kubeconfig or None, self.context or None),
         }
 
 
 def _endpoint_props(endpoint: Endpoint) -> dict[str, Any]:
     return {"host": endpoint.host, "port": endpoint.port}
+
+
+def _cluster_props(kubeconfig: object, context: str | None) -> dict[str, Any]:
+    """Only what is set: a stack without kubernetes:kubeconfig keeps exactly the inputs it
+    had (no update on the first up after an upgrade). A changed kubeconfig is an update,
+    as for the Lock CRD: Read and Delete then get the new one from the state."""
+    return {**({"kubeconfig": kubeconfig} if kubeconfig is not None else {}),
+            **({"context": context} if context is not None else {})}
 
 
 # --- input validation ----------------------------------------------------------------
@@ -485,6 +501,7 @@ def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, lis
     lock_endpoints = check.urls("lock_endpoints", props.get("lock_endpoints", []))
     tls = _tls_fields(check, props)
     exporter = _exporter_fields(check, props, limits=limits, taken=(admin_user, replication_user))
+    kubeconfig, context = check.cluster_access(props)
     topology = _topology_fields(check, props, flavor=flavor, limits=limits, primary=primary,
                                 replicas=replicas, source=(source_host, source_port))
     if strict:
@@ -493,7 +510,8 @@ def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, lis
         return None, check.failures
     return _Spec(flavor, primary, tuple(replicas), source_host, source_port, admin_user,
                  admin_password, replication_user, replication_password, max_lag, timeout,
-                 tuple(lock_endpoints), **topology, **tls, **exporter), []
+                 tuple(lock_endpoints), **topology, **tls, **exporter, kubeconfig=kubeconfig,
+                 context=context), []
 
 
 def _tls_fields(check: _Checker, props: Mapping[str, Any]) -> dict[str, Any]:
@@ -1110,13 +1128,16 @@ class _TopologyServers:
 def _record_store(spec: _Spec) -> RecordStore | None:
     if not spec.record_name:
         return None
-    return KubernetesRecordStore(spec.record_namespace, spec.record_name)
+    return KubernetesRecordStore(spec.record_namespace, spec.record_name,
+                                 kubeconfig=spec.kubeconfig or None,
+                                 context=spec.context or None)
 
 
 def _pod_labels(spec: _Spec) -> KubernetesPodLabels | None:
     if not spec.pods:
         return None
-    return KubernetesPodLabels(spec.record_namespace, spec.pods)
+    return KubernetesPodLabels(spec.record_namespace, spec.pods,
+                               kubeconfig=spec.kubeconfig or None, context=spec.context or None)
 
 
 def _label_drift(spec: _Spec, record: PrimaryRecord | None) -> list[str]:
@@ -1523,6 +1544,8 @@ class ReplicationInit(pulumi.dynamic.Resource, module="mysql", name="Replication
             **({"tls_ca_file": args.tls_ca_file, "tls_verify_identity": args.tls_verify_identity,
                 "replication_tls_ca": args.replication_tls_ca}
                if args.tls_ca_file or args.replication_tls_ca else {}),
+            **_cluster_props(pulumi.Output.secret(args.kubeconfig)
+                             if args.kubeconfig is not None else None, args.context),
             **dict.fromkeys(_OUTPUT_KEYS),
         }
         if args.topology_password is not None:

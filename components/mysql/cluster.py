@@ -557,6 +557,8 @@ class MySQLCluster(pulumi.ComponentResource):
                               for i in range(config.replicas))
         # How replicas reach each ordinal (pod DNS, the same from a laptop or a runner).
         sources = tuple(Endpoint(names.pod_host(i), MYSQL_PORT) for i in range(config.replicas))
+        # The record and the role labels are in the cluster the StatefulSet is in.
+        kubeconfig, context = _kube.stack_cluster()
         ReplicationInit(
             f"{name}-replication-init",
             ReplicationInitArgs(
@@ -581,6 +583,8 @@ class MySQLCluster(pulumi.ComponentResource):
                 **_metrics.replication_init_exporter(
                     plan.metrics.enabled, user=EXPORTER_USER,
                     password=_secret(passwords["exporter"])),
+                kubeconfig=kubeconfig,
+                context=context,
             ),
             # Depending on a component waits for every one of its children.
             opts=pulumi.ResourceOptions(

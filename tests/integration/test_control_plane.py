@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client as k8s
 
 from distlock.kube import api_client
-from tests.support.controlplane import ControlPlane, api_json
+from tests.support.controlplane import NODE_LEASE_SECONDS, ControlPlane, api_json
 from tests.support.procs import run, wait_until
 from tests.support.tools import tool
 
@@ -65,6 +65,33 @@ def test_a_statefulset_becomes_ready_on_kwok_nodes_with_bound_claims(
     pods = core.list_namespaced_pod(NAMESPACE, label_selector="app=cp-check").items
     assert {p.spec.node_name for p in pods} == {"cp-check-node-0"}, "the scheduler placed them"
     assert {p.status.phase for p in pods} == {"Running"}
+
+
+def test_kwok_renews_a_lease_for_every_fake_node(control_plane: ControlPlane) -> None:
+    """The Nodes' heartbeat, as a kubelet's: without it the node lifecycle controller marks
+    the pods of a stale Node not Ready ~50 s on, and kwok never makes them Ready again
+    (tests/support/controlplane.py says what that broke). The renewal, not its absence
+    over a minute, is what is waited for."""
+    node = "cp-check-lease-node"
+    control_plane.create_node(node)
+    coordination: Any = k8s.CoordinationV1Api(control_plane.admin_client())
+
+    def renew_time() -> object:
+        try:
+            lease = coordination.read_namespaced_lease(node, "kube-node-lease")
+        except k8s.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return lease.spec.renew_time
+
+    wait_until(lambda: renew_time() is not None, timeout=30, what=f"a Lease for {node}")
+    first = renew_time()
+    lease = coordination.read_namespaced_lease(node, "kube-node-lease")
+    assert lease.spec.lease_duration_seconds == NODE_LEASE_SECONDS
+    # kwok renews every quarter of the duration, as a kubelet does.
+    wait_until(lambda: renew_time() != first, timeout=NODE_LEASE_SECONDS,
+               what=f"kwok to renew {node}'s Lease")
 
 
 def test_rbac_is_enforced(control_plane: ControlPlane) -> None:

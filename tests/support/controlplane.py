@@ -54,6 +54,7 @@ SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 ADMIN_USER = "mysql-cluster-test-admin"
+NODE_LEASE_SECONDS = 40  # a kubelet's --node-lease-duration-seconds default
 START_TIMEOUT = 120.0  # the first start on a loaded 2-core machine; never a measured figure
 
 
@@ -401,6 +402,16 @@ def start_control_plane(base: Path) -> ControlPlane:
                 f"--config={_kwok_stages(base)}",
                 f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
                 "--cidr=10.244.0.0/16", "--node-ip=10.0.0.1",
+                # The Nodes' heartbeat, as a kubelet's (and kwokctl's) 40 s Lease renewed
+                # every 10 s. Without it standalone kwok keeps no Lease and refreshes Node
+                # status only every 10-20 min, so the node lifecycle controller finds every
+                # Node stale ~50 s after its last heartbeat and marks its pods not Ready;
+                # kwok makes only Pending pods Ready, so they stay not Ready: Services then
+                # list them as notReadyAddresses and StatefulSets lose readyReplicas
+                # (pulumi-kubernetes' awaits hang, refresh records init errors). Only while
+                # every Node is stale at once (all made together) does the controller's
+                # full-disruption mode spare the pods, which is why it looked like test order.
+                f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
                 f"--server-address={LOCALHOST}:{free_ports(1)[0]}"]),
         ):
             processes.append(ManagedProcess(name, argv, log_dir=base).start())

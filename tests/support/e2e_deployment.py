@@ -110,6 +110,14 @@ class Deployment:
         refresh = self.stack.refresh(on_event=again.on_event)
         assert again.changed() == [], refresh.stdout
 
+    def init_errors(self) -> dict[str, list[str]]:
+        """Resources whose last Create, Update or Read (refresh) found them not ready, by
+        name, with the provider's reasons: the engine updates each of them on the next
+        ``up`` and a preview shows that update with no field diff."""
+        resources = (self.stack.export_stack().deployment or {}).get("resources") or []
+        return {r["urn"].split("::")[-1]: list(r["initErrors"])
+                for r in resources if r.get("initErrors")}
+
     def expected_objects(self) -> list[dict[str, Any]]:
         """What the mocks tests say this stack creates: the same program and config under
         mocks, with the user's Secret as a ``get`` finds it."""

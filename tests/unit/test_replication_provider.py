@@ -227,7 +227,7 @@ def test_resource_sends_passwords_as_secrets_and_marks_secret_outputs() -> Any:
         max_lag_seconds=30, timeout_seconds=300),
         pulumi.ResourceOptions(transformations=[capture]))
     assert seen_opts[0].additional_secret_outputs is not None
-    assert {"admin_password", "replication_password"} <= set(
+    assert {"admin_password", "replication_password", "kubeconfig"} <= set(
         seen_opts[0].additional_secret_outputs)
 
     def verify(secret: list[bool]) -> None:
@@ -270,3 +270,64 @@ def test_a_lost_lock_stops_the_next_change_with_a_clear_message() -> None:
     assert "lease expired" in message
     assert "stopped before changing replica 2 (127.0.0.1:13308)" in message
     replication._Guard().check("anything")  # no lock configured: never in the way
+
+
+# --- which cluster the record and the labels are in --------------------------------------
+
+
+KUBECONFIG_TEXT = "apiVersion: v1\nkind: Config\nusers: [{name: u, user: {token: s3cret}}]\n"
+
+
+def _with_record(**overrides: Any) -> dict[str, Any]:
+    return props(record_namespace="db", record_name="orders-mysql-primary-record",
+                 pods=["orders-mysql-0", "orders-mysql-1", "orders-mysql-2"], **overrides)
+
+
+class _Reached(Exception):
+    """Raised by the patched api_client: which kubeconfig and context it was given."""
+
+
+def test_record_and_labels_reach_the_cluster_of_the_given_kubeconfig(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    reached: list[tuple[str | None, str | None]] = []
+
+    def api_client(kubeconfig: str | None = None, *, context: str | None = None) -> Any:
+        reached.append((kubeconfig, context))
+        raise _Reached
+
+    monkeypatch.setattr(distlock.kube, "api_client", api_client)
+    spec = replication._spec(_ReplicationProvider().check(
+        {}, _with_record(kubeconfig=KUBECONFIG_TEXT, context="ops")).inputs)
+    store, labels = replication._record_store(spec), replication._pod_labels(spec)
+    assert store is not None
+    assert labels is not None
+    with pytest.raises(_Reached):
+        store.read()
+    with pytest.raises(_Reached):
+        labels.read()
+    assert reached == [(KUBECONFIG_TEXT, "ops")] * 2
+    # Without one, as kubectl finds the cluster (distlock's api_client(None)).
+    plain = replication._spec(_ReplicationProvider().check({}, _with_record()).inputs)
+    store = replication._record_store(plain)
+    assert store is not None
+    with pytest.raises(_Reached):
+        store.read()
+    assert reached[-1] == (None, None)
+
+
+def test_a_bad_kubeconfig_is_a_check_failure_that_never_shows_it() -> None:
+    found = failures(kubeconfig=7, context="")
+    assert set(found) == {"kubeconfig", "context"}
+    assert "never empty" in found["kubeconfig"]
+    secret = "\0" + KUBECONFIG_TEXT
+    found = failures(kubeconfig=secret)
+    assert "s3cret" not in repr(found)
+
+
+def test_a_changed_kubeconfig_is_an_update_and_absent_stays_absent(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replication, "_observe", None)  # decided from the inputs alone
+    result = _ReplicationProvider().diff("id", olds_from_state(kubeconfig="/etc/old.conf"),
+                                         props(kubeconfig=KUBECONFIG_TEXT))
+    assert result.changes is True
+    assert "kubeconfig" not in _ReplicationProvider().check({}, props()).inputs

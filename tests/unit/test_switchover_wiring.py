@@ -61,3 +61,26 @@ def test_the_provider_accepts_what_the_component_registers() -> None:
         assert result.failures == [], result.failures
         assert result.inputs["primary_ordinal"] == settings.get("primary", 0)
         assert result.inputs["pods"] == ["mysql-0", "mysql-1", "mysql-2"]
+
+
+def test_the_stacks_kubeconfig_reaches_replication_init_as_a_secret() -> None:
+    """The record and the role labels are written where the stack's objects are: a user
+    with the kubeconfig in stack config has no $KUBECONFIG pointing there (issue 12)."""
+    kubeconfig = "apiVersion: v1\nkind: Config\nclusters: []\n"
+    config = {**stack_with("prod"), "kubernetes:kubeconfig": kubeconfig,
+              "kubernetes:context": "ops"}
+    (init,) = run_whole_program(config, stack="prod").of_type(REPLICATION_INIT)
+    assert init.inputs["kubeconfig"] == kubeconfig
+    assert init.is_secret("kubeconfig")
+    assert init.inputs["context"] == "ops"
+    checked = _ReplicationProvider().check({}, dict(init.inputs))
+    assert checked.failures == [], checked.failures
+    assert (checked.inputs["kubeconfig"], checked.inputs["context"]) == (kubeconfig, "ops")
+
+
+def test_without_a_stack_kubeconfig_the_inputs_are_as_before() -> None:
+    """No key at all (not an empty one): a stack deployed before keeps the same inputs,
+    so upgrading shows no update."""
+    _, init = _init()
+    assert "kubeconfig" not in init.inputs
+    assert "context" not in init.inputs
