@@ -903,9 +903,12 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
     if config.failover.enabled:
         _arbiter.add_agent(spec, cluster=names.cluster, secret=names.secret,
                            image=config.failover.image or "", api_volume="kube-api-access")
+    # With TLS the Secret too: the agent's replica check is probe.sh readiness, which checks
+    # the certificate first; without it every replica would refuse and the primary back up.
     _backup.add_sidecars(spec, config, env, _script, [
         mount("data", DATA_DIR, sub_path="mysql", read_only=True), config_map, run, tmp, socket,
-        record, mount("credentials-backup", CREDENTIALS_DIR, read_only=True)])
+        record, mount("credentials-backup", CREDENTIALS_DIR, read_only=True),
+        *extra.stream_mounts])
     _backup.add_restore(spec, config, env, _script("restore-init.sh"), [
         data, mount("conf", CONF_DIR, read_only=True), config_map, run, tmp, record,
         mount("credentials-backup", CREDENTIALS_DIR, read_only=True)])

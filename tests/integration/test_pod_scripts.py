@@ -545,6 +545,22 @@ def test_clone_refuses_a_data_dir_it_did_not_make(
     assert sorted(p.name for p in pod.data_dir.iterdir()) == ["ibdata1"]
 
 
+@pytest.mark.parametrize("marker", [".bootstrap-complete", ".restore-complete"])
+def test_clone_keeps_the_first_primarys_own_data_when_the_primary_moved(
+        make_cluster: Callable[..., PodCluster], marker: str) -> None:
+    """A data dir the first primary bootstrapped, or restore-init.sh restored at deploy, is
+    kept on a pod that is a replica now (its replication is the switchover's): a restored
+    primary demoted by a switchover must not be refused as foreign data."""
+    pod = make_cluster().pod(1)  # no record: ordinal 0 is the primary, so 1 is a replica
+    precious = pod.data_dir / "ibdata1"
+    precious.write_text("the cluster's data")
+    (pod.data_dir / marker).write_text("at=2026-12-03T00:00:00Z\n")
+    result = pod.run_script("clone.sh")
+    assert result.returncode == 0, result.stderr
+    assert "keeping it" in result.stderr
+    assert precious.read_text() == "the cluster's data"
+
+
 @pytest.mark.parametrize(("secret_env", "message"), [
     ({"ADMIN_PASSWORD_FILE": "{empty}"}, "ADMIN_PASSWORD_FILE: {empty} is empty"),
     ({"MONITOR_PASSWORD_FILE": "{missing}"}, "MONITOR_PASSWORD_FILE: no file at {missing}"),

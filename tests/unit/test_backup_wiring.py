@@ -14,6 +14,7 @@ import pytest
 
 from components.mysql import _backup
 from tests.support.mocks import ProgramResult, manifests, run_program, stack_with
+from tests.support.objects import tls_secret_object
 from tests.support.schemas import VERSIONS, schema_failures
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -299,3 +300,18 @@ def test_the_objects_validate_against_the_official_schemas(enabled: ProgramResul
                                                            version: str) -> None:
     failures = schema_failures([*manifests(enabled), *manifests(restoring)], version)
     assert not failures, "\n".join(failures)
+
+
+def test_with_tls_the_backup_sidecars_mount_the_certificate_their_checks_read() -> None:
+    """backup-agent.sh picks a replica by ``probe.sh readiness``, which checks the TLS files
+    at TLS_DIR first: unmounted, every replica would refuse and the primary be backed up."""
+    config = stack_with("dev", backup=STORE, tls={"enabled": True, "secret": "mysql-tls"})
+    pod = _pod(run_program(config, existing=tls_secret_object(
+        config["mysql-cluster:namespace"], name="mysql-tls")))
+    for container in pod["containers"]:
+        if container["name"] in (_backup.AGENT_CONTAINER, _backup.ARCHIVER_CONTAINER):
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+            assert env["TLS_DIR"] in mounts, container["name"]
+            assert mounts[env["TLS_DIR"]]["name"] == "tls"
+            assert mounts[env["TLS_DIR"]]["readOnly"] is True

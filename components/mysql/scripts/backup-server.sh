@@ -6,7 +6,7 @@
 #
 # Which pods are replicas, and what they replicate from, follows the primary record (lib.sh,
 # recorded_authority), not the ordinal: the primary moves. A server that was the first primary
-# and was demoted by a switchover (.bootstrap-complete, no clone) had its replication configured
+# and was demoted by a switchover (bootstrapped or restored, no clone) had its replication configured
 # by the switchover itself, which the server keeps: it is left to the server.
 #   backup-server.sh stream   run by the listener for each connection: the backup tool, to stdout
 # With mysql.tls (TLS_DIR set) the listener speaks TLS with the pod's certificate (lib.sh,
@@ -94,8 +94,7 @@ configure_replication_once() {
         log "replication was configured for this clone already: leaving it to the server"
         return 0
     fi
-    if [[ ! -f "$DATA_DIR/$CLONE_COMPLETE_MARKER" && -f "$DATA_DIR/$BOOTSTRAP_COMPLETE_MARKER" ]]
-    then
+    if [[ ! -f "$DATA_DIR/$CLONE_COMPLETE_MARKER" ]] && holds_first_primary_data "$DATA_DIR"; then
         log "this server was the first primary; the switchover that demoted it configured its" \
             "replication, which the server keeps: leaving it to the server"
         return 0

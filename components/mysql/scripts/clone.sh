@@ -12,8 +12,9 @@
 #
 # Who clones: every pod but the one holding the cluster's data, the primary record's authority
 # (lib.sh; ordinal 0 before any record). A data dir the image initialised for the first primary
-# (.bootstrap-complete, written by bootstrap-users.sh) is that server's own: kept, like a
-# completed clone, when the primary has moved away from it.
+# (.bootstrap-complete, written by bootstrap-users.sh), or restored into it at deploy
+# (.restore-complete, restore-init.sh), is that server's own: kept, like a completed clone, when
+# the primary has moved away from it.
 #
 # Donor choice: the previous ordinal first, as in the original design. Under OrderedReady it is
 # the newest pod that is already Ready, and it keeps the backup load off the primary. If it cannot
@@ -40,7 +41,7 @@ source "${CONFIG_DIR:?CONFIG_DIR must name the ConfigMap mount}/lib.sh"
 data_dir_state() {
     if [[ -f "$DATA_DIR/$CLONE_COMPLETE_MARKER" ]]; then
         echo complete
-    elif [[ -f "$DATA_DIR/$BOOTSTRAP_COMPLETE_MARKER" ]]; then
+    elif holds_first_primary_data "$DATA_DIR"; then
         echo bootstrapped
     elif [[ -f "$DATA_DIR/$CLONE_IN_PROGRESS_MARKER" || -n "$(marker_temps "$DATA_DIR" \
         "$CLONE_IN_PROGRESS_MARKER" "$CLONE_COMPLETE_MARKER")" ]]; then
@@ -138,7 +139,7 @@ main() {
             return 0
             ;;
         bootstrapped)
-            log "data dir was initialised here as the first primary's; the primary moved to" \
+            log "data dir is the first primary's own (bootstrapped or restored here); the primary moved to" \
                 "ordinal $authority, which replicates to it: keeping it"
             return 0
             ;;

@@ -34,6 +34,18 @@ backup_listener_pid_file() {
     # Written by bootstrap-users.sh into the data dir the image initialised: this server began
     # as the cluster's first primary, so its data is its own, not a foreign or partial copy.
     BOOTSTRAP_COMPLETE_MARKER=".bootstrap-complete"
+    # restore.sh / restore-init.sh: a restore from the object store, in its three stages.
+    RESTORE_IN_PROGRESS_MARKER=".restore-in-progress"
+    RESTORE_PREPARED_MARKER=".restore-prepared"
+    RESTORE_COMPLETE_MARKER=".restore-complete"
+}
+
+# holds_first_primary_data DIR: DIR is the cluster's first primary's own data, initialised by
+# the image and bootstrapped, or restored from a backup at deploy (mysql.restore): never a
+# partial or foreign copy. clone.sh keeps it and backup-server.sh leaves its replication to the
+# server when the primary has moved away from it, as for a completed clone.
+holds_first_primary_data() {
+    [[ -f "$1/$BOOTSTRAP_COMPLETE_MARKER" || -f "$1/$RESTORE_COMPLETE_MARKER" ]]
 }
 
 log() {

@@ -34,7 +34,8 @@ source "${CONFIG_DIR:?CONFIG_DIR must name the ConfigMap mount}/lib.sh"
 # shellcheck source-path=SCRIPTDIR source=private-server.sh
 source "$CONFIG_DIR/private-server.sh"
 
-readonly IN_PROGRESS=.restore-in-progress PREPARED=.restore-prepared COMPLETE=.restore-complete
+readonly IN_PROGRESS=$RESTORE_IN_PROGRESS_MARKER PREPARED=$RESTORE_PREPARED_MARKER \
+    COMPLETE=$RESTORE_COMPLETE_MARKER
 
 main() {
     require_flavor

@@ -24,7 +24,8 @@ SCRIPT_NAME="restore"
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "${CONFIG_DIR:?CONFIG_DIR must name the ConfigMap mount}/lib.sh"
 
-readonly IN_PROGRESS=.restore-in-progress PREPARED=.restore-prepared COMPLETE=.restore-complete
+readonly IN_PROGRESS=$RESTORE_IN_PROGRESS_MARKER PREPARED=$RESTORE_PREPARED_MARKER \
+    COMPLETE=$RESTORE_COMPLETE_MARKER
 
 plan_file() { printf '%s\n' "$RESTORE_WORK_DIR/plan.json"; }
 
