@@ -48,9 +48,12 @@ def test_a_statefulset_becomes_ready_on_kwok_nodes_with_bound_claims(
         "metadata": {"name": "cp-check"},
         "spec": {
             "replicas": 2, "serviceName": "cp-check", "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": {"containers": [{
-                "name": "main", "image": "registry.invalid/never-pulled:1",
-                "readinessProbe": {"exec": {"command": ["true"]}}}]}},
+            # Pinned to this test's node: the session's control plane has other tests' Nodes.
+            "template": {"metadata": {"labels": labels}, "spec": {
+                "nodeSelector": {"kubernetes.io/hostname": "cp-check-node-0"},
+                "containers": [{
+                    "name": "main", "image": "registry.invalid/never-pulled:1",
+                    "readinessProbe": {"exec": {"command": ["true"]}}}]}},
             "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
                 "accessModes": ["ReadWriteOnce"], "storageClassName": "",
                 "resources": {"requests": {"storage": "1Gi"}}}}],
@@ -63,7 +66,7 @@ def test_a_statefulset_becomes_ready_on_kwok_nodes_with_bound_claims(
     claims = core.list_namespaced_persistent_volume_claim(NAMESPACE).items
     assert sorted(c.status.phase for c in claims) == ["Bound", "Bound"]
     pods = core.list_namespaced_pod(NAMESPACE, label_selector="app=cp-check").items
-    assert {p.spec.node_name for p in pods} == {"cp-check-node-0"}, "the scheduler placed them"
+    assert {p.spec.node_name for p in pods} == {"cp-check-node-0"}, "misplaced"
     assert {p.status.phase for p in pods} == {"Running"}
 
 
