@@ -399,6 +399,12 @@ def start_control_plane(base: Path) -> ControlPlane:
             ("kwok", [
                 str(tool("kwok")), f"--kubeconfig={kubeconfig}",
                 f"--config={_kwok_stages(base)}",
+                # Standalone kwok renews no node Leases unless told a duration (kwokctl
+                # passes 40). Without them the node lifecycle controller finds every Node
+                # silent after its grace period (~50 s), marks each pod on it NotReady,
+                # and kwok's pod-ready stage (Pending pods only) never readies them again:
+                # an OrderedReady StatefulSet then stops scaling and its await never ends.
+                "--node-lease-duration-seconds=40",
                 f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
                 "--cidr=10.244.0.0/16", "--node-ip=10.0.0.1",
                 f"--server-address={LOCALHOST}:{free_ports(1)[0]}"]),
