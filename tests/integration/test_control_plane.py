@@ -73,23 +73,13 @@ def test_kwok_renews_its_nodes_leases(control_plane: ControlPlane) -> None:
     for good (kwok's pod-ready stage only readies Pending pods): StatefulSets stop
     scaling. So kwok must hold and keep renewing a Lease for each Node it plays."""
     name = "cp-check-lease-node"
-    control_plane.create_node(name)
-    coordination: Any = k8s.CoordinationV1Api(control_plane.admin_client())
-
-    def lease() -> Any:
-        try:
-            return coordination.read_namespaced_lease(name, "kube-node-lease")
-        except k8s.ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-
-    wait_until(lambda: lease() is not None, timeout=60, what=f"kwok to create {name}'s Lease")
-    first = lease()
+    control_plane.create_node(name)  # waits for kwok to hold the Lease
+    first = control_plane.node_lease(name)
+    assert first is not None
     assert first.spec.holder_identity, "nobody holds it"  # kwok's own id, not the Node's
     assert first.spec.lease_duration_seconds
-    wait_until(lambda: lease().spec.renew_time > first.spec.renew_time, timeout=120,
-               what=f"kwok to renew {name}'s Lease")
+    wait_until(lambda: control_plane.node_lease(name).spec.renew_time > first.spec.renew_time,
+               timeout=120, what=f"kwok to renew {name}'s Lease")
 
 
 def test_rbac_is_enforced(control_plane: ControlPlane) -> None:
