@@ -191,9 +191,6 @@ def test_no_changes_then_a_stopped_replica_is_previewed_and_repaired(
     a_write_reaches(servers, 1)
 
 
-@pytest.mark.skip(reason="issue 12: the StatefulSet scaled 2->3 under kwok never reports the new "
-                  "replica's status, so pulumi-kubernetes' await on it waits 10-30 min "
-                  "(as in test_stack's scaling test)")
 def test_a_third_replica_cloned_for_real_joins_with_one_up(stack: Deployment,
                                                            servers: Servers) -> None:
     third = servers.pods.start_pod(2)  # clone.sh from mysql-1, by its DNS name

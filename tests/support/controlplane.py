@@ -234,7 +234,10 @@ class ControlPlane:
 
     def create_node(self, name: str, *, labels: Mapping[str, str] | None = None,
                     cpu: str = "32", memory: str = "256Gi", pods: str = "110") -> None:
-        """A Node kwok plays the kubelet for; waits until it is Ready."""
+        """A Node kwok plays the kubelet for; waits until it is Ready and kwok holds its
+        Lease (the heartbeat: without it every pod on the Node goes NotReady for good once
+        the node lifecycle controller's grace period has passed, whatever test is running
+        by then)."""
         core: Any = k8s.CoreV1Api(self.admin_client())
         capacity = {"cpu": cpu, "memory": memory, "pods": pods}
         node = {
@@ -252,6 +255,18 @@ class ControlPlane:
             return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
         wait_until(ready, timeout=60, what=f"node {name} to be Ready (kwok)")
+        wait_until(lambda: self.node_lease(name) is not None, timeout=60,
+                   what=f"kwok to hold node {name}'s Lease (kwok --node-lease-duration-seconds)")
+
+    def node_lease(self, name: str) -> Any:
+        """Node ``name``'s Lease in ``kube-node-lease``, or None."""
+        coordination: Any = k8s.CoordinationV1Api(self.admin_client())
+        try:
+            return coordination.read_namespaced_lease(name, "kube-node-lease")
+        except k8s.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
 
     def create_persistent_volume(self, name: str, *, capacity: str = "10Gi",
                                  storage_class: str = "",
