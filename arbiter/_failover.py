@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 
 import distlock
 from arbiter._choice import (
-    RETRIEVED_COLUMN,
     Choice,
     LagSample,
     Observed,
@@ -61,7 +60,7 @@ from components.mysql._record import (
     RecordStore,
     fence,
 )
-from components.mysql._replication_sql import Statement, missing_gtids
+from components.mysql._replication_sql import RETRIEVED_COLUMN, Statement, missing_gtids
 from components.mysql._switchover import Source, make_writable, repoint
 
 _log = logging.getLogger("arbiter")

@@ -97,6 +97,7 @@ from components.mysql._replication_sql import (
     Session,
     Statement,
     errant_text,
+    held_gtids,
     identity_problems,
     missing_gtids,
     parse_identity,
@@ -109,6 +110,7 @@ from components.mysql._switchover import (
     Source,
     SwitchoverError,
     make_writable,
+    primary_behind,
     switchover,
 )
 from components.mysql._tls import pymysql_ssl
@@ -687,6 +689,34 @@ def _with_errant(spec: _Spec,
     return result
 
 
+def _gtid_refusals(spec: _Spec, statuses: Sequence[ReplicaStatus | None], *,
+                   primary_read_only: bool) -> list[str]:
+    """Replicas holding GTIDs the primary lacks: errant ones, or, with a read-only primary
+    about to be opened (or switched away from), replicas that may hold the only copy of a
+    commit it lost (not errant: re-cloning them would lose it)."""
+    try:
+        checked = _with_errant(spec, statuses)
+    except ReplicationError as error:
+        return [str(error)]
+    if primary_read_only:
+        return _primary_behind(spec, checked)
+    return [f"{spec.replica_label(index)}: {errant_text(status.errant_gtids)}"
+            for index, status in enumerate(checked)
+            if status is not None and status.errant_gtids]
+
+
+def _primary_behind(spec: _Spec, checked: Sequence[ReplicaStatus | None]) -> list[str]:
+    """The read-only primary lacks GTIDs a replica executed or retrieved (the primary is
+    read after the replicas, as in :func:`_with_errant`)."""
+    _, primary_executed = _primary_gtids(spec)
+    held = {spec.replica_label(index): held_gtids(status.executed, status.retrieved)
+            for index, status in enumerate(checked) if status is not None}
+    try:
+        return primary_behind(spec.flavor, spec.primary_label, primary_executed, held)
+    except GtidSetError as error:
+        return [f"a replica or the {spec.primary_label}: unreadable GTID set: {error}"]
+
+
 _READ_ONLY_HINT = ("It comes from the replica's server config (replica.cnf); the admin "
                    "account cannot change it by design: fix the pod's configuration")
 
@@ -757,14 +787,8 @@ def _preflight(spec: _Spec, *, converging: bool,
         refusals += [f"{label}: {p}" for p in problems]
         statuses.append(status)
     if converging and primary_id is not None and not identity_problems(spec.flavor, primary_id):
-        try:
-            checked = _with_errant(spec, statuses)
-        except ReplicationError as error:
-            refusals.append(str(error))
-            checked = []
-        refusals += [f"{spec.replica_label(index)}: {errant_text(status.errant_gtids)}"
-                     for index, status in enumerate(checked)
-                     if status is not None and status.errant_gtids]
+        refusals += _gtid_refusals(spec, statuses, primary_read_only=primary_id.read_only
+                                   and primary_may_be_read_only)
     if refusals:
         raise ReplicationError("refused before changing anything (nothing was changed on any "
                                "server):\n  - " + "\n  - ".join(refusals))

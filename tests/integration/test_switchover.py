@@ -379,3 +379,46 @@ def test_an_up_after_a_failover_adopts_the_recorded_primary_and_never_moves_it_b
     assert cluster.read_only(1)
     wait_until(lambda: len(set(cluster.checksums())) == 1, timeout=30,
                what="every server checksum-identical")
+
+
+def test_a_read_only_primary_is_opened_only_when_it_holds_every_replicas_gtids(
+        server: ProviderServer, cluster: Cluster) -> None:
+    """A primary restarted in place comes back read-only; the next up opens it, unless a
+    replica holds a transaction it lacks (what a promoted replica, restarted with its
+    replica role file's init-rpl-role=SLAVE, can drop in crash recovery although its
+    replicas received it): then the up refuses before changing anything, naming the GTID
+    per domain and the replica, and the primary stays read-only."""
+    driver = new_driver(server)
+    driver.up(cluster.inputs(0))
+    primary = cluster.servers[0]
+    primary.kill()
+    primary.start()
+    assert cluster.read_only(0)
+    driver.up(cluster.inputs(0))  # the normal case: nothing is missing, it is opened
+    assert not cluster.read_only(0)
+    assert cluster.record() == (0, 2)
+    # The commit the primary "lost": written on replica 1 under the primary's server_id,
+    # so it carries the GTID the primary's next commit would have had.
+    replica = cluster.servers[1].connect()
+    try:
+        replica.cursor().execute("SET SESSION server_id = 1")
+        replica.cursor().execute("INSERT INTO app.log VALUES (777777, 0, 0)")
+        cursor = replica.cursor()
+        cursor.execute("SELECT @@SESSION.last_gtid AS gtid")
+        row = cursor.fetchone()
+    finally:
+        replica.close()
+    assert row is not None
+    gtid = str(row[0])
+    assert gtid.startswith("0-1-")
+    primary.kill()
+    primary.start()
+    with pytest.raises(ProviderError) as failure:
+        driver.up(cluster.inputs(0))
+    message = str(failure.value)
+    assert "nothing was changed" in message
+    assert "holds GTIDs the read-only primary" in message
+    assert f"(domain 0: {gtid})" in message
+    assert "replica 1 (" in message
+    assert cluster.read_only(0)
+    assert cluster.record() == (0, 2)  # no epoch was claimed
