@@ -20,12 +20,16 @@ from typing import Any
 
 import pymysql
 import pytest
+from kubernetes import client as k8s
 
-from components.mysql._record import KubernetesRecordStore
-from components.mysql._replication import _spec, _TopologyServers
+import distlock
+from components.mysql._record import KubernetesRecordStore, lock_epoch
+from components.mysql._replication import _spec, _TopologyServers, cluster_lock_name
 from components.mysql._replication_sql import DIALECTS
 from components.mysql._switchover import Source, make_writable, repoint
+from distlock.kube import GROUP, PLURAL, VERSION, object_name
 from tests.support.controlplane import ControlPlane
+from tests.support.lock_backends import install_lock_crd
 from tests.support.procs import LOCALHOST, wait_until
 from tests.support.provider_server import ProviderError, ProviderServer, ResourceDriver
 from tests.support.switchover import (
@@ -422,3 +426,65 @@ def test_a_read_only_primary_is_opened_only_when_it_holds_every_replicas_gtids(
     assert "replica 1 (" in message
     assert cluster.read_only(0)
     assert cluster.record() == (0, 2)  # no epoch was claimed
+
+
+def test_without_etcd_an_up_takes_the_arbiters_kubernetes_lock_and_numbers_its_epoch_from_it(
+        server: ProviderServer, cluster: Cluster, control_plane: ControlPlane,
+        tmp_path: Path) -> None:
+    """kubernetes_lock (no lock_endpoints): the converge holds the per-cluster lock as the
+    Lock object the failover arbiter's Kubernetes backend takes. While another session
+    holds it, an up waits, and times out naming the holder with nothing changed; once
+    released, a waiting up proceeds, and its epoch is the record's plus its grant's token
+    (lock_epoch, the arbiter's numbering)."""
+    install_lock_crd(control_plane, "tests/switchover")
+    kubeconfig = control_plane.write_kubeconfig(tmp_path / "kubeconfig-other")
+    driver = new_driver(server)
+    result = driver.up(cluster.inputs(0, kubernetes_lock=True))
+    lock_name = cluster_lock_name(LOCALHOST, cluster.servers[0].port)
+    assert cluster.record() == (0, lock_epoch("kubernetes", _lock_token(control_plane,
+                                                                        lock_name), 0))
+    options = distlock.BackendOptions(namespace=NAMESPACE, kubeconfig=str(kubeconfig),
+                                      identity="other-runner")
+    with distlock.open_backend("kubernetes", options) as other:
+        held = other.lock(lock_name)
+        held.acquire(timeout=30)
+        with pytest.raises(ProviderError) as failure:
+            driver.up(cluster.inputs(1, kubernetes_lock=True, timeout_seconds=2))
+        message = str(failure.value)
+        assert "held by other-runner" in message
+        assert "nothing was changed" in message
+        assert cluster.record() == (0, result.outputs["epoch"])
+        assert not cluster.read_only(0)
+
+        outcome: dict[str, Any] = {}
+
+        def up() -> None:
+            try:
+                outcome["result"] = driver.up(cluster.inputs(1, kubernetes_lock=True))
+            except ProviderError as error:
+                outcome["error"] = error
+
+        waiting = threading.Thread(target=up)
+        waiting.start()
+        wait_until(lambda: any(w.startswith("pulumi-replication-init")
+                               for w in other.inspect(lock_name).waiters),
+                   timeout=60, what="the up to queue for the lock")
+        assert cluster.record() == (0, result.outputs["epoch"])  # it waits, changing nothing
+        before = cluster.record()
+        held.release()
+        waiting.join(timeout=120)
+    assert "error" not in outcome, outcome.get("error")
+    assert before is not None
+    token = _lock_token(control_plane, lock_name)
+    assert token > 1
+    assert cluster.record() == (1, lock_epoch("kubernetes", token, before[1]))
+    assert outcome["result"].outputs["epoch"] == before[1] + token
+    assert not cluster.read_only(1)
+
+
+def _lock_token(control_plane: ControlPlane, lock_name: str) -> int:
+    """The last token the Lock object granted (kept after a release)."""
+    objects: Any = k8s.CustomObjectsApi(control_plane.admin_client())
+    lock = objects.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL,
+                                                object_name(lock_name))
+    return int(lock["status"]["fencingToken"])

@@ -90,6 +90,8 @@ def test_valid_inputs_pass_and_floats_come_back_as_ints() -> None:
     ({"flavor": "mysql", "replication_user": "r" * 33}, "replication_user", "at most 32"),
     ({"lock_endpoints": ["etcd:2379"]}, "lock_endpoints[0]", "etcd client URL"),
     ({"replica_count": 2}, "replica_count", "not a ReplicationInit property"),
+    ({"kubernetes_lock": "yes"}, "kubernetes_lock", "true or false"),
+    ({"kubernetes_lock": True}, "kubernetes_lock", "needs record_namespace"),
 ])
 def test_bad_inputs_become_check_failures_naming_the_property(
         overrides: dict[str, Any], prop: str, fragment: str) -> None:
