@@ -43,7 +43,12 @@ Design rules this module keeps:
   deliberately lacks READ ONLY ADMIN/SUPER, so the provider verifies and reports it.
 - With ``lock_endpoints`` every converge and delete holds the etcd lock
   ``mysql-cluster/<source_host>:<source_port>/replication`` (distlock), so two runners
-  never repoint one replica at once; Diff and Read only read and take no lock.
+  never repoint one replica at once; with ``kubernetes_lock`` instead, the same name as
+  a Kubernetes Lock object, the failover arbiter's backend without etcd. Diff and Read
+  only read and take no lock.
+- A read-only recorded primary is opened only when it holds every GTID a replica
+  executed or retrieved: one restarted in place may have dropped a commit they hold,
+  and opening it would fork history (:func:`~components.mysql._switchover.primary_behind`).
 - Connections use TLS whenever the server offers it (unverified, like pymysql's own
   default); passwords otherwise cross only the port-forward tunnel or the pod network.
 """
