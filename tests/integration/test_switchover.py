@@ -424,8 +424,24 @@ def test_a_read_only_primary_is_opened_only_when_it_holds_every_replicas_gtids(
     assert "holds GTIDs the read-only primary" in message
     assert f"(domain 0: {gtid})" in message
     assert "replica 1 (" in message
+    assert "replica 2 (" not in message
     assert cluster.read_only(0)
     assert cluster.record() == (0, 2)  # no epoch was claimed
+    # Only in a relay log counts too (a commit acknowledged under semi-sync, not yet
+    # applied): replica 2 receives it from replica 1 with its applier stopped.
+    other = cluster.servers[2]
+    other.query("STOP SLAVE")
+    other.query("CHANGE MASTER TO MASTER_PORT = %s", (cluster.servers[1].port,))
+    other.query("START SLAVE IO_THREAD")
+    wait_until(lambda: gtid in str(other.query("SHOW SLAVE STATUS")[0]["Gtid_IO_Pos"]),
+               timeout=30, what="replica 2 to receive the commit into its relay log")
+    assert gtid not in str(other.query("SELECT @@GLOBAL.gtid_slave_pos AS p")[0]["p"])
+    with pytest.raises(ProviderError) as failure:
+        driver.up(cluster.inputs(0))
+    assert f"replica 2 ({LOCALHOST}:{other.port}) holds GTIDs the read-only primary" in str(
+        failure.value)
+    assert cluster.read_only(0)
+    assert cluster.record() == (0, 2)
 
 
 def test_without_etcd_an_up_takes_the_arbiters_kubernetes_lock_and_numbers_its_epoch_from_it(
