@@ -1079,8 +1079,8 @@ def _cluster_lock(spec: _Spec) -> Iterator[_Guard]:
         except distlock.LockTimeout as error:
             raise ReplicationError(
                 f"lock {spec.lock_name!r}: {error}{_holder(backend, spec.lock_name)} "
-                "(another `pulumi up` or the failover arbiter is changing this cluster); "
-                "nothing was changed") from None
+                "(another `pulumi up` is converging this cluster, or the failover arbiter "
+                "is moving its primary); nothing was changed") from None
         except distlock.DistlockError as error:
             raise ReplicationError(f"lock {spec.lock_name!r}: {error}; nothing was "
                                    "changed") from None
