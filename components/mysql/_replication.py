@@ -1040,8 +1040,10 @@ def _lock_service(spec: _Spec) -> _LockService | None:
             endpoints=spec.lock_endpoints, ttl=_LOCK_TTL_SECONDS, identity=identity),
             f"an etcd session on {', '.join(spec.lock_endpoints)}")
     if spec.kubernetes_lock:
+        # kubeconfig: the record store's (None there too: $KUBECONFIG, as kubectl finds it).
         return _LockService("kubernetes", distlock.BackendOptions(
-            ttl=_LOCK_TTL_SECONDS, namespace=spec.record_namespace, identity=identity),
+            ttl=_LOCK_TTL_SECONDS, namespace=spec.record_namespace, kubeconfig=None,
+            identity=identity),
             f"Kubernetes Lock objects in namespace {spec.record_namespace!r}")
     return None
 
