@@ -28,12 +28,14 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from components.mysql._replication_sql import ReplicaStatus, missing_gtids
+from components.mysql._replication_sql import (
+    ReplicaStatus,
+    held_gtids,
+    missing_gtids,
+    not_contained,
+)
 
 _MARIADB_GTID = re.compile(r"^(\d+)-(\d+)-(\d+)$")
-
-# The relay-log position each flavor reports in SHOW REPLICA STATUS.
-RETRIEVED_COLUMN = {"mariadb": "Gtid_IO_Pos", "mysql": "Retrieved_Gtid_Set"}
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class Observed:
 
     @property
     def has(self) -> str:
-        return ",".join(part for part in (self.executed, self.retrieved) if part)
+        return held_gtids(self.executed, self.retrieved)
 
 
 @dataclass(frozen=True)
@@ -192,9 +194,9 @@ def choose(flavor: str, observed: Sequence[Observed], *, max_lag: int,
     for server in others:
         if server.ordinal in refused:
             continue
-        lacks = [f"server {o.ordinal}'s {gap}" for o in others if o is not server
-                 for gap in [missing_gtids(flavor, o.has, server.has)]  # type: ignore[arg-type]
-                 if gap]
+        gaps = not_contained(flavor, server.has,  # type: ignore[arg-type]
+                             {o.ordinal: o.has for o in others if o is not server})
+        lacks = [f"server {o}'s {gap}" for o, gap in gaps.items()]
         if lacks:
             refused[server.ordinal] = f"lacks {', '.join(lacks)}"
         else:

@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 
 import distlock
 from arbiter._choice import (
-    RETRIEVED_COLUMN,
     Choice,
     LagSample,
     Observed,
@@ -59,9 +58,11 @@ from components.mysql._record import (
     PrimaryRecord,
     RecordError,
     RecordStore,
+    StaleLockToken,
     fence,
+    lock_epoch,
 )
-from components.mysql._replication_sql import Statement, missing_gtids
+from components.mysql._replication_sql import RETRIEVED_COLUMN, Statement, missing_gtids
 from components.mysql._switchover import Source, make_writable, repoint
 
 _log = logging.getLogger("arbiter")
@@ -74,25 +75,12 @@ class FailoverStopped(RuntimeError):
 
 def failover_epoch(backend: str, token: int, recorded: int) -> int:
     """The epoch a failover under the lock grant ``token`` writes over a record at epoch
-    ``recorded``: newer than the record's, and growing with every grant, so two grants
-    never share one (a stale leader's steps are fenced by the record no longer carrying
-    its epoch, besides its lost lock).
-
-    etcd: the token itself. Tokens are revisions of the store that `pulumi up` takes the
-    same lock in and numbers its switchovers by, so one not newer than the record means
-    something else wrote it: no failover. The Kubernetes backend: ``recorded + token``.
-    A Lock's token is its own counter from 1, while `pulumi up` without etcd numbers its
-    switchovers ``record + 1`` (and a record kept from the etcd backend holds revisions):
-    requiring the token to be newer stopped failovers until the counter caught up, one
-    grant per period, never after a move from etcd. The sum is newer than the record and
-    grows with each grant, because tokens grow and a later grant reads a record at least
-    as new."""
-    if backend != "etcd":
-        return recorded + token
-    if token <= recorded:
-        raise FailoverStopped(f"lock token {token} is not newer than the record's epoch "
-                              f"{recorded}; not acting")
-    return token
+    ``recorded``: :func:`~components.mysql._record.lock_epoch`, the numbering `pulumi up`
+    uses too; a token that cannot be newer stops this leader."""
+    try:
+        return lock_epoch(backend, token, recorded)
+    except StaleLockToken as error:
+        raise FailoverStopped(f"{error}; not acting") from None
 
 
 @dataclass

@@ -110,7 +110,10 @@ class BackendOptions:
     namespace: str | None = None
     """Kubernetes namespace of the Lock objects."""
     kubeconfig: str | None = None
-    """Kubernetes: a kubeconfig path; None means $KUBECONFIG, ~/.kube/config or in-cluster."""
+    """Kubernetes: a kubeconfig path or document text; None means $KUBECONFIG,
+    ~/.kube/config or in-cluster."""
+    context: str | None = None
+    """Kubernetes: the kubeconfig context to use; None: its current context."""
     identity: str | None = None
     """A human-readable holder name; backends make it unique per session."""
     ca_file: str | None = None

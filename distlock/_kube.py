@@ -1419,11 +1419,12 @@ def from_options(options: BackendOptions) -> KubeLockBackend:
     ``open_timeout`` has nothing to bound here."""
     Timing.from_ttl(options.ttl)  # a bad ttl is named before credentials are looked for
     try:
-        api = api_client(options.kubeconfig)
+        api = api_client(options.kubeconfig, context=options.context)
     except k8s_config.ConfigException as error:
         raise DistlockError(f"no Kubernetes credentials: pass --kubeconfig, set $KUBECONFIG, "
                             f"create ~/.kube/config or run in a pod ({error})") from error
-    namespace = options.namespace or default_namespace(options.kubeconfig)
+    namespace = options.namespace or default_namespace(options.kubeconfig,
+                                                       context=options.context)
     return KubeLockBackend(api, namespace, ttl=options.ttl, identity=options.identity)
 
 

@@ -65,6 +65,30 @@ class StaleEpoch(RecordError):
         self.record = record
 
 
+class StaleLockToken(RecordError):
+    """A lock grant whose token cannot number an epoch newer than the record's."""
+
+
+def lock_epoch(backend: str, token: int, recorded: int) -> int:
+    """The epoch a topology change under the lock grant ``token`` writes over a record at
+    epoch ``recorded`` (0: none yet); the same for `pulumi up` and the failover arbiter.
+
+    etcd: the token itself. Tokens are revisions of the one store every holder locks in,
+    so one not newer than the record means something else wrote it: refused. The
+    Kubernetes backend: ``recorded + token``. A Lock's token is its own counter from 1,
+    while the record may have been numbered otherwise (record + 1 by an unlocked up,
+    etcd revisions before a move off etcd): requiring the token itself to be newer
+    stopped every change until the counter caught up, never after a move from etcd. The
+    sum is newer than the record and grows with each grant, because tokens grow and a
+    later grant reads a record at least as new."""
+    if backend != "etcd":
+        return recorded + token
+    if token <= recorded:
+        raise StaleLockToken(f"lock token {token} is not newer than the record's epoch "
+                             f"{recorded}")
+    return token
+
+
 @dataclass(frozen=True)
 class PrimaryRecord:
     # None: fenced, no server may accept writes (a switchover is moving the primary).

@@ -43,7 +43,12 @@ Design rules this module keeps:
   deliberately lacks READ ONLY ADMIN/SUPER, so the provider verifies and reports it.
 - With ``lock_endpoints`` every converge and delete holds the etcd lock
   ``mysql-cluster/<source_host>:<source_port>/replication`` (distlock), so two runners
-  never repoint one replica at once; Diff and Read only read and take no lock.
+  never repoint one replica at once; with ``kubernetes_lock`` instead, the same name as
+  a Kubernetes Lock object, the failover arbiter's backend without etcd. Diff and Read
+  only read and take no lock.
+- A read-only recorded primary is opened only when it holds every GTID a replica
+  executed or retrieved: one restarted in place may have dropped a commit they hold,
+  and opening it would fork history (:func:`~components.mysql._switchover.primary_behind`).
 - Connections use TLS whenever the server offers it (unverified, like pymysql's own
   default); passwords otherwise cross only the port-forward tunnel or the pod network.
 """
@@ -84,7 +89,9 @@ from components.mysql._record import (
     PrimaryRecord,
     RecordError,
     RecordStore,
+    StaleLockToken,
     fence,
+    lock_epoch,
 )
 from components.mysql._replication_sql import (
     DIALECTS,
@@ -100,6 +107,7 @@ from components.mysql._replication_sql import (
     Session,
     Statement,
     errant_text,
+    held_gtids,
     identity_problems,
     missing_gtids,
     parse_identity,
@@ -112,6 +120,7 @@ from components.mysql._switchover import (
     Source,
     SwitchoverError,
     make_writable,
+    primary_behind,
     switchover,
 )
 from components.mysql._tls import pymysql_ssl
@@ -126,7 +135,8 @@ _INPUT_KEYS = ("flavor", "primary", "replicas", "source_host", "source_port", "a
                "record_name", "switchover_grace_seconds", "switchover_timeout_seconds",
                "durability", "semisync_wait_count", "semisync_timeout_seconds", "pods",
                "tls_ca_file", "tls_verify_identity", "replication_tls_ca",
-               "exporter_user", "exporter_password", "kubeconfig", "context")
+               "exporter_user", "exporter_password", "kubeconfig", "context",
+               "kubernetes_lock")
 _OUTPUT_KEYS = ("replica_status", "primary_gtid_position", "in_sync", "epoch",
                 "recorded_primary", "record_fenced", "durability_status", "primary_decision")
 _USER = re.compile(r"[A-Za-z0-9_][-A-Za-z0-9_.]*")
@@ -190,6 +200,9 @@ class ReplicationInitArgs:
     # None: found as kubectl finds it ($KUBECONFIG, ~/.kube/config, in-cluster).
     kubeconfig: pulumi.Input[str] | None = None
     context: str | None = None
+    # Without lock_endpoints: hold the per-cluster lock as a Kubernetes Lock object in
+    # record_namespace, the one the failover arbiter takes with its Kubernetes backend.
+    kubernetes_lock: bool = False
 
 
 def switchover_args(config: MySQLConfig, *, sources: tuple[Endpoint, ...],
@@ -251,6 +264,7 @@ class _Spec:
     exporter_password: str = field(default="", repr=False)
     kubeconfig: str = field(default="", repr=False)
     context: str = ""
+    kubernetes_lock: bool = False
     # The primary of this view: primary/replicas/source_* above are that ordinal's.
     current: int = 0
 
@@ -329,6 +343,7 @@ class _Spec:
             **({"exporter_user": self.exporter_user, "exporter_password": self.exporter_password}
                if self.exporter_user else {}),
             **_cluster_props(self.kubeconfig or None, self.context or None),
+            **({"kubernetes_lock": True} if self.kubernetes_lock else {}),
         }
 
 
@@ -499,11 +514,15 @@ def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, lis
     timeout = check.integer("timeout_seconds", props.get("timeout_seconds"),
                             minimum=1, maximum=86400)
     lock_endpoints = check.urls("lock_endpoints", props.get("lock_endpoints", []))
+    kubernetes_lock = check.boolean("kubernetes_lock", props.get("kubernetes_lock", False))
     tls = _tls_fields(check, props)
     exporter = _exporter_fields(check, props, limits=limits, taken=(admin_user, replication_user))
     kubeconfig, context = check.cluster_access(props)
     topology = _topology_fields(check, props, flavor=flavor, limits=limits, primary=primary,
                                 replicas=replicas, source=(source_host, source_port))
+    if kubernetes_lock and not topology.get("record_namespace"):
+        check.fail("kubernetes_lock", "needs record_namespace: the Lock object lives there, "
+                                      "beside the record")
     if strict:
         check.only(props, inputs=_INPUT_KEYS, outputs=_OUTPUT_KEYS, resource="ReplicationInit")
     if check.failures or check.unknown or flavor is None or primary is None:
@@ -511,7 +530,7 @@ def _parse(props: Mapping[str, Any], *, strict: bool) -> tuple[_Spec | None, lis
     return _Spec(flavor, primary, tuple(replicas), source_host, source_port, admin_user,
                  admin_password, replication_user, replication_password, max_lag, timeout,
                  tuple(lock_endpoints), **topology, **tls, **exporter, kubeconfig=kubeconfig,
-                 context=context), []
+                 context=context, kubernetes_lock=kubernetes_lock), []
 
 
 def _tls_fields(check: _Checker, props: Mapping[str, Any]) -> dict[str, Any]:
@@ -780,6 +799,34 @@ def _with_errant(spec: _Spec,
     return result
 
 
+def _gtid_refusals(spec: _Spec, statuses: Sequence[ReplicaStatus | None], *,
+                   primary_read_only: bool) -> list[str]:
+    """Replicas holding GTIDs the primary lacks: errant ones, or, with a read-only primary
+    about to be opened (or switched away from), replicas that may hold the only copy of a
+    commit it lost (not errant: re-cloning them would lose it)."""
+    try:
+        checked = _with_errant(spec, statuses)
+    except ReplicationError as error:
+        return [str(error)]
+    if primary_read_only:
+        return _primary_behind(spec, checked)
+    return [f"{spec.replica_label(index)}: {errant_text(status.errant_gtids)}"
+            for index, status in enumerate(checked)
+            if status is not None and status.errant_gtids]
+
+
+def _primary_behind(spec: _Spec, checked: Sequence[ReplicaStatus | None]) -> list[str]:
+    """The read-only primary lacks GTIDs a replica executed or retrieved (the primary is
+    read after the replicas, as in :func:`_with_errant`)."""
+    _, primary_executed = _primary_gtids(spec)
+    held = {spec.replica_label(index): held_gtids(status.executed, status.retrieved)
+            for index, status in enumerate(checked) if status is not None}
+    try:
+        return primary_behind(spec.flavor, spec.primary_label, primary_executed, held)
+    except GtidSetError as error:
+        return [f"a replica or the {spec.primary_label}: unreadable GTID set: {error}"]
+
+
 _READ_ONLY_HINT = ("It comes from the replica's server config (replica.cnf); the admin "
                    "account cannot change it by design: fix the pod's configuration")
 
@@ -850,14 +897,8 @@ def _preflight(spec: _Spec, *, converging: bool,
         refusals += [f"{label}: {p}" for p in problems]
         statuses.append(status)
     if converging and primary_id is not None and not identity_problems(spec.flavor, primary_id):
-        try:
-            checked = _with_errant(spec, statuses)
-        except ReplicationError as error:
-            refusals.append(str(error))
-            checked = []
-        refusals += [f"{spec.replica_label(index)}: {errant_text(status.errant_gtids)}"
-                     for index, status in enumerate(checked)
-                     if status is not None and status.errant_gtids]
+        refusals += _gtid_refusals(spec, statuses, primary_read_only=primary_id.read_only
+                                   and primary_may_be_read_only)
     if refusals:
         raise ReplicationError("refused before changing anything (nothing was changed on any "
                                "server):\n  - " + "\n  - ".join(refusals))
@@ -1052,12 +1093,13 @@ class _Guard:
     changes a server is sent, and the error says what was and was not done.
     """
 
-    def __init__(self, lock: distlock.Lock | None = None) -> None:
+    def __init__(self, lock: distlock.Lock | None = None, backend: str = "") -> None:
         self.lock = lock
+        self.backend = backend  # the lock service's kind, which numbers the epochs
 
     @property
     def token(self) -> int | None:
-        """The lock's fencing token: the epoch of a topology change made under it."""
+        """The lock's fencing token, from which a topology change's epoch is numbered."""
         return None if self.lock is None else self.lock.token
 
     def check(self, before: str) -> None:
@@ -1070,39 +1112,78 @@ class _Guard:
                                    "to finish converging") from None
 
 
+@dataclass(frozen=True)
+class _LockService:
+    backend: str                    # distlock.open_backend's name
+    options: distlock.BackendOptions
+    where: str                      # for errors: which service
+
+
+def _lock_service(spec: _Spec) -> _LockService | None:
+    """Where the per-cluster lock lives: etcd with ``lock_endpoints``; else, with
+    ``kubernetes_lock``, a Lock object beside the record (the failover arbiter's
+    Kubernetes backend takes the same name there, so the two never act at once); else
+    nowhere (a single runner: only the record's compare-and-swap guards it).
+
+    The Kubernetes lock is reached through the same cluster access as the record store
+    (:func:`_record_store`), so the lock and the record are in one cluster."""
+    identity = "pulumi-replication-init"
+    if spec.lock_endpoints:
+        return _LockService("etcd", distlock.BackendOptions(
+            endpoints=spec.lock_endpoints, ttl=_LOCK_TTL_SECONDS, identity=identity),
+            f"an etcd session on {', '.join(spec.lock_endpoints)}")
+    if spec.kubernetes_lock:
+        return _LockService("kubernetes", distlock.BackendOptions(
+            ttl=_LOCK_TTL_SECONDS, namespace=spec.record_namespace,
+            kubeconfig=spec.kubeconfig or None, context=spec.context or None,
+            identity=identity),
+            f"Kubernetes Lock objects in namespace {spec.record_namespace!r}")
+    return None
+
+
+def _holder(backend: distlock.LockBackend, name: str) -> str:
+    """Who holds ``name`` now, for the error of a wait that timed out (best effort)."""
+    try:
+        state = backend.inspect(name)
+    except distlock.DistlockError:
+        return ""
+    return f"; held by {state.holder}" if state.holder else ""
+
+
 @contextlib.contextmanager
 def _cluster_lock(spec: _Spec) -> Iterator[_Guard]:
-    """Hold the per-cluster lock so two concurrent `pulumi up` never repoint one replica.
+    """Hold the per-cluster lock so two runners (`pulumi up`, the failover arbiter) never
+    change the topology at once (:func:`_lock_service` says where it lives).
 
-    Without ``lock_endpoints`` there is no lock (a single runner, or locks disabled).
     The wait for the lock is bounded by ``timeout_seconds``; the converge's own timeout
     starts once the lock is held.
     """
-    if not spec.lock_endpoints:
+    service = _lock_service(spec)
+    if service is None:
         yield _Guard()
         return
-    options = distlock.BackendOptions(endpoints=spec.lock_endpoints, ttl=_LOCK_TTL_SECONDS,
-                                      identity="pulumi-replication-init")
     try:
-        backend = distlock.open_backend("etcd", options)
-    except distlock.DistlockError as error:
-        raise ReplicationError(f"lock {spec.lock_name!r}: cannot open an etcd session on "
-                               f"{', '.join(spec.lock_endpoints)}: {error}") from None
+        backend = distlock.open_backend(service.backend, service.options)
+    except (distlock.DistlockError, ValueError) as error:
+        raise ReplicationError(f"lock {spec.lock_name!r}: cannot open {service.where}: "
+                               f"{error}") from None
     try:
         lock = backend.lock(spec.lock_name)
         try:
             lock.acquire(timeout=spec.timeout_seconds)
         except distlock.LockTimeout as error:
-            raise ReplicationError(f"lock {spec.lock_name!r}: {error} (another `pulumi up` is "
-                                   "converging this cluster); nothing was changed") from None
+            raise ReplicationError(
+                f"lock {spec.lock_name!r}: {error}{_holder(backend, spec.lock_name)} "
+                "(another `pulumi up` is converging this cluster, or the failover arbiter "
+                "is moving its primary); nothing was changed") from None
         except distlock.DistlockError as error:
             raise ReplicationError(f"lock {spec.lock_name!r}: {error}; nothing was "
                                    "changed") from None
         try:
-            yield _Guard(lock)
+            yield _Guard(lock, service.backend)
         finally:
-            # If etcd cannot be told now, the lease ends after its TTL; the converge's own
-            # outcome (or error) is what the user must see, not this.
+            # If the service cannot be told now, the lease ends after its TTL; the
+            # converge's own outcome (or error) is what the user must see, not this.
             with contextlib.suppress(distlock.DistlockError):
                 lock.release()
     finally:
@@ -1250,12 +1331,15 @@ def _claim(spec: _Spec, guard: _Guard, seen_epoch: int | None) -> _Claim:
             f"{store.describe()} names primary ordinal {current}, but the stack has "
             f"{len(spec.servers)} server(s): switch over to a lower ordinal before scaling "
             "down; nothing was changed")
-    token = guard.token
-    epoch = token if token is not None else (record.epoch + 1 if record else 1)
-    if record is not None and epoch <= record.epoch:
-        raise ReplicationError(
-            f"epoch {epoch} (this run's lock token) is older than {store.describe()}'s epoch "
-            f"{record.epoch}: refused; nothing was changed")
+    recorded = record.epoch if record is not None else 0
+    if guard.token is None:
+        return _Claim(store, record, current, recorded + 1)
+    try:
+        # Numbered as the failover arbiter numbers its epochs under the same lock.
+        epoch = lock_epoch(guard.backend, guard.token, recorded)
+    except StaleLockToken as error:
+        raise ReplicationError(f"{store.describe()}: {error} (this run's lock token): "
+                               "refused; nothing was changed") from None
     return _Claim(store, record, current, epoch)
 
 
@@ -1546,6 +1630,8 @@ class ReplicationInit(pulumi.dynamic.Resource, module="mysql", name="Replication
                if args.tls_ca_file or args.replication_tls_ca else {}),
             **_cluster_props(pulumi.Output.secret(args.kubeconfig)
                              if args.kubeconfig is not None else None, args.context),
+            # Only when set, for the same reason.
+            **({"kubernetes_lock": True} if args.kubernetes_lock else {}),
             **dict.fromkeys(_OUTPUT_KEYS),
         }
         if args.topology_password is not None:

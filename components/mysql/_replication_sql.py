@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pymysql
 import pymysql.cursors
@@ -126,6 +126,8 @@ class ReplicaStatus:
     # gtid_executed), and those of them the primary does not have, once compared.
     executed: str = ""
     errant_gtids: str = ""
+    # GTIDs received into the relay log from its source, applied or not (RETRIEVED_COLUMN).
+    retrieved: str = ""
 
     @property
     def running(self) -> bool:
@@ -415,6 +417,31 @@ def missing_gtids(flavor: Flavor, have: str, base: str) -> str:
     return _mysql_text({key: intervals for key, intervals in left.items() if intervals})
 
 
+_Key = TypeVar("_Key")
+
+# The relay-log position each flavor reports in SHOW REPLICA STATUS: what a replica
+# received from its source, applied or not.
+RETRIEVED_COLUMN: dict[Flavor, str] = {"mariadb": "Gtid_IO_Pos", "mysql": "Retrieved_Gtid_Set"}
+
+
+def held_gtids(executed: str, retrieved: str) -> str:
+    """Every GTID a server holds: what it executed plus what its relay log received.
+
+    The retrieved part counts wherever "who has the most" is decided: a commit the primary
+    acknowledged under semi-sync (AFTER_SYNC) may be only in a replica's relay log."""
+    return ",".join(part for part in (executed, retrieved) if part)
+
+
+def not_contained(flavor: Flavor, base: str, holders: Mapping[_Key, str]) -> dict[_Key, str]:
+    """Each holder whose GTIDs ``base`` lacks, with the GTIDs it lacks (:func:`missing_gtids`).
+
+    The one containment test of the project: the failover arbiter's choice (a candidate
+    must contain every survivor) and ReplicationInit's refusal to open a read-only primary
+    that lacks what a replica holds both ask it."""
+    return {key: gap for key, held in holders.items()
+            if (gap := missing_gtids(flavor, held, base))}
+
+
 @dataclass(frozen=True)
 class SemisyncState:
     """One server's semi-sync settings, and whether its primary side is really waiting."""
@@ -659,6 +686,7 @@ class Dialect:
             super_read_only=None if super_read_only is None else bool(_int(super_read_only)),
             server_id=_int(variables.get("server_id")),
             executed=self.executed_set(variables),
+            retrieved=str(row.get(RETRIEVED_COLUMN[self.flavor]) or "").replace("\n", ""),
         )
 
 

@@ -40,12 +40,18 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from components.mysql._record import PrimaryRecord, RecordStore, fence
-from components.mysql._replication_sql import Dialect, Statement, missing_gtids
+from components.mysql._replication_sql import (
+    Dialect,
+    Statement,
+    missing_gtids,
+    not_contained,
+)
+from components.mysql.flavor import Flavor
 
 # How often the old primary's sessions are looked at during the grace period, and how
 # long one slice of the candidate's GTID wait blocks (a stopped thread is seen at once).
@@ -257,9 +263,47 @@ def repoint(servers: Servers, dialect: Dialect, ordinal: int, *, source: Source,
         server.run(dialect.start)
 
 
+def per_domain(flavor: Flavor, gtids: str) -> str:
+    """``gtids`` grouped the way a person compares them: MariaDB by replication domain
+    (``domain 0: 0-7001-37``), MySQL by source UUID (its sets already are)."""
+    groups: dict[str, list[str]] = {}
+    for item in (part.strip() for part in gtids.split(",") if part.strip()):
+        key = f"domain {item.split('-', 1)[0]}" if flavor == "mariadb" else item.split(":", 1)[0]
+        groups.setdefault(key, []).append(item)
+    if flavor != "mariadb":
+        return ", ".join(item for items in groups.values() for item in items)
+    return "; ".join(f"{key}: {', '.join(items)}" for key, items in groups.items())
+
+
+def primary_behind(flavor: Flavor, primary_label: str, primary_executed: str,
+                   held_by: Mapping[str, str]) -> list[str]:
+    """Why a read-only recorded primary must not be opened: one line per replica (by
+    label) holding GTIDs, executed or only retrieved, that the primary lacks.
+
+    A server restarted in place keeps the role file it started with; a promoted replica's
+    is ``replica.cnf`` (``init-rpl-role=SLAVE``), whose crash recovery drops a binlog tail
+    its replicas may already hold. Opening it would commit new transactions on top of the
+    shorter history, and the replicas' copy of the lost commit could never be applied or
+    replicated again: the fork :func:`make_writable`'s caller must refuse first (the
+    failover arbiter instead promotes whichever server holds the most).
+    """
+    lacking = not_contained(flavor, primary_executed, held_by)
+    return [f"{label} holds GTIDs the read-only {primary_label} lacks "
+            f"({per_domain(flavor, gaps)}): the primary may have lost them in a crash "
+            "(restarted in place with its replica role file), or they were written on the "
+            "replica itself. Opening the primary would fork history, so it stays read-only; "
+            "do not re-clone that replica (it may hold the only copy). Decide which server "
+            "holds the history to keep (the failover arbiter, mysql.failover, promotes the "
+            "one holding the most)"
+            for label, gaps in lacking.items()]
+
+
 def make_writable(servers: Servers, dialect: Dialect, ordinal: int, epoch: int,
                   store: RecordStore) -> None:
-    """The recorded primary found read-only (it restarted): the epoch's holder opens it."""
+    """The recorded primary found read-only (it restarted): the epoch's holder opens it.
+
+    The caller has made sure no replica holds what it lacks (:func:`primary_behind`;
+    the arbiter by its choice, ReplicationInit in its pre-flight)."""
     fence(store, epoch, f"making {servers.label(ordinal)} writable")
     with servers.session(ordinal) as server:
         _apply(server, dialect.writable)

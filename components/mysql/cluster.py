@@ -574,6 +574,9 @@ class MySQLCluster(pulumi.ComponentResource):
                 max_lag_seconds=config.max_replica_lag_seconds,
                 timeout_seconds=init.timeout_seconds,
                 lock_endpoints=args.lock_endpoints,
+                # The arbiter's Kubernetes lock backend (no etcd endpoints): `pulumi up`
+                # takes the same Lock, so the two never change the topology at once.
+                kubernetes_lock=config.failover.enabled and not args.lock_endpoints,
                 **switchover_args(config, sources=sources, record_namespace=plan.namespace,
                                   record_name=names.record,
                                   pods=tuple(names.pod(i) for i in range(config.replicas)),

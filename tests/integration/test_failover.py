@@ -138,8 +138,8 @@ class Failover:
         self.lock_backend = "kubernetes"
         self.write_config()
         # A record far ahead of the new Lock's counter (from 1): what `pulumi up` leaves
-        # without etcd (ReplicationInit takes no Lock object and numbers its switchovers
-        # record + 1), or a stack that moved from etcd, whose tokens are revisions.
+        # when it held no lock (it numbers its switchovers record + 1), or a stack that
+        # moved from etcd, whose tokens are revisions.
         store = KubernetesRecordStore(NAMESPACE, self.cluster.record_name,
                                       kubeconfig=str(self.cluster.plane.kubeconfig))
         store.write(0, RECORD_AHEAD_OF_THE_LOCK, store.read())

@@ -574,6 +574,9 @@ def test_up_gives_up_when_the_lock_stays_held(server: ProviderServer, cluster: C
         with pytest.raises(ProviderError) as refused:
             _driver(server).up(inputs)
         assert "another `pulumi up` is converging this cluster" in refused.value.details
+        # The holder is named (an etcd holder is its key, ending in the session's lease).
+        assert f"; held by {_lock_name(cluster)}" in refused.value.details
+        assert f"/{session.identity} (another" in refused.value.details
         assert session.inspect(_lock_name(cluster)).waiters == (), "a queue slot was left"
     assert not _login(cluster.primary, REPLICATION_USER, inputs["replication_password"])
     assert all(r.query("SHOW REPLICA STATUS") == [] for r in cluster.replicas)

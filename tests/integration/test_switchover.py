@@ -20,12 +20,16 @@ from typing import Any
 
 import pymysql
 import pytest
+from kubernetes import client as k8s
 
-from components.mysql._record import KubernetesRecordStore
-from components.mysql._replication import _spec, _TopologyServers
+import distlock
+from components.mysql._record import KubernetesRecordStore, lock_epoch
+from components.mysql._replication import _spec, _TopologyServers, cluster_lock_name
 from components.mysql._replication_sql import DIALECTS
 from components.mysql._switchover import Source, make_writable, repoint
+from distlock.kube import GROUP, PLURAL, VERSION, object_name
 from tests.support.controlplane import ControlPlane
+from tests.support.lock_backends import install_lock_crd
 from tests.support.procs import LOCALHOST, wait_until
 from tests.support.provider_server import ProviderError, ProviderServer, ResourceDriver
 from tests.support.switchover import (
@@ -379,3 +383,124 @@ def test_an_up_after_a_failover_adopts_the_recorded_primary_and_never_moves_it_b
     assert cluster.read_only(1)
     wait_until(lambda: len(set(cluster.checksums())) == 1, timeout=30,
                what="every server checksum-identical")
+
+
+def test_a_read_only_primary_is_opened_only_when_it_holds_every_replicas_gtids(
+        server: ProviderServer, cluster: Cluster) -> None:
+    """A primary restarted in place comes back read-only; the next up opens it, unless a
+    replica holds a transaction it lacks (what a promoted replica, restarted with its
+    replica role file's init-rpl-role=SLAVE, can drop in crash recovery although its
+    replicas received it): then the up refuses before changing anything, naming the GTID
+    per domain and the replica, and the primary stays read-only."""
+    driver = new_driver(server)
+    driver.up(cluster.inputs(0))
+    primary = cluster.servers[0]
+    primary.kill()
+    primary.start()
+    assert cluster.read_only(0)
+    driver.up(cluster.inputs(0))  # the normal case: nothing is missing, it is opened
+    assert not cluster.read_only(0)
+    assert cluster.record() == (0, 2)
+    # The commit the primary "lost": written on replica 1 under the primary's server_id,
+    # so it carries the GTID the primary's next commit would have had.
+    replica = cluster.servers[1].connect()
+    try:
+        replica.cursor().execute("SET SESSION server_id = 1")
+        replica.cursor().execute("INSERT INTO app.log VALUES (777777, 0, 0)")
+        cursor = replica.cursor()
+        cursor.execute("SELECT @@SESSION.last_gtid AS gtid")
+        row = cursor.fetchone()
+    finally:
+        replica.close()
+    assert row is not None
+    gtid = str(row[0])
+    assert gtid.startswith("0-1-")
+    primary.kill()
+    primary.start()
+    with pytest.raises(ProviderError) as failure:
+        driver.up(cluster.inputs(0))
+    message = str(failure.value)
+    assert "nothing was changed" in message
+    assert "holds GTIDs the read-only primary" in message
+    assert f"(domain 0: {gtid})" in message
+    assert "replica 1 (" in message
+    assert "replica 2 (" not in message
+    assert cluster.read_only(0)
+    assert cluster.record() == (0, 2)  # no epoch was claimed
+    # Only in a relay log counts too (a commit acknowledged under semi-sync, not yet
+    # applied): replica 2 receives it from replica 1 with its applier stopped.
+    other = cluster.servers[2]
+    other.query("STOP SLAVE")
+    other.query("CHANGE MASTER TO MASTER_PORT = %s", (cluster.servers[1].port,))
+    other.query("START SLAVE IO_THREAD")
+    wait_until(lambda: gtid in str(other.query("SHOW SLAVE STATUS")[0]["Gtid_IO_Pos"]),
+               timeout=30, what="replica 2 to receive the commit into its relay log")
+    assert gtid not in str(other.query("SELECT @@GLOBAL.gtid_slave_pos AS p")[0]["p"])
+    with pytest.raises(ProviderError) as failure:
+        driver.up(cluster.inputs(0))
+    assert f"replica 2 ({LOCALHOST}:{other.port}) holds GTIDs the read-only primary" in str(
+        failure.value)
+    assert cluster.read_only(0)
+    assert cluster.record() == (0, 2)
+
+
+def test_without_etcd_an_up_takes_the_arbiters_kubernetes_lock_and_numbers_its_epoch_from_it(
+        server: ProviderServer, cluster: Cluster, control_plane: ControlPlane,
+        tmp_path: Path) -> None:
+    """kubernetes_lock (no lock_endpoints): the converge holds the per-cluster lock as the
+    Lock object the failover arbiter's Kubernetes backend takes. While another session
+    holds it, an up waits, and times out naming the holder with nothing changed; once
+    released, a waiting up proceeds, and its epoch is the record's plus its grant's token
+    (lock_epoch, the arbiter's numbering)."""
+    install_lock_crd(control_plane, "tests/switchover")
+    kubeconfig = control_plane.write_kubeconfig(tmp_path / "kubeconfig-other")
+    driver = new_driver(server)
+    result = driver.up(cluster.inputs(0, kubernetes_lock=True))
+    lock_name = cluster_lock_name(LOCALHOST, cluster.servers[0].port)
+    assert cluster.record() == (0, lock_epoch("kubernetes", _lock_token(control_plane,
+                                                                        lock_name), 0))
+    options = distlock.BackendOptions(namespace=NAMESPACE, kubeconfig=str(kubeconfig),
+                                      identity="other-runner")
+    with distlock.open_backend("kubernetes", options) as other:
+        held = other.lock(lock_name)
+        held.acquire(timeout=30)
+        with pytest.raises(ProviderError) as failure:
+            driver.up(cluster.inputs(1, kubernetes_lock=True, timeout_seconds=2))
+        message = str(failure.value)
+        assert "held by other-runner" in message
+        assert "nothing was changed" in message
+        assert cluster.record() == (0, result.outputs["epoch"])
+        assert not cluster.read_only(0)
+
+        outcome: dict[str, Any] = {}
+
+        def up() -> None:
+            try:
+                outcome["result"] = driver.up(cluster.inputs(1, kubernetes_lock=True))
+            except ProviderError as error:
+                outcome["error"] = error
+
+        waiting = threading.Thread(target=up)
+        waiting.start()
+        wait_until(lambda: any(w.startswith("pulumi-replication-init")
+                               for w in other.inspect(lock_name).waiters),
+                   timeout=60, what="the up to queue for the lock")
+        assert cluster.record() == (0, result.outputs["epoch"])  # it waits, changing nothing
+        before = cluster.record()
+        held.release()
+        waiting.join(timeout=120)
+    assert "error" not in outcome, outcome.get("error")
+    assert before is not None
+    token = _lock_token(control_plane, lock_name)
+    assert token > 1
+    assert cluster.record() == (1, lock_epoch("kubernetes", token, before[1]))
+    assert outcome["result"].outputs["epoch"] == before[1] + token
+    assert not cluster.read_only(1)
+
+
+def _lock_token(control_plane: ControlPlane, lock_name: str) -> int:
+    """The last token the Lock object granted (kept after a release)."""
+    objects: Any = k8s.CustomObjectsApi(control_plane.admin_client())
+    lock = objects.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL,
+                                                object_name(lock_name))
+    return int(lock["status"]["fencingToken"])

@@ -115,3 +115,26 @@ def test_failover_needs_replication_init() -> None:
     with pytest.raises(ConfigError, match=r"failover\.enabled.*replicationInit\.enabled"):
         run_stack("dev", mysql={"replicas": 3, "replicationInit": {"enabled": False},
                                 "failover": {"enabled": True, "image": IMAGE}})
+
+
+def test_replication_init_takes_the_arbiters_kubernetes_lock_when_there_is_no_etcd_lock(
+        enabled: ProgramResult) -> None:
+    """The arbiter uses distlock's Kubernetes backend when the stack gives no etcd client
+    URLs (etcd with TLS); `pulumi up` must take the same lock then, and only then."""
+    [init] = enabled.of_type("pulumi-python:dynamic/mysql:ReplicationInit")
+    assert init.inputs["lock_endpoints"]  # etcd: the arbiter locks there too
+    assert "kubernetes_lock" not in init.inputs
+    etcd_tls = {"tls": {"enabled": True, "peerSecret": "etcd-peer", "clientSecret": "etcd-c"}}
+    mysql = {"replicas": 3, "failover": {"enabled": True, "image": IMAGE}}
+    result = run_stack("dev", mysql=mysql, etcd=etcd_tls)
+    [init] = result.of_type("pulumi-python:dynamic/mysql:ReplicationInit")
+    [config_map] = [r for r in result.resources if r.type == "kubernetes:core/v1:ConfigMap"
+                    and "arbiter.json" in (r.inputs.get("data") or {})]
+    lock = json.loads(config_map.inputs["data"]["arbiter.json"])["lock"]
+    assert lock["backend"] == "kubernetes"
+    assert init.inputs["kubernetes_lock"] is True
+    assert init.inputs["record_namespace"] == lock["namespace"]
+    assert init.inputs.get("lock_endpoints", []) == []
+    without_failover = run_stack("dev", mysql={"replicas": 3}, etcd=etcd_tls)
+    [init] = without_failover.of_type("pulumi-python:dynamic/mysql:ReplicationInit")
+    assert "kubernetes_lock" not in init.inputs  # no arbiter: nothing creates Lock objects

@@ -90,6 +90,8 @@ def test_valid_inputs_pass_and_floats_come_back_as_ints() -> None:
     ({"flavor": "mysql", "replication_user": "r" * 33}, "replication_user", "at most 32"),
     ({"lock_endpoints": ["etcd:2379"]}, "lock_endpoints[0]", "etcd client URL"),
     ({"replica_count": 2}, "replica_count", "not a ReplicationInit property"),
+    ({"kubernetes_lock": "yes"}, "kubernetes_lock", "true or false"),
+    ({"kubernetes_lock": True}, "kubernetes_lock", "needs record_namespace"),
 ])
 def test_bad_inputs_become_check_failures_naming_the_property(
         overrides: dict[str, Any], prop: str, fragment: str) -> None:
@@ -313,6 +315,27 @@ def test_record_and_labels_reach_the_cluster_of_the_given_kubeconfig(
     with pytest.raises(_Reached):
         store.read()
     assert reached[-1] == (None, None)
+
+
+def test_the_kubernetes_lock_is_taken_in_the_cluster_of_the_given_kubeconfig(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without etcd the per-cluster lock is a Lock object beside the record: in the same
+    cluster, so through the same kubeconfig and context."""
+    reached: list[tuple[str | None, str | None]] = []
+
+    def api_client(kubeconfig: str | None = None, *, context: str | None = None) -> Any:
+        reached.append((kubeconfig, context))
+        raise _Reached
+
+    monkeypatch.setattr(distlock._kube, "api_client", api_client)
+    spec = replication._spec(_ReplicationProvider().check({}, _with_record(
+        kubeconfig=KUBECONFIG_TEXT, context="ops", kubernetes_lock=True)).inputs)
+    service = replication._lock_service(spec)
+    assert service is not None
+    assert service.backend == "kubernetes"
+    with pytest.raises(_Reached):
+        distlock.open_backend(service.backend, service.options)
+    assert reached == [(KUBECONFIG_TEXT, "ops")]
 
 
 def test_a_bad_kubeconfig_is_a_check_failure_that_never_shows_it() -> None:
