@@ -316,7 +316,9 @@ def parser() -> argparse.ArgumentParser:
                                     "ARCHIVE_METRICS_PORT; unset: no metrics)"}),
         ("--backup-interval-seconds", {"type": int,
                                        "default": _env_int("BACKUP_INTERVAL_SECONDS")}),
-        ("--catalog-refresh-seconds", {"type": float, "default": 60.0}))
+        ("--catalog-refresh-seconds", {"type": int, "default": _env_int(
+            "BACKUP_CATALOG_REFRESH_SECONDS") or 60, "help": "read the store's catalog at most "
+            "this often (default BACKUP_CATALOG_REFRESH_SECONDS or 60)"}))
     add("plan", cmd_plan, "choose backup and binlogs for a restore",
         ("--backup", {"default": "latest"}),
         ("--point", {"default": "", "help": "RFC 3339, a GTID position, or end"}),
