@@ -8,6 +8,12 @@ switchover), and a pod's containers are fixed by the StatefulSet template. So ev
 its own pod is the recorded primary; binary logs are in the pod's data dir, which only a
 container of that pod can read (the PVC is ReadWriteOnce).
 
+Why the archiver serves the backup gauges (with metrics on, port ``backup-metrics``): its
+coprocess is the one long-lived process of the backup path, in every pod, with a store client
+and the only one that knows when an archive pass last succeeded; the alert rules read what it
+serves (mysqlbackup/metrics.py). The interval gauge is derived here, from the schedule the
+config declares, so the sidecar never parses cron.
+
 Why an image of our own (deploy/backup/agent.Dockerfile): the archiver needs the server's
 tools (``mariadb-binlog``, the client) and ``python -m mysqlbackup`` with boto3 together, and
 no published image has both. Its tag is derived from the content that goes into it, so the
