@@ -324,19 +324,22 @@ def stack_digest(project: str, stack: str, namespace: str, name: str) -> bytes:
 
 def metrics_service(resource_name: str, *, name: str, namespace: str, labels: AppLabels,
                     port: int, service_monitor: bool,
-                    opts: pulumi.ResourceOptions) -> None:
-    """A headless Service naming every pod's ``metrics`` port, and (``service_monitor``) the
-    prometheus-operator ServiceMonitor that scrapes it. Prometheus labels each series with
+                    opts: pulumi.ResourceOptions,
+                    extra_ports: Sequence[tuple[str, int]] = ()) -> None:
+    """A headless Service naming every pod's ``metrics`` port (and ``extra_ports``, named
+    container ports of other exporters in the pod), and (``service_monitor``) the
+    prometheus-operator ServiceMonitor that scrapes them. Prometheus labels each series with
     ``job`` = the Service's name, which is what the alert rules select on
     (components/mysql/_metrics.py). Headless with ``publishNotReadyAddresses``: a pod whose
     database is not ready is exactly the one whose metrics matter."""
+    ports = [("metrics", port), *extra_ports]
     k8s.core.v1.Service(
         resource_name,
         metadata=metadata(name, namespace, labels),
         spec={"cluster_ip": "None", "publish_not_ready_addresses": True,
               "selector": labels.selector(),
-              "ports": [{"name": "metrics", "port": port, "target_port": "metrics",
-                         "protocol": "TCP"}]},
+              "ports": [{"name": port_name, "port": number, "target_port": port_name,
+                         "protocol": "TCP"} for port_name, number in ports]},
         opts=opts)
     if service_monitor:
         k8s.apiextensions.CustomResource(
@@ -346,5 +349,6 @@ def metrics_service(resource_name: str, *, name: str, namespace: str, labels: Ap
             metadata=metadata(name, namespace, labels),
             spec={"selector": {"matchLabels": labels.selector()},
                   "namespaceSelector": {"matchNames": [namespace]},
-                  "endpoints": [{"port": "metrics", "interval": "30s"}]},
+                  "endpoints": [{"port": port_name, "interval": "30s"}
+                                for port_name, _ in ports]},
             opts=opts)

@@ -15,7 +15,9 @@ with a stack file at once.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
+import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -126,6 +128,74 @@ def is_cron(text: str) -> bool:
                     or (step is not None and int(step) == 0)):
                 return False
     return True
+
+
+_CRON_MACRO_FIELDS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *",
+                      "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0", "@daily": "0 0 * * *",
+                      "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
+
+
+def _cron_values(field: str, low: int, high: int,
+                 names: tuple[str, ...]) -> tuple[frozenset[int], bool]:
+    """The values one field of a valid schedule matches, and whether it is a bare ``*``/``?``
+    (robfig/cron's "star", which decides how day of month and day of week combine)."""
+    values: set[int] = set()
+    star = False
+    for part in field.lower().split(","):
+        match = _CRON_PART.fullmatch(part)
+        assert match is not None  # is_cron accepted the schedule
+        step = int(match["step"] or 1)
+        if match["low"]:
+            first = _cron_value(match["low"], low, names)
+            last = _cron_value(match["high"], low, names) if match["high"] else None
+            assert first is not None
+            # robfig/cron: "5/15" runs from 5 to the field's end.
+            last = last if last is not None else (high if match["step"] else first)
+        else:
+            first, last = low, high
+            star = star or step == 1
+        values.update(range(first, last + 1, step))
+    if names and names[0] == "sun" and 7 in values:
+        values = (values - {7}) | {0}
+    return frozenset(values), star
+
+
+def cron_interval_seconds(text: str) -> int:
+    """The longest gap between two consecutive runs of a valid CronJob schedule (UTC), in
+    seconds: the schedule's interval when it is fixed, and the bound an "is the newest
+    backup too old" check needs when it is not (``0 1,23 * * *`` is 2 h, then 22 h: 22 h).
+
+    A schedule that names neither days of month nor months repeats every week, so one week
+    (and its wrap into the next) is every gap; any other repeats within four years (leap
+    days), so eight years from a fixed Monday are scanned. Day of month and day of week
+    combine as robfig/cron (Kubernetes' scheduler) does: both restricted means either one.
+    """
+    if not is_cron(text):
+        raise ValueError(f"not a CronJob schedule: {text!r}")
+    fields = _CRON_MACRO_FIELDS.get(text, text).split()
+    (minutes, _), (hours, _), (days, day_star), (months, month_star), (weekdays, weekday_star) = (
+        _cron_values(field, low, high, names)
+        for field, (_, low, high, names) in zip(fields, _CRON_FIELDS, strict=True))
+    weekly = day_star and month_star
+    span_days = 7 if weekly else 8 * 365 + 2
+    start = dt.date(2024, 1, 1)  # a Monday
+    day_minutes = sorted(hour * 60 + minute for hour in hours for minute in minutes)
+    runs: list[int] = []
+    for offset in range(span_days):
+        day = start + dt.timedelta(days=offset)
+        in_month = day.day in days
+        on_weekday = day.isoweekday() % 7 in weekdays
+        matches = (in_month and on_weekday) if day_star or weekday_star else (
+            in_month or on_weekday)
+        if day.month in months and matches:
+            runs.extend(offset * 1440 + minute for minute in day_minutes)
+    if not runs:
+        raise ValueError(f"the schedule {text!r} never runs")
+    if weekly:
+        runs.append(runs[0] + 7 * 1440)
+    if len(runs) < 2:
+        raise ValueError(f"the schedule {text!r} runs at most once in eight years")
+    return 60 * max(later - earlier for earlier, later in itertools.pairwise(runs))
 
 
 def quantity_value(text: str) -> float:

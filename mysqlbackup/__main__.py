@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mysqlbackup import catalog, schedule
+from mysqlbackup import catalog, metrics, schedule
 from mysqlbackup.store import Store, StoreConfig, StoreError
 
 
@@ -149,24 +149,53 @@ def cmd_archive_binlogs(args: argparse.Namespace) -> None:
     print(json.dumps({"archived": archived}))
 
 
+def _metrics_settings(args: argparse.Namespace) -> metrics.MetricsSettings | None:
+    """The backup gauges' settings (metrics.py), or None without a port: metrics off."""
+    if not args.metrics_port:
+        return None
+    if args.backup_interval_seconds is None:
+        raise ValueError("--metrics-port needs --backup-interval-seconds "
+                         "(BACKUP_INTERVAL_SECONDS), the gauge MySQLBackupTooOld compares with")
+    return metrics.MetricsSettings(port=args.metrics_port,
+                                   interval_seconds=args.backup_interval_seconds,
+                                   refresh_seconds=args.catalog_refresh_seconds)
+
+
 def cmd_archive_serve(args: argparse.Namespace) -> None:
-    """One archive pass per line on stdin, one JSON line on stdout per pass, until EOF.
+    """One archive pass per ``pass`` line on stdin, one JSON line on stdout per pass, until
+    EOF; an ``idle`` line (this pod is not the recorded primary) gets no answer.
 
     binlog-archive.sh keeps this process as its coprocess for the life of the loop: a pass
     then costs neither an interpreter start nor importing boto3 (about a second, several
     under load), so the upload follows the rotation at once and the recovery point stays
     within the interval. A failed pass answers ``{"error": ...}`` and the next line retries:
-    the archive is idempotent (a binlog with a record is never uploaded again).
+    the archive is idempotent (a binlog with a record is never uploaded again). With a
+    metrics port it also serves the backup gauges (metrics.py), which is why it hears about
+    the ticks it does not archive at.
     """
+    settings = _metrics_settings(args)
     store = _store()
     directory = Path(args.binlog_dir)
-    for _request in sys.stdin:
+    archive = metrics.ArchiveState()
+    if settings is not None:
+        metrics.serve(lambda: catalog.list_backups(store).complete, settings, archive)
+    for request in sys.stdin:
+        if request.strip() == "idle":
+            archive.idle()
+            continue
+        started = archive.pass_started()
         try:
             answer: dict[str, Any] = {
                 "archived": _archive_pass(store, directory, args.index, args.server_id)}
+            archive.pass_succeeded(started)
         except (StoreError, ValueError, OSError) as error:
             answer = {"error": str(error)}
         print(json.dumps(answer), flush=True)
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "")
+    return int(value) if value.isdigit() else None
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
@@ -281,7 +310,15 @@ def parser() -> argparse.ArgumentParser:
     add("archive-serve", cmd_archive_serve,
         "archive-binlogs once per line on stdin, a JSON line each, until EOF",
         ("--binlog-dir", _REQUIRED), ("--index", {"default": "mysql-bin.index"}),
-        ("--server-id", {"required": True, "type": int}))
+        ("--server-id", {"required": True, "type": int}),
+        ("--metrics-port", {"type": int, "default": _env_int("ARCHIVE_METRICS_PORT"),
+                            "help": "serve the backup gauges here (default "
+                                    "ARCHIVE_METRICS_PORT; unset: no metrics)"}),
+        ("--backup-interval-seconds", {"type": int,
+                                       "default": _env_int("BACKUP_INTERVAL_SECONDS")}),
+        ("--catalog-refresh-seconds", {"type": int, "default": _env_int(
+            "BACKUP_CATALOG_REFRESH_SECONDS") or 60, "help": "read the store's catalog at most "
+            "this often (default BACKUP_CATALOG_REFRESH_SECONDS or 60)"}))
     add("plan", cmd_plan, "choose backup and binlogs for a restore",
         ("--backup", {"default": "latest"}),
         ("--point", {"default": "", "help": "RFC 3339, a GTID position, or end"}),

@@ -8,6 +8,12 @@ switchover), and a pod's containers are fixed by the StatefulSet template. So ev
 its own pod is the recorded primary; binary logs are in the pod's data dir, which only a
 container of that pod can read (the PVC is ReadWriteOnce).
 
+Why the archiver serves the backup gauges (with metrics on, port ``backup-metrics``): its
+coprocess is the one long-lived process of the backup path, in every pod, with a store client
+and the only one that knows when an archive pass last succeeded; the alert rules read what it
+serves (mysqlbackup/metrics.py). The interval gauge is derived here, from the schedule the
+config declares, so the sidecar never parses cron.
+
 Why an image of our own (deploy/backup/agent.Dockerfile): the archiver needs the server's
 tools (``mariadb-binlog``, the client) and ``python -m mysqlbackup`` with boto3 together, and
 no published image has both. Its tag is derived from the content that goes into it, so the
@@ -45,7 +51,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import _kube
+from components import _kube, _validate
 from components._kube import mount
 from components.config import BackupConfig, MySQLConfig
 from components.mysql import credentials
@@ -56,6 +62,9 @@ AGENT_REPOSITORY = "ghcr.io/mysql-cluster/backup-agent"
 ARCHIVER_CONTAINER = "binlog-archive"
 AGENT_CONTAINER = "backup-agent"
 AGENT_PORT = 3308
+# The archiver's backup gauges (mysqlbackup/metrics.py), with backups and metrics both on.
+ARCHIVER_METRICS_PORT = 9106
+ARCHIVER_METRICS_PORT_NAME = "backup-metrics"
 JOB_CONTAINER = "backup-job"
 # The lock lease distlock keeps alive while the Job runs; a Job that dies frees it this soon.
 JOB_LOCK_TTL_SECONDS = 30
@@ -129,13 +138,32 @@ def archiver_probe(command: list[str], *, failures: int) -> k8s.core.v1.ProbeArg
             "timeout_seconds": 5, "failure_threshold": failures}
 
 
+def metrics_ports(config: MySQLConfig, *, metrics: bool) -> list[tuple[str, int]]:
+    """The pod's backup metrics ports (name, port) the metrics Service, ServiceMonitor and
+    NetworkPolicy add to the exporter's: the archiver's, when backups and metrics are on."""
+    if config.backup.enabled and metrics:
+        return [(ARCHIVER_METRICS_PORT_NAME, ARCHIVER_METRICS_PORT)]
+    return []
+
+
+def archiver_metrics_env(config: MySQLConfig, *,
+                         metrics: bool) -> list[k8s.core.v1.EnvVarArgsDict]:
+    """``archive-serve``'s gauge settings (mysqlbackup/metrics.py): its port and the
+    interval MySQLBackupTooOld compares with, the schedule's longest gap between runs."""
+    if not metrics_ports(config, metrics=metrics):
+        return []
+    return [_kube.value_env("ARCHIVE_METRICS_PORT", ARCHIVER_METRICS_PORT),
+            _kube.value_env("BACKUP_INTERVAL_SECONDS",
+                            _validate.cron_interval_seconds(config.backup.schedule))]
+
+
 def add_sidecars(spec: dict[str, Any], config: MySQLConfig,
                  env: list[k8s.core.v1.EnvVarArgsDict], script: Callable[[str], list[str]],
-                 mounts: list[k8s.core.v1.VolumeMountArgsDict]) -> None:
+                 mounts: list[k8s.core.v1.VolumeMountArgsDict], *, metrics: bool) -> None:
     """When ``mysql.backup.enabled``: the archiver and the backup agent sidecars
     (``script(NAME)`` is how the pod runs a pod script; ``mounts``: the data dir read-only,
     socket, record, the backup account's password) and the store's keys as a volume, added
-    to the pod ``spec``."""
+    to the pod ``spec``; with ``metrics`` the archiver serves the backup gauges."""
     backup = config.backup
     if not backup.enabled:
         return
@@ -151,6 +179,9 @@ def add_sidecars(spec: dict[str, Any], config: MySQLConfig,
         "name": ARCHIVER_CONTAINER,
         "command": archiver,
         **common,
+        "env": [*common["env"], *archiver_metrics_env(config, metrics=metrics)],
+        "ports": [{"name": name, "container_port": port, "protocol": "TCP"}
+                  for name, port in metrics_ports(config, metrics=metrics)],
         # mariadb-binlog over one binlog and a multipart upload: small, bounded memory.
         "resources": {"requests": {"cpu": "50m", "memory": "128Mi"},
                       "limits": {"memory": "512Mi"}},

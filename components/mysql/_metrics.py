@@ -22,10 +22,14 @@ Metric sources and what is real today:
 - Semisync: ``mysql_global_status_rpl_semi_sync_master_status`` (MariaDB's status variable;
   MySQL 8.4 renames it ``..._source_status``, matched too) with the plugin enabled. Semisync is
   not configured by this project yet; the rule is tested on synthetic series.
-- Backups and binlog archiving do not exist yet (other issues): the rules are written against
-  the names those features are to export, ``mysql_cluster_backup_last_success_timestamp_seconds``,
-  ``mysql_cluster_backup_interval_seconds`` and ``mysql_cluster_binlog_archive_lag_seconds``, and
-  tested on synthetic series.
+- Backups: ``mysql_cluster_backup_last_success_timestamp_seconds`` (the newest complete
+  backup's end time in the store's catalog, 0 with none), ``mysql_cluster_backup_interval_seconds``
+  (the CronJob schedule's longest gap between runs) and ``mysql_cluster_binlog_archive_lag_seconds``
+  (on the recorded primary, seconds since the last successful archive pass; 0 on the others),
+  served by the ``binlog-archive`` sidecar's ``archive-serve`` process (mysqlbackup/metrics.py)
+  on port ``backup-metrics`` (9106) when backups and metrics are both on, scraped through the
+  same ``<mysql>-metrics`` Service. tests/integration/test_backup_metrics.py scrapes the real
+  process against a real store and feeds the result to promtool with these rules.
 - ``etcd_*``: etcd's own ``/metrics`` (3.4 and 3.5 use the same names).
 - ``distlock_*``: distlock's optional metrics (``distlock_lock_held_since_timestamp_seconds``
   per held lock); the rule is tested on synthetic series.
@@ -144,9 +148,12 @@ def alert_rules(settings: AlertSettings) -> dict[str, Any]:
                "(replication error 1236 or 1950)"),
     ]
     backups = [
+        # Every pod's archiver exports the same catalog: one alert per cluster, not per pod
+        # (and a pod that cannot read the store yet exports no timestamp, so max ignores it).
         _alert("MySQLBackupTooOld",
-               f"time() - mysql_cluster_backup_last_success_timestamp_seconds{{{m}}} > "
-               f"on(namespace) group_left mysql_cluster_backup_interval_seconds{{{m}}} + "
+               f"time() - max by (namespace, job) "
+               f"(mysql_cluster_backup_last_success_timestamp_seconds{{{m}}}) > "
+               f"max by (namespace, job) (mysql_cluster_backup_interval_seconds{{{m}}}) + "
                f"{settings.backup_margin_seconds}",
                "the newest complete backup is older than its schedule plus "
                f"{settings.backup_margin_seconds} s"),

@@ -427,7 +427,9 @@ class MySQLCluster(pulumi.ComponentResource):
         k8s.networking.v1.NetworkPolicy(
             f"{name}-network-policy",
             metadata=_kube.metadata(names.statefulset, namespace, labels),
-            spec=_network_policy_spec(labels, config.client_namespaces, args.metrics),
+            spec=_network_policy_spec(labels, config.client_namespaces, args.metrics,
+                                      _backup.metrics_ports(config,
+                                                            metrics=args.metrics.enabled)),
             opts=child,
         )
 
@@ -501,7 +503,9 @@ class MySQLCluster(pulumi.ComponentResource):
         metrics, names = args.metrics, plan.names
         _kube.metrics_service(f"{name}-metrics", name=names.metrics, namespace=plan.namespace,
                               labels=plan.labels, port=_metrics.EXPORTER_PORT,
-                              service_monitor=metrics.service_monitor, opts=child)
+                              service_monitor=metrics.service_monitor, opts=child,
+                              extra_ports=_backup.metrics_ports(plan.config,
+                                                                metrics=metrics.enabled))
         if metrics.prometheus_rule:
             settings = _metrics.AlertSettings(
                 mysql_job=names.metrics, etcd_job=args.etcd_metrics_job,
@@ -911,7 +915,7 @@ def _pod_spec(plan: _Plan) -> k8s.core.v1.PodSpecArgsDict:
     _backup.add_sidecars(spec, config, env, _script, [
         mount("data", DATA_DIR, sub_path="mysql", read_only=True), config_map, run, tmp, socket,
         record, mount("credentials-backup", CREDENTIALS_DIR, read_only=True),
-        *extra.stream_mounts])
+        *extra.stream_mounts], metrics=plan.metrics.enabled)
     _backup.add_restore(spec, config, env, _script("restore-init.sh"), [
         data, mount("conf", CONF_DIR, read_only=True), config_map, run, tmp, record,
         mount("credentials-backup", CREDENTIALS_DIR, read_only=True)])
@@ -947,6 +951,7 @@ def _statefulset_spec(plan: _Plan) -> k8s.apps.v1.StatefulSetSpecArgsDict:
 def _network_policy_spec(
     labels: _kube.AppLabels, client_namespaces: tuple[str, ...],
     metrics: MetricsConfig = MetricsConfig(),  # noqa: B008 (frozen, never mutated)
+    backup_metrics_ports: list[tuple[str, int]] | None = None,
 ) -> k8s.networking.v1.NetworkPolicySpecArgsDict:
     clients = _kube.namespace_clients(client_namespaces)
     ingress: list[Any] = [
@@ -955,7 +960,9 @@ def _network_policy_spec(
          "from_": [{"pod_selector": {"match_labels": labels.selector()}}]},
     ]
     if metrics.enabled:
-        ingress.append({"ports": [{"port": _metrics.EXPORTER_PORT, "protocol": "TCP"}],
+        # The archiver's backup gauges: scraped by the same Prometheus as the exporter.
+        scraped = [_metrics.EXPORTER_PORT, *(port for _, port in backup_metrics_ports or ())]
+        ingress.append({"ports": [{"port": port, "protocol": "TCP"} for port in scraped],
                         "from_": _kube.namespace_clients(metrics.scrape_namespaces)})
     return {
         "pod_selector": {"match_labels": labels.selector()},

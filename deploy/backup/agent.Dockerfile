@@ -1,6 +1,7 @@
 # The backup agent image: the server image of the cluster's version (mariadb-backup, mbstream,
 # mariadb-binlog, the client) plus Python and the pinned boto3 that `python -m mysqlbackup`
-# needs, and the mysqlbackup package itself; distlock with its gRPC pins for the scheduled
+# needs (and prometheus-client for the backup gauges `archive-serve` serves, metrics.py), and
+# the mysqlbackup package itself; distlock with its gRPC pins for the scheduled
 # backup's Job, which holds the cluster lock (`python -m distlock run`). No published image has
 # all of these.
 #
@@ -15,13 +16,15 @@ FROM ${BASE_IMAGE}
 ARG BOTO3_VERSION=1.44.5
 ARG GRPCIO_VERSION=1.85.3
 ARG PROTOBUF_VERSION=6.33.6
+ARG PROMETHEUS_CLIENT_VERSION=0.26.0
 # hadolint ignore=DL3008 (the base image's own Debian/Ubuntu archive decides the version)
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/* \
     && python3 -m venv /opt/mysqlbackup \
     && /opt/mysqlbackup/bin/pip install --no-cache-dir "boto3==${BOTO3_VERSION}" \
-        "grpcio==${GRPCIO_VERSION}" "protobuf==${PROTOBUF_VERSION}"
+        "grpcio==${GRPCIO_VERSION}" "protobuf==${PROTOBUF_VERSION}" \
+        "prometheus-client==${PROMETHEUS_CLIENT_VERSION}"
 COPY mysqlbackup /opt/mysql-cluster/mysqlbackup
 COPY distlock /opt/mysql-cluster/distlock
 ENV PYTHONPATH=/opt/mysql-cluster \

@@ -111,12 +111,14 @@ def test_the_agent_image_is_pinned_by_the_content_that_goes_into_it(
     assert _archiver(_pod(enabled))["image"] == (
         f"{_backup.AGENT_REPOSITORY}:{version}-{digest.hexdigest()[:12]}")
     dockerfile = (ROOT / "deploy/backup/agent.Dockerfile").read_text()
-    pins = [line for line in (ROOT / "requirements.txt").read_text().split()
-            if line.startswith(("boto3==", "grpcio==", "protobuf=="))]
-    assert len(pins) == 3
+    # prometheus-client: the backup gauges archive-serve serves (mysqlbackup/metrics.py).
+    pins = [line for requirements in ("requirements.txt", "requirements-dev.txt")
+            for line in (ROOT / requirements).read_text().split()
+            if line.startswith(("boto3==", "grpcio==", "protobuf==", "prometheus-client=="))]
+    assert len(pins) == 4
     for pin in pins:
         name, version = pin.split("==")
-        assert f"ARG {name.upper()}_VERSION={version}" in dockerfile, (
+        assert f"ARG {name.upper().replace('-', '_')}_VERSION={version}" in dockerfile, (
             f"the image's {name} is requirements.txt's")
     assert "COPY distlock " in dockerfile
 

@@ -12,7 +12,8 @@
 # pass right after each rotation: a fresh interpreter per pass (importing boto3) cost 1-5 s
 # under load, which is what pushed the recovery point past the interval. The ticks are a fixed
 # cadence (tick N at start + N * interval), so a slow pass shortens the next wait instead of
-# delaying every later rotation.
+# delaying every later rotation. A tick that does not archive sends `idle` instead; with
+# ARCHIVE_METRICS_PORT set the coprocess serves the backup gauges (mysqlbackup/metrics.py).
 #
 # The loop follows the primary: at every tick it reads the primary record (RECORD_DIR, a
 # ConfigMap volume the kubelet keeps current) and rotates and archives only while this pod is
@@ -118,6 +119,10 @@ archive_loop() {
             printf 'pass\n' >&"$to_archiver" || die "the archiver process exited"
             IFS= read -r answer <&"$from_archiver" || die "the archiver process exited"
             [[ "$answer" != '{"error"'* ]] || log "archive pass failed: $answer"
+        else
+            # No answer: the line only tells the backup gauges (mysqlbackup/metrics.py) that
+            # this pod has nothing to archive, so its archive lag is 0, not its idle time.
+            printf 'idle\n' >&"$to_archiver" || die "the archiver process exited"
         fi
         beat
         remaining=$((next - $(now_us)))
