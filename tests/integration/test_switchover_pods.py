@@ -108,7 +108,7 @@ def test_restarted_pods_follow_the_record(pods: PodCluster) -> None:
     old.restart(open_primary=False)
     assert role_labels(old) == {ROLE_LABEL: "replica", "mysql-cluster.io/epoch": "2"}
     assert sorted(p.name for p in old.conf_dir.iterdir()) == ["replica.cnf", "server-id.cnf"]
-    assert "initialised here as the first primary's" in old.clone_log().splitlines()[-1]
+    assert "data dir is the first primary's own" in old.clone_log().splitlines()[-1]
     assert read_only(old)
     assert replica_source(old) == new.mysql_port
     old.wait_for_gtid(new.gtid_binlog_pos())
