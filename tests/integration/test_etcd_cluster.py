@@ -268,8 +268,9 @@ def test_without_membership_a_scale_up_while_member_0_is_down_forms_no_second_cl
     assert after.statefulset["spec"]["replicas"] == 3
     # etcd-0 is not restarted by the scale-up, and the new pods run the same template.
     assert after.statefulset["spec"]["template"] == first.statefulset["spec"]["template"]
+    # etcd-0 is not restarted by the scale-up, and the new pods run the same template.
 
-    pods = LocalStatefulSet(tmp_path / "pods", after)
+    pods = LocalStatefulSet(tmp_path / "pods", first)
     try:
         pods.start(0)
         pods.wait_healthy(0)
@@ -277,18 +278,22 @@ def test_without_membership_a_scale_up_while_member_0_is_down_forms_no_second_cl
         for i in range(20):
             put(endpoint, f"b/{i:03d}", str(i))
         cluster = _cluster_id(endpoint)
+        # The StatefulSet controller now creates pods (and restarts etcd-0) from the new
+        # template, whatever it holds.
+        pods.template_pod = after.statefulset["spec"]["template"]["spec"]
+        pods.template_container = after.etcd_container
         # etcd-0 does not answer at the moment the new pods start (the node reboots).
         pods.stop(0)
         pods.start(1)
         pods.start(2)
         for ordinal in (1, 2):
-            wait_until(lambda o=ordinal: "this member is not an initial one: waiting"  # type: ignore[misc]
-                       in pods.log(o), timeout=60,
-                       what=f"etcd-{ordinal} to wait instead of bootstrapping\n{pods.log(ordinal)}")
+            wait_until(lambda o=ordinal: any(  # type: ignore[misc]
+                line in pods.log(o) for line in ("not an initial one: waiting", "bootstrapping")),
+                timeout=60, what=f"etcd-{ordinal} to decide how it starts")
         for ordinal in (1, 2):
+            assert "bootstrapping" not in pods.log(ordinal), pods.log(ordinal)
             assert not _answers(pods.client_url(ordinal)), pods.log(ordinal)
             assert not (pods.data_dir(ordinal) / "member").exists()
-            assert "bootstrapping" not in pods.log(ordinal)
 
         pods.start(0)
         pods.wait_healthy(0)
