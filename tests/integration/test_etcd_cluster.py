@@ -206,14 +206,20 @@ def test_scale_3_to_5_to_3_in_one_up_each_loses_no_acknowledged_write(
     assert len(writer.acknowledged) > 150
 
 
+def _one_member_holding(pods: LocalStatefulSet, prefix: str) -> str:
+    """Start etcd-0 alone, write 20 keys under ``prefix``; its client URL."""
+    pods.start(0)
+    pods.wait_healthy(0)
+    endpoint = pods.client_url(0)
+    for i in range(20):
+        put(endpoint, f"{prefix}{i:03d}", str(i))
+    return endpoint
+
+
 def test_scale_1_to_3_in_one_up_from_the_dev_stack_size(tmp_path: Path) -> None:
     pods = LocalStatefulSet(tmp_path / "pods", render(replicas=1))
     try:
-        pods.start(0)
-        pods.wait_healthy(0)
-        endpoint = pods.client_url(0)
-        for i in range(20):
-            put(endpoint, f"s/{i:03d}", str(i))
+        endpoint = _one_member_holding(pods, "s/")
         with ProviderServer(log_path=tmp_path / "provider.log") as server:
             server.configure()
             driver = ResourceDriver(server, EtcdMembershipProvider(), type_name=TYPE_NAME,
@@ -268,15 +274,10 @@ def test_without_membership_a_scale_up_while_member_0_is_down_forms_no_second_cl
     assert after.statefulset["spec"]["replicas"] == 3
     # etcd-0 is not restarted by the scale-up, and the new pods run the same template.
     assert after.statefulset["spec"]["template"] == first.statefulset["spec"]["template"]
-    # etcd-0 is not restarted by the scale-up, and the new pods run the same template.
 
     pods = LocalStatefulSet(tmp_path / "pods", first)
     try:
-        pods.start(0)
-        pods.wait_healthy(0)
-        endpoint = pods.client_url(0)
-        for i in range(20):
-            put(endpoint, f"b/{i:03d}", str(i))
+        endpoint = _one_member_holding(pods, "b/")
         cluster = _cluster_id(endpoint)
         # The StatefulSet controller now creates pods (and restarts etcd-0) from the new
         # template, whatever it holds.
