@@ -24,8 +24,10 @@ before their pods go, and a scale-up records the desired members in etcd and add
 first new one (as a learner) before its pod exists; the further new pods add themselves,
 one learner at a time, because etcd admits a single learner and a learner only catches
 up once its pod runs. So 3 -> 5 is one ``pulumi up``. The bootstrap member list is
-recorded by that resource at creation and never changes, so scaling changes nothing in
-the pod template but ``replicas``: no rolling restart of healthy members.
+recorded by that resource (or, without membership, by ``EtcdBootstrap``) at creation and
+never changes, so scaling changes nothing in the pod template but ``replicas``: no
+rolling restart of healthy members, and no pod added later is an initial member, which
+is what keeps it from bootstrapping a second cluster when member 0 does not answer.
 
 Objects, all children of the component:
 
@@ -46,8 +48,11 @@ Objects, all children of the component:
   costs quorum (0 for a single member: any disruption is an outage).
 - Snapshots: a ``PersistentVolumeClaim`` and a ``CronJob`` running
   ``scripts/etcd-snapshot.sh`` (``etcdctl snapshot save``, keep the newest N).
-- ``EtcdMembership`` (dynamic) unless ``membership.enabled`` is false; then scaling is
-  manual: ``etcdctl member add --learner`` before raising ``replicas`` by one, or
+- ``EtcdMembership`` (dynamic) unless ``membership.enabled`` is false; then
+  ``EtcdBootstrap`` (dynamic, :mod:`components.etcd._bootstrap`) only records the
+  bootstrap member list at creation and keeps it, so a pod added later is never an
+  initial member and never bootstraps a second cluster. Scaling is then manual:
+  ``etcdctl member add --learner`` before raising ``replicas`` by one, or
   ``etcdctl put`` the desired peer URLs (comma-separated) under
   :data:`~components.etcd._membership.DESIRED_MEMBERS_KEY` and let the new pods add
   themselves (then write the smaller list *before* removing members on the way down,
@@ -77,6 +82,7 @@ from components import _kube
 from components._kube import mount
 from components._validate import quantity_value
 from components.config import EtcdConfig, MetricsConfig
+from components.etcd._bootstrap import EtcdBootstrap, EtcdBootstrapArgs
 from components.etcd._membership import DESIRED_MEMBERS_KEY, EtcdMembership, EtcdMembershipArgs
 
 SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
@@ -181,11 +187,6 @@ def quorum(members: int) -> int:
 def script_files() -> dict[str, str]:
     return {name: (SCRIPTS_DIR / name).read_text(encoding="utf-8")
             for name in (MEMBER_SCRIPT, SNAPSHOT_SCRIPT)}
-
-
-def bootstrap_cluster(names: _Names, replicas: int) -> str:
-    """``--initial-cluster`` of the first deployment: ``name=peer-url`` for every ordinal."""
-    return ",".join(f"{names.pod(i)}={names.peer_url(names.pod(i))}" for i in range(replicas))
 
 
 def discovery_endpoints(names: _Names, bootstrap: str) -> str:
@@ -517,7 +518,10 @@ class EtcdCluster(pulumi.ComponentResource):
                                   service_monitor=args.metrics.service_monitor, opts=child)
 
         depends: list[pulumi.Resource] = [scripts]
-        bootstrap: pulumi.Input[str] = bootstrap_cluster(names, config.replicas)
+        # Both branches record the first deployment's list and keep it: rebuilt from
+        # ``replicas``, a scale-up would restart every member and let the new pods
+        # bootstrap a second cluster while member 0 restarts (components/etcd/_bootstrap.py).
+        bootstrap: pulumi.Output[str]
         if config.membership.enabled:
             membership = EtcdMembership(
                 f"{name}-membership",
@@ -531,6 +535,12 @@ class EtcdCluster(pulumi.ComponentResource):
                 opts=child)
             bootstrap = membership.bootstrap_cluster
             depends.append(membership)
+        else:
+            recorder = EtcdBootstrap(f"{name}-bootstrap",
+                                     EtcdBootstrapArgs(members=members(names, config.replicas)),
+                                     opts=child)
+            bootstrap = recorder.bootstrap_cluster
+            depends.append(recorder)
 
         k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from components.etcd._bootstrap import EtcdBootstrapProvider
 from components.etcd._membership import (
+    DESIRED_MEMBERS_KEY,
     EtcdMembershipProvider,
     MembershipError,
     _Gateway,
@@ -30,7 +32,7 @@ from components.etcd.cluster import (
     SCRIPTS_MOUNT,
     SHELL_MOUNT,
 )
-from tests.support.etcd import etcdctl_binary
+from tests.support.etcd import etcdctl_binary, gateway
 from tests.support.etcd_pods import (
     TYPE_NAME,
     LocalStatefulSet,
@@ -52,7 +54,7 @@ from tests.support.etcd_pods import (
     voters,
     wait_voter,
 )
-from tests.support.etcd_stack import render
+from tests.support.etcd_stack import DYNAMIC, render
 from tests.support.procs import LOCALHOST, run, wait_until
 from tests.support.provider_server import (
     ProviderError,
@@ -204,14 +206,20 @@ def test_scale_3_to_5_to_3_in_one_up_each_loses_no_acknowledged_write(
     assert len(writer.acknowledged) > 150
 
 
+def _one_member_holding(pods: LocalStatefulSet, prefix: str) -> str:
+    """Start etcd-0 alone, write 20 keys under ``prefix``; its client URL."""
+    pods.start(0)
+    pods.wait_healthy(0)
+    endpoint = pods.client_url(0)
+    for i in range(20):
+        put(endpoint, f"{prefix}{i:03d}", str(i))
+    return endpoint
+
+
 def test_scale_1_to_3_in_one_up_from_the_dev_stack_size(tmp_path: Path) -> None:
     pods = LocalStatefulSet(tmp_path / "pods", render(replicas=1))
     try:
-        pods.start(0)
-        pods.wait_healthy(0)
-        endpoint = pods.client_url(0)
-        for i in range(20):
-            put(endpoint, f"s/{i:03d}", str(i))
+        endpoint = _one_member_holding(pods, "s/")
         with ProviderServer(log_path=tmp_path / "provider.log") as server:
             server.configure()
             driver = ResourceDriver(server, EtcdMembershipProvider(), type_name=TYPE_NAME,
@@ -231,6 +239,84 @@ def test_scale_1_to_3_in_one_up_from_the_dev_stack_size(tmp_path: Path) -> None:
             wait_until(lambda o=ordinal: len(read_prefix(pods.client_url(o), "s/",  # type: ignore[misc]
                                                          serializable=True)) == 20,
                        timeout=30, what=f"etcd-{ordinal} to hold every key")
+    finally:
+        pods.stop_all()
+
+
+def _cluster_id(endpoint: str) -> str:
+    return str(gateway(endpoint, "/v3/cluster/member/list", {})["header"]["cluster_id"])
+
+
+def _answers(endpoint: str) -> bool:
+    try:
+        gateway(endpoint, "/v3/cluster/member/list", {}, timeout=1.0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def test_without_membership_a_scale_up_while_member_0_is_down_forms_no_second_cluster(
+        tmp_path: Path) -> None:
+    """membership.enabled false, 1 -> 3 while etcd-0 restarts: the new pods, started from
+    the StatefulSet the recorded state renders, must not bootstrap a cluster of their own
+    (two of the three, a quorum of a 3-member list, could). They wait; once etcd-0 is back
+    they are still not members, and the documented manual scale-up then adds them."""
+    off = {"enabled": False}
+    with ProviderServer(log_path=tmp_path / "provider.log") as server:
+        server.configure()
+        driver = ResourceDriver(server, EtcdBootstrapProvider(), type_name=TYPE_NAME,
+                                name="locks-bootstrap")
+        created = driver.up(render(replicas=1, membership=off).one(DYNAMIC)).outputs
+        scaled = driver.up(render(replicas=3, membership=off).one(DYNAMIC))
+    assert scaled.operation == "update"
+    first = render(replicas=1, membership=off, recorded=created)
+    after = render(replicas=3, membership=off, recorded=scaled.outputs)
+    assert after.statefulset["spec"]["replicas"] == 3
+    # etcd-0 is not restarted by the scale-up, and the new pods run the same template.
+    assert after.statefulset["spec"]["template"] == first.statefulset["spec"]["template"]
+
+    pods = LocalStatefulSet(tmp_path / "pods", first)
+    try:
+        endpoint = _one_member_holding(pods, "b/")
+        cluster = _cluster_id(endpoint)
+        # The StatefulSet controller now creates pods (and restarts etcd-0) from the new
+        # template, whatever it holds.
+        pods.template_pod = after.statefulset["spec"]["template"]["spec"]
+        pods.template_container = after.etcd_container
+        # etcd-0 does not answer at the moment the new pods start (the node reboots).
+        pods.stop(0)
+        pods.start(1)
+        pods.start(2)
+        for ordinal in (1, 2):
+            wait_until(lambda o=ordinal: any(  # type: ignore[misc]
+                line in pods.log(o) for line in ("not an initial one: waiting", "bootstrapping")),
+                timeout=60, what=f"etcd-{ordinal} to decide how it starts")
+        for ordinal in (1, 2):
+            assert "bootstrapping" not in pods.log(ordinal), pods.log(ordinal)
+            assert not _answers(pods.client_url(ordinal)), pods.log(ordinal)
+            assert not (pods.data_dir(ordinal) / "member").exists()
+
+        pods.start(0)
+        pods.wait_healthy(0)
+        assert _cluster_id(endpoint) == cluster
+        assert voters(endpoint) == ["etcd-0"]
+        assert len(read_prefix(endpoint, "b/")) == 20
+        for ordinal in (1, 2):
+            wait_until(lambda o=ordinal: "not a member of the running cluster and not a "  # type: ignore[misc]
+                       "desired one" in pods.log(o), timeout=60,
+                       what=f"etcd-{ordinal} to find etcd-0 and keep waiting\n{pods.log(ordinal)}")
+            assert not _answers(pods.client_url(ordinal))
+        assert [m["name"] for m in member_list(endpoint)] == ["etcd-0"]
+
+        # The manual scale-up docs/etcd.md describes: the new pods add themselves.
+        put(endpoint, DESIRED_MEMBERS_KEY, ",".join(pods.peer_url(o) for o in range(3)))
+        wait_voter(pods, 1)
+        wait_voter(pods, 2)
+        assert voters(endpoint) == ["etcd-0", "etcd-1", "etcd-2"]
+        for ordinal in range(3):
+            assert _cluster_id(pods.client_url(ordinal)) == cluster
+        wait_until(lambda: len(read_prefix(pods.client_url(2), "b/", serializable=True)) == 20,
+                   timeout=30, what="etcd-2 to hold every key")
     finally:
         pods.stop_all()
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from unittest import mock
 
 from components import config as stack_config
 from components.etcd.cluster import EtcdCluster, EtcdClusterArgs
-from tests.support.mocks import ProgramResult, run_program
+from tests.support.mocks import Mocks, ProgramResult, run_program
 
 NAMESPACE = "db"
 DYNAMIC = "pulumi-python:dynamic:Resource"
@@ -62,6 +63,21 @@ def _program() -> None:
     EtcdCluster("locks", EtcdClusterArgs(namespace=config.namespace, config=config.etcd))
 
 
-def render(**etcd: Any) -> Rendered:
-    """Build an EtcdCluster from ``etcd`` stack config under the shared mocks."""
-    return Rendered(run_program(_stack(etcd), stack="dev", program=_program))
+def render(*, recorded: Mapping[str, Any] | None = None, **etcd: Any) -> Rendered:
+    """Build an EtcdCluster from ``etcd`` stack config under the shared mocks.
+
+    ``recorded``: outputs the engine holds in state for the component's dynamic resource
+    (what its provider's create or update returned). The mocks echo a resource's inputs,
+    which is what a first deployment gets; a later ``up`` gets the recorded ones.
+    """
+    if recorded is None:
+        return Rendered(run_program(_stack(etcd), stack="dev", program=_program))
+    echo = Mocks.new_resource
+    state = dict(recorded)
+
+    def with_state(self: Mocks, args: Any) -> tuple[str, dict[str, Any]]:
+        resource_id, outputs = echo(self, args)
+        return resource_id, ({**outputs, **state} if args.typ == DYNAMIC else outputs)
+
+    with mock.patch.object(Mocks, "new_resource", with_state):
+        return Rendered(run_program(_stack(etcd), stack="dev", program=_program))

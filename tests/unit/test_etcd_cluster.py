@@ -218,8 +218,11 @@ def test_membership_resource_gets_every_ordinal_and_the_client_service() -> None
     forwarded = render(membership={"access": "port-forward",
                                    "endpoints": ["127.0.0.1:12379"]}).one(DYNAMIC)
     assert forwarded["endpoints"] == ["http://127.0.0.1:12379"]
+    # Without membership only the bootstrap recorder (tests/unit/test_etcd_bootstrap.py).
     disabled = render(membership={"enabled": False})
-    assert not disabled.of_type(DYNAMIC)
+    (recorder,) = disabled.of_type(DYNAMIC)
+    assert "endpoints" not in recorder
+    assert len(recorder["members"]) == 3
     assert disabled.env()["MEMBER_BOOTSTRAP_CLUSTER"].count("=http://") == 3
 
 
