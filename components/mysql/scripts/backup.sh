@@ -51,7 +51,9 @@ main() {
     [[ -n "${server_id:-}" ]] || die "could not read the server's version and server_id"
     id=${BACKUP_ID:-$(date -u +%Y%m%dT%H%M%SZ)-$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')}
     [[ "$id" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || die "BACKUP_ID '$id' is not a valid backup id"
-    started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+    # Microseconds, like the ended_at Python writes: two backups serialized by the lock can
+    # start and end within one second, and their manifests must still order them.
+    started=$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)
 
     local -a backup
     backup_stream_command backup "$options" "$work/scratch" no
