@@ -35,6 +35,10 @@ from tests.support.provider_server import ProviderError, ProviderServer, Resourc
 pytestmark = pytest.mark.integration
 
 RIVAL_CRD = f"rivals.{GROUP}"
+# Deleting the Lock CRD waits for the API server's cleanup finalizer to delete every Lock
+# object of it, and the control plane is session-wide: after the lock suites that is hundreds,
+# on 2 shared cores (60 s was too short in whole-suite runs, twice).
+CRD_DELETION_SECONDS = 240
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +99,8 @@ class Cluster:
             except k8s.ApiException as error:
                 if error.status != 404:
                     raise
-            wait_until(lambda n=name: self.crd(n) is None, timeout=60,  # type: ignore[misc]
+            wait_until(lambda n=name: self.crd(n) is None,  # type: ignore[misc]
+                       timeout=CRD_DELETION_SECONDS,
                        what=f"CustomResourceDefinition {name} to be deleted")
 
 
@@ -315,10 +320,8 @@ def test_refresh_sees_a_crd_deleted_behind_our_back(server: ProviderServer,
     from kubernetes import client as k8s_client  # noqa: PLC0415
 
     k8s_client.ApiextensionsV1Api(api).delete_custom_resource_definition(CRD_NAME)
-    # The API server's cleanup finalizer first deletes every Lock object of the CRD, and the
-    # control plane is session-wide: after the lock suites that is hundreds, on 2 shared cores
-    # (60 s was once too short in a whole-suite run).
-    wait_until(lambda: cluster.crd() is None, timeout=240, what="the CRD to be deleted")
+    wait_until(lambda: cluster.crd() is None, timeout=CRD_DELETION_SECONDS,
+               what="the CRD to be deleted")
     driver.refresh()
     assert driver.state is not None
     assert driver.state.id == ""  # the engine drops a resource read back without an id
