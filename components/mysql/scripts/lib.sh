@@ -599,6 +599,40 @@ tls_problem() {
     fi
 }
 
+# tls_digest: one digest of TLS_DIR's three files' content. The kubelet swaps a Secret volume's
+# files in one atomic rename (..data), so a change of any of them is one new digest.
+tls_digest() {
+    local name
+    for name in "${TLS_SECRET_FILES[@]}"; do
+        cat -- "$TLS_DIR/$name" 2>/dev/null || true
+    done | sha256sum | cut -d' ' -f1
+}
+
+# tls_changed SEEN DIGEST_VAR PROBLEM_VAR: the poll of the two rotation watchers (tls-reload.sh
+# watch for the server, backup-server.sh for the clone listener). Fails when the files' digest
+# is still SEEN, the content the watcher last acted on; otherwise sets DIGEST_VAR to the new
+# digest and PROBLEM_VAR to what makes the files unusable (tls_problem; empty when they are
+# fine). A watcher records DIGEST_VAR as seen either way, so a broken rotation is logged once,
+# not on every pass, and the next change is checked afresh.
+tls_changed() {
+    local -n _tls_changed_digest=$2 _tls_changed_problem=$3
+    _tls_changed_digest=$(tls_digest)
+    [[ $_tls_changed_digest != "$1" ]] || return 1
+    _tls_changed_problem=$(tls_problem)
+}
+
+# tls_reload_interval: how often the watchers poll TLS_DIR (TLS_RELOAD_INTERVAL seconds, 10).
+tls_reload_interval() {
+    local interval=${TLS_RELOAD_INTERVAL:-10}
+    require_uint TLS_RELOAD_INTERVAL "$interval"
+    printf '%d\n' "$interval"
+}
+
+# tls_certificate_summary: the certificate in TLS_DIR, as the watchers log what they now serve.
+tls_certificate_summary() {
+    openssl x509 -in "$TLS_DIR/tls.crt" -noout -serial -enddate | tr '\n' ' '
+}
+
 # replication_tls_sql: the CHANGE MASTER / CHANGE REPLICATION SOURCE options for replication
 # over TLS with the primary's certificate verified against the Secret's CA, or nothing when
 # TLS_DIR is unset (TLS off). components/mysql/_tls.py replication_tls_clause is the same clause
