@@ -17,7 +17,8 @@
 shopt -s inherit_errexit
 
 # The backup sidecar's listener PID (backup-server.sh writes it just before it execs the
-# listener, so it is the listener's own PID); probe.sh backup checks it without connecting.
+# listener, so it is the listener's own PID, or under TLS each time it starts one); probe.sh
+# backup checks it without connecting.
 backup_listener_pid_file() {
     require_vars RUN_DIR
     printf '%s\n' "$RUN_DIR/backup-listener.pid"
@@ -699,9 +700,9 @@ transport_tool() {
 # certificate must carry; ncat and OpenSSL accept no wildcard over a single-label parent such as
 # *.<name>-headless). Plaintext is refused both ways: a plaintext peer gets no byte of the backup
 # (the handshake fails before the listener runs the backup), and a receiver never accepts a
-# plaintext or unverified stream. The listener loads the certificate when it starts: a rotated
-# one is served once the backup container restarts (the old one stays valid until then, as
-# cert-manager renews well before expiry).
+# plaintext or unverified stream. ncat and socat load the certificate once, when they start, so
+# under TLS backup-server.sh supervises the listener and starts it again on rotated files,
+# between streams (see its serve_following_rotation).
 
 # transport_tls_check: dies naming what is wrong with the TLS Secret's files under TLS (the
 # listener and the receiver would otherwise fail with a bare handshake error); nothing when off.
