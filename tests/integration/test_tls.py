@@ -613,6 +613,14 @@ def log_count(process: ManagedProcess, text: str) -> int:
     return process.log_path.read_text(errors="replace").count(text)
 
 
+def wait_restarted(sidecar: ManagedProcess, port: int, restarts: int, what: str) -> None:
+    """The supervisor logged its ``restarts``-th new listener, and that one listens (the old
+    one was stopped before it started)."""
+    wait_until(lambda: log_count(sidecar, "now serves") == restarts, timeout=120,
+               what=f"the supervisor to restart the listener {what}")
+    wait_until(lambda: listening(port), timeout=30, what="the new listener to listen")
+
+
 @pytest.mark.parametrize("transport", ["ncat", "socat"])
 def test_the_clone_listener_follows_certificate_rotation_without_restart(
         tmp_path: Path, certs: dict[str, Pair], rotated_ca: dict[str, Pair], pod_dns: None,
@@ -641,8 +649,7 @@ def test_the_clone_listener_follows_certificate_rotation_without_restart(
 
         # A new certificate from the same CA.
         volume.publish(certs["rotated"].cert, certs["rotated"].key, certs["ca"].cert)
-        wait_until(lambda: log_count(sidecar, "now serves") == 1, timeout=60,
-                   what="the supervisor to restart the listener on the rotated certificate")
+        wait_restarted(sidecar, port, 1, "on the rotated certificate")
         assert served_certificate(port) == der(certs["rotated"])
         second_listener = listener_pid(donor)
         assert second_listener != first_listener
@@ -673,8 +680,7 @@ def test_the_clone_listener_follows_certificate_rotation_without_restart(
         assert clone.process is not None
         assert clone.process.wait(timeout=600) == 0, in_progress.clone_log()
         assert "clone from ordinal 1 complete" in in_progress.clone_log()
-        wait_until(lambda: log_count(sidecar, "now serves") == 2, timeout=120,
-                   what="the supervisor to restart the listener once the stream ended")
+        wait_restarted(sidecar, port, 2, "once the stream ended")
         # The next clone trusts the new CA only (the Secret's ca.crt).
         receiver = cluster.pod(1)
         relay.close()
