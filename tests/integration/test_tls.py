@@ -16,7 +16,10 @@ replicating with the primary's certificate verified, every probe passing over th
 plaintext TCP is refused, readiness naming a certificate that cannot serve, and the exporter
 scraping through the socket as its own least-privilege account. The clone stream's two ends on
 their own, with ncat and with socat: a plaintext peer gets no backup, a receiver refuses a donor
-whose certificate another CA signed.
+whose certificate another CA signed. And the backup sidecar's listener, which ncat and socat
+start with the certificate of the moment, following a rotation (a new certificate, a new CA)
+without the container restarting and without cutting the stream in progress, refusing a broken
+one; with both transports.
 
 Seen to differ on 11.4: a plaintext login under require_secure_transport gets 3159 (10.11:
 1045), and a replica refuses to verify the primary by an IP address (127.0.0.1, though the
@@ -25,9 +28,11 @@ certificate carries it) where 10.11 accepts it; by DNS name, as the pods connect
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -46,7 +51,7 @@ from components.mysql._tls import pymysql_ssl, replication_tls_clause
 from components.mysql.flavor import FLAVORS
 from tests.support.certs import Pair, issue, make_ca, serial
 from tests.support.mariadb import DEBIAN, MAVEN, MariaDBServer, random_password
-from tests.support.pods import PodCluster, Transport, listening
+from tests.support.pods import Pod, PodCluster, Transport, listening
 from tests.support.procs import (
     LOCALHOST,
     ManagedProcess,
@@ -133,6 +138,14 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pair]:
             "stray": issue(ca, base, "stray", dns_names=POD_NAMES),
             # Every name right, the wrong signer: a donor that is not one of ours.
             "impostor": issue(wrong_ca, base, "impostor", dns_names=POD_NAMES)}
+
+
+@pytest.fixture(scope="module")
+def rotated_ca(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pair]:
+    """A CA rotation: a new CA and a pod certificate it signed."""
+    base = tmp_path_factory.mktemp("rotated-ca")
+    ca = make_ca(base, "new-ca")
+    return {"ca": ca, "server": issue(ca, base, "renewed", dns_names=POD_NAMES)}
 
 
 @pytest.fixture(scope="module")
@@ -481,8 +494,7 @@ def test_the_clone_stream_is_tls_from_a_verified_donor(
                     "seeded, not cloned (tests/support/pods.py); the stream runs on 10.11")
     primary, replica = cluster.primary, cluster.pod(1)
     assert "donor=0" in (replica.data_dir / ".clone-complete").read_text()
-    assert primary.sidecar is not None
-    listener = (Path("/proc") / str(primary.sidecar.pid) / "cmdline").read_bytes().split(b"\0")
+    listener = (Path("/proc") / str(listener_pid(primary)) / "cmdline").read_bytes().split(b"\0")
     assert listener[0].endswith(b"ncat"), listener
     assert {b"--ssl", b"--ssl-cert", b"--ssl-key"} <= set(listener), listener
     assert str(certs_ca(cluster).with_name("tls.crt")).encode() in listener
@@ -510,6 +522,207 @@ def test_plaintext_to_the_tls_backup_port_gets_no_backup(
     assert len(received) < 100, received  # an alert record at most
     assert log.read_text().count("streaming a backup") == streams_before
     assert primary.probe("backup").returncode == 0
+
+
+def listener_pid(pod: Pod) -> int:
+    """The listener the sidecar started, as probe.sh backup finds it (under TLS the sidecar's
+    own process supervises it)."""
+    return int((pod.run_dir / "backup-listener.pid").read_text())
+
+
+def served_certificate(port: int) -> bytes:
+    """The certificate (DER) the listener on ``port`` serves, as a receiver sees it in the
+    handshake. Every connection is a backup: the stream is read to its end."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # whatever it serves is the finding
+    with socket.create_connection((LOCALHOST, port), timeout=120) as raw, \
+            context.wrap_socket(raw) as tls:
+        served = tls.getpeercert(binary_form=True)
+        try:
+            while tls.recv(1 << 16):
+                pass
+        except ssl.SSLEOFError:
+            pass  # the listener closes without close_notify after the stream
+    assert served is not None
+    return served
+
+
+def der(pair: Pair) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(pair.cert.read_text())
+
+
+class PausingRelay:
+    """A donor stand-in on ``listen_port`` for one connection to ``upstream_port``, both
+    directions (TLS needs the receiver's handshake), that stops passing the stream on after
+    ``pause_after`` bytes until :meth:`resume`: the donor's backup is then blocked in the
+    middle of its stream (the socket buffers hold far less than the stream) however fast the
+    machine is."""
+
+    def __init__(self, listen_port: int, upstream_port: int, pause_after: int) -> None:
+        self.upstream_port = upstream_port
+        self.pause_after = pause_after
+        self.paused = threading.Event()
+        self.relayed = 0
+        self._resume = threading.Event()
+        self._server = socket.create_server((LOCALHOST, listen_port))
+        self._thread = threading.Thread(target=self._serve, name="pausing-relay", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        client, _address = self._server.accept()
+        with client, socket.create_connection((LOCALHOST, self.upstream_port)) as upstream:
+            forward = threading.Thread(target=self._forward, args=(client, upstream), daemon=True)
+            forward.start()
+            with contextlib.suppress(OSError):
+                while chunk := upstream.recv(65536):
+                    if self.relayed >= self.pause_after and not self._resume.is_set():
+                        self.paused.set()
+                        self._resume.wait()
+                    client.sendall(chunk)
+                    self.relayed += len(chunk)
+                client.shutdown(socket.SHUT_WR)
+            forward.join(timeout=60)
+
+    @staticmethod
+    def _forward(client: socket.socket, upstream: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := client.recv(65536):
+                upstream.sendall(chunk)
+            upstream.shutdown(socket.SHUT_WR)
+
+    def resume(self) -> None:
+        self._resume.set()
+
+    def close(self) -> None:
+        self._resume.set()
+        self._server.close()
+        self._thread.join(timeout=60)
+
+
+def start_rotating_sidecar(pod: Pod) -> ManagedProcess:
+    """The backup container as the StatefulSet runs it with mysql.tls, but polling the
+    Secret every second (TLS_RELOAD_INTERVAL) rather than every ten."""
+    pod.sidecar = ManagedProcess(
+        f"backup-{pod.generation}", ["bash", str(pod.cluster.config_dir / "backup-server.sh")],
+        log_dir=pod.logs, env={**pod.env("backup"), "TLS_RELOAD_INTERVAL": "1"}).start()
+    return pod.sidecar
+
+
+def log_count(process: ManagedProcess, text: str) -> int:
+    return process.log_path.read_text(errors="replace").count(text)
+
+
+def wait_restarted(sidecar: ManagedProcess, port: int, restarts: int, what: str) -> None:
+    """The supervisor logged its ``restarts``-th new listener, and that one listens (the old
+    one was stopped before it started)."""
+    wait_until(lambda: log_count(sidecar, "now serves") == restarts, timeout=120,
+               what=f"the supervisor to restart the listener {what}")
+    wait_until(lambda: listening(port), timeout=30, what="the new listener to listen")
+
+
+@pytest.mark.parametrize("transport", ["ncat", "socat"])
+def test_the_clone_listener_follows_certificate_rotation_without_restart(
+        tmp_path: Path, certs: dict[str, Pair], rotated_ca: dict[str, Pair], pod_dns: None,
+        transport: Transport) -> None:
+    """ncat and socat read the certificate once: the sidecar's supervisor starts the listener
+    again on rotated files, with the container's main process (its PID) unchanged. A new
+    certificate is served; a broken one is refused, logged, and the previous one kept; a CA
+    rotation waits for the stream in progress, which completes (a real clone.sh, verified and
+    prepared), and the next clone, trusting only the new CA, succeeds. SIGKILLing the listener
+    ends the container with its status; SIGTERM to the main process stops both."""
+    volume = SecretVolume(tmp_path / "tls")  # one Secret for every pod, as in the other tests
+    volume.publish(certs["server"].cert, certs["server"].key, certs["ca"].cert)
+    cluster = PodCluster(tmp_path / "pods", max_pods=3, transport=transport,
+                         tls_dir=volume.directory, require_secure_transport=True,
+                         peer_host_template=PEER_HOST_TEMPLATE)
+    relay: PausingRelay | None = None
+    try:
+        donor = cluster.pod(0)
+        donor.init_config()
+        donor.initialize_primary()
+        sidecar = start_rotating_sidecar(donor)
+        donor.wait_serving()
+        port = donor.backup_port
+        assert served_certificate(port) == der(certs["server"])
+        first_listener = listener_pid(donor)
+
+        # A new certificate from the same CA.
+        volume.publish(certs["rotated"].cert, certs["rotated"].key, certs["ca"].cert)
+        wait_restarted(sidecar, port, 1, "on the rotated certificate")
+        assert served_certificate(port) == der(certs["rotated"])
+        second_listener = listener_pid(donor)
+        assert second_listener != first_listener
+        assert sidecar.running(), "the container restarted"
+        assert sidecar.pid not in (first_listener, second_listener)  # the supervisor stays
+        assert donor.probe("backup").returncode == 0
+
+        # A CA rotation while a clone streams: pod 2 clones from "ordinal 1", the relay.
+        donor.query("CREATE DATABASE app")
+        donor.query("CREATE TABLE app.big ENGINE=InnoDB "
+                    "AS SELECT seq, REPEAT('x', 1000) AS payload FROM app.seq_1_to_60000")
+        relay = PausingRelay(cluster.pod(1).backup_port, port, pause_after=1 << 20)
+        in_progress = cluster.pod(2)
+        in_progress.init_config()
+        clone = in_progress.start_clone()
+        paused = relay.paused
+        wait_until(lambda: paused.is_set() or not clone.running(), timeout=120,
+                   what="the stream to reach the relay")
+        assert paused.is_set(), in_progress.clone_log()
+        volume.publish(rotated_ca["server"].cert, rotated_ca["server"].key,
+                       rotated_ca["ca"].cert)
+        wait_until(lambda: log_count(sidecar, "once no stream is in progress") == 2, timeout=60,
+                   what="the supervisor to see the CA rotation")
+        # The stream is still in progress, through the listener it started on.
+        assert any(comm == "mariadb-backup" for _pid, comm in donor.sidecar_group())
+        assert listener_pid(donor) == second_listener
+        relay.resume()
+        assert clone.process is not None
+        assert clone.process.wait(timeout=600) == 0, in_progress.clone_log()
+        assert "clone from ordinal 1 complete" in in_progress.clone_log()
+        wait_restarted(sidecar, port, 2, "once the stream ended")
+        # The next clone trusts the new CA only (the Secret's ca.crt).
+        receiver = cluster.pod(1)
+        relay.close()
+        relay = None
+        receiver.init_config()
+        assert receiver.clone() == 0, receiver.clone_log()
+        assert "clone from ordinal 0 complete" in receiver.clone_log()
+        assert served_certificate(port) == der(rotated_ca["server"])
+        third_listener = listener_pid(donor)
+        assert third_listener != second_listener
+
+        # Broken new files: a key that is not the certificate's.
+        volume.publish(certs["stray"].cert, rotated_ca["server"].key, rotated_ca["ca"].cert)
+        wait_until(lambda: log_count(sidecar, "tls.key: does not match the certificate"),
+                   timeout=60, what="the supervisor to refuse the mismatched key")
+        assert "TLS: not serving the changed files, the listener keeps its certificate" in \
+            sidecar.log_path.read_text()
+        assert served_certificate(port) == der(rotated_ca["server"])
+        assert listener_pid(donor) == third_listener
+        assert sidecar.running(), "the container restarted"
+        assert "refusing this stream" not in sidecar.log_path.read_text()
+
+        # A listener that dies on its own ends the container, with its status.
+        os.kill(listener_pid(donor), signal.SIGKILL)
+        assert sidecar.process is not None
+        assert sidecar.process.wait(timeout=60) == 128 + signal.SIGKILL
+        assert "exited with status 137" in sidecar.log_tail()
+        # SIGTERM to the container's main process stops the listener and the supervisor (the
+        # Secret fixed first: a new container refuses to serve the broken files).
+        volume.publish(rotated_ca["server"].cert, rotated_ca["server"].key, rotated_ca["ca"].cert)
+        restarted = start_rotating_sidecar(donor)
+        donor.wait_serving()
+        listener = listener_pid(donor)
+        os.kill(restarted.pid, signal.SIGTERM)
+        assert restarted.process is not None
+        assert restarted.process.wait(timeout=60) == 128 + signal.SIGTERM
+        assert not Path(f"/proc/{listener}").exists()
+        assert not listening(port)
+    finally:
+        if relay is not None:
+            relay.close()
+        cluster.close()
 
 
 def _lib_command(function: str, *args: str) -> list[str]:

@@ -17,7 +17,8 @@
 shopt -s inherit_errexit
 
 # The backup sidecar's listener PID (backup-server.sh writes it just before it execs the
-# listener, so it is the listener's own PID); probe.sh backup checks it without connecting.
+# listener, so it is the listener's own PID, or under TLS each time it starts one); probe.sh
+# backup checks it without connecting.
 backup_listener_pid_file() {
     require_vars RUN_DIR
     printf '%s\n' "$RUN_DIR/backup-listener.pid"
@@ -599,6 +600,40 @@ tls_problem() {
     fi
 }
 
+# tls_digest: one digest of TLS_DIR's three files' content. The kubelet swaps a Secret volume's
+# files in one atomic rename (..data), so a change of any of them is one new digest.
+tls_digest() {
+    local name
+    for name in "${TLS_SECRET_FILES[@]}"; do
+        cat -- "$TLS_DIR/$name" 2>/dev/null || true
+    done | sha256sum | cut -d' ' -f1
+}
+
+# tls_changed SEEN DIGEST_VAR PROBLEM_VAR: the poll of the two rotation watchers (tls-reload.sh
+# watch for the server, backup-server.sh for the clone listener). Fails when the files' digest
+# is still SEEN, the content the watcher last acted on; otherwise sets DIGEST_VAR to the new
+# digest and PROBLEM_VAR to what makes the files unusable (tls_problem; empty when they are
+# fine). A watcher records DIGEST_VAR as seen either way, so a broken rotation is logged once,
+# not on every pass, and the next change is checked afresh.
+tls_changed() {
+    local -n _tls_changed_digest=$2 _tls_changed_problem=$3
+    _tls_changed_digest=$(tls_digest)
+    [[ $_tls_changed_digest != "$1" ]] || return 1
+    _tls_changed_problem=$(tls_problem)
+}
+
+# tls_reload_interval: how often the watchers poll TLS_DIR (TLS_RELOAD_INTERVAL seconds, 10).
+tls_reload_interval() {
+    local interval=${TLS_RELOAD_INTERVAL:-10}
+    require_uint TLS_RELOAD_INTERVAL "$interval"
+    printf '%d\n' "$interval"
+}
+
+# tls_certificate_summary: the certificate in TLS_DIR, as the watchers log what they now serve.
+tls_certificate_summary() {
+    openssl x509 -in "$TLS_DIR/tls.crt" -noout -serial -enddate | tr '\n' ' '
+}
+
 # replication_tls_sql: the CHANGE MASTER / CHANGE REPLICATION SOURCE options for replication
 # over TLS with the primary's certificate verified against the Secret's CA, or nothing when
 # TLS_DIR is unset (TLS off). components/mysql/_tls.py replication_tls_clause is the same clause
@@ -665,9 +700,9 @@ transport_tool() {
 # certificate must carry; ncat and OpenSSL accept no wildcard over a single-label parent such as
 # *.<name>-headless). Plaintext is refused both ways: a plaintext peer gets no byte of the backup
 # (the handshake fails before the listener runs the backup), and a receiver never accepts a
-# plaintext or unverified stream. The listener loads the certificate when it starts: a rotated
-# one is served once the backup container restarts (the old one stays valid until then, as
-# cert-manager renews well before expiry).
+# plaintext or unverified stream. ncat and socat load the certificate once, when they start, so
+# under TLS backup-server.sh supervises the listener and starts it again on rotated files,
+# between streams (see its serve_following_rotation).
 
 # transport_tls_check: dies naming what is wrong with the TLS Secret's files under TLS (the
 # listener and the receiver would otherwise fail with a bare handshake error); nothing when off.

@@ -22,8 +22,9 @@
 # over the socket would not notice.
 #
 # The backup container (startup and liveness probe):
-#   backup     the listener backup-server.sh exec'd is alive and holds the listening socket on
-#              this pod's backup port. Checked in /proc only, never by connecting: every
+#   backup     the listener backup-server.sh exec'd (under TLS: started, and restarted on a
+#              rotated certificate) is alive and holds the listening socket on this pod's
+#              backup port. Checked in /proc only, never by connecting: every
 #              connection to the backup port starts a full backup stream. Fails while the
 #              sidecar is still configuring replication (no listener yet), which is what the
 #              sidecar's startup probe waits out. Needs no password.

@@ -24,13 +24,6 @@ SCRIPT_NAME="tls-reload"
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "${CONFIG_DIR:?CONFIG_DIR must name the ConfigMap mount}/lib.sh"
 
-tls_digest() {
-    local name
-    for name in "${TLS_SECRET_FILES[@]}"; do
-        cat -- "$TLS_DIR/$name" 2>/dev/null || true
-    done | sha256sum | cut -d' ' -f1
-}
-
 reload_sql() {
     tls_reload_sql
 }
@@ -46,9 +39,9 @@ watch() {
     require_flavor
     require_vars TLS_DIR RUN_DIR
     read_secret ROOT_PASSWORD
-    local interval=${TLS_RELOAD_INTERVAL:-10} options="$RUN_DIR/tls-reload-client.cnf"
+    local interval options="$RUN_DIR/tls-reload-client.cnf"
     local invalid="$RUN_DIR/tls-invalid" loaded digest problem
-    require_uint TLS_RELOAD_INTERVAL "$interval"
+    interval=$(tls_reload_interval)
     write_client_options "$options" root "$ROOT_PASSWORD" socket "$(server_socket)"
     unset ROOT_PASSWORD
     # Nothing counts as loaded yet: the server read the files when it started, which may be
@@ -60,9 +53,7 @@ watch() {
         : >"$(heartbeat_file)"
         sleep "$pause"
         pause=$interval
-        digest=$(tls_digest)
-        [[ $digest != "$loaded" ]] || continue
-        problem=$(tls_problem)
+        tls_changed "$loaded" digest problem || continue
         if [[ -n $problem ]]; then
             # Logged once per new content, not on every pass.
             log "TLS: not reloading: $problem"
@@ -73,7 +64,7 @@ watch() {
         if run_sql "$options" <<<"$(reload_sql)"; then
             rm -f -- "$invalid"
             loaded=$digest
-            log "TLS: reloaded $(openssl x509 -in "$TLS_DIR/tls.crt" -noout -serial -enddate | tr '\n' ' ')"
+            log "TLS: reloaded $(tls_certificate_summary)"
         else
             log "TLS: the server refused to reload; retrying"
         fi
@@ -86,8 +77,8 @@ heartbeat_file() {
 }
 
 alive() {
-    local interval=${TLS_RELOAD_INTERVAL:-10} file touched now
-    require_uint TLS_RELOAD_INTERVAL "$interval"
+    local interval file touched now
+    interval=$(tls_reload_interval)
     file=$(heartbeat_file)
     touched=$(stat -c %Y -- "$file" 2>/dev/null) || die "TLS watcher: no heartbeat yet ($file)"
     now=$(date +%s)
