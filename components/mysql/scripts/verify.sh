@@ -10,8 +10,11 @@
 #
 # Environment: that of backup.sh (S3_*), plus ROOT_PASSWORD_FILE (the source cluster's root:
 # the accounts live in the restored data), VERIFY_WORK_DIR (scratch; default under TMPDIR),
-# MARIADBD (default mariadbd), VERIFY_BACKUP (default latest). The scratch server listens on a
-# unix socket in the work dir only (--skip-networking) and is stopped by the PID started here.
+# VERIFY_RUN_DIR (the scratch server's socket and the root client option file, which holds a
+# password: the CronJob gives a memory volume; default WORK/run), MARIADBD (default mariadbd),
+# VERIFY_BACKUP (default latest). The scratch server listens on a unix socket in the run dir
+# only (--skip-networking) and is stopped by the PID started here. A work or run dir given is
+# a volume's mount point: its contents are removed at the end, never the directory.
 set -euo pipefail
 SCRIPT_NAME="verify"
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -19,11 +22,20 @@ source "${CONFIG_DIR:?CONFIG_DIR must name the ConfigMap mount}/lib.sh"
 # shellcheck source-path=SCRIPTDIR source=private-server.sh
 source "$CONFIG_DIR/private-server.sh"
 
-work=""
+work="" run="" made_work=false
+
+empty_dir() {
+    find "$1" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} + 2>/dev/null || true
+}
 
 cleanup() {
     private_server_stop || true
-    [[ -z "$work" ]] || rm -rf -- "$work"
+    [[ -z "$run" ]] || empty_dir "$run"
+    if [[ $made_work == true ]]; then
+        rm -rf -- "$work"
+    elif [[ -n "$work" ]]; then
+        empty_dir "$work"
+    fi
 }
 
 record() {  # record BACKUP_ID JSON_FILE
@@ -35,12 +47,18 @@ record() {  # record BACKUP_ID JSON_FILE
 main() {
     require_flavor
     require_vars S3_ENDPOINT S3_BUCKET S3_ACCESS_KEY_FILE S3_SECRET_KEY_FILE
-    work=${VERIFY_WORK_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/mysql-cluster-verify.XXXXXX")}
+    if [[ -n "${VERIFY_WORK_DIR:-}" ]]; then
+        work=$VERIFY_WORK_DIR
+    else
+        work=$(mktemp -d "${TMPDIR:-/tmp}/mysql-cluster-verify.XXXXXX")
+        made_work=true
+    fi
+    run=${VERIFY_RUN_DIR:-$work/run}
     trap cleanup EXIT
-    mkdir -p "$work/data" "$work/run"
-    chmod 0700 "$work/run"
-    local socket="$work/run/mysqld.sock"
-    local -a env=(DATA_DIR="$work/data" RUN_DIR="$work/run" RESTORE_WORK_DIR="$work/restore"
+    mkdir -p "$work/data" "$run"
+    chmod 0700 "$run"
+    local socket="$run/mysqld.sock"
+    local -a env=(DATA_DIR="$work/data" RUN_DIR="$run" RESTORE_WORK_DIR="$work/restore"
         RESTORE_BACKUP="${VERIFY_BACKUP:-latest}" RESTORE_POINT=end MYSQL_SOCKET="$socket")
     local backup_id status=0
     env "${env[@]}" bash "$CONFIG_DIR/restore.sh" fetch || status=$?
@@ -57,7 +75,7 @@ main() {
         record "$backup_id" "$work/result.json"
         die "backup $backup_id did not restore (fetch exited $status)"
     fi
-    private_server_start "$work/run" "$work/data" --no-defaults --log-bin=mysql-bin \
+    private_server_start "$run" "$work/data" --no-defaults --log-bin=mysql-bin \
         --log-bin-index=mysql-bin.index --server-id=4294967295 --gtid-strict-mode=ON
     local reached
     if ! reached=$(env "${env[@]}" bash "$CONFIG_DIR/restore.sh" apply | tail -n 1); then
@@ -66,12 +84,12 @@ main() {
         die "backup $backup_id: replaying the archive failed"
     fi
     read_secret ROOT_PASSWORD
-    write_client_options "$work/run/root.cnf" root "$ROOT_PASSWORD" socket "$socket"
+    write_client_options "$run/root.cnf" root "$ROOT_PASSWORD" socket "$socket"
     local tables checksums
-    tables=$(run_sql "$work/run/root.cnf" <<<"SELECT CONCAT('\`', table_schema, '\`.\`', table_name, '\`') FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1" | paste -sd, -)
+    tables=$(run_sql "$run/root.cnf" <<<"SELECT CONCAT('\`', table_schema, '\`.\`', table_name, '\`') FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1" | paste -sd, -)
     checksums=""
     if [[ -n "$tables" ]]; then
-        checksums=$(run_sql "$work/run/root.cnf" <<<"CHECKSUM TABLE $tables")
+        checksums=$(run_sql "$run/root.cnf" <<<"CHECKSUM TABLE $tables")
     fi
     local ok=true
     [[ -z "$promised" || "$reached" == "$promised" ]] || ok=false
