@@ -33,6 +33,8 @@ import pytest
 
 from components.mysql import _backup
 from mysqlbackup import catalog
+from mysqlbackup.store import Store as StoreClient
+from mysqlbackup.store import StoreConfig
 from tests.support.backups import (
     Agents,
     Archiver,
@@ -818,6 +820,11 @@ def test_the_verification_cron_job_records_a_good_backup_and_fails_on_an_archive
         assert recorded["ok"] is False
         assert f"GTIDs {gtids[1]} to {gtids[1]} are in no archived binlog" in recorded["error"]
         assert f"backup {summary['id']} did not verify" in err
+        # What the archiver's gauges (and MySQLBackupVerificationFailed) read of it.
+        newest = catalog.newest_verification(StoreClient(StoreConfig.from_env(store.env)))
+        assert newest is not None
+        assert (newest.backup_id, newest.ok) == (summary["id"], False)
+        assert newest.verified_at == recorded["verified_at"]
     finally:
         etcd.stop()
         shutil.rmtree(base, ignore_errors=True)
