@@ -160,6 +160,17 @@ def _cron_job(result: ProgramResult) -> dict[str, Any]:
     return cron_job
 
 
+def _job_container(pod: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """A backup-path Job's one container and its command split at ``--`` (distlock's
+    arguments, what runs under the lock); its pod never restarts in place and has no token."""
+    assert pod["restartPolicy"] == "Never"
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    command: list[str] = container["command"]
+    separator = command.index("--")
+    return container, command[:separator], command[separator + 1:]
+
+
 def test_no_schedule_while_backups_are_off(dev: ProgramResult) -> None:
     assert not _backup_cron_jobs(dev)
     assert _backup.AGENT_CONTAINER not in [c["name"] for c in _pod(dev)["containers"]]
@@ -188,12 +199,7 @@ def test_the_cron_job_asks_the_agents_under_the_cluster_lock(enabled: ProgramRes
     assert spec["concurrencyPolicy"] == "Forbid"
     assert spec["failedJobsHistoryLimit"] >= 1, "failed Jobs are how a failure shows"
     pod = spec["jobTemplate"]["spec"]["template"]["spec"]
-    assert pod["restartPolicy"] == "Never"
-    assert pod["automountServiceAccountToken"] is False
-    (job,) = pod["containers"]
-    command = job["command"]
-    separator = command.index("--")
-    lock, backup = command[:separator], command[separator + 1:]
+    job, lock, backup = _job_container(pod)
     assert lock[1:4] == ["-m", "distlock", "run"]
     statefulset = _statefulset(enabled)
     name = statefulset["metadata"]["name"]
@@ -361,16 +367,11 @@ def test_the_verification_runs_verify_sh_under_the_backup_jobs_lock(
         "containerName": _backup.VERIFY_CONTAINER, "operator": "NotIn", "values": [0]}
     assert rules["Ignore"]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
     pod = _verify_pod(verifying)
-    assert pod["restartPolicy"] == "Never"
-    assert pod["automountServiceAccountToken"] is False
-    (container,) = pod["containers"]
-    command = container["command"]
-    separator = command.index("--")
-    lock, verify = command[:separator], command[separator + 1:]
+    container, lock, verify = _job_container(pod)
     # Exactly the backup Job's lock: retention never deletes what a verification restores.
-    (backup_job,) = _cron_job(verifying)["spec"]["jobTemplate"]["spec"]["template"]["spec"][
-        "containers"]
-    assert lock == backup_job["command"][:backup_job["command"].index("--")]
+    _backup_job, backup_lock, _ = _job_container(
+        _cron_job(verifying)["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+    assert lock == backup_lock
     assert lock[-1] == f"mysql-cluster/{name}-0.{statefulset['spec']['serviceName']}" \
         ":3306/replication"
     env = {e["name"]: e.get("value") for e in container["env"]}
