@@ -513,6 +513,8 @@ _PREFIX = re.compile(r"[A-Za-z0-9!_.*'()/-]{0,512}")
 _ENDPOINT_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?")
 _POINT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})"
                     r"|\d+-\d+-\d+(,\d+-\d+-\d+)*")
+# Kubernetes' limit for a CronJob's name (its Jobs' names append the scheduled minute).
+_CRON_JOB_NAME_MAX = 52
 _BACKUP_ID = re.compile(r"latest|[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -526,6 +528,21 @@ class BackupRetentionConfig(_Validated):
     max_age_days: int | None = _key("maxAgeDays", _integer(minimum=1, maximum=3650),
                                     "complete backups older than this are deleted",
                                     default=None)
+
+
+@dataclass(frozen=True)
+class BackupVerifyConfig(_Validated):
+    """The verification CronJob (components/mysql/_backup.py): a backup is proven only by
+    restoring it, so this restores the newest one plus every archived binlog into a scratch
+    server and records the outcome next to it (``backups/<id>/verification.json``)."""
+
+    enabled: bool = _key("enabled", _BOOLEAN, "a CronJob that restores the newest backup "
+                         "and archived binlogs into a scratch server and records the result "
+                         "next to the backup; needs backup.enabled", default=False)
+    # An hour after the default backup: that backup is normally done, and if it is not the
+    # Job waits for it on the cluster lock.
+    schedule: str = _key("schedule", Kind("cron", _check_schedule, "cron"), "when a "
+                         "verification runs", default="0 4 * * *")
 
 
 @dataclass(frozen=True)
@@ -563,9 +580,17 @@ class BackupConfig(_Validated):
     retention: BackupRetentionConfig = _key("retention", _OBJECT, "",
                                             nested=BackupRetentionConfig,
                                             default=BackupRetentionConfig())
+    verify: BackupVerifyConfig = _key("verify", _OBJECT, "", nested=BackupVerifyConfig,
+                                      default=BackupVerifyConfig())
 
     def _problems(self) -> list[Problem]:
         if not self.enabled:
+            if self.verify.enabled:
+                # Without backups there is nothing newer to verify, and the Job would need
+                # the store settings backup.enabled makes required.
+                return [Problem("verify.enabled", True, "needs {0}: it verifies the "
+                                "backups and archived binlogs that scheduled backups write",
+                                refs=("enabled",))]
             return []
         return [Problem(name, None, "is required when backup.enabled is true")
                 for name in ("endpoint", "bucket", "credentials_secret")
@@ -712,6 +737,14 @@ class MySQLConfig(_Validated):
         if self.restore.backup is not None and self.flavor != "mariadb":
             problems.append(Problem("restore.backup", self.restore.backup, "restores support "
                                     "MariaDB only so far (no XtraBackup path)"))
+        verify_name = f"{self.name}-backup-verify"
+        if self.backup.verify.enabled and len(verify_name) > _CRON_JOB_NAME_MAX:
+            # The API server refuses longer CronJob names: their Jobs' names add a suffix.
+            problems.append(Problem("name", self.name, f"is too long for the verification "
+                                    f"CronJob {verify_name!r} ({len(verify_name)} characters, "
+                                    f"at most {_CRON_JOB_NAME_MAX}): shorten it to at most "
+                                    f"{_CRON_JOB_NAME_MAX - len('-backup-verify')} characters "
+                                    "or leave backup.verify off"))
         if self.backup.enabled and self.flavor != "mariadb":
             # The pod scripts refuse it too, but only as a crash-looping sidecar.
             problems.append(Problem("backup.enabled", True, "backups and binlog archiving "

@@ -178,7 +178,8 @@ def cmd_archive_serve(args: argparse.Namespace) -> None:
     directory = Path(args.binlog_dir)
     archive = metrics.ArchiveState()
     if settings is not None:
-        metrics.serve(lambda: catalog.list_backups(store).complete, settings, archive)
+        metrics.serve(lambda: catalog.list_backups(store).complete, settings, archive,
+                      newest_verification=lambda: catalog.newest_verification(store))
     for request in sys.stdin:
         if request.strip() == "idle":
             archive.idle()
@@ -261,7 +262,7 @@ def cmd_fetch_snapshot(args: argparse.Namespace) -> None:
 def cmd_record_verification(args: argparse.Namespace) -> None:
     """The verification result, next to the backup it verified."""
     result = json.loads(Path(args.result).read_text())
-    _store().put_json(f"{catalog.BACKUPS}{args.id}/verification.json",
+    _store().put_json(catalog.verification_key(args.id),
                       {**result, "verified_at": catalog.iso(catalog.utc_now())})
 
 

@@ -187,6 +187,34 @@ def list_backups(store: Store) -> Listing:
     return Listing(complete, incomplete)
 
 
+def verification_key(backup_id: str) -> str:
+    """Where verify.sh records what restoring the backup showed (record-verification)."""
+    return f"{BACKUPS}{backup_id}/verification.json"
+
+
+@dataclass(frozen=True)
+class Verification:
+    backup_id: str
+    ok: bool
+    verified_at: str
+
+    @property
+    def verified(self) -> dt.datetime:
+        return parse_time(self.verified_at)
+
+
+def newest_verification(store: Store) -> Verification | None:
+    """The recorded verification of the newest backup that has one (ids sort by time): what
+    the scheduled verification, which always takes the newest backup, last found."""
+    verified = sorted(key[len(BACKUPS):].partition("/")[0] for key, _size in
+                      store.objects(BACKUPS) if key.endswith("/verification.json"))
+    if not verified:
+        return None
+    document = store.get_json(verification_key(verified[-1]))
+    return Verification(verified[-1], document.get("ok") is True,
+                        str(document.get("verified_at", "")))
+
+
 def slot_backup(complete: list[Manifest], slot: str) -> Manifest | None:
     """The complete backup of a schedule's slot, if one was written."""
     return next((manifest for manifest in complete if manifest.slot == slot), None)

@@ -2,8 +2,8 @@
 
 Why the archiver exports them: it is the one long-lived process of the backup path that runs
 in every pod, already holds a store client, and is the only one that knows when the last
-archive pass succeeded. The rules (components/mysql/_metrics.py, MySQLBackupTooOld and
-MySQLBinlogArchiveBehind) read:
+archive pass succeeded. The rules (components/mysql/_metrics.py, MySQLBackupTooOld,
+MySQLBackupVerificationFailed and MySQLBinlogArchiveBehind) read:
 
 - ``mysql_cluster_backup_last_success_timestamp_seconds``: the newest complete backup's end
   time, from the store's catalog (catalog.list_backups: a backup counts once its manifest is
@@ -17,6 +17,11 @@ MySQLBinlogArchiveBehind) read:
 - ``mysql_cluster_backup_interval_seconds``: the schedule's interval, which the component
   derives from the CronJob schedule (components/_validate.py, cron_interval_seconds) and hands
   over as ``BACKUP_INTERVAL_SECONDS``.
+- ``mysql_cluster_backup_verification_ok`` and ``..._verification_timestamp_seconds``: what
+  the newest recorded verification (``backups/<id>/verification.json``, written by the
+  verification CronJob's verify.sh) found, 1 or 0, and when. Read with the catalog, at the
+  same pace. Absent while no backup has been verified (verification is optional), so
+  MySQLBackupVerificationFailed fires only on a verification that failed.
 - ``mysql_cluster_binlog_archive_lag_seconds``: on the recorded primary, now minus the start
   of the last successful archive pass (a pass archives everything closed when it started),
   counted from when the pod became primary if no pass has succeeded since: a pass that hangs
@@ -44,6 +49,8 @@ from mysqlbackup.store import StoreError
 LAST_SUCCESS = "mysql_cluster_backup_last_success_timestamp_seconds"
 INTERVAL = "mysql_cluster_backup_interval_seconds"
 ARCHIVE_LAG = "mysql_cluster_binlog_archive_lag_seconds"
+VERIFICATION_OK = "mysql_cluster_backup_verification_ok"
+VERIFICATION_TIME = "mysql_cluster_backup_verification_timestamp_seconds"
 
 
 @dataclass(frozen=True)
@@ -102,43 +109,62 @@ class ArchiveState:
         return max(0.0, self._clock() - since)
 
 
+def _read_failed(what: str, error: Exception) -> None:
+    sys.stderr.write(f"mysqlbackup metrics: reading {what} failed: {error}\n")
+    sys.stderr.flush()
+
+
 class BackupCollector(Collector):
-    """The three gauges, the catalog's part cached for ``refresh_seconds``."""
+    """The gauges, the store's part (catalog, newest verification) cached for
+    ``refresh_seconds``."""
 
     def __init__(self, list_complete: Callable[[], Sequence[catalog.Manifest]],
                  settings: MetricsSettings, archive: ArchiveState,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *,
+                 newest_verification: Callable[[], catalog.Verification | None] | None = None
+                 ) -> None:
         self._list_complete = list_complete
+        self._newest_verification = newest_verification
         self._settings = settings
         self._archive = archive
         self._clock = clock
         self._lock = threading.Lock()
         self._read_at: float | None = None
         self._last_success: float | None = None
+        self._verification: catalog.Verification | None = None
 
-    def _newest_backup(self) -> float | None:
+    def _read_store(self) -> tuple[float | None, catalog.Verification | None]:
         with self._lock:
             now = self._clock()
             if self._read_at is None or now - self._read_at >= self._settings.refresh_seconds:
                 # A failed read is retried only after the same wait: a store that is down
-                # must not be hammered by every scrape.
+                # must not be hammered by every scrape; it keeps what was read last.
                 self._read_at = now
                 try:
                     complete = self._list_complete()
                 except (StoreError, ValueError, OSError) as error:
-                    sys.stderr.write(f"mysqlbackup metrics: reading the backup catalog "
-                                     f"failed: {error}\n")
-                    sys.stderr.flush()
+                    _read_failed("the backup catalog", error)
                 else:
                     self._last_success = max(
                         (manifest.ended.timestamp() for manifest in complete), default=0.0)
-            return self._last_success
+                if self._newest_verification is not None:
+                    try:
+                        self._verification = self._newest_verification()
+                    except (StoreError, ValueError, OSError) as error:
+                        _read_failed("the newest verification", error)
+            return self._last_success, self._verification
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        newest = self._newest_backup()
+        newest, verification = self._read_store()
         if newest is not None:
             yield GaugeMetricFamily(LAST_SUCCESS, "End time of the newest complete backup in "
                                     "the store (0: none)", value=newest)
+        if verification is not None:
+            yield GaugeMetricFamily(VERIFICATION_OK, "1 if the newest recorded backup "
+                                    "verification restored what the archive promises, else 0",
+                                    value=1.0 if verification.ok else 0.0)
+            yield GaugeMetricFamily(VERIFICATION_TIME, "When the newest recorded backup "
+                                    "verification ran", value=verification.verified.timestamp())
         yield GaugeMetricFamily(INTERVAL, "The backup schedule's longest gap between runs",
                                 value=self._settings.interval_seconds)
         yield GaugeMetricFamily(ARCHIVE_LAG, "Seconds since the last successful binlog archive "
@@ -147,12 +173,14 @@ class BackupCollector(Collector):
 
 
 def serve(list_complete: Callable[[], Sequence[catalog.Manifest]], settings: MetricsSettings,
-          archive: ArchiveState) -> None:
+          archive: ArchiveState, *,
+          newest_verification: Callable[[], catalog.Verification | None] | None = None) -> None:
     """Starts the HTTP endpoint on a daemon thread; it ends with the process."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BackupCollector(list_complete, settings, archive))
+    registry.register(BackupCollector(list_complete, settings, archive,
+                                      newest_verification=newest_verification))
     start_http_server(settings.port, addr=settings.address, registry=registry)
 
 
-__all__ = ["ARCHIVE_LAG", "INTERVAL", "LAST_SUCCESS", "ArchiveState", "BackupCollector",
-           "MetricsSettings", "serve"]
+__all__ = ["ARCHIVE_LAG", "INTERVAL", "LAST_SUCCESS", "VERIFICATION_OK", "VERIFICATION_TIME",
+           "ArchiveState", "BackupCollector", "MetricsSettings", "serve"]

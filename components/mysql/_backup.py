@@ -29,6 +29,15 @@ accepts only for a healthy replica (the primary only when no replica accepts), r
 One backup per slot (the Job's name) however many Jobs race: each checks, under the lock, for
 the slot's manifest; a holder whose lock lapsed is fenced by its token.
 
+Why the verification is a CronJob of its own (``verify.sh``, with
+``mysql.backup.verify.enabled``): a backup is proven only by restoring it. Its Job restores the
+newest backup plus every archived binlog into a scratch server in its own pod (an emptyDir, no
+network, stopped by its PID), so it needs no pod of the cluster and touches none; it compares
+the GTID reached with what the archive promises and records the outcome, a failure too, next
+to the backup; a failed verification is a failed Job. It holds the same cluster lock as the
+backup Job, so retention (run by a backup Job under that lock) never deletes what it is
+restoring, and it never restores a backup still being written.
+
 Why the restore is an init container (``restore-init.sh``): the restored data must be complete,
 binlogs replayed, before the pod's server starts on it, or clients, probes and the replicas'
 clones would see a half-restored primary. The replay needs a server, so the init step runs a
@@ -55,6 +64,7 @@ from components import _kube, _validate
 from components._kube import mount
 from components.config import BackupConfig, MySQLConfig
 from components.mysql import credentials
+from components.mysql.flavor import FLAVORS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AGENT_DOCKERFILE = REPO_ROOT / "deploy" / "backup" / "agent.Dockerfile"
@@ -66,6 +76,18 @@ AGENT_PORT = 3308
 ARCHIVER_METRICS_PORT = 9106
 ARCHIVER_METRICS_PORT_NAME = "backup-metrics"
 JOB_CONTAINER = "backup-job"
+VERIFY_CONTAINER = "backup-verify"
+# The verification's scratch server: its data dir, the restore's work dir and tmpdir on disk;
+# its socket and the root client option file (a password) on a memory volume.
+VERIFY_SCRATCH_VOLUME = "verify-scratch"
+VERIFY_SCRATCH_DIR = "/var/lib/mysql-verify"
+VERIFY_RUN_VOLUME = "verify-run"
+VERIFY_RUN_DIR = "/run/mysql-verify"
+# The cluster Secret's root password only: the restored accounts are the source's.
+VERIFY_CREDENTIALS_VOLUME = "credentials-verify"
+# A whole verification (the lock wait behind a running backup included) ends by then, so a
+# stuck one never holds the cluster lock into the next day's backup.
+VERIFY_DEADLINE_SECONDS = 6 * 3600
 # The lock lease distlock keeps alive while the Job runs; a Job that dies frees it this soon.
 JOB_LOCK_TTL_SECONDS = 30
 RESTORE_CONTAINER = "restore"
@@ -80,6 +102,10 @@ _AGENT_PYTHON = "/opt/mysqlbackup/bin/python"
 # recovery included, may take the StatefulSet's SERVER_START_SECONDS): the startup probe
 # allows that, so liveness never judges a loop that has not started.
 ARCHIVER_STARTUP_SECONDS = 720
+# A private mariadbd replaying binlogs (the restore init step, the verification): the
+# server's own request, the backup tools' limit for the prepare.
+SCRATCH_SERVER_RESOURCES: k8s.core.v1.ResourceRequirementsArgsDict = {
+    "requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
 
 
 def agent_inputs() -> list[Path]:
@@ -213,6 +239,9 @@ class SchedulePlan:
     lock_name: str                   # the cluster's FIFO lock (ReplicationInit's)
     pod_selector: dict[str, str]     # the MySQL pods (the agents' NetworkPolicy)
     uid: int                         # the agent image's user
+    config_map: str                  # the pod scripts' ConfigMap (verify.sh and its helpers)
+    config_dir: str                  # where the pods mount it (CONFIG_DIR)
+    secret: str                      # the cluster Secret (root's password, for verify.sh)
 
 
 def job_labels(config: MySQLConfig) -> _kube.AppLabels:
@@ -220,66 +249,158 @@ def job_labels(config: MySQLConfig) -> _kube.AppLabels:
                            version=config.version)
 
 
+def verify_labels(config: MySQLConfig) -> _kube.AppLabels:
+    """Not the backup Job's: the agents' NetworkPolicy admits only that one."""
+    return _kube.AppLabels(name="mysql-backup", instance=config.name,
+                           component="backup-verify", version=config.version)
+
+
+def locked(plan: SchedulePlan, what: str) -> list[str]:
+    """``distlock run ... <the cluster lock> --``: what follows runs only while the Job
+    holds the cluster's FIFO lock (``what`` names the Job in the error)."""
+    if not plan.lock_endpoints:
+        raise ValueError(f"mysql.backup: the {what} takes the cluster's etcd lock, and this "
+                         "cluster was given no etcd endpoints")
+    return [_AGENT_PYTHON, "-m", "distlock", "run", "--backend", "etcd",
+            "--endpoints", ",".join(plan.lock_endpoints),
+            "--ttl", str(JOB_LOCK_TTL_SECONDS), plan.lock_name, "--"]
+
+
 def job_command(plan: SchedulePlan) -> list[str]:
     """``distlock run`` holding the cluster lock around ``mysqlbackup scheduled-backup``,
     then retention; ``$(BACKUP_SLOT)`` is the Job's name (Kubernetes expands it)."""
     backup = plan.config.backup
-    if not plan.lock_endpoints:
-        raise ValueError("mysql.backup.enabled: the scheduled backup takes the cluster's etcd "
-                         "lock, and this cluster was given no etcd endpoints")
     retention = ["--keep", str(backup.retention.count)]
     if backup.retention.max_age_days is not None:
         retention += ["--max-age-seconds", str(backup.retention.max_age_days * 86400)]
-    return [_AGENT_PYTHON, "-m", "distlock", "run", "--backend", "etcd",
-            "--endpoints", ",".join(plan.lock_endpoints),
-            "--ttl", str(JOB_LOCK_TTL_SECONDS), plan.lock_name, "--",
+    return [*locked(plan, "scheduled backup"),
             _AGENT_PYTHON, "-m", "mysqlbackup", "scheduled-backup", "--slot", "$(BACKUP_SLOT)",
             "--peers", ",".join(f"{host}:{AGENT_PORT}" for host in plan.peer_hosts),
             *retention]
 
 
-def cron_job_spec(plan: SchedulePlan) -> k8s.batch.v1.CronJobSpecArgsDict:
-    config, backup = plan.config, plan.config.backup
-    labels = job_labels(config)
-    pod: k8s.core.v1.PodSpecArgsDict = {
+def _job_pod(plan: SchedulePlan, container: k8s.core.v1.ContainerArgsDict,
+             volumes: list[k8s.core.v1.VolumeArgsDict]) -> k8s.core.v1.PodSpecArgsDict:
+    """A backup-path Job's pod: one container in the agent image, the store's keys as
+    files, no API token, no Service links, the hardened security contexts."""
+    return {
         "restart_policy": "Never",
         "automount_service_account_token": False,
         "enable_service_links": False,
         "security_context": _kube.pod_security_context(user=plan.uid, group=plan.uid),
         "containers": [{
-            "name": JOB_CONTAINER,
-            "image": agent_image(config.version),
-            "command": job_command(plan),
-            "env": [
-                # Retries of one Job share its name, which the CronJob derives from the
-                # scheduled time: the slot that gets exactly one backup.
-                _kube.field_env("BACKUP_SLOT", "metadata.labels['batch.kubernetes.io/job-name']"),
-                *store_environment(backup, config.name)],
-            "volume_mounts": [mount(STORE_CREDENTIALS_VOLUME, STORE_CREDENTIALS_DIR,
+            **container,
+            "image": agent_image(plan.config.version),
+            "env": [*container.get("env", []),
+                    *store_environment(plan.config.backup, plan.config.name)],
+            "volume_mounts": [*container.get("volume_mounts", []),
+                              mount(STORE_CREDENTIALS_VOLUME, STORE_CREDENTIALS_DIR,
                                     read_only=True)],
-            "resources": {"requests": {"cpu": "10m", "memory": "64Mi"},
-                          "limits": {"memory": "256Mi"}},
             "security_context": _kube.container_security_context(),
         }],
-        "volumes": [store_credentials_volume(backup)],
+        "volumes": [*volumes, store_credentials_volume(plan.config.backup)],
     }
+
+
+def _cron_job(schedule: str, labels: _kube.AppLabels, pod: k8s.core.v1.PodSpecArgsDict,
+              **job: Any) -> k8s.batch.v1.CronJobSpecArgsDict:
+    """The CronJob around ``pod``; ``job``: the Job spec's own settings."""
     return {
-        "schedule": backup.schedule,
+        "schedule": schedule,
         "time_zone": "Etc/UTC",
-        # The lock serialises racing Jobs anyway; Forbid keeps a slow backup from queueing
+        # The lock serialises racing Jobs anyway; Forbid keeps a slow run from queueing
         # the next slot's Job behind it.
         "concurrency_policy": "Forbid",
         # A slot missed while the controller was down still runs within the hour.
         "starting_deadline_seconds": 3600,
         "successful_jobs_history_limit": 3,
-        # Failed Jobs (and their logs, naming each pod's answer) stay for inspection.
+        # Failed Jobs (and their logs, naming what went wrong) stay for inspection.
         "failed_jobs_history_limit": 5,
         "job_template": {
             "metadata": {"labels": labels.all()},
-            "spec": {"backoff_limit": 2,
-                     "template": {"metadata": {"labels": labels.all()}, "spec": pod}},
+            "spec": {**job, "template": {"metadata": {"labels": labels.all()}, "spec": pod}},
         },
     }
+
+
+def cron_job_spec(plan: SchedulePlan) -> k8s.batch.v1.CronJobSpecArgsDict:
+    pod = _job_pod(plan, {
+        "name": JOB_CONTAINER,
+        "command": job_command(plan),
+        "env": [
+            # Retries of one Job share its name, which the CronJob derives from the
+            # scheduled time: the slot that gets exactly one backup.
+            _kube.field_env("BACKUP_SLOT", "metadata.labels['batch.kubernetes.io/job-name']")],
+        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"},
+                      "limits": {"memory": "256Mi"}},
+    }, [])
+    return _cron_job(plan.config.backup.schedule, job_labels(plan.config), pod, backoff_limit=2)
+
+
+def verify_command(plan: SchedulePlan) -> list[str]:
+    """``verify.sh`` from the ConfigMap, under the cluster lock: no backup's retention
+    deletes what it restores, and it never restores a backup still being written."""
+    return [*locked(plan, "backup verification"), "bash", f"{plan.config_dir}/verify.sh"]
+
+
+def verify_scratch_limit(config: MySQLConfig) -> str:
+    """Twice the data PVC: the restored data dir fits in what the source's PVC holds, and
+    so do the binlogs written since the newest backup (they are on that PVC too before the
+    archiver uploads them); the scratch holds them twice, downloaded and replayed into the
+    scratch server's own binary log."""
+    return f"{int(2 * _validate.quantity_value(config.storage)) // 2**20}Mi"
+
+
+def verify_cron_job_spec(plan: SchedulePlan) -> k8s.batch.v1.CronJobSpecArgsDict:
+    config = plan.config
+    flavor = FLAVORS[config.flavor]
+    root_file = f"{credentials.CREDENTIALS_DIR}/{credentials.secret_key('root')}"
+    pod = _job_pod(plan, {
+        "name": VERIFY_CONTAINER,
+        "command": verify_command(plan),
+        "env": [
+            _kube.value_env("MYSQL_FLAVOR", config.flavor),
+            *(_kube.value_env(name, value) for name, value in flavor.pod_environment().items()),
+            _kube.value_env("CONFIG_DIR", plan.config_dir),
+            _kube.value_env(credentials.file_variable("root"), root_file),
+            _kube.value_env("MARIADBD", "mariadbd"),
+            _kube.value_env("VERIFY_BACKUP", "latest"),
+            _kube.value_env("VERIFY_WORK_DIR", VERIFY_SCRATCH_DIR),
+            _kube.value_env("VERIFY_RUN_DIR", VERIFY_RUN_DIR),
+            # The scratch server's and the prepare's temporary files: the root file system
+            # is read-only.
+            _kube.value_env("TMPDIR", VERIFY_SCRATCH_DIR),
+        ],
+        "volume_mounts": [
+            mount("config-map", plan.config_dir, read_only=True),
+            mount(VERIFY_CREDENTIALS_VOLUME, credentials.CREDENTIALS_DIR, read_only=True),
+            mount(VERIFY_SCRATCH_VOLUME, VERIFY_SCRATCH_DIR),
+            mount(VERIFY_RUN_VOLUME, VERIFY_RUN_DIR),
+        ],
+        "resources": SCRATCH_SERVER_RESOURCES,
+    }, [
+        {"name": "config-map", "config_map": {"name": plan.config_map, "default_mode": 0o444}},
+        {"name": VERIFY_CREDENTIALS_VOLUME, "secret": {
+            "secret_name": plan.secret, "default_mode": credentials.FILE_MODE,
+            "optional": False,
+            "items": [{"key": credentials.secret_key("root"),
+                       "path": credentials.secret_key("root")}]}},
+        _kube.empty_dir(VERIFY_SCRATCH_VOLUME, size_limit=verify_scratch_limit(config)),
+        _kube.empty_dir(VERIFY_RUN_VOLUME, memory=True, size_limit="16Mi"),
+    ])
+    return _cron_job(
+        config.backup.verify.schedule, verify_labels(config), pod,
+        active_deadline_seconds=VERIFY_DEADLINE_SECONDS,
+        # A failed verification is a finding, not a fault to retry: verify.sh has recorded
+        # it, and the Job fails at once. Only a pod the node took away (drain, eviction)
+        # is run again.
+        backoff_limit=2,
+        pod_failure_policy={"rules": [
+            {"action": "Ignore",
+             "on_pod_conditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {"action": "FailJob", "on_exit_codes": {
+                "container_name": VERIFY_CONTAINER, "operator": "NotIn", "values": [0]}},
+        ]})
 
 
 def agent_network_policy_spec(plan: SchedulePlan) -> k8s.networking.v1.NetworkPolicySpecArgsDict:
@@ -295,13 +416,19 @@ def agent_network_policy_spec(plan: SchedulePlan) -> k8s.networking.v1.NetworkPo
 
 
 def add_schedule(name: str, plan: SchedulePlan, opts: pulumi.ResourceOptions) -> None:
-    """When ``mysql.backup.enabled``: the CronJob and the agents' NetworkPolicy."""
+    """When ``mysql.backup.enabled``: the CronJob and the agents' NetworkPolicy; with
+    ``mysql.backup.verify.enabled`` the verification CronJob too."""
     if not plan.config.backup.enabled:
         return
     meta = _kube.metadata(f"{plan.config.name}-backup", plan.namespace, job_labels(plan.config))
     k8s.batch.v1.CronJob(f"{name}-backup", metadata=meta, spec=cron_job_spec(plan), opts=opts)
     k8s.networking.v1.NetworkPolicy(f"{name}-backup-agent", metadata=meta,
                                     spec=agent_network_policy_spec(plan), opts=opts)
+    if plan.config.backup.verify.enabled:
+        k8s.batch.v1.CronJob(
+            f"{name}-backup-verify", spec=verify_cron_job_spec(plan), opts=opts,
+            metadata=_kube.metadata(f"{plan.config.name}-backup-verify", plan.namespace,
+                                    verify_labels(plan.config)))
 
 
 def add_restore(spec: dict[str, Any], config: MySQLConfig,
@@ -324,9 +451,7 @@ def add_restore(spec: dict[str, Any], config: MySQLConfig,
                 _kube.value_env("RESTORE_WORK_DIR", RESTORE_WORK_DIR)],
         "volume_mounts": [*mounts, mount(STORE_CREDENTIALS_VOLUME, STORE_CREDENTIALS_DIR,
                                          read_only=True)],
-        # A private mariadbd replays the binlogs: the server's own request, the tools' limit.
-        "resources": {"requests": {"cpu": "100m", "memory": "512Mi"},
-                      "limits": {"memory": "2Gi"}},
+        "resources": SCRATCH_SERVER_RESOURCES,
         "security_context": _kube.container_security_context(),
     })
     if STORE_CREDENTIALS_VOLUME not in [volume["name"] for volume in spec["volumes"]]:

@@ -24,12 +24,14 @@ Metric sources and what is real today:
   not configured by this project yet; the rule is tested on synthetic series.
 - Backups: ``mysql_cluster_backup_last_success_timestamp_seconds`` (the newest complete
   backup's end time in the store's catalog, 0 with none), ``mysql_cluster_backup_interval_seconds``
-  (the CronJob schedule's longest gap between runs) and ``mysql_cluster_binlog_archive_lag_seconds``
-  (on the recorded primary, seconds since the last successful archive pass; 0 on the others),
-  served by the ``binlog-archive`` sidecar's ``archive-serve`` process (mysqlbackup/metrics.py)
-  on port ``backup-metrics`` (9106) when backups and metrics are both on, scraped through the
-  same ``<mysql>-metrics`` Service. tests/integration/test_backup_metrics.py scrapes the real
-  process against a real store and feeds the result to promtool with these rules.
+  (the CronJob schedule's longest gap between runs), ``mysql_cluster_binlog_archive_lag_seconds``
+  (on the recorded primary, seconds since the last successful archive pass; 0 on the others)
+  and ``mysql_cluster_backup_verification_ok`` (the newest recorded verification: 1 or 0;
+  absent before the first, mysql.backup.verify), served by the ``binlog-archive`` sidecar's
+  ``archive-serve`` process (mysqlbackup/metrics.py) on port ``backup-metrics`` (9106) when
+  backups and metrics are both on, scraped through the same ``<mysql>-metrics`` Service.
+  tests/integration/test_backup_metrics.py scrapes the real process against a real store and
+  feeds the result to promtool with these rules.
 - ``etcd_*``: etcd's own ``/metrics`` (3.4 and 3.5 use the same names).
 - ``distlock_*``: distlock's optional metrics (``distlock_lock_held_since_timestamp_seconds``
   per held lock); the rule is tested on synthetic series.
@@ -157,6 +159,13 @@ def alert_rules(settings: AlertSettings) -> dict[str, Any]:
                f"{settings.backup_margin_seconds}",
                "the newest complete backup is older than its schedule plus "
                f"{settings.backup_margin_seconds} s"),
+        # Absent until a verification ran (mysql.backup.verify is optional); a record does
+        # not flap, so no hold: the newest backup did not restore as the archive promises.
+        _alert("MySQLBackupVerificationFailed",
+               f"min by (namespace, job) (mysql_cluster_backup_verification_ok{{{m}}}) == 0",
+               "the newest backup verification failed: the newest backup plus the archived "
+               "binlogs did not restore as promised (backups/<id>/verification.json and the "
+               "failed verification Job's log say why)"),
         _alert("MySQLBinlogArchiveBehind",
                f"mysql_cluster_binlog_archive_lag_seconds{{{m}}} > "
                f"{settings.binlog_archive_max_lag_seconds}",

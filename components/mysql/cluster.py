@@ -448,7 +448,8 @@ class MySQLCluster(pulumi.ComponentResource):
             peer_hosts=tuple(names.pod_host(i) for i in range(config.replicas)),
             lock_endpoints=args.lock_endpoints,
             lock_name=cluster_lock_name(names.pod_host(0), MYSQL_PORT),
-            pod_selector=labels.selector(), uid=plan.flavor.uid), child)
+            pod_selector=labels.selector(), uid=plan.flavor.uid,
+            config_map=names.config_map, config_dir=CONFIG_DIR, secret=names.secret), child)
 
         # The name is fixed; deriving it from the Secret makes consumers wait for it (and,
         # for an existing Secret, for its keys to have been checked).

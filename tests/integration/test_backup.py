@@ -27,10 +27,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from components.mysql import _backup
 from mysqlbackup import catalog
+from mysqlbackup.store import Store as StoreClient
+from mysqlbackup.store import StoreConfig
 from tests.support.backups import (
     Agents,
     Archiver,
@@ -42,8 +46,10 @@ from tests.support.backups import (
     lock_etcd,
     scheduled_job,
 )
+from tests.support.mocks import manifests, run_program, stack_with
 from tests.support.pods import Pod, PodCluster
 from tests.support.procs import LOCALHOST, free_ports, require_binary, wait_until
+from tests.support.rendered_jobs import LocalJob, cron_job_container, local_job
 from tests.support.seaweedfs import SeaweedS3
 
 pytestmark = pytest.mark.integration
@@ -740,3 +746,140 @@ def test_credentials_never_reach_argv_or_the_environment(source: Pod, store: Sto
     for secret in secrets_:
         assert secret not in out + err
 
+
+
+# --- the verification CronJob, as rendered ------------------------------------------------------
+
+def _verify_job(source: Pod, store: Store, etcd_url: str, base: Path) -> LocalJob:
+    """The CronJob ``<name>-backup-verify`` of a stack whose store is this test's (the real
+    program under mocks), as a local process: its command, environment and volumes, with
+    the image's Python, the cluster's etcd and the image's PATH swapped for this machine's."""
+    name = source.cluster.name
+    result = run_program(stack_with("dev", name=name, backup={
+        "enabled": True, "endpoint": store.server.endpoint, "bucket": store.bucket,
+        "prefix": "orders", "credentialsSecret": "backup-store", "verify": {"enabled": True}}))
+    (cron_job,) = [m for m in manifests(result) if m["kind"] == "CronJob"
+                   and m["metadata"]["name"] == f"{name}-backup-verify"]
+    _pod, container = cron_job_container(cron_job)
+    command = container["command"]
+    rendered = {e["name"]: e["value"] for e in container["env"]}
+    return local_job(
+        cron_job, base,
+        config_maps={f"{name}-config": source.cluster.config_dir},
+        secrets={f"{name}-credentials": {"root-password": source.cluster.secrets.password("root")},
+                 "backup-store": {"access-key": store.server.access_key,
+                                  "secret-key": store.server.secret_key}},
+        replace={rendered["MYSQLBACKUP_PYTHON"]: sys.executable,
+                 command[command.index("--endpoints") + 1]: etcd_url},
+        env={"PATH": source.env("backup")["PATH"], "PYTHONPATH": store.env["PYTHONPATH"]})
+
+
+def _lock_name(job: LocalJob) -> str:
+    return job.argv[job.argv.index("--") - 1]
+
+
+def _verification(store: Store, backup_id: str) -> dict[str, Any] | None:
+    key = f"backups/{backup_id}/verification.json"
+    if key not in store.objects(f"backups/{backup_id}/"):
+        return None
+    recorded: dict[str, Any] = json.loads(store.get(key))
+    return recorded
+
+
+def test_the_verification_cron_job_records_a_good_backup_and_fails_on_an_archive_gap(
+        source: Pod, store: Store, tmp_path: Path) -> None:
+    summary = backup(source, store)
+    gtids, files = [], []
+    for note in ("one", "two", "three"):
+        gtids.append(insert_event(source, note))
+        files.append(archive(source, store)["archived"][-1]["file"])
+    etcd = lock_etcd(tmp_path / "etcd")
+    # Short: the scratch server's socket lives in the run volume.
+    base = Path(tempfile.mkdtemp(prefix="vjob-"))
+    try:
+        code, out, err = _finish(_verify_job(source, store, etcd.client_url, base / "a").start())
+        assert code == 0, err
+        recorded = _verification(store, summary["id"])
+        assert recorded is not None
+        assert recorded["ok"] is True, recorded
+        assert recorded["gtid"] == recorded["promised_gtid"] == gtids[-1]
+        assert recorded["gtid"] == source.gtid_binlog_pos()
+        for table in ("shop.items", "shop.events"):
+            assert recorded["checksums"][table] == source.checksum(table)
+        assert json.loads(out.strip().splitlines()[-1]) == {
+            k: v for k, v in recorded.items() if k != "verified_at"}
+
+        # The middle binlog gone: the archive has a gap, the Job fails, the record says so.
+        server_id = _server_id(source)
+        store.delete(f"binlogs/{server_id}/{files[1]}")
+        store.delete(f"binlogs/{server_id}/{files[1]}.json")
+        code, _out, err = _finish(_verify_job(source, store, etcd.client_url, base / "b").start())
+        assert code != 0, err
+        recorded = _verification(store, summary["id"])
+        assert recorded is not None
+        assert recorded["ok"] is False
+        assert f"GTIDs {gtids[1]} to {gtids[1]} are in no archived binlog" in recorded["error"]
+        assert f"backup {summary['id']} did not verify" in err
+        # What the archiver's gauges (and MySQLBackupVerificationFailed) read of it.
+        newest = catalog.newest_verification(StoreClient(StoreConfig.from_env(store.env)))
+        assert newest is not None
+        assert (newest.backup_id, newest.ok) == (summary["id"], False)
+        assert newest.verified_at == recorded["verified_at"]
+    finally:
+        etcd.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    assert not _processes_running(str(base)), "the scratch server outlived the Job"
+
+
+def test_the_verification_cron_job_waits_while_another_holder_has_the_cluster_lock(
+        source: Pod, store: Store, tmp_path: Path) -> None:
+    """The backup Job's lock: while it is held (a backup running, its retention deleting
+    old backups) the verification restores nothing, and it runs once the lock is free."""
+    summary = backup(source, store)
+    insert_event(source, "after the backup")
+    archive(source, store)
+    etcd = lock_etcd(tmp_path / "etcd")
+    base = Path(tempfile.mkdtemp(prefix="vjob-"))
+    holder: subprocess.Popen[str] | None = None
+    try:
+        job = _verify_job(source, store, etcd.client_url, base)
+        lock = ["--backend", "etcd", "--endpoints", etcd.client_url, _lock_name(job)]
+
+        def state() -> dict[str, Any]:
+            status = subprocess.run([sys.executable, "-m", "distlock", "status", *lock],
+                                    capture_output=True, text=True, check=True, timeout=60)
+            answer: dict[str, Any] = json.loads(status.stdout)
+            return answer
+
+        # Another holder (a backup Job) holds the lock until its stdin closes.
+        holder = subprocess.Popen(
+            [sys.executable, "-m", "distlock", "run", "--ttl", "10", *lock, "--",
+             sys.executable, "-c", "import sys; sys.stdin.read()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)
+        wait_until(lambda: state()["holder"] is not None, timeout=60,
+                   what="the other holder to hold the cluster lock")
+        verifying = job.start()
+        wait_until(lambda: len(state()["waiters"]) == 1, timeout=60,
+                   what="the verification Job to queue on the cluster lock")
+        assert verifying.poll() is None, verifying.communicate()
+        assert _verification(store, summary["id"]) is None
+        for scratch in (_backup.VERIFY_SCRATCH_VOLUME, _backup.VERIFY_RUN_VOLUME):
+            assert not list(job.volumes[scratch].iterdir()), (
+                f"the Job wrote to {scratch} before it held the lock")
+
+        assert holder.stdin is not None
+        holder.stdin.close()
+        assert holder.wait(60) == 0
+        code, _out, err = _finish(verifying)
+        assert code == 0, err
+    finally:
+        if holder is not None and holder.poll() is None:
+            os.killpg(holder.pid, signal.SIGTERM)
+            holder.wait(30)
+        etcd.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    recorded = _verification(store, summary["id"])
+    assert recorded is not None
+    assert recorded["ok"] is True
+    assert recorded["gtid"] == source.gtid_binlog_pos()

@@ -84,6 +84,15 @@ CASES: list[tuple[str, list[dict[str, str]], list[dict[str, str]], list[dict[str
      [{"job": "mysql-metrics", "namespace": NS, "severity": "critical"}],
      [s("mysql_cluster_backup_last_success_timestamp_seconds", "0+60x80", pod="backup"),
       s("mysql_cluster_backup_interval_seconds", "60x80", pod="backup")]),
+    ("MySQLBackupVerificationFailed",
+     # every pod exports the same record: one alert per cluster, and a pod that has not read
+     # the store yet (no series) changes nothing
+     [s("mysql_cluster_backup_verification_ok", "0x10", pod="mysql-0"),
+      s("mysql_cluster_backup_verification_ok", "0x10", pod="mysql-1")],
+     [{"job": "mysql-metrics", "namespace": NS, "severity": "critical"}],
+     # verified, or never verified (verification is optional: no series at all)
+     [s("mysql_cluster_backup_verification_ok", "1x10", pod="mysql-0"),
+      s("mysql_cluster_backup_last_success_timestamp_seconds", "0+60x10", pod="mysql-1")]),
     ("MySQLBinlogArchiveBehind", [s("mysql_cluster_binlog_archive_lag_seconds", "601x10")],
      [mysql_labels("mysql-1", "warning")],
      [s("mysql_cluster_binlog_archive_lag_seconds", "600x10")]),

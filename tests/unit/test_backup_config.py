@@ -70,3 +70,32 @@ def test_bad_backup_config_is_refused_naming_the_key(mysql: dict[str, Any],
     with pytest.raises(ConfigError) as raised:
         _parse(mysql)
     assert fragment in str(raised.value)
+
+
+def test_verification_is_off_by_default_and_runs_an_hour_after_the_backup() -> None:
+    verify = _parse({"backup": STORE}).mysql.backup.verify
+    assert not verify.enabled
+    assert (verify.schedule, _parse({}).mysql.backup.schedule) == ("0 4 * * *", "0 3 * * *")
+    chosen = _parse({"backup": {**STORE, "verify": {"enabled": True,
+                                                     "schedule": "30 5 * * 0"}}})
+    assert chosen.mysql.backup.verify.enabled
+    assert chosen.mysql.backup.verify.schedule == "30 5 * * 0"
+
+
+@pytest.mark.parametrize(("mysql", "fragment"), [
+    ({"backup": {"verify": {"enabled": True}}},
+     "mysql.backup.verify.enabled: got True; needs mysql-cluster:mysql.backup.enabled"),
+    ({"backup": {**STORE, "enabled": False, "verify": {"enabled": True}}},
+     "needs mysql-cluster:mysql.backup.enabled"),
+    ({"backup": {**STORE, "verify": {"enabled": True, "schedule": "every night"}}},
+     "mysql.backup.verify.schedule: got 'every night'; must be a cron schedule"),
+    ({"name": "a" * 39, "backup": {**STORE, "verify": {"enabled": True}}},
+     "is too long for the verification CronJob"),
+])
+def test_bad_verification_config_is_refused_naming_the_key(mysql: dict[str, Any],
+                                                           fragment: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        _parse(mysql)
+    assert fragment in str(raised.value)
+    # A 38-character name leaves room for the CronJob's.
+    assert _parse({"name": "a" * 38, "backup": {**STORE, "verify": {"enabled": True}}})

@@ -150,6 +150,42 @@ def test_no_backup_is_0_and_an_unreadable_catalog_keeps_what_was_read() -> None:
     assert _scrape(collector)[metrics.LAST_SUCCESS] == 0
 
 
+def test_the_newest_verification_is_read_with_the_catalog_and_absent_before_the_first() -> None:
+    clock, reads = Clock(), []
+    answers: list[StoreError | catalog.Verification | None] = [
+        None,
+        catalog.Verification("b-1", ok=True, verified_at="2026-12-03T04:00:00Z"),
+        StoreError("store down"),
+        catalog.Verification("b-2", ok=False, verified_at="2026-12-04T04:00:00Z")]
+
+    def newest_verification() -> catalog.Verification | None:
+        reads.append(clock.now)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    collector = metrics.BackupCollector(
+        list, metrics.MetricsSettings(port=9106, interval_seconds=60, refresh_seconds=60),
+        metrics.ArchiveState(clock), clock=clock, newest_verification=newest_verification)
+    # Verification is optional: none recorded, no series (the alert cannot fire on nothing).
+    first = _scrape(collector)
+    assert metrics.VERIFICATION_OK not in first
+    assert metrics.VERIFICATION_TIME not in first
+    clock.now += 60
+    assert _scrape(collector)[metrics.VERIFICATION_OK] == 1
+    clock.now += 30
+    _scrape(collector)
+    assert len(reads) == 2, "read at the catalog's pace, not per scrape"
+    clock.now += 30
+    kept = _scrape(collector)  # the store is down: what was read stays
+    assert (kept[metrics.VERIFICATION_OK], kept[metrics.VERIFICATION_TIME]) == (1, 1796270400)
+    clock.now += 60
+    failed = _scrape(collector)
+    assert (failed[metrics.VERIFICATION_OK], failed[metrics.VERIFICATION_TIME]) == (
+        0, 1796270400 + 86400)
+
+
 @pytest.mark.parametrize(("field", "value"), [("port", 0), ("port", 70000),
                                               ("interval_seconds", 0),
                                               ("refresh_seconds", -1)])

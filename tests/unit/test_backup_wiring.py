@@ -160,6 +160,17 @@ def _cron_job(result: ProgramResult) -> dict[str, Any]:
     return cron_job
 
 
+def _job_container(pod: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """A backup-path Job's one container and its command split at ``--`` (distlock's
+    arguments, what runs under the lock); its pod never restarts in place and has no token."""
+    assert pod["restartPolicy"] == "Never"
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    command: list[str] = container["command"]
+    separator = command.index("--")
+    return container, command[:separator], command[separator + 1:]
+
+
 def test_no_schedule_while_backups_are_off(dev: ProgramResult) -> None:
     assert not _backup_cron_jobs(dev)
     assert _backup.AGENT_CONTAINER not in [c["name"] for c in _pod(dev)["containers"]]
@@ -188,12 +199,7 @@ def test_the_cron_job_asks_the_agents_under_the_cluster_lock(enabled: ProgramRes
     assert spec["concurrencyPolicy"] == "Forbid"
     assert spec["failedJobsHistoryLimit"] >= 1, "failed Jobs are how a failure shows"
     pod = spec["jobTemplate"]["spec"]["template"]["spec"]
-    assert pod["restartPolicy"] == "Never"
-    assert pod["automountServiceAccountToken"] is False
-    (job,) = pod["containers"]
-    command = job["command"]
-    separator = command.index("--")
-    lock, backup = command[:separator], command[separator + 1:]
+    job, lock, backup = _job_container(pod)
     assert lock[1:4] == ["-m", "distlock", "run"]
     statefulset = _statefulset(enabled)
     name = statefulset["metadata"]["name"]
@@ -317,3 +323,117 @@ def test_with_tls_the_backup_sidecars_mount_the_certificate_their_checks_read() 
             assert env["TLS_DIR"] in mounts, container["name"]
             assert mounts[env["TLS_DIR"]]["name"] == "tls"
             assert mounts[env["TLS_DIR"]]["readOnly"] is True
+
+
+# --- the verification CronJob (mysql.backup.verify) ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def verifying() -> ProgramResult:
+    return run_program(stack_with("dev", backup={**STORE, "verify": {"enabled": True}}))
+
+
+def _verify_cron_jobs(result: ProgramResult) -> list[dict[str, Any]]:
+    return [m for m in manifests(result) if m["kind"] == "CronJob"
+            and m["metadata"]["labels"]["app.kubernetes.io/component"] == "backup-verify"]
+
+
+def _verify_pod(result: ProgramResult) -> dict[str, Any]:
+    (cron_job,) = _verify_cron_jobs(result)
+    pod: dict[str, Any] = cron_job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return pod
+
+
+def test_no_verification_unless_it_is_enabled(enabled: ProgramResult) -> None:
+    assert _verify_cron_jobs(enabled) == []
+
+
+def test_the_verification_runs_verify_sh_under_the_backup_jobs_lock(
+        verifying: ProgramResult) -> None:
+    (cron_job,) = _verify_cron_jobs(verifying)
+    statefulset = _statefulset(verifying)
+    name = statefulset["metadata"]["name"]
+    assert cron_job["metadata"]["name"] == f"{name}-backup-verify"
+    spec = cron_job["spec"]
+    # An hour after the default backup; never two at once.
+    assert spec["schedule"] == "0 4 * * *"
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["startingDeadlineSeconds"] > 0
+    assert spec["failedJobsHistoryLimit"] >= 1, "a failed verification is a failed Job"
+    job = spec["jobTemplate"]["spec"]
+    assert 0 < job["activeDeadlineSeconds"] <= 86400, "a stuck run must free the lock"
+    # A failed verification fails the Job at once; only a disrupted pod is run again.
+    rules = {rule["action"]: rule for rule in job["podFailurePolicy"]["rules"]}
+    assert rules["FailJob"]["onExitCodes"] == {
+        "containerName": _backup.VERIFY_CONTAINER, "operator": "NotIn", "values": [0]}
+    assert rules["Ignore"]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
+    pod = _verify_pod(verifying)
+    container, lock, verify = _job_container(pod)
+    # Exactly the backup Job's lock: retention never deletes what a verification restores.
+    _backup_job, backup_lock, _ = _job_container(
+        _cron_job(verifying)["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+    assert lock == backup_lock
+    assert lock[-1] == f"mysql-cluster/{name}-0.{statefulset['spec']['serviceName']}" \
+        ":3306/replication"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert verify == ["bash", f"{env['CONFIG_DIR']}/verify.sh"]
+    assert container["image"] == _archiver(_pod(verifying))["image"]
+    # The verify.sh it runs (and what it sources) is in the ConfigMap it mounts.
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    config_volume = volumes[mounts[env["CONFIG_DIR"]]["name"]]
+    config_map = next(m for m in manifests(verifying) if m["kind"] == "ConfigMap"
+                      and m["metadata"]["name"] == config_volume["configMap"]["name"])
+    for script in ("verify.sh", "lib.sh", "private-server.sh", "restore.sh"):
+        assert config_map["data"][script] == (
+            ROOT / "components/mysql/scripts" / script).read_text()
+    assert env["MYSQL_FLAVOR"] == "mariadb"
+    assert env["MARIADBD"] == "mariadbd"
+    assert env["S3_BUCKET"] == "db-backups"
+    assert env["S3_PREFIX"] == name, "the prefix the backups are written under"
+
+
+def test_the_verification_scratch_and_secrets_are_volumes(verifying: ProgramResult) -> None:
+    pod = _verify_pod(verifying)
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+
+    def volume_at(path: str) -> dict[str, Any]:
+        directory = path.rsplit("/", 1)[0] if path not in mounts else path
+        volume: dict[str, Any] = volumes[mounts[directory]["name"]]
+        return volume
+
+    # The scratch data dir: disk, bounded by twice the data PVC (data + binlogs, twice).
+    scratch = volume_at(env["VERIFY_WORK_DIR"])
+    storage = _statefulset(verifying)["spec"]["volumeClaimTemplates"][0]["spec"][
+        "resources"]["requests"]["storage"]
+    assert storage == "2Gi"
+    assert scratch["emptyDir"] == {"sizeLimit": "4096Mi"}
+    assert volume_at(env["TMPDIR"]) is scratch
+    # The socket and the root option file (a password): memory, never the node's disk.
+    assert volume_at(env["VERIFY_RUN_DIR"])["emptyDir"]["medium"] == "Memory"
+    # Root's password (the restored accounts are the source's): one key of the cluster
+    # Secret as a file; the store's keys likewise.
+    root = volume_at(env["ROOT_PASSWORD_FILE"])["secret"]
+    assert root["secretName"] == next(
+        m["metadata"]["name"] for m in manifests(verifying) if m["kind"] == "Secret"
+        and "root-password" in m.get("data", m.get("stringData", {})))
+    assert root["items"] == [{"key": "root-password", "path": "root-password"}]
+    for name, key in _backup.STORE_KEYS.items():
+        store = volume_at(env[name])["secret"]
+        assert store["secretName"] == "backup-store"
+        assert env[name].endswith(f"/{key}")
+    for mount in container["volumeMounts"]:
+        if "secret" in volumes[mount["name"]] or "configMap" in volumes[mount["name"]]:
+            assert mount["readOnly"] is True, mount
+    for variable in container["env"]:
+        assert "valueFrom" not in variable, variable
+    assert not [v for v in env if v.endswith("PASSWORD") or v.startswith("AWS_")]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_verification_validates_against_the_official_schemas(verifying: ProgramResult,
+                                                                 version: str) -> None:
+    failures = schema_failures(manifests(verifying), version)
+    assert not failures, "\n".join(failures)
