@@ -224,6 +224,11 @@ def add_sidecars(spec: dict[str, Any], config: MySQLConfig,
         # Idle but for the Job's request; then the backup tool and a multipart upload.
         "resources": {"requests": {"cpu": "20m", "memory": "64Mi"},
                       "limits": {"memory": "1Gi"}},
+        # In /proc, never by connecting: a connection is a backup request (probe.sh agent).
+        # The listener starts at once, so no startup probe is needed before this one.
+        "liveness_probe": {"exec_": {"command": [*script("probe.sh"), "agent"]},
+                           "period_seconds": 10, "timeout_seconds": 5,
+                           "failure_threshold": 3},
     })
     spec["volumes"].append(store_credentials_volume(backup))
 

@@ -541,6 +541,24 @@ def test_two_scheduled_jobs_racing_for_one_slot_make_one_backup_from_the_replica
     assert restore.pod.checksum("shop.items") == source.checksum("shop.items")
 
 
+def test_the_agent_liveness_probe_checks_its_listener_without_asking_it_anything(
+        source: Pod, store: Store) -> None:
+    """``probe.sh agent``, the backup-agent container's liveness probe: passes while the
+    agent's listener holds its port, fails naming it once the listener is gone, and never
+    connects (a connection would be read as a backup request)."""
+    with Agents([source], store) as agents:
+        env = {**store.env, "BACKUP_AGENT_PORT": str(agents.base)}
+        serving = source.run_script("probe.sh", "agent", container="backup", extra_env=env,
+                                    timeout=60)
+        assert serving.returncode == 0, serving.stderr
+        assert "refused" not in agents.log(source), "the probe connected to the agent"
+        agents.stop(source)
+        gone = source.run_script("probe.sh", "agent", container="backup", extra_env=env,
+                                 timeout=60)
+    assert gone.returncode != 0
+    assert "backup agent not serving" in gone.stderr, gone.stderr
+
+
 def test_the_primary_is_backed_up_only_without_a_healthy_replica_and_failures_fail_the_job(
         source: Pod, store: Store, tmp_path: Path) -> None:
     replica = _replica_of(source)

@@ -190,6 +190,9 @@ def test_every_pod_runs_a_backup_agent_beside_the_server(enabled: ProgramResult)
     assert mounts["data"]["readOnly"] is True
     assert {"socket", "record", "run", "tmp", "config-map", "credentials-backup"} <= set(mounts)
     assert agent["image"] == _archiver(pod)["image"]
+    # Checked in /proc by probe.sh, never by connecting: a connection is a backup request.
+    assert agent["livenessProbe"]["exec"]["command"] == [
+        "bash", "/mnt/config-map/probe.sh", "agent"]
 
 
 def test_the_cron_job_asks_the_agents_under_the_cluster_lock(enabled: ProgramResult) -> None:

@@ -131,6 +131,8 @@ serve() {
     # shellcheck disable=SC2016  # expanded by the per-connection shell, from this environment
     serve_command listener "$port" 'exec bash "$CONFIG_DIR/backup-agent.sh" request' duplex
     log "serving backup requests on port $port with ${listener[0]}"
+    # The listener takes this PID (exec): probe.sh agent checks that it still listens.
+    write_marker "$(agent_listener_pid_file)" "$$"
     exec "${listener[@]}"
 }
 

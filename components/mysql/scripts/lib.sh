@@ -24,6 +24,11 @@ backup_listener_pid_file() {
     printf '%s\n' "$RUN_DIR/backup-listener.pid"
 }
 
+agent_listener_pid_file() {
+    require_vars RUN_DIR
+    printf '%s\n' "$RUN_DIR/backup-agent-listener.pid"
+}
+
 # Markers in DATA_DIR, written atomically (temp file + rename), that say what the data dir holds.
 # (Used by the scripts that source this file.)
 # shellcheck disable=SC2034

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# probe.sh startup|liveness|readiness|backup: the pod's probes (see CONTRACT.md).
+# probe.sh startup|liveness|readiness|backup|agent: the pod's probes (see CONTRACT.md).
 #
 # The mysql container:
 #   startup    the server accepts queries
@@ -28,6 +28,9 @@
 #              connection to the backup port starts a full backup stream. Fails while the
 #              sidecar is still configuring replication (no listener yet), which is what the
 #              sidecar's startup probe waits out. Needs no password.
+# The backup-agent container (liveness probe):
+#   agent      the same check for the listener backup-agent.sh exec'd on its agent port: a
+#              connection there is read as a backup request, so it is not probed by one either.
 set -euo pipefail
 SCRIPT_NAME=probe
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -66,15 +69,15 @@ replica_status_ready() {
     ((lag <= max_lag)) || { echo "lag ${lag}s exceeds ${max_lag}s"; return 1; }
 }
 
-# backup_listener_serving: prints why not and fails unless the PID in the sidecar's PID file is
-# alive and holds a socket listening on this pod's backup port (IPv4 or IPv6). The PID must own
-# the socket, not merely exist: a stale file from an earlier container instance may name a PID
-# that is now something else (in a container, PID 1 is whatever started last).
-backup_listener_serving() {
-    local pid_file pid="" stat state port hex fd link
-    pid_file=$(backup_listener_pid_file)
+# listener_serving PID_FILE PORT WHY_MISSING: prints why not and fails unless the PID in a
+# sidecar's PID file is alive and holds a socket listening on PORT (IPv4 or IPv6). The PID must
+# own the socket, not merely exist: a stale file from an earlier container instance may name a
+# PID that is now something else (in a container, PID 1 is whatever started last). The backup
+# sidecar's listener and the backup agent's are both checked this way.
+listener_serving() {
+    local pid_file=$1 port=$2 why_missing=$3 pid="" stat state hex fd link
     if [[ ! -f "$pid_file" ]]; then
-        echo "no listener yet ($pid_file is missing): replication setup still running, or the sidecar stopped before serving"
+        echo "no listener yet ($pid_file is missing): $why_missing"
         return 1
     fi
     read -r pid <"$pid_file" || true
@@ -85,7 +88,6 @@ backup_listener_serving() {
     state=${state%% *}
     [[ $state != [ZX] ]] || { echo "listener process $pid has exited"; return 1; }
 
-    port=$(peer_port "$BACKUP_PORT" "$(pod_ordinal)")
     hex=$(printf '%04X' "$port")
     local -A listening=()
     local table line _sl address _remote st _queues _timer _retransmits _uid _timeout inode _rest
@@ -120,14 +122,25 @@ main() {
     local mode=${1:-}
     require_flavor
     case "$mode" in
-        backup)
-            require_vars POD_NAME RUN_DIR BACKUP_PORT
+        backup | agent)
+            require_vars POD_NAME RUN_DIR
             local reason
-            reason=$(backup_listener_serving) || die "backup listener not serving: $reason"
+            if [[ $mode == backup ]]; then
+                require_vars BACKUP_PORT
+                reason=$(listener_serving "$(backup_listener_pid_file)" \
+                    "$(peer_port "$BACKUP_PORT" "$(pod_ordinal)")" \
+                    "replication setup still running, or the sidecar stopped before serving") \
+                    || die "backup listener not serving: $reason"
+            else
+                require_vars BACKUP_AGENT_PORT
+                reason=$(listener_serving "$(agent_listener_pid_file)" \
+                    "$(peer_port "$BACKUP_AGENT_PORT" "$(pod_ordinal)")" \
+                    "the agent has not started serving") || die "backup agent not serving: $reason"
+            fi
             return 0
             ;;
         startup | liveness | readiness) ;;
-        *) die "usage: probe.sh startup|liveness|readiness|backup" ;;
+        *) die "usage: probe.sh startup|liveness|readiness|backup|agent" ;;
     esac
     require_vars POD_NAME RUN_DIR MYSQL_PORT MONITOR_USER
     read_secret MONITOR_PASSWORD
