@@ -71,14 +71,35 @@ def program_objects(result: ProgramResult) -> list[dict[str, Any]]:
     return objects
 
 
-# Variants of a stack file, checked like the stacks themselves: <stack>-tls-metrics.
+# An S3-compatible store as a stack names it (the keys' Secret is never read at deploy).
+BACKUP_STORE = {"enabled": True, "endpoint": "https://s3.eu-west-1.amazonaws.com",
+                "bucket": "db-backups", "credentialsSecret": "backup-store",
+                "archiveIntervalSeconds": 7}
+BACKUP_RESTORE = {"backup": "20261203T030000Z-abc123", "pointInTime": "2026-12-03T08:00:00Z"}
+
+
+def with_backups(config: dict[str, Any]) -> dict[str, Any]:
+    """A stack config with every backup switch on: scheduled backups and their verification,
+    and a restore (a new cluster restored from the store that then backs itself up)."""
+    mysql = {**config["mysql-cluster:mysql"],
+             "backup": {**BACKUP_STORE, "verify": {"enabled": True}},
+             "restore": BACKUP_RESTORE}
+    return {**config, "mysql-cluster:mysql": mysql}
+
+
+# Variants of a stack file, checked like the stacks themselves: <stack>-tls-metrics,
+# <stack>-backups.
 _TLS_METRICS = "-tls-metrics"
+_BACKUPS = "-backups"
 
 
 def stack_objects(stack: str) -> list[dict[str, Any]]:
     """The objects of ``Pulumi.<stack>.yaml``'s run under mocks (``<stack>-tls-metrics``: with
-    every TLS and metrics switch on)."""
+    every TLS and metrics switch on; ``<stack>-backups``: with every backup switch on)."""
     if stack.endswith(_TLS_METRICS):
         base = stack.removesuffix(_TLS_METRICS)
         return program_objects(run_with_tls_and_metrics(load_stack_file(base), stack=base))
+    if stack.endswith(_BACKUPS):
+        base = stack.removesuffix(_BACKUPS)
+        return program_objects(run_program(with_backups(load_stack_file(base)), stack=base))
     return program_objects(run_stack(stack))

@@ -14,16 +14,12 @@ import pytest
 
 from components.mysql import _backup
 from tests.support.mocks import ProgramResult, manifests, run_program, stack_with
-from tests.support.objects import tls_secret_object
+from tests.support.objects import BACKUP_RESTORE, BACKUP_STORE, tls_secret_object
 from tests.support.schemas import VERSIONS, schema_failures
 
 ROOT = Path(__file__).resolve().parents[2]
-STORE = {"enabled": True, "endpoint": "https://s3.eu-west-1.amazonaws.com",
-         "bucket": "db-backups", "credentialsSecret": "backup-store",
-         "archiveIntervalSeconds": 7}
-
-
-RESTORE = {"backup": "20261203T030000Z-abc123", "pointInTime": "2026-12-03T08:00:00Z"}
+STORE = BACKUP_STORE
+RESTORE = BACKUP_RESTORE
 
 
 @pytest.fixture(scope="module")

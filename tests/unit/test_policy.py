@@ -31,7 +31,7 @@ import pytest
 from tests.support import checkov
 from tests.support.objects import stack_objects
 
-STACKS = ("dev", "prod", "prod-tls-metrics")
+STACKS = ("dev", "prod", "prod-tls-metrics", "prod-backups")
 # Kinds that live outside namespaces; everything else must name its namespace.
 CLUSTER_SCOPED = frozenset({
     "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace",
@@ -103,12 +103,21 @@ ALLOWED: tuple[Allowance, ...] = (
             "a chown of the data volume on every start and nothing else."),
     Allowance(
         "CKV_K8S_9", r"StatefulSet\.[^.]+\.[^.]+",
-        containers=frozenset({"backup", "exporter", "tls-reload"}),
-        why="The backup sidecar only serves clone streams; the exporter and the TLS watcher "
-            "only observe. A pod's readiness is its database's readiness: a readiness probe "
-            "on a sidecar would take a healthy primary out of its Service whenever the clone "
-            "server, the exporter or the watcher restarts (each has a liveness probe). The "
-            "mysql container's readiness probe is re-checked below."),
+        containers=frozenset({"backup", "exporter", "tls-reload", "binlog-archive",
+                              "backup-agent"}),
+        why="The backup sidecar only serves clone streams, the binlog archiver and the backup "
+            "agent only talk to the object store and the backup Job; the exporter and the TLS "
+            "watcher only observe. A pod's readiness is its database's readiness: a readiness "
+            "probe on a sidecar would take a healthy primary out of its Service whenever one "
+            "of them restarts (each has a liveness probe). The mysql container's readiness "
+            "probe is re-checked below."),
+    *(Allowance(
+        check_id, r"CronJob\.[^.]+\.[^.]+-backup(-verify)?",
+        why="Checkov's etcd-server checks (--cert-file/--key-file, --client-cert-auth, "
+            "--peer-cert-file) fire on any container whose command holds 'etcd': the backup "
+            "and verification Jobs run `distlock run --backend etcd`, an etcd client taking "
+            "the cluster lock, not an etcd server; the etcd StatefulSet itself passes them.")
+      for check_id in ("CKV_K8S_116", "CKV_K8S_117", "CKV_K8S_119")),
 )
 
 TO_FIX: tuple[PendingFix, ...] = ()
