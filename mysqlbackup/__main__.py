@@ -252,8 +252,13 @@ def cmd_fetch_snapshot(args: argparse.Namespace) -> None:
     store = _store()
     snapshot = catalog.choose_snapshot(catalog.list_snapshots(store), args.id)
     partial = Path(f"{args.out}.partial")
-    with partial.open("wb") as writer:
-        store.download_stream(snapshot.key, writer, snapshot.sha256)
+    try:
+        with partial.open("wb") as writer:
+            store.download_stream(snapshot.key, writer, snapshot.sha256)
+    except BaseException:
+        # Bytes that failed their checksum are never left where a restore could take them.
+        partial.unlink(missing_ok=True)
+        raise
     partial.rename(args.out)
     print(json.dumps(snapshot.to_json()))
 
