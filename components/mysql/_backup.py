@@ -54,13 +54,12 @@ import pulumi_kubernetes as k8s
 from components import _kube, _object_store, _validate
 from components._kube import mount
 from components._object_store import AGENT_PYTHON as _AGENT_PYTHON
-from components._object_store import (  # noqa: F401 (STORE_KEYS: read here by the tests)
-    STORE_CREDENTIALS_DIR,
-    STORE_CREDENTIALS_VOLUME,
-    STORE_KEYS,
-)
 from components.config import BackupConfig, MySQLConfig
 
+# The store's hand-over, shared with etcd's snapshot steps (components/_object_store.py).
+STORE_CREDENTIALS_VOLUME = _object_store.STORE_CREDENTIALS_VOLUME
+STORE_CREDENTIALS_DIR = _object_store.STORE_CREDENTIALS_DIR
+STORE_KEYS = _object_store.STORE_KEYS
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AGENT_DOCKERFILE = REPO_ROOT / "deploy" / "backup" / "agent.Dockerfile"
 AGENT_REPOSITORY = "ghcr.io/mysql-cluster/backup-agent"

@@ -71,14 +71,31 @@ def program_objects(result: ProgramResult) -> list[dict[str, Any]]:
     return objects
 
 
-# Variants of a stack file, checked like the stacks themselves: <stack>-tls-metrics.
+def with_etcd_store(config: dict[str, Any]) -> dict[str, Any]:
+    """A stack config whose etcd uploads its snapshots to an object store and restores
+    from one: the CronJob's upload container and the members' restore init containers."""
+    etcd = dict(config.get("mysql-cluster:etcd") or {})
+    snapshot = {**(etcd.get("snapshot") or {}), "store": {
+        "enabled": True, "endpoint": "https://s3.eu-west-1.amazonaws.com",
+        "bucket": "etcd-snapshots", "credentialsSecret": "etcd-store"}}
+    return {**config, "mysql-cluster:etcd": {**etcd, "snapshot": snapshot,
+                                             "restore": {"snapshot": "latest"}}}
+
+
+# Variants of a stack file, checked like the stacks themselves: <stack>-tls-metrics,
+# <stack>-etcd-store.
 _TLS_METRICS = "-tls-metrics"
+_ETCD_STORE = "-etcd-store"
 
 
 def stack_objects(stack: str) -> list[dict[str, Any]]:
     """The objects of ``Pulumi.<stack>.yaml``'s run under mocks (``<stack>-tls-metrics``: with
-    every TLS and metrics switch on)."""
+    every TLS and metrics switch on; ``<stack>-etcd-store``: etcd's snapshot store and
+    restore on)."""
     if stack.endswith(_TLS_METRICS):
         base = stack.removesuffix(_TLS_METRICS)
         return program_objects(run_with_tls_and_metrics(load_stack_file(base), stack=base))
+    if stack.endswith(_ETCD_STORE):
+        base = stack.removesuffix(_ETCD_STORE)
+        return program_objects(run_program(with_etcd_store(load_stack_file(base)), stack=base))
     return program_objects(run_stack(stack))

@@ -31,7 +31,7 @@ import pytest
 from tests.support import checkov
 from tests.support.objects import stack_objects
 
-STACKS = ("dev", "prod", "prod-tls-metrics")
+STACKS = ("dev", "prod", "prod-tls-metrics", "prod-etcd-store")
 # Kinds that live outside namespaces; everything else must name its namespace.
 CLUSTER_SCOPED = frozenset({
     "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace",
