@@ -47,7 +47,10 @@ Objects, all children of the component:
 - ``PodDisruptionBudget``: ``maxUnavailable = replicas - quorum``, so a drain never
   costs quorum (0 for a single member: any disruption is an outage).
 - Snapshots: a ``PersistentVolumeClaim`` and a ``CronJob`` running
-  ``scripts/etcd-snapshot.sh`` (``etcdctl snapshot save``, keep the newest N).
+  ``scripts/etcd-snapshot.sh`` (``etcdctl snapshot save``, keep the newest N); with
+  ``etcd.snapshot.store`` the Job then uploads that file to the object store, and with
+  ``etcd.restore.snapshot`` every member's pod restores one before its first start
+  (:mod:`components.etcd._snapshots`).
 - ``EtcdMembership`` (dynamic) unless ``membership.enabled`` is false; then
   ``EtcdBootstrap`` (dynamic, :mod:`components.etcd._bootstrap`) only records the
   bootstrap member list at creation and keeps it, so a pod added later is never an

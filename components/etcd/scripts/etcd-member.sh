@@ -210,7 +210,7 @@ read_desired() {
     # one that does not is another cluster's, and says nothing about this one.
     first=${MEMBER_BOOTSTRAP_CLUSTER%%,*}
     if [ -n "$desired" ] && ! is_desired "${first#*=}"; then
-        note "ignoring $MEMBER_DESIRED_KEY: it lists another cluster's members ($desired), restored from a snapshot; EtcdMembership rewrites it at the next scaling"
+        note "ignoring $MEMBER_DESIRED_KEY: it lists another cluster's members ($desired), restored from a snapshot; EtcdMembership's next update rewrites it"
         desired=""
     fi
 }
