@@ -15,7 +15,6 @@ snapshot restored (or a data dir written before the failure).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +35,6 @@ from tests.support.etcd_pods import (
 )
 from tests.support.etcd_stack import render
 from tests.support.procs import wait_until
-from tests.support.seaweedfs import SeaweedS3
 
 pytestmark = pytest.mark.integration
 
@@ -45,21 +43,6 @@ STORE = {"enabled": True, "endpoint": "https://s3.example.com", "bucket": "etcd-
          "credentialsSecret": "etcd-store", "image": AGENT}
 KEYS = {f"/locks/key-{index:02d}": f"value-{index}" for index in range(20)}
 MEMBERS = ["etcd-0", "etcd-1", "etcd-2"]
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def store(s3: SeaweedS3, request: pytest.FixtureRequest) -> Store:
-    name = request.node.name.replace("_", "-").lower()[:40].strip("-")
-    return Store(s3, f"{name}-{os.getpid()}")
 
 
 def _statefulset(base: Path, store: Store, **etcd: Any) -> LocalStatefulSet:
