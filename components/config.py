@@ -809,8 +809,8 @@ class EtcdSnapshotConfig(_Validated):
     enabled: bool = _key("enabled", _BOOLEAN, "snapshot CronJob", default=True)
     schedule: str = _key("schedule", Kind("cron", _check_schedule, "cron"), "when it runs",
                          default="0 */6 * * *")
-    retain: int = _key("retain", _integer(minimum=1, maximum=1000), "snapshots kept",
-                       default=8)
+    retain: int = _key("retain", _integer(minimum=1, maximum=1000), "snapshots kept on the "
+                       "PVC and, with the store, complete ones in the store", default=8)
     storage: str = _key("storage", _QUANTITY_KIND, "snapshot PVC", default="5Gi")
     store: EtcdSnapshotStoreConfig = _key("store", _OBJECT, "", nested=EtcdSnapshotStoreConfig,
                                           default=EtcdSnapshotStoreConfig())

@@ -74,6 +74,8 @@ def upload_container(config: EtcdConfig, *, image: str, namespace: str, script: 
         "command": [AGENT_SHELL, f"{scripts_mount}/{script}", "upload"],
         "env": [_kube.value_env("SNAPSHOT_SAVED_RECORD", SAVED_RECORD),
                 _kube.value_env("SNAPSHOT_SOURCE", f"{namespace}/{config.name}"),
+                # The store keeps as many complete snapshots as the PVC.
+                _kube.value_env("SNAPSHOT_RETAIN", config.snapshot.retain),
                 *store_environment(config)],
         # boto3 and one 16 MiB part at a time (mysqlbackup/store.py).
         "resources": {"requests": {"cpu": "20m", "memory": "64Mi"},

@@ -33,7 +33,7 @@ from tests.support.etcd_pods import (
     start_initial,
     voters,
 )
-from tests.support.etcd_stack import render
+from tests.support.etcd_stack import Rendered, render
 from tests.support.procs import wait_until
 
 pytestmark = pytest.mark.integration
@@ -65,21 +65,24 @@ def source(tmp_path: Path, store: Store) -> Iterator[LocalStatefulSet]:
         pods.stop_all()
 
 
-def snapshot_job(pods: LocalStatefulSet, store: Store, base: Path) -> str:
-    """The snapshot CronJob's pod against ``pods``: its init containers (the busybox copy,
-    the save) and its container (the upload), in order; returns the PVC file it saved."""
-    job = pods.rendered.one("kubernetes:batch/v1:CronJob")
-    spec = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    volumes = {"/snapshots": base / "snapshots", "/handoff": base / "handoff",
-               SHELL_MOUNT: base / "shell", SCRIPTS_MOUNT: SCRIPTS_DIR}
+def snapshot_job(pods: LocalStatefulSet, store: Store, base: Path, *, job: str = "1",
+                 rendered: Rendered | None = None) -> str:
+    """One Job of the snapshot CronJob (``rendered``'s, default the cluster's own) against
+    ``pods``: its init containers (the busybox copy, the save) and its container (the
+    upload), in order, with fresh emptyDirs and the PVC under ``base`` kept from earlier
+    Jobs; returns the name of the PVC file the save recorded."""
+    cron_job = (rendered or pods.rendered).one("kubernetes:batch/v1:CronJob")
+    spec = cron_job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    volumes = {"/snapshots": base / "snapshots", "/handoff": base / f"handoff-{job}",
+               SHELL_MOUNT: base / f"shell-{job}", SCRIPTS_MOUNT: SCRIPTS_DIR}
     for name in ("/snapshots", "/handoff", SHELL_MOUNT):
         volumes[name].mkdir(parents=True, exist_ok=True)
     # The client Service: any member.
     overrides = {**store.env, "SNAPSHOT_ENDPOINT": pods.client_url(0)}
-    run_init_containers(spec, volumes, pod_name="etcd-snapshot-1", overrides=overrides)
-    run_containers(spec["containers"], volumes, pod_name="etcd-snapshot-1", overrides=overrides)
-    (saved,) = sorted((base / "snapshots").glob("etcd-*.db"))
-    return saved.name
+    pod_name = f"etcd-snapshot-{job}"
+    run_init_containers(spec, volumes, pod_name=pod_name, overrides=overrides)
+    run_containers(spec["containers"], volumes, pod_name=pod_name, overrides=overrides)
+    return Path((volumes["/handoff"] / "saved").read_text().strip()).name
 
 
 def snapshot_ids(store: Store) -> list[str]:
@@ -92,6 +95,7 @@ def test_a_snapshot_uploaded_by_the_cronjob_restores_a_new_three_member_cluster(
     saved = snapshot_job(source, store, tmp_path / "job")
     snapshot_id = saved.removeprefix("etcd-").removesuffix(".db")
     assert snapshot_ids(store) == [snapshot_id]
+    assert [p.name for p in (tmp_path / "job" / "snapshots").glob("etcd-*.db")] == [saved]
     manifest = json.loads(store.get(f"etcd/{snapshot_id}/manifest.json"))
     assert manifest["size"] == (tmp_path / "job" / "snapshots" / saved).stat().st_size
     assert manifest["source"] == "db/etcd"
@@ -190,3 +194,18 @@ def test_a_corrupted_snapshot_fails_its_checksum_before_any_data_dir_is_written(
     store.put(key, bytes(body))
     error = _restore_fails(tmp_path / "restored", store, "latest")
     assert f"checksum mismatch in s3://{store.bucket}/orders/{key}" in error
+
+
+def test_the_store_keeps_as_many_complete_snapshots_as_the_volume(
+        source: LocalStatefulSet, store: Store, tmp_path: Path) -> None:
+    # A snapshot whose upload never finished (no manifest) is neither counted nor deleted.
+    store.put("etcd/00000000T000000Z-10/snapshot.db", b"half a snapshot")
+    job = render(replicas=3, snapshot={"store": STORE, "retain": 2})
+    saved = [snapshot_job(source, store, tmp_path / "job", job=str(run), rendered=job)
+             for run in range(3)]
+    ids = [name.removeprefix("etcd-").removesuffix(".db") for name in saved]
+    assert len(set(ids)) == 3
+    assert snapshot_ids(store) == sorted(ids[1:])
+    assert sorted(p.name for p in (tmp_path / "job" / "snapshots").glob("etcd-*.db")) \
+        == sorted(saved[1:])
+    assert store.objects("etcd/00000000T000000Z-10/") == ["etcd/00000000T000000Z-10/snapshot.db"]

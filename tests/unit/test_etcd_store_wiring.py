@@ -66,6 +66,8 @@ def test_with_the_store_the_save_is_an_init_container_and_the_job_uploads_that_f
     assert env["S3_BUCKET"] == "etcd-snapshots"
     assert env["S3_PREFIX"] == "etcd"  # unset: the StatefulSet's name
     assert env["SNAPSHOT_SOURCE"] == "db/etcd"
+    # The store keeps as many complete snapshots as the volume.
+    assert env["SNAPSHOT_RETAIN"] == _env(save)["SNAPSHOT_RETAIN"] == "8"
     assert env["S3_ACCESS_KEY_FILE"] == f"{STORE_CREDENTIALS_DIR}/access-key"
     assert env["S3_SECRET_KEY_FILE"] == f"{STORE_CREDENTIALS_DIR}/secret-key"
     # Only the upload mounts the store's keys.

@@ -19,6 +19,7 @@ set -eu
 if [ "${1:-}" = "upload" ]; then
     : "${SNAPSHOT_SAVED_RECORD:?SNAPSHOT_SAVED_RECORD is required (the file the save names)}"
     : "${SNAPSHOT_SOURCE:?SNAPSHOT_SOURCE is required (the cluster, for the manifest)}"
+    : "${SNAPSHOT_RETAIN:?SNAPSHOT_RETAIN is required (complete snapshots kept in the store)}"
     saved=$(cat "$SNAPSHOT_SAVED_RECORD")
     if [ ! -s "$saved" ]; then
         echo "etcd-snapshot upload: $SNAPSHOT_SAVED_RECORD names $saved, which is missing or empty" >&2
@@ -27,8 +28,9 @@ if [ "${1:-}" = "upload" ]; then
     name=${saved##*/}
     snapshot_id=${name#etcd-}
     snapshot_id=${snapshot_id%.db}
+    # The store keeps as many complete snapshots as the volume (SNAPSHOT_RETAIN).
     exec "${MYSQLBACKUP_PYTHON:-python3}" -m mysqlbackup upload-snapshot --file "$saved" \
-        --id "$snapshot_id" --source "$SNAPSHOT_SOURCE"
+        --id "$snapshot_id" --source "$SNAPSHOT_SOURCE" --keep "$SNAPSHOT_RETAIN"
 fi
 
 : "${SNAPSHOT_ENDPOINT:?SNAPSHOT_ENDPOINT is required (one client URL)}"
