@@ -360,10 +360,11 @@ restore_plan() {
         restore_log "not an initial member: it joins the restored cluster instead"
         return 0
     fi
+    forming="no member answers yet"
     if list=$(member_list) && [ -n "$list" ]; then
         entry=$(own_entry "$list")
         case "$entry" in
-            *" unstarted false") ;;
+            *" unstarted false") forming="the restored members list this one as not started yet" ;;
             *)
                 restore_log "the restored cluster runs and this member is ${entry:+listed as $entry}${entry:-not listed}: it joins (etcd-member.sh), no second restore"
                 return 0 ;;
@@ -371,7 +372,7 @@ restore_plan() {
     fi
     mkdir -p "$RESTORE_DIR"
     : >"$RESTORE_DIR/planned"
-    restore_log "planned: snapshot $RESTORE_SNAPSHOT into an empty data dir"
+    restore_log "planned: snapshot $RESTORE_SNAPSHOT into an empty data dir ($forming)"
 }
 
 restore_mark_done() {
