@@ -22,10 +22,12 @@ from typing import Any
 
 import pytest
 
+from components.etcd._membership import DESIRED_MEMBERS_KEY
 from components.etcd.cluster import DATA_MOUNT, SCRIPTS_DIR, SCRIPTS_MOUNT, SHELL_MOUNT
 from tests.support.backups import Store
 from tests.support.etcd_pods import (
     LocalStatefulSet,
+    listed,
     put,
     read_prefix,
     run_containers,
@@ -92,6 +94,9 @@ def snapshot_ids(store: Store) -> list[str]:
 
 def test_a_snapshot_uploaded_by_the_cronjob_restores_a_new_three_member_cluster(
         source: LocalStatefulSet, store: Store, tmp_path: Path) -> None:
+    # What EtcdMembership records in a cluster of another namespace: the snapshot carries it.
+    put(source.client_url(0), DESIRED_MEMBERS_KEY, ",".join(
+        f"http://etcd-{o}.etcd-peer.prod.svc:2380" for o in range(3)))
     saved = snapshot_job(source, store, tmp_path / "job")
     snapshot_id = saved.removeprefix("etcd-").removesuffix(".db")
     assert snapshot_ids(store) == [snapshot_id]
@@ -157,16 +162,27 @@ def test_a_snapshot_uploaded_by_the_cronjob_restores_a_new_three_member_cluster(
 
         # A member of the running restored cluster whose volume is lost (marker and all)
         # does not restore a second time: it rejoins (etcd-member.sh removes its old ID and
-        # adds it back) and gets the data, later writes included, from the leader.
+        # adds it back, the source's desired list ignored as another cluster's) and gets the
+        # data, later writes included, from the leader.
+        lost = listed(restored.client_url(0), restored.peer_url(1))
+        assert lost is not None
         restored.kill(1)
         shutil.rmtree(restored.volumes(1)[DATA_MOUNT])
         restored.start(1)
         assert "it joins (etcd-member.sh), no second restore" in restored.init_logs[1]
-        wait_until(lambda: voters(restored.client_url(0)) == MEMBERS, timeout=90,
-                   what=f"etcd-1 to rejoin as a voting member\n{restored.log(1)}")
+
+        def rejoined() -> bool:
+            entry = listed(restored.client_url(0), restored.peer_url(1))
+            return entry is not None and entry["ID"] != lost["ID"] \
+                and not entry.get("isLearner")
+
+        wait_until(rejoined, timeout=90,
+                   what=f"etcd-1 to rejoin under a new ID as a voter\n{restored.log(1)}")
+        assert voters(restored.client_url(0)) == MEMBERS
         wait_until(lambda: read_prefix(restored.client_url(1), "/locks/", serializable=True)
                    == {**KEYS, "/locks/after-the-restore": "y"}, timeout=30,
                    what="the rejoined member to hold every key")
+        assert "ignoring mysql-cluster.io/etcd-membership/desired-peer-urls" in restored.log(1)
     finally:
         restored.stop_all()
 
