@@ -18,6 +18,7 @@ from components import (
     LocksArgs,
     MySQLCluster,
     MySQLClusterArgs,
+    agent_image,
     load,
 )
 
@@ -26,9 +27,12 @@ pulumi.export("namespace", config.namespace)
 
 # etcd: the lock store. Membership changes (EtcdMembership) happen before the StatefulSet
 # changes size: one `pulumi up` scales up or down any step, one member at a time inside it.
+# Snapshot uploads and restores (etcd.snapshot.store, etcd.restore) run mysqlbackup in the
+# backup agent image the MySQL cluster uses, so one image serves both.
 etcd = EtcdCluster(config.etcd.name,
                    EtcdClusterArgs(namespace=config.namespace, config=config.etcd,
-                                   metrics=config.metrics))
+                                   metrics=config.metrics,
+                                   agent_image=agent_image(config.mysql.version)))
 pulumi.export("etcdClientUrl", etcd.client_url)
 pulumi.export("etcdMemberClientUrls", etcd.member_client_urls)
 

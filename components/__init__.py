@@ -24,7 +24,9 @@ if TYPE_CHECKING:
         Endpoint,
         EtcdConfig,
         EtcdMembershipConfig,
+        EtcdRestoreConfig,
         EtcdSnapshotConfig,
+        EtcdSnapshotStoreConfig,
         EtcdTLSConfig,
         LocksConfig,
         MySQLConfig,
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     )
     from components.etcd.cluster import EtcdCluster, EtcdClusterArgs
     from components.locks.locks import Locks, LocksArgs
+    from components.mysql._backup import agent_image
     from components.mysql.cluster import MySQLCluster, MySQLClusterArgs
 
 _EXPORTS = {
@@ -43,7 +46,9 @@ _EXPORTS = {
     "Endpoint": "components.config",
     "EtcdConfig": "components.config",
     "EtcdMembershipConfig": "components.config",
+    "EtcdRestoreConfig": "components.config",
     "EtcdSnapshotConfig": "components.config",
+    "EtcdSnapshotStoreConfig": "components.config",
     "EtcdTLSConfig": "components.config",
     "LocksConfig": "components.config",
     "MySQLConfig": "components.config",
@@ -58,6 +63,8 @@ _EXPORTS = {
     "LocksArgs": "components.locks.locks",
     "MySQLCluster": "components.mysql.cluster",
     "MySQLClusterArgs": "components.mysql.cluster",
+    # The backup agent image of a MySQL version: etcd's store steps run in it too.
+    "agent_image": "components.mysql._backup",
 }
 
 
@@ -75,7 +82,9 @@ __all__ = [
     "EtcdClusterArgs",
     "EtcdConfig",
     "EtcdMembershipConfig",
+    "EtcdRestoreConfig",
     "EtcdSnapshotConfig",
+    "EtcdSnapshotStoreConfig",
     "EtcdTLSConfig",
     "Locks",
     "LocksArgs",
@@ -86,6 +95,7 @@ __all__ = [
     "ReplicationInitConfig",
     "Resources",
     "StackConfig",
+    "agent_image",
     "load",
     "parse",
 ]

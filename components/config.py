@@ -546,17 +546,14 @@ class BackupVerifyConfig(_Validated):
 
 
 @dataclass(frozen=True)
-class BackupConfig(_Validated):
-    """Physical backups streamed to an S3-compatible store, and binlog archiving (issue 14).
+class ObjectStoreConfig(_Validated):
+    """Where an S3-compatible store is and which Secret holds its keys: declared once, for
+    mysql.backup (its keys at the top of the object, as before) and etcd.snapshot.store.
 
-    The store's keys come from a Secret (keys ``access-key`` and ``secret-key``) mounted as
-    files; they never appear in the stack config, argv, environment or outputs.
+    The keys come from the Secret (keys ``access-key`` and ``secret-key``) mounted as files;
+    they never appear in the stack config, argv, environment or outputs.
     """
 
-    enabled: bool = _key("enabled", _BOOLEAN, "scheduled backups and binlog archiving",
-                         default=False)
-    schedule: str = _key("schedule", Kind("cron", _check_schedule, "cron"), "when a backup "
-                         "runs", default="0 3 * * *")
     endpoint: str | None = _key("endpoint", _text(_ENDPOINT_URL, "must be an http(s) URL "
                                 "such as https://s3.eu-west-1.amazonaws.com"),
                                 "S3-compatible endpoint URL", default=None)
@@ -572,6 +569,26 @@ class BackupConfig(_Validated):
                             "S3-compatible servers need it)", default=True)
     credentials_secret: str | None = _key("credentialsSecret", _SECRET_NAME, "Secret holding "
                                           "`access-key` and `secret-key`", default=None)
+
+    def missing_store_fields(self) -> list[str]:
+        """The fields without which nothing can reach the store (field names)."""
+        return [name for name in ("endpoint", "bucket", "credentials_secret")
+                if getattr(self, name) is None]
+
+    def _required_when(self, switch: str) -> list[Problem]:
+        return [Problem(name, None, f"is required when {switch} is true")
+                for name in self.missing_store_fields()]
+
+
+@dataclass(frozen=True)
+class BackupConfig(ObjectStoreConfig):
+    """Physical backups streamed to an S3-compatible store, and binlog archiving (issue 14).
+    The store's fields (ObjectStoreConfig) come first in the object, then these."""
+
+    enabled: bool = _key("enabled", _BOOLEAN, "scheduled backups and binlog archiving",
+                         default=False)
+    schedule: str = _key("schedule", Kind("cron", _check_schedule, "cron"), "when a backup "
+                         "runs", default="0 3 * * *")
     compression: str = _key("compression", _choice(("gzip", "zstd", "none")),
                             "stream compression", default="gzip")
     archive_interval_seconds: int = _key(
@@ -584,17 +601,12 @@ class BackupConfig(_Validated):
                                       default=BackupVerifyConfig())
 
     def _problems(self) -> list[Problem]:
-        if not self.enabled:
-            if self.verify.enabled:
-                # Without backups there is nothing newer to verify, and the Job would need
-                # the store settings backup.enabled makes required.
-                return [Problem("verify.enabled", True, "needs {0}: it verifies the "
-                                "backups and archived binlogs that scheduled backups write",
-                                refs=("enabled",))]
-            return []
-        return [Problem(name, None, "is required when backup.enabled is true")
-                for name in ("endpoint", "bucket", "credentials_secret")
-                if getattr(self, name) is None]
+        if not self.enabled and self.verify.enabled:
+            # Without backups there is nothing newer to verify, and the Job would need the
+            # store settings backup.enabled makes required.
+            return [Problem("verify.enabled", True, "needs {0}: it verifies the backups and "
+                            "archived binlogs that scheduled backups write", refs=("enabled",))]
+        return self._required_when("backup.enabled") if self.enabled else []
 
 
 @dataclass(frozen=True)
@@ -808,13 +820,48 @@ class EtcdTLSConfig(_Validated):
 
 
 @dataclass(frozen=True)
+class EtcdSnapshotStoreConfig(ObjectStoreConfig):
+    """The object store etcd's snapshots are uploaded to (and restored from): the same
+    fields, checks and manifest rule as mysql.backup's (mysqlbackup/catalog.py)."""
+
+    enabled: bool = _key("enabled", _BOOLEAN, "upload every snapshot to the object store "
+                         "(manifest last); off: the snapshot PVC only", default=False)
+    # The etcd image is distroless (no Python): uploads and fetches run `python -m
+    # mysqlbackup` in the backup agent image, which the program passes to EtcdCluster.
+    image: str | None = _key("image", _PINNED, "image that runs `python -m mysqlbackup` for "
+                             "the upload and the restore's fetch (unset: the backup agent "
+                             "image of mysql.version)", default=None)
+
+    def _problems(self) -> list[Problem]:
+        return self._required_when("etcd.snapshot.store.enabled") if self.enabled else []
+
+
+@dataclass(frozen=True)
 class EtcdSnapshotConfig(_Validated):
     enabled: bool = _key("enabled", _BOOLEAN, "snapshot CronJob", default=True)
     schedule: str = _key("schedule", Kind("cron", _check_schedule, "cron"), "when it runs",
                          default="0 */6 * * *")
-    retain: int = _key("retain", _integer(minimum=1, maximum=1000), "snapshots kept",
-                       default=8)
+    retain: int = _key("retain", _integer(minimum=1, maximum=1000), "snapshots kept on the "
+                       "PVC and, with the store, complete ones in the store", default=8)
     storage: str = _key("storage", _QUANTITY_KIND, "snapshot PVC", default="5Gi")
+    store: EtcdSnapshotStoreConfig = _key("store", _OBJECT, "", nested=EtcdSnapshotStoreConfig,
+                                          default=EtcdSnapshotStoreConfig())
+
+    def _problems(self) -> list[Problem]:
+        if self.store.enabled and not self.enabled:
+            return [Problem("store.enabled", True, "uploads the CronJob's snapshots: it needs "
+                            "{0} true", refs=("enabled",))]
+        return []
+
+
+@dataclass(frozen=True)
+class EtcdRestoreConfig(_Validated):
+    """A new etcd cluster created from a snapshot in etcd.snapshot.store."""
+
+    snapshot: str | None = _key("snapshot", _text(_BACKUP_ID, "must be a snapshot id or "
+                                                  "latest"),
+                                "snapshot every initial member restores before its first "
+                                "start (`latest` or an id); unset: no restore", default=None)
 
 
 @dataclass(frozen=True)
@@ -882,6 +929,16 @@ class EtcdConfig(_Validated):
     # Namespaces (besides the cluster's own) whose pods may reach the client port.
     client_namespaces: tuple[str, ...] = _key(
         "clientNamespaces", _NAMESPACES, "other namespaces allowed to reach 2379", default=())
+    restore: EtcdRestoreConfig = _key("restore", _OBJECT, "", nested=EtcdRestoreConfig,
+                                      default=EtcdRestoreConfig())
+
+    def _problems(self) -> list[Problem]:
+        missing = self.snapshot.store.missing_store_fields()
+        if self.restore.snapshot is not None and missing:
+            return [Problem("restore.snapshot", self.restore.snapshot,
+                            "a restore reads the store that etcd.snapshot.store names: set "
+                            "its endpoint, bucket and credentialsSecret")]
+        return []
 
 
 @dataclass(frozen=True)

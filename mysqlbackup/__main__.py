@@ -87,12 +87,17 @@ def _apply_retention(store: Store, keep: int | None, max_age_seconds: int | None
     doomed = catalog.retention(listing.complete, keep=keep, max_age=max_age,
                                now=catalog.utc_now())
     for manifest in doomed:
-        # Manifest first: a backup half-deleted is then merely incomplete, never "complete"
-        # with its data gone.
-        store.delete([catalog.manifest_key(manifest.id)])
-        store.delete([key for key, _ in store.objects(f"{catalog.BACKUPS}{manifest.id}/")])
+        _delete_complete(store, catalog.manifest_key(manifest.id),
+                         f"{catalog.BACKUPS}{manifest.id}/")
         print(f"deleted backup {manifest.id} (ended {manifest.ended_at})", file=sys.stderr)
     return [m.id for m in doomed]
+
+
+def _delete_complete(store: Store, manifest_key: str, prefix: str) -> None:
+    """Manifest first: a backup or snapshot half-deleted is then merely incomplete, never
+    "complete" with its data gone."""
+    store.delete([manifest_key])
+    store.delete([key for key, _ in store.objects(prefix)])
 
 
 def cmd_scheduled_backup(args: argparse.Namespace) -> None:
@@ -237,7 +242,8 @@ def cmd_fetch_binlogs(args: argparse.Namespace) -> None:
 
 
 def cmd_upload_snapshot(args: argparse.Namespace) -> None:
-    """An etcd snapshot file (``etcdctl snapshot save``), then its manifest."""
+    """An etcd snapshot file (``etcdctl snapshot save``), then its manifest; with ``--keep``
+    then only the newest complete ones are kept (the new one counts)."""
     store = _store()
     snapshot_id = args.id or catalog.new_backup_id()
     key = f"{catalog.ETCD}{snapshot_id}/snapshot.db"
@@ -246,15 +252,28 @@ def cmd_upload_snapshot(args: argparse.Namespace) -> None:
     manifest = catalog.SnapshotManifest(snapshot_id, size, sha256,
                                         catalog.iso(catalog.utc_now()), args.source)
     store.put_json(manifest.manifest_key, manifest.to_json())
-    print(json.dumps(manifest.to_json()))
+    result: dict[str, Any] = manifest.to_json()
+    if args.keep is not None:
+        doomed = catalog.retention(catalog.list_snapshots(store), keep=args.keep, max_age=None,
+                                   now=catalog.utc_now())
+        for old in doomed:
+            _delete_complete(store, old.manifest_key, f"{catalog.ETCD}{old.id}/")
+            print(f"deleted etcd snapshot {old.id} (created {old.created_at})", file=sys.stderr)
+        result["deleted"] = [old.id for old in doomed]
+    print(json.dumps(result))
 
 
 def cmd_fetch_snapshot(args: argparse.Namespace) -> None:
     store = _store()
     snapshot = catalog.choose_snapshot(catalog.list_snapshots(store), args.id)
     partial = Path(f"{args.out}.partial")
-    with partial.open("wb") as writer:
-        store.download_stream(snapshot.key, writer, snapshot.sha256)
+    try:
+        with partial.open("wb") as writer:
+            store.download_stream(snapshot.key, writer, snapshot.sha256)
+    except BaseException:
+        # Bytes that failed their checksum are never left where a restore could take them.
+        partial.unlink(missing_ok=True)
+        raise
     partial.rename(args.out)
     print(json.dumps(snapshot.to_json()))
 
@@ -329,7 +348,9 @@ def parser() -> argparse.ArgumentParser:
     add("fetch-binlogs", cmd_fetch_binlogs, "the plan's binlogs, verified",
         ("--plan", _REQUIRED), ("--dir", _REQUIRED))
     add("upload-snapshot", cmd_upload_snapshot, "an etcd snapshot file, manifest last",
-        ("--file", _REQUIRED), ("--id", {"default": ""}), ("--source", {"default": ""}))
+        ("--file", _REQUIRED), ("--id", {"default": ""}), ("--source", {"default": ""}),
+        ("--keep", {"type": int, "default": None,
+                    "help": "then keep only the newest this many complete snapshots"}))
     add("fetch-snapshot", cmd_fetch_snapshot, "an etcd snapshot, verified, to a file",
         ("--id", {"default": "latest"}), ("--out", _REQUIRED))
     add("record-verification", cmd_record_verification, "store a verification result",

@@ -29,7 +29,7 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from mysqlbackup.store import Store
 
@@ -240,10 +240,24 @@ def manifest_refusal(complete: list[Manifest], *, slot: str | None,
     return None
 
 
-def retention(complete: list[Manifest], *, keep: int | None, max_age: dt.timedelta | None,
-              now: dt.datetime) -> list[Manifest]:
-    """The complete backups a policy deletes: beyond the newest ``keep``, or older than
-    ``max_age``; never the newest complete one, and never an incomplete one (not passed in)."""
+class _Complete(Protocol):
+    """What retention reads of a complete backup or etcd snapshot."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def ended(self) -> dt.datetime: ...
+
+
+CompleteT = TypeVar("CompleteT", bound=_Complete)
+
+
+def retention(complete: list[CompleteT], *, keep: int | None, max_age: dt.timedelta | None,
+              now: dt.datetime) -> list[CompleteT]:
+    """The complete backups (or etcd snapshots) a policy deletes: beyond the newest ``keep``,
+    or older than ``max_age``; never the newest complete one, and never an incomplete one
+    (not passed in)."""
     if keep is not None and keep < 1:
         raise ValueError(f"retention keep must be at least 1, got {keep}")
     newest_first = sorted(complete, key=lambda m: (m.ended, m.id), reverse=True)
@@ -487,6 +501,11 @@ class SnapshotManifest:
     @property
     def manifest_key(self) -> str:
         return f"{ETCD}{self.id}/manifest.json"
+
+    @property
+    def ended(self) -> dt.datetime:
+        """When it was complete, as retention reads it."""
+        return parse_time(self.created_at)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

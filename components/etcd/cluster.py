@@ -47,7 +47,10 @@ Objects, all children of the component:
 - ``PodDisruptionBudget``: ``maxUnavailable = replicas - quorum``, so a drain never
   costs quorum (0 for a single member: any disruption is an outage).
 - Snapshots: a ``PersistentVolumeClaim`` and a ``CronJob`` running
-  ``scripts/etcd-snapshot.sh`` (``etcdctl snapshot save``, keep the newest N).
+  ``scripts/etcd-snapshot.sh`` (``etcdctl snapshot save``, keep the newest N); with
+  ``etcd.snapshot.store`` the Job then uploads that file to the object store, and with
+  ``etcd.restore.snapshot`` every member's pod restores one before its first start
+  (:mod:`components.etcd._snapshots`).
 - ``EtcdMembership`` (dynamic) unless ``membership.enabled`` is false; then
   ``EtcdBootstrap`` (dynamic, :mod:`components.etcd._bootstrap`) only records the
   bootstrap member list at creation and keeps it, so a pod added later is never an
@@ -82,6 +85,7 @@ from components import _kube
 from components._kube import mount
 from components._validate import quantity_value
 from components.config import EtcdConfig, MetricsConfig
+from components.etcd import _snapshots
 from components.etcd._bootstrap import EtcdBootstrap, EtcdBootstrapArgs
 from components.etcd._membership import DESIRED_MEMBERS_KEY, EtcdMembership, EtcdMembershipArgs
 
@@ -121,6 +125,10 @@ class EtcdClusterArgs:
     config: EtcdConfig
     # metrics.enabled: a Service naming the plain metrics port (and its ServiceMonitor).
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    # The image with `python -m mysqlbackup` for the store's upload and the restore's fetch
+    # (the backup agent image; etcd.snapshot.store.image overrides it). Needed only with
+    # etcd.snapshot.store.enabled or etcd.restore.snapshot.
+    agent_image: str = ""
 
 
 @dataclass(frozen=True)
@@ -329,8 +337,25 @@ def _scripts_volume(names: _Names) -> k8s.core.v1.VolumeArgsDict:
     return {"name": "scripts", "config_map": {"name": names.scripts, "default_mode": 0o555}}
 
 
+def _add_restore(spec: dict[str, Any], config: EtcdConfig, container: dict[str, Any],
+                 token: str, agent_image: str) -> None:
+    """With etcd.restore.snapshot: the restore's init steps after the busybox copy, and the
+    store's keys as a volume (components/etcd/_snapshots.py)."""
+    if config.restore.snapshot is None:
+        return
+    etcd_step = {key: container[key] for key in ("image", "command", "env", "security_context")}
+    etcd_step["volume_mounts"] = [m for m in container["volume_mounts"]
+                                  if m["name"] != "peer-tls"]
+    spec["init_containers"] += _snapshots.restore_init_containers(
+        config, image=_snapshots.store_image(config, agent_image), etcd_step=etcd_step,
+        member_script=MEMBER_SCRIPT, scripts_mount=SCRIPTS_MOUNT, data_mount=DATA_MOUNT,
+        token=token)
+    spec["volumes"].append(_snapshots.credentials_volume(config))
+
+
 def _pod_spec(config: EtcdConfig, names: _Names, labels: _kube.AppLabels, token: str,
-              bootstrap: pulumi.Input[str]) -> k8s.core.v1.PodSpecArgsDict:
+              bootstrap: pulumi.Input[str], *, agent_image: str = ""
+              ) -> k8s.core.v1.PodSpecArgsDict:
     container: k8s.core.v1.ContainerArgsDict = {
         "name": "etcd",
         "image": config.image,
@@ -371,12 +396,14 @@ def _pod_spec(config: EtcdConfig, names: _Names, labels: _kube.AppLabels, token:
             *_tls_volumes(config, peer=True),
         ],
     }
+    _add_restore(spec, config, dict(container), token, agent_image)
     _kube.place(spec, config.spread, labels.selector())
     return spec
 
 
 def statefulset_spec(config: EtcdConfig, names: _Names, labels: _kube.AppLabels, token: str,
-                     bootstrap: pulumi.Input[str]) -> k8s.apps.v1.StatefulSetSpecArgsDict:
+                     bootstrap: pulumi.Input[str], *, agent_image: str = ""
+                     ) -> k8s.apps.v1.StatefulSetSpecArgsDict:
     return {
         "service_name": names.peer_service,
         "replicas": config.replicas,
@@ -390,16 +417,21 @@ def statefulset_spec(config: EtcdConfig, names: _Names, labels: _kube.AppLabels,
                 "labels": labels.all(),
                 "annotations": {SCRIPTS_HASH_ANNOTATION: _kube.files_hash(script_files())[:16]},
             },
-            "spec": _pod_spec(config, names, labels, token, bootstrap),
+            "spec": _pod_spec(config, names, labels, token, bootstrap,
+                              agent_image=agent_image),
         },
         "volume_claim_templates": [
             _kube.data_claim_template(labels, config.storage, config.storage_class)],
     }
 
 
-def _snapshot_job_spec(config: EtcdConfig, names: _Names) -> k8s.batch.v1.JobSpecArgsDict:
+def _snapshot_job_spec(config: EtcdConfig, names: _Names,
+                       agent_image: str = "") -> k8s.batch.v1.JobSpecArgsDict:
+    """The save (etcd-snapshot.sh); with the store on, the save is an init container and the
+    Job's container uploads the file it saved (components/etcd/_snapshots.py)."""
+    store = config.snapshot.store.enabled
     container: k8s.core.v1.ContainerArgsDict = {
-        "name": "snapshot",
+        "name": _snapshots.SAVE_CONTAINER,
         "image": config.image,
         "command": [BUSYBOX, "sh", f"{SCRIPTS_MOUNT}/{SNAPSHOT_SCRIPT}"],
         "env": [
@@ -407,6 +439,8 @@ def _snapshot_job_spec(config: EtcdConfig, names: _Names) -> k8s.batch.v1.JobSpe
             _kube.value_env("SNAPSHOT_DIR", SNAPSHOT_MOUNT),
             _kube.value_env("SNAPSHOT_RETAIN", config.snapshot.retain),
             _kube.value_env("SNAPSHOT_BUSYBOX", BUSYBOX),
+            *([_kube.value_env("SNAPSHOT_SAVED_RECORD", _snapshots.SAVED_RECORD)]
+              if store else []),
             *_etcdctl_tls_env(config),
         ],
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
@@ -416,9 +450,25 @@ def _snapshot_job_spec(config: EtcdConfig, names: _Names) -> k8s.batch.v1.JobSpe
             mount("snapshots", SNAPSHOT_MOUNT),
             mount("scripts", SCRIPTS_MOUNT, read_only=True),
             mount("shell", SHELL_MOUNT, read_only=True),
+            *([_snapshots.handoff_mount()] if store else []),
             *_tls_mounts(config, peer=False),
         ],
     }
+    init_containers = _shell_init_containers(config.shell_image)
+    containers = [container]
+    volumes: list[k8s.core.v1.VolumeArgsDict] = [
+        {"name": "snapshots", "persistent_volume_claim": {"claim_name": names.snapshots}},
+        _scripts_volume(names),
+        _kube.empty_dir("shell", size_limit="16Mi"),
+        *_tls_volumes(config, peer=False),
+    ]
+    if store:
+        init_containers.append(container)
+        containers = [_snapshots.upload_container(
+            config, image=_snapshots.store_image(config, agent_image),
+            namespace=names.namespace, script=SNAPSHOT_SCRIPT, scripts_mount=SCRIPTS_MOUNT,
+            snapshots_mount=SNAPSHOT_MOUNT)]
+        volumes += [_snapshots.handoff_volume(), _snapshots.credentials_volume(config)]
     return {
         "backoff_limit": 2,
         "active_deadline_seconds": 900,
@@ -430,15 +480,9 @@ def _snapshot_job_spec(config: EtcdConfig, names: _Names) -> k8s.batch.v1.JobSpe
                 "enable_service_links": False,
                 "security_context": _kube.pod_security_context(user=ETCD_USER,
                                                                 group=ETCD_USER),
-                "init_containers": _shell_init_containers(config.shell_image),
-                "containers": [container],
-                "volumes": [
-                    {"name": "snapshots",
-                     "persistent_volume_claim": {"claim_name": names.snapshots}},
-                    _scripts_volume(names),
-                    _kube.empty_dir("shell", size_limit="16Mi"),
-                    *_tls_volumes(config, peer=False),
-                ],
+                "init_containers": init_containers,
+                "containers": containers,
+                "volumes": volumes,
             },
         },
     }
@@ -545,7 +589,8 @@ class EtcdCluster(pulumi.ComponentResource):
         k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
             metadata=_kube.metadata(config.name, namespace, labels),
-            spec=statefulset_spec(config, names, labels, token, bootstrap),
+            spec=statefulset_spec(config, names, labels, token, bootstrap,
+                                  agent_image=args.agent_image),
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends))
         _kube.pod_disruption_budget(
             f"{name}-pdb", name=config.name, namespace=namespace, labels=labels,
@@ -558,7 +603,8 @@ class EtcdCluster(pulumi.ComponentResource):
                                      else ()),
             opts=child)
         if config.snapshot.enabled:
-            self._snapshots(name, config, names, labels, scripts)
+            self._snapshots(name, config, names, labels, scripts,
+                            agent_image=args.agent_image)
 
         self.lock_endpoints = (() if config.tls.enabled
                                else tuple(membership_endpoints(config, names)))
@@ -594,7 +640,8 @@ class EtcdCluster(pulumi.ComponentResource):
             opts=child)
 
     def _snapshots(self, name: str, config: EtcdConfig, names: _Names,
-                   labels: _kube.AppLabels, scripts: k8s.core.v1.ConfigMap) -> None:
+                   labels: _kube.AppLabels, scripts: k8s.core.v1.ConfigMap, *,
+                   agent_image: str) -> None:
         claim: dict[str, Any] = {
             "access_modes": ["ReadWriteOnce"],
             "resources": {"requests": {"storage": config.snapshot.storage}},
@@ -618,7 +665,7 @@ class EtcdCluster(pulumi.ComponentResource):
                 "starting_deadline_seconds": 600,
                 "successful_jobs_history_limit": 3,
                 "failed_jobs_history_limit": 3,
-                "job_template": {"spec": _snapshot_job_spec(config, names)},
+                "job_template": {"spec": _snapshot_job_spec(config, names, agent_image)},
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=[volume, scripts]))
 

@@ -60,12 +60,17 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import _kube, _validate
+from components import _kube, _object_store, _validate
 from components._kube import mount
+from components._object_store import AGENT_PYTHON as _AGENT_PYTHON
 from components.config import BackupConfig, MySQLConfig
 from components.mysql import credentials
 from components.mysql.flavor import FLAVORS
 
+# The store's hand-over, shared with etcd's snapshot steps (components/_object_store.py).
+STORE_CREDENTIALS_VOLUME = _object_store.STORE_CREDENTIALS_VOLUME
+STORE_CREDENTIALS_DIR = _object_store.STORE_CREDENTIALS_DIR
+STORE_KEYS = _object_store.STORE_KEYS
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AGENT_DOCKERFILE = REPO_ROOT / "deploy" / "backup" / "agent.Dockerfile"
 AGENT_REPOSITORY = "ghcr.io/mysql-cluster/backup-agent"
@@ -93,11 +98,6 @@ JOB_LOCK_TTL_SECONDS = 30
 RESTORE_CONTAINER = "restore"
 # On the pod's /tmp volume: the plan and the archived binlogs, gone once the restore is done.
 RESTORE_WORK_DIR = "/tmp/mysql-cluster-restore"  # noqa: S108 (the pod's own emptyDir)
-STORE_CREDENTIALS_VOLUME = "backup-store-credentials"
-STORE_CREDENTIALS_DIR = "/run/secrets/backup-store"
-# The keys of mysql.backup.credentialsSecret (config.py's BackupConfig says so).
-STORE_KEYS = {"S3_ACCESS_KEY_FILE": "access-key", "S3_SECRET_KEY_FILE": "secret-key"}
-_AGENT_PYTHON = "/opt/mysqlbackup/bin/python"
 # The archiver's first heartbeat comes once its server answers (the server's start, crash
 # recovery included, may take the StatefulSet's SERVER_START_SECONDS): the startup probe
 # allows that, so liveness never judges a loop that has not started.
@@ -127,34 +127,12 @@ def agent_image(version: str) -> str:
 def store_environment(backup: BackupConfig,
                       cluster_name: str) -> list[k8s.core.v1.EnvVarArgsDict]:
     """mysqlbackup's ``S3_*`` settings (store.py, StoreConfig.from_env): paths, never keys."""
-    if backup.endpoint is None or backup.bucket is None:
-        raise ValueError("mysql.backup.endpoint and bucket are required when backups are on")
-    return [
-        _kube.value_env("S3_ENDPOINT", backup.endpoint),
-        _kube.value_env("S3_BUCKET", backup.bucket),
-        _kube.value_env("S3_PREFIX", backup.prefix or cluster_name),
-        _kube.value_env("S3_REGION", backup.region),
-        _kube.value_env("S3_PATH_STYLE", "true" if backup.path_style else "false"),
-        *(_kube.value_env(name, f"{STORE_CREDENTIALS_DIR}/{key}")
-          for name, key in STORE_KEYS.items()),
-        _kube.value_env("ARCHIVE_INTERVAL_SECONDS", backup.archive_interval_seconds),
-        _kube.value_env("MYSQLBACKUP_PYTHON", _AGENT_PYTHON),
-    ]
+    return [*_object_store.store_environment(backup, cluster_name, "mysql.backup"),
+            _kube.value_env("ARCHIVE_INTERVAL_SECONDS", backup.archive_interval_seconds)]
 
 
 def store_credentials_volume(backup: BackupConfig) -> k8s.core.v1.VolumeArgsDict:
-    if backup.credentials_secret is None:
-        raise ValueError("mysql.backup.credentialsSecret is required when backups are on")
-    return {
-        "name": STORE_CREDENTIALS_VOLUME,
-        "secret": {
-            "secret_name": backup.credentials_secret,
-            "default_mode": credentials.FILE_MODE,
-            # A Secret without the keys keeps the pod from starting, naming the Secret.
-            "optional": False,
-            "items": [{"key": key, "path": key} for key in STORE_KEYS.values()],
-        },
-    }
+    return _object_store.store_credentials_volume(backup, "mysql.backup")
 
 
 def archiver_probe(command: list[str], *, failures: int) -> k8s.core.v1.ProbeArgsDict:

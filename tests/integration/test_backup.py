@@ -50,27 +50,11 @@ from tests.support.mocks import manifests, run_program, stack_with
 from tests.support.pods import Pod, PodCluster
 from tests.support.procs import LOCALHOST, free_ports, require_binary, wait_until
 from tests.support.rendered_jobs import LocalJob, cron_job_container, local_job
-from tests.support.seaweedfs import SeaweedS3
 
 pytestmark = pytest.mark.integration
 
 
 # --- fixtures ------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def store(s3: SeaweedS3, request: pytest.FixtureRequest) -> Store:
-    name = request.node.name.replace("_", "-").lower()[:40].strip("-")
-    return Store(s3, f"{name}-{os.getpid()}")
-
 
 @pytest.fixture
 def source(tmp_path: Path) -> Iterator[Pod]:

@@ -64,8 +64,11 @@ def adapt_to_this_machine(command: list[str], env: dict[str, str]) -> list[str]:
     busybox = shutil.which("busybox")
     assert busybox is not None
     etcdctl = etcdctl_binary()
+    # - The etcd image has etcdutl too; the build here has no etcdutl, and etcdctl 3.5's
+    #   ``snapshot restore`` (deprecated in favour of etcdutl's) takes the same flags.
     env.update({"MEMBER_ETCD": etcd_binary(), "MEMBER_ETCDCTL": etcdctl,
-                "SNAPSHOT_ETCDCTL": etcdctl, "MEMBER_RETRY_SECONDS": "0.2"})
+                "MEMBER_ETCDUTL": etcdctl, "SNAPSHOT_ETCDCTL": etcdctl,
+                "MEMBER_RETRY_SECONDS": "0.2"})
     return [busybox if word == "/bin/busybox" else word for word in command]
 
 
@@ -76,11 +79,29 @@ def mount(text: str, volumes: Mapping[str, Path]) -> str:
     return text
 
 
-def run_init_containers(pod: Mapping[str, Any], volumes: Mapping[str, Path]) -> None:
-    """Run the pod's init containers as the kubelet would: in order, each to completion."""
-    for init in pod.get("initContainers", []):
-        command = adapt_to_this_machine([mount(w, volumes) for w in init["command"]], {})
-        run(command, timeout=30)
+def run_containers(containers: list[Mapping[str, Any]], volumes: Mapping[str, Path], *,
+                   pod_name: str = "", translate: Callable[[str], str] | None = None,
+                   overrides: Mapping[str, str] | None = None) -> str:
+    """Run containers as the kubelet runs init containers: in order, each to completion,
+    each with its own environment (``translate`` maps its values to this machine, e.g. pod
+    DNS names; ``overrides`` replace variables, e.g. the test store's settings). Returns
+    what they wrote to stderr; a failure raises, carrying the container's output."""
+    logs = []
+    for container in containers:
+        env = {k: mount(translate(v) if translate else v, volumes)
+               for k, v in container_env(container, pod_name).items()}
+        command = adapt_to_this_machine([mount(w, volumes) for w in container["command"]], env)
+        env.update(overrides or {})
+        logs.append(run(command, env=env, timeout=120).stderr)
+    return "".join(logs)
+
+
+def run_init_containers(pod: Mapping[str, Any], volumes: Mapping[str, Path], *,
+                        pod_name: str = "", translate: Callable[[str], str] | None = None,
+                        overrides: Mapping[str, str] | None = None) -> str:
+    """Run the pod's init containers as the kubelet would (:func:`run_containers`)."""
+    return run_containers(pod.get("initContainers", []), volumes, pod_name=pod_name,
+                   translate=translate, overrides=overrides)
 
 
 def expand(text: str, values: Mapping[str, str]) -> str:
@@ -111,7 +132,8 @@ class Ports:
 class LocalStatefulSet:
     """The StatefulSet controller and cluster DNS for one etcd StatefulSet, on 127.0.0.1."""
 
-    def __init__(self, base: Path, rendered: Rendered, *, tls_dir: Path | None = None) -> None:
+    def __init__(self, base: Path, rendered: Rendered, *, tls_dir: Path | None = None,
+                 init_overrides: Mapping[str, str] | None = None) -> None:
         # Debian's busybox-static stands in for the busybox image's static binary.
         etcd_binary()
         etcdctl_binary()
@@ -121,6 +143,9 @@ class LocalStatefulSet:
         self.tls_dir = tls_dir
         self.scheme = "https" if tls_dir else "http"
         self.rendered = rendered
+        # The init containers' environment changes (the test store, for the restore steps).
+        self.init_overrides = dict(init_overrides or {})
+        self.init_logs: dict[int, str] = {}
         self.template_pod = rendered.statefulset["spec"]["template"]["spec"]
         self.template_container = rendered.etcd_container
         ports = free_ports(3 * MAX_MEMBERS)
@@ -183,13 +208,20 @@ class LocalStatefulSet:
         shutil.rmtree(volumes[SHELL_MOUNT], ignore_errors=True)
         for path in (volumes[DATA_MOUNT], volumes[SHELL_MOUNT]):
             path.mkdir(parents=True, exist_ok=True)
-        run_init_containers(self.template_pod, volumes)
+        self.run_init(ordinal)
         argv, env = self.argv_env(ordinal)
         env.update(overrides or {})
         member = EtcdMember(self.pod(ordinal), argv, client_url=self.client_url(ordinal),
                             data_dir=self.data_dir(ordinal), log_dir=self.base, env=env)
         self.members[ordinal] = member.start()
         return member
+
+    def run_init(self, ordinal: int) -> None:
+        """The pod's init containers, in its environment (raises when one fails); what
+        they logged is kept in ``init_logs``."""
+        self.init_logs[ordinal] = run_init_containers(
+            self.template_pod, self.volumes(ordinal), pod_name=self.pod(ordinal),
+            translate=lambda text: self.dns(text, ordinal), overrides=self.init_overrides)
 
     def signal(self, ordinal: int, signum: int) -> None:
         """Signal the pod's whole process group: the script and the etcd it started."""

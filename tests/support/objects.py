@@ -80,11 +80,18 @@ BACKUP_RESTORE = {"backup": "20261203T030000Z-abc123", "pointInTime": "2026-12-0
 
 def with_backups(config: dict[str, Any]) -> dict[str, Any]:
     """A stack config with every backup switch on: scheduled backups and their verification,
-    and a restore (a new cluster restored from the store that then backs itself up)."""
+    a restore (a new cluster restored from the store that then backs itself up), and etcd's
+    snapshots to a store and its members restored from one (the CronJob's upload container,
+    the members' restore init containers)."""
     mysql = {**config["mysql-cluster:mysql"],
              "backup": {**BACKUP_STORE, "verify": {"enabled": True}},
              "restore": BACKUP_RESTORE}
-    return {**config, "mysql-cluster:mysql": mysql}
+    etcd = dict(config.get("mysql-cluster:etcd") or {})
+    snapshot = {**(etcd.get("snapshot") or {}), "store": {
+        "enabled": True, "endpoint": "https://s3.eu-west-1.amazonaws.com",
+        "bucket": "etcd-snapshots", "credentialsSecret": "etcd-store"}}
+    return {**config, "mysql-cluster:mysql": mysql, "mysql-cluster:etcd": {
+        **etcd, "snapshot": snapshot, "restore": {"snapshot": "latest"}}}
 
 
 # Variants of a stack file, checked like the stacks themselves: <stack>-tls-metrics,

@@ -165,3 +165,14 @@ def test_one_manifest_per_slot_and_an_older_lock_token_is_fenced() -> None:
     # Manifests written before slots existed still read.
     assert Manifest.from_json({k: v for k, v in first.to_json().items()
                                if k not in ("slot", "fencing_token")}).slot is None
+
+
+def test_etcd_snapshot_retention_keeps_the_newest_complete_ones() -> None:
+    snapshots = [catalog.SnapshotManifest(f"2026120{day}T000000Z-10", 10, "0" * 64,
+                                          f"2026-12-0{day}T00:00:00Z", "db/etcd")
+                 for day in (3, 1, 2)]
+    doomed = catalog.retention(snapshots, keep=2, max_age=None,
+                               now=catalog.parse_time("2026-12-04T00:00:00Z"))
+    assert [s.id for s in doomed] == ["20261201T000000Z-10"]
+    assert catalog.retention(snapshots[:1], keep=1, max_age=dt.timedelta(seconds=1),
+                             now=catalog.parse_time("2027-01-01T00:00:00Z")) == []

@@ -15,7 +15,8 @@ from tests.support import mocks
 PUBLIC = {"MySQLCluster", "MySQLClusterArgs", "EtcdCluster", "EtcdClusterArgs", "Locks",
           "LocksArgs", "load", "parse", "ConfigError", "StackConfig", "MySQLConfig",
           "EtcdConfig", "LocksConfig", "Resources", "ReplicationInitConfig", "Endpoint",
-          "EtcdTLSConfig", "EtcdSnapshotConfig", "EtcdMembershipConfig"}
+          "EtcdTLSConfig", "EtcdSnapshotConfig", "EtcdMembershipConfig", "EtcdSnapshotStoreConfig",
+          "EtcdRestoreConfig", "agent_image"}
 
 
 def test_every_public_name_resolves() -> None:

@@ -33,8 +33,27 @@
 # for, or two slow learners would take the slot from each other forever. A learner promotes itself
 # once etcd says it has caught up; until then etcd keeps it out of quorum.
 #
-# Runs under busybox sh in the pod (the etcd image is distroless) and under any POSIX sh
-# in tests. Environment (set by components/etcd/cluster.py):
+# With etcd.restore.snapshot, three init containers run this script before etcd starts
+# (modes, first argument; components/etcd/_snapshots.py wires them):
+#
+#   restore-plan   (etcd image)  decides whether this member restores: only an initial member
+#                                whose data dir is empty and that never restored before
+#                                (marker RESTORE_DONE), while the restored cluster is still
+#                                forming (no member answers, or this one is listed as an
+#                                unstarted voter). A member that ran before and lost its data
+#                                dir, or one added later, is left to the joining rules above:
+#                                it gets the data from the leader, never a second restore.
+#                                Leftovers of a half-finished restore are removed first.
+#   restore-fetch  (agent image) the planned snapshot from the store, verified
+#                                (python -m mysqlbackup fetch-snapshot), beside the data dir
+#   restore        (etcd image)  etcdutl snapshot restore with exactly the name, cluster,
+#                                token and peer URL etcd starts with below, into a directory
+#                                beside the data dir, renamed into place (so a data dir is
+#                                either absent or complete), then the marker
+#
+# Runs under busybox sh in the pod (the etcd image is distroless), under the agent image's
+# /bin/sh (restore-fetch) and under any POSIX sh in tests. Environment (set by
+# components/etcd/cluster.py):
 #   MEMBER_NAME               this member's name (the pod name)
 #   MEMBER_PEER_URL           this member's advertised peer URL
 #   MEMBER_DATA_DIR           etcd's --data-dir
@@ -43,7 +62,12 @@
 #   MEMBER_DESIRED_KEY        the etcd key holding the desired peer URLs (comma-separated)
 #   MEMBER_STALE_LEARNER_SECONDS  how long a never-started learner may hold the slot
 #   MEMBER_BUSYBOX            the busybox binary, whose applets are linked beside it
-#   MEMBER_ETCD, MEMBER_ETCDCTL, MEMBER_RETRY_SECONDS  overrides (tests)
+#   MEMBER_CLUSTER_TOKEN      --initial-cluster-token (restore)
+#   RESTORE_SNAPSHOT          the snapshot id, or latest (restore modes)
+#   RESTORE_DIR               the restore's work dir, on the data volume (restore modes)
+#   RESTORE_DONE              the marker a completed restore leaves (restore modes)
+#   MYSQLBACKUP_PYTHON, S3_*  the agent image's Python and the store (restore-fetch)
+#   MEMBER_ETCD, MEMBER_ETCDCTL, MEMBER_ETCDUTL, MEMBER_RETRY_SECONDS  overrides (tests)
 #   ETCDCTL_CACERT, ETCDCTL_CERT, ETCDCTL_KEY          client TLS, read by etcdctl
 set -eu
 
@@ -82,6 +106,23 @@ if [ "${1:-}" = "readiness" ]; then
             exit 1 ;;
         *) echo "not ready: /metrics on $host:$port has no etcd_server_is_learner" >&2; exit 1 ;;
     esac
+fi
+
+# "etcd-member.sh restore-fetch": in the agent image, which has Python but no etcdctl, so
+# only what restore-plan decided: the snapshot, verified against its manifest's sha256
+# (fetch-snapshot writes a .partial file and renames it only once the sum matched).
+if [ "${1:-}" = "restore-fetch" ]; then
+    : "${RESTORE_DIR:?RESTORE_DIR is required}"
+    : "${RESTORE_SNAPSHOT:?RESTORE_SNAPSHOT is required (a snapshot id or latest)}"
+    if [ ! -e "$RESTORE_DIR/planned" ]; then
+        echo "etcd-member restore-fetch: no restore planned for this member" >&2
+        exit 0
+    fi
+    rm -f "$RESTORE_DIR/snapshot.db" "$RESTORE_DIR/snapshot.db.partial"
+    "${MYSQLBACKUP_PYTHON:-python3}" -m mysqlbackup fetch-snapshot --id "$RESTORE_SNAPSHOT" \
+        --out "$RESTORE_DIR/snapshot.db" >"$RESTORE_DIR/snapshot.json"
+    echo "etcd-member restore-fetch: fetched $(cat "$RESTORE_DIR/snapshot.json")" >&2
+    exit 0
 fi
 
 : "${MEMBER_NAME:?MEMBER_NAME is required (the pod name)}"
@@ -164,6 +205,14 @@ readd_marker="$MEMBER_DATA_DIR.re-adding"
 # Fails when etcd does not answer: then nobody can tell whether we are wanted.
 read_desired() {
     desired=$(ctl get --print-value-only "$MEMBER_DESIRED_KEY" 2>/dev/null) || return 1
+    # A cluster restored from a snapshot holds the list of the snapshot's source. Ours
+    # always names bootstrap member 0 (scale-down removes the highest ordinals first);
+    # one that does not is another cluster's, and says nothing about this one.
+    first=${MEMBER_BOOTSTRAP_CLUSTER%%,*}
+    if [ -n "$desired" ] && ! is_desired "${first#*=}"; then
+        note "ignoring $MEMBER_DESIRED_KEY: it lists another cluster's members ($desired), restored from a snapshot; EtcdMembership's next update rewrites it"
+        desired=""
+    fi
 }
 
 is_desired() {
@@ -278,6 +327,98 @@ run_etcd() {
     done
     exit "$status"
 }
+
+restore_log() {
+    printf '%s etcd-member %s: restore: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+        "$MEMBER_NAME" "$*" >&2
+}
+
+# Whether this member restores the snapshot (RESTORE_DIR/planned), and nothing else: the
+# data dir is never touched here.
+restore_plan() {
+    if [ -e "$RESTORE_DONE" ]; then
+        restore_log "restored before ($(cat "$RESTORE_DONE")): nothing to do"
+        rm -rf "$RESTORE_DIR"
+        return 0
+    fi
+    if [ -e "$MEMBER_DATA_DIR/member" ]; then
+        if [ -e "$RESTORE_DIR/planned" ] && [ -e "$RESTORE_DIR/snapshot.json" ] \
+                && [ ! -e "$RESTORE_DIR/data" ]; then
+            # Renamed into place, then stopped before the marker: the data is complete.
+            restore_mark_done
+        else
+            restore_log "the data dir holds data: a restore never overwrites it"
+        fi
+        rm -rf "$RESTORE_DIR"
+        return 0
+    fi
+    if [ -e "$RESTORE_DIR" ]; then
+        restore_log "removing a half-finished restore's leftovers ($RESTORE_DIR) to redo it"
+        rm -rf "$RESTORE_DIR"
+    fi
+    if ! in_bootstrap_cluster; then
+        restore_log "not an initial member: it joins the restored cluster instead"
+        return 0
+    fi
+    forming="no member answers yet"
+    if list=$(member_list) && [ -n "$list" ]; then
+        entry=$(own_entry "$list")
+        case "$entry" in
+            *" unstarted false") forming="the restored members list this one as not started yet" ;;
+            *)
+                restore_log "the restored cluster runs and this member is ${entry:+listed as $entry}${entry:-not listed}: it joins (etcd-member.sh), no second restore"
+                return 0 ;;
+        esac
+    fi
+    mkdir -p "$RESTORE_DIR"
+    : >"$RESTORE_DIR/planned"
+    restore_log "planned: snapshot $RESTORE_SNAPSHOT into an empty data dir ($forming)"
+}
+
+restore_mark_done() {
+    printf 'snapshot=%s restored=%s\n' "$(cat "$RESTORE_DIR/snapshot.json")" \
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$RESTORE_DONE.tmp"
+    mv "$RESTORE_DONE.tmp" "$RESTORE_DONE"
+    restore_log "done: $(cat "$RESTORE_DONE")"
+}
+
+restore_snapshot() {
+    if [ ! -e "$RESTORE_DIR/planned" ]; then
+        return 0
+    fi
+    if [ ! -s "$RESTORE_DIR/snapshot.db" ]; then
+        restore_log "planned, but restore-fetch left no snapshot in $RESTORE_DIR"
+        exit 1
+    fi
+    if [ -e "$MEMBER_DATA_DIR" ] && [ -n "$(ls -A "$MEMBER_DATA_DIR")" ]; then
+        restore_log "$MEMBER_DATA_DIR is not empty: refusing to restore over it"
+        exit 1
+    fi
+    rm -rf "$RESTORE_DIR/data"
+    # The very name, cluster, token and peer URL etcd is started with (above), so the
+    # restored members make one new cluster (etcd derives member and cluster IDs from them).
+    "$ETCDUTL" snapshot restore "$RESTORE_DIR/snapshot.db" --data-dir="$RESTORE_DIR/data" \
+        --name="$MEMBER_NAME" --initial-cluster="$MEMBER_BOOTSTRAP_CLUSTER" \
+        --initial-cluster-token="$MEMBER_CLUSTER_TOKEN" \
+        --initial-advertise-peer-urls="$MEMBER_PEER_URL" >&2
+    if [ -e "$MEMBER_DATA_DIR" ]; then
+        rmdir "$MEMBER_DATA_DIR"
+    fi
+    mv "$RESTORE_DIR/data" "$MEMBER_DATA_DIR"
+    restore_mark_done
+    rm -rf "$RESTORE_DIR"
+}
+
+case "${1:-}" in
+    restore-plan | restore)
+        : "${RESTORE_DIR:?RESTORE_DIR is required}"
+        : "${RESTORE_DONE:?RESTORE_DONE is required}"
+        : "${RESTORE_SNAPSHOT:?RESTORE_SNAPSHOT is required (a snapshot id or latest)}"
+        : "${MEMBER_CLUSTER_TOKEN:?MEMBER_CLUSTER_TOKEN is required (--initial-cluster-token)}"
+        ETCDUTL=${MEMBER_ETCDUTL:-/usr/local/bin/etcdutl}
+        if [ "$1" = "restore-plan" ]; then restore_plan; else restore_snapshot; fi
+        exit 0 ;;
+esac
 
 if [ -d "$MEMBER_DATA_DIR/member/wal" ]; then
     while :; do

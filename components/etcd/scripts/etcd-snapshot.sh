@@ -5,7 +5,33 @@
 # it, so a failed or interrupted run never leaves a file that looks like a good snapshot
 # and never pushes a good one out of the retention window, nor partial files that fill
 # the volume run after run.
+#
+# With etcd.snapshot.store.enabled the CronJob's pod runs this twice: first as an init
+# container in the etcd image (the save, as above, recording the file it saved in
+# SNAPSHOT_SAVED_RECORD on a volume both containers mount), then as "etcd-snapshot.sh
+# upload" in the backup agent image (the etcd image has no Python), which uploads exactly
+# that file with `python -m mysqlbackup upload-snapshot`: the snapshot, then its manifest,
+# so a snapshot without a manifest is incomplete and never restored. The snapshot's id in
+# the store is its file name's stamp and sequence, so the PVC's file and the store's object
+# name each other; a retried upload of the same file writes the same objects again.
 set -eu
+
+if [ "${1:-}" = "upload" ]; then
+    : "${SNAPSHOT_SAVED_RECORD:?SNAPSHOT_SAVED_RECORD is required (the file the save names)}"
+    : "${SNAPSHOT_SOURCE:?SNAPSHOT_SOURCE is required (the cluster, for the manifest)}"
+    : "${SNAPSHOT_RETAIN:?SNAPSHOT_RETAIN is required (complete snapshots kept in the store)}"
+    saved=$(cat "$SNAPSHOT_SAVED_RECORD")
+    if [ ! -s "$saved" ]; then
+        echo "etcd-snapshot upload: $SNAPSHOT_SAVED_RECORD names $saved, which is missing or empty" >&2
+        exit 1
+    fi
+    name=${saved##*/}
+    snapshot_id=${name#etcd-}
+    snapshot_id=${snapshot_id%.db}
+    # The store keeps as many complete snapshots as the volume (SNAPSHOT_RETAIN).
+    exec "${MYSQLBACKUP_PYTHON:-python3}" -m mysqlbackup upload-snapshot --file "$saved" \
+        --id "$snapshot_id" --source "$SNAPSHOT_SOURCE" --keep "$SNAPSHOT_RETAIN"
+fi
 
 : "${SNAPSHOT_ENDPOINT:?SNAPSHOT_ENDPOINT is required (one client URL)}"
 : "${SNAPSHOT_DIR:?SNAPSHOT_DIR is required}"
@@ -62,6 +88,9 @@ wait "$saver"
 saver=""
 mv "$partial" "$final"
 echo "saved $final"
+if [ -n "${SNAPSHOT_SAVED_RECORD:-}" ]; then
+    printf '%s\n' "$final" >"$SNAPSHOT_SAVED_RECORD"
+fi
 
 # Names are fixed-width UTC timestamps, so the glob lists them oldest first.
 total=0
