@@ -57,7 +57,9 @@ watch() {
         if [[ -n $problem ]]; then
             # Logged once per new content, not on every pass.
             log "TLS: not reloading: $problem"
-            printf '%s\n' "$problem" >"$invalid"
+            # Atomically: readiness (and the tests) read it whenever it exists, and a
+            # redirection creates it empty before the reason is written.
+            write_marker "$invalid" "$problem"
             loaded=$digest
             continue
         fi
